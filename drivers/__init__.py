@@ -1,0 +1,28 @@
+"""Southbound drivers, one package per protocol family. Drivers only read; there is no write path.
+
+Each driver kind names a schema module (config keys and checks, cheap to import so that
+`gatewayd check-config` does not load protocol stacks) and a runtime class with
+`from_config(device, rows)` and `async run(sink)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+# driver kind -> (schema module, "runtime module:class")
+DRIVERS: dict[str, tuple[str, str]] = {
+    "modbus_tcp": ("drivers.modbus.config", "drivers.modbus.tcp:ModbusTcpDriver"),
+}
+
+
+def schema(kind: str) -> ModuleType:
+    return importlib.import_module(DRIVERS[kind][0])
+
+
+def create(device: Any, rows: Any) -> Any:
+    """Build the runtime driver for a validated DeviceConfig whose tags sit at `rows` of the point table."""
+    module_name, class_name = DRIVERS[device.driver][1].split(":")
+    driver_class = getattr(importlib.import_module(module_name), class_name)
+    return driver_class.from_config(device, rows)

@@ -1,0 +1,325 @@
+"""Read, validate and compile the YAML configuration in two phases.
+
+Phase one checks every key of every section and collects all issues (file, line, key path, what is
+valid); phase two builds the frozen `Config` only if there were none. Relative paths are resolved
+against the directory of the config file, so a config and its key can travel together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import drivers
+from gatewayd.config.model import (
+    AlarmLimits, Config, DeviceConfig, GatewayIdentity, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
+)
+from gatewayd.config.schema import (
+    ConfigError, ConfigIssue, Field, Invalid, Reader, boolean, duration, identifier, integer, number,
+    one_of, text,
+)
+from gatewayd.config.yamlload import load_yaml
+
+PRIORITIES = ("low", "medium", "high", "critical")
+
+
+def positive_duration(value: Any) -> float:
+    seconds = duration(value)
+    if seconds <= 0:
+        raise Invalid("must be longer than zero")
+    return seconds
+
+
+def optional_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise Invalid(f"expected text, got {value!r}")
+    return str(value)
+
+
+def value_range(value: Any) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise Invalid("expected [low, high]")
+    low, high = (number()(item) for item in value)
+    if not low < high:
+        raise Invalid(f"low {low} must be below high {high}")
+    return low, high
+
+
+def optional_number(value: Any) -> float | None:
+    return None if value is None else number()(value)
+
+
+def path_value(value: Any) -> Path:
+    return Path(text(value))
+
+
+GATEWAY_FIELDS = {
+    "id": Field(identifier, doc="gateway code, unique on the platform; part of the MQTT topic"),
+    "name": Field(optional_text, ""),
+    "plant": Field(optional_text, ""),
+    "scan_interval": Field(positive_duration, 1.0, "how often rules and report-by-exception run"),
+    "state_dir": Field(path_value, Path("/var/lib/gatewayd"), "database and sequence state"),
+    "cache_dir": Field(path_value, Path("/var/cache/gatewayd"), "compiled rule kernels"),
+    "runtime_dir": Field(path_value, Path("/run/gatewayd"), "control socket"),
+}
+
+STORE_FIELDS = {
+    "path": Field(path_value, Path("gatewayd.db"), "SQLite file, relative to gateway.state_dir"),
+    "synchronous": Field(one_of("full", "normal"), "full", "full: a commit survives a power cut"),
+}
+
+TLS_FIELDS = {
+    "ca_file": Field(path_value, None, "CA bundle that signed the broker's certificate; system CAs if unset"),
+    "cert_file": Field(path_value, None, "client certificate for mutual TLS"),
+    "key_file": Field(path_value, None, "client private key for mutual TLS"),
+}
+
+UPLINK_FIELDS = {
+    "host": Field(text, doc="MQTT broker"),
+    "port": Field(integer(1, 65535), None, "default 8883 with TLS, 1883 plain"),
+    "transport": Field(one_of("tls", "plain"), "tls", "plain must be chosen explicitly"),
+    "tls": Field(lambda value: value, None, "ca_file, cert_file, key_file"),
+    "topic_prefix": Field(text, "gatewayd", "batches go to PREFIX/GATEWAY_ID/batch"),
+    "client_id": Field(identifier, None, "default: the gateway id"),
+    "username": Field(text, None),
+    "password_file": Field(path_value, None, "file holding the broker password (never inline)"),
+    "signing_key": Field(path_value, doc="Ed25519 private key from `gatewayd keygen`"),
+    "keepalive": Field(positive_duration, 30.0),
+    "batch_max_rows": Field(integer(1, 100_000), 5000, "samples and events per batch at most"),
+    "batch_interval": Field(positive_duration, 1.0, "how often a partial batch is sent"),
+    "max_inflight": Field(integer(1, 64), 4, "batches published and not yet acknowledged"),
+    "ack_timeout": Field(positive_duration, 15.0, "republish a batch not acknowledged in this time"),
+}
+
+ALARM_FIELDS = {
+    "hh": Field(optional_number, None, "high-high limit"),
+    "h": Field(optional_number, None, "high limit"),
+    "l": Field(optional_number, None, "low limit"),
+    "ll": Field(optional_number, None, "low-low limit"),
+    "deadband": Field(number(0.0), 0.0, "return only when back past the limit by this much"),
+    "priority": Field(one_of(*PRIORITIES), "medium"),
+}
+
+TAG_FIELDS = {
+    "name": Field(identifier, doc="tag number (位号), unique in the gateway"),
+    "description": Field(optional_text, ""),
+    "unit": Field(optional_text, ""),
+    "range": Field(value_range, None, "[low, high] of the instrument"),
+    "target_code": Field(optional_text, "", "platform target code (指标编码)"),
+    "equipment_code": Field(optional_text, ""),
+    "hazard_source_code": Field(optional_text, "", "major hazard source code"),
+    "production_unit": Field(optional_text, ""),
+    "deadband": Field(number(0.0), 0.0, "report a new sample only when it moved this much"),
+    "max_interval": Field(positive_duration, 60.0, "report at least this often even if unchanged"),
+    "alarms": Field(lambda value: value, None, "hh, h, l, ll, deadband, priority"),
+}
+
+DEVICE_FIELDS = {
+    "name": Field(identifier),
+    "driver": Field(one_of(*drivers.DRIVERS)),
+    "poll_interval": Field(positive_duration, 1.0),
+    "timeout": Field(positive_duration, 1.0, "per request"),
+    "enabled": Field(boolean, True),
+    "tags": Field(lambda value: value, doc="list of tags"),
+}
+
+TOP_FIELDS = {
+    "gateway": Field(lambda value: value),
+    "devices": Field(lambda value: value),
+    "store": Field(lambda value: value, None),
+    "uplink": Field(lambda value: value),
+}
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate a config file; raises ConfigError listing every issue."""
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(path), 0, "", f"cannot read: {exc}")]) from exc
+    return parse_config(source, path)
+
+
+def parse_config(source: str, path: Path) -> Config:
+    try:
+        document = load_yaml(source, str(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 0
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue(str(path), line, "", f"YAML syntax: {problem}")]) from exc
+    reader = Reader(str(path))
+    config = _build(document, path, reader)
+    if not reader.ok or config is None:
+        raise ConfigError(reader.issues)
+    return config
+
+
+def _build(document: Any, path: Path, reader: Reader) -> Config | None:
+    if document is None:
+        reader.error(0, "", f"the file is empty; expected the sections {', '.join(TOP_FIELDS)}")
+        return None
+    top = reader.section(document, "", 1, TOP_FIELDS)
+    if top is None or not {"gateway", "uplink"} <= top.keys():
+        return None
+    base = path.resolve().parent
+    gateway = _gateway(top.get("gateway"), reader, base, document)
+    uplink = _uplink(top.get("uplink"), reader, base, document, gateway)
+    store = _store(top.get("store"), reader, gateway)
+    devices = _devices(top.get("devices"), reader, _line(document, "devices"))
+    if gateway is None or uplink is None or store is None or devices is None or not reader.ok:
+        return None
+    tags = tuple(tag for device in devices for tag in device.tags)
+    return Config(path, gateway, devices, store, uplink, tags)
+
+
+def _line(node: Any, key: str) -> int:
+    return Reader.key_line(node, key)
+
+
+def _gateway(node: Any, reader: Reader, base: Path, document: Any) -> GatewayIdentity | None:
+    values = reader.section(node, "gateway", _line(document, "gateway"), GATEWAY_FIELDS)
+    if values is None or "id" not in values:
+        return None
+    for key in ("state_dir", "cache_dir", "runtime_dir"):
+        if key in values:
+            values[key] = base / values[key]
+    try:
+        return GatewayIdentity(**values)
+    except TypeError:
+        return None  # a field failed and its issue is recorded
+
+
+def _store(node: Any, reader: Reader, gateway: GatewayIdentity | None) -> StoreConfig | None:
+    values = reader.section(node, "store", 0, STORE_FIELDS)
+    if values is None or gateway is None or len(values) != len(STORE_FIELDS):
+        return None
+    return StoreConfig(gateway.state_dir / values["path"], values["synchronous"])
+
+
+def _uplink(node: Any, reader: Reader, base: Path, document: Any,
+            gateway: GatewayIdentity | None) -> UplinkConfig | None:
+    line = _line(document, "uplink")
+    values = reader.section(node, "uplink", line, UPLINK_FIELDS)
+    if values is None or len(values) != len(UPLINK_FIELDS) or gateway is None:
+        return None
+    tls_values = reader.section(values.pop("tls"), "uplink.tls", _line(node, "tls"), TLS_FIELDS)
+    if tls_values is None:
+        return None
+    if values["transport"] == "plain" and any(tls_values.values()):
+        reader.error(_line(node, "tls"), "uplink.tls", "TLS files given but transport is plain; "
+                     "set transport: tls or remove them")
+    if (tls_values["cert_file"] is None) != (tls_values["key_file"] is None):
+        reader.error(_line(node, "tls"), "uplink.tls", "cert_file and key_file go together for mutual TLS")
+    tls = TlsConfig(**{key: base / value if value else None for key, value in tls_values.items()})
+    if values["port"] is None:
+        values["port"] = 8883 if values["transport"] == "tls" else 1883
+    if values["client_id"] is None:
+        values["client_id"] = gateway.id
+    for key in ("signing_key", "password_file"):
+        if values[key] is not None:
+            values[key] = base / values[key]
+    if values["password_file"] is not None and values["username"] is None:
+        reader.error(_line(node, "password_file"), "uplink.password_file", "a password needs a username")
+    return UplinkConfig(tls=tls, **values)
+
+
+def _devices(node: Any, reader: Reader, line: int) -> tuple[DeviceConfig, ...] | None:
+    items = reader.items(node, "devices", line)
+    if not items and node is not None:
+        return None
+    devices, device_names, tag_names = [], {}, {}
+    for item, path, item_line in items:
+        device = _device(item, path, item_line, reader, tag_names)
+        if device is None:
+            continue
+        if device.name in device_names:
+            reader.error(item_line, f"{path}.name",
+                         f"device {device.name!r} is already defined at line {device_names[device.name]}")
+        device_names[device.name] = item_line
+        if _enabled(item):
+            devices.append(device)
+    return tuple(devices)
+
+
+def _enabled(item: Any) -> bool:
+    return not isinstance(item, dict) or item.get("enabled", True) is not False
+
+
+def _device(node: Any, path: str, line: int, reader: Reader,
+            tag_names: dict[str, int]) -> DeviceConfig | None:
+    if not isinstance(node, dict) or "driver" not in node or node["driver"] not in drivers.DRIVERS:
+        reader.section(node, path, line, DEVICE_FIELDS)  # reports what is wrong, including the driver
+        return None
+    driver = drivers.schema(node["driver"])
+    values = reader.section(node, path, line, {**DEVICE_FIELDS, **driver.DEVICE_FIELDS})
+    if values is None or "name" not in values:
+        return None
+    common = {key: values.pop(key) for key in list(DEVICE_FIELDS) if key in values}
+    settings = None
+    if len(values) == len(driver.DEVICE_FIELDS):
+        settings = driver.build_settings(values, reader, path, line)
+    tags, addresses = [], []
+    for tag_node, tag_path, tag_line in reader.items(node.get("tags"), f"{path}.tags", _line(node, "tags")):
+        tag = _tag(tag_node, tag_path, tag_line, reader, driver, common["name"])
+        if tag is None:
+            continue
+        if tag.name in tag_names:
+            reader.error(tag_line, f"{tag_path}.name",
+                         f"tag {tag.name!r} is already defined at line {tag_names[tag.name]}")
+            continue
+        tag_names[tag.name] = tag_line
+        tags.append(tag)
+        addresses.append((tag.name, tag_path, tag_line, tag.address))
+    driver.check_tags(addresses, reader)
+    if settings is None or len(common) != len(DEVICE_FIELDS):
+        return None
+    return DeviceConfig(common["name"], common["driver"], common["poll_interval"], common["timeout"],
+                        settings, tuple(tags), line)
+
+
+def _tag(node: Any, path: str, line: int, reader: Reader, driver: Any, device: str) -> TagConfig | None:
+    values = reader.section(node, path, line, {**TAG_FIELDS, **driver.TAG_FIELDS})
+    if values is None or len(values) != len(TAG_FIELDS) + len(driver.TAG_FIELDS):
+        return None
+    own = {key: values.pop(key) for key in list(TAG_FIELDS)}
+    address = driver.build_address(values, reader, path, Reader.key_line(node, "address"))
+    low, high = own.pop("range") or (None, None)
+    alarms = _alarms(own.pop("alarms"), f"{path}.alarms", _line(node, "alarms"), reader, low, high)
+    if address is None or alarms is False:
+        return None
+    return TagConfig(device=device, address=address, line=line, range_low=low, range_high=high,
+                     alarms=alarms or None, **own)
+
+
+def _alarms(node: Any, path: str, line: int, reader: Reader,
+            low: float | None, high: float | None) -> AlarmLimits | None | bool:
+    """Limit alarms, or None when absent, or False when invalid (issues recorded)."""
+    if node is None:
+        return None
+    values = reader.section(node, path, line, ALARM_FIELDS)
+    if values is None or len(values) != len(ALARM_FIELDS):
+        return False
+    ordered = [(key, values[key]) for key in ("ll", "l", "h", "hh") if values[key] is not None]
+    if not ordered:
+        reader.error(line, path, "no limit given: set at least one of hh, h, l, ll")
+        return False
+    ok = True
+    for (lower_key, lower), (upper_key, upper) in zip(ordered, ordered[1:]):
+        if not lower < upper:
+            reader.error(Reader.key_line(node, upper_key), f"{path}.{upper_key}",
+                         f"limits must rise ll < l < h < hh, but {upper_key.upper()} {upper} is not above "
+                         f"{lower_key.upper()} {lower}")
+            ok = False
+    if low is not None and high is not None:
+        for key, limit in ordered:
+            if not low <= limit <= high:
+                reader.error(Reader.key_line(node, key), f"{path}.{key}",
+                             f"{key.upper()} {limit} lies outside the range {low}..{high} and could never be reached")
+                ok = False
+    return AlarmLimits(**values) if ok else False

@@ -1,0 +1,57 @@
+"""The point table: the current value of every tag, one row a tag, in preallocated numpy arrays.
+
+Drivers write into it (it is their `SampleSink`); the scan loop reads it every tick. Everything runs
+on the event loop thread, so writes need no lock. Times are Unix seconds on the gateway clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Sequence
+
+import numpy as np
+
+from gatewayd.config.model import TagConfig
+from gatewayd.types import Event, Quality
+
+
+class PointTable:
+    def __init__(self, tags: Sequence[TagConfig]):
+        self.tags = tuple(tags)
+        self.rows = {tag.name: row for row, tag in enumerate(self.tags)}
+        size = len(self.tags)
+        self.value = np.full(size, np.nan)
+        self.quality = np.full(size, Quality.NO_VALUE, dtype=np.uint8)
+        self.source_ts = np.full(size, np.nan)
+        self.gateway_ts = np.zeros(size)
+        self.pending_events: list[Event] = []
+        self.changed = asyncio.Event()  # wakes the scan loop as soon as a poll brought data
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    def rows_of(self, names: Sequence[str]) -> np.ndarray:
+        return np.fromiter((self.rows[name] for name in names), dtype=np.int64, count=len(names))
+
+    def write(self, rows: np.ndarray, values: np.ndarray, quality: int | np.ndarray = Quality.GOOD,
+              source_ts: float | np.ndarray | None = None) -> None:
+        self.value[rows] = values
+        self.quality[rows] = quality
+        self.source_ts[rows] = np.nan if source_ts is None else source_ts
+        self.gateway_ts[rows] = time.time()
+        self.changed.set()
+
+    def set_quality(self, rows: np.ndarray, quality: int) -> None:
+        """Keep the last value but mark it; counts as a new reading so the change is reported."""
+        self.quality[rows] = quality
+        self.gateway_ts[rows] = time.time()
+        self.changed.set()
+
+    def event(self, event: Event) -> None:
+        self.pending_events.append(event)
+        self.changed.set()
+
+    def take_events(self) -> list[Event]:
+        events, self.pending_events = self.pending_events, []
+        return events

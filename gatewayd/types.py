@@ -1,0 +1,93 @@
+"""Small shared types: quality codes, events and the sample sink that drivers write into.
+
+These are the only parts of `gatewayd` that `drivers/`, `rules/` and `store/` may import, so
+that the daemon stays the composition root and the rooms never depend on it otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Quality(enum.IntEnum):
+    """Quality of a value, one byte on the wire.
+
+    0 is good; 1-15 uncertain; 16 and above bad, each with its reason, so that a platform can tell a
+    broken sensor from a broken cable without parsing text.
+    """
+
+    GOOD = 0
+    UNCERTAIN = 1
+    STALE = 2
+    CLOCK_UNSYNCED = 3
+    NO_VALUE = 16
+    COMM_FAILURE = 17
+    OUT_OF_RANGE = 18
+    SENSOR_FAULT = 19
+    MAINTENANCE = 20
+    DEVICE_ERROR = 21
+    DECODE_ERROR = 22
+
+    @property
+    def is_good(self) -> bool:
+        return self == Quality.GOOD
+
+    @property
+    def is_bad(self) -> bool:
+        return self >= Quality.NO_VALUE
+
+
+QUALITY_BAD_MIN = int(Quality.NO_VALUE)
+
+
+class Priority(enum.IntEnum):
+    """Priority of an event; higher is more urgent. Alarm priorities map onto these."""
+
+    INFO = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened: an alarm transition, a device going down, an operator action.
+
+    `source` names the tag, device or interlock it concerns. `data` holds kind-specific fields and
+    must be JSON-serialisable. Events are never evicted from the store.
+    """
+
+    kind: str
+    ts: float
+    source: str
+    message: str
+    priority: Priority = Priority.INFO
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class SampleSink(Protocol):
+    """Where a driver puts what it read. Implemented by the point table.
+
+    `rows` index the point table; `quality` is one code for all rows or one per row; `source_ts` is
+    the device's own timestamp in Unix seconds when the protocol provides one, else None.
+    The sink stamps gateway time itself.
+    """
+
+    def write(
+        self,
+        rows: np.ndarray,
+        values: np.ndarray,
+        quality: int | np.ndarray = Quality.GOOD,
+        source_ts: float | np.ndarray | None = None,
+    ) -> None: ...
+
+    def set_quality(self, rows: np.ndarray, quality: int) -> None:
+        """Mark rows with a (bad) quality while keeping their last value."""
+        ...
+
+    def event(self, event: Event) -> None: ...

@@ -1,0 +1,196 @@
+"""Publish signed batches from the store over MQTT QoS 1 and delete rows only on PUBACK.
+
+paho-mqtt runs its network loop in one thread of its own (`loop_start`); its callbacks only hand
+over to the event loop with `call_soon_threadsafe`, so all bookkeeping happens on the loop thread and
+a PUBACK can never be processed before the publish that it answers was recorded.
+
+paho's in-memory queue is never trusted: a batch is republished from the store when its PUBACK has
+not come within `ack_timeout`, and after a restart every batch built but not acknowledged is sent
+again with the same bytes and sequence number (the receiver deduplicates by sequence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from gatewayd.config.model import UplinkConfig
+from gatewayd.uplink.batch import encode_batch
+from store import Batch, Store
+
+log = logging.getLogger("gatewayd.uplink")
+
+
+@dataclass
+class UplinkStats:
+    connected: bool = False
+    connects: int = 0
+    disconnects: int = 0
+    batches_published: int = 0
+    republished: int = 0
+    acknowledged: int = 0
+    rows_acknowledged: int = 0
+    bytes_published: int = 0
+    rejected: int = 0
+    last_ack_monotonic: float = 0.0
+
+
+@dataclass
+class _InFlight:
+    batch: Batch
+    mid: int
+    sent_at: float
+
+
+def tls_context(config: UplinkConfig) -> ssl.SSLContext:
+    """Verify the broker's certificate and host name; system CAs unless a CA file is configured."""
+    context = ssl.create_default_context(cafile=str(config.tls.ca_file) if config.tls.ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.tls.cert_file is not None:
+        context.load_cert_chain(str(config.tls.cert_file), str(config.tls.key_file))
+    return context
+
+
+class Publisher:
+    def __init__(self, config: UplinkConfig, gateway_id: str, store: Store, private_key, boot_id: bytes):
+        self.config, self.gateway_id, self.store = config, gateway_id, store
+        self.private_key, self.boot_id = private_key, boot_id
+        self.topic = config.topic(gateway_id)
+        self.stats = UplinkStats()
+        self.progress_monotonic = time.monotonic()
+        self._inflight: dict[int, _InFlight] = {}
+        self._by_mid: dict[int, int] = {}
+        self._unsent: deque[Batch] = deque(store.pending_batches())
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: mqtt.Client | None = None
+
+    def wake(self) -> None:
+        """Called after each store commit: there may be rows to send."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._client = self._make_client()
+        self._client.connect_async(self.config.host, self.config.port, int(self.config.keepalive))
+        self._client.loop_start()
+        try:
+            while True:
+                self._pump()
+                self.progress_monotonic = time.monotonic()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+                             protocol=mqtt.MQTTv5)
+        if self.config.transport == "tls":
+            client.tls_set_context(tls_context(self.config))
+        if self.config.username is not None:
+            password = None
+            if self.config.password_file is not None:
+                password = self.config.password_file.read_text(encoding="utf-8").strip()
+            client.username_pw_set(self.config.username, password)
+        client.reconnect_delay_set(1, 30)
+        client.max_inflight_messages_set(self.config.max_inflight)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    # paho thread -> event loop
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._loop.call_soon_threadsafe(self._connected, not reason_code.is_failure, str(reason_code))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._loop.call_soon_threadsafe(self._disconnected, str(reason_code))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._loop.call_soon_threadsafe(self._acknowledged, mid, reason_code.is_failure, str(reason_code))
+
+    # event loop side
+    def _connected(self, ok: bool, reason: str) -> None:
+        if not ok:
+            log.warning("broker %s:%d refused the connection: %s", self.config.host, self.config.port, reason)
+            return
+        self.stats.connected = True
+        self.stats.connects += 1
+        log.info("connected to broker %s:%d, publishing to %s", self.config.host, self.config.port, self.topic)
+        self._wake.set()
+
+    def _disconnected(self, reason: str) -> None:
+        if self.stats.connected:
+            log.warning("lost the broker connection (%s); %d batches await acknowledgement",
+                        reason, len(self._inflight))
+            self.stats.disconnects += 1
+        self.stats.connected = False
+
+    def _acknowledged(self, mid: int, failed: bool, reason: str) -> None:
+        seq = self._by_mid.pop(mid, None)
+        if seq is None or seq not in self._inflight:
+            return  # a late PUBACK for a batch already acknowledged through a republish
+        if failed:
+            log.error("broker rejected batch %d: %s; it stays stored and will be retried", seq, reason)
+            self.stats.rejected += 1
+            self._inflight[seq].sent_at = -float("inf")
+            return
+        del self._inflight[seq]
+        for stale_mid in [m for m, s in self._by_mid.items() if s == seq]:
+            del self._by_mid[stale_mid]  # earlier publishes of the same batch
+        self.stats.rows_acknowledged += self.store.acknowledge(seq)
+        self.stats.acknowledged += 1
+        self.stats.last_ack_monotonic = time.monotonic()
+        self._wake.set()
+
+    def _pump(self) -> None:
+        if not self.stats.connected:
+            return
+        now = time.monotonic()
+        for flight in list(self._inflight.values()):
+            if now - flight.sent_at >= self.config.ack_timeout:
+                self.stats.republished += 1
+                self._publish(flight.batch)
+        while len(self._inflight) < self.config.max_inflight:
+            batch = self._unsent.popleft() if self._unsent else self.store.build_batch(
+                self.config.batch_max_rows, self._encode)
+            if batch is None or not self._publish(batch):
+                break
+
+    def _encode(self, content, seq: int, prev_hash: bytes) -> bytes:
+        return encode_batch(content, gateway_id=self.gateway_id, boot_id=self.boot_id, seq=seq,
+                            prev_hash=prev_hash, created_ms=time.time_ns() // 1_000_000,
+                            private_key=self.private_key)
+
+    def _publish(self, batch: Batch) -> bool:
+        info = self._client.publish(self.topic, batch.envelope, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.debug("publish of batch %d not accepted by the client (rc %d)", batch.seq, info.rc)
+            if batch.seq not in self._inflight:
+                self._unsent.appendleft(batch)
+            return False
+        self._by_mid[info.mid] = batch.seq
+        self._inflight[batch.seq] = _InFlight(batch, info.mid, time.monotonic())
+        self.stats.batches_published += 1
+        self.stats.bytes_published += len(batch.envelope)
+        return True
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+
+def new_boot_id() -> bytes:
+    return os.urandom(16)

@@ -1,0 +1,183 @@
+"""The plant in a box: start and stop the real processes that HIL tests, the demo and benchmarks use.
+
+A real mosquitto broker, the PLC simulator and the gatewayd daemon, each a child process on
+loopback, on free ports, in a working directory of its own. Nothing here knows about pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hil_tests.sim.layout import plant_tags
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if found is None:
+        raise RuntimeError("mosquitto is not installed: run `make deps` (apt-get install mosquitto)")
+    return found
+
+
+class Process:
+    """A child process with its output in a log file; stop() escalates from SIGTERM to SIGKILL."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None):
+        self.name, self.argv, self.log_path, self.env, self.cwd = name, argv, log_path, env, cwd
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Process":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                     cwd=self.cwd, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a pulled plug would be."""
+        if self.running:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Broker(Process):
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.port = port or free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        "max_queued_messages 100000\n")
+        super().__init__("mosquitto", [mosquitto_binary(), "-c", str(conf)], workdir / "mosquitto.log")
+
+    def start(self) -> "Broker":
+        super().start()
+        wait_for_port(self.port)
+        return self
+
+
+class Simulator(Process):
+    def __init__(self, workdir: Path, tags: int, port: int | None = None, period: float = 1.0,
+                 seed: int = 1):
+        self.port = port or free_port()
+        argv = [sys.executable, "-m", "hil_tests.sim.plc", "--port", str(self.port), "--tags", str(tags),
+                "--period", str(period), "--seed", str(seed)]
+        super().__init__("plc", argv, workdir / f"plc-{self.port}.log", cwd=ROOT)
+
+    def start(self) -> "Simulator":
+        super().start()
+        wait_for_port(self.port, timeout=30)
+        return self
+
+
+class Daemon(Process):
+    def __init__(self, workdir: Path, config_path: Path, log_level: str = "info"):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        argv = [sys.executable, "-m", "gatewayd", "run", "-c", str(config_path), "--log-level", log_level]
+        super().__init__("gatewayd", argv, workdir / "gatewayd.log", env=env, cwd=ROOT)
+
+
+def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run `gatewayd ARGS` as a user would, capturing its output."""
+    return subprocess.run([sys.executable, "-m", "gatewayd", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def make_key(workdir: Path) -> tuple[Path, Path]:
+    key = workdir / "signing.key"
+    if not key.exists():
+        result = run_cli("keygen", str(key))
+        if result.returncode != 0:
+            raise RuntimeError(f"keygen failed: {result.stderr}")
+    return key, Path(f"{key}.pub")
+
+
+def plant_config(workdir: Path, *, gateway_id: str = "GW-TEST-001", plc_port: int, broker_port: int,
+                 tags: int, poll_interval: float = 1.0, scan_interval: float = 1.0,
+                 extra_devices: list[dict[str, Any]] | None = None, uplink: dict[str, Any] | None = None,
+                 max_interval: float | None = None) -> Path:
+    """Write a config for the simulated plant; the same layout the simulator serves."""
+    key, _ = make_key(workdir)
+    tag_defs = plant_tags(tags)
+    if max_interval is not None:
+        for tag in tag_defs:
+            tag["max_interval"] = max_interval
+    config = {
+        "gateway": {"id": gateway_id, "name": "HIL test gateway", "scan_interval": scan_interval,
+                    "state_dir": str(workdir / "state"), "cache_dir": str(workdir / "cache"),
+                    "runtime_dir": str(workdir / "run")},
+        "devices": [{"name": "tank-plc", "driver": "modbus_tcp", "host": "127.0.0.1", "port": plc_port,
+                     "poll_interval": poll_interval, "timeout": min(poll_interval, 1.0), "tags": tag_defs},
+                    *(extra_devices or [])],
+        "uplink": {"host": "127.0.0.1", "port": broker_port, "transport": "plain",
+                   "signing_key": str(key), **(uplink or {})},
+    }
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def stop_all(*processes: Process | None) -> None:
+    for process in processes:
+        if process is not None:
+            with contextlib.suppress(Exception):
+                process.stop()
+
+
+def pause(process: Process) -> None:
+    process.signal(signal.SIGSTOP)
+
+
+def resume(process: Process) -> None:
+    process.signal(signal.SIGCONT)

@@ -1,0 +1,6 @@
+"""Rules evaluated at the edge over the point table: numba kernels beside pure-Python references.
+
+Kernels take and update preallocated numpy arrays only (no dicts, no objects), so a scan over
+100,000 rows costs microseconds per thousand; each kernel has a reference implementation in plain
+Python that the property tests compare it against.
+"""

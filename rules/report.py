@@ -1,0 +1,66 @@
+"""Report-by-exception: which rows become stored samples on this scan, as a numba kernel and its reference.
+
+A row is reported when it has a reading newer than the last report and either its quality changed,
+its value moved by more than the deadband, or `max_interval` seconds passed since it was last
+reported. A row whose device went silent is reported at most every `max_interval` with its current
+(bad) quality, so upstream sees the outage as data rather than as silence. Times are monotonic-safe:
+the caller passes the scan time and the arrays of last-report times on the same clock.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def select_reports(values, quality, updated, now, deadband, max_interval,
+                   last_value, last_quality, last_time, last_update, out_rows, out_fresh):
+    """Write the rows to report into `out_rows` (and whether each has a new reading into `out_fresh`),
+    update the last-report state, return the count."""
+    count = 0
+    for row in range(values.shape[0]):
+        fresh = updated[row] > last_update[row]
+        due = now - last_time[row] >= max_interval[row]
+        if not fresh and not due:
+            continue
+        value = values[row]
+        previous = last_value[row]
+        if quality[row] != last_quality[row] or due:
+            report = True
+        elif np.isnan(value) or np.isnan(previous):
+            report = np.isnan(value) != np.isnan(previous)
+        else:
+            report = abs(value - previous) > deadband[row]
+        if report:
+            out_rows[count] = row
+            out_fresh[count] = fresh
+            count += 1
+            last_value[row] = value
+            last_quality[row] = quality[row]
+            last_time[row] = now
+        last_update[row] = updated[row]
+    return count
+
+
+def select_reports_reference(values, quality, updated, now, deadband, max_interval,
+                             last_value, last_quality, last_time, last_update):
+    """Plain-Python twin of `select_reports`; returns (row, fresh) for each row to report."""
+    rows = []
+    for row, value in enumerate(values):
+        fresh = updated[row] > last_update[row]
+        due = now - last_time[row] >= max_interval[row]
+        if not fresh and not due:
+            continue
+        previous = last_value[row]
+        if quality[row] != last_quality[row] or due:
+            report = True
+        elif value != value or previous != previous:
+            report = (value != value) != (previous != previous)
+        else:
+            report = abs(value - previous) > deadband[row]
+        if report:
+            rows.append((row, fresh))
+            last_value[row], last_quality[row], last_time[row] = value, quality[row], now
+        last_update[row] = updated[row]
+    return rows

@@ -1,0 +1,82 @@
+"""Configuration: golden folders of good and broken files; every error names file, line and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gatewayd.config import ConfigError, load_config, parse_config
+
+CONFIGS = Path(__file__).parent / "configs"
+BAD = sorted((CONFIGS / "bad").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def expectation(path: Path) -> tuple[int, str]:
+    """The first line of each broken file says `# expect: LINE: message start`."""
+    header = path.read_text().splitlines()[0]
+    assert header.startswith("# expect: "), f"{path.name} lacks its expectation header"
+    line, message = header.removeprefix("# expect: ").split(": ", 1)
+    return int(line), message
+
+
+@pytest.mark.parametrize("path", BAD, ids=[path.stem for path in BAD])
+def test_broken_config_names_line_and_key(path: Path):
+    line, message = expectation(path)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    rendered = [str(issue) for issue in caught.value.issues]
+    assert any(text.startswith(f"{path}:{line}: {message}") for text in rendered), rendered
+
+
+def test_good_config_compiles_to_frozen_objects():
+    config = load_config(CONFIGS / "good" / "minimal.yaml")
+    assert [tag.name for tag in config.tags] == ["LT101", "XV101_OPEN", "XV101_CLOSED"]
+    level = config.tags[0]
+    assert (level.range_low, level.range_high, level.unit) == (0.0, 10.0, "m")
+    assert (level.alarms.hh, level.alarms.h, level.alarms.l, level.alarms.ll) == (9.5, 9.0, 1.0, 0.5)
+    assert level.address.width == 2
+    assert config.uplink.transport == "tls" and config.uplink.port == 8883
+    assert config.uplink.client_id == "GW-MIN-01"
+    assert config.uplink.topic("GW-MIN-01") == "gatewayd/GW-MIN-01/batch"
+
+
+def test_all_errors_are_reported_not_just_the_first(tmp_path: Path):
+    source = (CONFIGS / "good" / "minimal.yaml").read_text()
+    broken = source.replace("address: 0", "address: -1").replace("id: GW-MIN-01", "id: 'bad id!'")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(broken, tmp_path / "c.yaml")
+    paths = {issue.path for issue in caught.value.issues}
+    assert {"gateway.id", "devices[0].tags[0].address"} <= paths
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "the file is empty"),
+    ("- just\n- a list\n", "expected a mapping"),
+    ("gateway: {id: A}\ngateway: {id: B}\n", "appears twice"),
+])
+def test_degenerate_documents(tmp_path: Path, text: str, message: str):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, tmp_path / "c.yaml")
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("value, seconds", [("500ms", 0.5), ("2s", 2.0), ("1.5m", 90.0), ("2h", 7200.0), (3, 3.0)])
+def test_durations(tmp_path: Path, value, seconds):
+    source = (CONFIGS / "good" / "minimal.yaml").read_text().replace(
+        "id: GW-MIN-01", f"id: GW-MIN-01\n  scan_interval: {value}")
+    assert parse_config(source, tmp_path / "c.yaml").gateway.scan_interval == seconds
+
+
+def test_check_config_command_exits_nonzero_and_prints_every_error():
+    result = subprocess.run([sys.executable, "-m", "gatewayd", "check-config", str(CONFIGS / "bad" / "unknown_key.yaml")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1
+    assert "unknown_key.yaml:10:" in result.stderr and "did you mean 'address'" in result.stderr
+    assert "2 errors" in result.stderr
+    ok = subprocess.run([sys.executable, "-m", "gatewayd", "check-config", str(CONFIGS / "good" / "minimal.yaml")],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and "3 tags" in ok.stdout
