@@ -26,6 +26,7 @@ MIN_SCAN_SPACING = 0.05  # coalesce the wake-ups of many devices finishing their
 DRIVER_RESTART_DELAY = 5.0
 WATCHDOG_STALL = 30.0  # a loop that has not turned for this long stops the watchdog pings
 METADATA_CHUNK = 500
+STOP_DRAIN_SECONDS = 5.0  # well inside systemd's TimeoutStopSec
 SUMMARY_INTERVAL = 300.0  # one summary line instead of a line per poll
 
 
@@ -82,15 +83,30 @@ class Daemon:
                 exit_code = 1
         notify("STOPPING=1")
         stop.cancel()
+        uplink = heart[1]
         for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, stop, return_exceptions=True)
+            if task is not uplink:
+                task.cancel()
+        await asyncio.gather(*(task for task in tasks if task is not uplink), stop, return_exceptions=True)
         try:
             self.scanner.tick()  # commit what the last polls brought
+            await self._drain(uplink)
         finally:
             self.store.close()
-        log.info("stopped")
+        log.info("stopped: %d samples and %d events committed in this run, %d batches acknowledged",
+                 self.scanner.stats.samples, self.scanner.stats.events, self.publisher.stats.acknowledged)
         return exit_code
+
+    async def _drain(self, uplink: asyncio.Task) -> None:
+        """Give the uplink a few seconds to send what is stored; what remains waits for the next start."""
+        deadline = time.monotonic() + STOP_DRAIN_SECONDS
+        while not uplink.done() and time.monotonic() < deadline and self.publisher.stats.connected:
+            if self.store.stats().rows_pending == 0 and self.publisher.inflight == 0:
+                break
+            self.publisher.wake()
+            await asyncio.sleep(0.05)
+        uplink.cancel()
+        await asyncio.gather(uplink, return_exceptions=True)
 
     def _record_start(self) -> None:
         config = self.config

@@ -1,0 +1,1 @@
+"""Uplink: the signed, hash-chained batch format, its verifier, and the tools that receive it."""

@@ -1,0 +1,21 @@
+"""SQLite store: the outbox of samples and events, built batches and the chain head.
+
+    store = Store.open(Path("/var/lib/gatewayd/gatewayd.db"))
+    store.append(samples, events)                       # once per scan tick
+    batch = store.build_batch(5000, make_envelope)      # then publish batch.envelope
+    store.acknowledge(batch.seq)                        # on PUBACK
+"""
+
+from store.outbox import Store
+from store.records import Batch, BatchContent, SampleBlock, StoreStats
+from store.schema import SchemaError, pending_migrations
+
+__all__ = [
+    "Batch",
+    "BatchContent",
+    "SampleBlock",
+    "SchemaError",
+    "Store",
+    "StoreStats",
+    "pending_migrations",
+]

@@ -1,0 +1,246 @@
+"""The outbox: samples and events wait here, in commit order, until upstream acknowledges them.
+
+SQLite is the truth (DESIGN principle 2): a row counts as accepted once `append` commits and is
+deleted only by `acknowledge`. A batch is stored with its exact envelope bytes and the chain head
+is advanced in the same transaction, so a seq is never reused or rolled back, and a batch that was
+built but not acknowledged before a crash is republished byte for byte.
+
+One Store is used from one thread at a time (the daemon's loop, possibly through a worker
+thread); it is not safe for concurrent use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from gatewayd.types import Event, Priority
+from store.records import Batch, BatchContent, SampleBlock, StoreStats
+from store.schema import migrate
+
+SAMPLE, EVENT = 0, 1
+SYNCHRONOUS = ("full", "normal")
+
+MakeEnvelope = Callable[[BatchContent, int, bytes], bytes]
+
+
+class Store:
+    """Open with `Store.open(path)`; see the module docstring for the guarantees."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, synchronous: str = "full") -> Store:
+        """Open or create the database (parent directory 0700, file 0600) and migrate it."""
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
+        path = Path(path)
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            conn.close()
+            raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        migrate(conn)
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def tag_ids(self, names: Sequence[str]) -> np.ndarray:
+        """Stable int64 ids for tag names, registering names not seen before.
+
+        Ids belong to names, not to positions in the config, so reordering the config never
+        relabels stored samples.
+        """
+        with self._transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO tags (name) VALUES (?)", ((n,) for n in names))
+            known = dict(conn.execute("SELECT name, id FROM tags"))
+        return np.array([known[n] for n in names], dtype=np.int64)
+
+    def tag_names(self, ids) -> dict[int, str]:
+        """Names of the given tag ids (unknown ids are left out)."""
+        wanted = {int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)}
+        rows = self._conn.execute("SELECT id, name FROM tags")
+        return {tag_id: name for tag_id, name in rows if tag_id in wanted}
+
+    def append(self, samples: SampleBlock | None, events: Sequence[Event]) -> None:
+        """Commit one scan tick's samples, then its events, in a single transaction."""
+        with self._transaction() as conn:
+            if samples is not None and len(samples):
+                conn.executemany(
+                    "INSERT INTO outbox (kind, tag_id, ts, value, quality, source_ts) "
+                    f"VALUES ({SAMPLE}, ?, ?, ?, ?, ?)",
+                    zip(
+                        samples.tag_id.tolist(),
+                        samples.ts.tolist(),
+                        _nan_to_none(samples.value),
+                        samples.quality.tolist(),
+                        _nan_to_none(samples.source_ts),
+                    ),
+                )
+            if events:
+                conn.executemany(
+                    f"INSERT INTO outbox (kind, ts, body) VALUES ({EVENT}, ?, ?)",
+                    ((float(e.ts), _event_body(e)) for e in events),
+                )
+
+    def build_batch(self, max_rows: int, make: MakeEnvelope) -> Batch | None:
+        """Take the oldest rows no batch carries yet, have `make` encode them, store the batch.
+
+        `make(content, seq, prev_hash)` returns the envelope bytes; it runs inside the
+        transaction, so if it raises nothing is consumed. Returns None when no row waits.
+        Publish the batch only after this returns: then it is on disk.
+        """
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        with self._transaction() as conn:
+            last_seq, last_hash, carried = conn.execute(
+                "SELECT last_seq, last_hash, carried_upto FROM chain"
+            ).fetchone()
+            rows = conn.execute(
+                "SELECT id, kind, tag_id, ts, value, quality, source_ts, body FROM outbox "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (carried, max_rows),
+            ).fetchall()
+            if not rows:
+                return None
+            content = self._content(rows)
+            seq = last_seq + 1
+            envelope = bytes(make(content, seq, bytes(last_hash)))
+            digest = hashlib.sha256(envelope).digest()
+            batch = Batch(seq, envelope, digest, rows[0][0], rows[-1][0], len(rows))
+            conn.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, batch.first_row, batch.last_row, batch.rows, envelope, digest, time.time()),
+            )
+            conn.execute(
+                "UPDATE chain SET last_seq = ?, last_hash = ?, carried_upto = ?",
+                (seq, digest, batch.last_row),
+            )
+        return batch
+
+    def _content(self, rows: list[tuple]) -> BatchContent:
+        samples = [r for r in rows if r[1] == SAMPLE]
+        columns = list(zip(*samples)) if samples else [()] * 8
+        block = SampleBlock(
+            tag_id=columns[2],
+            ts=columns[3],
+            value=np.array(columns[4], dtype=np.float64),  # NULL -> NaN
+            quality=columns[5],
+            source_ts=np.array(columns[6], dtype=np.float64),
+        )
+        events = [_event_from_row(r[3], r[7]) for r in rows if r[1] == EVENT]
+        return BatchContent(block, self.tag_names(np.unique(block.tag_id)), events)
+
+    def pending_batches(self) -> list[Batch]:
+        """Batches built but not acknowledged, by seq: republish these after a restart."""
+        rows = self._conn.execute(
+            "SELECT seq, envelope, digest, first_row, last_row, rows FROM batches ORDER BY seq"
+        )
+        return [Batch(seq, bytes(env), bytes(dig), f, la, n) for seq, env, dig, f, la, n in rows]
+
+    def acknowledge(self, seq: int) -> int:
+        """Delete batch `seq` and the rows it carried; return the rows deleted (0 if already done)."""
+        with self._transaction() as conn:
+            found = conn.execute(
+                "SELECT first_row, last_row FROM batches WHERE seq = ?", (seq,)
+            ).fetchone()
+            if found is None:
+                return 0
+            deleted = conn.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", found).rowcount
+            conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+        return deleted
+
+    def stats(self) -> StoreStats:
+        conn = self._conn
+        last_seq, carried = conn.execute("SELECT last_seq, carried_upto FROM chain").fetchone()
+        pending = conn.execute("SELECT count(*) FROM outbox WHERE id > ?", (carried,)).fetchone()[0]
+        inflight = conn.execute("SELECT count(*) FROM outbox WHERE id <= ?", (carried,)).fetchone()[0]
+        batches = conn.execute("SELECT count(*) FROM batches").fetchone()[0]
+        oldest = conn.execute("SELECT ts FROM outbox ORDER BY id LIMIT 1").fetchone()
+        return StoreStats(
+            rows_pending=pending,
+            rows_inflight=inflight,
+            batches_pending=batches,
+            oldest_pending_ts=oldest[0] if oldest else None,
+            db_bytes=_db_bytes(self.path),
+            last_seq=last_seq,
+        )
+
+    def chain_head(self) -> tuple[int, bytes]:
+        """Last seq used (0 if none) and the SHA-256 of its envelope (32 zero bytes if none)."""
+        seq, digest = self._conn.execute("SELECT last_seq, last_hash FROM chain").fetchone()
+        return seq, bytes(digest)
+
+
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+    """SQLite would store NaN as NULL anyway; say so explicitly."""
+    return [None if v != v else v for v in values.tolist()]
+
+
+def _json_default(obj):
+    """Let rule kernels put numpy scalars and arrays into event data."""
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    raise TypeError(f"event data value {obj!r} ({type(obj).__name__}) is not JSON-serialisable")
+
+
+def _event_body(event: Event) -> str:
+    return json.dumps(
+        {
+            "kind": event.kind,
+            "source": event.source,
+            "message": event.message,
+            "priority": int(event.priority),
+            "data": event.data,
+        },
+        default=_json_default,
+    )
+
+
+def _event_from_row(ts: float, body: str) -> Event:
+    fields = json.loads(body)
+    return Event(
+        kind=fields["kind"],
+        ts=ts,
+        source=fields["source"],
+        message=fields["message"],
+        priority=Priority(fields["priority"]),
+        data=fields["data"],
+    )
+
+
+def _db_bytes(path: Path) -> int:
+    """Database plus WAL on disk: what counts against a disk budget."""
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += os.stat(f"{path}{suffix}").st_size
+        except FileNotFoundError:
+            pass
+    return total

@@ -1,0 +1,92 @@
+"""Plain records that cross the store's boundary: what goes in, what comes out.
+
+They hold numpy arrays and lists only, so the store stays ignorant of the batch format and the
+daemon can hand a scan tick's samples over without building one Python object per value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gatewayd.types import Event
+
+_DTYPES = {
+    "tag_id": np.int64,
+    "ts": np.float64,
+    "value": np.float64,
+    "quality": np.uint8,
+    "source_ts": np.float64,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class SampleBlock:
+    """Samples as parallel arrays of one length.
+
+    `ts` is gateway time and `source_ts` the device's own time (NaN when it gave none), both in
+    Unix seconds; `value` may be NaN when the quality is bad. Inputs are converted to the dtypes
+    above so callers may pass lists in tests.
+    """
+
+    tag_id: np.ndarray
+    ts: np.ndarray
+    value: np.ndarray
+    quality: np.ndarray
+    source_ts: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name, dtype in _DTYPES.items():
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype).reshape(-1))
+        lengths = {len(getattr(self, name)) for name in _DTYPES}
+        if len(lengths) != 1:
+            raise ValueError(f"SampleBlock arrays differ in length: {sorted(lengths)}")
+
+    def __len__(self) -> int:
+        return len(self.tag_id)
+
+    @classmethod
+    def empty(cls) -> SampleBlock:
+        return cls(*([] for _ in _DTYPES))
+
+
+@dataclass(frozen=True, eq=False)
+class BatchContent:
+    """What one batch carries, handed to the encoder: samples, names of their tags, and events."""
+
+    samples: SampleBlock
+    tag_names: dict[int, str]
+    events: list[Event]
+
+    @property
+    def rows(self) -> int:
+        return len(self.samples) + len(self.events)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A built batch: its envelope bytes exactly as first published, and the outbox rows it carries."""
+
+    seq: int
+    envelope: bytes
+    digest: bytes
+    first_row: int
+    last_row: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Queue depths for metrics.
+
+    `rows_pending` are in no batch yet, `rows_inflight` in a batch not yet acknowledged;
+    `oldest_pending_ts` is the gateway time of the oldest row not acknowledged (either kind).
+    """
+
+    rows_pending: int
+    rows_inflight: int
+    batches_pending: int
+    oldest_pending_ts: float | None
+    db_bytes: int
+    last_seq: int

@@ -1,0 +1,127 @@
+"""Schema migrations: named steps applied once each, in the order they are listed.
+
+The `schema_migrations` table records which steps a database has seen, so an old database is
+brought forward on open, and a database written by a newer gatewayd (one with steps this code
+does not know) is refused instead of being misread.
+
+    >>> conn = sqlite3.connect(":memory:", isolation_level=None)
+    >>> pending_migrations(conn)
+    ['0001_outbox']
+    >>> migrate(conn)
+    ['0001_outbox']
+    >>> pending_migrations(conn)
+    []
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this version of gatewayd."""
+
+
+def _outbox(conn: sqlite3.Connection) -> None:
+    """Tags, the outbox of samples and events in commit order, built batches and the chain head.
+
+    AUTOINCREMENT keeps outbox ids rising for ever, even after every row was acknowledged, so a
+    row id alone says whether a batch has carried it. `chain` holds one row: the last seq used,
+    the SHA-256 of that batch's envelope and the highest row id given to a batch.
+    """
+    _run(
+        conn,
+        """
+        CREATE TABLE tags (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE
+        );
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind INTEGER NOT NULL,          -- 0 sample, 1 event
+            tag_id INTEGER,                 -- samples only
+            ts REAL NOT NULL,               -- gateway time, Unix seconds
+            value REAL,                     -- samples, NULL when NaN
+            quality INTEGER,                -- samples
+            source_ts REAL,                 -- samples, NULL when the device gave none
+            body TEXT                       -- events: JSON kind, source, message, priority, data
+        );
+        CREATE TABLE batches (
+            seq INTEGER PRIMARY KEY,
+            first_row INTEGER NOT NULL,
+            last_row INTEGER NOT NULL,
+            rows INTEGER NOT NULL,
+            envelope BLOB NOT NULL,
+            digest BLOB NOT NULL,
+            built_at REAL NOT NULL
+        );
+        CREATE TABLE chain (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            last_seq INTEGER NOT NULL,
+            last_hash BLOB NOT NULL,
+            carried_upto INTEGER NOT NULL
+        );
+        INSERT INTO chain VALUES (1, 0, zeroblob(32), 0);
+        """,
+    )
+
+
+def _run(conn: sqlite3.Connection, script: str) -> None:
+    """Run `;`-separated statements one by one: executescript would commit the open transaction.
+
+    Comments in `script` must not contain `;`.
+    """
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("0001_outbox", _outbox),
+]
+
+
+def _applied(conn: sqlite3.Connection) -> list[str]:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if not exists:
+        return []
+    return [name for (name,) in conn.execute("SELECT name FROM schema_migrations ORDER BY rowid")]
+
+
+def pending_migrations(conn: sqlite3.Connection) -> list[str]:
+    """Names of the steps not yet applied, in order. Reads only; safe on a live database."""
+    applied = set(_applied(conn))
+    unknown = applied - {name for name, _ in MIGRATIONS}
+    if unknown:
+        raise SchemaError(
+            f"database has migrations this gatewayd does not know: {sorted(unknown)}; "
+            "it was written by a newer version"
+        )
+    return [name for name, _ in MIGRATIONS if name not in applied]
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the pending steps, each in its own transaction with its record; return their names.
+
+    `conn` must be in autocommit mode (isolation_level=None) so the transactions here are the
+    only ones.
+    """
+    todo = pending_migrations(conn)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    steps = dict(MIGRATIONS)
+    for name in todo:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            steps[name](conn)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return todo
