@@ -7,6 +7,7 @@ loopback, on free ports, in a working directory of its own. Nothing here knows a
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -97,8 +98,11 @@ class Broker(Process):
         self.port = port or free_port()
         conf = workdir / "mosquitto.conf"
         conf.parent.mkdir(parents=True, exist_ok=True)
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "max_queued_messages 100000\n")
+        # persistence keeps the receiver's session (and its queued batches) across a broker restart,
+        # as a platform's broker would
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                        f"persistence true\npersistence_location {workdir}/\nuser {getpass.getuser()}\n"
+                        "max_queued_messages 1000000\nmax_inflight_messages 100\n")
         super().__init__("mosquitto", [mosquitto_binary(), "-c", str(conf)], workdir / "mosquitto.log")
 
     def start(self) -> "Broker":

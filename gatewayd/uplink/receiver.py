@@ -76,7 +76,8 @@ class Receiver:
         """Connect and wait until the subscription is granted; raise TimeoutError otherwise."""
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self._session_expiry
-        self._client.connect_async(self.host, self.port, keepalive=30, properties=properties)
+        # clean_start False from the first connect: mosquitto keeps (and persists) only such sessions
+        self._client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=properties)
         self._client.loop_start()
         if not self._subscribed.wait(timeout):
             self.stop()

@@ -1,0 +1,85 @@
+"""Fixtures for the plant in a box: every process is stopped at the end of its test, whatever happened."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from gatewayd.keys import load_public_key
+from gatewayd.uplink.receiver import Receiver
+from gatewayd.uplink.verify import ChainVerifier, Report
+from hil_tests.harness import Broker, Daemon, Process, Simulator, plant_config, stop_all
+
+GATEWAY_ID = "GW-TEST-001"
+TOPIC = f"gatewayd/{GATEWAY_ID}/batch"
+
+
+@dataclass
+class Plant:
+    """A broker, a PLC simulator, a receiver standing in for the platform, and the daemon."""
+
+    workdir: Path
+    broker: Broker
+    plc: Simulator
+    receiver: Receiver
+    config: Path
+    daemons: list[Daemon] = field(default_factory=list)
+
+    def start_daemon(self) -> Daemon:
+        daemon = Daemon(self.workdir, self.config).start()
+        self.daemons.append(daemon)
+        return daemon
+
+    def restart_broker(self) -> None:
+        self.broker = Broker(self.workdir, self.broker.port).start()
+
+    def report(self) -> Report:
+        verifier = ChainVerifier(load_public_key(self.workdir / "signing.key.pub"), gateway_id=GATEWAY_ID)
+        for frame in self.receiver.frames():
+            verifier.feed(frame)
+        return verifier.report()
+
+    def store_rows(self, sql: str) -> list[tuple]:
+        with sqlite3.connect(self.workdir / "state" / "gatewayd.db") as conn:
+            return conn.execute(sql).fetchall()
+
+    def processes(self) -> list[Process]:
+        return [*self.daemons, self.plc, self.broker]
+
+
+def committed(daemon: Daemon) -> tuple[int, int]:
+    """Samples and events the daemon says it committed, from its last log line at a clean stop."""
+    found = re.findall(r"stopped: (\d+) samples and (\d+) events committed", daemon.log_text())
+    assert found, f"daemon did not stop cleanly:\n{daemon.log_text()[-2000:]}"
+    samples, events = found[-1]
+    return int(samples), int(events)
+
+
+def make_plant(workdir: Path, tags: int, **config) -> Plant:
+    broker = Broker(workdir).start()
+    plc = Simulator(workdir, tags).start()
+    receiver = Receiver("127.0.0.1", broker.port, TOPIC, insecure_plain=True,
+                        capture_path=workdir / "capture.bin", client_id="hil-platform", session_expiry=3600)
+    receiver.start()
+    config_path = plant_config(workdir, gateway_id=GATEWAY_ID, plc_port=plc.port, broker_port=broker.port,
+                               tags=tags, **config)
+    return Plant(workdir, broker, plc, receiver, config_path)
+
+
+@pytest.fixture
+def plant_factory(tmp_path: Path):
+    plants: list[Plant] = []
+
+    def build(tags: int = 200, **config) -> Plant:
+        plant = make_plant(tmp_path / f"plant{len(plants)}", tags, **config)
+        plants.append(plant)
+        return plant
+
+    yield build
+    for plant in plants:
+        plant.receiver.stop()
+        stop_all(*plant.processes())

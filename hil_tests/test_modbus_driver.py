@@ -1,0 +1,262 @@
+"""The Modbus TCP driver against the simulated PLC running as a real process on loopback.
+
+Each test runs the driver in-process (asyncio.run) and records what it hands to a small fake sink.
+Simulators are killed, frozen and restarted with signals, like a PLC losing power or hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `pytest` (unlike `python -m pytest`) leaves the repo root off sys.path
+    sys.path.insert(0, str(ROOT))
+
+from drivers.modbus.plan import minimum_requests, plan_blocks  # noqa: E402
+from drivers.modbus.config import ADDRESS_SPACE, ModbusAddress  # noqa: E402
+from drivers.modbus.tcp import ModbusTcpDriver  # noqa: E402
+from gatewayd.config.load import parse_config  # noqa: E402
+from gatewayd.config.model import DeviceConfig  # noqa: E402
+from gatewayd.types import Event, Priority, Quality  # noqa: E402
+from hil_tests.sim.layout import MARKER_ADDRESS, MAX_TAGS, plant_tags  # noqa: E402
+
+POLL = 0.1
+TIMEOUT = 0.3
+
+
+class RecordingSink:
+    """A point table in miniature: last value and quality per row, every event, a count of writes."""
+
+    def __init__(self, size: int) -> None:
+        self.values = np.full(size, np.nan)
+        self.quality = np.full(size, int(Quality.NO_VALUE), dtype=np.uint8)
+        self.writes = 0
+        self.events: list[Event] = []
+
+    def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
+        self.values[rows] = values
+        self.quality[rows] = quality
+        self.writes += 1
+
+    def set_quality(self, rows, quality) -> None:
+        self.quality[rows] = quality
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [event.kind for event in self.events]
+
+
+class PlcProcess:
+    """One `python -m hil_tests.sim.plc` child; port 0 on first start, the same port on restarts."""
+
+    def __init__(self, tags: int, port: int = 0) -> None:
+        self.tags, self.port = tags, port
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> PlcProcess:
+        argv = [sys.executable, "-m", "hil_tests.sim.plc", "--port", str(self.port), "--tags", str(self.tags),
+                "--period", str(POLL), "--seed", "7"]
+        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("READY "), f"simulator did not start: {line!r}"
+        self.port = int(line.split()[1])
+        return self
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+        if signum == signal.SIGKILL:
+            self.process.wait(timeout=5)
+
+    def close(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+@pytest.fixture
+def plcs() -> Iterator[Callable[[int], PlcProcess]]:
+    started: list[PlcProcess] = []
+
+    def start(tags: int) -> PlcProcess:
+        started.append(PlcProcess(tags))
+        return started[-1].start()
+
+    try:
+        yield start
+    finally:
+        for plc in started:
+            plc.close()
+
+
+def device_config(port: int, tags: list[dict[str, Any]], **settings: Any) -> DeviceConfig:
+    """The device through the real config loader, so the layout's tag dicts are checked as YAML too."""
+    device = {"name": "plc1", "driver": "modbus_tcp", "host": "127.0.0.1", "port": port,
+              "poll_interval": POLL, "timeout": TIMEOUT, "backoff_initial": 0.1, "backoff_max": 0.4,
+              **settings, "tags": tags}
+    document = {"gateway": {"id": "gw-test"}, "devices": [device],
+                "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
+    return parse_config(yaml.safe_dump(document, allow_unicode=True), ROOT / "hil-test.yaml").devices[0]
+
+
+def scattered_rows(count: int) -> np.ndarray:
+    """Point-table rows that are neither contiguous nor in tag order, to catch row mix-ups."""
+    return np.arange(count)[::-1] * 2 + 3
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def stop(task: asyncio.Task) -> None:
+    """Cancel a driver and check that it let the cancellation through."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_layout_fits_and_plans_for_ten_thousand_tags():
+    tags = plant_tags(10_000, marker=True)
+    assert len(tags) == 10_001 and len({tag["name"] for tag in tags}) == 10_001
+    assert tags[0]["name"] == "LT101" and tags[-1]["name"] == "MARKER"
+    addresses = [ModbusAddress(t["table"], t["address"], t["type"], t.get("bit"), scale=t.get("scale", 1.0))
+                 for t in tags]
+    assert max(address.end for address in addresses) <= ADDRESS_SPACE
+    fewest = minimum_requests(addresses, 125)
+    assert fewest <= len(plan_blocks(addresses, 10, 125)) <= fewest + 1  # the default gap budget bridges the holes
+    assert len(plan_blocks(addresses, 2, 125)) == 1000 + 3  # a budget below the holes reads slot by slot
+    assert len(plant_tags(MAX_TAGS)) == MAX_TAGS
+    with pytest.raises(ValueError, match="room for"):
+        plant_tags(MAX_TAGS + 1)
+
+
+def test_values_arrive_with_good_quality_and_marker_writes_come_through(plcs):
+    plc = plcs(120)
+    tags = plant_tags(120, marker=True)
+    device = device_config(plc.port, tags)
+    rows = scattered_rows(len(tags))
+    row = dict(zip((tag["name"] for tag in tags), rows))
+    sink = RecordingSink(rows.max() + 1)
+    driver = ModbusTcpDriver.from_config(device, rows)
+
+    async def scenario() -> None:
+        from pymodbus.client import AsyncModbusTcpClient  # the test writes; the driver has no write path
+
+        task = asyncio.create_task(driver.run(sink))
+        await wait_until(lambda: sink.writes >= 3, 2.0)
+        assert (sink.quality[rows] == Quality.GOOD).all()
+        async with AsyncModbusTcpClient("127.0.0.1", port=plc.port, retries=0, reconnect_delay=0) as client:
+            assert (await client.write_register(MARKER_ADDRESS, 4242, device_id=1)).isError() is False
+            refused = await client.write_register(0, 1, device_id=1)
+            assert refused.isError() and refused.exception_code == 2  # only MARKER is writable
+        await wait_until(lambda: sink.values[row["MARKER"]] == 4242, 1.0)
+        await stop(task)
+
+    asyncio.run(scenario())
+    for tag in tags:
+        low, high = tag["range"]
+        assert low <= sink.values[row[tag["name"]]] <= high, tag["name"]
+    assert sink.values[row["P101"]] in (0.0, 1.0)
+    assert sink.values[row["XV101"]] == sink.values[row["P101"]]  # the inlet valve opens with the pump
+    assert sink.events == []
+    assert driver.requests_per_poll == 4  # tank holding 0..16, pump coil, generic inputs 0..222 in two
+    assert driver.polls >= 3 and driver.failures == 0 and 0 < driver.last_poll_latency < POLL
+
+
+def test_an_exception_response_marks_only_its_block(plcs, caplog):
+    plc = plcs(30)
+    tags = plant_tags(30) + [{"name": "FAR", "table": "holding", "address": 5000, "type": "uint16"}]
+    rows = scattered_rows(len(tags))
+    sink = RecordingSink(rows.max() + 1)
+    driver = ModbusTcpDriver.from_config(device_config(plc.port, tags), rows)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(driver.run(sink))
+        await wait_until(lambda: driver.polls >= 3, 2.0)
+        await stop(task)
+
+    with caplog.at_level(logging.DEBUG, logger="gatewayd.drivers.modbus"):
+        asyncio.run(scenario())
+    assert sink.quality[rows[-1]] == Quality.DEVICE_ERROR
+    assert (sink.quality[rows[:-1]] == Quality.GOOD).all()
+    assert sink.events == [] and driver.block_errors >= 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["device plc1: holding 5000..5000: exception 0x02 (illegal data address)"]
+
+
+def test_a_killed_plc_goes_down_once_and_comes_back(plcs, caplog):
+    plc = plcs(60)
+    tags = plant_tags(60)
+    rows = scattered_rows(len(tags))
+    sink = RecordingSink(rows.max() + 1)
+    driver = ModbusTcpDriver.from_config(device_config(plc.port, tags), rows)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(driver.run(sink))
+        await wait_until(lambda: driver.polls >= 2, 2.0)
+        plc.signal(signal.SIGKILL)
+        went_bad = await wait_until(lambda: (sink.quality[rows] == Quality.COMM_FAILURE).all(), 2.0)
+        assert went_bad <= POLL + TIMEOUT + 0.2
+        await asyncio.sleep(1.0)  # several reconnect attempts while it stays dead
+        assert sink.kinds() == ["device_down"] and driver.failures >= 3
+        await asyncio.to_thread(plc.start)
+        await wait_until(lambda: "device_up" in sink.kinds(), 3.0)
+        sink.writes = 0
+        await wait_until(lambda: sink.writes >= 2, 1.0)
+        await stop(task)
+
+    with caplog.at_level(logging.DEBUG, logger="gatewayd.drivers.modbus"):
+        asyncio.run(scenario())
+    down, up = sink.events
+    assert (down.kind, down.source, down.priority) == ("device_down", "plc1", Priority.HIGH)
+    assert down.data["quality"] == Quality.COMM_FAILURE and down.data["port"] == plc.port
+    assert down.data["cause"] in down.message
+    assert up.kind == "device_up" and up.data["down_for"] >= 1.0
+    assert (sink.quality[rows] == Quality.GOOD).all()
+    assert driver.reconnects >= 1 and not driver.is_down
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([m for m in loud if " down: " in m]) == 1, loud
+    assert len([r for r in caplog.records if "still down" in r.getMessage() and r.levelno == logging.DEBUG]) >= 2
+
+
+def test_a_frozen_plc_does_not_slow_down_a_healthy_one(plcs):
+    healthy, frozen = plcs(200), plcs(200)
+    frozen.signal(signal.SIGSTOP)  # accepts connections in the kernel, never answers
+    tags = plant_tags(200)
+    rows = np.arange(len(tags))
+    sinks = RecordingSink(len(tags)), RecordingSink(len(tags))
+    drivers = [ModbusTcpDriver.from_config(device_config(plc.port, tags, timeout=0.5), rows)
+               for plc in (healthy, frozen)]
+    run_for = 1.5
+
+    async def scenario() -> None:
+        tasks = [asyncio.create_task(driver.run(sink)) for driver, sink in zip(drivers, sinks)]
+        await asyncio.sleep(run_for)
+        for task in tasks:
+            await stop(task)
+
+    asyncio.run(scenario())
+    good, stuck = drivers
+    assert good.polls >= 0.8 * run_for / POLL and good.failures == 0
+    assert (sinks[0].quality == Quality.GOOD).all()
+    assert stuck.polls == 0 and stuck.failures >= 1
+    assert (sinks[1].quality == Quality.COMM_FAILURE).all() and sinks[1].kinds() == ["device_down"]
+    assert "no response within 0.5 s" in sinks[1].events[0].message

@@ -1,0 +1,248 @@
+"""The validated rules configuration as frozen objects; `rules.config` builds them, `rules.engine` runs them.
+
+Times are seconds. Priorities are the names declared under `rules.priorities` (default: critical, high,
+medium, low), each mapped to a `gatewayd.types.Priority` level in `RulesConfig.priorities`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules.expr import Expression
+
+LIMIT_LEVELS = ("HH", "H", "L", "LL")
+DEFAULT_PRIORITIES = {"critical": 4, "high": 3, "medium": 2, "low": 1}
+
+BYPASS_EVENTS = ("started", "ended", "unauthorized", "expired", "trip_while_bypassed", "too_many", "status_bad",
+                 "overdue")
+DEFAULT_BYPASS_PRIORITIES = {"started": "medium", "ended": "low", "unauthorized": "high", "expired": "high",
+                             "trip_while_bypassed": "critical", "too_many": "high", "status_bad": "high",
+                             "overdue": "high"}
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    """What the rules need to know about a tag. `gatewayd.config.model.TagConfig` fits this shape too."""
+
+    name: str
+    unit: str = ""
+    range_low: float | None = None
+    range_high: float | None = None
+    production_unit: str = ""
+
+
+@dataclass(frozen=True)
+class AlarmBehaviour:
+    """Settings every alarm has, whatever raises it."""
+
+    priority: str = "medium"
+    on_delay: float = 0.0
+    off_delay: float = 0.0
+    latching: bool = False
+    realarm: float = 0.0  # 0: never; else an acknowledged alarm still active this long becomes UNACK again
+    suppressed_when: Expression | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class LimitAlarm:
+    """One analog limit of a tag: active from value >= setpoint (high) or <= setpoint (low), clear only
+    past setpoint -/+ deadband."""
+
+    level: str  # HH, H, L, LL
+    setpoint: float
+    deadband: float
+    behaviour: AlarmBehaviour
+    line: int = 0
+
+    @property
+    def high(self) -> bool:
+        return self.level in ("HH", "H")
+
+
+@dataclass(frozen=True)
+class TagAlarmConfig:
+    """The `alarms:` block of one tag; compatible with today's hh/h/l/ll/deadband/priority keys."""
+
+    tag: str
+    limits: tuple[LimitAlarm, ...]
+    line: int = 0
+
+    def limit(self, level: str) -> LimitAlarm | None:
+        return next((limit for limit in self.limits if limit.level == level), None)
+
+    # today's AlarmLimits attributes, so existing callers keep working during integration
+    @property
+    def hh(self) -> float | None:
+        return self._setpoint("HH")
+
+    @property
+    def h(self) -> float | None:
+        return self._setpoint("H")
+
+    @property
+    def l(self) -> float | None:  # noqa: E743 - the standard's own name
+        return self._setpoint("L")
+
+    @property
+    def ll(self) -> float | None:
+        return self._setpoint("LL")
+
+    @property
+    def deadband(self) -> float:
+        return max((limit.deadband for limit in self.limits), default=0.0)
+
+    @property
+    def priority(self) -> str:
+        return self.limits[0].behaviour.priority if self.limits else "medium"
+
+    def _setpoint(self, level: str) -> float | None:
+        limit = self.limit(level)
+        return None if limit is None else limit.setpoint
+
+
+@dataclass(frozen=True)
+class RateSpec:
+    tag: str
+    limit: float  # engineering units per `per`
+    per: float  # 1.0 per second, 60.0 per minute
+    window: float
+    direction: str = "both"  # rise, fall, both
+    deadband: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeviationSpec:
+    tag: str
+    limit: float
+    reference_tag: str | None = None
+    setpoint: float | None = None
+    direction: str = "both"  # high (tag above reference), low, both
+    deadband: float = 0.0
+
+
+@dataclass(frozen=True)
+class DiscreteSpec:
+    tag: str
+    states: tuple[float, ...]  # alarm while the value equals one of these
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    tag: str
+    on: str = "bad_or_stale"  # bad, bad_or_stale, not_good
+
+
+@dataclass(frozen=True)
+class ExpressionSpec:
+    when: Expression
+
+
+RuleSpec = RateSpec | DeviationSpec | DiscreteSpec | QualitySpec | ExpressionSpec
+RULE_KINDS = {"rate": RateSpec, "deviation": DeviationSpec, "discrete": DiscreteSpec, "quality": QualitySpec,
+              "when": ExpressionSpec}
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    """One entry of `rules.alarms`."""
+
+    id: str
+    spec: RuleSpec
+    behaviour: AlarmBehaviour
+    line: int = 0
+
+    @property
+    def kind(self) -> str:
+        return {RateSpec: "rate", DeviationSpec: "deviation", DiscreteSpec: "discrete", QualitySpec: "quality",
+                ExpressionSpec: "expression"}[type(self.spec)]
+
+
+@dataclass(frozen=True)
+class GasChannel:
+    """A gas detector channel (GB/T 50493-2019): two alarm levels on one concentration tag."""
+
+    tag: str
+    type: str  # combustible (%LEL) or toxic (ppm)
+    gas: str
+    level1: float
+    level2: float
+    oel: float | None = None  # ppm, toxic only
+    idlh: float | None = None  # ppm, toxic only
+    range_limited: bool = False
+    deadband: float = 0.0
+    behaviour1: AlarmBehaviour = AlarmBehaviour(priority="high")
+    behaviour2: AlarmBehaviour = AlarmBehaviour(priority="critical")
+    line: int = 0
+
+    @property
+    def toxic(self) -> bool:
+        return self.type == "toxic"
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """Suppression by design: while `when` holds, the alarms matching `alarms` (glob patterns) are DSUPR."""
+
+    id: str
+    when: Expression
+    alarms: tuple[str, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ProductionUnit:
+    name: str
+    max_bypassed: int
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Interlock:
+    """A SIS interlock whose bypass state the gateway supervises (it never acts on it)."""
+
+    id: str
+    unit: str
+    max_bypass: float
+    bypass_tags: tuple[str, ...] = ()  # non-zero while bypassed
+    in_service_tags: tuple[str, ...] = ()  # zero while bypassed
+    protects: tuple[str, ...] = ()
+    trip: Expression | None = None
+    description: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    chatter_count: int = 3
+    chatter_window: float = 60.0
+    stale_after: float = 86400.0
+    flood_start: int = 10  # more than this many in flood_window starts a flood
+    flood_end: int = 5  # fewer than this many ends it
+    flood_window: float = 600.0
+    report_interval: float = 3600.0  # how often an alarm-rate summary event is emitted; 0: never
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    priorities: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+    shelving_max: float = 8 * 3600.0
+    analytics: AnalyticsConfig = AnalyticsConfig()
+    alarms: tuple[AlarmRule, ...] = ()
+    gas: tuple[GasChannel, ...] = ()
+    suppressions: tuple[Suppression, ...] = ()
+    units: tuple[ProductionUnit, ...] = ()
+    interlocks: tuple[Interlock, ...] = ()
+    bypass_priorities: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BYPASS_PRIORITIES))
+
+    def priority_level(self, name: str) -> int:
+        return self.priorities[name]
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON data: NaN and infinities become None, numpy scalars plain numbers."""
+    if isinstance(value, float) or hasattr(value, "dtype"):
+        value = float(value) if not isinstance(value, bool) else value
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    return value
