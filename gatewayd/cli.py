@@ -22,13 +22,13 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gatewayd.config import ConfigError, load_config
+    from gatewayd.config import ConfigError, load_config_isolated
     from gatewayd.daemon import run_daemon
     from gatewayd.keys import KeyFileError
 
     setup_logging(args.log_level)
     try:
-        config = load_config(args.config)
+        config = load_config_isolated(args.config)
         return run_daemon(config)
     except ConfigError as exc:
         print(f"gatewayd: configuration invalid, not starting:\n{exc}", file=sys.stderr)

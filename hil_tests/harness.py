@@ -150,10 +150,10 @@ def make_key(workdir: Path) -> tuple[Path, Path]:
 def plant_config(workdir: Path, *, gateway_id: str = "GW-TEST-001", plc_port: int, broker_port: int,
                  tags: int, poll_interval: float = 1.0, scan_interval: float = 1.0,
                  extra_devices: list[dict[str, Any]] | None = None, uplink: dict[str, Any] | None = None,
-                 max_interval: float | None = None) -> Path:
+                 max_interval: float | None = None, marker: bool = False) -> Path:
     """Write a config for the simulated plant; the same layout the simulator serves."""
     key, _ = make_key(workdir)
-    tag_defs = plant_tags(tags)
+    tag_defs = plant_tags(tags, marker=marker)
     if max_interval is not None:
         for tag in tag_defs:
             tag["max_interval"] = max_interval

@@ -131,7 +131,7 @@ class DiscreteSpec:
 @dataclass(frozen=True)
 class QualitySpec:
     tag: str
-    on: str = "bad_or_stale"  # bad, bad_or_stale, not_good
+    trigger: str = "bad_or_stale"  # bad, bad_or_stale, not_good
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._names: dict[int, str] | None = None  # tag id -> name, filled on first use
 
     @classmethod
     def open(cls, path: Path, synchronous: str = "full") -> Store:
@@ -80,13 +81,16 @@ class Store:
         with self._transaction() as conn:
             conn.executemany("INSERT OR IGNORE INTO tags (name) VALUES (?)", ((n,) for n in names))
             known = dict(conn.execute("SELECT name, id FROM tags"))
+        self._names = {tag_id: name for name, tag_id in known.items()}
         return np.array([known[n] for n in names], dtype=np.int64)
 
     def tag_names(self, ids) -> dict[int, str]:
-        """Names of the given tag ids (unknown ids are left out)."""
-        wanted = {int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)}
-        rows = self._conn.execute("SELECT id, name FROM tags")
-        return {tag_id: name for tag_id, name in rows if tag_id in wanted}
+        """Names of the given tag ids (unknown ids are left out). Served from memory: every batch asks."""
+        if self._names is None:
+            self._names = {tag_id: name for tag_id, name in self._conn.execute("SELECT id, name FROM tags")}
+        names = self._names
+        return {tag_id: names[tag_id] for tag_id in np.unique(np.asarray(ids, dtype=np.int64)).tolist()
+                if tag_id in names}
 
     def append(self, samples: SampleBlock | None, events: Sequence[Event]) -> None:
         """Commit one scan tick's samples, then its events, in a single transaction."""

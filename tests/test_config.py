@@ -80,3 +80,12 @@ def test_check_config_command_exits_nonzero_and_prints_every_error():
     ok = subprocess.run([sys.executable, "-m", "gatewayd", "check-config", str(CONFIGS / "good" / "minimal.yaml")],
                         capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0 and "3 tags" in ok.stdout
+
+
+def test_isolated_load_returns_the_same_config_and_the_same_errors():
+    from gatewayd.config import load_config_isolated
+
+    assert load_config_isolated(CONFIGS / "good" / "minimal.yaml") == load_config(CONFIGS / "good" / "minimal.yaml")
+    with pytest.raises(ConfigError) as caught:
+        load_config_isolated(CONFIGS / "bad" / "duplicate_tag.yaml")
+    assert caught.value.issues[0].line == 11

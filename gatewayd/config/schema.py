@@ -35,6 +35,9 @@ class ConfigError(Exception):
         self.issues = issues
         super().__init__("\n".join(str(issue) for issue in issues))
 
+    def __reduce__(self):
+        return ConfigError, (self.issues,)  # crosses the process boundary of load_config_isolated
+
 
 class Invalid(ValueError):
     """Raised by a field's converter or check; the message says what would be valid."""

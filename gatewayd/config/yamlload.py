@@ -29,7 +29,7 @@ class DuplicateKeyError(yaml.MarkedYAMLError):
     """The same key twice in one mapping: YAML silently keeps the last one, we refuse."""
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:
         result = LineDict()
         result.line = node.start_mark.line + 1

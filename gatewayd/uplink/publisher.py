@@ -71,6 +71,7 @@ class Publisher:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         """Called after each store commit: there may be rows to send."""
@@ -91,6 +92,7 @@ class Publisher:
                     pass
                 self._wake.clear()
         finally:
+            self._stopping = True
             self._client.disconnect()
             self._client.loop_stop()
 
@@ -132,7 +134,7 @@ class Publisher:
         self._wake.set()
 
     def _disconnected(self, reason: str) -> None:
-        if self.stats.connected:
+        if self.stats.connected and not self._stopping:
             log.warning("lost the broker connection (%s); %d batches await acknowledgement",
                         reason, len(self._inflight))
             self.stats.disconnects += 1

@@ -1,0 +1,17 @@
+"""`make bench`: every benchmark in one run, each printing JSON lines, so figures sit side by side."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import bench_daemon, bench_store
+
+
+def main() -> int:
+    bench_store.main([])
+    bench_daemon.main([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Store throughput: samples appended per second (one transaction per scan tick) and samples
+acknowledged per second (batch build, encode, sign, acknowledge), for both durability settings."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.common import emit
+from gatewayd.uplink.batch import encode_batch
+from store import SampleBlock, Store
+
+
+def run(synchronous: str, total: int, per_tick: int, batch_rows: int) -> None:
+    key = Ed25519PrivateKey.generate()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp) / "bench.db", synchronous)
+        ids = store.tag_ids([f"TAG{i}" for i in range(per_tick)])
+        rng = np.random.default_rng(1)
+        started = time.perf_counter()
+        for tick in range(total // per_tick):
+            now = time.time()
+            store.append(SampleBlock(ids, np.full(per_tick, now), rng.normal(50, 5, per_tick),
+                                     np.zeros(per_tick, dtype=np.uint8), np.full(per_tick, np.nan)), [])
+        appended = time.perf_counter() - started
+
+        def make(content, seq, prev_hash):
+            return encode_batch(content, gateway_id="GW-BENCH", boot_id=bytes(16), seq=seq, prev_hash=prev_hash,
+                                created_ms=int(time.time() * 1000), private_key=key)
+
+        started = time.perf_counter()
+        sent = 0
+        while (batch := store.build_batch(batch_rows, make)) is not None:
+            sent += store.acknowledge(batch.seq)
+        drained = time.perf_counter() - started
+        store.close()
+    emit("store", synchronous=synchronous, samples=total, rows_per_tick=per_tick, batch_rows=batch_rows,
+         append_samples_per_s=round(total / appended), ack_samples_per_s=round(sent / drained))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--samples", type=int, default=500_000)
+    args = parser.parse_args(argv)
+    for synchronous in ("full", "normal"):
+        run(synchronous, args.samples, per_tick=10_000, batch_rows=5000)
+
+
+if __name__ == "__main__":
+    main()

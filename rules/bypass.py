@@ -1,0 +1,136 @@
+"""Bypass authorizations: who allowed which interlock to be bypassed, why, under which permit, until when.
+
+    registry = BypassRegistry({"SIS-101": 8 * 3600})
+    record, events = registry.authorize("SIS-101", reason="transmitter replacement", permit="WO-2291",
+                                        approved_by="shift.lead", requested_by="alice", duration=4 * 3600,
+                                        measures="manual watch on PT101 local gauge", affected_tags=["PT101"],
+                                        now=time.time())
+
+A record holds what IEC 61511 practice asks for (interlock, reason, requested by, approved by, permit,
+start, maximum duration, compensating measures, affected tags). Durations are capped by the
+interlock's `max_bypass`: a longer request is refused, never shortened silently. Approver and
+requester must differ. A new authorization for an interlock supersedes the one in force. Times are
+wall clock (Unix seconds): an authorization is a record with an end time people read.
+Persistence is the caller's: `to_dict()` / `from_dict()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Iterable, Mapping
+
+from gatewayd.types import Event, Priority
+from rules.isa import ActionError, format_seconds
+
+
+@dataclass(frozen=True)
+class Authorization:
+    id: int
+    interlock: str
+    reason: str
+    permit: str
+    approved_by: str
+    requested_by: str
+    start: float
+    duration: float
+    measures: str
+    affected_tags: tuple[str, ...] = ()
+    revoked_at: float | None = None
+    revoked_by: str = ""
+    superseded_by: int | None = None
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    def in_force(self, now: float) -> bool:
+        return self.revoked_at is None and self.superseded_by is None and self.start <= now < self.end
+
+    def status(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.superseded_by is not None:
+            return "superseded"
+        if now >= self.end:
+            return "expired"
+        return "in_force" if now >= self.start else "pending"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["affected_tags"] = list(self.affected_tags)
+        return data
+
+
+class BypassRegistry:
+    def __init__(self, max_bypass: Mapping[str, float]):
+        self.max_bypass = dict(max_bypass)
+        self.records: list[Authorization] = []
+        self._ids = itertools.count(1)
+
+    def authorize(self, interlock: str, *, reason: str, permit: str, approved_by: str, requested_by: str,
+                  duration: float, measures: str, affected_tags: Iterable[str] = (), now: float,
+                  start: float | None = None) -> tuple[Authorization, list[Event]]:
+        if interlock not in self.max_bypass:
+            raise ActionError(f"unknown interlock {interlock!r}; known: {', '.join(sorted(self.max_bypass))}")
+        for name, value in (("reason", reason), ("permit", permit), ("approved_by", approved_by),
+                            ("requested_by", requested_by), ("measures", measures)):
+            if not isinstance(value, str) or not value.strip():
+                raise ActionError(f"a bypass authorization needs {name.replace('_', ' ')}")
+        if approved_by.strip() == requested_by.strip():
+            raise ActionError("the approver must be someone other than the requester")
+        maximum = self.max_bypass[interlock]
+        if not duration > 0:
+            raise ActionError("the duration must be longer than zero")
+        if duration > maximum:
+            raise ActionError(f"{format_seconds(duration)} exceeds the maximum bypass duration of "
+                              f"{format_seconds(maximum)} for {interlock}")
+        record = Authorization(next(self._ids), interlock, reason, permit, approved_by, requested_by,
+                               now if start is None else start, float(duration), measures, tuple(affected_tags))
+        events = []
+        for index, old in enumerate(self.records):
+            if old.interlock == interlock and old.revoked_at is None and old.superseded_by is None \
+                    and now < old.end:
+                self.records[index] = replace(old, superseded_by=record.id)
+        self.records.append(record)
+        events.append(audit_event(now, requested_by, "bypass_authorize", interlock, reason,
+                                  {"authorization": record.to_dict(), "until": record.end}))
+        return record, events
+
+    def revoke(self, authorization_id: int, *, user: str, reason: str, now: float) -> tuple[Authorization, list[Event]]:
+        for index, record in enumerate(self.records):
+            if record.id == authorization_id:
+                if record.revoked_at is not None:
+                    raise ActionError(f"authorization {authorization_id} was already revoked")
+                revoked = replace(record, revoked_at=now, revoked_by=user)
+                self.records[index] = revoked
+                return revoked, [audit_event(now, user, "bypass_revoke", record.interlock, reason,
+                                             {"authorization": revoked.to_dict()})]
+        raise ActionError(f"no bypass authorization with id {authorization_id}")
+
+    def list(self, now: float, include_closed: bool = False) -> list[dict[str, Any]]:
+        return [{**record.to_dict(), "status": record.status(now), "end": record.end}
+                for record in self.records if include_closed or record.status(now) in ("in_force", "pending")]
+
+    def window(self, interlock: str) -> tuple[float, float]:
+        """(start, end) of the authorization that is current for `interlock`, NaN-NaN when there is none."""
+        for record in reversed(self.records):
+            if record.interlock == interlock and record.revoked_at is None and record.superseded_by is None:
+                return record.start, record.end
+        return math.nan, math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"records": [record.to_dict() for record in self.records]}
+
+    def from_dict(self, data: Mapping[str, Any]) -> None:
+        self.records = [Authorization(**{**item, "affected_tags": tuple(item.get("affected_tags", ()))})
+                        for item in data.get("records", [])]
+        self._ids = itertools.count(max((record.id for record in self.records), default=0) + 1)
+
+
+def audit_event(now: float, user: str, action: str, target: str, reason: str, extra: Mapping[str, Any]) -> Event:
+    """An audit record: who did what to which target, when and why."""
+    message = f"{user} {action.replace('_', ' ')} {target}" + (f": {reason}" if reason else "")
+    return Event("audit", now, target, message, Priority.INFO,
+                 {"user": user, "action": action, "target": target, "reason": reason, "at": now, **extra})

@@ -1,0 +1,229 @@
+"""Alarm conditions per rule kind, as numba kernels beside their plain-Python references.
+
+Each kernel reads the point table (`values` float64, `quality` uint8) and writes one raw condition
+per alarm into `raw`: 0 clear, 1 active, UNKNOWN when it cannot be decided. A value is usable when
+its quality is good or uncertain (< 16) and it is not NaN; anything else is UNKNOWN, and an unknown
+condition changes nothing downstream (the bad-quality alarm kind reports the data problem itself).
+
+Hysteresis (deadband) state lives in `cond` (uint8, one per alarm): a high comparison becomes active
+at `signal >= limit` and clears only at `signal < limit - deadband`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from gatewayd.types import QUALITY_BAD_MIN, Quality
+from rules.expr import UNKNOWN
+
+BAD = QUALITY_BAD_MIN
+STALE = int(Quality.STALE)
+
+# direction / mode codes
+BOTH, RISE, FALL = 0, 1, 2  # rate: both, rise, fall; deviation: both, high, low
+QUALITY_BAD, QUALITY_BAD_OR_STALE, QUALITY_NOT_GOOD = 0, 1, 2
+RATE_SLOTS = 16  # samples kept per rate-of-change alarm; spaced window / (RATE_SLOTS - 1) apart
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hysteresis(cond, signal, limit, band, high):
+    if high:
+        if cond:
+            return 0 if signal < limit - band else 1
+        return 1 if signal >= limit else 0
+    if cond:
+        return 0 if signal > limit + band else 1
+    return 1 if signal <= limit else 0
+
+
+@njit(cache=True, nogil=True)
+def limit_conditions(values, quality, rows, setpoint, deadband, high, cond, raw):
+    """Analog HH/H/L/LL (and gas levels): one alarm per limit."""
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        value = values[row]
+        if quality[row] >= BAD or np.isnan(value):
+            raw[i] = UNKNOWN
+            continue
+        cond[i] = _hysteresis(cond[i], value, setpoint[i], deadband[i], high[i])
+        raw[i] = cond[i]
+
+
+def limit_conditions_reference(values, quality, rows, setpoint, deadband, high, cond, raw):
+    for i, row in enumerate(rows):
+        value = float(values[row])
+        if quality[row] >= BAD or math.isnan(value):
+            raw[i] = UNKNOWN
+            continue
+        if high[i]:
+            active = value >= setpoint[i] if not cond[i] else not value < setpoint[i] - deadband[i]
+        else:
+            active = value <= setpoint[i] if not cond[i] else not value > setpoint[i] + deadband[i]
+        cond[i] = raw[i] = int(active)
+
+
+@njit(cache=True, nogil=True)
+def deviation_conditions(values, quality, rows, reference_rows, setpoint, mode, limit, deadband, cond, raw):
+    """tag - reference (a tag, or a fixed setpoint where reference_rows is -1) against `limit`."""
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        value = values[row]
+        if quality[row] >= BAD or np.isnan(value):
+            raw[i] = UNKNOWN
+            continue
+        reference = setpoint[i]
+        other = reference_rows[i]
+        if other >= 0:
+            reference = values[other]
+            if quality[other] >= BAD or np.isnan(reference):
+                raw[i] = UNKNOWN
+                continue
+        difference = value - reference
+        if mode[i] == RISE:
+            signal = difference
+        elif mode[i] == FALL:
+            signal = -difference
+        else:
+            signal = abs(difference)
+        cond[i] = _hysteresis(cond[i], signal, limit[i], deadband[i], True)
+        raw[i] = cond[i]
+
+
+def deviation_conditions_reference(values, quality, rows, reference_rows, setpoint, mode, limit, deadband, cond, raw):
+    for i, row in enumerate(rows):
+        inputs = [int(row)] + ([int(reference_rows[i])] if reference_rows[i] >= 0 else [])
+        if any(quality[r] >= BAD or math.isnan(values[r]) for r in inputs):
+            raw[i] = UNKNOWN
+            continue
+        reference = float(values[reference_rows[i]]) if reference_rows[i] >= 0 else float(setpoint[i])
+        difference = float(values[row]) - reference
+        signal = {RISE: difference, FALL: -difference}.get(int(mode[i]), abs(difference))
+        if cond[i]:
+            active = not signal < limit[i] - deadband[i]
+        else:
+            active = signal >= limit[i]
+        cond[i] = raw[i] = int(active)
+
+
+@njit(cache=True, nogil=True)
+def discrete_conditions(values, quality, rows, state_start, states, cond, raw):
+    """Active while the value equals one of the alarm's states (a pump tripped, a valve in a position)."""
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        value = values[row]
+        if quality[row] >= BAD or np.isnan(value):
+            raw[i] = UNKNOWN
+            continue
+        active = 0
+        for s in range(state_start[i], state_start[i + 1]):
+            if value == states[s]:
+                active = 1
+                break
+        cond[i] = active
+        raw[i] = active
+
+
+def discrete_conditions_reference(values, quality, rows, state_start, states, cond, raw):
+    for i, row in enumerate(rows):
+        if quality[row] >= BAD or math.isnan(values[row]):
+            raw[i] = UNKNOWN
+            continue
+        alarm_states = set(float(s) for s in states[state_start[i]:state_start[i + 1]])
+        cond[i] = raw[i] = int(float(values[row]) in alarm_states)
+
+
+@njit(cache=True, nogil=True)
+def quality_conditions(quality, rows, mode, cond, raw):
+    """Active while the tag has no good value; the alarm's on-delay is the 'for longer than N seconds'."""
+    for i in range(rows.shape[0]):
+        q = quality[rows[i]]
+        if mode[i] == QUALITY_BAD:
+            active = q >= BAD
+        elif mode[i] == QUALITY_BAD_OR_STALE:
+            active = q >= BAD or q == STALE
+        else:
+            active = q != 0
+        cond[i] = 1 if active else 0
+        raw[i] = cond[i]
+
+
+def quality_conditions_reference(quality, rows, mode, cond, raw):
+    tests = {QUALITY_BAD: lambda q: q >= BAD, QUALITY_BAD_OR_STALE: lambda q: q >= BAD or q == STALE,
+             QUALITY_NOT_GOOD: lambda q: q != 0}
+    for i, row in enumerate(rows):
+        cond[i] = raw[i] = int(tests[int(mode[i])](int(quality[row])))
+
+
+@njit(cache=True, nogil=True)
+def rate_conditions(values, quality, now, rows, scale, window, mode, limit, deadband,
+                    sample_t, sample_v, head, count, cond, raw):
+    """Rate of change over a window, in units per second times `scale` (60 for per minute).
+
+    Each alarm keeps a ring of RATE_SLOTS usable samples spaced at least window / (RATE_SLOTS - 1)
+    apart. The rate is measured against the oldest kept sample no older than `window` and at least
+    window / 2 old; until there is one (start-up, after a long outage) the condition is UNKNOWN.
+    """
+    slots = sample_t.shape[1]
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        value = values[row]
+        if quality[row] >= BAD or np.isnan(value):
+            raw[i] = UNKNOWN
+            continue
+        span = window[i]
+        base = -1
+        n = count[i]
+        for k in range(n):  # oldest first
+            slot = (head[i] - n + k) % slots
+            age = now - sample_t[i, slot]
+            if age <= span:
+                if age >= span / 2.0 and age > 0.0:
+                    base = slot
+                break
+        if base < 0:
+            raw[i] = UNKNOWN
+        else:
+            rate = (value - sample_v[i, base]) / (now - sample_t[i, base]) * scale[i]
+            if mode[i] == RISE:
+                signal = rate
+            elif mode[i] == FALL:
+                signal = -rate
+            else:
+                signal = abs(rate)
+            cond[i] = _hysteresis(cond[i], signal, limit[i], deadband[i], True)
+            raw[i] = cond[i]
+        newest = (head[i] - 1) % slots
+        if n == 0 or now - sample_t[i, newest] >= span / (slots - 1):
+            sample_t[i, head[i]] = now
+            sample_v[i, head[i]] = value
+            head[i] = (head[i] + 1) % slots
+            if n < slots:
+                count[i] = n + 1
+
+
+def rate_conditions_reference(values, quality, now, rows, scale, window, mode, limit, deadband,
+                              sample_t, sample_v, head, count, cond, raw):
+    slots = sample_t.shape[1]
+    for i, row in enumerate(rows):
+        value = float(values[row])
+        if quality[row] >= BAD or math.isnan(value):
+            raw[i] = UNKNOWN
+            continue
+        n, span = int(count[i]), float(window[i])
+        kept = [(head[i] - n + k) % slots for k in range(n)]
+        in_window = [slot for slot in kept if now - sample_t[i, slot] <= span]
+        base = in_window[0] if in_window else None
+        if base is None or not (now - sample_t[i, base] > span / 2.0 and now - sample_t[i, base] > 0.0):
+            raw[i] = UNKNOWN
+        else:
+            rate = (value - sample_v[i, base]) / (now - sample_t[i, base]) * scale[i]
+            signal = {RISE: rate, FALL: -rate}.get(int(mode[i]), abs(rate))
+            active = (not signal < limit[i] - deadband[i]) if cond[i] else signal >= limit[i]
+            cond[i] = raw[i] = int(active)
+        if n == 0 or now - sample_t[i, (head[i] - 1) % slots] >= span / (slots - 1):
+            sample_t[i, head[i]], sample_v[i, head[i]] = now, value
+            head[i] = (head[i] + 1) % slots
+            count[i] = min(n + 1, slots)

@@ -1,0 +1,626 @@
+"""The rules configuration: per-tag `alarms:` blocks and the top-level `rules:` section.
+
+Validated with the `gatewayd.config.schema` toolkit: every issue is collected with file, line and key
+path; nothing is repaired. Called by `gatewayd.config.load`:
+
+    alarms = parse_tag_alarms(tag_node.get("alarms"), f"{path}.alarms", line, reader, tag_config,
+                              priorities=priority_names(document.get("rules")))
+    rules = parse_rules_section(document.get("rules"), "rules", line, reader, {tag.name: tag ...})
+
+Both return frozen objects (`rules.model`), or None when the block is absent or invalid (the reader
+then holds the issues). See docs/rules.md for the YAML shape.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+from gatewayd.config.schema import (
+    Field, Invalid, Reader, boolean, duration, identifier, integer, join, number, one_of, text,
+)
+from rules.expr import ExpressionError, parse_expression
+from rules.gas import GAS_TYPES, UNITS as GAS_UNITS, setpoint_problems
+from rules.model import (
+    BYPASS_EVENTS, DEFAULT_BYPASS_PRIORITIES, DEFAULT_PRIORITIES, LIMIT_LEVELS, AlarmBehaviour, AlarmRule,
+    AnalyticsConfig, DeviationSpec, DiscreteSpec, ExpressionSpec, GasChannel, Interlock, LimitAlarm, ProductionUnit,
+    QualitySpec, RateSpec, RulesConfig, Suppression, TagAlarmConfig,
+)
+
+PRIORITY_LEVELS = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def _any(value: Any) -> Any:
+    return value
+
+
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
+
+
+def positive_duration(value: Any) -> float:
+    seconds = duration(value)
+    if seconds <= 0:
+        raise Invalid("must be longer than zero")
+    return seconds
+
+
+def positive_number(value: Any) -> float:
+    result = number()(value)
+    if result <= 0:
+        raise Invalid(f"must be above zero, got {value!r}")
+    return result
+
+
+def _deadband(value: Any) -> float | str:
+    """A number in engineering units, or 'N%' of the tag's range (resolved by the caller)."""
+    if isinstance(value, str) and _PERCENT.match(value):
+        return value.strip()
+    return number(0.0)(value)
+
+
+def _priority(names: Iterable[str]) -> Callable[[Any], str]:
+    choices = tuple(names)
+
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise Invalid(f"{value!r} is not a priority; configured priorities: {', '.join(choices)}")
+        return value
+
+    return convert
+
+
+def _tag_ref(tags: Mapping[str, Any]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if not isinstance(value, str) or value not in tags:
+            close = difflib.get_close_matches(str(value), list(tags), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise Invalid(f"{value!r} is not a tag{hint}")
+        return value
+
+    return convert
+
+
+def _tag_list(tags: Mapping[str, Any]) -> Callable[[Any], tuple[str, ...]]:
+    single = _tag_ref(tags)
+
+    def convert(value: Any) -> tuple[str, ...]:
+        items = value if isinstance(value, list) else [value]
+        result = tuple(single(item) for item in items)
+        if len(set(result)) != len(result):
+            raise Invalid("a tag is listed twice")
+        return result
+
+    return convert
+
+
+def _expression(tags: Mapping[str, Any]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        try:
+            return parse_expression(value, tags)
+        except ExpressionError as exc:
+            raise Invalid(f"bad expression {value!r}: {exc}") from None
+
+    return convert
+
+
+def _number_or_bool(value: Any) -> float:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    return number()(value)
+
+
+def priority_names(rules_node: Any) -> tuple[str, ...]:
+    """The priority names that tag alarms may use: `rules.priorities` keys if given, else the defaults.
+    (The section itself is validated by `parse_rules_section`.)"""
+    if isinstance(rules_node, dict) and isinstance(rules_node.get("priorities"), dict) and rules_node["priorities"]:
+        return tuple(str(key) for key in rules_node["priorities"])
+    return tuple(DEFAULT_PRIORITIES)
+
+
+# ------------------------------------------------------------------------------------- per-tag alarms
+
+def _behaviour_fields(priorities: Iterable[str], priority_default: Any = "medium") -> dict[str, Field]:
+    return {
+        "priority": Field(_priority(priorities), priority_default, "one of rules.priorities"),
+        "on_delay": Field(duration, None, "raise only when the condition held this long"),
+        "off_delay": Field(duration, None, "report the return only when clear this long"),
+        "latching": Field(boolean, None, "stay in alarm until reset by an operator"),
+        "realarm": Field(duration, None, "acknowledged and still active this long: unacknowledged again"),
+        "description": Field(text, None),
+    }
+
+
+def _limit_fields(priorities: Iterable[str]) -> dict[str, Field]:
+    return {"value": Field(number(), doc="the limit, in engineering units"),
+            "deadband": Field(_deadband, None, "engineering units or N% of range"),
+            **_behaviour_fields(priorities, None)}
+
+
+def tag_alarm_fields(priorities: Iterable[str] = tuple(DEFAULT_PRIORITIES)) -> dict[str, Field]:
+    fields = {key: Field(_any, None, f"{key.upper()} limit: a number or a mapping with value, deadband, "
+                                     f"on_delay, off_delay, priority, ...") for key in ("hh", "h", "l", "ll")}
+    fields["deadband"] = Field(_deadband, 0.0, "for every limit: engineering units or N% of range")
+    fields.update(_behaviour_fields(priorities))
+    fields["suppressed_when"] = Field(_any, None, "set under rules.suppression instead")
+    return fields
+
+
+def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
+                     priorities: Iterable[str] = tuple(DEFAULT_PRIORITIES)) -> TagAlarmConfig | None:
+    """The `alarms:` block of one tag (`tag` has name, range_low, range_high). None if absent or invalid.
+
+    Compatible with the first keys (hh, h, l, ll, deadband, priority); adds per-limit mappings and
+    on_delay, off_delay, latching, realarm for all limits or per limit."""
+    if node is None:
+        return None
+    priorities = tuple(priorities)
+    issues_before = len(reader.issues)
+    values = reader.section(node, path, line, tag_alarm_fields(priorities))
+    if values is None:
+        return None
+    if values.get("suppressed_when") is not None:
+        reader.error(Reader.key_line(node, "suppressed_when"), join(path, "suppressed_when"),
+                     "suppression by design of tag alarms is declared under rules.suppression "
+                     "(when: ..., alarms: [TAG.HH, ...])")
+    low, high = getattr(tag, "range_low", None), getattr(tag, "range_high", None)
+
+    def resolve_deadband(value: Any, key_path: str, key_line: int) -> float | None:
+        if not isinstance(value, str):
+            return value
+        if low is None or high is None:
+            reader.error(key_line, key_path, f"a deadband of {value} needs the tag's range: set range: [low, high]")
+            return None
+        return float(_PERCENT.match(value).group(1)) / 100.0 * (high - low)
+
+    default_deadband = resolve_deadband(values.get("deadband", 0.0), join(path, "deadband"),
+                                        Reader.key_line(node, "deadband"))
+    limits: list[LimitAlarm] = []
+    setpoints: dict[str, tuple[float, int]] = {}
+    for level in LIMIT_LEVELS:
+        key = level.lower()
+        if key not in values or values[key] is None:
+            continue
+        key_path, key_line = join(path, key), Reader.key_line(node, key)
+        spec = values[key]
+        if isinstance(spec, dict):
+            own = reader.section(spec, key_path, key_line, _limit_fields(priorities))
+            if own is None or "value" not in own:
+                continue
+        else:
+            try:
+                own = {"value": number()(spec)}
+            except Invalid as exc:
+                reader.error(key_line, key_path, f"{exc}; or a mapping with value, deadband, on_delay, ...")
+                continue
+        merged = {name: own.get(name) if own.get(name) is not None else values.get(name)
+                  for name in ("priority", "on_delay", "off_delay", "latching", "realarm", "description")}
+        band = resolve_deadband(own["deadband"], join(key_path, "deadband"), key_line) \
+            if own.get("deadband") is not None else default_deadband
+        if band is None or merged["priority"] is None:
+            continue
+        behaviour = AlarmBehaviour(priority=merged["priority"], on_delay=merged["on_delay"] or 0.0,
+                                   off_delay=merged["off_delay"] or 0.0, latching=bool(merged["latching"]),
+                                   realarm=merged["realarm"] or 0.0, description=merged["description"] or "")
+        limits.append(LimitAlarm(level, own["value"], band, behaviour, key_line))
+        setpoints[key] = (own["value"], key_line)
+    ordered = [(key, setpoints[key]) for key in ("ll", "l", "h", "hh") if key in setpoints]
+    if not ordered and len(reader.issues) == issues_before:
+        reader.error(line, path, "no limit given: set at least one of hh, h, l, ll")
+    for (lower_key, (lower, _)), (upper_key, (upper, upper_line)) in zip(ordered, ordered[1:]):
+        if not lower < upper:
+            reader.error(upper_line, join(path, upper_key),
+                         f"limits must rise ll < l < h < hh, but {upper_key.upper()} {upper} is not above "
+                         f"{lower_key.upper()} {lower}")
+    if low is not None and high is not None:
+        for key, (limit, key_line) in ordered:
+            if not low <= limit <= high:
+                reader.error(key_line, join(path, key),
+                             f"{key.upper()} {limit} lies outside the range {low}..{high} and could never be reached")
+    if len(reader.issues) != issues_before:
+        return None
+    return TagAlarmConfig(getattr(tag, "name", ""), tuple(limits), line)
+
+
+# ------------------------------------------------------------------------------------- rules section
+
+RULES_FIELDS = {
+    "priorities": Field(_any, None, "priority name: level (critical, high, medium, low, info)"),
+    "shelving": Field(_any, None, "max_duration"),
+    "analytics": Field(_any, None, "chattering, stale, flood thresholds"),
+    "alarms": Field(_any, None, "rate, deviation, discrete, quality and expression alarms"),
+    "gas": Field(_any, None, "gas detector channels (GB/T 50493-2019)"),
+    "suppression": Field(_any, None, "suppression by design"),
+    "units": Field(_any, None, "production units: max_bypassed"),
+    "interlocks": Field(_any, None, "interlocks whose bypass state is supervised"),
+    "bypass_priorities": Field(_any, None, "priority of each bypass event"),
+}
+
+ANALYTICS_FIELDS = {
+    "chatter_count": Field(integer(2, 1000), 3, "activations within chatter_window that make an alarm chattering"),
+    "chatter_window": Field(positive_duration, 60.0),
+    "stale_after": Field(positive_duration, 86400.0, "active this long: a stale alarm"),
+    "flood_start": Field(integer(1, 100000), 10, "more than this many alarms within flood_window start a flood"),
+    "flood_end": Field(integer(1, 100000), 5, "fewer than this many end it"),
+    "flood_window": Field(positive_duration, 600.0),
+    "report_interval": Field(duration, 3600.0, "alarm-rate summary event; 0: never"),
+}
+
+SHELVING_FIELDS = {"max_duration": Field(positive_duration, 8 * 3600.0, "no shelf may be longer")}
+
+COMMON_RULE_FIELDS = {
+    "id": Field(identifier, doc="alarm id, unique among all alarms"),
+    "for": Field(duration, None, "alias of on_delay"),
+    "suppressed_when": Field(_any, None, "expression: while true, the alarm is suppressed by design (DSUPR)"),
+}
+
+
+def _rule_kind_fields(tags: Mapping[str, Any]) -> dict[str, dict[str, Field]]:
+    tag = _tag_ref(tags)
+    return {
+        "rate": {
+            "tag": Field(tag),
+            "limit": Field(positive_number, doc="engineering units per second or minute"),
+            "per": Field(one_of("second", "minute"), "minute"),
+            "window": Field(positive_duration, 60.0, "the rate is measured over this window"),
+            "direction": Field(one_of("both", "rise", "fall"), "both"),
+            "deadband": Field(number(0.0), 0.0, "in the rate's units"),
+        },
+        "deviation": {
+            "tag": Field(tag),
+            "reference": Field(tag, None, "the tag to compare with (or setpoint)"),
+            "setpoint": Field(number(), None, "a fixed value to compare with (or reference)"),
+            "limit": Field(positive_number),
+            "direction": Field(one_of("both", "high", "low"), "both", "high: tag above the reference"),
+            "deadband": Field(number(0.0), 0.0),
+        },
+        "discrete": {
+            "tag": Field(tag),
+            "state": Field(_number_or_bool, None, "alarm while the tag equals this value"),
+            "states": Field(_any, None, "or one of these values"),
+        },
+        "quality": {
+            "tag": Field(tag),
+            "trigger": Field(one_of("bad", "bad_or_stale", "not_good"), "bad_or_stale",
+                             "bad: quality >= 16; bad_or_stale: or STALE; not_good: anything but good"),
+        },
+    }
+
+
+def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
+                        tag_names: Mapping[str, Any]) -> RulesConfig | None:
+    """The top-level `rules:` section. `tag_names` maps every tag name to its TagConfig (or `TagInfo`):
+    unit and range are used for gas checks, `alarms` (if present) for suppression patterns.
+    Returns None when the section is absent or has issues (recorded in `reader`)."""
+    if node is None:
+        return None
+    issues_before = len(reader.issues)
+    top = reader.section(node, path, line, RULES_FIELDS)
+    if top is None:
+        return None
+    key_line = lambda key: Reader.key_line(node, key)  # noqa: E731
+    priorities = _priorities(top["priorities"], join(path, "priorities"), key_line("priorities"), reader)
+    names = tuple(priorities)
+    shelving = reader.section(top["shelving"], join(path, "shelving"), key_line("shelving"), SHELVING_FIELDS) or {}
+    analytics_values = reader.section(top["analytics"], join(path, "analytics"), key_line("analytics"),
+                                      ANALYTICS_FIELDS)
+    analytics = AnalyticsConfig()
+    if analytics_values and len(analytics_values) == len(ANALYTICS_FIELDS):
+        analytics = AnalyticsConfig(**analytics_values)
+        if analytics.flood_end > analytics.flood_start:
+            reader.error(key_line("analytics"), join(path, "analytics.flood_end"),
+                         f"flood_end ({analytics.flood_end}) must not be above flood_start ({analytics.flood_start})")
+    used_ids: dict[str, int] = {}
+    for tag_name, info in tag_names.items():
+        for level in _tag_limit_levels(getattr(info, "alarms", None)):
+            used_ids[f"{tag_name}.{level}"] = getattr(info, "line", 0)
+    alarms = _alarm_rules(top["alarms"], join(path, "alarms"), key_line("alarms"), reader, tag_names, names, used_ids)
+    gas = _gas_channels(top["gas"], join(path, "gas"), key_line("gas"), reader, tag_names, names, used_ids)
+    suppressions = _suppressions(top["suppression"], join(path, "suppression"), key_line("suppression"), reader,
+                                 tag_names, used_ids)
+    units = _units(top["units"], join(path, "units"), key_line("units"), reader)
+    interlocks = _interlocks(top["interlocks"], join(path, "interlocks"), key_line("interlocks"), reader, tag_names,
+                             units)
+    bypass_priorities = dict(DEFAULT_BYPASS_PRIORITIES)
+    if top["bypass_priorities"] is not None:
+        fields = {event: Field(_priority(names), None) for event in BYPASS_EVENTS}
+        given = reader.section(top["bypass_priorities"], join(path, "bypass_priorities"),
+                               key_line("bypass_priorities"), fields) or {}
+        bypass_priorities.update({key: value for key, value in given.items() if value is not None})
+    missing = sorted({value for value in bypass_priorities.values() if value not in priorities})
+    if missing and top["bypass_priorities"] is None:
+        reader.error(key_line("priorities"), join(path, "priorities"),
+                     f"bypass events use the priorities {', '.join(missing)} by default; declare them or set "
+                     f"rules.bypass_priorities")
+    if len(reader.issues) != issues_before:
+        return None
+    return RulesConfig(priorities=priorities, shelving_max=shelving.get("max_duration", 8 * 3600.0),
+                       analytics=analytics, alarms=alarms, gas=gas, suppressions=suppressions, units=units,
+                       interlocks=interlocks, bypass_priorities=bypass_priorities)
+
+
+def _tag_limit_levels(alarms: Any) -> list[str]:
+    if alarms is None:
+        return []
+    if hasattr(alarms, "limits"):
+        return [limit.level for limit in alarms.limits]
+    return [level for level in LIMIT_LEVELS if getattr(alarms, level.lower(), None) is not None]
+
+
+def _priorities(node: Any, path: str, line: int, reader: Reader) -> dict[str, int]:
+    if node is None:
+        return dict(DEFAULT_PRIORITIES)
+    if not isinstance(node, dict) or not node:
+        reader.error(line, path, "expected a mapping of priority name to level (critical, high, medium, low, info)")
+        return dict(DEFAULT_PRIORITIES)
+    result = {}
+    for key, value in node.items():
+        key_line = Reader.key_line(node, key)
+        try:
+            name = identifier(key)
+        except Invalid as exc:
+            reader.error(key_line, join(path, key), str(exc))
+            continue
+        if value not in PRIORITY_LEVELS:
+            reader.error(key_line, join(path, key),
+                         f"{value!r} is not a level; one of: {', '.join(PRIORITY_LEVELS)}")
+            continue
+        result[name] = PRIORITY_LEVELS[value]
+    if len(set(result.values()) & {2, 3, 1}) < 3 and len(result) == len(node):
+        reader.error(line, path, "declare at least a high, a medium and a low priority")
+    return result or dict(DEFAULT_PRIORITIES)
+
+
+def _behaviour(values: dict[str, Any], reader: Reader, node: Any, path: str,
+               tags: Mapping[str, Any]) -> AlarmBehaviour | None:
+    if values.get("for") is not None and values.get("on_delay") is not None:
+        reader.error(Reader.key_line(node, "for"), join(path, "for"), "give either for or on_delay, not both")
+        return None
+    suppressed = None
+    if values.get("suppressed_when") is not None:
+        try:
+            suppressed = parse_expression(values["suppressed_when"], tags)
+        except ExpressionError as exc:
+            reader.error(Reader.key_line(node, "suppressed_when"), join(path, "suppressed_when"),
+                         f"bad expression {values['suppressed_when']!r}: {exc}")
+            return None
+    on_delay = values.get("for") if values.get("for") is not None else values.get("on_delay")
+    return AlarmBehaviour(priority=values["priority"], on_delay=on_delay or 0.0,
+                          off_delay=values.get("off_delay") or 0.0, latching=bool(values.get("latching")),
+                          realarm=values.get("realarm") or 0.0, suppressed_when=suppressed,
+                          description=values.get("description") or "")
+
+
+def _alarm_rules(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
+                 priorities: tuple[str, ...], used_ids: dict[str, int]) -> tuple[AlarmRule, ...]:
+    kinds = _rule_kind_fields(tags)
+    result = []
+    for item, item_path, item_line in reader.items(node, path, line):
+        if not isinstance(item, dict):
+            reader.error(item_line, item_path, "expected a mapping with id and one of: rate, deviation, discrete, "
+                                               "quality, when")
+            continue
+        present = [key for key in ("rate", "deviation", "discrete", "quality", "when") if key in item]
+        if len(present) != 1:
+            reader.error(item_line, item_path, ("an alarm has exactly one of rate, deviation, discrete, quality, "
+                                                "when; found " + (", ".join(present) or "none")))
+            continue
+        kind = present[0]
+        fields = {**COMMON_RULE_FIELDS, **_behaviour_fields(priorities),
+                  kind: Field(_expression(tags) if kind == "when" else _any)}
+        values = reader.section(item, item_path, item_line, fields)
+        if values is None or "id" not in values or kind not in values:
+            continue
+        alarm_id = values["id"]
+        if alarm_id in used_ids:
+            reader.error(Reader.key_line(item, "id"), join(item_path, "id"),
+                         f"alarm id {alarm_id!r} is already used (line {used_ids[alarm_id]})")
+            continue
+        used_ids[alarm_id] = item_line
+        behaviour = _behaviour(values, reader, item, item_path, tags)
+        spec = _rule_spec(kind, values[kind], join(item_path, kind), Reader.key_line(item, kind), reader, kinds)
+        if behaviour is not None and spec is not None:
+            result.append(AlarmRule(alarm_id, spec, behaviour, item_line))
+    return tuple(result)
+
+
+def _rule_spec(kind: str, node: Any, path: str, line: int, reader: Reader, kinds: dict[str, dict[str, Field]]) -> Any:
+    if kind == "when":
+        return ExpressionSpec(node)
+    values = reader.section(node, path, line, kinds[kind])
+    if values is None or len(values) != len(kinds[kind]):
+        return None
+    if kind == "rate":
+        return RateSpec(values["tag"], values["limit"], 60.0 if values["per"] == "minute" else 1.0, values["window"],
+                        values["direction"], values["deadband"])
+    if kind == "deviation":
+        if (values["reference"] is None) == (values["setpoint"] is None):
+            reader.error(line, path, "give exactly one of reference (a tag) or setpoint (a number)")
+            return None
+        return DeviationSpec(values["tag"], values["limit"], values["reference"], values["setpoint"],
+                             values["direction"], values["deadband"])
+    if kind == "discrete":
+        if (values["state"] is None) == (values["states"] is None):
+            reader.error(line, path, "give exactly one of state (a value) or states (a list of values)")
+            return None
+        if values["states"] is not None:
+            if not isinstance(values["states"], list) or not values["states"]:
+                reader.error(Reader.key_line(node, "states"), join(path, "states"), "expected a non-empty list")
+                return None
+            try:
+                states = tuple(_number_or_bool(state) for state in values["states"])
+            except Invalid as exc:
+                reader.error(Reader.key_line(node, "states"), join(path, "states"), str(exc))
+                return None
+        else:
+            states = (values["state"],)
+        return DiscreteSpec(values["tag"], states)
+    return QualitySpec(values["tag"], values["trigger"])
+
+
+GAS_FIELDS_DOC = "tag, type, gas, level1, level2, oel, idlh, range_limited"
+
+
+def _gas_fields(tags: Mapping[str, Any], priorities: tuple[str, ...]) -> dict[str, Field]:
+    return {
+        "tag": Field(_tag_ref(tags)),
+        "type": Field(one_of(*GAS_TYPES), doc="combustible (%LEL) or toxic (ppm)"),
+        "gas": Field(text, "", "e.g. methane, H2S"),
+        "level1": Field(number(0.0), doc="level 1 (low) alarm setpoint"),
+        "level2": Field(number(0.0), doc="level 2 (high) alarm setpoint"),
+        "oel": Field(_optional(positive_number), None, "toxic: occupational exposure limit, ppm"),
+        "idlh": Field(_optional(positive_number), None, "toxic: immediately dangerous to life or health, ppm"),
+        "range_limited": Field(boolean, False, "toxic: the detector range cannot reach 200 % OEL"),
+        "deadband": Field(number(0.0), 0.0),
+        "level1_priority": Field(_priority(priorities), "high" if "high" in priorities else priorities[0]),
+        "level2_priority": Field(_priority(priorities), "critical" if "critical" in priorities else priorities[0]),
+        "on_delay": Field(duration, 0.0),
+        "off_delay": Field(duration, 0.0),
+        "latching": Field(boolean, False),
+        "realarm": Field(duration, 0.0),
+        "description": Field(text, ""),
+    }
+
+
+def _norm_unit(unit: str) -> str:
+    return unit.replace(" ", "").lower()
+
+
+def _gas_channels(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
+                  priorities: tuple[str, ...], used_ids: dict[str, int]) -> tuple[GasChannel, ...]:
+    fields = _gas_fields(tags, priorities)
+    result, seen = [], {}
+    for item, item_path, item_line in reader.items(node, path, line):
+        values = reader.section(item, item_path, item_line, fields)
+        if values is None or len(values) != len(fields):
+            continue
+        key_line = lambda key: Reader.key_line(item, key)  # noqa: E731
+        tag, gas_type = values["tag"], values["type"]
+        if tag in seen:
+            reader.error(key_line("tag"), join(item_path, "tag"), f"gas channel {tag} is already declared at line "
+                                                                   f"{seen[tag]}")
+            continue
+        seen[tag] = item_line
+        info = tags[tag]
+        unit = getattr(info, "unit", "") or ""
+        if unit and _norm_unit(unit) != _norm_unit(GAS_UNITS[gas_type]):
+            reader.error(key_line("type"), join(item_path, "type"),
+                         f"a {gas_type} channel reads {GAS_UNITS[gas_type]}, but tag {tag} has unit {unit!r}; "
+                         f"convert the reading to {GAS_UNITS[gas_type]}")
+        if gas_type == "combustible":
+            for key in ("oel", "idlh"):
+                if values[key] is not None:
+                    reader.error(key_line(key), join(item_path, key), f"{key} applies to toxic gas only")
+            if values["range_limited"]:
+                reader.error(key_line("range_limited"), join(item_path, "range_limited"),
+                             "range_limited applies to toxic gas only")
+        for key, message in setpoint_problems(gas_type, values["level1"], values["level2"], values["oel"],
+                                              values["idlh"], values["range_limited"]):
+            reader.error(key_line(key) if key in item else item_line, join(item_path, key), message)
+        high = getattr(info, "range_high", None)
+        if gas_type == "toxic" and values["range_limited"] and values["oel"] is not None and high is not None \
+                and high >= 2 * values["oel"]:
+            reader.error(key_line("range_limited"), join(item_path, "range_limited"),
+                         f"tag {tag} ranges up to {high:g} ppm, which reaches 200 % OEL ({2 * values['oel']:g} ppm): "
+                         f"the IDLH fallback of GB/T 50493-2019 does not apply")
+        for level in (1, 2):
+            alarm_id = f"{tag}.GAS{level}"
+            if alarm_id in used_ids:
+                reader.error(item_line, item_path, f"alarm id {alarm_id!r} is already used (line {used_ids[alarm_id]})")
+            used_ids[alarm_id] = item_line
+        common = dict(on_delay=values["on_delay"], off_delay=values["off_delay"], latching=values["latching"],
+                      realarm=values["realarm"], description=values["description"])
+        result.append(GasChannel(tag, gas_type, values["gas"], values["level1"], values["level2"], values["oel"],
+                                 values["idlh"], values["range_limited"], values["deadband"],
+                                 AlarmBehaviour(priority=values["level1_priority"], **common),
+                                 AlarmBehaviour(priority=values["level2_priority"], **common), item_line))
+    return tuple(result)
+
+
+def _suppressions(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
+                  used_ids: dict[str, int]) -> tuple[Suppression, ...]:
+    fields = {"id": Field(identifier), "when": Field(_expression(tags), doc="while true, the alarms are DSUPR"),
+              "alarms": Field(_any, doc="alarm ids or glob patterns such as PT1*.H*")}
+    result, seen = [], set()
+    for item, item_path, item_line in reader.items(node, path, line):
+        values = reader.section(item, item_path, item_line, fields)
+        if values is None or len(values) != len(fields):
+            continue
+        patterns = values["alarms"] if isinstance(values["alarms"], list) else [values["alarms"]]
+        alarms_line = Reader.key_line(item, "alarms")
+        if not patterns or not all(isinstance(p, str) and p for p in patterns):
+            reader.error(alarms_line, join(item_path, "alarms"), "expected a list of alarm ids or patterns")
+            continue
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(alarm_id, pattern) for alarm_id in used_ids):
+                close = difflib.get_close_matches(pattern, list(used_ids), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                reader.error(alarms_line, join(item_path, "alarms"), f"{pattern!r} matches no alarm{hint}")
+        if values["id"] in seen:
+            reader.error(Reader.key_line(item, "id"), join(item_path, "id"), f"suppression {values['id']!r} twice")
+        seen.add(values["id"])
+        result.append(Suppression(values["id"], values["when"], tuple(patterns), item_line))
+    return tuple(result)
+
+
+UNIT_FIELDS = {"max_bypassed": Field(integer(0, 10000), doc="interlocks of this unit bypassed at once, at most"),
+               "description": Field(text, "")}
+
+
+def _units(node: Any, path: str, line: int, reader: Reader) -> tuple[ProductionUnit, ...]:
+    if node is None:
+        return ()
+    if not isinstance(node, dict):
+        reader.error(line, path, "expected a mapping of production unit name to {max_bypassed: N}")
+        return ()
+    result = []
+    for name, item in node.items():
+        item_line = Reader.key_line(node, name)
+        values = reader.section(item, join(path, name), item_line, UNIT_FIELDS)
+        if values is not None and "max_bypassed" in values:
+            result.append(ProductionUnit(str(name), values["max_bypassed"], item_line))
+    return tuple(result)
+
+
+def _interlock_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
+    return {
+        "id": Field(identifier),
+        "description": Field(text, ""),
+        "unit": Field(text, doc="production unit, declared under rules.units"),
+        "bypass": Field(_tag_list(tags), (), "tag(s) non-zero while bypassed"),
+        "in_service": Field(_tag_list(tags), (), "tag(s) non-zero while in service"),
+        "protects": Field(_tag_list(tags), (), "process tags the interlock protects"),
+        "trip": Field(_expression(tags), None, "the trip condition, an expression over tags"),
+        "max_bypass": Field(positive_duration, doc="longest allowed bypass; caps authorizations"),
+    }
+
+
+def _interlocks(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
+                units: tuple[ProductionUnit, ...]) -> tuple[Interlock, ...]:
+    fields = _interlock_fields(tags)
+    unit_names = {unit.name for unit in units}
+    result, seen = [], {}
+    for item, item_path, item_line in reader.items(node, path, line):
+        values = reader.section(item, item_path, item_line, fields)
+        if values is None or len(values) != len(fields):
+            continue
+        if not values["bypass"] and not values["in_service"]:
+            reader.error(item_line, item_path, "an interlock needs its status tag(s): bypass or in_service")
+            continue
+        if values["unit"] not in unit_names:
+            reader.error(Reader.key_line(item, "unit"), join(item_path, "unit"),
+                         f"unit {values['unit']!r} is not declared under rules.units; add "
+                         f"{values['unit']}: {{max_bypassed: N}} there")
+            continue
+        if values["id"] in seen:
+            reader.error(Reader.key_line(item, "id"), join(item_path, "id"),
+                         f"interlock {values['id']!r} is already declared at line {seen[values['id']]}")
+            continue
+        seen[values["id"]] = item_line
+        result.append(Interlock(values["id"], values["unit"], values["max_bypass"], values["bypass"],
+                                values["in_service"], values["protects"], values["trip"], values["description"],
+                                item_line))
+    return tuple(result)

@@ -1,0 +1,157 @@
+"""Interlock-bypass supervision (IEC 61511 practice) as a numba kernel beside its plain-Python reference.
+
+Per interlock, each scan: read its status tags (bypass tags non-zero, or in-service tags zero, mean
+bypassed; with several tags any one bypassed is enough), then raise or clear one flag per watched
+condition. Each flag edge becomes an event with its own priority (`rules.engine`):
+
+    started / ended          the interlock is bypassed / restored (in service again)
+    unauthorized             bypassed with no authorization in force (none, revoked, not yet begun,
+                             or one that ended before this bypass began)
+    expired                  the authorization ran out while the bypass it covered goes on
+    trip_while_bypassed      bypassed while its trip condition is true: the plant runs on a
+                             protection that would have acted
+    status_bad               a status tag has bad quality (the bypass state is held as last known)
+    overdue                  bypassed longer than the interlock's maximum bypass duration
+    too_many (per unit)      more interlocks of one production unit bypassed than it allows
+
+Authorizations live in `rules.bypass.BypassRegistry`; the engine copies each interlock's window
+(wall clock `auth_from` .. `auth_until`, NaN when none) into arrays for the kernel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from gatewayd.types import QUALITY_BAD_MIN
+from rules.expr import UNKNOWN
+
+BAD = QUALITY_BAD_MIN
+F_BYPASSED, F_UNAUTHORIZED, F_EXPIRED, F_TRIP, F_STATUS_BAD, F_OVERDUE = range(6)
+FLAG_EVENTS = ("started", "unauthorized", "expired", "trip_while_bypassed", "status_bad", "overdue")
+N_FLAGS = 6
+
+
+@njit(cache=True, nogil=True)
+def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_start, status_rows, status_invert,
+                      trip_slot, unit, max_bypass, unit_max, auth_from, auth_until, bypassed, trip, bypass_since,
+                      flags, unit_flag, unit_count, in_service, in_service_quality, out_interlock, out_flag,
+                      out_unit):
+    """Update flags; flag edges go to out_interlock/out_flag (new value in `flags`), unit edges to
+    out_unit. Returns (flag edges, unit edges)."""
+    n_out = 0
+    for k in range(bypassed.shape[0]):
+        any_bypassed = False
+        worst = 0
+        for s in range(status_start[k], status_start[k + 1]):
+            row = status_rows[s]
+            q = quality[row]
+            value = values[row]
+            if q >= BAD or np.isnan(value):
+                if q > worst:
+                    worst = q
+                if worst < BAD:
+                    worst = BAD
+                continue
+            if (value != 0.0) != (status_invert[s] == 1):
+                any_bypassed = True
+        if any_bypassed:
+            now_bypassed = 1
+        elif worst >= BAD:
+            now_bypassed = bypassed[k]  # unknown: hold the last known state
+        else:
+            now_bypassed = 0
+        if now_bypassed == 1 and bypassed[k] == 0:
+            bypass_since[k] = now_mono
+        bypassed[k] = now_bypassed
+        in_service[k] = 0.0 if now_bypassed == 1 else 1.0
+        in_service_quality[k] = 0 if any_bypassed or worst < BAD else worst
+        slot = trip_slot[k]
+        if slot >= 0 and expr_out[slot] != UNKNOWN:
+            trip[k] = expr_out[slot]
+        b = now_bypassed == 1
+        authorized = auth_from[k] <= now_wall < auth_until[k]
+        started_wall = now_wall - (now_mono - bypass_since[k])
+        expired = b and now_wall >= auth_until[k] and started_wall < auth_until[k]
+        new_flags = (b, b and not authorized and not expired, expired, b and trip[k] == 1, worst >= BAD,
+                     b and now_mono - bypass_since[k] >= max_bypass[k])
+        for f in range(N_FLAGS):
+            value = 1 if new_flags[f] else 0
+            if value != flags[k, f]:
+                flags[k, f] = value
+                out_interlock[n_out] = k
+                out_flag[n_out] = f
+                n_out += 1
+    unit_count[:] = 0
+    for k in range(bypassed.shape[0]):
+        if bypassed[k] == 1:
+            unit_count[unit[k]] += 1
+    n_unit = 0
+    for u in range(unit_count.shape[0]):
+        over = 1 if unit_count[u] > unit_max[u] else 0
+        if over != unit_flag[u]:
+            unit_flag[u] = over
+            out_unit[n_unit] = u
+            n_unit += 1
+    return n_out, n_unit
+
+
+def update_interlocks_reference(values, quality, expr_out, now_mono, now_wall, status_start, status_rows,
+                                status_invert, trip_slot, unit, max_bypass, unit_max, auth_from, auth_until,
+                                bypassed, trip, bypass_since, flags, unit_flag, unit_count, in_service,
+                                in_service_quality, out_interlock, out_flag, out_unit):
+    edges = []
+    for k in range(len(bypassed)):
+        readings, bad_qualities = [], []
+        for s in range(status_start[k], status_start[k + 1]):
+            row = status_rows[s]
+            if quality[row] >= BAD or math.isnan(values[row]):
+                bad_qualities.append(max(int(quality[row]), BAD))
+            else:
+                readings.append((values[row] != 0.0) != bool(status_invert[s]))
+        if any(readings):
+            state = 1
+        elif bad_qualities:
+            state = int(bypassed[k])
+        else:
+            state = 0
+        if state and not bypassed[k]:
+            bypass_since[k] = now_mono
+        bypassed[k] = state
+        in_service[k] = 0.0 if state else 1.0
+        in_service_quality[k] = max(bad_qualities) if bad_qualities and not any(readings) else 0
+        if trip_slot[k] >= 0 and expr_out[trip_slot[k]] != UNKNOWN:
+            trip[k] = expr_out[trip_slot[k]]
+        has_window = not math.isnan(auth_until[k])
+        authorized = has_window and auth_from[k] <= now_wall < auth_until[k]
+        # an authorization that ended before this bypass began does not cover it: that is unauthorized
+        began_under_it = has_window and now_wall - (now_mono - bypass_since[k]) < auth_until[k]
+        expired = bool(state) and has_window and now_wall >= auth_until[k] and began_under_it
+        wanted = {
+            F_BYPASSED: state,
+            F_UNAUTHORIZED: state and not authorized and not expired,
+            F_EXPIRED: expired,
+            F_TRIP: state and trip[k] == 1,
+            F_STATUS_BAD: bool(bad_qualities),
+            F_OVERDUE: state and now_mono - bypass_since[k] >= max_bypass[k],
+        }
+        for f in range(N_FLAGS):
+            if int(bool(wanted[f])) != flags[k, f]:
+                flags[k, f] = int(bool(wanted[f]))
+                edges.append((k, f))
+    unit_edges = []
+    counts = [0] * len(unit_count)
+    for k, state in enumerate(bypassed):
+        counts[unit[k]] += int(state)
+    unit_count[:] = counts
+    for u, count in enumerate(counts):
+        if int(count > unit_max[u]) != unit_flag[u]:
+            unit_flag[u] = int(count > unit_max[u])
+            unit_edges.append(u)
+    for n, (k, f) in enumerate(edges):
+        out_interlock[n], out_flag[n] = k, f
+    for n, u in enumerate(unit_edges):
+        out_unit[n] = u
+    return len(edges), len(unit_edges)

@@ -1,0 +1,130 @@
+"""Kernels against the plain-Python reference: random values, qualities, times and operator actions
+must give identical events and identical states."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rules.expr import parse_expression
+from rules.isa import ActionError
+from rules.program import make_stack, pack, run_programs, run_programs_reference
+from test_rules_fixtures import ROWS, TAGS, build, point_table
+
+analog = st.one_of(st.sampled_from([0.0, 1.0, 5.0, 9.0, 10.0, 11.0, 19.5, 20.0, 21.0, 40.0, 49.0, 50.0, 60.0, 78.5,
+                                    80.0, 81.0, 85.0, 88.0, 90.0, 95.0]),
+                   st.floats(-10, 120, allow_nan=False), st.just(float("nan")))
+binary = st.sampled_from([0.0, 1.0, 0.0, 1.0, 2.0, float("nan")])
+quality = st.sampled_from([0, 0, 0, 0, 0, 0, 1, 2, 17, 20])
+DISCRETE = ("XV103", "XS101", "XS102", "P101_RUN", "U100_RUNNING")
+change = st.one_of(st.tuples(st.sampled_from([t for t in TAGS if t not in DISCRETE]), analog, quality),
+                   st.tuples(st.sampled_from(DISCRETE), binary, quality))
+ALARMS = ["PT101.HH", "PT101.H", "PT101.L", "PT101.LL", "TT102.H", "TT102_ROC", "FT101_DEV", "PT101_DEV", "P101_TRIP",
+          "PT101_BAD", "TT102_NG", "RUNAWAY", "MIXED", "AT201.GAS1", "AT201.GAS2", "AT202.GAS1", "AT202.GAS2"]
+action = st.tuples(st.sampled_from(["ack", "ack", "ack", "shelve", "unshelve", "out_of_service", "return_to_service",
+                                    "reset"]),
+                   st.sampled_from(ALARMS), st.sampled_from([0.5, 3.0, 8.0, 30.0]), st.booleans())
+bypass = st.sampled_from([None, None, None, "authorize", "revoke"])
+step = st.tuples(st.lists(change, max_size=4), st.sampled_from([0.0, 0.25, 0.5, 1.0, 1.0, 1.0, 2.0, 4.0, 7.0]),
+                 st.lists(action, max_size=3), bypass)
+
+
+def comparable(events):
+    return [(e.kind, e.ts, e.source, e.message, int(e.priority), json.dumps(e.data, sort_keys=True, allow_nan=False))
+            for e in events]
+
+
+def states(engine):
+    a = engine.arrays
+    return [x.tolist() for x in (a.active, a.pending, a.state, a.latch, a.since, a.active_since, a.stale,
+                                 a.shelved_until, a.oneshot, a.oos, a.supp, engine.cond, engine.raw, engine.expr_out,
+                                 engine.bypassed, engine.trip, engine.flags, engine.unit_flag, engine.in_service,
+                                 engine.in_service_quality, *engine._rate_buffers)]
+
+
+def same_nan(x, y):
+    return json.dumps(x) == json.dumps(y)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(step, min_size=1, max_size=60), st.data())
+def test_engine_kernels_match_reference(steps, data):
+    engines = [build("numba"), build("reference")]
+    values, qualities = point_table()
+    now, wall = 0.0, 1_700_000_000.0
+    for changes, dt, actions, bypass_action in steps:
+        for tag, v, q in changes:
+            values[ROWS[tag]], qualities[ROWS[tag]] = v, q
+        now += dt
+        wall += dt
+        results = [comparable(engine.evaluate(values, qualities, now, wall)) for engine in engines]
+        assert results[0] == results[1]
+        for name, alarm, seconds, one_shot in actions:
+            standing = [item["id"] for item in engines[0].alarms()]
+            if standing and data.draw(st.booleans()):
+                alarm = data.draw(st.sampled_from(standing))  # mostly act on alarms that are not NORM
+            outcomes = []
+            for engine in engines:
+                try:
+                    outcomes.append(comparable(engine.act(name, alarm, "op", "test", duration=seconds,
+                                                          one_shot=one_shot, now_monotonic=now, now_wall=wall)))
+                except ActionError as exc:
+                    outcomes.append(str(exc))
+            assert outcomes[0] == outcomes[1]
+        if bypass_action == "authorize":
+            for engine in engines:
+                engine.bypass_authorize("SIS-101", reason="r", permit="P", approved_by="lead", requested_by="op",
+                                        duration=4.0, measures="watch", now_wall=wall)
+        elif bypass_action == "revoke":
+            for engine in engines:
+                records = engine.bypass_list(now_wall=wall)
+                if records:
+                    engine.bypass_revoke(records[-1]["id"], user="lead", reason="done", now_wall=wall)
+        assert same_nan(states(engines[0]), states(engines[1]))
+    assert engines[0].alarms(include_normal=True) == engines[1].alarms(include_normal=True)
+    assert json.dumps(engines[0].state_dict()) == json.dumps(engines[1].state_dict())
+
+
+names = st.sampled_from(["PT101", "TT102", "XV103", "FT101"])
+leaf = st.one_of(names, st.sampled_from(["0", "1", "2.5", "80", "-3"]))
+
+
+def arithmetic(children):
+    return st.one_of(
+        st.tuples(children, st.sampled_from(["+", "-", "*", "/"]), children).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        children.map(lambda c: f"abs({c})"), children.map(lambda c: f"-{c}"),
+        st.tuples(st.sampled_from(["min", "max"]), st.lists(children, min_size=2, max_size=3)).map(
+            lambda t: f"{t[0]}({', '.join(t[1])})"))
+
+
+numeric = st.recursive(leaf, arithmetic, max_leaves=6)
+comparison = st.tuples(numeric, st.sampled_from(["<", "<=", ">", ">=", "==", "!="]), numeric).map(" ".join)
+chained = st.tuples(numeric, st.sampled_from(["<", "<="]), numeric, st.sampled_from(["<", "<="]), numeric).map(" ".join)
+
+
+def logic(children):
+    return st.one_of(st.tuples(children, st.sampled_from(["and", "or"]), children).map(lambda t: f"({' '.join(t)})"),
+                     children.map(lambda c: f"not {c}"))
+
+
+condition = st.recursive(st.one_of(comparison, chained, names), logic, max_leaves=5)
+row_value = st.one_of(st.sampled_from([0.0, 1.0, -1.0, 80.0, 2.5]), st.floats(-100, 100, allow_nan=False),
+                      st.just(float("nan")))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(condition, min_size=1, max_size=6), st.lists(st.tuples(row_value, quality), min_size=len(TAGS),
+                                                               max_size=len(TAGS)))
+def test_expression_interpreter_matches_tree_evaluation(sources, table):
+    program = pack([parse_expression(source, TAGS) for source in sources], ROWS)
+    values = np.array([v for v, _ in table])
+    qualities = np.array([q for _, q in table], np.uint8)
+    kernel = np.zeros(program.count, np.uint8)
+    reference = np.zeros(program.count, np.uint8)
+    run_programs(values, qualities, program.op, program.arg, program.constants, program.start, program.dep_start,
+                 program.dep_rows, make_stack(program), kernel)
+    run_programs_reference(values, qualities, program, reference)
+    assert kernel.tolist() == reference.tolist(), sources
