@@ -216,7 +216,7 @@ def rate_conditions_reference(values, quality, now, rows, scale, window, mode, l
         kept = [(head[i] - n + k) % slots for k in range(n)]
         in_window = [slot for slot in kept if now - sample_t[i, slot] <= span]
         base = in_window[0] if in_window else None
-        if base is None or not (now - sample_t[i, base] > span / 2.0 and now - sample_t[i, base] > 0.0):
+        if base is None or not (now - sample_t[i, base] >= span / 2.0 and now - sample_t[i, base] > 0.0):
             raw[i] = UNKNOWN
         else:
             rate = (value - sample_v[i, base]) / (now - sample_t[i, base]) * scale[i]

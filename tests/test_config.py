@@ -89,3 +89,22 @@ def test_isolated_load_returns_the_same_config_and_the_same_errors():
     with pytest.raises(ConfigError) as caught:
         load_config_isolated(CONFIGS / "bad" / "duplicate_tag.yaml")
     assert caught.value.issues[0].line == 11
+
+
+def test_configuration_reference_matches_the_schemas():
+    from gatewayd.config.reference import render
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    embedded = doc.split("<!-- reference:start -->\n", 1)[1].split("<!-- reference:end -->", 1)[0]
+    assert embedded == render(), "regenerate with: python -m gatewayd.config.reference"
+
+
+def test_every_key_is_documented():
+    from gatewayd.config.reference import render
+
+    assert "|  |" not in render(), "a key without a meaning in its Field(doc=...)"
+
+
+def test_example_config_is_valid():
+    config = load_config(ROOT / "config.example.yaml")
+    assert config.gateway.id == "GW-DEMO-001" and len(config.tags) == 9

@@ -61,9 +61,11 @@ def path_value(value: Any) -> Path:
 
 GATEWAY_FIELDS = {
     "id": Field(identifier, doc="gateway code, unique on the platform; part of the MQTT topic"),
-    "name": Field(optional_text, ""),
-    "plant": Field(optional_text, ""),
-    "scan_interval": Field(positive_duration, 1.0, "how often rules and report-by-exception run"),
+    "name": Field(optional_text, "", "human-readable name of the gateway"),
+    "plant": Field(optional_text, "", "plant or site the gateway serves"),
+    "scan_interval": Field(positive_duration, 1.0,
+                           "duration: rules and report-by-exception run at least this often, "
+                           "and right after each poll"),
     "state_dir": Field(path_value, Path("/var/lib/gatewayd"), "database and sequence state"),
     "cache_dir": Field(path_value, Path("/var/cache/gatewayd"), "compiled rule kernels"),
     "runtime_dir": Field(path_value, Path("/run/gatewayd"), "control socket"),
@@ -87,14 +89,13 @@ UPLINK_FIELDS = {
     "tls": Field(lambda value: value, None, "ca_file, cert_file, key_file"),
     "topic_prefix": Field(text, "gatewayd", "batches go to PREFIX/GATEWAY_ID/batch"),
     "client_id": Field(identifier, None, "default: the gateway id"),
-    "username": Field(text, None),
+    "username": Field(text, None, "broker user name, if the broker asks for one"),
     "password_file": Field(path_value, None, "file holding the broker password (never inline)"),
     "signing_key": Field(path_value, doc="Ed25519 private key from `gatewayd keygen`"),
-    "keepalive": Field(positive_duration, 30.0),
+    "keepalive": Field(positive_duration, 30.0, "duration: MQTT keep-alive"),
     "batch_max_rows": Field(integer(1, 100_000), 5000, "samples and events per batch at most"),
-    "batch_interval": Field(positive_duration, 1.0, "how often a partial batch is sent"),
     "max_inflight": Field(integer(1, 64), 4, "batches published and not yet acknowledged"),
-    "ack_timeout": Field(positive_duration, 15.0, "republish a batch not acknowledged in this time"),
+    "ack_timeout": Field(positive_duration, 15.0, "duration: republish a batch not acknowledged in this time"),
 }
 
 ALARM_FIELDS = {
@@ -103,37 +104,37 @@ ALARM_FIELDS = {
     "l": Field(optional_number, None, "low limit"),
     "ll": Field(optional_number, None, "low-low limit"),
     "deadband": Field(number(0.0), 0.0, "return only when back past the limit by this much"),
-    "priority": Field(one_of(*PRIORITIES), "medium"),
+    "priority": Field(one_of(*PRIORITIES), "medium", f"one of {', '.join(PRIORITIES)}"),
 }
 
 TAG_FIELDS = {
     "name": Field(identifier, doc="tag number (位号), unique in the gateway"),
-    "description": Field(optional_text, ""),
-    "unit": Field(optional_text, ""),
+    "description": Field(optional_text, "", "what the value is, as operators name it"),
+    "unit": Field(optional_text, "", "engineering unit, e.g. m, °C, MPa, %LEL, ppm"),
     "range": Field(value_range, None, "[low, high] of the instrument"),
     "target_code": Field(optional_text, "", "platform target code (指标编码)"),
-    "equipment_code": Field(optional_text, ""),
+    "equipment_code": Field(optional_text, "", "equipment code (设备编码)"),
     "hazard_source_code": Field(optional_text, "", "major hazard source code"),
-    "production_unit": Field(optional_text, ""),
+    "production_unit": Field(optional_text, "", "production unit the tag belongs to"),
     "deadband": Field(number(0.0), 0.0, "report a new sample only when it moved this much"),
-    "max_interval": Field(positive_duration, 60.0, "report at least this often even if unchanged"),
+    "max_interval": Field(positive_duration, 60.0, "duration: report at least this often even if unchanged"),
     "alarms": Field(lambda value: value, None, "hh, h, l, ll, deadband, priority"),
 }
 
 DEVICE_FIELDS = {
-    "name": Field(identifier),
-    "driver": Field(one_of(*drivers.DRIVERS)),
-    "poll_interval": Field(positive_duration, 1.0),
-    "timeout": Field(positive_duration, 1.0, "per request"),
-    "enabled": Field(boolean, True),
+    "name": Field(identifier, doc="device name, unique in the gateway; used in events and logs"),
+    "driver": Field(one_of(*drivers.DRIVERS), doc=f"one of: {', '.join(drivers.DRIVERS)}"),
+    "poll_interval": Field(positive_duration, 1.0, "duration: how often the device is read"),
+    "timeout": Field(positive_duration, 1.0, "duration: per request; keep it at most the poll interval"),
+    "enabled": Field(boolean, True, "false keeps the device in the file but does not poll it"),
     "tags": Field(lambda value: value, doc="list of tags"),
 }
 
 TOP_FIELDS = {
-    "gateway": Field(lambda value: value),
-    "devices": Field(lambda value: value),
-    "store": Field(lambda value: value, None),
-    "uplink": Field(lambda value: value),
+    "gateway": Field(lambda value: value, doc="identity and directories"),
+    "devices": Field(lambda value: value, doc="the devices to read and their tags"),
+    "store": Field(lambda value: value, None, "the SQLite outbox"),
+    "uplink": Field(lambda value: value, doc="the MQTT broker of the platform"),
 }
 
 

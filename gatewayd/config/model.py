@@ -110,7 +110,6 @@ class UplinkConfig:
     signing_key: Path
     keepalive: float = 30.0
     batch_max_rows: int = 5000
-    batch_interval: float = 1.0
     max_inflight: int = 4
     ack_timeout: float = 15.0
 

@@ -1,0 +1,56 @@
+"""Render the configuration reference tables from the schemas themselves, so docs cannot drift.
+
+`python -m gatewayd.config.reference` prints the tables that docs/configuration.md embeds; a test
+fails when the document and the schemas disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import drivers
+from gatewayd.config import load
+from gatewayd.config.schema import Field
+
+SECTIONS = [
+    ("gateway", load.GATEWAY_FIELDS),
+    ("devices[] (every driver)", load.DEVICE_FIELDS),
+    ("devices[].tags[] (every driver)", load.TAG_FIELDS),
+    ("devices[].tags[].alarms", load.ALARM_FIELDS),
+    ("store", load.STORE_FIELDS),
+    ("uplink", load.UPLINK_FIELDS),
+    ("uplink.tls", load.TLS_FIELDS),
+]
+
+
+def default_text(field: Field) -> str:
+    if field.required:
+        return "**required**"
+    if field.default is None:
+        return "-"
+    if isinstance(field.default, Path):
+        return f"`{field.default}`"
+    if isinstance(field.default, bool):
+        return f"`{str(field.default).lower()}`"
+    if isinstance(field.default, float) and field.default.is_integer():
+        return f"`{int(field.default)}`"
+    return f"`{field.default}`"
+
+
+def table(title: str, fields: dict[str, Field]) -> str:
+    rows = [f"### {title}", "", "| key | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{key}` | {default_text(field)} | {field.doc} |" for key, field in fields.items()]
+    return "\n".join(rows)
+
+
+def render() -> str:
+    sections = list(SECTIONS)
+    for kind in drivers.DRIVERS:
+        schema = drivers.schema(kind)
+        sections += [(f"devices[] with `driver: {kind}`", schema.DEVICE_FIELDS),
+                     (f"devices[].tags[] with `driver: {kind}`", schema.TAG_FIELDS)]
+    return "\n\n".join(table(title, fields) for title, fields in sections) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
