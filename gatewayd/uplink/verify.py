@@ -104,7 +104,11 @@ class Report:
 
 
 class ChainVerifier:
-    """Check batches from one gateway against its public key (and its id, when given)."""
+    """Check batches from one gateway against its public key.
+
+    The gateway is `gateway_id` when given, else the one named by the first well-formed frame; frames
+    of any other gateway (say, on a wildcard topic) are findings, never mixed into this chain.
+    """
 
     def __init__(self, public_key: Ed25519PublicKey, gateway_id: str | None = None) -> None:
         self._key = public_key
@@ -129,10 +133,12 @@ class ChainVerifier:
         except BatchFormatError as exc:
             return [Finding(Kind.MALFORMED, None, str(exc))]
         seq = envelope.seq
+        if self._gateway_id is None:
+            self._gateway_id = envelope.gateway_id  # one key is one gateway: the first frame names it
+        if envelope.gateway_id != self._gateway_id:
+            return [Finding(Kind.WRONG_GATEWAY, seq, f"from {envelope.gateway_id!r}, expected {self._gateway_id!r}")]
         if not verify_signature(envelope, self._key):
             return [Finding(Kind.BAD_SIGNATURE, seq, "signature does not verify with the key")]
-        if self._gateway_id is not None and envelope.gateway_id != self._gateway_id:
-            return [Finding(Kind.WRONG_GATEWAY, seq, f"from {envelope.gateway_id!r}")]
         if seq in self._accepted:
             return [self._duplicate(envelope)]
         try:
