@@ -16,7 +16,8 @@ after the OPC UA AlarmMetrics fields where one exists.
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from gatewayd.types import Event, Priority
 from rules.model import AnalyticsConfig

@@ -16,17 +16,45 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from gatewayd.config.schema import (
-    Field, Invalid, Reader, boolean, duration, identifier, integer, join, number, one_of, text,
+    Field,
+    Invalid,
+    Reader,
+    boolean,
+    duration,
+    identifier,
+    integer,
+    join,
+    number,
+    one_of,
+    text,
 )
 from rules.expr import ExpressionError, parse_expression
-from rules.gas import GAS_TYPES, UNITS as GAS_UNITS, setpoint_problems
+from rules.gas import GAS_TYPES, setpoint_problems
+from rules.gas import UNITS as GAS_UNITS
 from rules.model import (
-    BYPASS_EVENTS, DEFAULT_BYPASS_PRIORITIES, DEFAULT_PRIORITIES, LIMIT_LEVELS, AlarmBehaviour, AlarmRule,
-    AnalyticsConfig, DeviationSpec, DiscreteSpec, ExpressionSpec, GasChannel, Interlock, LimitAlarm, ProductionUnit,
-    QualitySpec, RateSpec, RulesConfig, Suppression, TagAlarmConfig,
+    BYPASS_EVENTS,
+    DEFAULT_BYPASS_PRIORITIES,
+    DEFAULT_PRIORITIES,
+    LIMIT_LEVELS,
+    AlarmBehaviour,
+    AlarmRule,
+    AnalyticsConfig,
+    DeviationSpec,
+    DiscreteSpec,
+    ExpressionSpec,
+    GasChannel,
+    Interlock,
+    LimitAlarm,
+    ProductionUnit,
+    QualitySpec,
+    RateSpec,
+    RulesConfig,
+    Suppression,
+    TagAlarmConfig,
 )
 
 PRIORITY_LEVELS = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
@@ -301,7 +329,7 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
     top = reader.section(node, path, line, RULES_FIELDS)
     if top is None:
         return None
-    key_line = lambda key: Reader.key_line(node, key)  # noqa: E731
+    key_line = lambda key: Reader.key_line(node, key)
     priorities = _priorities(top["priorities"], join(path, "priorities"), key_line("priorities"), reader)
     names = tuple(priorities)
     shelving = reader.section(top["shelving"], join(path, "shelving"), key_line("shelving"), SHELVING_FIELDS) or {}
@@ -497,7 +525,7 @@ def _gas_channels(node: Any, path: str, line: int, reader: Reader, tags: Mapping
         values = reader.section(item, item_path, item_line, fields)
         if values is None or len(values) != len(fields):
             continue
-        key_line = lambda key: Reader.key_line(item, key)  # noqa: E731
+        key_line = lambda key: Reader.key_line(item, key)
         tag, gas_type = values["tag"], values["type"]
         if tag in seen:
             reader.error(key_line("tag"), join(item_path, "tag"), f"gas channel {tag} is already declared at line "

@@ -24,8 +24,8 @@ import difflib
 import fnmatch
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,13 +35,16 @@ from rules import interlocks as IL
 from rules import isa
 from rules.analytics import AlarmAnalytics
 from rules.bypass import BypassRegistry, audit_event
-from rules.expr import UNKNOWN, Expression, parse_expression
+from rules.expr import Expression, parse_expression
 from rules.gas import UNITS as GAS_UNITS
 from rules.gas import gas_order_key
 from rules.isa import STATE_NAMES, ActionError, AlarmArrays
 from rules.model import (
-    AlarmBehaviour, DeviationSpec, DiscreteSpec, ExpressionSpec, LimitAlarm, QualitySpec, RateSpec, RulesConfig,
-    TagAlarmConfig, jsonable,
+    AlarmBehaviour,
+    ExpressionSpec,
+    RulesConfig,
+    TagAlarmConfig,
+    jsonable,
 )
 from rules.program import make_stack, pack, run_programs, run_programs_reference
 
@@ -51,9 +54,9 @@ _QUALITY_MODES = {"bad": C.QUALITY_BAD, "bad_or_stale": C.QUALITY_BAD_OR_STALE, 
 _SEGMENTS = ("limit", "rate", "deviation", "discrete", "quality", "expression")
 
 
-@dataclass(frozen=True)
-class AlarmInfo:
-    """What the engine knows about one alarm beyond its arrays: for events and listings."""
+class AlarmInfo(NamedTuple):
+    """What the engine knows about one alarm beyond its arrays: for events and listings. (A named
+    tuple rather than a frozen dataclass: 100,000 of them are built at start-up.)"""
 
     id: str
     kind: str  # limit, gas, rate, deviation, discrete, quality, expression
@@ -82,7 +85,7 @@ class RuleEngine:
     def build(cls, rules: RulesConfig | None, tag_rows: Mapping[str, int], size: int,
               tag_alarms: Iterable[TagAlarmConfig] = (), tag_info: Mapping[str, Any] | None = None,
               backend: str = "numba", now_monotonic: float | None = None,
-              now_wall: float | None = None) -> "RuleEngine":
+              now_wall: float | None = None) -> RuleEngine:
         """`tag_rows` maps tag name to point-table row; `tag_alarms` are the per-tag `alarms:` blocks;
         `tag_info` (name -> TagConfig-like with `unit`) only adds units to messages."""
         if backend not in ("numba", "reference"):
@@ -93,11 +96,10 @@ class RuleEngine:
         self.size = size
         self.tag_rows = dict(tag_rows)
         units = {name: getattr(info, "unit", "") or "" for name, info in (tag_info or {}).items()}
-        level = lambda name: int(rules.priorities[name])  # noqa: E731
+        level = lambda name: int(rules.priorities[name])
 
         infos: list[AlarmInfo] = []
         behaviours: list[AlarmBehaviour] = []
-        segments: dict[str, list] = {name: [] for name in _SEGMENTS}
 
         limit_rows, limit_sp, limit_db, limit_high = [], [], [], []
         for config in tag_alarms:
@@ -182,22 +184,20 @@ class RuleEngine:
 
         # suppression by design: one expression slot per distinct condition, after the alarm expressions
         known = set(self.tag_rows).__contains__
-        conditions_of: list[list[Expression]] = [[] for _ in range(n)]
+        conditions_of: dict[int, list[Expression]] = {}
         for i, behaviour in enumerate(behaviours):
             if behaviour.suppressed_when is not None:
-                conditions_of[i].append(behaviour.suppressed_when)
+                conditions_of.setdefault(i, []).append(behaviour.suppressed_when)
         for group in rules.suppressions:
             matched = [i for i, info in enumerate(infos) if any(fnmatch.fnmatchcase(info.id, p) for p in group.alarms)]
             if not matched:
                 raise ValueError(f"suppression {group.id!r}: no alarm id matches {', '.join(group.alarms)}")
             for i in matched:
-                conditions_of[i].append(group.when)
+                conditions_of.setdefault(i, []).append(group.when)
         supp_sources: dict[str, int] = {}
         supp_expressions: list[Expression] = []
         alarm_supp = np.full(n, -1, np.int64)
-        for i, found in enumerate(conditions_of):
-            if not found:
-                continue
+        for i, found in sorted(conditions_of.items()):
             unique = list(dict.fromkeys(expression.source for expression in found))
             source = unique[0] if len(unique) == 1 else " or ".join(f"({s})" for s in unique)
             if source not in supp_sources:
@@ -606,7 +606,7 @@ class RuleEngine:
             return [f"state version {data.get('version')!r} not understood; starting from NORM"]
         now, wall = self._now(now_monotonic, now_wall)
         self._clock = (now, wall)
-        to_mono = lambda t: now - (wall - t)  # noqa: E731
+        to_mono = lambda t: now - (wall - t)
         notes = []
         arrays = self.arrays
         names = {name: code for code, name in enumerate(STATE_NAMES)}

@@ -24,8 +24,9 @@ import ast
 import difflib
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 # Opcodes of the stack machine; `arg` is a constant index (CONST) or a tag slot (TAG), else 0.
 CONST, TAG, ADD, SUB, MUL, DIV, NEG, NOT, AND, OR, LT, LE, GT, GE, EQ, NE, ABS, MIN, MAX = range(19)
@@ -279,11 +280,11 @@ def divide(a: float, b: float) -> float:
 
 
 def minimum(a: float, b: float) -> float:
-    return a if a <= b else b
+    return min(a, b)
 
 
 def maximum(a: float, b: float) -> float:
-    return a if a >= b else b
+    return max(a, b)
 
 
 _REF_BIN = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": divide}

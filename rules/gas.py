@@ -12,7 +12,8 @@ combustible (`gas_order_key`, `order_gas_alarms`).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 COMBUSTIBLE_LEVEL1_MAX = 25.0  # %LEL
 COMBUSTIBLE_LEVEL2_MAX = 50.0  # %LEL

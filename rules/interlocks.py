@@ -50,10 +50,8 @@ def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_star
             q = quality[row]
             value = values[row]
             if q >= BAD or np.isnan(value):
-                if q > worst:
-                    worst = q
-                if worst < BAD:
-                    worst = BAD
+                worst = max(worst, q)
+                worst = max(worst, BAD)
                 continue
             if (value != 0.0) != (status_invert[s] == 1):
                 any_bypassed = True

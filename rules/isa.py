@@ -65,7 +65,7 @@ class AlarmArrays:
     counts: np.ndarray  # int64[7]
 
     @classmethod
-    def allocate(cls, n: int, n_supp: int) -> "AlarmArrays":
+    def allocate(cls, n: int, n_supp: int) -> AlarmArrays:
         return cls(
             on_delay=np.zeros(n), off_delay=np.zeros(n), latching=np.zeros(n, np.uint8), realarm=np.zeros(n),
             supp_slot=np.full(n, -1, np.int64), supp_expr=np.zeros(n_supp, np.int64),
@@ -104,6 +104,9 @@ def update_alarms(raw, expr_out, now, stale_after, on_delay, off_delay, latching
     n_oos = 0
     for i in range(raw.shape[0]):
         r = raw[i]
+        if state[i] == NORM and active[i] == 0 and (r == 0 or r == UNKNOWN) and np.isnan(pending[i]) \
+                and supp_slot[i] < 0 and oos[i] == 0 and np.isnan(shelved_until[i]):
+            continue  # the common case, quiet and normal: nothing can change
         if r == UNKNOWN:
             pending[i] = np.nan
         elif r != active[i]:

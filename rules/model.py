@@ -82,7 +82,7 @@ class TagAlarmConfig:
         return self._setpoint("H")
 
     @property
-    def l(self) -> float | None:  # noqa: E743 - the standard's own name
+    def l(self) -> float | None:
         return self._setpoint("L")
 
     @property

@@ -10,16 +10,35 @@ its result is NaN; `rules.isa` then holds the alarm's state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 from numba import njit
 
 from gatewayd.types import QUALITY_BAD_MIN
 from rules.expr import (
-    ABS, ADD, AND, CONST, DIV, EQ, GE, GT, LE, LT, MAX, MIN, MUL, NE, NEG, NOT, OR, SUB, TAG, UNKNOWN,
-    Expression, evaluate_reference,
+    ABS,
+    ADD,
+    AND,
+    CONST,
+    DIV,
+    EQ,
+    GE,
+    GT,
+    LE,
+    LT,
+    MIN,
+    MUL,
+    NE,
+    NEG,
+    NOT,
+    OR,
+    SUB,
+    TAG,
+    UNKNOWN,
+    Expression,
+    evaluate_reference,
 )
 
 BAD = QUALITY_BAD_MIN
@@ -134,9 +153,9 @@ def run_programs(values, quality, op, arg, constants, start, dep_start, dep_rows
                 elif code == DIV:
                     r = a / b
                 elif code == MIN:
-                    r = a if a <= b else b
+                    r = min(a, b)
                 else:  # MAX
-                    r = a if a >= b else b
+                    r = max(a, b)
                 stack[top] = r
         result = stack[0]
         if result != result:
@@ -153,8 +172,8 @@ def run_programs_reference(values, quality, program: Program, out) -> None:
         row_of = dict(zip(expression.tags, program.rows[e]))
         out[e] = evaluate_reference(
             expression,
-            lambda tag: float(values[row_of[tag]]),
-            lambda tag: int(quality[row_of[tag]]) < BAD and values[row_of[tag]] == values[row_of[tag]],
+            lambda tag, row_of=row_of: float(values[row_of[tag]]),
+            lambda tag, row_of=row_of: int(quality[row_of[tag]]) < BAD and values[row_of[tag]] == values[row_of[tag]],
         )
 
 

@@ -7,8 +7,22 @@ import numpy as np
 from rules.engine import RuleEngine
 from rules.expr import parse_expression
 from rules.model import (
-    AlarmBehaviour, AlarmRule, AnalyticsConfig, DeviationSpec, DiscreteSpec, ExpressionSpec, GasChannel, Interlock,
-    LimitAlarm, ProductionUnit, QualitySpec, RateSpec, RulesConfig, Suppression, TagAlarmConfig, TagInfo,
+    AlarmBehaviour,
+    AlarmRule,
+    AnalyticsConfig,
+    DeviationSpec,
+    DiscreteSpec,
+    ExpressionSpec,
+    GasChannel,
+    Interlock,
+    LimitAlarm,
+    ProductionUnit,
+    QualitySpec,
+    RateSpec,
+    RulesConfig,
+    Suppression,
+    TagAlarmConfig,
+    TagInfo,
 )
 
 TAGS = ("PT101", "TT102", "XV103", "AT201", "AT202", "XS101", "XS102", "P101_RUN", "U100_RUNNING", "FT101")

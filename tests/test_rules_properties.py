@@ -8,11 +8,11 @@ import json
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_rules_fixtures import ROWS, TAGS, build, point_table
 
 from rules.expr import parse_expression
 from rules.isa import ActionError
 from rules.program import make_stack, pack, run_programs, run_programs_reference
-from test_rules_fixtures import ROWS, TAGS, build, point_table
 
 analog = st.one_of(st.sampled_from([0.0, 1.0, 5.0, 9.0, 10.0, 11.0, 19.5, 20.0, 21.0, 40.0, 49.0, 50.0, 60.0, 78.5,
                                     80.0, 81.0, 85.0, 88.0, 90.0, 95.0]),

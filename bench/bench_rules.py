@@ -1,0 +1,179 @@
+"""Rules engine benchmark: prints JSON lines.
+
+    python -m bench.bench_rules              # scan times (numba vs reference) and cold/warm start
+    python -m bench.bench_rules --quick      # a smaller plant, for a quick look
+
+The plant: 25,000 analog tags with HH/H/L/LL (100,000 limit alarms), 10,000 expression rules over
+them, 1,000 interlocks (50 production units) with a bypass status tag and a trip expression each.
+Start-up is measured in fresh processes with NUMBA_CACHE_DIR in a temporary directory: cold with an
+empty cache, warm with the cache the cold run left. Time runs from spawning the process to the end
+of its first evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+T0 = time.time()
+
+
+def make_plant(analog: int, expressions: int, interlocks: int, seed: int = 7):
+    import numpy as np
+
+    from rules.expr import parse_expression
+    from rules.model import (
+        AlarmBehaviour,
+        AlarmRule,
+        ExpressionSpec,
+        Interlock,
+        LimitAlarm,
+        ProductionUnit,
+        RulesConfig,
+        TagAlarmConfig,
+    )
+
+    rng = np.random.default_rng(seed)
+    names = [f"AT{i:05d}" for i in range(analog)] + [f"XS{i:04d}" for i in range(interlocks)]
+    rows = {name: row for row, name in enumerate(names)}
+    known = rows.__contains__
+    behaviour = AlarmBehaviour(priority="medium", on_delay=5.0, off_delay=2.0)
+    tag_alarms = [TagAlarmConfig(names[i], (LimitAlarm("HH", 95.0, 1.0, behaviour), LimitAlarm("H", 85.0, 1.0, behaviour),
+                                            LimitAlarm("L", 15.0, 1.0, behaviour), LimitAlarm("LL", 5.0, 1.0, behaviour)))
+                  for i in range(analog)]
+    cache: dict[str, object] = {}
+
+    def expression(source):
+        return parse_expression(source, known)
+
+    shapes = ("{a} > {x} and {b} < {y}", "abs({a} - {b}) > {x} or not {c}", "max({a}, {b}) / ({c} + 1) > {y}",
+              "{a} > {x} and {b} > {y} and not {c} > 50", "0 < {a} - {b} < {x}")
+    rules = []
+    for k in range(expressions):
+        a, b, c = (names[int(j)] for j in rng.integers(0, analog, 3))
+        source = shapes[k % len(shapes)].format(a=a, b=b, c=c, x=int(rng.integers(60, 99)), y=int(rng.integers(1, 40)))
+        rules.append(AlarmRule(f"EXPR{k:05d}", ExpressionSpec(expression(source)), behaviour))
+    units = tuple(ProductionUnit(f"U{u:02d}", 3) for u in range(50))
+    locks = tuple(Interlock(f"SIS-{k:04d}", f"U{k % 50:02d}", 8 * 3600.0, bypass_tags=(f"XS{k:04d}",),
+                            trip=expression(f"{names[int(rng.integers(0, analog))]} >= 97"))
+                  for k in range(interlocks))
+    del cache
+    config = RulesConfig(alarms=tuple(rules), units=units, interlocks=locks)
+    return config, tag_alarms, rows, len(names)
+
+
+def scan_inputs(size: int, analog: int, seed: int = 11):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(20.0, 80.0, size)
+    values[analog:] = 0.0
+    quality = np.zeros(size, np.uint8)
+    return rng, values, quality
+
+
+def perturb(rng, values, base, analog: int) -> None:
+    """A scan's worth of change: every analog value is noisy around its operating point, 20 jump anywhere."""
+    values[:analog] = base + rng.normal(0.0, 0.5, analog)
+    hot = rng.integers(0, analog, 20)
+    values[hot] = rng.uniform(0.0, 100.0, 20)
+
+
+def bench_scans(args) -> None:
+    import numpy as np  # noqa: F401
+
+    from rules.engine import RuleEngine
+
+    config, tag_alarms, rows, size = make_plant(args.analog, args.expressions, args.interlocks)
+    results = {}
+    for backend, scans in (("numba", args.scans), ("reference", args.reference_scans)):
+        started = time.perf_counter()
+        engine = RuleEngine.build(config, rows, size, tag_alarms, backend=backend, now_monotonic=0.0, now_wall=1e9)
+        build_seconds = time.perf_counter() - started
+        rng, values, quality = scan_inputs(size, args.analog)
+        base = values[:args.analog].copy()
+        engine.evaluate(values, quality, 0.0, 1e9)  # warm up (compiles or loads the cache)
+        times, events = [], 0
+        for n in range(1, scans + 1):
+            perturb(rng, values, base, args.analog)
+            started = time.perf_counter()
+            events += len(engine.evaluate(values, quality, float(n), 1e9 + n))
+            times.append(time.perf_counter() - started)
+        kernel = [engine.last_seconds]
+        results[backend] = statistics.median(times)
+        print(json.dumps({"bench": "rules_scan", "backend": backend, "limit_alarms": 4 * args.analog,
+                          "expression_rules": args.expressions, "interlocks": args.interlocks,
+                          "alarms": engine.alarm_count, "scans": scans,
+                          "median_ms": round(statistics.median(times) * 1000, 3),
+                          "min_ms": round(min(times) * 1000, 3), "max_ms": round(max(times) * 1000, 3),
+                          "kernels_last_ms": round(kernel[0] * 1000, 3),
+                          "events_per_scan": round(events / scans, 1), "build_s": round(build_seconds, 3)}),
+              flush=True)
+    print(json.dumps({"bench": "rules_scan_ratio", "reference_over_numba": round(results["reference"] / results["numba"], 1),
+                      "target_ms": 2.0, "target_ratio": 50}), flush=True)
+
+
+def first_evaluation(args) -> None:
+    """Child process: import, build, evaluate once; report the moments."""
+    imported = time.time()
+    import numpy as np  # noqa: F401
+
+    from rules.engine import RuleEngine
+
+    config, tag_alarms, rows, size = make_plant(args.analog, args.expressions, args.interlocks)
+    configured = time.time()
+    engine = RuleEngine.build(config, rows, size, tag_alarms, now_monotonic=0.0, now_wall=1e9)
+    built = time.time()
+    rng, values, quality = scan_inputs(size, args.analog)
+    engine.evaluate(values, quality, 0.0, 1e9)
+    done = time.time()
+    print(json.dumps({"make_config": configured - imported, "build": built - configured,
+                      "first_evaluate": done - built, "done_at": done}), flush=True)
+
+
+def bench_start(args) -> None:
+    with tempfile.TemporaryDirectory(prefix="gatewayd-numba-") as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("cold", "warm"):
+            spawned = time.time()
+            out = subprocess.run([sys.executable, "-m", "bench.bench_rules", "--first-evaluation",
+                                  "--analog", str(args.analog), "--expressions", str(args.expressions),
+                                  "--interlocks", str(args.interlocks)],
+                                 env=env, capture_output=True, text=True, check=True)
+            child = json.loads(out.stdout.strip().splitlines()[-1])
+            print(json.dumps({"bench": "rules_start", "cache": label, "limit_alarms": 4 * args.analog,
+                              "expression_rules": args.expressions, "interlocks": args.interlocks,
+                              "seconds": round(child["done_at"] - spawned, 3),
+                              "phases_s": {key: round(value, 3) for key, value in child.items() if key != "done_at"},
+                              "target_warm_s": 3.0}), flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--analog", type=int, default=25_000, help="analog tags, 4 limit alarms each")
+    parser.add_argument("--expressions", type=int, default=10_000)
+    parser.add_argument("--interlocks", type=int, default=1_000)
+    parser.add_argument("--scans", type=int, default=200)
+    parser.add_argument("--reference-scans", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a tenth of the plant")
+    parser.add_argument("--first-evaluation", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-start", action="store_true", help="skip the cold/warm start measurement")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.analog, args.expressions, args.interlocks = args.analog // 10, args.expressions // 10, args.interlocks // 10
+    if args.first_evaluation:
+        first_evaluation(args)
+        return
+    bench_scans(args)
+    if not args.no_start:
+        bench_start(args)
+
+
+if __name__ == "__main__":
+    main()

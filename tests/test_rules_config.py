@@ -1,0 +1,199 @@
+"""The rules configuration: the documented example stays valid; every error names line, key and token."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatewayd.config.schema import Reader
+from gatewayd.config.yamlload import load_yaml
+from rules.config import parse_rules_section, parse_tag_alarms, priority_names
+from rules.engine import RuleEngine
+from rules.expr import ExpressionError, parse_expression
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "rules.md"
+
+
+@dataclass(frozen=True)
+class Tag:
+    name: str
+    unit: str = ""
+    range_low: float | None = None
+    range_high: float | None = None
+    alarms: Any = None
+    line: int = 0
+
+
+TAGS = {tag.name: tag for tag in (
+    Tag("PT101", "MPa", 0, 4), Tag("TT102", "C", 0, 200), Tag("FT101", "t/h", 0, 100), Tag("FIC101_SP", "t/h"),
+    Tag("P101_RUN"), Tag("U100_RUNNING"), Tag("XV103"), Tag("AT201", "%LEL", 0, 100), Tag("AT202", "ppm", 0, 50),
+    Tag("XS101_BYP"), Tag("FIC-101.PV"))}
+
+
+def doc_blocks() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.DOTALL)
+
+
+def parse_rules(source: str, tags=None):
+    reader = Reader("rules.yaml")
+    node = load_yaml(source)
+    rules = parse_rules_section(node["rules"], "rules", node.key_lines["rules"], reader, tags or TAGS)
+    return rules, [str(issue) for issue in reader.issues]
+
+
+def test_documented_example_is_valid_and_builds():
+    tag_block, rules_block = doc_blocks()
+    reader = Reader("doc.yaml")
+    tag_node = load_yaml(tag_block)[0]
+    alarms = parse_tag_alarms(tag_node["alarms"], "tags[0].alarms", tag_node.key_lines["alarms"], reader,
+                              TAGS["PT101"], priority_names(load_yaml(rules_block)["rules"]))
+    assert reader.issues == []
+    assert [(limit.level, limit.setpoint, round(limit.deadband, 6)) for limit in alarms.limits] == \
+        [("HH", 3.6, 0.08), ("H", 3.2, 0.08), ("L", 0.5, 0.08)]
+    hh = alarms.limit("HH")
+    assert (hh.behaviour.priority, hh.behaviour.on_delay, hh.behaviour.off_delay, hh.behaviour.realarm) == \
+        ("high", 2.0, 5.0, 1800.0)
+    assert (alarms.hh, alarms.h, alarms.l, alarms.ll) == (3.6, 3.2, 0.5, None)  # today's attributes
+    tags = {**TAGS, "PT101": Tag("PT101", "MPa", 0, 4, alarms, 5)}
+    rules, issues = parse_rules(rules_block, tags)
+    assert issues == []
+    assert [rule.kind for rule in rules.alarms] == ["rate", "deviation", "discrete", "quality", "expression"]
+    assert rules.alarms[1].behaviour.on_delay == 30.0 and rules.shelving_max == 8 * 3600
+    engine = RuleEngine.build(rules, {name: row for row, name in enumerate(tags)}, len(tags), [alarms], tags)
+    assert engine.alarm_count == 3 + 5 + 4
+
+
+def test_todays_tag_alarm_keys_still_work():
+    reader = Reader("t.yaml")
+    node = load_yaml("alarms: {hh: 9.5, h: 9, l: 1, ll: 0.5, deadband: 0.1, priority: high}")
+    alarms = parse_tag_alarms(node["alarms"], "alarms", 1, reader, Tag("LT101", "m", 0, 10))
+    assert reader.issues == []
+    assert (alarms.hh, alarms.h, alarms.l, alarms.ll, alarms.deadband, alarms.priority) == (9.5, 9, 1, 0.5, 0.1, "high")
+
+
+@pytest.mark.parametrize("source, line, message", [
+    ("alarms:\n  h: 90\n  hh: 80\n", 3, "alarms.hh: limits must rise ll < l < h < hh, but HH 80.0 is not above H 90.0"),
+    ("alarms:\n  h: 250\n", 2, "alarms.h: H 250.0 lies outside the range 0..200"),
+    ("alarms:\n  deadband: 1\n", 1, "alarms: no limit given"),
+    ("alarms:\n  h: {value: 90, priority: urgent}\n", 2, "alarms.h.priority: 'urgent' is not a priority"),
+    ("alarms:\n  h: 90\n  on_delay: soon\n", 3, "alarms.on_delay: 'soon' is not a duration"),
+    ("alarms:\n  h: 90\n  latchng: true\n", 3, "alarms.latchng: unknown key 'latchng'; did you mean 'latching'?"),
+])
+def test_tag_alarm_errors(source, line, message):
+    reader = Reader("t.yaml")
+    node = load_yaml(source)
+    assert parse_tag_alarms(node["alarms"], "alarms", 1, reader, Tag("TT102", "C", 0, 200)) is None
+    rendered = [str(issue) for issue in reader.issues]
+    assert any(text.startswith(f"t.yaml:{line}: {message}") for text in rendered), rendered
+
+
+def test_percent_deadband_needs_a_range():
+    reader = Reader("t.yaml")
+    node = load_yaml("alarms:\n  h: 90\n  deadband: 2%\n")
+    assert parse_tag_alarms(node["alarms"], "alarms", 1, reader, Tag("X")) is None
+    assert "needs the tag's range" in str(reader.issues[0])
+
+
+RULE = """rules:
+  alarms:
+    - id: A1
+      when: "{expr}"
+"""
+
+
+@pytest.mark.parametrize("expr, token", [
+    ("PT101.value > 3", "attribute access 'PT101.value'"),
+    ("PT101[0] > 3", "subscript 'PT101[0]'"),
+    ("sqrt(PT101) > 3", "call of 'sqrt'"),
+    ("__import__('os') > 3", "call of '__import__'"),
+    ("PT10 > 3", "'PT10' at column 1 is not a tag; did you mean 'PT101'?"),
+    ("PT101 ** 2 > 3", "operator '**' is not allowed at column 7"),
+    ("PT101 % 2 > 3", "operator '%'"),
+    ("PT101 in 3", "operator 'in'"),
+    ("PT101 > 'high'", "constant \"'high'\""),
+    ("(lambda: 1)() > 0", "call of 'lambda: 1' is not allowed"),
+    ("PT101 > > 3", "syntax error at column 9"),
+    ("(PT101 > 3) + 1 > 0", "'PT101 > 3' is a condition where a number is needed at column 2"),
+    ("abs(PT101, TT102) > 0", "abs() takes one argument"),
+])
+def test_expression_whitelist_rejections_name_the_token_and_line(expr, token):
+    rules, issues = parse_rules(RULE.format(expr=expr.replace('"', '\\"')))
+    assert rules is None
+    assert len(issues) == 1 and issues[0].startswith("rules.yaml:4: rules.alarms[0].when: bad expression"), issues
+    assert token in issues[0], issues[0]
+
+
+def test_expression_quoting_and_evaluation_shape():
+    expression = parse_expression("`FIC-101.PV` > 3 and 0 < PT101 <= 4 or not XV103", TAGS)
+    assert expression.tags == ("FIC-101.PV", "PT101", "XV103")
+    with pytest.raises(ExpressionError, match="unbalanced backtick"):
+        parse_expression("`FIC-101.PV > 3", TAGS)
+
+
+GAS = """rules:
+  gas:
+    - tag: {tag}
+      type: {type}
+      level1: {l1}
+      level2: {l2}
+{extra}"""
+
+
+@pytest.mark.parametrize("tag, type_, l1, l2, extra, line, message", [
+    ("AT201", "combustible", 30, 40, "", 5, "rules.gas[0].level1: combustible level 1 at 30 %LEL is above the "
+                                             "GB/T 50493-2019 limit of 25 %LEL"),
+    ("AT201", "combustible", 20, 60, "", 6, "rules.gas[0].level2: combustible level 2 at 60 %LEL is above the "
+                                             "GB/T 50493-2019 limit of 50 %LEL"),
+    ("AT202", "toxic", 15, 20, "      oel: 10\n", 5, "rules.gas[0].level1: toxic level 1 at 15 ppm is above the "
+                                                     "GB/T 50493-2019 limit of 100 % OEL = 10 ppm"),
+    ("AT202", "toxic", 10, 25, "      oel: 10\n", 6, "rules.gas[0].level2: toxic level 2 at 25 ppm is above the "
+                                                     "GB/T 50493-2019 limit of 200 % OEL = 20 ppm"),
+    ("AT202", "toxic", 6, 10, "      oel: 100\n      idlh: 100\n      range_limited: true\n", 5,
+     "rules.gas[0].level1: toxic level 1 at 6 ppm is above the GB/T 50493-2019 limit for a range-limited "
+     "detector of 5 % IDLH = 5 ppm"),
+    ("AT202", "toxic", 5, 10, "      oel: 10\n      idlh: 100\n      range_limited: true\n", 9,
+     "rules.gas[0].range_limited: tag AT202 ranges up to 50 ppm, which reaches 200 % OEL"),
+    ("AT202", "toxic", 5, 10, "", 3, "rules.gas[0].oel: a toxic channel needs its OEL"),
+    ("TT102", "combustible", 5, 10, "", 4, "rules.gas[0].type: a combustible channel reads %LEL, but tag TT102"),
+    ("AT201", "combustible", 20, 10, "", 6, "rules.gas[0].level2: level 2 (10) must be above level 1 (20)"),
+])
+def test_gas_setpoints_beyond_gbt_50493_are_rejected_citing_the_limit(tag, type_, l1, l2, extra, line, message):
+    rules, issues = parse_rules(GAS.format(tag=tag, type=type_, l1=l1, l2=l2, extra=extra))
+    assert rules is None
+    assert any(issue.startswith(f"rules.yaml:{line}: {message}") for issue in issues), issues
+
+
+def test_gas_within_limits_and_range_limited_fallback_accepted():
+    rules, issues = parse_rules(GAS.format(tag="AT202", type="toxic", l1=5, l2=10,
+                                           extra="      oel: 100\n      idlh: 100\n      range_limited: true\n"))
+    assert issues == [] and rules.gas[0].range_limited
+
+
+@pytest.mark.parametrize("source, line, message", [
+    ("rules:\n  alarms:\n    - id: A\n      rate: {tag: TT102, limit: 1}\n      when: 'TT102 > 1'\n", 3,
+     "rules.alarms[0]: an alarm has exactly one of rate, deviation, discrete, quality, when; found rate, when"),
+    ("rules:\n  alarms:\n    - id: A\n      deviation: {tag: FT101, limit: 1}\n", 4,
+     "rules.alarms[0].deviation: give exactly one of reference"),
+    ("rules:\n  alarms:\n    - id: A\n      discrete: {tag: P101_RN, state: 0}\n", 4,
+     "rules.alarms[0].discrete.tag: 'P101_RN' is not a tag; did you mean 'P101_RUN'?"),
+    ("rules:\n  alarms:\n    - id: A\n      when: PT101 > 1\n      for: 3s\n      on_delay: 2s\n", 5,
+     "rules.alarms[0].for: give either for or on_delay"),
+    ("rules:\n  alarms:\n    - id: A\n      when: PT101 > 1\n    - id: A\n      when: PT101 > 2\n", 5,
+     "rules.alarms[1].id: alarm id 'A' is already used"),
+    ("rules:\n  interlocks:\n    - id: I1\n      unit: U9\n      bypass: XS101_BYP\n      max_bypass: 4h\n", 4,
+     "rules.interlocks[0].unit: unit 'U9' is not declared under rules.units"),
+    ("rules:\n  units: {U1: {max_bypassed: 1}}\n  interlocks:\n    - id: I1\n      unit: U1\n      max_bypass: 4h\n", 4,
+     "rules.interlocks[0]: an interlock needs its status tag(s)"),
+    ("rules:\n  suppression:\n    - id: S\n      when: not U100_RUNNING\n      alarms: [NOPE*]\n", 5,
+     "rules.suppression[0].alarms: 'NOPE*' matches no alarm"),
+    ("rules:\n  priorities: {high: high, low: low}\n", 2, "rules.priorities: declare at least a high, a medium"),
+    ("rules:\n  shelving: {max_duration: 0s}\n", 2, "rules.shelving.max_duration: must be longer than zero"),
+])
+def test_rules_section_errors(source, line, message):
+    rules, issues = parse_rules(source)
+    assert rules is None
+    assert any(issue.startswith(f"rules.yaml:{line}: {message}") for issue in issues), issues
