@@ -23,7 +23,7 @@ def run(synchronous: str, total: int, per_tick: int, batch_rows: int) -> None:
         ids = store.tag_ids([f"TAG{i}" for i in range(per_tick)])
         rng = np.random.default_rng(1)
         started = time.perf_counter()
-        for tick in range(total // per_tick):
+        for _ in range(total // per_tick):
             now = time.time()
             store.append(SampleBlock(ids, np.full(per_tick, now), rng.normal(50, 5, per_tick),
                                      np.zeros(per_tick, dtype=np.uint8), np.full(per_tick, np.nan)), [])

@@ -35,7 +35,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 class Stopwatch:
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.started = time.perf_counter()
         return self
 

@@ -55,7 +55,7 @@ class Process:
         self.name, self.argv, self.log_path, self.env, self.cwd = name, argv, log_path, env, cwd
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Process":
+    def start(self) -> Process:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
@@ -105,7 +105,7 @@ class Broker(Process):
                         "max_queued_messages 1000000\nmax_inflight_messages 100\n")
         super().__init__("mosquitto", [mosquitto_binary(), "-c", str(conf)], workdir / "mosquitto.log")
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         super().start()
         wait_for_port(self.port)
         return self
@@ -119,7 +119,7 @@ class Simulator(Process):
                 "--period", str(period), "--seed", str(seed)]
         super().__init__("plc", argv, workdir / f"plc-{self.port}.log", cwd=ROOT)
 
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         super().start()
         wait_for_port(self.port, timeout=30)
         return self

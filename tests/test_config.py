@@ -72,7 +72,8 @@ def test_durations(tmp_path: Path, value, seconds):
 
 
 def test_check_config_command_exits_nonzero_and_prints_every_error():
-    result = subprocess.run([sys.executable, "-m", "gatewayd", "check-config", str(CONFIGS / "bad" / "unknown_key.yaml")],
+    broken = str(CONFIGS / "bad" / "unknown_key.yaml")
+    result = subprocess.run([sys.executable, "-m", "gatewayd", "check-config", broken],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1
     assert "unknown_key.yaml:10:" in result.stderr and "did you mean 'address'" in result.stderr

@@ -4,4 +4,7 @@ from gatewayd.config.load import load_config, load_config_isolated, parse_config
 from gatewayd.config.model import Config, DeviceConfig, TagConfig
 from gatewayd.config.schema import ConfigError, ConfigIssue
 
-__all__ = ["Config", "ConfigError", "ConfigIssue", "DeviceConfig", "TagConfig", "load_config", "load_config_isolated", "parse_config"]
+__all__ = [
+    "Config", "ConfigError", "ConfigIssue", "DeviceConfig", "TagConfig",
+    "load_config", "load_config_isolated", "parse_config",
+]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from gatewayd.config.yamlload import LineDict, LineList
 
