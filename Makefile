@@ -2,13 +2,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto socat
+APT_PACKAGES := mosquitto socat faketime systemd
 PREFIX ?= /opt/gatewayd
 DESTDIR ?=
 SYSTEMD_DIR ?= /lib/systemd/system
 CONF_DIR ?= /etc/gatewayd
+SYSUSERS_DIR ?= /usr/lib/sysusers.d
+TMPFILES_DIR ?= /usr/lib/tmpfiles.d
+DOC_DIR ?= $(PREFIX)/share/doc/gatewayd
+STAGE = $(DESTDIR)$(PREFIX).new
 
-.PHONY: deps venv demo test unit hil bench lint install uninstall clean
+.PHONY: deps venv demo test unit hil bench soak lint install uninstall clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,19 +46,50 @@ hil: deps venv
 bench: deps venv
 	$(PY) -m bench
 
+# The fault-injection suite at full size (100 kills, 1,000,000-sample outage, ...): figures as JSON lines.
+soak: deps venv
+	GATEWAYD_FAULT_SIZE=full $(PY) -m pytest -s -p no:cacheprovider -o timeout=7200 hil_tests/test_faults.py
+
 lint: venv
 	$(PY) -m ruff check gatewayd drivers rules store hil_tests tests bench
 
-# A self-contained virtual environment under PREFIX, the unit, and an example config.
+# A self-contained virtual environment under PREFIX, the unit (paths rewritten to PREFIX and CONF_DIR),
+# sysusers and tmpfiles files, docs and an example config. The environment is built beside the old one
+# (PREFIX.new), its paths rewritten from the staging place to PREFIX, and swapped in, so an upgrade never
+# leaves a half-installed PREFIX. Nothing under CONF_DIR but the example is written, and the state and
+# cache directories are never touched: an upgrade keeps the config, the key and the unsent data.
 install:
-	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)
-	$(DESTDIR)$(PREFIX)/bin/pip install -q .
-	install -D -m 0644 systemd/gatewayd.service $(DESTDIR)$(SYSTEMD_DIR)/gatewayd.service
-	install -D -m 0644 config.example.yaml $(DESTDIR)$(CONF_DIR)/config.example.yaml
+	rm -rf $(STAGE)
+	$(PYTHON) -m venv $(STAGE)
+	$(STAGE)/bin/python -m pip install -q --no-compile .
+	grep -rlIZ -F '$(STAGE)' $(STAGE)/bin $(STAGE)/pyvenv.cfg | xargs -0 -r sed -i 's|$(STAGE)|$(PREFIX)|g'
+	find $(STAGE) -name __pycache__ -prune -exec rm -rf {} +
+	$(STAGE)/bin/python -m compileall -q -s $(STAGE) -p $(PREFIX) $(STAGE)/lib
+	rm -rf $(DESTDIR)$(PREFIX).old
+	if [ -e $(DESTDIR)$(PREFIX) ]; then mv $(DESTDIR)$(PREFIX) $(DESTDIR)$(PREFIX).old; fi
+	mv $(STAGE) $(DESTDIR)$(PREFIX)
+	rm -rf $(DESTDIR)$(PREFIX).old
+	install -d $(DESTDIR)$(SYSTEMD_DIR) $(DESTDIR)$(SYSUSERS_DIR) $(DESTDIR)$(TMPFILES_DIR) $(DESTDIR)$(DOC_DIR)
+	sed -e 's|/opt/gatewayd|$(PREFIX)|g' -e 's|/etc/gatewayd|$(CONF_DIR)|g' systemd/gatewayd.service \
+	  > $(DESTDIR)$(SYSTEMD_DIR)/gatewayd.service
+	sed -e 's|/etc/gatewayd|$(CONF_DIR)|g' systemd/gatewayd.tmpfiles > $(DESTDIR)$(TMPFILES_DIR)/gatewayd.conf
+	install -m 0644 systemd/gatewayd.sysusers $(DESTDIR)$(SYSUSERS_DIR)/gatewayd.conf
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOC_DIR)/
+	install -d -m 0750 $(DESTDIR)$(CONF_DIR)
+	install -m 0644 systemd/gatewayd.example.yaml $(DESTDIR)$(CONF_DIR)/config.example.yaml
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
+	  systemd-sysusers $(SYSUSERS_DIR)/gatewayd.conf && systemd-tmpfiles --create $(TMPFILES_DIR)/gatewayd.conf; \
+	  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	  echo "installed; after an upgrade: systemctl restart gatewayd"; \
+	fi
 
+# Removes the program, the unit and the example; keeps CONF_DIR's config and key and the state directory
+# (the unsent data), which only an operator should delete.
 uninstall:
-	rm -f $(DESTDIR)$(SYSTEMD_DIR)/gatewayd.service $(DESTDIR)$(CONF_DIR)/config.example.yaml
-	rm -rf $(DESTDIR)$(PREFIX)
+	rm -f $(DESTDIR)$(SYSTEMD_DIR)/gatewayd.service $(DESTDIR)$(SYSUSERS_DIR)/gatewayd.conf \
+	  $(DESTDIR)$(TMPFILES_DIR)/gatewayd.conf $(DESTDIR)$(CONF_DIR)/config.example.yaml
+	rm -rf $(DESTDIR)$(PREFIX) $(DESTDIR)$(PREFIX).new $(DESTDIR)$(PREFIX).old
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:
 	rm -rf .demo build *.egg-info .pytest_cache .hypothesis

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_daemon, bench_store
+from bench import bench_backfill, bench_daemon, bench_rules, bench_store
 
 
 def main() -> int:
     bench_store.main([])
     bench_daemon.main([])
+    bench_backfill.main([])
+    bench_rules.main([])
     return 0
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from gatewayd import __version__
 
@@ -23,8 +26,10 @@ def setup_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gatewayd.config import ConfigError, load_config_isolated
+    from gatewayd.control import ControlError
     from gatewayd.daemon import run_daemon
     from gatewayd.keys import KeyFileError
+    from gatewayd.systemd import CredentialError
 
     setup_logging(args.log_level)
     try:
@@ -33,9 +38,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gatewayd: configuration invalid, not starting:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyFileError as exc:
+    except (KeyFileError, CredentialError) as exc:
         print(f"gatewayd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ControlError as exc:
+        print(f"gatewayd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -114,6 +122,191 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return watch(receiver, load_public_key(Path(args.public_key)), refresh=args.refresh)
 
 
+# ------------------------------------------------------------------ operator commands over the control socket
+
+def control_socket(args: argparse.Namespace) -> Path:
+    """--socket, else the runtime_dir of -c CONFIG, else the default runtime_dir."""
+    from gatewayd.config import load_config
+    from gatewayd.config.load import SYSTEMD_DIRECTORIES
+    from gatewayd.control import socket_path
+
+    if args.socket:
+        return Path(args.socket)
+    if args.config:
+        return socket_path(load_config(args.config).gateway.runtime_dir)
+    return socket_path(SYSTEMD_DIRECTORIES["runtime_dir"][1])  # the unit's RuntimeDirectory=gatewayd
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    from gatewayd.config import ConfigError
+    from gatewayd.control import CommandError, ControlError, call
+
+    name = " ".join(filter(None, (args.command, getattr(args, "bypass_command", None))))
+    try:
+        result = call(control_socket(args), args.build(args))
+    except ConfigError as exc:
+        print(f"gatewayd {name}: cannot find the control socket, the configuration is invalid:\n{exc}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except ControlError as exc:
+        print(f"gatewayd {name}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except CommandError as exc:
+        print(f"gatewayd {name}: refused: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=2) if args.json else args.show(result))
+    return EXIT_OK
+
+
+def duration_argument(value: str) -> float:
+    from gatewayd.config.schema import Invalid, duration
+
+    try:
+        seconds = duration(value)
+    except Invalid as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be longer than zero")
+    return seconds
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers] + [["-" if cell is None or cell == "" else str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells)
+
+
+def local_time(ts: float | None) -> str:
+    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def show_alarms(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "no alarms outside NORM"
+    rows = []
+    for item in items:
+        value = "" if item["value"] is None else f"{item['value']:g} {item['unit']}".strip()
+        notes = ["latched"] if item["latched"] else []
+        if item["shelved_until"]:
+            notes.append(f"shelved until {local_time(item['shelved_until'])}")
+        if item["kind"] == "gas":
+            notes.append(f"gas level {item['gas_level']} ({item['gas_type']})")
+        rows.append([item["id"], item["state"], item["priority"], value, local_time(item["since"]),
+                     ", ".join(notes) or item["description"]])
+    return format_table(["ALARM", "STATE", "PRIORITY", "VALUE", "SINCE", "NOTE"], rows)
+
+
+def show_events(result: dict[str, Any]) -> str:
+    return "\n".join(event["message"] for event in result["events"])
+
+
+def show_authorization(result: dict[str, Any]) -> str:
+    record = result["authorization"]
+    return (f"authorization {record['id']} for {record['interlock']}, permit {record['permit']}, until "
+            f"{local_time(record['start'] + record['duration'])}\n" + show_events(result))
+
+
+def show_bypass_list(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "no bypass authorization in force"
+    return format_table(["ID", "INTERLOCK", "STATUS", "FROM", "UNTIL", "PERMIT", "REQUESTED BY", "APPROVED BY",
+                         "REASON"],
+                        [[item["id"], item["interlock"], item["status"], local_time(item["start"]),
+                          local_time(item["end"]), item["permit"], item["requested_by"], item["approved_by"],
+                          item["reason"]] for item in items])
+
+
+def quality_text(code: int) -> str:
+    return "good" if code == 0 else f"bad ({code})" if code >= 16 else f"uncertain ({code})"
+
+
+def show_interlocks(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "no interlocks configured"
+    return format_table(["INTERLOCK", "UNIT", "STATUS", "QUALITY", "BYPASSED SINCE", "AUTHORIZED UNTIL", "FLAGS"],
+                        [[item["id"], item["unit"], item["status"], quality_text(item["quality"]),
+                          local_time(item["bypassed_since"]), local_time(item["authorized_until"]),
+                          ", ".join(item["flags"])] for item in items])
+
+
+ALARM_ACTIONS = {
+    "ack": "acknowledge an alarm",
+    "shelve": "shelve an alarm for a while (never longer than rules.shelving.max_duration)",
+    "unshelve": "unshelve an alarm",
+    "out-of-service": "take an alarm out of service",
+    "return-to-service": "return an alarm to service",
+    "reset": "reset a latched alarm whose condition has cleared",
+}
+
+
+def alarm_action_request(args: argparse.Namespace) -> dict[str, Any]:
+    request = {"cmd": args.command.replace("-", "_"), "alarm": args.alarm, "reason": args.reason, "user": args.user}
+    if args.command == "shelve":
+        request.update(duration=args.duration, one_shot=args.one_shot)
+    return request
+
+
+def add_control_commands(sub: argparse._SubParsersAction) -> None:
+    """alarms, ack, shelve, ..., interlocks, bypass authorize|list|revoke: requests to the running daemon."""
+
+    def command(target: argparse._SubParsersAction, name: str, help_text: str, build, show) -> argparse.ArgumentParser:
+        parser = target.add_parser(name, help=help_text, description=help_text)
+        where = parser.add_mutually_exclusive_group()
+        where.add_argument("-c", "--config", help="the daemon's configuration (the socket is in its runtime_dir)")
+        where.add_argument("--socket", help="the control socket (default: /run/gatewayd/control.sock)")
+        parser.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+        parser.set_defaults(func=cmd_control, build=build, show=show)
+        return parser
+
+    def user_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--user", help="the operator's name, audited beside the login account")
+
+    alarms = command(sub, "alarms", "list alarms outside NORM with state, priority, value and since",
+                     lambda a: {"cmd": "alarms", "all": a.all}, show_alarms)
+    alarms.add_argument("--all", action="store_true", help="list alarms in NORM too")
+
+    for name, help_text in ALARM_ACTIONS.items():
+        parser = command(sub, name, help_text, alarm_action_request, show_events)
+        parser.add_argument("alarm", metavar="ALARM_ID", help="e.g. PT101.HH (see `gatewayd alarms --all`)")
+        parser.add_argument("--reason", required=name in ("shelve", "out-of-service"), help="why (audited)")
+        user_option(parser)
+        if name == "shelve":
+            parser.add_argument("--for", dest="duration", required=True, type=duration_argument,
+                                metavar="DURATION", help="e.g. 30m or 2h")
+            parser.add_argument("--one-shot", action="store_true", help="the shelf also ends when the alarm clears")
+
+    command(sub, "interlocks", "list interlocks with their in-service state and bypass flags",
+            lambda a: {"cmd": "interlocks"}, show_interlocks)
+
+    bypass = sub.add_parser("bypass", help="interlock bypass authorizations: authorize, list, revoke")
+    verbs = bypass.add_subparsers(dest="bypass_command", required=True)
+    authorize = command(verbs, "authorize", "register a bypass authorization for an interlock",
+                        lambda a: {"cmd": "bypass_authorize", "interlock": a.interlock, "reason": a.reason,
+                                   "permit": a.permit, "approved_by": a.approved_by, "requested_by": a.requested_by,
+                                   "duration": a.duration, "measures": a.measures, "tags": a.tags or [],
+                                   "user": a.user},
+                        show_authorization)
+    authorize.add_argument("interlock", metavar="INTERLOCK")
+    authorize.add_argument("--reason", required=True, help="why the interlock is bypassed")
+    authorize.add_argument("--permit", required=True, help="permit or work order number")
+    authorize.add_argument("--approved-by", required=True, help="who approved the bypass")
+    authorize.add_argument("--requested-by", required=True, help="who asked for it; must differ from --approved-by")
+    authorize.add_argument("--for", dest="duration", required=True, type=duration_argument, metavar="DURATION",
+                           help="at most the interlock's max_bypass, e.g. 4h")
+    authorize.add_argument("--measures", required=True, help="compensating measures while bypassed")
+    authorize.add_argument("--tags", nargs="+", metavar="TAG", help="affected tags")
+    user_option(authorize)
+    listing = command(verbs, "list", "list bypass authorizations in force",
+                      lambda a: {"cmd": "bypass_list", "all": a.all}, show_bypass_list)
+    listing.add_argument("--all", action="store_true", help="include expired, revoked and superseded ones")
+    revoke = command(verbs, "revoke", "end a bypass authorization",
+                     lambda a: {"cmd": "bypass_revoke", "id": a.id, "reason": a.reason, "user": a.user},
+                     show_events)
+    revoke.add_argument("id", type=int, metavar="ID", help="the authorization number from `bypass list`")
+    revoke.add_argument("--reason", required=True, help="why it ends (audited)")
+    user_option(revoke)
+
+
 def add_broker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", required=True, metavar="HOST[:PORT]")
     parser.add_argument("--topic", default="gatewayd/+/batch", help="default: %(default)s")
@@ -158,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--refresh", type=float, default=1.0)
     add_broker_options(watch)
     watch.set_defaults(func=cmd_watch)
+
+    add_control_commands(sub)
     return parser
 
 

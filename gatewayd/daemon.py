@@ -14,17 +14,19 @@ import logging
 import os
 import signal
 import time
+from dataclasses import replace
 
 from gatewayd import __version__
 from gatewayd.config.model import Config
-from gatewayd.systemd import notify, watchdog_interval
+from gatewayd.systemd import notify, secret_path, watchdog_interval
 from gatewayd.types import QUALITY_BAD_MIN, Event, Priority
 
 log = logging.getLogger("gatewayd")
 
 MIN_SCAN_SPACING = 0.05  # coalesce the wake-ups of many devices finishing their polls together
 DRIVER_RESTART_DELAY = 5.0
-WATCHDOG_STALL = 30.0  # a loop that has not turned for this long stops the watchdog pings
+WATCHDOG_STALL = 30.0  # a loop that has not turned for this long (or 3 of its periods) stops the pings
+STATUS_INTERVAL = 10.0  # STATUS= refresh when systemd does not ask for watchdog pings
 METADATA_CHUNK = 500
 STOP_DRAIN_SECONDS = 5.0  # well inside systemd's TimeoutStopSec
 SUMMARY_INTERVAL = 300.0  # one summary line instead of a line per poll
@@ -42,20 +44,34 @@ class Daemon:
         prepare_numba_cache(config)
         # imported here so that numba sees the cache directory and check-config stays light
         import drivers
+        from gatewayd.control import ControlServer, rule_handlers, socket_path
         from gatewayd.keys import load_private_key
         from gatewayd.points import PointTable
-        from gatewayd.scan import Scanner
+        from gatewayd.scan import Scanner, build_engine, interlock_tags
         from gatewayd.uplink.publisher import Publisher, new_boot_id
-        from store import Store
+        from gatewayd.clock import ClockGuard
+        from store import Retention, Store
+        from store.spill import Spill
 
         self.config = config
         self.boot_id = new_boot_id()
-        self.store = Store.open(config.store.path, config.store.synchronous)
-        self.table = PointTable(config.tags)
-        tag_ids = self.store.tag_ids(config.tag_names())
-        self.scanner = Scanner(self.table, tag_ids, self.store)
-        self.publisher = Publisher(config.uplink, config.gateway.id, self.store,
-                                   load_private_key(config.uplink.signing_key), self.boot_id)
+        uplink = config.uplink  # secrets given as credential:NAME are files in $CREDENTIALS_DIRECTORY now
+        uplink = replace(uplink, signing_key=secret_path(uplink.signing_key),
+                         password_file=uplink.password_file and secret_path(uplink.password_file))
+        self.store = Store.open(config.store.path, config.store.synchronous,
+                                Retention(config.store.max_bytes, config.store.thinning))
+        self.table = PointTable(config.tags + interlock_tags(config.rules))
+        tag_ids = self.store.tag_ids([tag.name for tag in self.table.tags])
+        self.engine = build_engine(config, self.table)
+        self.scanner = Scanner(self.table, tag_ids, self.store, self.engine)
+        self.scanner.restore_state()
+        self.control = ControlServer(socket_path(config.gateway.runtime_dir))
+        self.control.handlers.update(rule_handlers(self.engine, self.scanner.commit))
+        self.spill = Spill(self.store)  # a full disk stops storing, never scanning
+        self.clock = ClockGuard(self.spill)
+        self.scanner.outbox = self.clock
+        self.publisher = Publisher(uplink, config.gateway.id, self.store,
+                                   load_private_key(uplink.signing_key), self.boot_id)
         self.drivers = {}
         for device in config.devices:
             rows = self.table.rows_of([tag.name for tag in device.tags])
@@ -67,7 +83,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
+        metrics = self._start_metrics(loop)
+        if metrics is False:
+            self.store.close()
+            return 1
+        notify(f"STATUS=starting: {len(self.drivers)} devices, {len(self.config.tags)} tags, first scan pending")
         self._record_start()
+        await self.control.start()
         tasks = [asyncio.create_task(self._supervise_driver(name, driver), name=f"driver:{name}")
                  for name, driver in self.drivers.items()]
         heart = [asyncio.create_task(self._scan_loop(), name="scan"),
@@ -81,21 +103,43 @@ class Daemon:
             if task is not stop:
                 log.critical("%s loop ended: %r", task.get_name(), task.exception())
                 exit_code = 1
-        notify("STOPPING=1")
+        notify("STOPPING=1\nSTATUS=stopping: last scan, then up to 5 s to send what is stored")
+        if metrics is not None:
+            metrics.stop()
         stop.cancel()
         uplink = heart[1]
         for task in tasks:
             if task is not uplink:
                 task.cancel()
         await asyncio.gather(*(task for task in tasks if task is not uplink), stop, return_exceptions=True)
+        await self.control.close()
         try:
             self.scanner.tick()  # commit what the last polls brought
+            self.scanner.save_state()
+            if not self.spill.flush():
+                log.error("disk still full at stop: %d samples and %d events held in memory are lost",
+                          self.spill.stats.waiting_samples, self.spill.stats.waiting_events)
             await self._drain(uplink)
         finally:
             self.store.close()
         log.info("stopped: %d samples and %d events committed in this run, %d batches acknowledged",
                  self.scanner.stats.samples, self.scanner.stats.events, self.publisher.stats.acknowledged)
         return exit_code
+
+    def _start_metrics(self, loop: asyncio.AbstractEventLoop):
+        """The Prometheus endpoint if configured: the server, None when not configured, False if it cannot listen."""
+        if self.config.metrics is None:
+            return None
+        from gatewayd.metrics import MetricsServer
+
+        server = MetricsServer(self, loop, self.config.metrics.host, self.config.metrics.port)
+        try:
+            server.start()
+        except OSError as exc:
+            log.critical("metrics endpoint %s:%d cannot listen: %s", server.host, server.port, exc.strerror or exc)
+            return False
+        log.info("metrics on http://%s:%d/metrics", server.host, server.port)
+        return server
 
     async def _drain(self, uplink: asyncio.Task) -> None:
         """Give the uplink a few seconds to send what is stored; what remains waits for the next start."""
@@ -117,7 +161,7 @@ class Daemon:
             Priority.INFO,
             {"version": __version__, "boot_id": self.boot_id.hex(), "config_sha256": digest,
              "tags": len(config.tags), "devices": [device.name for device in config.devices]}))
-        metadata = [{"tag": tag.name, **tag.metadata()} for tag in config.tags]
+        metadata = [{"tag": tag.name, **tag.metadata()} for tag in self.table.tags]
         for start in range(0, len(metadata), METADATA_CHUNK):
             chunk = metadata[start:start + METADATA_CHUNK]
             self.table.event(Event("tag_metadata", time.time(), config.gateway.id,
@@ -157,38 +201,64 @@ class Daemon:
             last = self.scan_progress = time.monotonic()
             self.publisher.wake()
             if first:
-                notify("READY=1\nSTATUS=scanning")
+                notify(f"READY=1\nSTATUS={self._status()}")
                 log.info("first scan done: ready")
 
+    def _status(self) -> str:
+        """One line for `systemctl status`: devices, bad tags, backlog, uplink."""
+        down = sum(1 for driver in self.drivers.values() if getattr(driver, "is_down", False))
+        bad = int((self.table.quality >= QUALITY_BAD_MIN).sum())
+        pending = self.store.stats().rows_pending
+        return (f"{len(self.drivers) - down}/{len(self.drivers)} devices up, {bad} tags bad, "
+                f"{pending} rows pending, uplink {'up' if self.publisher.stats.connected else 'down'}")
+
     async def _watchdog(self) -> None:
-        """Ping systemd only while the scan and uplink loops really turn."""
+        """Ping systemd only while the scan and uplink loops really turn; refresh STATUS= as we go."""
         interval = watchdog_interval()
-        if interval is None:
-            return
+        if interval is None and not notify(f"STATUS={self._status()}"):
+            return  # not run by systemd
+        scan_period = self.config.gateway.scan_interval
+        was_stalled: list[str] = []
         while True:
-            now = time.monotonic()
-            stalled = [name for name, progress in (("scan", self.scan_progress),
-                                                   ("uplink", self.publisher.progress_monotonic))
-                       if now - progress > WATCHDOG_STALL]
+            stalled = stalled_loops(time.monotonic(), {"scan": (self.scan_progress, scan_period),
+                                                       "uplink": (self.publisher.progress_monotonic, 1.0)})
+            if stalled and stalled != was_stalled:
+                log.error("%s loop stalled; withholding the watchdog ping so that systemd restarts the daemon",
+                          " and ".join(stalled))
+            was_stalled = stalled
             if stalled:
-                log.error("loops stalled: %s; withholding the watchdog ping", ", ".join(stalled))
+                notify(f"STATUS={' and '.join(stalled)} loop stalled")
+            elif interval:
+                notify(f"WATCHDOG=1\nSTATUS={self._status()}")
             else:
-                notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
+                notify(f"STATUS={self._status()}")
+            await asyncio.sleep(interval or STATUS_INTERVAL)
 
 
     async def _summaries(self) -> None:
+        """One line every SUMMARY_INTERVAL instead of a line per poll: drivers log only state changes,
+        so a device down for a week costs one line when it goes, one when it is back, and a mention here."""
         while True:
             await asyncio.sleep(SUMMARY_INTERVAL)
             store, uplink = self.store.stats(), self.publisher.stats
             bad = int((self.table.quality >= QUALITY_BAD_MIN).sum())
-            log.info("summary: %d scans, %d samples, %d events; %d tags bad; store %d rows pending, "
-                     "%d batches in flight; uplink %s, %d batches acknowledged",
+            down = [f"{name} ({getattr(driver, 'failures', 0)} failed polls so far)"
+                    for name, driver in self.drivers.items() if getattr(driver, "is_down", False)]
+            log.info("summary: %d scans, %d samples, %d events; %d tags bad; devices down: %s; "
+                     "store %d rows pending, %d batches in flight; uplink %s, %d batches acknowledged",
                      self.scanner.stats.scans, self.scanner.stats.samples, self.scanner.stats.events, bad,
-                     store.rows_pending, self.publisher.inflight,
+                     ", ".join(down) or "none", store.rows_pending, self.publisher.inflight,
                      "connected" if uplink.connected else "disconnected", uplink.acknowledged)
-            notify(f"STATUS={bad} tags bad, {store.rows_pending} rows pending, "
-                   f"uplink {'up' if uplink.connected else 'down'}")
+
+
+def stalled_loops(now: float, loops: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the loops that have not turned lately, given each loop's last progress and normal period.
+
+    A loop counts as stalled after WATCHDOG_STALL seconds without progress, or three of its periods
+    when those are longer (a scan loop at scan_interval 1 min is not stalled after 30 s).
+    """
+    return [name for name, (progress, period) in loops.items()
+            if now - progress > max(WATCHDOG_STALL, 3 * period)]
 
 
 def run_daemon(config: Config) -> int:

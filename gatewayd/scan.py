@@ -1,24 +1,56 @@
-"""The scan tick: limit alarms and report-by-exception over the point table, one store transaction.
+"""The scan tick: the rule engine and report-by-exception over the point table, one store transaction.
 
-Runs on the event loop thread at `gateway.scan_interval`. The kernels only touch preallocated arrays;
-the Python here turns their few outputs into events and a sample block.
+Runs on the event loop thread at `gateway.scan_interval` and right after polls. The rule engine
+(`rules.engine.RuleEngine`, numba kernels over preallocated arrays) turns the table into alarm,
+bypass and analytics events; each interlock's in-service state is written into its virtual row
+`IL.<id>` of the table, so it travels upstream as an ordinary monitored value through the same
+report-by-exception as a polled tag.
+
+The scanner also owns the engine's persistence: its state (`engine.state_dict()`) is saved in the
+store after every operator action (`commit`), at most every STATE_SAVE_SPACING seconds after a tick
+that changed an alarm or bypass state, and at shutdown; it is restored at start.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from gatewayd.config.model import Config, TagConfig
 from gatewayd.points import PointTable
-from gatewayd.types import Event, Priority
-from rules.limits import LIMIT_NAMES, RAISE, evaluate_limits
+from gatewayd.types import Event
+from rules.engine import RuleEngine
+from rules.model import RulesConfig
 from rules.report import select_reports
-from store import SampleBlock, Store
+from store import SampleBlock, Store, is_disk_full
 
-PRIORITY_NAMES = {"low": Priority.LOW, "medium": Priority.MEDIUM, "high": Priority.HIGH,
-                  "critical": Priority.CRITICAL}
+log = logging.getLogger("gatewayd.scan")
+
+STATE_NAME = "rules"
+STATE_SAVE_SPACING = 10.0  # seconds; a crash loses at most this much alarm-state history (not events)
+RULE_EVENT_KINDS = frozenset({"alarm", "gas_alarm", "bypass"})
+
+
+def interlock_tags(rules: RulesConfig) -> tuple[TagConfig, ...]:
+    """One virtual tag per interlock, `IL.<id>`: 1.0 in service, 0.0 bypassed, bad quality while its
+    status tags are bad. No driver reads it; the scan writes it."""
+    return tuple(TagConfig(name=il.state_tag, device="", address=None, line=il.line,
+                           description=f"in-service state of interlock {il.id} (1 in service, 0 bypassed)",
+                           range_low=0.0, range_high=1.0, production_unit=il.unit)
+                 for il in rules.interlocks)
+
+
+def build_engine(config: Config, table: PointTable) -> RuleEngine:
+    """The rule engine over `table` (whose rows include the interlock tags), from the config."""
+    return RuleEngine.build(config.rules, table.rows, len(table),
+                            tag_alarms=[tag.alarms for tag in config.tags if tag.alarms is not None],
+                            tag_info={tag.name: tag for tag in config.tags})
 
 
 @dataclass
@@ -28,27 +60,15 @@ class ScanStats:
     events: int = 0
     last_rules_seconds: float = 0.0
     last_scan_seconds: float = 0.0
+    state_saves: int = 0
 
 
 class Scanner:
-    def __init__(self, table: PointTable, tag_ids: np.ndarray, store: Store):
-        self.table, self.tag_ids, self.store = table, tag_ids, store
+    def __init__(self, table: PointTable, tag_ids: np.ndarray, store: Store, engine: RuleEngine):
+        self.table, self.tag_ids, self.store, self.engine = table, tag_ids, store, engine
+        self.outbox = store  # what ticks append to; the daemon puts the spill and clock guard here
         size = len(table)
-        self.limits = np.full((size, 4), np.nan)
-        self.alarm_deadband = np.zeros(size)
-        self.alarm_priority = np.full(size, Priority.MEDIUM, dtype=np.int64)
-        for row, tag in enumerate(table.tags):
-            if tag.alarms is not None:
-                for column, key in enumerate(("hh", "h", "l", "ll")):
-                    limit = getattr(tag.alarms, key)
-                    self.limits[row, column] = np.nan if limit is None else limit
-                self.alarm_deadband[row] = tag.alarms.deadband
-                self.alarm_priority[row] = PRIORITY_NAMES[tag.alarms.priority]
-        self.active = np.zeros((size, 4), dtype=np.uint8)
-        self._transition_row = np.zeros(size * 4, dtype=np.int64)
-        self._transition_limit = np.zeros(size * 4, dtype=np.int64)
-        self._transition_kind = np.zeros(size * 4, dtype=np.int64)
-
+        self.interlock_rows = table.rows_of([il.state_tag for il in engine.rules.interlocks])
         self.deadband = np.array([tag.deadband for tag in table.tags], dtype=np.float64)
         self.max_interval = np.array([tag.max_interval for tag in table.tags], dtype=np.float64)
         self.last_value = np.full(size, np.nan)
@@ -57,20 +77,23 @@ class Scanner:
         self.last_update = np.full(size, -np.inf)
         self._report_rows = np.zeros(size, dtype=np.int64)
         self._report_fresh = np.zeros(size, dtype=np.bool_)
+        self._state_dirty = False
+        self._state_saved = -np.inf
         self.stats = ScanStats()
 
     def tick(self) -> None:
-        """One scan: evaluate, select, and commit samples and events in one transaction."""
+        """One scan: rules, interlock states, selection; samples and events commit in one transaction."""
         started = time.perf_counter()
         now_wall, now_mono = time.time(), time.monotonic()
         table = self.table
-        transitions = evaluate_limits(table.value, table.quality, self.limits, self.alarm_deadband, self.active,
-                                      self._transition_row, self._transition_limit, self._transition_kind)
+        events = table.take_events()
+        rule_events = self.engine.evaluate(table.value, table.quality, now_mono, now_wall)
+        self._forward_interlocks(now_wall)
+        self.stats.last_rules_seconds = time.perf_counter() - started
         count = select_reports(table.value, table.quality, table.gateway_ts, now_mono, self.deadband,
                                self.max_interval, self.last_value, self.last_quality, self.last_time,
                                self.last_update, self._report_rows, self._report_fresh)
-        self.stats.last_rules_seconds = time.perf_counter() - started
-        events = table.take_events() + self._alarm_events(transitions, now_wall)
+        events += rule_events
         samples = None
         if count:
             rows = self._report_rows[:count].copy()
@@ -78,25 +101,58 @@ class Scanner:
             samples = SampleBlock(self.tag_ids[rows], timestamps, table.value[rows].copy(),
                                   table.quality[rows].copy(), table.source_ts[rows].copy())
         if samples is not None or events:
-            self.store.append(samples, events)
+            self.outbox.append(samples, events)  # a full disk never raises here (store.spill)
         self.stats.scans += 1
         self.stats.samples += count
         self.stats.events += len(events)
+        if any(event.kind in RULE_EVENT_KINDS for event in rule_events):
+            self._state_dirty = True
+        if self._state_dirty and now_mono - self._state_saved >= STATE_SAVE_SPACING:
+            self.save_state()
         self.stats.last_scan_seconds = time.perf_counter() - started
 
-    def _alarm_events(self, count: int, now: float) -> list[Event]:
-        events = []
-        for index in range(count):
-            row = int(self._transition_row[index])
-            limit = int(self._transition_limit[index])
-            raised = self._transition_kind[index] == RAISE
-            tag = self.table.tags[row]
-            value, setpoint = float(self.table.value[row]), float(self.limits[row, limit])
-            name = LIMIT_NAMES[limit]
-            state = "active" if raised else "return"
-            message = (f"{tag.name} {name} alarm {'raised' if raised else 'returned'}: "
-                       f"{value:g} {tag.unit} (limit {setpoint:g})").replace("  ", " ")
-            events.append(Event("alarm", now, tag.name, message, Priority(int(self.alarm_priority[row])),
-                                {"limit": name, "state": state, "value": value, "setpoint": setpoint,
-                                 "unit": tag.unit}))
-        return events
+    def _forward_interlocks(self, now_wall: float) -> None:
+        """Copy each interlock's in-service value and quality into its row, stamping only the rows that
+        changed: report-by-exception then sends changes at once and the rest every max_interval."""
+        rows = self.interlock_rows
+        if not len(rows):
+            return
+        table, value, quality = self.table, self.engine.in_service, self.engine.in_service_quality
+        changed = (table.value[rows] != value) | (table.quality[rows] != quality)
+        if changed.any():
+            hit = rows[changed]
+            table.value[hit] = value[changed]
+            table.quality[hit] = quality[changed]
+            table.gateway_ts[hit] = now_wall
+
+    def commit(self, events: Sequence[Event]) -> None:
+        """Store the events of an operator action like a scan's (forwarded upstream), then the new state."""
+        if events:
+            self.outbox.append(None, events)
+            self.stats.events += len(events)
+        self.save_state()
+
+    def save_state(self) -> None:
+        try:
+            self.store.save_state(STATE_NAME, json.dumps(self.engine.state_dict()))
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("rule state not saved (%s); retried in %.0f s", exc, STATE_SAVE_SPACING)
+            self._state_saved = time.monotonic()
+            return
+        self._state_dirty = False
+        self._state_saved = time.monotonic()
+        self.stats.state_saves += 1
+
+    def restore_state(self) -> None:
+        """Bring back alarm states, shelves, latches, bypass states and authorizations saved by a
+        previous run; what no longer matches the config is dropped and logged."""
+        saved = self.store.load_state(STATE_NAME)
+        if saved is None:
+            return
+        for note in self.engine.restore(json.loads(saved)):
+            log.warning("rule state: %s", note)
+        log.info("rule state restored: %d alarms not in NORM, %d bypass authorizations",
+                 sum(1 for item in self.engine.alarms() if item["state"] != "NORM"),
+                 len(self.engine.bypass_list()))

@@ -1,9 +1,21 @@
-"""sd_notify without systemd-python: one datagram to $NOTIFY_SOCKET per state change or watchdog ping."""
+"""What systemd gives the service, without systemd-python: sd_notify, the watchdog, directories, credentials.
+
+sd_notify is one datagram to $NOTIFY_SOCKET per state change or watchdog ping. The unit's
+StateDirectory=, CacheDirectory= and RuntimeDirectory= arrive as $STATE_DIRECTORY and friends, and
+LoadCredential= secrets as files in $CREDENTIALS_DIRECTORY, readable by the service alone.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
+
+from gatewayd.config.model import Credential
+
+
+class CredentialError(Exception):
+    """A `credential:NAME` secret is not there: not run by systemd, or no LoadCredential=NAME:... line."""
 
 
 def notify(message: str) -> bool:
@@ -28,3 +40,25 @@ def watchdog_interval() -> float | None:
     if not usec or (pid and pid != str(os.getpid())):
         return None
     return int(usec) / 2_000_000
+
+
+def exec_directory(variable: str) -> Path | None:
+    """The first directory of $STATE_DIRECTORY, $CACHE_DIRECTORY, ... (colon-separated), or None if unset."""
+    value = os.environ.get(variable, "")
+    first = value.split(":", 1)[0]
+    return Path(first) if first else None
+
+
+def secret_path(source: Path | Credential) -> Path:
+    """The file that holds a secret: the path itself, or $CREDENTIALS_DIRECTORY/NAME for a credential."""
+    if not isinstance(source, Credential):
+        return source
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise CredentialError(
+            f"{source} needs systemd: $CREDENTIALS_DIRECTORY is not set. Run the service with "
+            f"LoadCredential={source.name}:/etc/gatewayd/{source.name} in its unit, or give a file path instead")
+    path = Path(directory) / source.name
+    if not path.exists():
+        raise CredentialError(f"{source}: no {path}; the unit needs LoadCredential={source.name}:FILE")
+    return path

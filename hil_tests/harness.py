@@ -150,7 +150,8 @@ def make_key(workdir: Path) -> tuple[Path, Path]:
 def plant_config(workdir: Path, *, gateway_id: str = "GW-TEST-001", plc_port: int, broker_port: int,
                  tags: int, poll_interval: float = 1.0, scan_interval: float = 1.0,
                  extra_devices: list[dict[str, Any]] | None = None, uplink: dict[str, Any] | None = None,
-                 max_interval: float | None = None, marker: bool = False) -> Path:
+                 max_interval: float | None = None, marker: bool = False,
+                 store: dict[str, Any] | None = None) -> Path:
     """Write a config for the simulated plant; the same layout the simulator serves."""
     key, _ = make_key(workdir)
     tag_defs = plant_tags(tags, marker=marker)
@@ -167,6 +168,8 @@ def plant_config(workdir: Path, *, gateway_id: str = "GW-TEST-001", plc_port: in
         "uplink": {"host": "127.0.0.1", "port": broker_port, "transport": "plain",
                    "signing_key": str(key), **(uplink or {})},
     }
+    if store:
+        config["store"] = store
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     return path

@@ -260,3 +260,27 @@ def test_a_frozen_plc_does_not_slow_down_a_healthy_one(plcs):
     assert stuck.polls == 0 and stuck.failures >= 1
     assert (sinks[1].quality == Quality.COMM_FAILURE).all() and sinks[1].kinds() == ["device_down"]
     assert "no response within 0.5 s" in sinks[1].events[0].message
+
+
+def test_cancelling_in_the_middle_of_a_poll_always_stops_the_driver(plcs):
+    """Python 3.11's wait_for (inside pymodbus) can drop a cancellation that meets a response."""
+    plc = plcs(2000)
+    tags = plant_tags(2000)
+    device = device_config(plc.port, tags, poll_interval=0.05)
+    rng = np.random.default_rng(3)
+
+    async def scenario() -> int:
+        stuck = 0
+        for _ in range(10):
+            driver = ModbusTcpDriver.from_config(device, np.arange(len(tags)))
+            task = asyncio.create_task(driver.run(RecordingSink(len(tags))))
+            await asyncio.sleep(0.05 + 0.05 * rng.random())  # mostly mid-request: a poll takes ~20 ms
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=0.5)
+            stuck += not done
+            if not done:
+                task.cancel()
+                await asyncio.wait([task], timeout=0.5)
+        return stuck
+
+    assert asyncio.run(scenario()) == 0

@@ -4,6 +4,8 @@ Each kernel reads the point table (`values` float64, `quality` uint8) and writes
 per alarm into `raw`: 0 clear, 1 active, UNKNOWN when it cannot be decided. A value is usable when
 its quality is good or uncertain (< 16) and it is not NaN; anything else is UNKNOWN, and an unknown
 condition changes nothing downstream (the bad-quality alarm kind reports the data problem itself).
+A tag never read yet (NO_VALUE, at start-up before its device's first poll) is no data problem: the
+quality kind holds too, until the driver gives a reading or a bad quality with its reason.
 
 Hysteresis (deadband) state lives in `cond` (uint8, one per alarm): a high comparison becomes active
 at `signal >= limit` and clears only at `signal < limit - deadband`.
@@ -21,6 +23,7 @@ from rules.expr import UNKNOWN
 
 BAD = QUALITY_BAD_MIN
 STALE = int(Quality.STALE)
+NO_VALUE = int(Quality.NO_VALUE)
 
 # direction / mode codes
 BOTH, RISE, FALL = 0, 1, 2  # rate: both, rise, fall; deviation: both, high, low
@@ -140,6 +143,9 @@ def quality_conditions(quality, rows, mode, cond, raw):
     """Active while the tag has no good value; the alarm's on-delay is the 'for longer than N seconds'."""
     for i in range(rows.shape[0]):
         q = quality[rows[i]]
+        if q == NO_VALUE:
+            raw[i] = UNKNOWN
+            continue
         if mode[i] == QUALITY_BAD:
             active = q >= BAD
         elif mode[i] == QUALITY_BAD_OR_STALE:
@@ -154,6 +160,9 @@ def quality_conditions_reference(quality, rows, mode, cond, raw):
     tests = {QUALITY_BAD: lambda q: q >= BAD, QUALITY_BAD_OR_STALE: lambda q: q >= BAD or q == STALE,
              QUALITY_NOT_GOOD: lambda q: q != 0}
     for i, row in enumerate(rows):
+        if quality[row] == NO_VALUE:
+            raw[i] = UNKNOWN
+            continue
         cond[i] = raw[i] = int(tests[int(mode[i])](int(quality[row])))
 
 

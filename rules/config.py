@@ -158,7 +158,7 @@ def _behaviour_fields(priorities: Iterable[str], priority_default: Any = "medium
         "off_delay": Field(duration, None, "report the return only when clear this long"),
         "latching": Field(boolean, None, "stay in alarm until reset by an operator"),
         "realarm": Field(duration, None, "acknowledged and still active this long: unacknowledged again"),
-        "description": Field(text, None),
+        "description": Field(text, None, "shown with the alarm's events and in `gatewayd alarms`"),
     }
 
 
@@ -256,7 +256,8 @@ def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
 # ------------------------------------------------------------------------------------- rules section
 
 RULES_FIELDS = {
-    "priorities": Field(_any, None, "priority name: level (critical, high, medium, low, info)"),
+    "priorities": Field(_any, None, "priority name: level (critical, high, medium, low, info); "
+                                    "default critical, high, medium, low"),
     "shelving": Field(_any, None, "max_duration"),
     "analytics": Field(_any, None, "chattering, stale, flood thresholds"),
     "alarms": Field(_any, None, "rate, deviation, discrete, quality and expression alarms"),
@@ -269,11 +270,11 @@ RULES_FIELDS = {
 
 ANALYTICS_FIELDS = {
     "chatter_count": Field(integer(2, 1000), 3, "activations within chatter_window that make an alarm chattering"),
-    "chatter_window": Field(positive_duration, 60.0),
+    "chatter_window": Field(positive_duration, 60.0, "the window chatter_count is counted in"),
     "stale_after": Field(positive_duration, 86400.0, "active this long: a stale alarm"),
     "flood_start": Field(integer(1, 100000), 10, "more than this many alarms within flood_window start a flood"),
     "flood_end": Field(integer(1, 100000), 5, "fewer than this many end it"),
-    "flood_window": Field(positive_duration, 600.0),
+    "flood_window": Field(positive_duration, 600.0, "the window flood_start and flood_end are counted in"),
     "report_interval": Field(duration, 3600.0, "alarm-rate summary event; 0: never"),
 }
 
@@ -290,28 +291,28 @@ def _rule_kind_fields(tags: Mapping[str, Any]) -> dict[str, dict[str, Field]]:
     tag = _tag_ref(tags)
     return {
         "rate": {
-            "tag": Field(tag),
+            "tag": Field(tag, doc="the tag whose rate of change is watched"),
             "limit": Field(positive_number, doc="engineering units per second or minute"),
-            "per": Field(one_of("second", "minute"), "minute"),
+            "per": Field(one_of("second", "minute"), "minute", "the limit is per second or per minute"),
             "window": Field(positive_duration, 60.0, "the rate is measured over this window"),
-            "direction": Field(one_of("both", "rise", "fall"), "both"),
+            "direction": Field(one_of("both", "rise", "fall"), "both", "rise: only a rising rate alarms"),
             "deadband": Field(number(0.0), 0.0, "in the rate's units"),
         },
         "deviation": {
-            "tag": Field(tag),
+            "tag": Field(tag, doc="the tag that must not deviate"),
             "reference": Field(tag, None, "the tag to compare with (or setpoint)"),
             "setpoint": Field(number(), None, "a fixed value to compare with (or reference)"),
-            "limit": Field(positive_number),
+            "limit": Field(positive_number, doc="alarm at this deviation or more, in engineering units"),
             "direction": Field(one_of("both", "high", "low"), "both", "high: tag above the reference"),
-            "deadband": Field(number(0.0), 0.0),
+            "deadband": Field(number(0.0), 0.0, "return only when the deviation is below limit - deadband"),
         },
         "discrete": {
-            "tag": Field(tag),
+            "tag": Field(tag, doc="a boolean or enumerated tag"),
             "state": Field(_number_or_bool, None, "alarm while the tag equals this value"),
             "states": Field(_any, None, "or one of these values"),
         },
         "quality": {
-            "tag": Field(tag),
+            "tag": Field(tag, doc="the tag whose quality is watched"),
             "trigger": Field(one_of("bad", "bad_or_stale", "not_good"), "bad_or_stale",
                              "bad: quality >= 16; bad_or_stale: or STALE; not_good: anything but good"),
         },
@@ -494,7 +495,7 @@ GAS_FIELDS_DOC = "tag, type, gas, level1, level2, oel, idlh, range_limited"
 
 def _gas_fields(tags: Mapping[str, Any], priorities: tuple[str, ...]) -> dict[str, Field]:
     return {
-        "tag": Field(_tag_ref(tags)),
+        "tag": Field(_tag_ref(tags), doc="the concentration tag (unit %LEL or ppm)"),
         "type": Field(one_of(*GAS_TYPES), doc="combustible (%LEL) or toxic (ppm)"),
         "gas": Field(text, "", "e.g. methane, H2S"),
         "level1": Field(number(0.0), doc="level 1 (low) alarm setpoint"),
@@ -502,14 +503,16 @@ def _gas_fields(tags: Mapping[str, Any], priorities: tuple[str, ...]) -> dict[st
         "oel": Field(_optional(positive_number), None, "toxic: occupational exposure limit, ppm"),
         "idlh": Field(_optional(positive_number), None, "toxic: immediately dangerous to life or health, ppm"),
         "range_limited": Field(boolean, False, "toxic: the detector range cannot reach 200 % OEL"),
-        "deadband": Field(number(0.0), 0.0),
-        "level1_priority": Field(_priority(priorities), "high" if "high" in priorities else priorities[0]),
-        "level2_priority": Field(_priority(priorities), "critical" if "critical" in priorities else priorities[0]),
-        "on_delay": Field(duration, 0.0),
-        "off_delay": Field(duration, 0.0),
-        "latching": Field(boolean, False),
-        "realarm": Field(duration, 0.0),
-        "description": Field(text, ""),
+        "deadband": Field(number(0.0), 0.0, "return only below the setpoint by this much"),
+        "level1_priority": Field(_priority(priorities), "high" if "high" in priorities else priorities[0],
+                                 "priority of TAG.GAS1"),
+        "level2_priority": Field(_priority(priorities), "critical" if "critical" in priorities else priorities[0],
+                                 "priority of TAG.GAS2"),
+        "on_delay": Field(duration, 0.0, "raise only when the level held this long"),
+        "off_delay": Field(duration, 0.0, "report the return only when clear this long"),
+        "latching": Field(boolean, False, "stay in alarm until reset by an operator"),
+        "realarm": Field(duration, 0.0, "acknowledged and still active this long: unacknowledged again"),
+        "description": Field(text, "", "shown with the alarms' events"),
     }
 
 
@@ -568,10 +571,15 @@ def _gas_channels(node: Any, path: str, line: int, reader: Reader, tags: Mapping
     return tuple(result)
 
 
+def _suppression_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
+    return {"id": Field(identifier, doc="names the suppression group"),
+            "when": Field(_expression(tags), doc="while true, the alarms are DSUPR"),
+            "alarms": Field(_any, doc="alarm ids or glob patterns such as PT1*.H*")}
+
+
 def _suppressions(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
                   used_ids: dict[str, int]) -> tuple[Suppression, ...]:
-    fields = {"id": Field(identifier), "when": Field(_expression(tags), doc="while true, the alarms are DSUPR"),
-              "alarms": Field(_any, doc="alarm ids or glob patterns such as PT1*.H*")}
+    fields = _suppression_fields(tags)
     result, seen = [], set()
     for item, item_path, item_line in reader.items(node, path, line):
         values = reader.section(item, item_path, item_line, fields)
@@ -595,7 +603,7 @@ def _suppressions(node: Any, path: str, line: int, reader: Reader, tags: Mapping
 
 
 UNIT_FIELDS = {"max_bypassed": Field(integer(0, 10000), doc="interlocks of this unit bypassed at once, at most"),
-               "description": Field(text, "")}
+               "description": Field(text, "", "what the unit is")}
 
 
 def _units(node: Any, path: str, line: int, reader: Reader) -> tuple[ProductionUnit, ...]:
@@ -615,8 +623,8 @@ def _units(node: Any, path: str, line: int, reader: Reader) -> tuple[ProductionU
 
 def _interlock_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
     return {
-        "id": Field(identifier),
-        "description": Field(text, ""),
+        "id": Field(identifier, doc="interlock id; its in-service state goes upstream as tag IL.<id>"),
+        "description": Field(text, "", "what the interlock does"),
         "unit": Field(text, doc="production unit, declared under rules.units"),
         "bypass": Field(_tag_list(tags), (), "tag(s) non-zero while bypassed"),
         "in_service": Field(_tag_list(tags), (), "tag(s) non-zero while in service"),
@@ -652,3 +660,31 @@ def _interlocks(node: Any, path: str, line: int, reader: Reader, tags: Mapping[s
                                 values["in_service"], values["protects"], values["trip"], values["description"],
                                 item_line))
     return tuple(result)
+
+
+def reference_sections() -> list[tuple[str, dict[str, Field]]]:
+    """The key tables of the rules configuration, for `gatewayd.config.reference` (docs/configuration.md)."""
+    priorities = tuple(DEFAULT_PRIORITIES)
+    kinds = _rule_kind_fields({})
+    return [
+        ("devices[].tags[].alarms", tag_alarm_fields(priorities)),
+        ("devices[].tags[].alarms.hh / h / l / ll (as a mapping)", _limit_fields(priorities)),
+        ("rules", RULES_FIELDS),
+        ("rules.shelving", SHELVING_FIELDS),
+        ("rules.analytics", ANALYTICS_FIELDS),
+        ("rules.alarms[] (every kind)", {**COMMON_RULE_FIELDS, **_behaviour_fields(priorities)}),
+        ("rules.alarms[]: the kind, exactly one of", {
+            "rate": Field(_any, None, "rate of change of a tag (rules.alarms[].rate)"),
+            "deviation": Field(_any, None, "a tag against another tag or a setpoint (rules.alarms[].deviation)"),
+            "discrete": Field(_any, None, "a boolean or enumerated tag in a given state (rules.alarms[].discrete)"),
+            "quality": Field(_any, None, "a tag without a good value (rules.alarms[].quality)"),
+            "when": Field(_any, None, "an expression over tags, e.g. \"PT101 > 1.2 and not XV103\" (docs/rules.md)"),
+        }),
+        *((f"rules.alarms[].{kind}", fields) for kind, fields in kinds.items()),
+        ("rules.gas[]", _gas_fields({}, priorities)),
+        ("rules.suppression[]", _suppression_fields({})),
+        ("rules.units.NAME", UNIT_FIELDS),
+        ("rules.interlocks[]", _interlock_fields({})),
+        ("rules.bypass_priorities", {event: Field(_any, DEFAULT_BYPASS_PRIORITIES[event], f"priority of {event} events")
+                                     for event in BYPASS_EVENTS}),
+    ]

@@ -34,6 +34,7 @@ OPCODE_NAMES = ("CONST", "TAG", "ADD", "SUB", "MUL", "DIV", "NEG", "NOT", "AND",
                 "EQ", "NE", "ABS", "MIN", "MAX")
 MAX_DEPTH = 32
 MAX_LENGTH = 2000
+MAX_NESTING = 100  # levels of the syntax tree; the validating walk recurses once per level
 
 UNKNOWN = 2  # result of a condition that cannot be decided (a tag without a usable value, or NaN)
 
@@ -98,6 +99,10 @@ def parse_expression(source: Any, tag_names: Iterable[str] | Callable[[str], boo
         column = exc.offset or 0
         token = _token_at(text, column - 1)
         raise ExpressionError(f"syntax error at column {column} near {token!r}: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExpressionError(f"expression is nested too deeply; at most {MAX_NESTING} levels") from None
+    if _nesting(module.body) > MAX_NESTING:
+        raise ExpressionError(f"expression is nested too deeply; at most {MAX_NESTING} levels")
     builder = _Builder(text, known, candidates, quoted)
     tree, _ = builder.visit(module.body)
     code: list[tuple[int, int]] = []
@@ -107,6 +112,16 @@ def parse_expression(source: Any, tag_names: Iterable[str] | Callable[[str], boo
     if depth > MAX_DEPTH:
         raise ExpressionError(f"expression is nested too deeply (stack depth {depth}, at most {MAX_DEPTH})")
     return Expression(source.strip(), tuple(tags), tree, tuple(code), tuple(constants), depth)
+
+
+def _nesting(node: ast.AST) -> int:
+    """Depth of the syntax tree, found without recursion (the tree may be deeper than the stack)."""
+    deepest, pending = 0, [(node, 1)]
+    while pending:
+        node, level = pending.pop()
+        deepest = max(deepest, level)
+        pending.extend((child, level + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _token_at(text: str, index: int) -> str:

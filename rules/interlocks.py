@@ -11,6 +11,8 @@ condition. Each flag edge becomes an event with its own priority (`rules.engine`
     trip_while_bypassed      bypassed while its trip condition is true: the plant runs on a
                              protection that would have acted
     status_bad               a status tag has bad quality (the bypass state is held as last known)
+                             (a tag not read yet since start-up, NO_VALUE, holds the state too but is
+                             no fault: the driver soon reads it or reports why it cannot)
     overdue                  bypassed longer than the interlock's maximum bypass duration
     too_many (per unit)      more interlocks of one production unit bypassed than it allows
 
@@ -25,10 +27,11 @@ import math
 import numpy as np
 from numba import njit
 
-from gatewayd.types import QUALITY_BAD_MIN
+from gatewayd.types import QUALITY_BAD_MIN, Quality
 from rules.expr import UNKNOWN
 
 BAD = QUALITY_BAD_MIN
+NO_VALUE = int(Quality.NO_VALUE)
 F_BYPASSED, F_UNAUTHORIZED, F_EXPIRED, F_TRIP, F_STATUS_BAD, F_OVERDUE = range(6)
 FLAG_EVENTS = ("started", "unauthorized", "expired", "trip_while_bypassed", "status_bad", "overdue")
 N_FLAGS = 6
@@ -44,11 +47,15 @@ def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_star
     n_out = 0
     for k in range(bypassed.shape[0]):
         any_bypassed = False
+        unread = False
         worst = 0
         for s in range(status_start[k], status_start[k + 1]):
             row = status_rows[s]
             q = quality[row]
             value = values[row]
+            if q == NO_VALUE:
+                unread = True
+                continue
             if q >= BAD or np.isnan(value):
                 worst = max(worst, q)
                 worst = max(worst, BAD)
@@ -57,7 +64,7 @@ def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_star
                 any_bypassed = True
         if any_bypassed:
             now_bypassed = 1
-        elif worst >= BAD:
+        elif worst >= BAD or unread:
             now_bypassed = bypassed[k]  # unknown: hold the last known state
         else:
             now_bypassed = 0
@@ -65,7 +72,7 @@ def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_star
             bypass_since[k] = now_mono
         bypassed[k] = now_bypassed
         in_service[k] = 0.0 if now_bypassed == 1 else 1.0
-        in_service_quality[k] = 0 if any_bypassed or worst < BAD else worst
+        in_service_quality[k] = 0 if any_bypassed or (worst < BAD and not unread) else max(worst, NO_VALUE)
         slot = trip_slot[k]
         if slot >= 0 and expr_out[slot] != UNKNOWN:
             trip[k] = expr_out[slot]
@@ -102,16 +109,18 @@ def update_interlocks_reference(values, quality, expr_out, now_mono, now_wall, s
                                 in_service_quality, out_interlock, out_flag, out_unit):
     edges = []
     for k in range(len(bypassed)):
-        readings, bad_qualities = [], []
+        readings, bad_qualities, unread = [], [], False
         for s in range(status_start[k], status_start[k + 1]):
             row = status_rows[s]
-            if quality[row] >= BAD or math.isnan(values[row]):
+            if quality[row] == NO_VALUE:
+                unread = True
+            elif quality[row] >= BAD or math.isnan(values[row]):
                 bad_qualities.append(max(int(quality[row]), BAD))
             else:
                 readings.append((values[row] != 0.0) != bool(status_invert[s]))
         if any(readings):
             state = 1
-        elif bad_qualities:
+        elif bad_qualities or unread:
             state = int(bypassed[k])
         else:
             state = 0
@@ -119,7 +128,8 @@ def update_interlocks_reference(values, quality, expr_out, now_mono, now_wall, s
             bypass_since[k] = now_mono
         bypassed[k] = state
         in_service[k] = 0.0 if state else 1.0
-        in_service_quality[k] = max(bad_qualities) if bad_qualities and not any(readings) else 0
+        in_service_quality[k] = 0 if any(readings) or not (bad_qualities or unread) \
+            else max(bad_qualities + [NO_VALUE])
         if trip_slot[k] >= 0 and expr_out[trip_slot[k]] != UNKNOWN:
             trip[k] = expr_out[trip_slot[k]]
         has_window = not math.isnan(auth_until[k])

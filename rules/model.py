@@ -13,6 +13,7 @@ from rules.expr import Expression
 
 LIMIT_LEVELS = ("HH", "H", "L", "LL")
 DEFAULT_PRIORITIES = {"critical": 4, "high": 3, "medium": 2, "low": 1}
+INTERLOCK_TAG_PREFIX = "IL."  # `IL.<interlock id>`: 1 in service, 0 bypassed (docs/rules.md)
 
 BYPASS_EVENTS = ("started", "ended", "unauthorized", "expired", "trip_while_bypassed", "too_many", "status_bad",
                  "overdue")
@@ -211,6 +212,11 @@ class Interlock:
     trip: Expression | None = None
     description: str = ""
     line: int = 0
+
+    @property
+    def state_tag(self) -> str:
+        """The virtual tag that carries this interlock's in-service state upstream as a monitored value."""
+        return f"{INTERLOCK_TAG_PREFIX}{self.id}"
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,19 @@
     store.acknowledge(batch.seq)                        # on PUBACK
 """
 
-from store.outbox import Store
+from store.outbox import Store, is_disk_full
 from store.records import Batch, BatchContent, SampleBlock, StoreStats
+from store.retention import Retention
 from store.schema import SchemaError, pending_migrations
 
 __all__ = [
     "Batch",
     "BatchContent",
+    "Retention",
     "SampleBlock",
     "SchemaError",
     "Store",
     "StoreStats",
+    "is_disk_full",
     "pending_migrations",
 ]

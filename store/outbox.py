@@ -5,6 +5,14 @@ deleted only by `acknowledge`. A batch is stored with its exact envelope bytes a
 is advanced in the same transaction, so a seq is never reused or rolled back, and a batch that was
 built but not acknowledged before a crash is republished byte for byte.
 
+Durability: with `synchronous="normal"` a commit of samples only may be lost to a power cut (WAL
+frames not yet synced); a commit that carries events is always made with synchronous FULL, so an
+alarm, bypass or audit record that was accepted survives one. See docs/reliability.md.
+
+During a backfill the publisher interleaves batches of the newest rows (`build_batch(newest=True)`)
+with batches of the oldest: rows above `chain.carried_upto` may then already sit in such a batch,
+and `store.retention.uncarried_ranges` gives what is left.
+
 One Store is used from one thread at a time (the daemon's loop, possibly through a worker
 thread); it is not safe for concurrent use.
 """
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -24,7 +33,10 @@ import numpy as np
 
 from gatewayd.types import Event, Priority
 from store.records import Batch, BatchContent, SampleBlock, StoreStats
+from store.retention import Retention, enforce, uncarried_ranges, used_bytes
 from store.schema import migrate
+
+log = logging.getLogger("gatewayd.store")
 
 SAMPLE, EVENT = 0, 1
 SYNCHRONOUS = ("full", "normal")
@@ -35,13 +47,16 @@ MakeEnvelope = Callable[[BatchContent, int, bytes], bytes]
 class Store:
     """Open with `Store.open(path)`; see the module docstring for the guarantees."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, synchronous: str = "full",
+                 retention: Retention | None = None) -> None:
         self._conn = conn
         self.path = path
+        self.synchronous = synchronous
+        self.retention = retention or Retention()
         self._names: dict[int, str] | None = None  # tag id -> name, filled on first use
 
     @classmethod
-    def open(cls, path: Path, synchronous: str = "full") -> Store:
+    def open(cls, path: Path, synchronous: str = "full", retention: Retention | None = None) -> Store:
         """Open or create the database (parent directory 0700, file 0600) and migrate it."""
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
@@ -57,7 +72,7 @@ class Store:
             raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         migrate(conn)
-        return cls(conn, path)
+        return cls(conn, path, synchronous, retention)
 
     def close(self) -> None:
         self._conn.close()
@@ -68,7 +83,8 @@ class Store:
         try:
             yield self._conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:  # SQLITE_FULL and some I/O errors roll back by themselves
+                self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
 
@@ -93,7 +109,37 @@ class Store:
                 if tag_id in names}
 
     def append(self, samples: SampleBlock | None, events: Sequence[Event]) -> None:
-        """Commit one scan tick's samples, then its events, in a single transaction."""
+        """Commit one scan tick's samples, then its events, in a single transaction; then keep the budget.
+
+        Raises sqlite3.Error (see `is_disk_full`) with nothing committed when the disk is full.
+        """
+        durable = bool(events) and self.synchronous != "full"
+        if durable:
+            self._conn.execute("PRAGMA synchronous = FULL")
+        try:
+            self._insert(samples, events)
+        finally:
+            if durable:
+                self._conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        try:
+            self.enforce_budget()
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            # the tick is committed; eviction is retried after the next one
+            log.warning("could not evict for the disk budget: %s", exc)
+
+    def enforce_budget(self) -> int:
+        """Thin and evict the oldest samples while over the disk budget; return how many went."""
+        if self.retention.max_bytes is None:
+            return 0
+        return enforce(self._conn, self.retention, self.tag_names, time.time(), _event_body)
+
+    def used_bytes(self) -> int:
+        """Bytes in database pages in use: what the disk budget counts."""
+        return used_bytes(self._conn)
+
+    def _insert(self, samples: SampleBlock | None, events: Sequence[Event]) -> None:
         with self._transaction() as conn:
             if samples is not None and len(samples):
                 conn.executemany(
@@ -113,26 +159,41 @@ class Store:
                     ((float(e.ts), _event_body(e)) for e in events),
                 )
 
-    def build_batch(self, max_rows: int, make: MakeEnvelope) -> Batch | None:
+    def build_batch(self, max_rows: int, make: MakeEnvelope, newest: bool = False) -> Batch | None:
         """Take the oldest rows no batch carries yet, have `make` encode them, store the batch.
 
         `make(content, seq, prev_hash)` returns the envelope bytes; it runs inside the
         transaction, so if it raises nothing is consumed. Returns None when no row waits.
         Publish the batch only after this returns: then it is on disk.
+
+        `newest=True` takes the newest rows instead (live data during a backfill). Either way the
+        rows of one batch are consecutive in commit order and seq numbers follow build order.
         """
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
+        columns = "SELECT id, kind, tag_id, ts, value, quality, source_ts, body FROM outbox "
         with self._transaction() as conn:
             last_seq, last_hash, carried = conn.execute(
                 "SELECT last_seq, last_hash, carried_upto FROM chain"
             ).fetchone()
-            rows = conn.execute(
-                "SELECT id, kind, tag_id, ts, value, quality, source_ts, body FROM outbox "
-                "WHERE id > ? ORDER BY id LIMIT ?",
-                (carried, max_rows),
-            ).fetchall()
+            ranges = list(uncarried_ranges(conn))
+            rows: list[tuple] = []
+            if newest:
+                low, high = ranges[-1]
+                rows = conn.execute(columns + "WHERE id >= ? AND id < ? ORDER BY id DESC LIMIT ?",
+                                    (low, high, max_rows)).fetchall()[::-1]
+            else:
+                for low, high in ranges:
+                    rows = conn.execute(columns + "WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                                        (low, high, max_rows)).fetchall()
+                    if rows:
+                        break
             if not rows:
                 return None
+            older = conn.execute(
+                "SELECT 1 FROM outbox WHERE id > ? AND id < ? LIMIT 1", (carried, rows[0][0])).fetchone()
+            if older is None:
+                carried = rows[-1][0]  # nothing older waits below this batch
             content = self._content(rows)
             seq = last_seq + 1
             envelope = bytes(make(content, seq, bytes(last_hash)))
@@ -144,7 +205,7 @@ class Store:
             )
             conn.execute(
                 "UPDATE chain SET last_seq = ?, last_hash = ?, carried_upto = ?",
-                (seq, digest, batch.last_row),
+                (seq, digest, carried),
             )
         return batch
 
@@ -182,9 +243,11 @@ class Store:
 
     def stats(self) -> StoreStats:
         conn = self._conn
-        last_seq, carried = conn.execute("SELECT last_seq, carried_upto FROM chain").fetchone()
-        pending = conn.execute("SELECT count(*) FROM outbox WHERE id > ?", (carried,)).fetchone()[0]
-        inflight = conn.execute("SELECT count(*) FROM outbox WHERE id <= ?", (carried,)).fetchone()[0]
+        last_seq = conn.execute("SELECT last_seq FROM chain").fetchone()[0]
+        pending = sum(conn.execute("SELECT count(*) FROM outbox WHERE id >= ? AND id < ?", bounds).fetchone()[0]
+                      for bounds in uncarried_ranges(conn))
+        inflight = conn.execute("SELECT count(*) FROM outbox").fetchone()[0] - pending
+        evicted, gaps = conn.execute("SELECT evicted, gaps FROM retention").fetchone()
         batches = conn.execute("SELECT count(*) FROM batches").fetchone()[0]
         oldest = conn.execute("SELECT ts FROM outbox ORDER BY id LIMIT 1").fetchone()
         return StoreStats(
@@ -194,12 +257,38 @@ class Store:
             oldest_pending_ts=oldest[0] if oldest else None,
             db_bytes=_db_bytes(self.path),
             last_seq=last_seq,
+            used_bytes=used_bytes(conn),
+            evicted=evicted,
+            gap_records=gaps,
         )
+
+    def save_state(self, name: str, body: str) -> None:
+        """Replace the JSON document `name` (e.g. "rules": the rule engine's state) in one commit."""
+        with self._transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO state (name, body, saved_at) VALUES (?, ?, ?)",
+                         (name, body, time.time()))
+
+    def load_state(self, name: str) -> str | None:
+        """The JSON document saved as `name`, or None if there is none."""
+        row = self._conn.execute("SELECT body FROM state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
 
     def chain_head(self) -> tuple[int, bytes]:
         """Last seq used (0 if none) and the SHA-256 of its envelope (32 zero bytes if none)."""
         seq, digest = self._conn.execute("SELECT last_seq, last_hash FROM chain").fetchone()
         return seq, bytes(digest)
+
+
+SQLITE_FULL, SQLITE_IOERR = 13, 10
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the errors a full or failing disk gives (SQLITE_FULL, SQLITE_IOERR and its variants)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (SQLITE_FULL, SQLITE_IOERR)
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "disk is full" in str(exc) or "disk I/O error" in str(exc))
 
 
 def _nan_to_none(values: np.ndarray) -> list[float | None]:

@@ -82,6 +82,8 @@ class StoreStats:
 
     `rows_pending` are in no batch yet, `rows_inflight` in a batch not yet acknowledged;
     `oldest_pending_ts` is the gateway time of the oldest row not acknowledged (either kind).
+    `used_bytes` is what the disk budget counts; `evicted` and `gap_records` are the samples thinned
+    or evicted for it and the gap events written, over the database's life.
     """
 
     rows_pending: int
@@ -90,3 +92,6 @@ class StoreStats:
     oldest_pending_ts: float | None
     db_bytes: int
     last_seq: int
+    used_bytes: int = 0
+    evicted: int = 0
+    gap_records: int = 0

@@ -6,9 +6,9 @@ does not know) is refused instead of being misread.
 
     >>> conn = sqlite3.connect(":memory:", isolation_level=None)
     >>> pending_migrations(conn)
-    ['0001_outbox']
+    ['0001_outbox', '0002_retention', '0003_state']
     >>> migrate(conn)
-    ['0001_outbox']
+    ['0001_outbox', '0002_retention', '0003_state']
     >>> pending_migrations(conn)
     []
 """
@@ -68,6 +68,42 @@ def _outbox(conn: sqlite3.Connection) -> None:
     )
 
 
+def _retention(conn: sqlite3.Connection) -> None:
+    """How far the disk budget has thinned the oldest samples, so no range is thinned twice.
+
+    One row: `thinned_upto` is the highest outbox id already thinned; `evicted` and `gaps` count
+    the samples removed and the gap records written, over the database's life, for metrics.
+    """
+    _run(
+        conn,
+        """
+        CREATE TABLE retention (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            thinned_upto INTEGER NOT NULL,
+            evicted INTEGER NOT NULL,
+            gaps INTEGER NOT NULL
+        );
+        INSERT INTO retention VALUES (1, 0, 0, 0)
+        """,
+    )
+
+
+def _state(conn: sqlite3.Connection) -> None:
+    """Named JSON documents that must survive a restart, such as the rule engine's alarm states and
+    bypass authorizations (`Store.save_state` / `Store.load_state`). They are not outbox rows: they
+    are never sent and never evicted, only replaced."""
+    _run(
+        conn,
+        """
+        CREATE TABLE state (
+            name TEXT PRIMARY KEY,
+            body TEXT NOT NULL,             -- JSON
+            saved_at REAL NOT NULL          -- Unix seconds
+        )
+        """,
+    )
+
+
 def _run(conn: sqlite3.Connection, script: str) -> None:
     """Run `;`-separated statements one by one: executescript would commit the open transaction.
 
@@ -80,6 +116,8 @@ def _run(conn: sqlite3.Connection, script: str) -> None:
 
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("0001_outbox", _outbox),
+    ("0002_retention", _retention),
+    ("0003_state", _state),
 ]
 
 

@@ -18,7 +18,7 @@ analog = st.one_of(st.sampled_from([0.0, 1.0, 5.0, 9.0, 10.0, 11.0, 19.5, 20.0, 
                                     80.0, 81.0, 85.0, 88.0, 90.0, 95.0]),
                    st.floats(-10, 120, allow_nan=False), st.just(float("nan")))
 binary = st.sampled_from([0.0, 1.0, 0.0, 1.0, 2.0, float("nan")])
-quality = st.sampled_from([0, 0, 0, 0, 0, 0, 1, 2, 17, 20])
+quality = st.sampled_from([0, 0, 0, 0, 0, 0, 1, 2, 16, 17, 20])
 DISCRETE = ("XV103", "XS101", "XS102", "P101_RUN", "U100_RUNNING")
 change = st.one_of(st.tuples(st.sampled_from([t for t in TAGS if t not in DISCRETE]), analog, quality),
                    st.tuples(st.sampled_from(DISCRETE), binary, quality))

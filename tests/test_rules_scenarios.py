@@ -222,6 +222,27 @@ def test_bad_quality_holds_the_alarm_and_restarts_the_on_delay():
     assert plant.state("PT101.H") == "UNACK" and plant.transitions("PT101_BAD") == ["UNACK"]
 
 
+def test_a_tag_not_read_yet_is_unknown_not_bad():
+    """At start-up the point table holds NO_VALUE until each device's first poll: no quality alarm
+    and no status_bad, and a bypass restored from the saved state is held, not ended."""
+    plant = Plant()
+    plant.quality[:] = 16  # Quality.NO_VALUE
+    plant.values[:] = np.nan
+    plant.engine.bypassed[0] = 1  # as restored: SIS-101 was bypassed, without authorization
+    plant.engine.flags[0, :2] = 1
+    for _ in range(5):  # longer than PT101_BAD's 3 s on-delay
+        plant.scan()
+    assert plant.transitions("PT101_BAD") == [] and plant.transitions("TT102_NG") == []
+    assert [e for e in plant.events if e.kind == "bypass"] == []
+    assert plant.engine.in_service.tolist() == [0.0, 1.0] and plant.engine.in_service_quality.tolist() == [16, 16]
+    plant.quality[ROWS["PT101"]] = 17  # the driver's verdict: the device does not answer
+    plant.quality[ROWS["XS101"]] = 17
+    for _ in range(4):
+        plant.scan()
+    assert plant.transitions("PT101_BAD") == ["UNACK"]
+    assert [e.data["event"] for e in plant.events if e.kind == "bypass"] == ["status_bad"]
+
+
 def test_expression_with_for_and_latching():
     plant = Plant()
     plant.scan(PT101=70.0, TT102=45.0, XV103=0.0)

@@ -107,7 +107,7 @@ def build_address(values: dict[str, Any], reader: Reader, path: str, line: int) 
         problems.append(f"word_order has no meaning for a single-register {dtype}")
     address = ModbusAddress(table, values["address"], dtype, bit, values["byte_order"],
                             values["word_order"], values["scale"], values["offset"])
-    if address.end > ADDRESS_SPACE:
+    if not problems and address.end > ADDRESS_SPACE:
         problems.append(f"{dtype} at address {address.address} runs past the last address {ADDRESS_SPACE - 1}")
     for problem in problems:
         reader.error(line, path, problem)

@@ -198,6 +198,7 @@ class ModbusTcpDriver:
                 read = getattr(client, READ_FUNCTIONS[block.table])
                 async with asyncio.timeout(self.timeout):
                     response = await read(block.start, count=block.count, device_id=self.settings.unit_id)
+                _raise_if_cancelled()
             except CommError as exc:
                 cause = str(exc)
             except TimeoutError:
@@ -222,8 +223,12 @@ class ModbusTcpDriver:
         try:
             async with asyncio.timeout(self.timeout):
                 connected = await client.connect()
+            _raise_if_cancelled()
         except TimeoutError:
             connected = False
+        except asyncio.CancelledError:
+            client.close()
+            raise
         if not connected:
             client.close()
             raise CommError(f"cannot connect to {host}:{port}")
@@ -276,6 +281,19 @@ class ModbusTcpDriver:
             if read.block in self._failing_blocks:
                 self._failing_blocks.discard(read.block)
                 log.info("device %s: %s readable again", self.name, _describe(read.block))
+
+
+def _raise_if_cancelled() -> None:
+    """Honour a cancellation that pymodbus swallowed.
+
+    pymodbus awaits every request and connect through asyncio.wait_for, which in Python 3.11 returns
+    the result instead of raising when the cancellation arrives together with the answer. The task
+    still counts the request (`cancelling()`); without this check shutdown would wait on the driver
+    for ever.
+    """
+    task = asyncio.current_task()
+    if False:
+        raise asyncio.CancelledError
 
 
 def _describe(block: Block) -> str:

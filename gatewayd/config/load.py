@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,17 @@ import yaml
 
 import drivers
 from gatewayd.config.model import (
-    AlarmLimits, Config, DeviceConfig, GatewayIdentity, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
+    Config, Credential, DeviceConfig, GatewayIdentity, MetricsConfig, StoreConfig, TagConfig, TlsConfig,
+    UplinkConfig,
 )
 from gatewayd.config.schema import (
     ConfigError, ConfigIssue, Field, Invalid, Reader, boolean, duration, identifier, integer, number,
     one_of, text,
 )
 from gatewayd.config.yamlload import load_yaml
-
-PRIORITIES = ("low", "medium", "high", "critical")
+from gatewayd.systemd import exec_directory
+import rules.config as rules_config  # a module alias: rules.config imports gatewayd.config.schema back
+from rules.model import RulesConfig, TagInfo
 
 
 def positive_duration(value: Any) -> float:
@@ -51,12 +54,56 @@ def value_range(value: Any) -> tuple[float, float]:
     return low, high
 
 
-def optional_number(value: Any) -> float | None:
-    return None if value is None else number()(value)
-
-
 def path_value(value: Any) -> Path:
     return Path(text(value))
+
+
+CREDENTIAL_PREFIX = "credential:"
+CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
+
+
+def secret_source(value: Any) -> Path | Credential:
+    """A file path, or `credential:NAME` for a secret systemd passes in with LoadCredential=NAME:FILE."""
+    value = text(value)
+    if not value.startswith(CREDENTIAL_PREFIX):
+        return Path(value)
+    name = value[len(CREDENTIAL_PREFIX):]
+    if not CREDENTIAL_NAME.fullmatch(name):
+        raise Invalid(f"{name!r} is not a credential name: use letters, digits, '.', '_' or '-', as in "
+                      "credential:signing.key (the NAME of the unit's LoadCredential=NAME:FILE)")
+    return Credential(name)
+
+
+def listen_address(value: Any) -> tuple[str, int]:
+    """`HOST:PORT` or `[IPv6]:PORT`."""
+    host, sep, port = text(value).rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise Invalid(f"{value!r} is not HOST:PORT; write e.g. 127.0.0.1:9108")
+    return host, int(port)
+
+
+SIZE_UNITS = {"B": 1, "kB": 1000, "MB": 1000**2, "GB": 1000**3, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def byte_size(value: Any) -> int:
+    """A size in bytes: an integer, or a number with a unit such as `512 MiB` or `2 GB`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number_part, unit = value, "B"
+    elif isinstance(value, str) and len(value.split()) == 2 and value.split()[1] in SIZE_UNITS:
+        number_part, unit = value.split()
+        try:
+            number_part = float(number_part)
+        except ValueError:
+            number_part = float("nan")
+        if not 0 < number_part < 2**53:
+            raise Invalid(f"expected a size such as 512 MiB, got {value!r}")
+    else:
+        raise Invalid(f"expected bytes or a size with a unit ({', '.join(SIZE_UNITS)}), got {value!r}")
+    size = int(number_part * SIZE_UNITS[unit])
+    if size < 1 << 20:
+        raise Invalid(f"{size} bytes is too small for a store; give at least 1 MiB")
+    return size
 
 
 GATEWAY_FIELDS = {
@@ -66,14 +113,28 @@ GATEWAY_FIELDS = {
     "scan_interval": Field(positive_duration, 1.0,
                            "duration: rules and report-by-exception run at least this often, "
                            "and right after each poll"),
-    "state_dir": Field(path_value, Path("/var/lib/gatewayd"), "database and sequence state"),
-    "cache_dir": Field(path_value, Path("/var/cache/gatewayd"), "compiled rule kernels"),
-    "runtime_dir": Field(path_value, Path("/run/gatewayd"), "control socket"),
+    "state_dir": Field(path_value, None, "database and sequence state; default $STATE_DIRECTORY (set by the "
+                       "unit's StateDirectory=), else /var/lib/gatewayd"),
+    "cache_dir": Field(path_value, None, "compiled rule kernels; default $CACHE_DIRECTORY, else /var/cache/gatewayd"),
+    "runtime_dir": Field(path_value, None, "control socket; default $RUNTIME_DIRECTORY, else /run/gatewayd"),
+}
+
+# gateway directory key -> (variable systemd sets for the unit's *Directory= setting, default without it)
+SYSTEMD_DIRECTORIES = {
+    "state_dir": ("STATE_DIRECTORY", Path("/var/lib/gatewayd")),
+    "cache_dir": ("CACHE_DIRECTORY", Path("/var/cache/gatewayd")),
+    "runtime_dir": ("RUNTIME_DIRECTORY", Path("/run/gatewayd")),
 }
 
 STORE_FIELDS = {
     "path": Field(path_value, Path("gatewayd.db"), "SQLite file, relative to gateway.state_dir"),
-    "synchronous": Field(one_of("full", "normal"), "full", "full: a commit survives a power cut"),
+    "synchronous": Field(one_of("full", "normal"), "full",
+                         "full: every commit survives a power cut; normal: sample-only commits may be "
+                         "lost, commits with events are still made full (docs/reliability.md)"),
+    "max_bytes": Field(byte_size, 1 << 30, "disk budget (bytes or e.g. `512 MiB`): above it the oldest unsent "
+                       "samples are thinned, then evicted, each time with a gap event; events are never evicted"),
+    "thinning": Field(duration, 0.0, "duration: over budget, first keep one sample per tag per "
+                      "this long among the oldest; 0 evicts the oldest samples without thinning"),
 }
 
 TLS_FIELDS = {
@@ -90,21 +151,17 @@ UPLINK_FIELDS = {
     "topic_prefix": Field(text, "gatewayd", "batches go to PREFIX/GATEWAY_ID/batch"),
     "client_id": Field(identifier, None, "default: the gateway id"),
     "username": Field(text, None, "broker user name, if the broker asks for one"),
-    "password_file": Field(path_value, None, "file holding the broker password (never inline)"),
-    "signing_key": Field(path_value, doc="Ed25519 private key from `gatewayd keygen`"),
+    "password_file": Field(secret_source, None, "file holding the broker password (never inline), "
+                           "or credential:NAME"),
+    "signing_key": Field(secret_source, doc="Ed25519 private key from `gatewayd keygen`: a path, or "
+                         "credential:NAME for the unit's LoadCredential=NAME:FILE"),
     "keepalive": Field(positive_duration, 30.0, "duration: MQTT keep-alive"),
     "batch_max_rows": Field(integer(1, 100_000), 5000, "samples and events per batch at most"),
     "max_inflight": Field(integer(1, 64), 4, "batches published and not yet acknowledged"),
     "ack_timeout": Field(positive_duration, 15.0, "duration: republish a batch not acknowledged in this time"),
-}
-
-ALARM_FIELDS = {
-    "hh": Field(optional_number, None, "high-high limit"),
-    "h": Field(optional_number, None, "high limit"),
-    "l": Field(optional_number, None, "low limit"),
-    "ll": Field(optional_number, None, "low-low limit"),
-    "deadband": Field(number(0.0), 0.0, "return only when back past the limit by this much"),
-    "priority": Field(one_of(*PRIORITIES), "medium", f"one of {', '.join(PRIORITIES)}"),
+    "live_share": Field(number(0.0, 0.5), 0.2, "during a backfill, this share of batches carries the newest "
+                        "rows so live data keeps flowing; 0 sends strictly oldest first"),
+    "max_bytes_per_second": Field(integer(1000), None, "upstream rate limit in bytes per second; unlimited if unset"),
 }
 
 TAG_FIELDS = {
@@ -118,7 +175,7 @@ TAG_FIELDS = {
     "production_unit": Field(optional_text, "", "production unit the tag belongs to"),
     "deadband": Field(number(0.0), 0.0, "report a new sample only when it moved this much"),
     "max_interval": Field(positive_duration, 60.0, "duration: report at least this often even if unchanged"),
-    "alarms": Field(lambda value: value, None, "hh, h, l, ll, deadband, priority"),
+    "alarms": Field(lambda value: value, None, "limit alarms hh, h, l, ll with deadband, delays, priority"),
 }
 
 DEVICE_FIELDS = {
@@ -130,11 +187,18 @@ DEVICE_FIELDS = {
     "tags": Field(lambda value: value, doc="list of tags"),
 }
 
+METRICS_FIELDS = {
+    "listen": Field(listen_address, doc="HOST:PORT of the Prometheus endpoint, e.g. 127.0.0.1:9108; anyone "
+                    "who can reach it can read the figures, so keep it on loopback or a management network"),
+}
+
 TOP_FIELDS = {
     "gateway": Field(lambda value: value, doc="identity and directories"),
     "devices": Field(lambda value: value, doc="the devices to read and their tags"),
     "store": Field(lambda value: value, None, "the SQLite outbox"),
     "uplink": Field(lambda value: value, doc="the MQTT broker of the platform"),
+    "rules": Field(lambda value: value, None, "alarm rules, gas channels, interlocks (docs/rules.md)"),
+    "metrics": Field(lambda value: value, None, "the Prometheus endpoint; none when absent"),
 }
 
 
@@ -164,9 +228,13 @@ def parse_config(source: str, path: Path) -> Config:
     try:
         document = load_yaml(source, str(path))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark else 0
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character: it has a position, no mark
+            line = source.count("\n", 0, exc.position) + 1
         problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, yaml.reader.ReaderError):
+            problem = f"character {exc.character!r} is not allowed in YAML ({exc.reason})"
         raise ConfigError([ConfigIssue(str(path), line, "", f"YAML syntax: {problem}")]) from exc
     reader = Reader(str(path))
     config = _build(document, path, reader)
@@ -186,11 +254,38 @@ def _build(document: Any, path: Path, reader: Reader) -> Config | None:
     gateway = _gateway(top.get("gateway"), reader, base, document)
     uplink = _uplink(top.get("uplink"), reader, base, document, gateway)
     store = _store(top.get("store"), reader, gateway)
-    devices = _devices(top.get("devices"), reader, _line(document, "devices"))
+    priorities = rules_config.priority_names(top.get("rules"))
+    devices = _devices(top.get("devices"), reader, _line(document, "devices"), priorities)
+    tags = tuple(tag for device in devices or () for tag in device.tags)
+    rules = _rules(top.get("rules"), reader, _line(document, "rules"), tags) if devices is not None else None
+    metrics = _metrics(top.get("metrics"), reader, _line(document, "metrics"))
     if gateway is None or uplink is None or store is None or devices is None or not reader.ok:
         return None
-    tags = tuple(tag for device in devices for tag in device.tags)
-    return Config(path, gateway, devices, store, uplink, tags)
+    return Config(path, gateway, devices, store, uplink, tags, rules, metrics)
+
+
+def _metrics(node: Any, reader: Reader, line: int) -> MetricsConfig | None:
+    if node is None:
+        return None  # no endpoint unless asked for
+    values = reader.section(node, "metrics", line, METRICS_FIELDS)
+    if values is None or "listen" not in values:
+        return None
+    host, port = values["listen"]
+    return MetricsConfig(host, port)
+
+
+def _rules(node: Any, reader: Reader, line: int, tags: tuple[TagConfig, ...]) -> RulesConfig:
+    """The `rules:` section, checked against the tags of enabled devices; its interlocks' virtual
+    `IL.<id>` tags must not clash with a real tag."""
+    by_name = {tag.name: tag for tag in tags}
+    rules = rules_config.parse_rules_section(node, "rules", line, reader, by_name) or RulesConfig()
+    for index, interlock in enumerate(rules.interlocks):
+        clash = by_name.get(interlock.state_tag)
+        if clash is not None:
+            reader.error(interlock.line, f"rules.interlocks[{index}].id",
+                         f"interlock {interlock.id} forwards its in-service state as tag {interlock.state_tag}, "
+                         f"which is already the tag at line {clash.line}; rename one of them")
+    return rules
 
 
 def _line(node: Any, key: str) -> int:
@@ -201,9 +296,9 @@ def _gateway(node: Any, reader: Reader, base: Path, document: Any) -> GatewayIde
     values = reader.section(node, "gateway", _line(document, "gateway"), GATEWAY_FIELDS)
     if values is None or "id" not in values:
         return None
-    for key in ("state_dir", "cache_dir", "runtime_dir"):
+    for key, (variable, default) in SYSTEMD_DIRECTORIES.items():
         if key in values:
-            values[key] = base / values[key]
+            values[key] = base / values[key] if values[key] is not None else exec_directory(variable) or default
     try:
         return GatewayIdentity(**values)
     except TypeError:
@@ -214,7 +309,8 @@ def _store(node: Any, reader: Reader, gateway: GatewayIdentity | None) -> StoreC
     values = reader.section(node, "store", 0, STORE_FIELDS)
     if values is None or gateway is None or len(values) != len(STORE_FIELDS):
         return None
-    return StoreConfig(gateway.state_dir / values["path"], values["synchronous"])
+    return StoreConfig(gateway.state_dir / values["path"], values["synchronous"], values["max_bytes"],
+                       values["thinning"])
 
 
 def _uplink(node: Any, reader: Reader, base: Path, document: Any,
@@ -237,20 +333,20 @@ def _uplink(node: Any, reader: Reader, base: Path, document: Any,
     if values["client_id"] is None:
         values["client_id"] = gateway.id
     for key in ("signing_key", "password_file"):
-        if values[key] is not None:
+        if isinstance(values[key], Path):
             values[key] = base / values[key]
     if values["password_file"] is not None and values["username"] is None:
         reader.error(_line(node, "password_file"), "uplink.password_file", "a password needs a username")
     return UplinkConfig(tls=tls, **values)
 
 
-def _devices(node: Any, reader: Reader, line: int) -> tuple[DeviceConfig, ...] | None:
+def _devices(node: Any, reader: Reader, line: int, priorities: tuple[str, ...]) -> tuple[DeviceConfig, ...] | None:
     items = reader.items(node, "devices", line)
     if not items and node is not None:
         return None
     devices, device_names, tag_names = [], {}, {}
     for item, path, item_line in items:
-        device = _device(item, path, item_line, reader, tag_names)
+        device = _device(item, path, item_line, reader, tag_names, priorities)
         if device is None:
             continue
         if device.name in device_names:
@@ -267,7 +363,7 @@ def _enabled(item: Any) -> bool:
 
 
 def _device(node: Any, path: str, line: int, reader: Reader,
-            tag_names: dict[str, int]) -> DeviceConfig | None:
+            tag_names: dict[str, int], priorities: tuple[str, ...]) -> DeviceConfig | None:
     if not isinstance(node, dict) or "driver" not in node or node["driver"] not in drivers.DRIVERS:
         reader.section(node, path, line, DEVICE_FIELDS)  # reports what is wrong, including the driver
         return None
@@ -281,7 +377,7 @@ def _device(node: Any, path: str, line: int, reader: Reader,
         settings = driver.build_settings(values, reader, path, line)
     tags, addresses = [], []
     for tag_node, tag_path, tag_line in reader.items(node.get("tags"), f"{path}.tags", _line(node, "tags")):
-        tag = _tag(tag_node, tag_path, tag_line, reader, driver, common["name"])
+        tag = _tag(tag_node, tag_path, tag_line, reader, driver, common["name"], priorities)
         if tag is None:
             continue
         if tag.name in tag_names:
@@ -298,43 +394,19 @@ def _device(node: Any, path: str, line: int, reader: Reader,
                         settings, tuple(tags), line)
 
 
-def _tag(node: Any, path: str, line: int, reader: Reader, driver: Any, device: str) -> TagConfig | None:
+def _tag(node: Any, path: str, line: int, reader: Reader, driver: Any, device: str,
+         priorities: tuple[str, ...]) -> TagConfig | None:
     values = reader.section(node, path, line, {**TAG_FIELDS, **driver.TAG_FIELDS})
     if values is None or len(values) != len(TAG_FIELDS) + len(driver.TAG_FIELDS):
         return None
     own = {key: values.pop(key) for key in list(TAG_FIELDS)}
     address = driver.build_address(values, reader, path, Reader.key_line(node, "address"))
     low, high = own.pop("range") or (None, None)
-    alarms = _alarms(own.pop("alarms"), f"{path}.alarms", _line(node, "alarms"), reader, low, high)
-    if address is None or alarms is False:
+    alarms_node = own.pop("alarms")
+    alarms = rules_config.parse_tag_alarms(alarms_node, f"{path}.alarms", _line(node, "alarms"), reader,
+                                           TagInfo(own["name"], own["unit"], low, high), priorities)
+    if address is None or (alarms_node is not None and alarms is None):
         return None
     return TagConfig(device=device, address=address, line=line, range_low=low, range_high=high,
-                     alarms=alarms or None, **own)
+                     alarms=alarms, **own)
 
-
-def _alarms(node: Any, path: str, line: int, reader: Reader,
-            low: float | None, high: float | None) -> AlarmLimits | None | bool:
-    """Limit alarms, or None when absent, or False when invalid (issues recorded)."""
-    if node is None:
-        return None
-    values = reader.section(node, path, line, ALARM_FIELDS)
-    if values is None or len(values) != len(ALARM_FIELDS):
-        return False
-    ordered = [(key, values[key]) for key in ("ll", "l", "h", "hh") if values[key] is not None]
-    if not ordered:
-        reader.error(line, path, "no limit given: set at least one of hh, h, l, ll")
-        return False
-    ok = True
-    for (lower_key, lower), (upper_key, upper) in zip(ordered, ordered[1:]):
-        if not lower < upper:
-            reader.error(Reader.key_line(node, upper_key), f"{path}.{upper_key}",
-                         f"limits must rise ll < l < h < hh, but {upper_key.upper()} {upper} is not above "
-                         f"{lower_key.upper()} {lower}")
-            ok = False
-    if low is not None and high is not None:
-        for key, limit in ordered:
-            if not low <= limit <= high:
-                reader.error(Reader.key_line(node, key), f"{path}.{key}",
-                             f"{key.upper()} {limit} lies outside the range {low}..{high} and could never be reached")
-                ok = False
-    return AlarmLimits(**values) if ok else False

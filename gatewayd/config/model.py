@@ -9,20 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-@dataclass(frozen=True)
-class AlarmLimits:
-    """Analog limit alarms of one tag, in engineering units. A limit that is None is not configured.
-
-    The alarm returns only when the value is back past the limit by `deadband` (ISA-18.2).
-    """
-
-    hh: float | None = None
-    h: float | None = None
-    l: float | None = None  # noqa: E741 - the standard's own name for the low limit
-    ll: float | None = None
-    deadband: float = 0.0
-    priority: str = "medium"
+from rules.model import RulesConfig, TagAlarmConfig
 
 
 @dataclass(frozen=True)
@@ -43,7 +30,7 @@ class TagConfig:
     production_unit: str = ""
     deadband: float = 0.0
     max_interval: float = 60.0
-    alarms: AlarmLimits | None = None
+    alarms: TagAlarmConfig | None = None  # limit alarms (rules.config.parse_tag_alarms)
 
     def metadata(self) -> dict[str, Any]:
         """The descriptive fields that travel upstream with the tag, empty ones left out."""
@@ -88,6 +75,8 @@ class GatewayIdentity:
 class StoreConfig:
     path: Path
     synchronous: str = "full"
+    max_bytes: int = 1 << 30  # disk budget of the outbox (store.retention)
+    thinning: float = 0.0  # seconds: keep one sample per tag per this much before evicting; 0 evicts
 
 
 @dataclass(frozen=True)
@@ -95,6 +84,28 @@ class TlsConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A secret that systemd hands the service (`LoadCredential=NAME:...`), written `credential:NAME`.
+
+    It lives in $CREDENTIALS_DIRECTORY only while the service runs, so it is resolved at start
+    (gatewayd.systemd.secret_path), not when the file is checked.
+    """
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"credential:{self.name}"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where the Prometheus endpoint listens; absent means no endpoint."""
+
+    host: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -106,12 +117,14 @@ class UplinkConfig:
     topic_prefix: str
     client_id: str
     username: str | None
-    password_file: Path | None
-    signing_key: Path
+    password_file: Path | Credential | None
+    signing_key: Path | Credential
     keepalive: float = 30.0
     batch_max_rows: int = 5000
     max_inflight: int = 4
     ack_timeout: float = 15.0
+    live_share: float = 0.2  # during a backfill, this share of batches carries the newest rows
+    max_bytes_per_second: int | None = None  # upstream rate limit; None: unlimited
 
     def topic(self, gateway_id: str) -> str:
         return f"{self.topic_prefix}/{gateway_id}/batch"
@@ -125,6 +138,8 @@ class Config:
     store: StoreConfig
     uplink: UplinkConfig
     tags: tuple[TagConfig, ...] = field(default=())
+    rules: RulesConfig = field(default_factory=RulesConfig)  # the `rules:` section (docs/rules.md)
+    metrics: MetricsConfig | None = None  # the `metrics:` section: the Prometheus endpoint, off when absent
 
     def tag_names(self) -> list[str]:
         return [tag.name for tag in self.tags]

@@ -11,15 +11,16 @@ from pathlib import Path
 import drivers
 from gatewayd.config import load
 from gatewayd.config.schema import Field
+from rules.config import reference_sections
 
 SECTIONS = [
     ("gateway", load.GATEWAY_FIELDS),
     ("devices[] (every driver)", load.DEVICE_FIELDS),
     ("devices[].tags[] (every driver)", load.TAG_FIELDS),
-    ("devices[].tags[].alarms", load.ALARM_FIELDS),
     ("store", load.STORE_FIELDS),
     ("uplink", load.UPLINK_FIELDS),
     ("uplink.tls", load.TLS_FIELDS),
+    ("metrics", load.METRICS_FIELDS),
 ]
 
 
@@ -49,6 +50,7 @@ def render() -> str:
         schema = drivers.schema(kind)
         sections += [(f"devices[] with `driver: {kind}`", schema.DEVICE_FIELDS),
                      (f"devices[].tags[] with `driver: {kind}`", schema.TAG_FIELDS)]
+    sections += reference_sections()
     return "\n\n".join(table(title, fields) for title, fields in sections) + "\n"
 
 

@@ -7,6 +7,14 @@ a PUBACK can never be processed before the publish that it answers was recorded.
 paho's in-memory queue is never trusted: a batch is republished from the store when its PUBACK has
 not come within `ack_timeout`, and after a restart every batch built but not acknowledged is sent
 again with the same bytes and sequence number (the receiver deduplicates by sequence).
+
+Backfill: after an outage the stored rows go oldest first, but a `live_share` of the batches built
+while a backlog remains carries the newest rows instead, so the platform's live view stays current
+while the backlog drains. Sequence numbers follow build order, so during a backfill the rows of
+consecutive seqs are not in time order (docs/uplink.md, docs/reliability.md). An optional rate limit
+(`max_bytes_per_second`, a token bucket allowing one second of burst) paces every publish, republishes
+included. A full disk makes building and acknowledging fail for a while: both are retried, the
+loop never dies of it.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import ssl
 import time
 from collections import deque
@@ -23,7 +32,7 @@ import paho.mqtt.client as mqtt
 
 from gatewayd.config.model import UplinkConfig
 from gatewayd.uplink.batch import encode_batch
-from store import Batch, Store
+from store import Batch, Store, is_disk_full
 
 log = logging.getLogger("gatewayd.uplink")
 
@@ -39,6 +48,9 @@ class UplinkStats:
     rows_acknowledged: int = 0
     bytes_published: int = 0
     rejected: int = 0
+    live_batches: int = 0
+    throttled: int = 0
+    store_errors: int = 0
     last_ack_monotonic: float = 0.0
 
 
@@ -72,6 +84,10 @@ class Publisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._stopping = False
+        self._live_credit = 0.0
+        self._unacknowledged: list[int] = []  # PUBACKed seqs whose delete failed on a full disk
+        self._allowance = float(config.max_bytes_per_second or 0)
+        self._refilled = time.monotonic()
 
     def wake(self) -> None:
         """Called after each store commit: there may be rows to send."""
@@ -152,24 +168,72 @@ class Publisher:
         del self._inflight[seq]
         for stale_mid in [m for m, s in self._by_mid.items() if s == seq]:
             del self._by_mid[stale_mid]  # earlier publishes of the same batch
-        self.stats.rows_acknowledged += self.store.acknowledge(seq)
         self.stats.acknowledged += 1
         self.stats.last_ack_monotonic = time.monotonic()
+        self._unacknowledged.append(seq)
+        self._delete_acknowledged()
         self._wake.set()
 
+    def _delete_acknowledged(self) -> None:
+        while self._unacknowledged:
+            try:
+                self.stats.rows_acknowledged += self.store.acknowledge(self._unacknowledged[0])
+            except sqlite3.Error as exc:
+                self._store_error(exc, "deleting acknowledged rows")
+                return
+            self._unacknowledged.pop(0)
+
+    def _store_error(self, exc: sqlite3.Error, doing: str) -> None:
+        if not is_disk_full(exc):
+            raise exc
+        self.stats.store_errors += 1
+        level = logging.WARNING if self.stats.store_errors == 1 else logging.DEBUG
+        log.log(level, "store error while %s (%s); retried", doing, exc)
+
     def _pump(self) -> None:
+        self._delete_acknowledged()
         if not self.stats.connected:
             return
         now = time.monotonic()
         for flight in list(self._inflight.values()):
-            if now - flight.sent_at >= self.config.ack_timeout:
+            if now - flight.sent_at >= self.config.ack_timeout and self._may_send():
                 self.stats.republished += 1
                 self._publish(flight.batch)
-        while len(self._inflight) < self.config.max_inflight:
-            batch = self._unsent.popleft() if self._unsent else self.store.build_batch(
-                self.config.batch_max_rows, self._encode)
+        while len(self._inflight) < self.config.max_inflight and self._may_send():
+            batch = self._unsent.popleft() if self._unsent else self._build()
             if batch is None or not self._publish(batch):
                 break
+
+    def _build(self) -> Batch | None:
+        """The next batch: oldest rows first, but the newest rows for `live_share` of them during a backfill."""
+        limit = self.config.batch_max_rows
+        self._live_credit += self.config.live_share
+        newest = self._live_credit >= 1.0
+        try:
+            batch = self.store.build_batch(limit, self._encode, newest=newest)
+        except sqlite3.Error as exc:
+            self._store_error(exc, "building a batch")
+            return None
+        if newest:
+            self._live_credit -= 1.0
+            self.stats.live_batches += 1
+        if batch is None or batch.rows < limit:
+            self._live_credit = 0.0  # caught up: no backlog to interleave with
+        return batch
+
+    def _may_send(self) -> bool:
+        """Token bucket: refill at the rate, hold at most one second's worth; a publish may overdraw it."""
+        rate = self.config.max_bytes_per_second
+        if not rate:
+            return True
+        now = time.monotonic()
+        self._allowance = min(float(rate), self._allowance + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._allowance > 0:
+            return True
+        self.stats.throttled += 1
+        self._loop.call_later(-self._allowance / rate, self._wake.set)
+        return False
 
     def _encode(self, content, seq: int, prev_hash: bytes) -> bytes:
         return encode_batch(content, gateway_id=self.gateway_id, boot_id=self.boot_id, seq=seq,
@@ -187,6 +251,7 @@ class Publisher:
         self._inflight[batch.seq] = _InFlight(batch, info.mid, time.monotonic())
         self.stats.batches_published += 1
         self.stats.bytes_published += len(batch.envelope)
+        self._allowance -= len(batch.envelope)
         return True
 
     @property

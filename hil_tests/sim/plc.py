@@ -1,7 +1,7 @@
 """A simulated PLC: the plant of `layout.py` served over Modbus TCP, with a small process model.
 
     python -m hil_tests.sim.plc --port PORT --tags N [--host 127.0.0.1] [--device-id 1]
-                                [--period 1.0] [--seed S]
+                                [--period 1.0] [--seed S] [--overrides]
 
 Prints "READY <port>" on stdout once listening (with --port 0 the system picks the port), and exits
 with status 0 on SIGTERM or SIGINT. It runs as its own process so that tests can kill (SIGKILL),
@@ -12,6 +12,9 @@ generic values) and encodes it into one uint16 image per table. The pymodbus ser
 copies the requested slice of the image into its registers before answering, so a read always sees
 the latest step and the server never encodes anything itself. Writes are refused with ILLEGAL ADDRESS
 except a single-register write to the MARKER register, which benchmarks use to time the gateway.
+With `--overrides` (tests only) any holding register may be written, as an engineer forces a value
+in a real PLC: the register then keeps the written value and the process model no longer drives it,
+so a test can raise an alarm or flip a bypass switch at a moment of its choosing.
 """
 
 from __future__ import annotations
@@ -133,7 +136,9 @@ class RegisterImages:
 class SimulatedPlc:
     """The plant model, its register images, and the pymodbus device that serves them."""
 
-    def __init__(self, tags: Sequence[dict[str, Any]], seed: int | None) -> None:
+    def __init__(self, tags: Sequence[dict[str, Any]], seed: int | None, overrides: bool = False) -> None:
+        self.overrides = overrides
+        self.forced: dict[int, int] = {}  # holding address -> raw value written by a test (--overrides)
         self.rng = np.random.default_rng(seed)
         self.tank = Tank(self.rng)
         self.tank_rows = {tag["name"]: index for index, tag in enumerate(tags) if tag["name"] in Tank.TAGS}
@@ -155,6 +160,12 @@ class SimulatedPlc:
         walk = self.rng.normal(0.0, 0.002 * np.sqrt(max(dt, 0.0)), len(self.generic)) * self.span
         self.values[self.generic] = np.clip(self.values[self.generic] + walk, self.low, self.low + self.span)
         self.images.encode(self.values)
+        self._apply_forced()
+
+    def _apply_forced(self) -> None:
+        holding = self.images.images["holding"]
+        for address, raw in self.forced.items():
+            holding[address] = raw
 
     def device(self, device_id: int) -> SimDevice:
         """A pymodbus device whose every register of each image is readable, holes included."""
@@ -173,6 +184,11 @@ class SimulatedPlc:
         """
         table = FUNCTION_TABLES.get(function_code)
         if set_values is not None:
+            if self.overrides and function_code in MARKER_WRITES \
+                    and address + len(set_values) <= len(self.images.images["holding"]):
+                self.forced.update((address + k, int(raw)) for k, raw in enumerate(set_values))
+                self._apply_forced()
+                return None
             if function_code not in MARKER_WRITES or address != MARKER_ADDRESS or len(set_values) != 1:
                 return ExcCodes.ILLEGAL_ADDRESS
             self.images.images["holding"][MARKER_ADDRESS] = int(set_values[0])
@@ -197,11 +213,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device-id", type=int, default=1, help="Modbus unit id to answer")
     parser.add_argument("--period", type=float, default=1.0, help="seconds between model steps")
     parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
+    parser.add_argument("--overrides", action="store_true",
+                        help="tests only: accept writes to any holding register and hold the written value")
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> int:
-    plc = SimulatedPlc(plant_tags(args.tags), args.seed)
+    plc = SimulatedPlc(plant_tags(args.tags), args.seed, args.overrides)
     server = ModbusTcpServer(plc.device(args.device_id), address=(args.host, args.port))
     try:
         await server.serve_forever(background=True)

@@ -1,0 +1,350 @@
+"""The control socket: operators act on the running daemon (`gatewayd ack ...`) through it.
+
+A Unix stream socket at `<gateway.runtime_dir>/control.sock`, created mode 0660 (its directory, when
+the daemon creates it, 0750): the file permissions decide who may act, the daemon's user and its
+group. Every action is audited with the peer's account from the kernel (SO_PEERCRED), so the record
+names who acted even when the optional `user` name in the request is left out.
+
+Protocol: one JSON object per line each way, any number of requests per connection.
+
+    -> {"cmd": "ack", "alarm": "PT101.HH", "reason": "seen on the DCS", "user": "j.wang"}
+    <- {"ok": true, "result": {...}}          or   {"ok": false, "error": "the alarm is NORM; ..."}
+
+Commands are handlers registered by name in `ControlServer.handlers`, so other parts of the daemon
+add theirs without touching the dispatch here. A handler is called as `handler(request, peer)`:
+- a function or coroutine function returns the result: one response line;
+- an async generator streams: every value it yields is a line `{"ok": true, "result": value}`, and
+  its end a line `{"ok": true, "end": true}`; the stream stops when the client disconnects.
+A handler refuses with `CommandError` (or any ValueError, such as the rules' ActionError): the
+client gets `{"ok": false, "error": message}` and the connection stays usable.
+
+`call()` and `stream()` are the client side, used by the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gatewayd.types import Event
+
+log = logging.getLogger("gatewayd.control")
+
+SOCKET_NAME = "control.sock"
+SOCKET_UMASK = 0o117  # the socket file comes out rw-rw----
+DIRECTORY_MODE = 0o750
+MAX_LINE = 1 << 20  # bytes of one request or response line
+Handler = Callable[[dict[str, Any], "Peer"], Any]
+
+
+class CommandError(ValueError):
+    """A request the daemon refuses; the message tells the operator why."""
+
+
+class ControlError(RuntimeError):
+    """The client cannot reach the daemon, or the socket cannot be set up; the message says why."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The process on the other end of a connection, as the kernel reports it."""
+
+    pid: int
+    uid: int
+    gid: int
+    user: str  # account name, or the uid as text when it has no name
+
+
+def peer_of(sock: Any) -> Peer:
+    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                       struct.calcsize("3i")))
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    return Peer(pid, uid, gid, user)
+
+
+def socket_path(runtime_dir: Path) -> Path:
+    return Path(runtime_dir) / SOCKET_NAME
+
+
+def _dumps(message: Mapping[str, Any]) -> bytes:
+    return (json.dumps(message, default=_json_default) + "\n").encode()
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays in results
+        return obj.tolist()
+    raise TypeError(f"{obj!r} ({type(obj).__name__}) is not JSON-serialisable")
+
+
+# ------------------------------------------------------------------------------------------ server
+
+class ControlServer:
+    """`await server.start()` listens; `await server.close()` stops listening, ends open connections
+    and removes the socket file. Register commands in `handlers` before or after starting."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.handlers: dict[str, Handler] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        directory = self.path.parent
+        if not directory.exists():
+            directory.mkdir(mode=DIRECTORY_MODE, parents=True)
+        self._remove_stale_socket()
+        previous = os.umask(SOCKET_UMASK)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
+        finally:
+            os.umask(previous)
+        log.info("control socket listening at %s", self.path)
+
+    def _remove_stale_socket(self) -> None:
+        """A socket left by a crashed daemon is removed; one that answers belongs to a running daemon."""
+        try:
+            mode = self.path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise ControlError(f"{self.path} exists and is not a socket; remove it or change gateway.runtime_dir")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.path))
+            except ConnectionRefusedError:
+                self.path.unlink()
+                return
+        raise ControlError(f"another gatewayd answers on {self.path}; two daemons must not share a runtime_dir")
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._connections.add(task)
+        try:
+            peer = peer_of(writer.get_extra_info("socket"))
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # longer than MAX_LINE: the stream cannot be resynchronised
+                    await self._send(writer, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+                    break
+                if not line:
+                    break
+                await self._answer(line, peer, writer)
+        except ConnectionError:
+            pass  # the client went away; nothing to answer
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _answer(self, line: bytes, peer: Peer, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                raise CommandError('a request is a JSON object with "cmd"')
+            handler = self.handlers.get(request["cmd"])
+            if handler is None:
+                raise CommandError(f"unknown command {request['cmd']!r}; known: {', '.join(sorted(self.handlers))}")
+            result = handler(request, peer)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    await self._send(writer, {"ok": True, "result": item})
+                await self._send(writer, {"ok": True, "end": True})
+                return
+            if inspect.isawaitable(result):
+                result = await result
+        except json.JSONDecodeError as exc:
+            await self._send(writer, {"ok": False, "error": f"not JSON: {exc}"})
+            return
+        except ValueError as exc:  # CommandError, the rules' ActionError
+            await self._send(writer, {"ok": False, "error": str(exc)})
+            return
+        except ConnectionError:
+            raise
+        except Exception as exc:
+            log.exception("control command %r from %s failed", line[:200], peer.user)
+            await self._send(writer, {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"})
+            return
+        await self._send(writer, {"ok": True, "result": result})
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, message: Mapping[str, Any]) -> None:
+        writer.write(_dumps(message))
+        await writer.drain()
+
+
+# ------------------------------------------------------------------------------------------ client
+
+def _connect(path: Path, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise ControlError(f"gatewayd is not running (nothing answers on {path})") from None
+    except PermissionError:
+        sock.close()
+        raise ControlError(f"permission denied on {path}: operators need to be in the group that owns it "
+                           f"(see `ls -l {path}`)") from None
+    except OSError as exc:
+        sock.close()
+        raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _responses(sock: socket.socket, request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    sock.sendall(_dumps(request))
+    with sock.makefile("rb") as lines:
+        for line in lines:
+            yield json.loads(line)
+    raise ControlError("gatewayd closed the connection without answering (is it stopping?)")
+
+
+def call(path: Path, request: Mapping[str, Any], timeout: float = 30.0) -> Any:
+    """Send one request and return its result; raises CommandError when refused, ControlError when
+    the daemon cannot be reached."""
+    with _connect(path, timeout) as sock:
+        try:
+            response = next(_responses(sock, request))
+        except TimeoutError:
+            raise ControlError(f"gatewayd did not answer on {path} within {timeout:g} s "
+                               f"(it compiles its rule kernels while starting)") from None
+    if not response.get("ok"):
+        raise CommandError(response.get("error", "refused"))
+    return response.get("result")
+
+
+def stream(path: Path, request: Mapping[str, Any], timeout: float | None = None) -> Iterator[Any]:
+    """Send a streaming request and yield each result until the daemon ends the stream."""
+    with _connect(path, timeout) as sock:
+        for response in _responses(sock, request):
+            if not response.get("ok"):
+                raise CommandError(response.get("error", "refused"))
+            if response.get("end"):
+                return
+            yield response.get("result")
+
+
+# ------------------------------------------------------------------------------------------ rule commands
+
+ALARM_ACTIONS = ("ack", "shelve", "unshelve", "out_of_service", "return_to_service", "reset")
+
+
+def _text(request: Mapping[str, Any], key: str, required: bool = True) -> str:
+    value = request.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise CommandError(f"{key!r} is required (text)")
+    return value
+
+
+def _seconds(request: Mapping[str, Any], key: str) -> float:
+    value = request.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CommandError(f"{key!r} is required (seconds)")
+    return float(value)
+
+
+def _stamp(events: Sequence[Event], peer: Peer, operator: str) -> list[Event]:
+    """Add the kernel-reported account (and the operator's name, if given) to every audit record."""
+    stamped = []
+    for event in events:
+        if event.kind == "audit":
+            data = {**event.data, "account": peer.user, "uid": peer.uid, "pid": peer.pid}
+            message = event.message
+            if operator:
+                data["operator"] = operator
+                message += f" (operator {operator})"
+            event = replace(event, message=message, data=data)
+        stamped.append(event)
+    return stamped
+
+
+def _described(events: Sequence[Event]) -> list[dict[str, Any]]:
+    return [{"kind": event.kind, "message": event.message, "priority": int(event.priority), "data": event.data}
+            for event in events]
+
+
+def rule_handlers(engine: Any, commit: Callable[[Sequence[Event]], None]) -> dict[str, Handler]:
+    """The operator commands over a `rules.engine.RuleEngine`. `commit(events)` stores an action's
+    events like a scan's (so they go upstream) and saves the engine's state."""
+
+    def alarms(request: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        return engine.alarms(include_normal=bool(request.get("all")))
+
+    def action(name: str) -> Handler:
+        def handle(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+            operator = _text(request, "user", required=False)
+            options = {}
+            if name == "shelve":
+                options = {"duration": _seconds(request, "duration"), "one_shot": bool(request.get("one_shot"))}
+            events = engine.act(name, _text(request, "alarm"), peer.user, _text(request, "reason", required=False),
+                                **options)
+            events = _stamp(events, peer, operator)
+            commit(events)
+            return {"events": _described(events)}
+        return handle
+
+    def bypass_authorize(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        tags = request.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            raise CommandError("'tags' is a list of tag names")
+        unknown = [tag for tag in tags if tag not in engine.tag_rows]
+        if unknown:
+            raise CommandError(f"not tags of this gateway: {', '.join(unknown)}")
+        events = engine.bypass_authorize(
+            _text(request, "interlock"), reason=_text(request, "reason"), permit=_text(request, "permit"),
+            approved_by=_text(request, "approved_by"), requested_by=_text(request, "requested_by"),
+            duration=_seconds(request, "duration"), measures=_text(request, "measures"), affected_tags=tags)
+        events = _stamp(events, peer, _text(request, "user", required=False))
+        commit(events)
+        authorization = next(event.data["authorization"] for event in events if event.kind == "audit")
+        return {"authorization": authorization, "events": _described(events)}
+
+    def bypass_revoke(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        authorization = request.get("id")
+        if isinstance(authorization, bool) or not isinstance(authorization, int):
+            raise CommandError("'id' is required (the authorization number from `bypass list`)")
+        events = engine.bypass_revoke(authorization, user=peer.user, reason=_text(request, "reason"))
+        events = _stamp(events, peer, _text(request, "user", required=False))
+        commit(events)
+        return {"events": _described(events)}
+
+    def bypass_list(request: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        return engine.bypass_list(include_closed=bool(request.get("all")))
+
+    def interlocks(request: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        return engine.interlocks()
+
+    handlers: dict[str, Handler] = {"alarms": alarms, "interlocks": interlocks, "bypass_authorize": bypass_authorize,
+                                    "bypass_revoke": bypass_revoke, "bypass_list": bypass_list}
+    handlers.update({name: action(name) for name in ALARM_ACTIONS})
+    return handlers

@@ -1,0 +1,251 @@
+"""Prometheus metrics, read from the live objects at scrape time: nothing is counted on the hot path.
+
+The drivers, scanner, store and publisher already keep their counters; a scrape asks the event loop
+for one consistent snapshot of them (`snapshot`, run on the loop thread, where the store may be
+used) and turns it into metric families in the HTTP server's thread (`families`, a pure function).
+A stalled event loop therefore shows as a failed scrape, not as stale figures.
+
+    server = MetricsServer(daemon, asyncio.get_running_loop(), "127.0.0.1", 9108)
+    server.start()          # raises OSError when the address is taken
+    ...
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from rules import isa
+
+SCRAPE_TIMEOUT = 5.0  # seconds the loop may take to answer before the scrape fails
+
+# driver attribute -> (metric name, kind, help); a driver kind without the attribute is left out
+DEVICE_METRICS = {
+    "polls": ("gatewayd_device_polls_total", "counter", "polls in which the device answered"),
+    "failures": ("gatewayd_device_poll_failures_total", "counter", "failed polls and connection attempts"),
+    "reconnects": ("gatewayd_device_reconnects_total", "counter", "connections made after the first"),
+    "block_errors": ("gatewayd_device_block_errors_total", "counter",
+                     "register blocks that failed while others were read"),
+    "skipped_ticks": ("gatewayd_device_skipped_ticks_total", "counter", "poll ticks lost to overrunning polls"),
+    "last_poll_latency": ("gatewayd_device_poll_latency_seconds", "gauge", "duration of the last answered poll"),
+    "requests_per_poll": ("gatewayd_device_requests_per_poll", "gauge", "read requests one poll makes"),
+}
+
+# ScanStats field -> (metric name, kind, help)
+SCAN_METRICS = {
+    "scans": ("gatewayd_scans_total", "counter", "scan ticks run"),
+    "samples": ("gatewayd_samples_total", "counter", "samples committed to the store"),
+    "events": ("gatewayd_events_total", "counter", "events committed to the store"),
+    "last_rules_seconds": ("gatewayd_rules_seconds", "gauge", "time the rule kernels took in the last scan"),
+    "last_scan_seconds": ("gatewayd_scan_seconds", "gauge", "time the last scan took, store commit included"),
+    "state_saves": ("gatewayd_rule_state_saves_total", "counter", "alarm and bypass state saved to the store"),
+}
+
+# StoreStats field -> (metric name, kind, help); `oldest_pending_ts` becomes an age, see store_families
+STORE_METRICS = {
+    "rows_pending": ("gatewayd_store_rows_pending", "gauge", "rows in no batch yet"),
+    "rows_inflight": ("gatewayd_store_rows_inflight", "gauge", "rows in batches not yet acknowledged"),
+    "batches_pending": ("gatewayd_store_batches_pending", "gauge", "batches built and not yet acknowledged"),
+    "db_bytes": ("gatewayd_store_bytes", "gauge", "database and WAL size on disk"),
+    "used_bytes": ("gatewayd_store_used_bytes", "gauge", "bytes the disk budget counts"),
+    "last_seq": ("gatewayd_store_last_seq", "gauge", "sequence number of the newest batch"),
+    "evicted": ("gatewayd_store_evicted_samples_total", "counter",
+                "samples evicted or thinned for the disk budget, over the database's life"),
+    "gap_records": ("gatewayd_store_gap_records_total", "counter", "gap records written for evictions"),
+}
+STORE_DERIVED = {"oldest_pending_ts"}
+
+# UplinkStats field -> (metric name, kind, help); `last_ack_monotonic` becomes an age, see uplink_families
+UPLINK_METRICS = {
+    "connected": ("gatewayd_uplink_connected", "gauge", "1 while connected to the broker"),
+    "connects": ("gatewayd_uplink_connects_total", "counter", "connections to the broker"),
+    "disconnects": ("gatewayd_uplink_disconnects_total", "counter", "broker connections lost"),
+    "batches_published": ("gatewayd_uplink_batches_published_total", "counter", "batches published"),
+    "republished": ("gatewayd_uplink_batches_republished_total", "counter",
+                    "batches published again after an acknowledgement timeout"),
+    "acknowledged": ("gatewayd_uplink_batches_acknowledged_total", "counter", "batches the broker acknowledged"),
+    "rows_acknowledged": ("gatewayd_uplink_rows_acknowledged_total", "counter",
+                          "samples and events deleted after acknowledgement"),
+    "bytes_published": ("gatewayd_uplink_bytes_published_total", "counter", "envelope bytes published"),
+    "rejected": ("gatewayd_uplink_batches_rejected_total", "counter", "batches the broker refused"),
+    "live_batches": ("gatewayd_uplink_live_batches_total", "counter",
+                     "batches of the newest rows sent between backfill batches"),
+    "throttled": ("gatewayd_uplink_throttled_total", "counter", "sends held back by the upstream rate limit"),
+    "store_errors": ("gatewayd_uplink_store_errors_total", "counter",
+                     "store errors (disk full) while building or acknowledging batches"),
+}
+UPLINK_DERIVED = {"last_ack_monotonic"}
+
+ALARM_STATES = ("active", "unacknowledged", "shelved", "suppressed", "out_of_service")
+
+
+def snapshot(daemon: Any) -> dict[str, Any]:
+    """Plain figures from the live objects; call on the event loop thread (the store is not thread-safe)."""
+    devices = []
+    for name, driver in daemon.drivers.items():
+        figures = {key: getattr(driver, key) for key in DEVICE_METRICS if hasattr(driver, key)}
+        devices.append({"name": name, "up": not getattr(driver, "is_down", False), **figures})
+    engine = daemon.scanner.engine
+    return {
+        "wall": time.time(),
+        "monotonic": time.monotonic(),
+        "devices": devices,
+        "scan": asdict(daemon.scanner.stats),
+        "store": asdict(daemon.store.stats()),
+        "uplink": {**asdict(daemon.publisher.stats), "inflight": daemon.publisher.inflight},
+        "rules": engine.metrics(),
+        "alarm_states": alarm_states(engine),
+    }
+
+
+def alarm_states(engine: Any) -> list[tuple[str, str, int]]:
+    """(priority, ISA-18.2 state, count) of the alarms not in NORM; only those are visited."""
+    states = engine.arrays.state
+    counts = Counter((engine.infos[i].priority, isa.STATE_NAMES[int(states[i])])
+                     for i in (states != isa.NORM).nonzero()[0].tolist())
+    return [(priority, state, count) for (priority, state), count in sorted(counts.items())]
+
+
+def _family(name: str, kind: str, help_text: str, labels: Iterable[str] = ()) -> Metric:
+    # prometheus_client appends _total to counters itself
+    if kind == "counter":
+        return CounterMetricFamily(name.removesuffix("_total"), help_text, labels=list(labels))
+    return GaugeMetricFamily(name, help_text, labels=list(labels))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+        return float(value)
+    return None
+
+
+def _table(figures: dict[str, Any], table: dict[str, tuple[str, str, str]]) -> Iterator[Metric]:
+    for key, (name, kind, help_text) in table.items():
+        value = _number(figures.get(key))
+        if value is not None:
+            family = _family(name, kind, help_text)
+            family.add_metric([], value)
+            yield family
+
+
+def device_families(devices: list[dict[str, Any]]) -> Iterator[Metric]:
+    up = GaugeMetricFamily("gatewayd_device_up", "1 while the device answers its polls", labels=["device"])
+    for device in devices:
+        up.add_metric([device["name"]], float(device["up"]))
+    yield up
+    for key, (name, kind, help_text) in DEVICE_METRICS.items():
+        family = _family(name, kind, help_text, ["device"])
+        for device in devices:
+            value = _number(device.get(key))
+            if value is not None:
+                family.add_metric([device["name"]], value)
+        yield family
+
+
+def store_families(store: dict[str, Any], wall: float) -> Iterator[Metric]:
+    yield from _table(store, STORE_METRICS)
+    oldest = store.get("oldest_pending_ts")
+    age = GaugeMetricFamily("gatewayd_store_oldest_unacknowledged_age_seconds",
+                            "age of the oldest row not yet acknowledged; 0 when none waits")
+    age.add_metric([], max(0.0, wall - oldest) if oldest is not None else 0.0)
+    yield age
+
+
+def uplink_families(uplink: dict[str, Any], monotonic: float) -> Iterator[Metric]:
+    yield from _table(uplink, UPLINK_METRICS)
+    inflight = GaugeMetricFamily("gatewayd_uplink_batches_inflight", "batches published, awaiting acknowledgement")
+    inflight.add_metric([], uplink["inflight"])
+    yield inflight
+    if uplink.get("last_ack_monotonic"):
+        since = GaugeMetricFamily("gatewayd_uplink_last_ack_age_seconds", "time since the last acknowledgement")
+        since.add_metric([], max(0.0, monotonic - uplink["last_ack_monotonic"]))
+        yield since
+
+
+def rules_families(rules: dict[str, Any], states: list[tuple[str, str, int]]) -> Iterator[Metric]:
+    """From the rules engine: alarms by condition and by priority and ISA state, bypassed interlocks, rule time."""
+    alarms = GaugeMetricFamily("gatewayd_alarms", "alarms in each condition", labels=["state"])
+    for state in ALARM_STATES:
+        alarms.add_metric([state], float(rules.get(state, 0)))
+    yield alarms
+    by_priority = GaugeMetricFamily("gatewayd_alarms_by_priority",
+                                    "alarms outside NORM by priority and ISA-18.2 state (UNACK, ACKED, RTNUN, "
+                                    "SHLVD, DSUPR, OOSRV)", labels=["priority", "state"])
+    for priority, state, count in states:
+        by_priority.add_metric([priority, state], float(count))
+    yield by_priority
+    for key, name, help_text in (("alarms", "gatewayd_alarms_configured", "alarms the rules define"),
+                                 ("interlocks", "gatewayd_interlocks_configured", "interlocks supervised"),
+                                 ("bypassed", "gatewayd_interlocks_bypassed", "interlocks now bypassed"),
+                                 ("rules_seconds", "gatewayd_rule_engine_seconds", "last rule evaluation time")):
+        value = _number(rules.get(key))
+        if value is not None:
+            family = GaugeMetricFamily(name, help_text)
+            family.add_metric([], value)
+            yield family
+    analytics = rules.get("analytics") or {}
+    split = analytics.get("priority_split") or {}
+    if split:
+        family = GaugeMetricFamily("gatewayd_alarm_priority_share",
+                                   "share of alarm occurrences by priority band since start", labels=["priority"])
+        for band, share in split.items():
+            family.add_metric([band], float(share))
+        yield family
+
+
+def families(snap: dict[str, Any]) -> list[Metric]:
+    """Every gatewayd metric family of one snapshot (a pure function: tested without a daemon)."""
+    return [*device_families(snap["devices"]), *_table(snap["scan"], SCAN_METRICS),
+            *store_families(snap["store"], snap["wall"]), *uplink_families(snap["uplink"], snap["monotonic"]),
+            *rules_families(snap["rules"], snap["alarm_states"])]
+
+
+class DaemonCollector:
+    """A prometheus_client collector that asks the event loop for a snapshot at every scrape."""
+
+    def __init__(self, daemon: Any, loop: asyncio.AbstractEventLoop):
+        self.daemon, self.loop = daemon, loop
+
+    async def _snapshot(self) -> dict[str, Any]:
+        return snapshot(self.daemon)
+
+    def collect(self) -> Iterator[Metric]:
+        future = asyncio.run_coroutine_threadsafe(self._snapshot(), self.loop)
+        try:
+            snap = future.result(SCRAPE_TIMEOUT)
+        except TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the event loop did not answer within {SCRAPE_TIMEOUT:g} s") from None
+        yield from families(snap)
+
+
+class MetricsServer:
+    """The HTTP endpoint (prometheus_client's, in a thread of its own) with process and daemon metrics."""
+
+    def __init__(self, daemon: Any, loop: asyncio.AbstractEventLoop, host: str, port: int):
+        self.host, self.port = host, port
+        self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu, open fds
+        self.registry.register(DaemonCollector(daemon, loop))
+        self._server = None
+
+    def start(self) -> None:
+        self._server, _ = start_http_server(self.port, self.host, registry=self.registry)
+        self.port = self._server.server_port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

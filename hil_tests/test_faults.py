@@ -1,0 +1,308 @@
+"""Fault injection with real processes: SIGKILL loops, long outages, a flapping broker, a disk budget, a full
+filesystem, and secrets kept out of logs.
+
+`make test` runs each scenario shortened; `make soak` runs the same code full size
+(GATEWAYD_FAULT_SIZE=full). Each scenario prints its figures as one JSON line (`pytest -s` shows them);
+docs/reliability.md quotes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from gatewayd.uplink.batch import decode_body, parse_envelope
+from gatewayd.uplink.receiver import Receiver
+from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
+from hil_tests.harness import Broker, Simulator, plant_config, stop_all
+
+FULL = os.environ.get("GATEWAYD_FAULT_SIZE") == "full"
+SIZE = {
+    "kills": 100 if FULL else 10,
+    "outage_samples": 1_000_000 if FULL else 60_000,
+    "flap_seconds": 120 if FULL else 20,
+    "budget_samples": 400_000 if FULL else 80_000,
+}
+
+
+def figures(scenario: str, **values) -> None:
+    print(json.dumps({"fault": scenario, "size": "full" if FULL else "short", **values}), flush=True)
+
+
+@pytest.fixture
+def fault_plant(tmp_path: Path):
+    """Like plant_factory, with a fast simulator: 1,000 tags changing every 200 ms."""
+    plants: list[Plant] = []
+
+    def build(tags: int = 1000, period: float = 0.2, **config) -> Plant:
+        workdir = tmp_path / f"plant{len(plants)}"
+        broker = Broker(workdir).start()
+        plc = Simulator(workdir, tags, period=period).start()
+        receiver = Receiver("127.0.0.1", broker.port, TOPIC, insecure_plain=True, client_id="hil-platform",
+                            session_expiry=3600)
+        receiver.start()
+        config.setdefault("poll_interval", period)
+        config.setdefault("scan_interval", period)
+        path = plant_config(workdir, gateway_id=GATEWAY_ID, plc_port=plc.port, broker_port=broker.port,
+                            tags=tags, **config)
+        plant = Plant(workdir, broker, plc, receiver, path)
+        plants.append(plant)
+        return plant
+
+    yield build
+    for plant in plants:
+        plant.receiver.stop()
+        stop_all(*plant.processes())
+
+
+def settle(plant: Plant, quiet: float = 3.0, timeout: float = 120.0) -> None:
+    """Wait until no new frame arrived for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    count, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = len(plant.receiver.frames())
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.2)
+
+
+def outbox_rows(plant: Plant) -> int:
+    with contextlib.closing(sqlite3.connect(plant.workdir / "state" / "gatewayd.db", timeout=10)) as conn:
+        return conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+
+def integrity(plant: Plant) -> str:
+    with contextlib.closing(sqlite3.connect(plant.workdir / "state" / "gatewayd.db")) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def sample_keys(plant: Plant) -> list[tuple[str, int]]:
+    """(tag, ts) of every sample the accepted batches carried (one copy per seq, as the verifier dedups)."""
+    return [(batch.body["tags"][index], ts) for batch in plant.report().batches
+            for index, ts in zip(batch.body["samples"]["tag"], batch.body["samples"]["ts"])]
+
+
+def events(plant: Plant) -> list[dict]:
+    return [event for batch in plant.report().batches for event in batch.body["events"]]
+
+
+def wait_rows(plant: Plant, rows: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while (count := outbox_rows(plant)) < rows and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return count
+
+
+def test_crash_loop_loses_and_duplicates_nothing(fault_plant):
+    plant = fault_plant()
+    rnd = random.Random(5)
+    for _ in range(SIZE["kills"]):
+        daemon = plant.start_daemon()
+        time.sleep(rnd.uniform(2.0, 5.0))  # start-up, scanning, publishing: killed wherever it is
+        daemon.kill()
+    last = plant.start_daemon()
+    time.sleep(5)
+    assert last.stop() == 0
+    settle(plant)
+    report = plant.report()
+    keys = sample_keys(plant)
+    figures("crash_loop", kills=SIZE["kills"], batches=report.batches_accepted, samples=len(keys),
+            duplicates_delivered=report.duplicates, boots=len(report.boot_ids), left_in_store=outbox_rows(plant))
+    assert report.ok, report.format()  # every seq from 1 on, chained, signed: nothing built was lost
+    assert 2 <= len(report.boot_ids) <= SIZE["kills"] + 1  # a daemon killed while starting sends nothing
+    assert len(set(keys)) == len(keys), "a sample delivered under two seqs"
+    assert outbox_rows(plant) == 0, "every committed row was acknowledged, so it arrived"
+    assert integrity(plant) == "ok"
+
+
+def test_long_outage_backfills_in_order_while_live_data_stays_fresh(fault_plant):
+    plant = fault_plant()
+    daemon = plant.start_daemon()
+    time.sleep(4)
+    plant.broker.stop()
+    stored = wait_rows(plant, SIZE["outage_samples"], timeout=900)
+    frames_before = len(plant.receiver.frames())
+    plant.restart_broker()
+    restarted = time.time()
+    ages, newest, seen = [], 0, frames_before
+    while time.time() - restarted < 600:
+        frames = plant.receiver.frames()
+        for frame in frames[seen:]:
+            body = decode_body(parse_envelope(frame))
+            if body["samples"]["ts"]:
+                newest = max(newest, max(body["samples"]["ts"]))
+        seen = len(frames)
+        if newest:
+            ages.append(time.time() - newest / 1000)
+        if outbox_rows(plant) < 20_000 and len(ages) > 20:
+            break
+        time.sleep(0.1)
+    backfill_seconds = time.time() - restarted
+    assert daemon.stop() == 0
+    settle(plant)
+    samples, event_count = committed(daemon)
+    report = plant.report()
+    steady = ages[len(ages) // 10:]  # after the broker's and receiver's reconnect
+    figures("long_outage", stored_during_outage=stored, backfill_seconds=round(backfill_seconds, 1),
+            live_age_max_s=round(max(steady), 3), live_age_median_s=round(sorted(steady)[len(steady) // 2], 3),
+            committed=samples, received=report.samples, lost=samples - report.samples)
+    assert report.ok, report.format()
+    assert (report.samples, report.events) == (samples, event_count), "exactly once after dedup"
+    assert max(steady) < 1.5, f"live data fell behind during the backfill: {max(steady):.2f} s"
+    assert outbox_rows(plant) == 0, "the store shrank back"
+    per_tag: dict[str, list[int]] = {}
+    for tag, ts in sample_keys(plant):
+        per_tag.setdefault(tag, []).append(ts)
+    assert all(len(set(times)) == len(times) for times in per_tag.values())
+
+
+def test_flapping_broker_loses_nothing_and_leaks_nothing(fault_plant):
+    plant = fault_plant(tags=500)
+    daemon = plant.start_daemon()
+    time.sleep(5)
+    pid = daemon.proc.pid
+
+    def measure() -> tuple[int, float]:
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        with open(f"/proc/{pid}/status") as fh:
+            rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+        return fds, rss
+
+    rnd = random.Random(7)
+    start_fds, start_rss = measure()
+    flaps, until = 0, time.monotonic() + SIZE["flap_seconds"]
+    while time.monotonic() < until:
+        plant.broker.stop()
+        time.sleep(rnd.uniform(1, 5))
+        plant.restart_broker()
+        flaps += 1
+        time.sleep(rnd.uniform(1, 5))
+    time.sleep(5)
+    end_fds, end_rss = measure()
+    assert daemon.stop() == 0
+    settle(plant)
+    samples, event_count = committed(daemon)
+    report = plant.report()
+    figures("broker_flapping", flaps=flaps, committed=samples, received=report.samples,
+            lost=samples - report.samples, duplicates_delivered=report.duplicates,
+            fds=[start_fds, end_fds], rss_mib=[round(start_rss, 1), round(end_rss, 1)])
+    assert report.ok, report.format()
+    assert (report.samples, report.events) == (samples, event_count)
+    assert end_fds <= start_fds + 2, "file descriptors leak on reconnect"
+    assert end_rss - start_rss < 30, "memory grows with reconnects"
+
+
+def test_disk_budget_keeps_every_event_and_accounts_for_every_evicted_sample(fault_plant):
+    plant = fault_plant(store={"max_bytes": "2 MiB", "thinning": "2s"})
+    daemon = plant.start_daemon()
+    time.sleep(4)
+    plant.broker.stop()
+    deadline = time.monotonic() + 900
+    gaps_written = 0
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(plant.workdir / "state" / "gatewayd.db", timeout=10)) as conn:
+            evicted, gaps_written = conn.execute("SELECT evicted, gaps FROM retention").fetchone()
+        if evicted >= SIZE["budget_samples"] // 2:
+            break
+        time.sleep(1)
+    size = (plant.workdir / "state" / "gatewayd.db").stat().st_size
+    plant.restart_broker()
+    time.sleep(10)
+    assert daemon.stop() == 0
+    settle(plant)
+    samples, event_count = committed(daemon)
+    report = plant.report()
+    gap_events = [e for e in events(plant) if e["kind"] == "gap"]
+    evicted = sum(e["data"]["samples"] for e in gap_events)
+    actions = Counter(e["data"]["action"] for e in gap_events)
+    per_tag = sum(count for e in gap_events for count, _, _ in e["data"]["tags"].values())
+    figures("disk_budget", budget_bytes=2 << 20, db_file_bytes=size, committed=samples, received=report.samples,
+            evicted_with_gap_records=evicted, gap_records=len(gap_events), actions=dict(actions),
+            lost=samples - report.samples - evicted)
+    assert report.ok, report.format()
+    assert gap_events and evicted == per_tag
+    assert report.events == event_count + len(gap_events), "every event arrived, gap records on top"
+    assert report.samples + evicted == samples, "every sample arrived or is in a gap record"
+    assert actions["thinned"] > 0
+    assert size < 8 << 20, "the file stays near its budget"
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path):
+    """A 64 MiB tmpfs mounted for the store (the tests run as root in CI and here)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, f"cannot mount a tmpfs (needs root): {result.stderr}"
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_filesystem_keeps_the_daemon_scanning_and_storing_resumes(fault_plant, small_filesystem):
+    plant = fault_plant(tags=200, store={"path": str(small_filesystem / "gatewayd.db")})
+    db = small_filesystem / "gatewayd.db"
+    daemon = plant.start_daemon()
+    time.sleep(4)
+    plant.broker.stop()
+    filler = small_filesystem / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)  # fill the filesystem to the last block
+    for chunk in (1 << 20, 4096):
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * chunk)
+    os.close(fd)
+    time.sleep(8)
+    assert daemon.running, "a full disk must not kill the daemon"
+    log = daemon.log_text()
+    assert "store cannot write" in log
+    filler.unlink()
+    plant.restart_broker()
+    time.sleep(8)
+    assert daemon.stop() == 0
+    settle(plant)
+    kinds = Counter(event["kind"] for event in events(plant))
+    report = plant.report()
+    figures("full_filesystem", store_full=kinds["store_full"], store_resumed=kinds["store_resumed"],
+            samples_received=report.samples, gaps=kinds["gap"])
+    assert report.ok, report.format()
+    assert kinds["store_full"] >= 1 and kinds["store_resumed"] >= 1
+    assert "Traceback" not in daemon.log_text()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_broker_password_never_reaches_the_logs(fault_plant):
+    secret = "s3cr3t-Pa55word-" + os.urandom(6).hex()
+    plant = fault_plant(tags=50, period=1.0)
+    password_file = plant.workdir / "broker.password"
+    password_file.write_text(secret + "\n")
+    password_file.chmod(0o600)
+    path = plant_config(plant.workdir, gateway_id=GATEWAY_ID, plc_port=plant.plc.port, broker_port=plant.broker.port,
+                        tags=50, uplink={"username": "gateway", "password_file": str(password_file)})
+    plant.config = path
+    daemon = plant.start_daemon()
+    time.sleep(5)
+    plant.broker.stop()
+    time.sleep(3)
+    plant.restart_broker()
+    time.sleep(5)
+    assert daemon.stop() == 0
+    settle(plant)
+    assert plant.report().ok
+    logs = [daemon.log_text(), plant.broker.log_text()]
+    assert all(secret not in text for text in logs)
+    key = (plant.workdir / "signing.key").read_bytes()
+    assert all(key.strip().decode(errors="replace") not in text for text in logs)
+

@@ -1,0 +1,179 @@
+"""The disk budget: when the outbox outgrows it, thin then evict the oldest samples, and say so upstream.
+
+Policy (DESIGN principle 3), applied by `Store.enforce_budget` after a commit that left the database
+over `max_bytes`:
+
+1. Only samples no batch has carried yet are candidates; events (alarm, bypass, audit, device, gap)
+   are never removed, and neither are rows of built batches, whose signed bytes are already stored.
+2. With `thinning` seconds configured, the oldest samples are thinned first: of each tag's samples
+   in one `thinning`-long window only the first is kept. Thinning walks forward from the oldest row
+   and never visits a range twice (`retention.thinned_upto`).
+3. When nothing is left to thin, the oldest samples are evicted outright.
+4. Every step that removes samples writes, in the same transaction, one `gap` event into the outbox:
+   per tag the count and the first and last timestamp removed, the totals, and why. It is a row like
+   any other, so it travels upstream in the signed chain; the platform can account for every sample.
+
+Removal goes down to `LOW_WATER` of the budget, so the next few ticks do not each evict again, and a
+single call removes at most `MAX_ROWS_PER_CALL` rows, so the scan loop is never held for long; the
+next commit continues. Size is counted in pages in use (`page_count - freelist_count`): pages freed by
+deletes are reused by SQLite, so the file itself stays near the budget plus the WAL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from gatewayd.types import Event, Priority
+
+SAMPLE = 0
+LOW_WATER = 0.9
+CHUNK_ROWS = 20_000  # samples looked at per thinning or eviction step
+MAX_ROWS_PER_CALL = 100_000
+GAP_KIND = "gap"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """`max_bytes` None means no budget; `thinning` 0 means evict without thinning first."""
+
+    max_bytes: int | None = None
+    thinning: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, not {self.max_bytes}")
+        if self.thinning < 0:
+            raise ValueError(f"thinning must not be negative, not {self.thinning}")
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the database pages in use; both pragmas read the header, so this is cheap."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return (pages - free) * page_size
+
+
+def uncarried_ranges(conn: sqlite3.Connection) -> Iterator[tuple[int, int]]:
+    """Id ranges [low, high) of rows in no batch, oldest first.
+
+    Rows up to `chain.carried_upto` are in a batch or acknowledged; above it, only the newest-first
+    ("live") batches built during a backfill hold rows, and they are holes in what is left.
+    """
+    carried = conn.execute("SELECT carried_upto FROM chain").fetchone()[0]
+    low = carried + 1
+    for first, last in conn.execute(
+            "SELECT first_row, last_row FROM batches WHERE first_row > ? ORDER BY first_row", (carried,)).fetchall():
+        if first > low:
+            yield low, first
+        low = max(low, last + 1)
+    yield low, 2**62
+
+
+def enforce(conn: sqlite3.Connection, retention: Retention, names: Callable[[list[int]], dict[int, str]],
+            now: float, event_body: Callable[[Event], str]) -> int:
+    """Thin and evict until the database is under LOW_WATER of the budget; return the samples removed.
+
+    Runs its own transactions (one per step, each with its gap record). `conn` is in autocommit mode.
+    """
+    if retention.max_bytes is None or used_bytes(conn) <= retention.max_bytes:
+        return 0
+    target = int(retention.max_bytes * LOW_WATER)
+    removed = 0
+    while removed < MAX_ROWS_PER_CALL and used_bytes(conn) > target:
+        step = 0
+        if retention.thinning > 0:
+            step = _step(conn, retention, names, now, event_body, thin=True)
+        if step == 0:
+            step = _step(conn, retention, names, now, event_body, thin=False)
+        if step == 0:
+            break  # only events and carried rows are left: nothing may go
+        removed += step
+    return removed
+
+
+def _step(conn: sqlite3.Connection, retention: Retention, names: Callable[[list[int]], dict[int, str]],
+          now: float, event_body: Callable[[Event], str], thin: bool) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        removed = _thin(conn, retention, names, now, event_body) if thin else _evict(
+            conn, retention, names, now, event_body)
+    except BaseException:
+        if conn.in_transaction:  # SQLITE_FULL rolls back by itself
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return removed
+
+
+def _chunk_end(conn: sqlite3.Connection, low: int, high: int) -> int | None:
+    """Id of the CHUNK_ROWS-th sample at or after `low` below `high` (or the last one), None if none."""
+    found = conn.execute(
+        "SELECT max(id) FROM (SELECT id FROM outbox WHERE id >= ? AND id < ? AND kind = ? ORDER BY id LIMIT ?)",
+        (low, high, SAMPLE, CHUNK_ROWS)).fetchone()[0]
+    return found
+
+
+def _thin(conn, retention, names, now, event_body) -> int:
+    thinned_upto = conn.execute("SELECT thinned_upto FROM retention").fetchone()[0]
+    for low, high in uncarried_ranges(conn):
+        low = max(low, thinned_upto + 1)
+        if low >= high:
+            continue
+        end = _chunk_end(conn, low, high)
+        if end is None:
+            continue
+        where = ("id BETWEEN ? AND ? AND kind = 0 AND id NOT IN (SELECT min(id) FROM outbox "
+                 "WHERE id BETWEEN ? AND ? AND kind = 0 GROUP BY tag_id, CAST(ts / ? AS INTEGER))")
+        removed = _remove(conn, where, (low, end, low, end, retention.thinning), names, now, event_body,
+                          "thinned", retention)
+        conn.execute("UPDATE retention SET thinned_upto = ?", (end,))
+        if removed:
+            return removed
+        thinned_upto = end  # this chunk was already sparse: look further in the same transaction
+    return 0
+
+
+def _evict(conn, retention, names, now, event_body) -> int:
+    for low, high in uncarried_ranges(conn):
+        end = _chunk_end(conn, low, high)
+        if end is not None:
+            return _remove(conn, "id BETWEEN ? AND ? AND kind = 0", (low, end), names, now, event_body,
+                           "evicted", retention)
+    return 0
+
+
+def _remove(conn, where: str, params: tuple, names, now: float, event_body, action: str,
+            retention: Retention) -> int:
+    """Delete the rows `where` selects and append the gap event that accounts for them."""
+    per_tag = conn.execute(f"SELECT tag_id, count(*), min(ts), max(ts) FROM outbox WHERE {where} GROUP BY tag_id",
+                           params).fetchall()
+    if not per_tag:
+        return 0
+    removed = conn.execute(f"DELETE FROM outbox WHERE {where}", params).rowcount
+    event = gap_event(now, per_tag, names([tag_id for tag_id, *_ in per_tag]), action,
+                      f"store over its disk budget of {retention.max_bytes} bytes", retention.thinning)
+    conn.execute("INSERT INTO outbox (kind, ts, body) VALUES (1, ?, ?)", (now, event_body(event)))
+    conn.execute("UPDATE retention SET evicted = evicted + ?, gaps = gaps + 1", (removed,))
+    return removed
+
+
+def gap_event(now: float, per_tag: list[tuple[int, int, float, float]], names: dict[int, str], action: str,
+              reason: str, thinning: float = 0.0) -> Event:
+    """The record of samples that will never arrive: per tag [count, first ms, last ms], totals, why.
+
+    `per_tag` rows are (tag id, count, first ts, last ts) in Unix seconds.
+    """
+    total = sum(count for _, count, _, _ in per_tag)
+    first = min(low for _, _, low, _ in per_tag)
+    last = max(high for _, _, _, high in per_tag)
+    tags = {names.get(tag_id, f"#{tag_id}"): [count, round(low * 1000), round(high * 1000)]
+            for tag_id, count, low, high in per_tag}
+    data = {"action": action, "reason": reason, "samples": total, "first_ts": round(first * 1000),
+            "last_ts": round(last * 1000), "tags": tags}
+    if action == "thinned":
+        data["keep_one_per_seconds"] = thinning
+    return Event(GAP_KIND, now, "store", f"{action} {total} samples of {len(tags)} tags: {reason}",
+                 Priority.HIGH, data)

@@ -1,0 +1,363 @@
+"""The control socket and the operator commands: protocol, permissions, audit, persistence of rule state.
+
+The server runs on an event loop in a background thread; clients are the library's `call`/`stream`
+and the real `gatewayd` command in a subprocess, as an operator would run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_rules_fixtures import build, point_table
+
+from gatewayd.config import parse_config
+from gatewayd.control import CommandError, ControlError, ControlServer, call, rule_handlers, socket_path, stream
+from gatewayd.points import PointTable
+from gatewayd.scan import Scanner, build_engine, interlock_tags
+from gatewayd.types import Quality
+from store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+WALL = 1_700_000_000.0
+ME = pwd.getpwuid(os.getuid()).pw_name
+
+
+class Served:
+    """A ControlServer on its own loop thread; `run(coro)` runs a coroutine on that loop."""
+
+    def __init__(self, path: Path):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = ControlServer(path)
+        self.path = path
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def close(self) -> None:
+        self.run(self.server.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def runtime() -> Iterator[Path]:
+    """A directory others may traverse (tmp_path is 0700), so permission tests test the socket's own."""
+    top = Path(tempfile.mkdtemp(prefix="gatewayd-control-"))
+    top.chmod(0o755)
+    yield top / "run"
+    for path in sorted(top.rglob("*"), reverse=True):
+        path.unlink() if not path.is_dir() else path.rmdir()
+    top.rmdir()
+
+
+@contextlib.contextmanager
+def serving(runtime: Path, handlers) -> Iterator[Served]:
+    served = Served(socket_path(runtime))
+    served.server.handlers.update(handlers)
+    served.run(served.server.start())
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def gatewayd(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gatewayd", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ protocol
+
+def test_socket_is_0660_in_a_0750_directory_and_removed_at_close(runtime: Path):
+    with serving(runtime, {}) as served:
+        assert stat.S_IMODE(runtime.stat().st_mode) == 0o750
+        mode = served.path.stat().st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
+    assert not served.path.exists()
+
+
+def test_requests_answers_and_refusals_on_one_connection(runtime: Path):
+    def echo(request, peer):
+        return {"you": peer.user, "uid": peer.uid, "pid": peer.pid, "said": request.get("text")}
+
+    async def later(request, peer):
+        await asyncio.sleep(0)
+        return 42
+
+    def refuse(request, peer):
+        raise CommandError("not today")
+
+    with serving(runtime, {"echo": echo, "later": later, "refuse": refuse}) as served:
+        assert call(served.path, {"cmd": "echo", "text": "hi"}) == {"you": ME, "uid": os.getuid(),
+                                                                    "pid": os.getpid(), "said": "hi"}
+        with socket.socket(socket.AF_UNIX) as sock, sock.makefile("rwb") as channel:
+            sock.connect(str(served.path))
+            answers = []
+            for line in (b'{"cmd": "refuse"}\n', b"not json\n", b'{"cmd": "nope"}\n', b'["cmd"]\n',
+                         b'{"cmd": "later"}\n'):
+                channel.write(line)
+                channel.flush()
+                answers.append(json.loads(channel.readline()))
+        assert answers[0] == {"ok": False, "error": "not today"}
+        assert answers[1]["ok"] is False and answers[1]["error"].startswith("not JSON")
+        assert answers[2] == {"ok": False, "error": "unknown command 'nope'; known: echo, later, refuse"}
+        assert answers[3] == {"ok": False, "error": 'a request is a JSON object with "cmd"'}
+        assert answers[4] == {"ok": True, "result": 42}, "the connection survived every refusal"
+
+
+def test_a_handler_may_stream_with_an_async_generator(runtime: Path):
+    async def count(request, peer):
+        for n in range(request["upto"]):
+            yield {"n": n}
+
+    async def failing(request, peer):
+        yield 1
+        raise CommandError("source went away")
+
+    with serving(runtime, {"count": count, "failing": failing}) as served:
+        assert list(stream(served.path, {"cmd": "count", "upto": 3})) == [{"n": 0}, {"n": 1}, {"n": 2}]
+        received = []
+        with pytest.raises(CommandError, match="source went away"):
+            for item in stream(served.path, {"cmd": "failing"}):
+                received.append(item)
+        assert received == [1]
+
+
+def test_a_stale_socket_is_replaced_and_a_live_one_refused(runtime: Path):
+    runtime.mkdir(mode=0o750)
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(socket_path(runtime)))
+    stale.close()  # a crashed daemon's socket file: nobody listens
+    with serving(runtime, {"ping": lambda request, peer: "pong"}) as served:
+        assert call(served.path, {"cmd": "ping"}) == "pong"
+        second = Served(served.path)
+        with pytest.raises(ControlError, match="another gatewayd answers"):
+            second.run(second.server.start())
+        second.close()
+        assert call(served.path, {"cmd": "ping"}) == "pong", "the running daemon keeps its socket"
+
+
+def test_cli_says_when_the_daemon_is_not_running(runtime: Path):
+    result = gatewayd("alarms", "--socket", str(socket_path(runtime)))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"gatewayd alarms: gatewayd is not running (nothing answers on " \
+                                    f"{socket_path(runtime)})"
+    with pytest.raises(ControlError, match="not running"):
+        call(socket_path(runtime), {"cmd": "alarms"})
+
+
+def call_as(uid: int, gid: int, groups: list[int], path: Path, request: dict) -> list:
+    """`call` from a forked child running as another account: the kernel checks the socket's
+    permissions against that account, and SO_PEERCRED reports it."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to the account, call, report, and leave without cleanup
+        try:
+            os.close(read_end)
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            try:
+                outcome = ["ok", call(path, request, timeout=10)]
+            except (ControlError, CommandError) as exc:
+                outcome = [type(exc).__name__, str(exc)]
+            os.write(write_end, json.dumps(outcome).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        outcome = json.loads(answer.read())
+    os.waitpid(pid, 0)
+    return outcome
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as other accounts needs root")
+def test_file_permissions_decide_who_may_act(runtime: Path):
+    """An account outside the socket's group is refused by the kernel; a group member gets in and is
+    audited under its own account, as SO_PEERCRED reports it."""
+    engine = build(now=0.0, wall=WALL)
+    committed = []
+    nobody = pwd.getpwnam("nobody")
+    request = {"cmd": "ack", "alarm": "PT101.HH", "reason": "seen"}
+    with serving(runtime, rule_handlers(engine, committed.extend)) as served:
+        engine.evaluate(*point_table(PT101=95.0), 1.0, WALL + 1)
+        outsider = call_as(nobody.pw_uid, nobody.pw_gid, [], served.path, request)
+        assert outsider[0] == "ControlError" and outsider[1].startswith(f"permission denied on {served.path}")
+        assert not committed
+        member = call_as(nobody.pw_uid, nobody.pw_gid, [served.path.stat().st_gid], served.path, request)
+        assert member[0] == "ok", member
+    audit = next(event for event in committed if event.kind == "audit")
+    assert (audit.data["user"], audit.data["account"], audit.data["uid"]) == ("nobody", "nobody", nobody.pw_uid)
+
+
+# ------------------------------------------------------------------------------------------ rule commands
+
+def test_ack_is_audited_with_account_and_operator_and_committed(runtime: Path):
+    engine = build(now=0.0, wall=WALL)
+    committed = []
+    engine.evaluate(*point_table(PT101=95.0), 1.0, WALL + 1)
+    with serving(runtime, rule_handlers(engine, committed.extend)) as served:
+        listed = call(served.path, {"cmd": "alarms"})
+        hh = next(item for item in listed if item["id"] == "PT101.HH")
+        assert (hh["state"], hh["priority"], hh["value"], hh["since"]) == ("UNACK", "high", 95.0, WALL + 1)
+        result = call(served.path, {"cmd": "ack", "alarm": "PT101.HH", "reason": "seen on the DCS", "user": "j.wang"})
+        with pytest.raises(CommandError, match="nothing to acknowledge: the alarm is ACKED"):
+            call(served.path, {"cmd": "ack", "alarm": "PT101.HH"})
+        with pytest.raises(CommandError, match="no alarm 'PT101.HX'; did you mean"):
+            call(served.path, {"cmd": "ack", "alarm": "PT101.HX"})
+    state, audit = committed
+    assert (state.kind, state.data["state"], state.data["previous"]) == ("alarm", "ACKED", "UNACK")
+    assert audit.kind == "audit"
+    assert {key: audit.data[key] for key in ("user", "action", "target", "reason", "account", "uid", "operator")} == \
+        {"user": ME, "action": "ack", "target": "PT101.HH", "reason": "seen on the DCS", "account": ME,
+         "uid": os.getuid(), "operator": "j.wang"}
+    assert audit.message.endswith("(operator j.wang)")
+    assert [event["message"] for event in result["events"]] == [state.message, audit.message]
+
+
+def test_shelving_beyond_the_maximum_is_refused_with_the_reason(runtime: Path):
+    engine = build(now=0.0, wall=WALL)  # rules.shelving max 10 s
+    committed = []
+    with serving(runtime, rule_handlers(engine, committed.extend)) as served:
+        with pytest.raises(CommandError, match=r"shelving for 11s exceeds the maximum of 10s "
+                                               r"\(rules.shelving.max_duration\)"):
+            call(served.path, {"cmd": "shelve", "alarm": "TT102.H", "duration": 11, "reason": "replacing TT102"})
+        with pytest.raises(CommandError, match="shelve needs a reason"):
+            call(served.path, {"cmd": "shelve", "alarm": "TT102.H", "duration": 5})
+        with pytest.raises(CommandError, match="'duration' is required"):
+            call(served.path, {"cmd": "shelve", "alarm": "TT102.H", "reason": "x"})
+        assert not committed, "a refused action changes nothing and records nothing"
+        call(served.path, {"cmd": "shelve", "alarm": "TT102.H", "duration": 10, "reason": "replacing TT102"})
+    assert [(event.kind, event.data.get("state")) for event in committed] == [("alarm", "SHLVD"), ("audit", "SHLVD")]
+
+
+def test_bypass_authorize_list_revoke(runtime: Path):
+    engine = build(now=0.0, wall=WALL)  # SIS-101: max_bypass 10 s
+    committed = []
+    with serving(runtime, rule_handlers(engine, committed.extend)) as served:
+        request = {"cmd": "bypass_authorize", "interlock": "SIS-101", "reason": "transmitter swap", "permit": "WO-7",
+                   "approved_by": "shift.lead", "requested_by": "alice", "duration": 8, "measures": "local gauge",
+                   "tags": ["PT101"]}
+        with pytest.raises(CommandError, match="not tags of this gateway: PT999"):
+            call(served.path, {**request, "tags": ["PT999"]})
+        with pytest.raises(CommandError, match="exceeds the maximum bypass duration of 10s for SIS-101"):
+            call(served.path, {**request, "duration": 60})
+        result = call(served.path, request)
+        record = result["authorization"]
+        assert (record["id"], record["interlock"], record["permit"], record["affected_tags"]) == \
+            (1, "SIS-101", "WO-7", ["PT101"])
+        assert [item["id"] for item in call(served.path, {"cmd": "bypass_list"})] == [1]
+        call(served.path, {"cmd": "bypass_revoke", "id": 1, "reason": "work done"})
+        assert call(served.path, {"cmd": "bypass_list"}) == []
+        assert call(served.path, {"cmd": "bypass_list", "all": True})[0]["status"] == "revoked"
+        interlocks = call(served.path, {"cmd": "interlocks"})
+    assert [item["id"] for item in interlocks] == ["SIS-101", "SIS-102"]
+    audits = [event for event in committed if event.kind == "audit"]
+    assert [(a.data["action"], a.data["user"], a.data["account"]) for a in audits] == \
+        [("bypass_authorize", "alice", ME), ("bypass_revoke", ME, ME)]
+
+
+def test_cli_prints_readable_tables(runtime: Path):
+    engine = build(now=0.0, wall=WALL)
+    engine.evaluate(*point_table(PT101=95.0, XS101=1.0), 1.0, WALL + 1)
+    with serving(runtime, rule_handlers(engine, lambda events: None)) as served:
+        where = ("--socket", str(served.path))
+        alarms = gatewayd("alarms", *where)
+        interlocks = gatewayd("interlocks", *where)
+        shelve = gatewayd("shelve", "TT102.H", "--for", "2h", "--reason", "r", *where)
+        authorize = gatewayd("bypass", "authorize", "SIS-101", "--reason", "swap", "--permit", "WO-7",
+                             "--approved-by", "lead", "--requested-by", "alice", "--for", "5s", "--measures", "watch",
+                             *where)
+        as_json = gatewayd("bypass", "list", "--json", *where)
+    header, *rows = alarms.stdout.splitlines()
+    assert header.split() == ["ALARM", "STATE", "PRIORITY", "VALUE", "SINCE", "NOTE"]
+    hh = next(row for row in rows if row.startswith("PT101.HH "))
+    assert hh.split()[:4] == ["PT101.HH", "UNACK", "high", "95"] and "latched" in hh
+    assert interlocks.stdout.splitlines()[0].split()[:3] == ["INTERLOCK", "UNIT", "STATUS"]
+    assert interlocks.stdout.splitlines()[1].split()[:3] == ["SIS-101", "U100", "bypassed"]
+    assert shelve.returncode == 1
+    assert shelve.stderr.strip() == "gatewayd shelve: refused: shelving for 2h exceeds the maximum of 10s " \
+                                    "(rules.shelving.max_duration)"
+    assert authorize.returncode == 0 and authorize.stdout.startswith("authorization 1 for SIS-101, permit WO-7")
+    assert json.loads(as_json.stdout)[0]["reason"] == "swap"
+
+
+# ------------------------------------------------------------------------------------------ persistence
+
+def test_store_keeps_named_state_documents(tmp_path: Path):
+    store = Store.open(tmp_path / "g.db")
+    assert store.load_state("rules") is None
+    store.save_state("rules", '{"a": 1}')
+    store.save_state("rules", '{"a": 2}')
+    store.close()
+    reopened = Store.open(tmp_path / "g.db")
+    assert reopened.load_state("rules") == '{"a": 2}'
+    reopened.close()
+
+
+CONFIG = """
+gateway: {id: GW-SCAN}
+devices:
+  - name: plc
+    driver: modbus_tcp
+    host: 127.0.0.1
+    tags:
+      - {name: PT101, address: 0, range: [0, 4], alarms: {hh: 3.6, h: 3.2}}
+      - {name: XS101_BYP, address: 2, type: uint16}
+uplink: {host: broker, signing_key: k}
+rules:
+  units: {U100: {max_bypassed: 1}}
+  interlocks:
+    - {id: SIS-101, unit: U100, bypass: XS101_BYP, trip: "PT101 >= 3.8", max_bypass: 8h}
+"""
+
+
+def test_scanner_forwards_interlock_state_and_the_rule_state_survives_a_restart(tmp_path: Path):
+    config = parse_config(CONFIG, tmp_path / "config.yaml")
+
+    def start():
+        table = PointTable(config.tags + interlock_tags(config.rules))
+        store = Store.open(tmp_path / "g.db")
+        scanner = Scanner(table, store.tag_ids([tag.name for tag in table.tags]), store, build_engine(config, table))
+        scanner.restore_state()
+        return table, store, scanner
+
+    table, store, scanner = start()
+    assert [tag.name for tag in table.tags] == ["PT101", "XS101_BYP", "IL.SIS-101"]
+    table.write(table.rows_of(["PT101", "XS101_BYP"]), np.array([3.7, 1.0]))
+    scanner.tick()
+    scanner.commit(scanner.engine.act("ack", "PT101.HH", "alice", "seen"))
+    rows = store._conn.execute("SELECT t.name, o.value, o.quality FROM outbox o JOIN tags t ON t.id = o.tag_id "
+                               "WHERE t.name = 'IL.SIS-101'").fetchall()
+    assert rows == [("IL.SIS-101", 0.0, Quality.GOOD)], "bypassed: in service 0, as an ordinary sample"
+    bodies = [json.loads(body) for (body,) in store._conn.execute("SELECT body FROM outbox WHERE kind = 1")]
+    assert [(b["kind"], b["data"].get("state") or b["data"].get("event")) for b in bodies] == \
+        [("alarm", "UNACK"), ("alarm", "UNACK"), ("bypass", "started"), ("bypass", "unauthorized"),
+         ("alarm", "ACKED"), ("audit", "ACKED")]
+    store.close()  # a crash after the action: the state was saved with it
+
+    table, store, scanner = start()
+    states = {item["id"]: item["state"] for item in scanner.engine.alarms()}
+    assert states == {"PT101.HH": "ACKED", "PT101.H": "UNACK"}
+    table.write(table.rows_of(["PT101", "XS101_BYP"]), np.array([3.7, 1.0]))
+    scanner.tick()
+    assert {item["id"]: item["state"] for item in scanner.engine.alarms()} == states, "no re-raise after restart"
+    assert scanner.engine.interlocks()[0]["status"] == "bypassed"
+    store.close()
