@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto socat faketime systemd
+APT_PACKAGES := mosquitto socat systemd
 PREFIX ?= /opt/gatewayd
 DESTDIR ?=
 SYSTEMD_DIR ?= /lib/systemd/system

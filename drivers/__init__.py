@@ -14,6 +14,8 @@ from typing import Any
 # driver kind -> (schema module, "runtime module:class")
 DRIVERS: dict[str, tuple[str, str]] = {
     "modbus_tcp": ("drivers.modbus.config", "drivers.modbus.tcp:ModbusTcpDriver"),
+    "opcua": ("drivers.opcua.config", "drivers.opcua.client:OpcUaDriver"),
+    "opcda_gateway": ("drivers.opcda.config", "drivers.opcda.gateway:OpcDaGatewayDriver"),
 }
 
 

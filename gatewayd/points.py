@@ -25,6 +25,9 @@ class PointTable:
         self.quality = np.full(size, Quality.NO_VALUE, dtype=np.uint8)
         self.source_ts = np.full(size, np.nan)
         self.gateway_ts = np.zeros(size)
+        # when each row was last written, on the monotonic clock: "is this reading new" must not
+        # depend on a wall clock that can step back
+        self.updated = np.full(size, -np.inf)
         self.pending_events: list[Event] = []
         self.changed = asyncio.Event()  # wakes the scan loop as soon as a poll brought data
 
@@ -40,12 +43,14 @@ class PointTable:
         self.quality[rows] = quality
         self.source_ts[rows] = np.nan if source_ts is None else source_ts
         self.gateway_ts[rows] = time.time()
+        self.updated[rows] = time.monotonic()
         self.changed.set()
 
     def set_quality(self, rows: np.ndarray, quality: int) -> None:
         """Keep the last value but mark it; counts as a new reading so the change is reported."""
         self.quality[rows] = quality
         self.gateway_ts[rows] = time.time()
+        self.updated[rows] = time.monotonic()
         self.changed.set()
 
     def event(self, event: Event) -> None:

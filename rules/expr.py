@@ -24,7 +24,8 @@ import ast
 import difflib
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +82,11 @@ def parse_expression(source: Any, tag_names: Iterable[str] | Callable[[str], boo
         raise ExpressionError(f"expected an expression as text, got {source!r}")
     if len(source) > MAX_LENGTH:
         raise ExpressionError(f"expression is {len(source)} characters long; at most {MAX_LENGTH}")
-    known = tag_names if callable(tag_names) else set(tag_names).__contains__
-    candidates = None if callable(tag_names) else tag_names
+    if callable(tag_names):
+        known, candidates = tag_names, None
+    else:  # a set or mapping is looked up as it is: copying 100,000 names per expression adds up
+        candidates = tag_names if isinstance(tag_names, (AbstractSet, Mapping)) else frozenset(tag_names)
+        known = candidates.__contains__
     quoted: dict[str, str] = {}
 
     def quote(match: re.Match) -> str:
@@ -101,7 +105,7 @@ def parse_expression(source: Any, tag_names: Iterable[str] | Callable[[str], boo
         raise ExpressionError(f"syntax error at column {column} near {token!r}: {exc.msg}") from None
     except (RecursionError, MemoryError):
         raise ExpressionError(f"expression is nested too deeply; at most {MAX_NESTING} levels") from None
-    if _nesting(module.body) > MAX_NESTING:
+    if len(text) > MAX_NESTING and _nesting(module.body) > MAX_NESTING:  # each level takes a character
         raise ExpressionError(f"expression is nested too deeply; at most {MAX_NESTING} levels")
     builder = _Builder(text, known, candidates, quoted)
     tree, _ = builder.visit(module.body)
@@ -271,7 +275,7 @@ def _lower(tree: tuple, code: list, constants: list, tags: list) -> int:
         if kind == "call" and tree[1] == "abs":
             code.append((ABS, 0))
             return depth
-        for index, item in enumerate(items[1:]):
+        for item in items[1:]:
             depth = max(depth, _lower(item, code, constants, tags) + 1)
             code.append((opcode, 0))
         return depth

@@ -109,3 +109,9 @@ def test_every_key_is_documented():
 def test_example_config_is_valid():
     config = load_config(ROOT / "config.example.yaml")
     assert config.gateway.id == "GW-DEMO-001" and len(config.tags) == 9
+
+
+def test_a_gateway_without_devices_is_valid(tmp_path: Path):
+    source = "gateway: {id: GW-EMPTY}\ndevices: []\nuplink: {host: broker, signing_key: k}\n"
+    config = parse_config(source, tmp_path / "c.yaml")
+    assert config.devices == () and config.tags == ()

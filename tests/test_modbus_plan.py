@@ -118,7 +118,7 @@ def protocol_limit(table: str, max_block: int) -> int:
     return MAX_READ_BITS if table in BIT_TABLES else min(max_block, MAX_READ_REGISTERS)
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(register_maps(), gaps, limits)
 def test_every_tag_is_read_exactly_once_and_whole(addresses, max_gap, max_block):
     blocks = plan_blocks(addresses, max_gap, max_block)
@@ -132,7 +132,7 @@ def test_every_tag_is_read_exactly_once_and_whole(addresses, max_gap, max_block)
             assert offset == tag.address - block.start
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(register_maps(), gaps, limits)
 def test_blocks_respect_limits_gaps_and_do_not_overlap(addresses, max_gap, max_block):
     blocks = plan_blocks(addresses, max_gap, max_block)
@@ -170,13 +170,13 @@ def fewest_reads(addresses: list[ModbusAddress], max_gap: int | None, max_block:
     return total
 
 
-@settings(max_examples=150)
+@settings(max_examples=100)
 @given(register_maps(), gaps, limits)
 def test_the_plan_is_the_fewest_reads_for_its_gap_budget(addresses, max_gap, max_block):
     assert len(plan_blocks(addresses, max_gap, max_block)) == fewest_reads(addresses, max_gap, max_block)
 
 
-@settings(max_examples=150)
+@settings(max_examples=100)
 @given(register_maps(), limits)
 def test_unlimited_gap_budget_reaches_minimum_requests(addresses, max_block):
     expected = fewest_reads(addresses, None, max_block)

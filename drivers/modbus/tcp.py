@@ -263,14 +263,15 @@ class ModbusTcpDriver:
             return
         down_for = time.monotonic() - self._down_since
         self._down_since = None
-        log.warning("device %s back after %.1f s", self.name, down_for)
+        log.info("device %s back after %.1f s", self.name, down_for)
         sink.event(Event(
             kind="device_up", ts=time.time(), source=self.name, priority=Priority.INFO,
             message=f"{self.name} answering again after {down_for:.1f} s",
             data={"host": self.settings.host, "port": self.settings.port, "down_for": round(down_for, 3)},
         ))
 
-    def _note_blocks(self, good: list[tuple[PlannedRead, np.ndarray]], bad: list[tuple[PlannedRead, BlockError]]) -> None:
+    def _note_blocks(self, good: list[tuple[PlannedRead, np.ndarray]],
+                     bad: list[tuple[PlannedRead, BlockError]]) -> None:
         """Log a block's first failure and its recovery; count failures of single blocks."""
         self.block_errors += len(bad)
         for read, error in bad:
@@ -292,7 +293,7 @@ def _raise_if_cancelled() -> None:
     for ever.
     """
     task = asyncio.current_task()
-    if False:
+    if task is not None and task.cancelling():
         raise asyncio.CancelledError
 
 

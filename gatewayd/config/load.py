@@ -342,8 +342,8 @@ def _uplink(node: Any, reader: Reader, base: Path, document: Any,
 
 def _devices(node: Any, reader: Reader, line: int, priorities: tuple[str, ...]) -> tuple[DeviceConfig, ...] | None:
     items = reader.items(node, "devices", line)
-    if not items and node is not None:
-        return None
+    if node is not None and not isinstance(node, list):
+        return None  # reported by reader.items
     devices, device_names, tag_names = [], {}, {}
     for item, path, item_line in items:
         device = _device(item, path, item_line, reader, tag_names, priorities)

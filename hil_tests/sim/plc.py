@@ -82,7 +82,8 @@ class Tank:
             self.leak_left, self.leak_target = rng.uniform(10.0, 30.0), rng.uniform(25.0, 45.0)
         self.leak_left -= dt
         target = self.leak_target if self.leak_left > 0 else 0.5
-        self.gas = float(np.clip(self.gas + (target - self.gas) * min(1.0, 0.2 * dt) + rng.normal(0.0, 0.1), 0.0, 100.0))
+        self.gas += (target - self.gas) * min(1.0, 0.2 * dt) + rng.normal(0.0, 0.1)
+        self.gas = float(np.clip(self.gas, 0.0, 100.0))
 
         return {"LT101": self.level, "TT101": self.temperature, "PT101": float(np.clip(pressure, 0.0, 2.5)),
                 "FT101": self.inflow, "FT102": self.outflow, "AT101": self.gas,

@@ -1,0 +1,167 @@
+"""OPC DA gateway driver runtime: group reads through an OpenOPC gateway service over Pyro5. Read-only.
+
+The gateway exposes a DA client object (`PYRO:OpcDaClient@host:7766`); a proxy to it gets its own
+session instance there, which is told once which DA server to `connect(server, opc_host)` to and
+is then asked to `read(items, group=...)` every `poll_interval`. The gateway keeps the named group
+between reads, so a read after the first comes from the DA server's cache at the group's update rate.
+
+Pyro5 calls block and a proxy belongs to the thread that uses it, so each device has one worker
+thread that creates, uses and releases its proxy; the event loop only awaits that thread. Every call
+is bounded by `device.timeout` (the proxy's Pyro timeout). When the gateway cannot be reached, does
+not answer in time or reports an error, the proxy is dropped (the next poll builds a new session),
+all the device's rows become COMM_FAILURE, one `device_down` event starts the outage, and polls back
+off exponentially; the first answered read ends it with one `device_up` event. Per-item qualities
+come from the DA quality of each reading (`readings.quality_of`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import Pyro5.client
+import Pyro5.errors
+
+from drivers.modbus.tcp import Backoff, next_tick
+from drivers.opcda.config import OpcDaSettings
+from drivers.opcda.readings import decode
+from gatewayd.types import Event, Priority, Quality, SampleSink
+
+log = logging.getLogger("gatewayd.drivers.opcda")
+
+
+class GatewayError(Exception):
+    """The gateway could not be reached, did not answer in time, or reported an error."""
+
+
+class OpcDaGatewayDriver:
+    """Polls the items of one DA server through one gateway service into a SampleSink.
+
+    Counters: `polls` (answered reads), `failures` (failed reads), `sessions` (gateway sessions
+    opened), `last_poll_latency` (seconds, of the last answered read), `skipped_ticks`.
+    """
+
+    def __init__(self, name: str, settings: OpcDaSettings, poll_interval: float, timeout: float,
+                 items: Sequence[str], rows: np.ndarray) -> None:
+        self.name, self.settings = name, settings
+        self.poll_interval, self.timeout = poll_interval, timeout
+        self.items = list(items)
+        self.rows = np.asarray(rows, dtype=np.intp)
+        self.group = settings.group or f"gatewayd.{name}"
+        self.polls = self.failures = self.sessions = self.skipped_ticks = 0
+        self.last_poll_latency = math.nan
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self._proxy: Pyro5.client.Proxy | None = None  # touched only by the worker thread
+        self._down_since: float | None = None
+        self._noted: set[str] = set()
+
+    @classmethod
+    def from_config(cls, device: Any, rows: np.ndarray) -> OpcDaGatewayDriver:
+        rows = np.asarray(rows, dtype=np.intp)
+        if rows.shape != (len(device.tags),):
+            raise ValueError(f"device {device.name}: {len(device.tags)} tags but {rows.size} point-table rows")
+        return cls(device.name, device.settings, device.poll_interval, device.timeout,
+                   [tag.address.item for tag in device.tags], rows)
+
+    @property
+    def is_down(self) -> bool:
+        return self._down_since is not None
+
+    async def run(self, sink: SampleSink) -> None:
+        """Poll until cancelled; the worker thread releases the proxy when the driver stops."""
+        worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"opcda-{self.name}")
+        loop = asyncio.get_running_loop()
+        try:
+            tick = time.monotonic()
+            while True:
+                started = time.monotonic()
+                try:
+                    answer = await loop.run_in_executor(worker, self._read)
+                except GatewayError as exc:
+                    self._device_down(sink, str(exc))
+                    tick = time.monotonic() + self._backoff.next()
+                else:
+                    self.last_poll_latency = time.monotonic() - started
+                    self._deliver(sink, answer)
+                    self._backoff.reset()
+                    tick, skipped = next_tick(tick, self.poll_interval, time.monotonic())
+                    self.skipped_ticks += skipped
+                await asyncio.sleep(max(0.0, tick - time.monotonic()))
+        finally:
+            worker.submit(self._release)
+            worker.shutdown(wait=False)
+
+    def _read(self) -> Any:
+        """In the worker thread: one group read, opening the gateway session first if there is none."""
+        settings = self.settings
+        try:
+            if self._proxy is None:
+                proxy = Pyro5.client.Proxy(f"PYRO:{settings.object_id}@{settings.host}:{settings.port}")
+                proxy._pyroTimeout = self.timeout
+                self._proxy = proxy
+                proxy.connect(settings.server, settings.opc_host)
+                self.sessions += 1
+            return self._proxy.read(self.items, group=self.group, update=int(self.poll_interval * 1000),
+                                    timeout=int(self.timeout * 1000), source=settings.source)
+        except Pyro5.errors.TimeoutError as exc:
+            self._release()
+            raise GatewayError(f"gateway {settings.host}:{settings.port} did not answer within {self.timeout:g} s") \
+                from exc
+        except Pyro5.errors.SerializeError as exc:  # the gateway raised an error class Pyro5 cannot rebuild
+            self._release()
+            raise GatewayError(f"gateway reported an error ({exc})") from exc
+        except Pyro5.errors.CommunicationError as exc:
+            self._release()
+            raise GatewayError(f"gateway {settings.host}:{settings.port} unreachable ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - an error raised by the DA server, re-raised here by Pyro5
+            self._release()
+            raise GatewayError(f"gateway reported {type(exc).__name__}: {exc}") from exc
+
+    def _release(self) -> None:
+        proxy, self._proxy = self._proxy, None
+        if proxy is not None:
+            proxy._pyroRelease()
+
+    def _deliver(self, sink: SampleSink, answer: Any) -> None:
+        values, qualities, stamps, notes = decode(answer, self.items)
+        sink.write(self.rows, values, qualities, stamps)
+        for note in notes:
+            level = logging.DEBUG if note in self._noted else logging.WARNING
+            self._noted.add(note)
+            log.log(level, "device %s: %s", self.name, note)
+        self.polls += 1
+        self._device_up(sink)
+
+    def _device_down(self, sink: SampleSink, cause: str) -> None:
+        self.failures += 1
+        sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
+        if self._down_since is not None:
+            log.debug("device %s still down: %s", self.name, cause)
+            return
+        self._down_since = time.monotonic()
+        log.warning("device %s (gateway %s:%d, server %s) down: %s", self.name, self.settings.host,
+                    self.settings.port, self.settings.server, cause)
+        sink.event(Event(
+            kind="device_down", ts=time.time(), source=self.name, priority=Priority.HIGH,
+            message=f"{self.name} down: {cause}",
+            data={"host": self.settings.host, "port": self.settings.port, "server": self.settings.server,
+                  "cause": cause, "quality": int(Quality.COMM_FAILURE)},
+        ))
+
+    def _device_up(self, sink: SampleSink) -> None:
+        if self._down_since is None:
+            return
+        down_for = time.monotonic() - self._down_since
+        self._down_since = None
+        log.warning("device %s back after %.1f s", self.name, down_for)
+        sink.event(Event(
+            kind="device_up", ts=time.time(), source=self.name, priority=Priority.INFO,
+            message=f"{self.name} answering again after {down_for:.1f} s",
+            data={"host": self.settings.host, "port": self.settings.port, "down_for": round(down_for, 3)},
+        ))

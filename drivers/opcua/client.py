@@ -1,0 +1,406 @@
+"""OPC UA driver runtime: one task per server owns one session, its subscription and its polls. Read-only.
+
+A session lives from connect to the first sign of trouble, then is thrown away whole and built anew
+(new secure channel, new session, new subscription), so no state of a dead session can linger:
+
+- tags in mode subscribe become monitored items of one subscription (sampling interval, queue size,
+  deadband filter per tag); items the server refuses, and every tag if it refuses subscriptions,
+  are read with the tags in mode poll, in batches every `poll_interval`;
+- each value's status code becomes its quality (`status.quality_of`) and its source timestamp is
+  kept; values that are not finite numbers are marked, never raised (`values.to_float`);
+- the session counts as lost when asyncua reports the connection lost, the server reports a
+  subscription status change (timeout, shutdown), a poll fails, or the watchdog sees neither data
+  nor keep-alive for `settings.watchdog` seconds (a frozen or half-open server). All the device's
+  rows then become COMM_FAILURE at once, one `device_down` event starts the outage, and reconnects
+  back off exponentially; the first data of a new session ends it with one `device_up` event;
+- with security, the server certificate is checked against the trust store before anything
+  else is sent, and again when the session is created (`trust.py`).
+
+asyncua's own auto-reconnect is not used (it would resume behind the driver's back); its stale
+subscription watchdog may recreate the subscription first, which the driver's watchdog tolerates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from asyncua import Client, ua
+from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent, Subscription
+from asyncua.common.utils import ServiceError
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from cryptography import x509
+
+from drivers.modbus.tcp import Backoff
+from drivers.opcua.config import OpcUaNode, OpcUaSettings
+from drivers.opcua.status import quality_of, status_name
+from drivers.opcua.trust import TrustStoreError, UntrustedServer, check_server_certificate, load_trust_store
+from drivers.opcua.values import NAN, describe, to_float, unix_seconds
+from gatewayd.types import Event, Priority, Quality, SampleSink
+
+log = logging.getLogger("gatewayd.drivers.opcua")
+
+READ_CHUNK = 1000  # nodes per Read request: within the usual MaxNodesPerRead of servers
+CREATE_CHUNK = 1000  # monitored items per CreateMonitoredItems request
+DEADBAND_TYPES = {"absolute": ua.DeadbandType.Absolute, "percent": ua.DeadbandType.Percent}
+
+
+class SessionLost(Exception):
+    """The session stopped working: connection lost, subscription dead, or a request not answered."""
+
+
+class OpcUaDriver:
+    """Reads one OPC UA server into a SampleSink.
+
+    Counters for metrics and benchmarks: `values` (values written), `notifications` (data changes
+    received), `polls` (poll rounds answered), `sessions` (sessions established), `failures`
+    (failed connects and lost sessions), `watchdog_trips` (sessions dropped for silence) and
+    `polled_items` (tags read by polling in the current session, fallbacks included).
+    """
+
+    def __init__(self, name: str, settings: OpcUaSettings, poll_interval: float, timeout: float,
+                 nodes: Sequence[OpcUaNode], rows: np.ndarray) -> None:
+        self.name, self.settings = name, settings
+        self.poll_interval, self.timeout = poll_interval, timeout
+        self.nodes = tuple(nodes)
+        self.rows = np.asarray(rows, dtype=np.intp)
+        self.values = self.notifications = self.polls = self.sessions = self.failures = 0
+        self.watchdog_trips = self.polled_items = 0
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self._down_since: float | None = None
+        self._alive_at = 0.0
+        self._warned: set[tuple[int, str]] = set()  # (tag index, problem) already logged as a warning
+        self._pending: list[tuple[int, float, int, float]] = []  # (tag index, value, quality, source ts)
+        self._flush_scheduled = False
+        self._sink: SampleSink | None = None
+
+    @classmethod
+    def from_config(cls, device: Any, rows: np.ndarray) -> OpcUaDriver:
+        rows = np.asarray(rows, dtype=np.intp)
+        if rows.shape != (len(device.tags),):
+            raise ValueError(f"device {device.name}: {len(device.tags)} tags but {rows.size} point-table rows")
+        return cls(device.name, device.settings, device.poll_interval, device.timeout,
+                   [tag.address for tag in device.tags], rows)
+
+    @property
+    def is_down(self) -> bool:
+        return self._down_since is not None
+
+    async def run(self, sink: SampleSink) -> None:
+        """Connect, read and reconnect until cancelled."""
+        self._sink = sink
+        while True:
+            try:
+                await self._session(sink)
+            except (UntrustedServer, TrustStoreError, SessionLost) as exc:
+                self._device_down(sink, str(exc))
+            except (OSError, TimeoutError, ConnectionError, ua.UaError, ServiceError) as exc:
+                self._device_down(sink, _cause(exc))
+            except Exception as exc:  # noqa: BLE001 - a surprise from the stack must not end the polling
+                self._device_down(sink, _cause(exc))
+                log.debug("device %s: unexpected error", self.name, exc_info=True)
+            await asyncio.sleep(self._backoff.next())
+
+    async def _session(self, sink: SampleSink) -> None:
+        """One session from connect to its loss; always raises when it ends."""
+        client = Client(self.settings.endpoint, timeout=self.timeout, watchdog_intervall=max(1.0, self.timeout))
+        client.name = client.description = f"gatewayd {self.name}"
+        client.session_timeout = int(self.settings.session_timeout * 1000)
+        lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def connection_lost(exc: Exception) -> None:
+            if not lost.done():
+                lost.set_result(f"connection lost ({_cause(exc)})")
+
+        client.connection_lost_callback = connection_lost
+        await self._secure(client)
+        connected = False
+        tasks: list[asyncio.Task] = []
+        try:
+            async with asyncio.timeout(5 * self.timeout):
+                await client.connect()
+            connected = True
+            subscribed, polled = await self._subscribe(client)
+            self.sessions += 1
+            self._alive_at = time.monotonic()
+            if subscribed is not None:
+                tasks.append(asyncio.create_task(self._consume(subscribed, lost)))
+            if polled.size:
+                tasks.append(asyncio.create_task(self._poll(client, polled)))
+            tasks.append(asyncio.create_task(self._watch(subscribed, lost)))
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # raises the first failure
+            raise SessionLost("session ended")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._close(client, connected)
+
+    async def _secure(self, client: Client) -> None:
+        """Security and identity of the session; the server certificate is checked before any credential is sent."""
+        settings = self.settings
+        if settings.security_policy == "None":
+            return
+        store = settings.trust_store
+        trusted = load_trust_store(store)
+        mode = getattr(ua.MessageSecurityMode, settings.security_mode)
+        async with asyncio.timeout(3 * self.timeout):
+            endpoints = await client.connect_and_get_server_endpoints()
+        try:
+            endpoint = Client.find_endpoint(endpoints, mode, SecurityPolicyBasic256Sha256.URI)
+        except ua.UaError as exc:
+            offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]} {e.SecurityMode.name}" for e in endpoints})
+            raise UntrustedServer(f"server offers no endpoint with Basic256Sha256 {settings.security_mode} "
+                                  f"(it offers: {', '.join(offered)})") from exc
+        server_der = _first_certificate(endpoint.ServerCertificate or b"")
+        try:
+            server_certificate = x509.load_der_x509_certificate(server_der)
+        except ValueError as exc:
+            raise UntrustedServer(f"server sent no usable certificate ({exc})") from exc
+        check_server_certificate(server_certificate, trusted, store)
+        client.application_uri = (settings.application_uri or _application_uri(settings.certificate.read_bytes())
+                                  or client.application_uri)
+        await client.set_security(SecurityPolicyBasic256Sha256, str(settings.certificate), str(settings.private_key),
+                                  server_certificate=server_der, mode=mode)
+
+        async def validate(certificate: x509.Certificate, _description: Any) -> None:
+            try:
+                check_server_certificate(certificate, trusted, store)
+            except UntrustedServer as exc:
+                log.warning("device %s: %s", self.name, exc)
+                raise ServiceError(ua.StatusCodes.BadCertificateUntrusted) from exc
+
+        client.certificate_validator = validate
+        if settings.username is not None:
+            client.set_user(settings.username)
+            client.set_password(settings.password_file.read_text(encoding="utf-8").rstrip("\r\n"))
+
+    async def _subscribe(self, client: Client) -> tuple[Subscription | None, np.ndarray]:
+        """Create the subscription and its items; returns it (None if refused) and the tag indexes to poll."""
+        polled = [index for index, node in enumerate(self.nodes) if node.mode == "poll"]
+        wanted = [index for index, node in enumerate(self.nodes) if node.mode == "subscribe"]
+        subscription = None
+        if wanted:
+            settings = self.settings
+            params = ua.CreateSubscriptionParameters()
+            params.RequestedPublishingInterval = settings.publishing_interval * 1000
+            params.RequestedMaxKeepAliveCount = settings.keepalive_count
+            params.RequestedLifetimeCount = max(3 * settings.keepalive_count,
+                                                math.ceil(settings.session_timeout / settings.publishing_interval))
+            params.MaxNotificationsPerPublish = 0  # no limit
+            params.PublishingEnabled = True
+            try:
+                async with asyncio.timeout(2 * self.timeout):
+                    subscription = await client.create_subscription(
+                        params, queue_maxsize=4 * len(wanted) + 1000, overflow=OverflowPolicy.DROP_OLDEST)
+            except ua.UaStatusCodeError as exc:
+                self._warn_once(-1, "subscriptions", "device %s: server refuses subscriptions (%s); polling every tag",
+                                self.name, _cause(exc))
+                polled += wanted
+            else:
+                polled += await self._create_items(subscription, wanted)
+        self.polled_items = len(polled)
+        return subscription, np.array(sorted(polled), dtype=np.intp)
+
+    async def _create_items(self, subscription: Subscription, wanted: list[int]) -> list[int]:
+        """Monitored items for `wanted` tag indexes (client handle = index + 1); returns those refused."""
+        refused = []
+        for start in range(0, len(wanted), CREATE_CHUNK):
+            chunk = wanted[start:start + CREATE_CHUNK]
+            async with asyncio.timeout(2 * self.timeout):
+                results = await subscription.create_monitored_items([self._item_request(i) for i in chunk])
+            for index, result in zip(chunk, results):
+                if isinstance(result, ua.StatusCode):
+                    refused.append(index)
+                    self._warn_once(index, "refused", "device %s: server refuses monitored item %s (%s); polling it",
+                                    self.name, self.nodes[index].node, status_name(result.value))
+        return refused
+
+    def _item_request(self, index: int) -> ua.MonitoredItemCreateRequest:
+        node = self.nodes[index]
+        parameters = ua.MonitoringParameters()
+        parameters.ClientHandle = index + 1
+        parameters.SamplingInterval = -1.0 if node.sampling_interval is None else node.sampling_interval * 1000
+        parameters.QueueSize = node.queue_size
+        parameters.DiscardOldest = True
+        if node.deadband_type != "none":
+            parameters.Filter = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValue,
+                                                    DeadbandType=DEADBAND_TYPES[node.deadband_type],
+                                                    DeadbandValue=node.deadband_value)
+        request = ua.MonitoredItemCreateRequest()
+        request.ItemToMonitor = ua.ReadValueId(NodeId=ua.NodeId.from_string(node.node),
+                                               AttributeId=ua.AttributeIds.Value)
+        request.MonitoringMode = ua.MonitoringMode.Reporting
+        request.RequestedParameters = parameters
+        return request
+
+    async def _consume(self, subscription: Subscription, lost: asyncio.Future[str]) -> None:
+        """Data changes into the pending batch; a status change of the subscription ends the session."""
+        async for event in subscription:
+            if isinstance(event, DataChangeEvent):
+                self._alive_at = time.monotonic()
+                self.notifications += 1
+                self._add(event.data.subscription_data.client_handle - 1, event.data.monitored_item.Value)
+            elif isinstance(event, StatusChangeEvent):
+                if lost.done():  # asyncua tells the subscription after the connection went
+                    raise SessionLost(lost.result())
+                raise SessionLost(f"server reported {status_name(event.notification.Status.value)} for the subscription")
+        raise SessionLost("subscription closed")
+
+    def _add(self, index: int, data: ua.DataValue | None) -> None:
+        """Queue one value; the batch goes to the sink once the events at hand are drained."""
+        if not 0 <= index < len(self.nodes):
+            return
+        if data is None:
+            self._pending.append((index, NAN, int(Quality.NO_VALUE), NAN))
+        else:
+            status = data.StatusCode.value if data.StatusCode is not None else 0
+            raw = data.Value.Value if data.Value is not None else None
+            value, quality = to_float(raw)
+            status_quality = quality_of(status)
+            if status_quality.is_bad:
+                quality = status_quality  # the server's reason wins; its value, if any, is kept
+            elif not quality.is_good:
+                self._warn_once(index, "value", "device %s: node %s sent %s, not a finite number",
+                                self.name, self.nodes[index].node, describe(raw))
+            else:
+                quality = status_quality
+            moment = data.SourceTimestamp or data.ServerTimestamp
+            self._pending.append((index, value, int(quality), unix_seconds(moment) if moment else NAN))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        if not pending or self._sink is None:
+            return
+        indexes = np.fromiter((item[0] for item in pending), dtype=np.intp, count=len(pending))
+        values = np.fromiter((item[1] for item in pending), dtype=np.float64, count=len(pending))
+        qualities = np.fromiter((item[2] for item in pending), dtype=np.uint8, count=len(pending))
+        stamps = np.fromiter((item[3] for item in pending), dtype=np.float64, count=len(pending))
+        self._sink.write(self.rows[indexes], values, qualities, stamps)
+        self.values += len(pending)
+        self._device_up(self._sink)
+
+    async def _poll(self, client: Client, polled: np.ndarray) -> None:
+        """Read the polled tags every poll_interval; a failed read ends the session."""
+        node_ids = [ua.NodeId.from_string(self.nodes[index].node) for index in polled]
+        tick = time.monotonic()
+        while True:
+            for start in range(0, len(polled), READ_CHUNK):
+                params = ua.ReadParameters()
+                params.TimestampsToReturn = ua.TimestampsToReturn.Both
+                params.NodesToRead = [ua.ReadValueId(NodeId=node_id, AttributeId=ua.AttributeIds.Value)
+                                      for node_id in node_ids[start:start + READ_CHUNK]]
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        results = await client.uaclient.read(params)
+                except TimeoutError as exc:
+                    raise SessionLost(f"no answer to a read within {self.timeout:g} s") from exc
+                for index, data in zip(polled[start:start + READ_CHUNK], results):
+                    self._add(int(index), data)
+            self.polls += 1
+            self._alive_at = time.monotonic()
+            tick = max(tick + self.poll_interval, time.monotonic())
+            await asyncio.sleep(tick - time.monotonic())
+
+    async def _watch(self, subscription: Subscription | None, lost: asyncio.Future[str]) -> None:
+        """End the session when asyncua lost the connection or the subscription went silent."""
+        limit = self.settings.watchdog
+        while True:
+            await asyncio.sleep(min(0.25, limit / 4))
+            if lost.done():
+                raise SessionLost(lost.result())
+            if subscription is None:
+                continue
+            last = max(self._alive_at, subscription.last_publish_at or 0.0)
+            if time.monotonic() - last > limit:
+                self.watchdog_trips += 1
+                raise SessionLost(f"subscription silent: no data and no keep-alive for {limit:g} s")
+
+    async def _close(self, client: Client, connected: bool) -> None:
+        """Close the session politely within the timeout, else just drop the socket."""
+        if connected:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await client.disconnect()
+                return
+            except (OSError, TimeoutError, ConnectionError, ua.UaError, ServiceError):
+                pass
+            except Exception:  # noqa: BLE001 - closing a broken session may fail in any way
+                log.debug("device %s: error while closing the session", self.name, exc_info=True)
+        client.disconnect_socket()
+
+    def _device_down(self, sink: SampleSink, cause: str) -> None:
+        self.failures += 1
+        self._pending.clear()
+        sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
+        if self._down_since is not None:
+            log.debug("device %s still down: %s", self.name, cause)
+            return
+        self._down_since = time.monotonic()
+        log.warning("device %s (%s) down: %s", self.name, self.settings.endpoint, cause)
+        sink.event(Event(
+            kind="device_down", ts=time.time(), source=self.name, priority=Priority.HIGH,
+            message=f"{self.name} down: {cause}",
+            data={"endpoint": self.settings.endpoint, "cause": cause, "quality": int(Quality.COMM_FAILURE)},
+        ))
+
+    def _device_up(self, sink: SampleSink) -> None:
+        self._backoff.reset()
+        if self._down_since is None:
+            return
+        down_for = time.monotonic() - self._down_since
+        self._down_since = None
+        log.warning("device %s back after %.1f s", self.name, down_for)
+        sink.event(Event(
+            kind="device_up", ts=time.time(), source=self.name, priority=Priority.INFO,
+            message=f"{self.name} answering again after {down_for:.1f} s",
+            data={"endpoint": self.settings.endpoint, "down_for": round(down_for, 3)},
+        ))
+
+    def _warn_once(self, index: int, problem: str, message: str, *args: Any) -> None:
+        level = logging.DEBUG if (index, problem) in self._warned else logging.WARNING
+        self._warned.add((index, problem))
+        log.log(level, message, *args)
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, ua.UaStatusCodeError):
+        return status_name(exc.code)
+    if isinstance(exc, ServiceError):
+        return status_name(exc.code)
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _first_certificate(der: bytes) -> bytes:
+    """The leading certificate of a DER chain: the outer SEQUENCE's length says where it ends."""
+    if len(der) < 4 or der[0] != 0x30:
+        return der
+    if der[1] < 0x80:
+        return der[:2 + der[1]]
+    size = der[1] & 0x7F
+    return der[:2 + size + int.from_bytes(der[2:2 + size], "big")]
+
+
+def _application_uri(data: bytes) -> str | None:
+    """The URI in the subjectAltName of a PEM or DER certificate: what servers expect as the client's URI."""
+    try:
+        certificate = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None

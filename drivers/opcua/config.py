@@ -1,0 +1,185 @@
+"""Configuration schema of the OPC UA driver: endpoint, security, subscription and per-tag node settings.
+
+Security fails closed: a secured endpoint needs a trust store, and a server certificate that is not
+in it (or not issued by a certificate in it) is refused. A password is only ever read from a file and
+never sent over an endpoint without security. Relative paths are resolved against the directory of
+the config file, like the rest of the configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gatewayd.config.schema import Field, Invalid, Reader, duration, integer, number, one_of, text
+
+SECURITY_POLICIES = ("None", "Basic256Sha256")
+SECURITY_MODES = ("Sign", "SignAndEncrypt")
+DEADBAND_TYPES = ("none", "absolute", "percent")
+MODES = ("subscribe", "poll")
+MAX_QUEUE_SIZE = 10_000
+
+# ns=<index>; or nsu=<uri>; then i=<number>, s=<string>, g=<guid> or b=<base64>
+_NODE_ID = re.compile(
+    r"^(?:(?:ns=\d{1,5}|nsu=[^;]+);)?"
+    r"(?:i=\d{1,10}|s=.+|g=[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|b=[A-Za-z0-9+/=]+)$",
+    re.DOTALL,
+)
+
+
+def endpoint_url(value: Any) -> str:
+    value = text(value)
+    if not re.fullmatch(r"opc\.tcp://[^/\s:]+(?::\d{1,5})?(?:/\S*)?", value):
+        raise Invalid(f"{value!r} is not an OPC UA endpoint; write e.g. opc.tcp://10.0.0.5:4840")
+    return value
+
+
+def node_id(value: Any) -> str:
+    """A node id in the standard string form, checked without loading asyncua."""
+    value = text(value)
+    if not _NODE_ID.match(value):
+        raise Invalid(f"{value!r} is not a node id; write e.g. ns=2;s=Tank.Level or ns=0;i=2258")
+    return value
+
+
+def positive_duration(value: Any) -> float:
+    seconds = duration(value)
+    if seconds <= 0:
+        raise Invalid("must be longer than zero")
+    return seconds
+
+
+def file_path(value: Any) -> Path:
+    return Path(text(value))
+
+
+@dataclass(frozen=True)
+class OpcUaNode:
+    """One monitored or polled node and how the server should sample and filter it."""
+
+    node: str
+    mode: str = "subscribe"
+    sampling_interval: float | None = None  # seconds; None: the subscription's publishing interval
+    queue_size: int = 1
+    deadband_type: str = "none"
+    deadband_value: float = 0.0
+
+
+@dataclass(frozen=True)
+class OpcUaSettings:
+    endpoint: str
+    security_policy: str = "None"
+    security_mode: str | None = None
+    certificate: Path | None = None
+    private_key: Path | None = None
+    trust_store: Path | None = None
+    application_uri: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    publishing_interval: float = 1.0
+    keepalive_count: int = 3
+    session_timeout: float = 60.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+
+    @property
+    def watchdog(self) -> float:
+        """Seconds without data or keep-alive after which the subscription counts as dead (at least 1 s)."""
+        return max(1.0, 2 * self.keepalive_count * self.publishing_interval)
+
+
+DEVICE_FIELDS = {
+    "endpoint": Field(endpoint_url, doc="server endpoint URL, e.g. opc.tcp://10.0.0.5:4840"),
+    "security_policy": Field(one_of(*SECURITY_POLICIES), "None", "None or Basic256Sha256"),
+    "security_mode": Field(one_of(*SECURITY_MODES), None,
+                           "Sign or SignAndEncrypt (default with Basic256Sha256); not allowed with None"),
+    "certificate": Field(file_path, None, "client certificate (PEM or DER); required with Basic256Sha256"),
+    "private_key": Field(file_path, None, "private key of the client certificate (PEM or DER, unencrypted)"),
+    "trust_store": Field(file_path, None, "directory of trusted server or CA certificates (PEM or DER); "
+                         "required with Basic256Sha256: a server certificate not in it is refused"),
+    "application_uri": Field(text, None, "client application URI; default: the URI in the client certificate"),
+    "username": Field(text, None, "user name for a user-name identity token; anonymous if unset"),
+    "password_file": Field(file_path, None, "file holding the password (never inline); needs username "
+                           "and a secured endpoint"),
+    "publishing_interval": Field(positive_duration, 1.0, "duration: how often the server sends changes"),
+    "keepalive_count": Field(integer(1, 100), 3,
+                             "publishing intervals without change after which the server sends a keep-alive; "
+                             "no data and no keep-alive for twice that (at least 1 s) rebuilds the session"),
+    "session_timeout": Field(positive_duration, 60.0, "duration: requested session timeout"),
+    "backoff_initial": Field(number(0.0), 1.0, "first reconnect delay in seconds, doubled up to backoff_max"),
+    "backoff_max": Field(number(0.0), 30.0, "longest reconnect delay in seconds"),
+}
+
+TAG_FIELDS = {
+    "node": Field(node_id, doc="node id, e.g. ns=2;s=Tank.Level or ns=3;i=1001"),
+    "mode": Field(one_of(*MODES), "subscribe", "subscribe (monitored item) or poll (read every poll_interval)"),
+    "sampling_interval": Field(duration, None, "duration: server-side sampling; default the publishing interval, "
+                               "0 the fastest the server offers"),
+    "queue_size": Field(integer(1, MAX_QUEUE_SIZE), 1, "values the server queues between publishes"),
+    "deadband_type": Field(one_of(*DEADBAND_TYPES), "none", "data-change filter: none, absolute or percent "
+                           "(of the node's EURange)"),
+    "deadband_value": Field(number(0.0), 0.0, "deadband of the data-change filter, in units or percent"),
+}
+
+
+def build_settings(values: dict[str, Any], reader: Reader, path: str, line: int) -> OpcUaSettings | None:
+    """Cross-field rules of security and credentials; paths resolved against the config file's directory."""
+    problems: list[tuple[str, str]] = []
+    secured = values["security_policy"] != "None"
+    if secured:
+        values["security_mode"] = values["security_mode"] or "SignAndEncrypt"
+        for key in ("certificate", "private_key", "trust_store"):
+            if values[key] is None:
+                problems.append((key, f"required with security_policy {values['security_policy']}"))
+    else:
+        if values["security_mode"] is not None:
+            problems.append(("security_mode", "security_mode needs security_policy Basic256Sha256"))
+        if values["trust_store"] is not None:
+            problems.append(("trust_store", "a trust store needs security_policy Basic256Sha256"))
+    if (values["certificate"] is None) != (values["private_key"] is None):
+        problems.append(("private_key", "certificate and private_key go together"))
+    if values["password_file"] is not None:
+        if values["username"] is None:
+            problems.append(("password_file", "a password needs a username"))
+        if not secured:
+            problems.append(("password_file", "the password would cross the network in clear with security_policy "
+                             "None; use Basic256Sha256"))
+    elif values["username"] is not None:
+        problems.append(("username", "a username needs password_file"))
+    if values["backoff_max"] < values["backoff_initial"]:
+        problems.append(("backoff_max", "backoff_max must be at least backoff_initial"))
+    for key, message in problems:
+        reader.error(line, f"{path}.{key}", message)
+    if problems:
+        return None
+    base = Path(reader.file).resolve().parent
+    for key in ("certificate", "private_key", "trust_store", "password_file"):
+        if values[key] is not None:
+            values[key] = base / values[key]
+    return OpcUaSettings(**values)
+
+
+def build_address(values: dict[str, Any], reader: Reader, path: str, line: int) -> OpcUaNode | None:
+    problems = []
+    if values["deadband_type"] == "none" and values["deadband_value"] != 0.0:
+        problems.append("deadband_value needs deadband_type absolute or percent")
+    if values["deadband_type"] == "percent" and values["deadband_value"] > 100.0:
+        problems.append(f"a percent deadband is 0-100, not {values['deadband_value']:g}")
+    if values["mode"] == "poll" and (values["deadband_type"] != "none" or values["queue_size"] != 1
+                                     or values["sampling_interval"] is not None):
+        problems.append("sampling_interval, queue_size and deadband apply to mode subscribe only")
+    for problem in problems:
+        reader.error(line, path, problem)
+    return None if problems else OpcUaNode(**values)
+
+
+def check_tags(tags: list[tuple[str, str, int, OpcUaNode]], reader: Reader) -> None:
+    """Reject two tags of one device that read the same node: almost always a copy-and-paste slip."""
+    seen: dict[str, str] = {}
+    for name, path, line, address in tags:
+        if address.node in seen:
+            reader.error(line, f"{path}.node", f"node {address.node} is already read by tag {seen[address.node]}")
+        else:
+            seen[address.node] = name

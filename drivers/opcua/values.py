@@ -1,0 +1,57 @@
+"""What a device sent, as the point table's float and a quality code: never an exception.
+
+OPC servers (UA, and DA through a gateway) hand over typed variants: numbers, booleans, strings,
+dates, arrays, structures or nothing. The point table holds one float per tag, so anything that is not
+a finite real number is marked instead of crashing the driver: a non-number is DECODE_ERROR (the tag
+points at the wrong node), NaN and infinity are OUT_OF_RANGE, as the Modbus codec marks them. Pure
+functions, shared by the OPC UA and OPC DA drivers.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+from gatewayd.types import Quality
+
+NAN = float("nan")
+
+
+def to_float(value: Any) -> tuple[float, Quality]:
+    """(value, GOOD) for a finite number or boolean; (NaN, reason) for anything else."""
+    if isinstance(value, bool):
+        return (1.0 if value else 0.0), Quality.GOOD
+    if isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            return NAN, Quality.OUT_OF_RANGE
+        return (number, Quality.GOOD) if math.isfinite(number) else (NAN, Quality.OUT_OF_RANGE)
+    return NAN, Quality.DECODE_ERROR
+
+
+def describe(value: Any, limit: int = 40) -> str:
+    """A short, log-safe description of a value that could not be used (huge strings are cut)."""
+    text = repr(value)
+    shown = text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    return f"{type(value).__name__} {shown}"
+
+
+def unix_seconds(moment: Any) -> float:
+    """A source timestamp as Unix seconds; naive datetimes are UTC (as OPC puts them); NaN if unusable."""
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        try:
+            return moment.timestamp()
+        except (OverflowError, ValueError, OSError):
+            return NAN
+    if isinstance(moment, (int, float)) and not isinstance(moment, bool):
+        return float(moment) if math.isfinite(moment) else NAN
+    if isinstance(moment, str):
+        try:
+            return unix_seconds(datetime.fromisoformat(moment.strip()))
+        except ValueError:
+            return NAN
+    return NAN

@@ -1,0 +1,165 @@
+"""The OPC DA gateway driver against a Pyro5 test double of the OpenOPC gateway service, as a process.
+
+The double answers group reads with changing values, bad and uncertain DA qualities (as names and
+as raw quality words) and items the server rejects; tests kill it (unreachable), freeze it (no
+answer) and restart it, and point the driver at a DA server the gateway does not know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from drivers.opcda.gateway import OpcDaGatewayDriver  # noqa: E402
+from gatewayd.config.load import parse_config  # noqa: E402
+from gatewayd.config.model import DeviceConfig  # noqa: E402
+from gatewayd.types import Quality  # noqa: E402
+from hil_tests.sim.opcda_gateway import SERVER_PROGID  # noqa: E402
+from hil_tests.test_opcua import RecordingSink, stop, wait_until  # noqa: E402
+
+EXPECTED = {
+    "Random.Real8": Quality.GOOD, "Random.Int4": Quality.GOOD, "Square.Bool": Quality.GOOD,
+    "Word.Good": Quality.GOOD, "Word.GoodHigh": Quality.GOOD, "Word.SensorFailure": Quality.SENSOR_FAULT,
+    "Word.CommFailure": Quality.COMM_FAILURE, "Word.LastKnown": Quality.COMM_FAILURE,
+    "Word.OutOfService": Quality.MAINTENANCE, "Word.Uncertain": Quality.UNCERTAIN,
+    "Word.ConfigError": Quality.DEVICE_ERROR, "Bad.Quality": Quality.DEVICE_ERROR,
+    "Text.Value": Quality.DECODE_ERROR, "No.Such.Item": Quality.DEVICE_ERROR,
+}
+
+
+class GatewayProcess:
+    """One `python -m hil_tests.sim.opcda_gateway` child; port 0 first, the same port on restarts."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> GatewayProcess:
+        argv = [sys.executable, "-m", "hil_tests.sim.opcda_gateway", "--port", str(self.port)]
+        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("READY "), f"gateway double did not start: {line!r}"
+        self.port = int(line.split()[1])
+        return self
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+        if signum == signal.SIGKILL:
+            self.process.wait(timeout=5)
+
+    def close(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+@pytest.fixture
+def gateway() -> Iterator[GatewayProcess]:
+    process = GatewayProcess().start()
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+def device_config(port: int, items: list[str], **settings: Any) -> DeviceConfig:
+    device = {"name": "da1", "driver": "opcda_gateway", "host": "127.0.0.1", "port": port, "server": SERVER_PROGID,
+              "poll_interval": 0.1, "timeout": 0.5, "backoff_initial": 0.1, "backoff_max": 0.4, **settings,
+              "tags": [{"name": f"T{i}", "item": item} for i, item in enumerate(items)]}
+    document = {"gateway": {"id": "gw-test"}, "devices": [device],
+                "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
+    return parse_config(yaml.safe_dump(document), ROOT / "hil-test.yaml").devices[0]
+
+
+def start_driver(device: DeviceConfig) -> tuple[OpcDaGatewayDriver, RecordingSink, asyncio.Task]:
+    sink = RecordingSink(len(device.tags))
+    driver = OpcDaGatewayDriver.from_config(device, np.arange(len(device.tags)))
+    return driver, sink, asyncio.create_task(driver.run(sink))
+
+
+def test_group_reads_map_da_quality_and_keep_source_times(gateway):
+    items = list(EXPECTED)
+    device = device_config(gateway.port, items)
+
+    async def scenario() -> tuple[OpcDaGatewayDriver, RecordingSink, list[float]]:
+        driver, sink, task = start_driver(device)
+        seen: list[float] = []
+        try:
+            await wait_until(lambda: driver.polls >= 1, 10)
+            seen.append(sink.values[1])
+            await wait_until(lambda: driver.polls >= 4, 10)
+            seen.append(sink.values[1])
+        finally:
+            await stop(task)
+        return driver, sink, seen
+
+    driver, sink, seen = asyncio.run(scenario())
+    for position, (item, quality) in enumerate(EXPECTED.items()):
+        assert sink.quality[position] == quality, f"{item}: {Quality(sink.quality[position]).name}"
+    assert seen[1] > seen[0], "Random.Int4 counts up between reads"
+    good = [i for i, quality in enumerate(EXPECTED.values()) if quality == Quality.GOOD]
+    assert (np.abs(sink.source_ts[good] - time.time()) < 30).all()
+    assert np.isnan(sink.source_ts[items.index("No.Such.Item")])
+    assert driver.sessions == 1 and driver.failures == 0 and sink.kinds() == []
+
+
+def test_unreachable_and_frozen_gateway_turn_bad_and_recover(gateway):
+    device = device_config(gateway.port, ["Random.Real8", "Random.Int4", "Word.Good"])
+
+    async def scenario() -> tuple[OpcDaGatewayDriver, RecordingSink]:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: bool((sink.quality == Quality.GOOD).all()), 10)
+            gateway.signal(signal.SIGKILL)  # unreachable: connection refused
+            await wait_until(lambda: bool((sink.quality == Quality.COMM_FAILURE).all()), 5)
+            await asyncio.sleep(0.5)
+            assert (sink.quality == Quality.COMM_FAILURE).all() and sink.kinds() == ["device_down"]
+            assert "unreachable" in sink.events[0].data["cause"]
+            await asyncio.to_thread(gateway.start)
+            polls = driver.polls
+            await wait_until(lambda: driver.polls > polls + 2 and bool((sink.quality == Quality.GOOD).all()), 10)
+            gateway.signal(signal.SIGSTOP)  # frozen: no answer within the timeout
+            await wait_until(lambda: bool((sink.quality == Quality.COMM_FAILURE).all()), 5)
+            gateway.signal(signal.SIGCONT)
+            polls = driver.polls
+            await wait_until(lambda: driver.polls > polls + 2 and bool((sink.quality == Quality.GOOD).all()), 10)
+        finally:
+            await stop(task)
+        return driver, sink
+
+    driver, sink = asyncio.run(scenario())
+    assert sink.kinds() == ["device_down", "device_up", "device_down", "device_up"]
+    assert "did not answer within 0.5 s" in sink.events[2].data["cause"]
+    assert driver.sessions >= 3  # a new gateway session after each outage
+
+
+def test_unknown_da_server_is_reported_by_name(gateway):
+    device = device_config(gateway.port, ["Random.Real8"], server="Wrong.Server.1")
+
+    async def scenario() -> tuple[OpcDaGatewayDriver, RecordingSink]:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: driver.failures >= 2, 10)
+        finally:
+            await stop(task)
+        return driver, sink
+
+    driver, sink = asyncio.run(scenario())
+    assert sink.kinds() == ["device_down"] and driver.polls == 0
+    assert "Wrong.Server.1" in sink.events[0].data["cause"]
+    assert sink.quality[0] == Quality.COMM_FAILURE

@@ -1,0 +1,291 @@
+"""The OPC UA driver against the simulated OPC UA server running as a real process on loopback.
+
+Each test runs the driver in-process and records what it hands to a small sink. The server is killed
+(SIGKILL) and restarted on the same port, frozen (SIGSTOP) and resumed, and served with security,
+like a real server losing power, hanging, or being replaced by an impostor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from drivers.opcua.client import OpcUaDriver  # noqa: E402
+from gatewayd.config.load import parse_config  # noqa: E402
+from gatewayd.config.model import DeviceConfig  # noqa: E402
+from gatewayd.types import Event, Quality  # noqa: E402
+from hil_tests.sim.opcua_server import make_certificate  # noqa: E402
+
+PUBLISHING = 0.2
+TIMEOUT = 1.0
+
+
+class RecordingSink:
+    """Last value, quality and source time per row, a write counter per row, and every event."""
+
+    def __init__(self, size: int) -> None:
+        self.values = np.full(size, np.nan)
+        self.quality = np.full(size, int(Quality.NO_VALUE), dtype=np.uint8)
+        self.source_ts = np.full(size, np.nan)
+        self.writes = np.zeros(size, dtype=np.int64)
+        self.events: list[Event] = []
+
+    def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
+        self.values[rows] = values
+        self.quality[rows] = quality
+        self.source_ts[rows] = np.nan if source_ts is None else source_ts
+        self.writes[rows] += 1
+
+    def set_quality(self, rows, quality) -> None:
+        self.quality[rows] = quality
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [event.kind for event in self.events]
+
+
+class OpcUaServerProcess:
+    """One `python -m hil_tests.sim.opcua_server` child; port 0 first, the same port on restarts."""
+
+    def __init__(self, variables: int, security_dir: Path | None = None) -> None:
+        self.variables, self.security_dir, self.port = variables, security_dir, 0
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> OpcUaServerProcess:
+        argv = [sys.executable, "-m", "hil_tests.sim.opcua_server", "--port", str(self.port),
+                "--vars", str(self.variables), "--period", "0.2", "--seed", "3"]
+        if self.security_dir is not None:
+            argv += ["--security-dir", str(self.security_dir)]
+        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("READY "), f"OPC UA simulator did not start: {line!r}"
+        self.port = int(line.split()[1])
+        return self
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+        if signum == signal.SIGKILL:
+            self.process.wait(timeout=5)
+
+    def close(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+@pytest.fixture
+def servers() -> Iterator[Callable[..., OpcUaServerProcess]]:
+    started: list[OpcUaServerProcess] = []
+
+    def start(variables: int = 5, security_dir: Path | None = None) -> OpcUaServerProcess:
+        started.append(OpcUaServerProcess(variables, security_dir))
+        return started[-1].start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.close()
+
+
+def device_config(port: int, tags: list[dict[str, Any]], base: Path = ROOT, **settings: Any) -> DeviceConfig:
+    """The device through the real config loader, so the test's YAML is checked like a user's."""
+    device = {"name": "ua1", "driver": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}",
+              "poll_interval": 0.3, "timeout": TIMEOUT, "publishing_interval": PUBLISHING,
+              "backoff_initial": 0.1, "backoff_max": 0.4, **settings, "tags": tags}
+    document = {"gateway": {"id": "gw-test"}, "devices": [device],
+                "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
+    return parse_config(yaml.safe_dump(document), base / "hil-test.yaml").devices[0]
+
+
+def generic_tags(count: int) -> list[dict[str, Any]]:
+    return [{"name": f"G{i}", "node": f"ns=2;s=GEN{i:05d}"} for i in range(count)]
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def start_driver(device: DeviceConfig) -> tuple[OpcUaDriver, RecordingSink, asyncio.Task]:
+    sink = RecordingSink(len(device.tags))
+    driver = OpcUaDriver.from_config(device, np.arange(len(device.tags)))
+    return driver, sink, asyncio.create_task(driver.run(sink))
+
+
+def test_values_arrive_with_source_timestamps_and_status_mapped_to_quality(servers):
+    server = servers(variables=6)
+    tags = [{"name": "LT101", "node": "ns=2;s=LT101", "deadband_type": "absolute", "deadband_value": 0.0001},
+            *generic_tags(5),
+            {"name": "POLLED", "node": "ns=2;s=GEN00005", "mode": "poll"},
+            {"name": "BAD_SENSOR", "node": "ns=2;s=BAD_SENSOR"},
+            {"name": "OOS", "node": "ns=2;s=OUT_OF_SERVICE", "queue_size": 5, "sampling_interval": "100ms"},
+            {"name": "UNCERTAIN", "node": "ns=2;s=UNCERTAIN"},
+            {"name": "TEXT", "node": "ns=2;s=TEXT"},
+            {"name": "HUGE", "node": "ns=2;s=HUGE_TEXT"},
+            {"name": "NAN", "node": "ns=2;s=NOT_A_NUMBER"},
+            {"name": "MISSING", "node": "ns=2;s=NO_SUCH_NODE"}]
+    expected = {"BAD_SENSOR": Quality.SENSOR_FAULT, "OOS": Quality.MAINTENANCE, "UNCERTAIN": Quality.UNCERTAIN,
+                "TEXT": Quality.DECODE_ERROR, "HUGE": Quality.DECODE_ERROR, "NAN": Quality.OUT_OF_RANGE,
+                "MISSING": Quality.DEVICE_ERROR}
+    device = device_config(server.port, tags)
+    names = [tag.name for tag in device.tags]
+    changing = [names.index(name) for name in ("LT101", "G0", "G4", "POLLED")]
+
+    async def scenario() -> tuple[OpcUaDriver, RecordingSink]:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: bool((sink.writes[changing] >= 3).all()), 15)
+            await wait_until(lambda: all(sink.quality[names.index(n)] == q for n, q in expected.items()), 5)
+        finally:
+            await stop(task)
+        return driver, sink
+
+    driver, sink = asyncio.run(scenario())
+    good = [names.index(name) for name in ("LT101", "G0", "G1", "G2", "G3", "G4", "POLLED")]
+    assert (sink.quality[good] == Quality.GOOD).all()
+    assert np.isfinite(sink.values[good]).all()
+    assert (np.abs(sink.source_ts[good] - time.time()) < 30).all(), "source timestamps are the server's, recent"
+    assert sink.values[names.index("UNCERTAIN")] == 7.0  # uncertain keeps its value
+    assert driver.polled_items == 2  # POLLED, and MISSING after the server refused its monitored item
+    assert driver.notifications > 0 and driver.polls > 0
+    assert "device_down" not in sink.kinds()
+
+
+def test_server_killed_and_restarted_resumes_and_outage_is_bad_quality(servers):
+    server = servers()
+    device = device_config(server.port, generic_tags(5))
+
+    async def scenario() -> tuple[float, RecordingSink]:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: bool((sink.quality == Quality.GOOD).all()), 10)
+            server.signal(signal.SIGKILL)
+            await wait_until(lambda: bool((sink.quality == Quality.COMM_FAILURE).all()), 10)
+            assert sink.kinds() == ["device_down"]
+            before = sink.writes.copy()
+            await asyncio.to_thread(server.start)
+            resumed = await wait_until(lambda: bool((sink.writes > before + 1).all()
+                                                    and (sink.quality == Quality.GOOD).all()), 15)
+            assert driver.sessions >= 2
+        finally:
+            await stop(task)
+        return resumed, sink
+
+    resumed, sink = asyncio.run(scenario())
+    assert resumed < 10, "data resumes within seconds of the server's restart"
+    assert sink.kinds() == ["device_down", "device_up"]
+    assert "connection" in sink.events[0].data["cause"] or "no answer" in sink.events[0].data["cause"]
+
+
+def test_frozen_server_turns_bad_by_watchdog_and_recovers_after_resume(servers):
+    server = servers()
+    device = device_config(server.port, generic_tags(5))
+
+    async def scenario() -> tuple[float, float, RecordingSink]:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: bool((sink.quality == Quality.GOOD).all()), 10)
+            server.signal(signal.SIGSTOP)
+            noticed = await wait_until(lambda: bool((sink.quality == Quality.COMM_FAILURE).all()), 10)
+            await asyncio.sleep(1.0)  # stays bad while frozen
+            assert (sink.quality == Quality.COMM_FAILURE).all()
+            before = sink.writes.copy()
+            server.signal(signal.SIGCONT)
+            resumed = await wait_until(lambda: bool((sink.writes > before + 1).all()
+                                                    and (sink.quality == Quality.GOOD).all()), 15)
+        finally:
+            await stop(task)
+        return noticed, resumed, sink
+
+    noticed, resumed, sink = asyncio.run(scenario())
+    assert noticed < 8 and resumed < 10
+    assert sink.kinds() == ["device_down", "device_up"]
+
+
+def secure_setup(tmp_path: Path, trust_server: bool) -> tuple[Path, dict[str, Any]]:
+    """Server certificate directory, and the device settings with a client certificate and trust store."""
+    server_dir = tmp_path / "server-pki"
+    make_certificate(server_dir, "server", "urn:gatewayd:sim:opcua")
+    client_cert, client_key = make_certificate(tmp_path / "client-pki", "client", "urn:gatewayd:test:client")
+    trust = tmp_path / "trusted"
+    trust.mkdir()
+    if trust_server:
+        shutil.copy(server_dir / "server.der", trust / "server.der")
+    else:  # a certificate of some other server: the simulator's is not in the store
+        other, _ = make_certificate(tmp_path / "other-pki", "other", "urn:elsewhere")
+        shutil.copy(other, trust / "other.der")
+    password = tmp_path / "password"
+    password.write_text("not-used-by-the-simulator\n")
+    settings = {"security_policy": "Basic256Sha256", "security_mode": "SignAndEncrypt",
+                "certificate": str(client_cert), "private_key": str(client_key), "trust_store": "trusted",
+                "username": "operator", "password_file": "password"}
+    return server_dir, settings
+
+
+def test_sign_and_encrypt_with_a_trusted_server_certificate(servers, tmp_path):
+    server_dir, settings = secure_setup(tmp_path, trust_server=True)
+    server = servers(security_dir=server_dir)
+    device = device_config(server.port, generic_tags(3), base=tmp_path, **settings)
+    assert device.settings.trust_store == tmp_path / "trusted"  # relative to the config file
+
+    async def scenario() -> RecordingSink:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: bool((sink.writes >= 2).all()), 15)
+        finally:
+            await stop(task)
+        return sink
+
+    sink = asyncio.run(scenario())
+    assert (sink.quality == Quality.GOOD).all() and np.isfinite(sink.values).all()
+    assert sink.kinds() == []
+
+
+def test_untrusted_server_certificate_is_refused_with_a_clear_error(servers, tmp_path):
+    server_dir, settings = secure_setup(tmp_path, trust_server=False)
+    server = servers(security_dir=server_dir)
+    device = device_config(server.port, generic_tags(3), base=tmp_path, **settings)
+
+    async def scenario() -> tuple[OpcUaDriver, RecordingSink]:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: driver.failures >= 2, 15)
+        finally:
+            await stop(task)
+        return driver, sink
+
+    driver, sink = asyncio.run(scenario())
+    assert sink.kinds() == ["device_down"]
+    cause = sink.events[0].data["cause"]
+    assert "not in the trust store" in cause and str(tmp_path / "trusted") in cause
+    assert driver.sessions == 0 and sink.writes.sum() == 0
+    assert (sink.quality == Quality.COMM_FAILURE).all()
