@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto socat systemd
+APT_PACKAGES := mosquitto socat systemd faketime
 PREFIX ?= /opt/gatewayd
 DESTDIR ?=
 SYSTEMD_DIR ?= /lib/systemd/system

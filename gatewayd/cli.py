@@ -22,6 +22,9 @@ def setup_logging(level: str) -> None:
     fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else \
         "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr)
+    # protocol stacks log every failed connect; the drivers report outages once, in our words
+    for noisy in ("pymodbus", "asyncua"):
+        logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

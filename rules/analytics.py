@@ -91,10 +91,11 @@ class AlarmAnalytics:
                 self.chattering.discard(alarm_id)
                 events.append(self._event(now_wall, alarm_id, "chattering_end", Priority.INFO,
                                           f"{alarm_id} no longer chattering", {"activations": len(times)}))
+        quiet_since = now_mono - config.chatter_window
         for alarm_id in [key for key, times in self.per_alarm.items()
-                         if key not in self.chattering and (not times or times[-1] <= now_mono - config.chatter_window)]:
+                         if key not in self.chattering and (not times or times[-1] <= quiet_since)]:
             del self.per_alarm[alarm_id]
-        for alarm_id, level in stale:
+        for alarm_id, _level in stale:
             events.append(self._event(now_wall, alarm_id, "stale", Priority.LOW,
                                       f"{alarm_id} has been active for {config.stale_after / 3600:g} h or more "
                                       f"(stale alarm)", {"active_for": config.stale_after}))

@@ -180,6 +180,15 @@ def tag_alarm_fields(priorities: tuple[str, ...] = tuple(DEFAULT_PRIORITIES)) ->
     return fields
 
 
+@functools.lru_cache(maxsize=4096)
+def _shared_behaviour(priority: str, on_delay: float, off_delay: float, latching: bool, realarm: float,
+                      description: str) -> AlarmBehaviour:
+    """One object for equal settings: most of 100,000 limits share a few, and the config crosses a
+    process boundary pickled (gatewayd.config.load_config_isolated), where shared objects go once."""
+    return AlarmBehaviour(priority=priority, on_delay=on_delay, off_delay=off_delay, latching=latching,
+                          realarm=realarm, description=description)
+
+
 def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
                      priorities: Iterable[str] = tuple(DEFAULT_PRIORITIES)) -> TagAlarmConfig | None:
     """The `alarms:` block of one tag (`tag` has name, range_low, range_high). None if absent or invalid.
@@ -233,9 +242,8 @@ def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
             if own.get("deadband") is not None else default_deadband
         if band is None or merged["priority"] is None:
             continue
-        behaviour = AlarmBehaviour(priority=merged["priority"], on_delay=merged["on_delay"] or 0.0,
-                                   off_delay=merged["off_delay"] or 0.0, latching=bool(merged["latching"]),
-                                   realarm=merged["realarm"] or 0.0, description=merged["description"] or "")
+        behaviour = _shared_behaviour(merged["priority"], merged["on_delay"] or 0.0, merged["off_delay"] or 0.0,
+                                      bool(merged["latching"]), merged["realarm"] or 0.0, merged["description"] or "")
         limits.append(LimitAlarm(level, own["value"], band, behaviour, key_line))
         setpoints[key] = (own["value"], key_line)
     ordered = [(key, setpoints[key]) for key in ("ll", "l", "h", "hh") if key in setpoints]
@@ -333,7 +341,9 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
     top = reader.section(node, path, line, RULES_FIELDS)
     if top is None:
         return None
-    key_line = lambda key: Reader.key_line(node, key)
+    def key_line(key: str) -> int:
+        return Reader.key_line(node, key)
+
     priorities = _priorities(top["priorities"], join(path, "priorities"), key_line("priorities"), reader)
     names = tuple(priorities)
     shelving = reader.section(top["shelving"], join(path, "shelving"), key_line("shelving"), SHELVING_FIELDS) or {}
@@ -531,7 +541,7 @@ def _gas_channels(node: Any, path: str, line: int, reader: Reader, tags: Mapping
         values = reader.section(item, item_path, item_line, fields)
         if values is None or len(values) != len(fields):
             continue
-        key_line = lambda key: Reader.key_line(item, key)
+        key_line = functools.partial(Reader.key_line, item)
         tag, gas_type = values["tag"], values["type"]
         if tag in seen:
             reader.error(key_line("tag"), join(item_path, "tag"), f"gas channel {tag} is already declared at line "

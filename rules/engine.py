@@ -96,7 +96,8 @@ class RuleEngine:
         self.size = size
         self.tag_rows = dict(tag_rows)
         units = {name: getattr(info, "unit", "") or "" for name, info in (tag_info or {}).items()}
-        level = lambda name: int(rules.priorities[name])
+        def level(name: str) -> int:
+            return int(rules.priorities[name])
 
         infos: list[AlarmInfo] = []
         behaviours: list[AlarmBehaviour] = []
@@ -606,7 +607,8 @@ class RuleEngine:
             return [f"state version {data.get('version')!r} not understood; starting from NORM"]
         now, wall = self._now(now_monotonic, now_wall)
         self._clock = (now, wall)
-        to_mono = lambda t: now - (wall - t)
+        def to_mono(t: float) -> float:
+            return now - (wall - t)
         notes = []
         arrays = self.arrays
         names = {name: code for code, name in enumerate(STATE_NAMES)}

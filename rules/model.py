@@ -83,7 +83,7 @@ class TagAlarmConfig:
         return self._setpoint("H")
 
     @property
-    def l(self) -> float | None:
+    def l(self) -> float | None:  # noqa: E743 - the standard's own name for the low limit
         return self._setpoint("L")
 
     @property

@@ -98,7 +98,8 @@ def test_chattering_alarm_is_detected_and_ends():
     assert "TT102.H" in [e.source for e in chatter]
     for _ in range(12):
         plant.scan(TT102=45.0)
-    assert "TT102.H" in [e.source for e in plant.events if e.kind == "analytics" and e.data["analysis"] == "chattering_end"]
+    ended = [e.source for e in plant.events if e.kind == "analytics" and e.data["analysis"] == "chattering_end"]
+    assert "TT102.H" in ended
 
 
 def test_flood_starts_above_ten_and_ends_below_five_in_ten_minutes():
@@ -283,8 +284,10 @@ def test_gas_alarms_ordered_level_two_first_then_toxic():
     assert events[0].kind == "gas_alarm" and events[0].priority == Priority.CRITICAL
     listing = [item["id"] for item in plant.engine.alarms() if item["kind"] == "gas"]
     assert listing == ["AT202.GAS2", "AT201.GAS2", "AT202.GAS1", "AT201.GAS1"]
-    ordered = order_gas_alarms([{"id": "a", "level": 1, "type": "toxic"}, {"id": "b", "level": 2, "type": "combustible"},
-                                {"id": "c", "level": 1, "type": "combustible"}, {"id": "d", "level": 2, "type": "toxic"}])
+    ordered = order_gas_alarms([{"id": "a", "level": 1, "type": "toxic"},
+                                {"id": "b", "level": 2, "type": "combustible"},
+                                {"id": "c", "level": 1, "type": "combustible"},
+                                {"id": "d", "level": 2, "type": "toxic"}])
     assert [item["id"] for item in ordered] == ["d", "b", "a", "c"]
 
 
