@@ -77,10 +77,11 @@ async def measure(port: int, items: int, seconds: float, publishing: float, serv
         except asyncio.CancelledError:
             pass
     good = int((table.quality == 0).sum())
-    return {"items": items, "seconds": round(wall, 1), "values": values,
-            "values_per_second": round(values / wall), "driver_cpu_s_per_million_values": round(cpu / values * 1e6, 2)
-            if values else None, "driver_cpu_share": round(cpu / wall, 3), "server_cpu_share": round(server_cpu / wall, 3),
-            "first_full_set_s": round(first_full, 2), "good_tags": good, "failures": driver.failures}
+    per_million = round(cpu / values * 1e6, 2) if values else None
+    return {"items": items, "seconds": round(wall, 1), "values": values, "values_per_second": round(values / wall),
+            "driver_cpu_s_per_million_values": per_million, "driver_cpu_share": round(cpu / wall, 3),
+            "server_cpu_share": round(server_cpu / wall, 3), "first_full_set_s": round(first_full, 2),
+            "good_tags": good, "failures": driver.failures}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,3 +68,30 @@ def test_node_id_forms(tmp_path, node):
 def test_refusals_name_line_and_key(tmp_path, device, tags, expected):
     found = errors(tmp_path, tags, **device)
     assert any(f"{tmp_path / 'gw.yaml'}:" in text and expected in text for text in found), found
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "drivers.md"
+
+
+def doc_section(title_start: str) -> str:
+    text = DOCS.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title_start}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+@pytest.mark.parametrize("title, kind", [("OPC UA", "opcua"), ("OPC DA through an OpenOPC", "opcda_gateway")])
+def test_docs_examples_load_and_tables_name_every_option(tmp_path, title, kind):
+    import drivers
+
+    section = doc_section(title)
+    blocks = [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+    assert blocks, f"no example in the {title} section"
+    for block in blocks:
+        devices = yaml.safe_load(block if block.startswith("devices:") else "devices:\n" + block)["devices"]
+        document = {"gateway": {"id": "gw"}, "devices": devices,
+                    "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
+        parse_config(yaml.safe_dump(document, allow_unicode=True), tmp_path / "gw.yaml")
+    schema = drivers.schema(kind)
+    documented = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+    assert set(schema.DEVICE_FIELDS) | set(schema.TAG_FIELDS) <= documented

@@ -62,7 +62,7 @@ def test_descriptions_of_huge_values_stay_short():
 
 
 @pytest.mark.parametrize("moment, seconds", [
-    (dt.datetime(2024, 3, 5, 10, 0, tzinfo=dt.timezone.utc), 1709632800.0),
+    (dt.datetime(2024, 3, 5, 10, 0, tzinfo=dt.UTC), 1709632800.0),
     (dt.datetime(2024, 3, 5, 10, 0), 1709632800.0),  # naive: UTC, as OPC sends it
     ("2024-03-05 10:00:00+00:00", 1709632800.0), ("2024-03-05T18:00:00+08:00", 1709632800.0),
     (1709632800, 1709632800.0),
@@ -81,7 +81,7 @@ def certificate(name: str, issuer: tuple[x509.Certificate, rsa.RSAPrivateKey] | 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     built = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
              .serial_number(x509.random_serial_number())
              .not_valid_before(now + dt.timedelta(days=start_days)).not_valid_after(now + dt.timedelta(days=days))
@@ -118,7 +118,8 @@ def test_a_certificate_issued_by_a_non_ca_is_not_trusted(pki, tmp_path):
 
 def test_trust_store_loading(pki, tmp_path: Path):
     from cryptography.hazmat.primitives.serialization import Encoding
-    (tmp_path / "both.pem").write_bytes(pki["ca"][0].public_bytes(Encoding.PEM) + pki["self"][0].public_bytes(Encoding.PEM))
+    pem = pki["ca"][0].public_bytes(Encoding.PEM) + pki["self"][0].public_bytes(Encoding.PEM)
+    (tmp_path / "both.pem").write_bytes(pem)
     (tmp_path / "one.der").write_bytes(pki["stranger"][0].public_bytes(Encoding.DER))
     (tmp_path / "README").write_text("copy server certificates here")
     assert len(load_trust_store(tmp_path)) == 3

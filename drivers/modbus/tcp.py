@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pymodbus import FramerType
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
@@ -111,7 +112,13 @@ class ModbusTcpDriver:
     `block_errors` (blocks that failed while others were read), `skipped_ticks` (schedule ticks lost
     to overrunning polls), `last_poll_latency` (seconds, of the last answered poll) and
     `requests_per_poll`.
+
+    Subclasses for the other transports over IP (Modbus UDP, RTU framing over TCP) change only
+    `client_class` and `framer`: the polling, timeouts and outage handling are this class's.
     """
+
+    client_class: type = AsyncModbusTcpClient
+    framer = FramerType.SOCKET
 
     def __init__(self, name: str, settings: ModbusTcpSettings, poll_interval: float, timeout: float,
                  reads: Sequence[PlannedRead], rows: np.ndarray) -> None:
@@ -218,8 +225,8 @@ class ModbusTcpDriver:
         self._disconnect()
         host, port = self.settings.host, self.settings.port
         # pymodbus' own timeout is a backstop only; asyncio.timeout below decides
-        client = AsyncModbusTcpClient(host, port=port, name=self.name, timeout=2 * self.timeout + 1.0,
-                                      retries=0, reconnect_delay=0)
+        client = self.client_class(host, port=port, framer=self.framer, name=self.name,
+                                   timeout=2 * self.timeout + 1.0, retries=0, reconnect_delay=0)
         try:
             async with asyncio.timeout(self.timeout):
                 connected = await client.connect()

@@ -251,7 +251,8 @@ class OpcUaDriver:
             elif isinstance(event, StatusChangeEvent):
                 if lost.done():  # asyncua tells the subscription after the connection went
                     raise SessionLost(lost.result())
-                raise SessionLost(f"server reported {status_name(event.notification.Status.value)} for the subscription")
+                status = status_name(event.notification.Status.value)
+                raise SessionLost(f"server reported {status} for the subscription")
         raise SessionLost("subscription closed")
 
     def _add(self, index: int, data: ua.DataValue | None) -> None:
@@ -398,7 +399,8 @@ def _first_certificate(der: bytes) -> bytes:
 def _application_uri(data: bytes) -> str | None:
     """The URI in the subjectAltName of a PEM or DER certificate: what servers expect as the client's URI."""
     try:
-        certificate = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+        load = x509.load_pem_x509_certificate if b"-----BEGIN" in data else x509.load_der_x509_certificate
+        certificate = load(data)
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, x509.ExtensionNotFound):
         return None

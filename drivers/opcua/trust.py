@@ -10,7 +10,7 @@ not used: it accepts untrusted certificates by default.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from cryptography import x509
@@ -54,7 +54,7 @@ def fingerprint(certificate: x509.Certificate) -> str:
 def check_server_certificate(certificate: x509.Certificate, trusted: Sequence[x509.Certificate],
                              store: Path, now: datetime | None = None) -> None:
     """Return if `certificate` is trusted; raise UntrustedServer naming the certificate and why not."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     subject = certificate.subject.rfc4514_string() or "(no subject)"
     if certificate.not_valid_after_utc < now:
         raise UntrustedServer(f"server certificate {subject} expired on {certificate.not_valid_after_utc:%Y-%m-%d}")

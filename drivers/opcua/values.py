@@ -10,7 +10,7 @@ functions, shared by the OPC UA and OPC DA drivers.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from gatewayd.types import Quality
@@ -42,7 +42,7 @@ def unix_seconds(moment: Any) -> float:
     """A source timestamp as Unix seconds; naive datetimes are UTC (as OPC puts them); NaN if unusable."""
     if isinstance(moment, datetime):
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         try:
             return moment.timestamp()
         except (OverflowError, ValueError, OSError):

@@ -368,16 +368,18 @@ def _device(node: Any, path: str, line: int, reader: Reader,
         reader.section(node, path, line, DEVICE_FIELDS)  # reports what is wrong, including the driver
         return None
     driver = drivers.schema(node["driver"])
-    values = reader.section(node, path, line, {**DEVICE_FIELDS, **driver.DEVICE_FIELDS})
+    tags_key = getattr(driver, "TAGS_KEY", "tags")
+    common_fields = {(tags_key if key == "tags" else key): field for key, field in DEVICE_FIELDS.items()}
+    values = reader.section(node, path, line, {**common_fields, **driver.DEVICE_FIELDS})
     if values is None or "name" not in values:
         return None
-    common = {key: values.pop(key) for key in list(DEVICE_FIELDS) if key in values}
+    common = {key: values.pop(key) for key in list(common_fields) if key in values}
     settings = None
     if len(values) == len(driver.DEVICE_FIELDS):
         settings = driver.build_settings(values, reader, path, line)
     tags, addresses = [], []
-    for tag_node, tag_path, tag_line in reader.items(node.get("tags"), f"{path}.tags", _line(node, "tags")):
-        tag = _tag(tag_node, tag_path, tag_line, reader, driver, common["name"], priorities)
+    for tag_node, tag_path, tag_line, context in _tag_items(driver, node, path, reader, settings):
+        tag = _tag(tag_node, tag_path, tag_line, reader, driver, common["name"], priorities, context)
         if tag is None:
             continue
         if tag.name in tag_names:
@@ -394,13 +396,29 @@ def _device(node: Any, path: str, line: int, reader: Reader,
                         settings, tuple(tags), line)
 
 
+def _tag_items(driver: Any, node: dict, path: str, reader: Reader,
+               settings: Any) -> list[tuple[Any, str, int, dict[str, Any]]]:
+    """(tag node, key path, line, context) of each tag of a device.
+
+    Most drivers list their tags under `tags:`, with an empty context. A driver whose tags are nested
+    or derived (an RTU bus's `slaves[].tags`, a gas panel's `channels`) names that key in `TAGS_KEY`
+    and lists them with its `tag_items(node, path, reader, settings)`; the context it gives each tag
+    (its slave, its channel) is handed to its `build_address` with the tag's own keys.
+    """
+    tag_items = getattr(driver, "tag_items", None)
+    if tag_items is not None:
+        return tag_items(node, path, reader, settings)
+    return [(tag_node, tag_path, tag_line, {})
+            for tag_node, tag_path, tag_line in reader.items(node.get("tags"), f"{path}.tags", _line(node, "tags"))]
+
+
 def _tag(node: Any, path: str, line: int, reader: Reader, driver: Any, device: str,
-         priorities: tuple[str, ...]) -> TagConfig | None:
+         priorities: tuple[str, ...], context: dict[str, Any]) -> TagConfig | None:
     values = reader.section(node, path, line, {**TAG_FIELDS, **driver.TAG_FIELDS})
     if values is None or len(values) != len(TAG_FIELDS) + len(driver.TAG_FIELDS):
         return None
     own = {key: values.pop(key) for key in list(TAG_FIELDS)}
-    address = driver.build_address(values, reader, path, Reader.key_line(node, "address"))
+    address = driver.build_address({**values, **context}, reader, path, Reader.key_line(node, "address"))
     low, high = own.pop("range") or (None, None)
     alarms_node = own.pop("alarms")
     alarms = rules_config.parse_tag_alarms(alarms_node, f"{path}.alarms", _line(node, "alarms"), reader,

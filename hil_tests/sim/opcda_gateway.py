@@ -47,7 +47,8 @@ class OpcDaClient:
 
     def connect(self, opc_server: str | None = None, opc_host: str = "localhost") -> None:
         if opc_server != SERVER_PROGID:
-            raise ValueError(f"Connect: cannot connect to OPC server {opc_server!r} on {opc_host}: invalid class string")
+            raise ValueError(f"Connect: cannot connect to OPC server {opc_server!r} on {opc_host}: "
+                             "invalid class string")
         self.server = opc_server
 
     def read(self, tags: Any = None, group: str | None = None, size: int | None = None, pause: int = 0,
@@ -56,7 +57,7 @@ class OpcDaClient:
         if self.server is None:
             raise RuntimeError("read: not connected to an OPC server")
         step = next(self.reads)
-        now = dt.datetime.now(dt.timezone.utc).isoformat(sep=" ")
+        now = dt.datetime.now(dt.UTC).isoformat(sep=" ")
         return [self._reading(tag, step, now) for tag in (tags if isinstance(tags, list) else [tags])]
 
     @staticmethod

@@ -63,7 +63,7 @@ def make_certificate(directory: Path, name: str, uri: str, days: int = 30) -> tu
         return cert_path, key_path
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"gatewayd {name}")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(subject).public_key(key.public_key())
@@ -108,7 +108,7 @@ class SimulatedServer:
 
     async def write(self, node_id: ua.NodeId, value: object, status: int = ua.StatusCodes.Good) -> None:
         variant = ua.Variant(value, ua.VariantType.String if isinstance(value, str) else ua.VariantType.Double)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         await self.server.write_attribute_value(
             node_id, ua.DataValue(variant, ua.StatusCode(status), SourceTimestamp=now, ServerTimestamp=now))
 
