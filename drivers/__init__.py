@@ -14,6 +14,9 @@ from typing import Any
 # driver kind -> (schema module, "runtime module:class")
 DRIVERS: dict[str, tuple[str, str]] = {
     "modbus_tcp": ("drivers.modbus.config", "drivers.modbus.tcp:ModbusTcpDriver"),
+    "modbus_udp": ("drivers.modbus.config", "drivers.modbus.transports:ModbusUdpDriver"),
+    "modbus_rtu_over_tcp": ("drivers.modbus.config", "drivers.modbus.transports:ModbusRtuOverTcpDriver"),
+    "modbus_rtu": ("drivers.modbus.rtu_config", "drivers.modbus.rtu:ModbusRtuBusDriver"),
     "opcua": ("drivers.opcua.config", "drivers.opcua.client:OpcUaDriver"),
     "opcda_gateway": ("drivers.opcda.config", "drivers.opcda.gateway:OpcDaGatewayDriver"),
 }

@@ -23,6 +23,7 @@ import yaml
 from hil_tests.sim.layout import plant_tags
 
 ROOT = Path(__file__).resolve().parent.parent
+SHARED_NUMBA_CACHE = ROOT / ".cache" / "numba"
 
 
 def free_port() -> int:
@@ -127,7 +128,8 @@ class Simulator(Process):
 
 class Daemon(Process):
     def __init__(self, workdir: Path, config_path: Path, log_level: str = "info"):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # one kernel cache for every daemon the tests start: each would otherwise compile from cold
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NUMBA_CACHE_DIR": str(SHARED_NUMBA_CACHE)}
         argv = [sys.executable, "-m", "gatewayd", "run", "-c", str(config_path), "--log-level", log_level]
         super().__init__("gatewayd", argv, workdir / "gatewayd.log", env=env, cwd=ROOT)
 

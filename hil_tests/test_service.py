@@ -58,7 +58,8 @@ class FakeNotifySocket:
 def service_daemon(workdir: Path, config: Path, notify: FakeNotifySocket | None = None,
                    watchdog_usec: int = 1_000_000, environment: dict[str, str] | None = None) -> Daemon:
     daemon = Daemon(workdir, config)
-    daemon.env.pop("WATCHDOG_PID", None)
+    for name in ("WATCHDOG_PID", "NUMBA_CACHE_DIR"):  # as systemd runs it: the cache in $CACHE_DIRECTORY
+        daemon.env.pop(name, None)
     if notify is not None:
         daemon.env.update(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC=str(watchdog_usec))
     daemon.env.update(environment or {})

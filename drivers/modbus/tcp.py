@@ -49,6 +49,7 @@ READ_FUNCTIONS = {
     "coil": "read_coils",
     "discrete": "read_discrete_inputs",
 }
+FUNCTION_CODES = {"holding": 3, "input": 4, "coil": 1, "discrete": 2}
 GATEWAY_UNREACHABLE = {0x0A: "gateway path unavailable", 0x0B: "gateway target device failed to respond"}
 EXCEPTION_NAMES = {
     0x01: "illegal function", 0x02: "illegal data address", 0x03: "illegal data value",
@@ -68,6 +69,11 @@ class BlockError(Exception):
     def __init__(self, message: str, quality_code: Quality) -> None:
         super().__init__(message)
         self.quality = quality_code
+
+
+class MalformedResponse(Exception):
+    """A frame arrived that pymodbus could not decode (a byte count that disagrees with the frame, an
+    unknown function code): the device answered, but with nothing usable."""
 
 
 class Backoff:
@@ -210,14 +216,20 @@ class ModbusTcpDriver:
                 cause = str(exc)
             except TimeoutError:
                 cause = f"no response within {self.timeout:g} s"
+            except MalformedResponse as exc:
+                self._disconnect()  # the stream may be out of step: start the next request afresh
+                raise BlockError(f"{describe(block)}: malformed response ({exc})", Quality.DECODE_ERROR) from None
             except (OSError, ModbusException) as exc:
                 cause = f"connection lost ({exc})"
             else:
+                if response.function_code & 0x7F != FUNCTION_CODES[block.table]:
+                    raise BlockError(f"{describe(block)}: answer with function code {response.function_code:#04x} "
+                                     f"to a request with {FUNCTION_CODES[block.table]:#04x}", Quality.DECODE_ERROR)
                 if response.isError():
-                    raise _exception_error(block, response.exception_code)
+                    raise exception_error(block, response.exception_code)
                 return response.bits if block.table in BIT_TABLES else response.registers
             self._disconnect()
-        raise CommError(f"{_describe(block)}: {cause}")
+        raise CommError(f"{describe(block)}: {cause}")
 
     async def _connection(self) -> AsyncModbusTcpClient:
         if self._client is not None and self._client.connected:
@@ -227,6 +239,7 @@ class ModbusTcpDriver:
         # pymodbus' own timeout is a backstop only; asyncio.timeout below decides
         client = self.client_class(host, port=port, framer=self.framer, name=self.name,
                                    timeout=2 * self.timeout + 1.0, retries=0, reconnect_delay=0)
+        _guard_frames(client)
         try:
             async with asyncio.timeout(self.timeout):
                 connected = await client.connect()
@@ -288,7 +301,7 @@ class ModbusTcpDriver:
         for read, _ in good:
             if read.block in self._failing_blocks:
                 self._failing_blocks.discard(read.block)
-                log.info("device %s: %s readable again", self.name, _describe(read.block))
+                log.info("device %s: %s readable again", self.name, describe(read.block))
 
 
 def _raise_if_cancelled() -> None:
@@ -304,11 +317,35 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-def _describe(block: Block) -> str:
+def _guard_frames(client: Any) -> None:
+    """Turn a frame pymodbus cannot decode into a failed request instead of a traceback and a stall.
+
+    pymodbus (3.16) raises ModbusIOException out of its protocol callback when a frame's PDU does not
+    decode; asyncio then logs a traceback, drops the connection, and the request waits for its
+    timeout. Wrapped here, the bad bytes are dropped and the waiting request fails at once with
+    MalformedResponse (the exception is marked retrieved, as no request may be waiting).
+    """
+    manager = client.ctx
+    receive = manager.callback_data
+
+    def callback_data(data: bytes, addr: tuple | None = None) -> int:
+        try:
+            return receive(data, addr=addr)
+        except ModbusException as exc:
+            future = manager.response_future
+            if not future.done():
+                future.set_exception(MalformedResponse(str(exc)))
+                future.exception()
+            return len(data)
+
+    manager.callback_data = callback_data
+
+
+def describe(block: Block) -> str:
     return f"{block.table} {block.start}..{block.end - 1}"
 
 
-def _exception_error(block: Block, code: int) -> BlockError:
+def exception_error(block: Block, code: int) -> BlockError:
     name = EXCEPTION_NAMES.get(code, "unknown exception")
     quality_code = Quality.COMM_FAILURE if code in GATEWAY_UNREACHABLE else Quality.DEVICE_ERROR
-    return BlockError(f"{_describe(block)}: exception {code:#04x} ({name})", quality_code)
+    return BlockError(f"{describe(block)}: exception {code:#04x} ({name})", quality_code)

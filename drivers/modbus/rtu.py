@@ -1,0 +1,431 @@
+"""Modbus RTU serial bus: one task owns the port and schedules every slave on it. Read-only.
+
+A serial line carries one request at a time, so one slow or dead slave could stall every other
+slave on it. This driver keeps the cost of a bad slave to what the line cannot avoid:
+
+- Scheduling: each slave has its own poll interval and a due time on a monotonic schedule; the
+  task always serves the slave that is due first, and a slave that overran skips the ticks it
+  missed rather than bursting. Before each request the line must have been quiet for the
+  inter-frame silence (3.5 characters, 1.75 ms above 19200 baud, or `silence`).
+- A request without an answer costs its slave's `timeout`, once: the slave's other blocks are not
+  tried in that poll, the port stays open (a dead slave is never a reason to reopen the line), and
+  the slave's rows become COMM_FAILURE with one `device_down` event (source `BUS.UNIT`).
+- Backoff and circuit breaker: after a failed poll the slave is retried at its next regular tick,
+  then at twice its interval; after `breaker_failures` failed polls in a row its circuit opens and
+  it is only probed every `probe_interval`. The first answered probe closes the circuit, brings one
+  `device_up` event and restores the slave's regular schedule.
+- A Modbus exception reply fails only its block (DEVICE_ERROR; COMM_FAILURE for the gateway codes
+  0x0A/0x0B), like Modbus TCP. Garbage (bad CRC, unexpected function, wrong byte count, a frame cut
+  short) fails its block with DECODE_ERROR, and the line is drained until it is quiet again.
+- A complete, CRC-valid frame from another unit while waiting is a late answer of a slave that had
+  timed out earlier: it is dropped and the wait goes on, so a slow slave cannot spoil the reply of
+  the next one.
+- Only when the port itself fails (cannot be opened, or the adapter is unplugged and reads fail)
+  is the line closed: every row becomes COMM_FAILURE, one `device_down` event names the port, and
+  reopening backs off from `backoff_initial` to `backoff_max`.
+
+Why an RTU master of our own over pyserial, rather than pymodbus' serial client: the scheduling
+above needs control of the line that the client does not give. A cancelled or timed-out pymodbus
+request leaves its transaction and framer state behind and its recovery is to reconnect, i.e. to
+reopen the port; the expected reply length, the drain after garbage and the dropping of late
+frames must be decided per request here. The framing itself is small and pure
+(`drivers.modbus.rtu_frame`, checked against pymodbus' own CRC in tests), block planning and
+decoding are the Modbus TCP driver's (`plan`, `codec`), and pyserial only opens and configures the
+port (baud, parity, stop bits, kernel RS-485 mode); reads and writes go through the event loop on
+its non-blocking file descriptor, so no thread is involved. Not using pymodbus' `wait_for` path
+here also means the Python 3.11 cancellation race that `tcp._raise_if_cancelled` guards against
+cannot occur: every wait is an `asyncio.timeout` around an event or a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import serial
+import serial.rs485
+
+from drivers.modbus.codec import BlockDecoder, ResponseLengthError, quality
+from drivers.modbus.plan import Block, plan_blocks
+from drivers.modbus.rtu_config import RtuAddress, SerialSettings
+from drivers.modbus.rtu_frame import ExceptionReply, FrameError, crc_ok, frame_length, read_request
+from drivers.modbus.tcp import Backoff, BlockError, PlannedRead, describe, exception_error, next_tick
+from gatewayd.types import Event, Priority, Quality, SampleSink
+
+log = logging.getLogger("gatewayd.drivers.modbus")
+
+PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
+READ_SIZE = 4096
+
+
+class LineError(Exception):
+    """The port itself failed: it cannot be opened, configured, read or written."""
+
+
+class NoReply(Exception):
+    """The slave did not answer within its timeout."""
+
+
+class SerialLine:
+    """An open port: frames out, bytes in through the event loop, and the time of the last activity.
+
+    `last_activity` is when the line last carried a character, counting a frame we sent as on the
+    wire until its last character has gone out at the configured baud rate.
+    """
+
+    def __init__(self, settings: SerialSettings) -> None:
+        self.settings = settings
+        self.last_activity = -math.inf
+        self._buffer = bytearray()
+        self._wake = asyncio.Event()
+        self._error: OSError | None = None
+        self._serial = self._open(settings)
+        self._fd = self._serial.fileno()
+        asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+
+    @staticmethod
+    def _open(settings: SerialSettings) -> serial.Serial:
+        try:
+            port = serial.Serial(settings.port, settings.baud, bytesize=settings.byte_size,
+                                 parity=PARITY[settings.parity], stopbits=settings.stop_bits,
+                                 timeout=0, write_timeout=0, exclusive=True)
+        except (OSError, ValueError, serial.SerialException) as exc:
+            raise LineError(f"cannot open {settings.port}: {exc}") from exc
+        if settings.rs485:
+            try:
+                port.rs485_mode = serial.rs485.RS485Settings(
+                    rts_level_for_tx=True, rts_level_for_rx=False,
+                    delay_before_tx=settings.rts_delay_before_tx, delay_before_rx=settings.rts_delay_after_tx)
+            except (OSError, ValueError, serial.SerialException) as exc:
+                port.close()
+                raise LineError(f"cannot enable RS-485 mode on {settings.port}: {exc}") from exc
+        return port
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._fd)
+        self._serial.close()
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            data, self._error = b"", exc
+        if not data:
+            self._error = self._error or OSError("end of file")
+            asyncio.get_running_loop().remove_reader(self._fd)
+        self._buffer += data
+        self.last_activity = time.monotonic()
+        self._wake.set()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise LineError(f"{self.settings.port} failed: {self._error}")
+
+    async def quiet(self, silence: float) -> None:
+        """Wait until nothing has arrived or been sent for `silence`; whatever arrives meanwhile is dropped."""
+        while True:
+            self._check()
+            self._buffer.clear()
+            wait = self.last_activity + silence - time.monotonic()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    def send(self, frame: bytes) -> None:
+        self._check()
+        self._buffer.clear()
+        try:
+            written = os.write(self._fd, frame)
+        except OSError as exc:
+            raise LineError(f"cannot write to {self.settings.port}: {exc}") from exc
+        if written != len(frame):
+            raise LineError(f"{self.settings.port} took {written} of {len(frame)} bytes")
+        self.last_activity = time.monotonic() + len(frame) * self.settings.char_time
+
+    async def receive(self, unit_id: int, timeout: float) -> bytes:
+        """The next whole frame from `unit_id`, skipping complete frames of other units.
+
+        Raises NoReply when nothing came within `timeout`, FrameError for garbage or a frame that
+        stopped short, LineError when the port failed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check()
+            length = frame_length(self._buffer)
+            if length is not None and len(self._buffer) >= length:
+                frame = bytes(self._buffer[:length])
+                del self._buffer[:length]
+                if frame[0] != unit_id and crc_ok(frame):
+                    log.debug("%s: dropped a late frame of unit %d", self.settings.port, frame[0])
+                    continue
+                return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if self._buffer:
+                    raise FrameError(f"garbage: {len(self._buffer)} bytes, not a whole frame")
+                raise NoReply(f"no response within {timeout:g} s")
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+
+@dataclass(eq=False)
+class Slave:
+    """A slave's plan and its state on the bus: schedule, failures in a row, outage."""
+
+    unit_id: int
+    name: str
+    poll_interval: float
+    timeout: float
+    reads: tuple[PlannedRead, ...]
+    rows: np.ndarray
+    due: float = 0.0
+    failures: int = 0  # failed polls in a row
+    polls: int = 0  # answered polls
+    failed_polls: int = 0
+    block_errors: int = 0
+    skipped_ticks: int = 0
+    probes: int = 0  # polls made while the circuit was open
+    down_since: float | None = None
+    failing_blocks: set[Block] = field(default_factory=set)
+
+
+class ModbusRtuBusDriver:
+    """Polls every slave of one serial line and writes what it reads into a SampleSink.
+
+    Bus-wide counters for metrics (`polls`, `failures`, `reconnects`, `block_errors`,
+    `skipped_ticks`, `requests_per_poll`) sum the slaves'; each `Slave` keeps its own.
+    """
+
+    def __init__(self, name: str, settings: SerialSettings, slaves: Sequence[Slave], rows: np.ndarray) -> None:
+        self.name, self.settings = name, settings
+        self.slaves = tuple(slaves)
+        self.rows = rows
+        self.opens = 0
+        self.open_failures = 0
+        self.last_poll_latency = math.nan
+        self._line: SerialLine | None = None
+        self._line_down_since: float | None = None
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+
+    @classmethod
+    def from_config(cls, device: Any, rows: np.ndarray) -> ModbusRtuBusDriver:
+        """Group a validated bus DeviceConfig's tags by slave; tag i sits at point-table row rows[i]."""
+        rows = np.asarray(rows, dtype=np.intp)
+        if rows.shape != (len(device.tags),):
+            raise ValueError(f"device {device.name}: {len(device.tags)} tags but {rows.size} point-table rows")
+        settings: SerialSettings = device.settings
+        by_unit: dict[int, list[int]] = {}
+        for index, tag in enumerate(device.tags):
+            address: RtuAddress = tag.address
+            by_unit.setdefault(address.slave.unit_id, []).append(index)
+        slaves = []
+        for unit_id, indexes in sorted(by_unit.items()):
+            spec = device.tags[indexes[0]].address.slave
+            addresses = [device.tags[index].address.register for index in indexes]
+            slave_rows = rows[indexes]
+            reads = tuple(PlannedRead(block, BlockDecoder(block, addresses),
+                                      slave_rows[[member for member, _ in block.members]])
+                          for block in plan_blocks(addresses, settings.max_gap, settings.max_block))
+            slaves.append(Slave(unit_id, f"{device.name}.{unit_id}", spec.poll_interval or device.poll_interval,
+                                spec.timeout or device.timeout, reads, slave_rows))
+        return cls(device.name, settings, slaves, rows)
+
+    # counters summed over the slaves, named as the Modbus TCP driver's for the metrics endpoint
+    @property
+    def polls(self) -> int:
+        return sum(slave.polls for slave in self.slaves)
+
+    @property
+    def failures(self) -> int:
+        return sum(slave.failed_polls for slave in self.slaves) + self.open_failures
+
+    @property
+    def reconnects(self) -> int:
+        return max(0, self.opens - 1)
+
+    @property
+    def block_errors(self) -> int:
+        return sum(slave.block_errors for slave in self.slaves)
+
+    @property
+    def skipped_ticks(self) -> int:
+        return sum(slave.skipped_ticks for slave in self.slaves)
+
+    @property
+    def requests_per_poll(self) -> int:
+        return sum(len(slave.reads) for slave in self.slaves)
+
+    @property
+    def is_down(self) -> bool:
+        return self._line_down_since is not None or all(slave.down_since is not None for slave in self.slaves)
+
+    def circuit_open(self, slave: Slave) -> bool:
+        return slave.failures >= self.settings.breaker_failures
+
+    async def run(self, sink: SampleSink) -> None:
+        """Serve the slaves until cancelled."""
+        now = time.monotonic()
+        for slave in self.slaves:
+            slave.due = now
+        try:
+            while True:
+                if self._line is None and not self._open(sink):
+                    await asyncio.sleep(self._backoff.next())
+                    continue
+                slave = min(self.slaves, key=lambda candidate: candidate.due)
+                await asyncio.sleep(max(0.0, slave.due - time.monotonic()))
+                try:
+                    answered = await self._poll(slave, sink)
+                except LineError as exc:
+                    self._close()
+                    self._line_failed(sink, str(exc))
+                    continue
+                self._schedule(slave, answered)
+        finally:
+            self._close()
+
+    def _open(self, sink: SampleSink) -> bool:
+        try:
+            self._line = SerialLine(self.settings)
+        except LineError as exc:
+            self.open_failures += 1
+            self._line_failed(sink, str(exc))
+            return False
+        self.opens += 1
+        self._backoff.reset()
+        if self._line_down_since is not None:
+            down_for = time.monotonic() - self._line_down_since
+            self._line_down_since = None
+            log.info("bus %s: %s open again after %.1f s", self.name, self.settings.port, down_for)
+            sink.event(Event(kind="device_up", ts=time.time(), source=self.name, priority=Priority.INFO,
+                             message=f"{self.name}: {self.settings.port} open again after {down_for:.1f} s",
+                             data={"port": self.settings.port, "down_for": round(down_for, 3)}))
+        return True
+
+    def _close(self) -> None:
+        if self._line is not None:
+            self._line.close()
+            self._line = None
+
+    def _line_failed(self, sink: SampleSink, cause: str) -> None:
+        sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
+        if self._line_down_since is not None:
+            log.debug("bus %s still down: %s", self.name, cause)
+            return
+        self._line_down_since = time.monotonic()
+        log.warning("bus %s down: %s", self.name, cause)
+        sink.event(Event(kind="device_down", ts=time.time(), source=self.name, priority=Priority.HIGH,
+                         message=f"{self.name} down: {cause}",
+                         data={"port": self.settings.port, "cause": cause, "quality": int(Quality.COMM_FAILURE)}))
+
+    async def _poll(self, slave: Slave, sink: SampleSink) -> bool:
+        """Read every block of one slave; True when it answered at least one of them."""
+        started = time.monotonic()
+        if self.circuit_open(slave):
+            slave.probes += 1
+        good: list[tuple[PlannedRead, np.ndarray]] = []
+        bad: list[tuple[PlannedRead, BlockError]] = []
+        for read in slave.reads:
+            try:
+                good.append((read, read.decoder.decode(await self._request(slave, read.block))))
+            except BlockError as exc:
+                bad.append((read, exc))
+            except ResponseLengthError as exc:
+                bad.append((read, BlockError(f"malformed response: {exc}", Quality.DECODE_ERROR)))
+            except NoReply as exc:
+                self._slave_down(slave, sink, f"{describe(read.block)}: {exc}", Quality.COMM_FAILURE)
+                return False
+        for read, error in bad:
+            sink.set_quality(read.rows, int(error.quality))
+        if not good:
+            self._slave_down(slave, sink, str(bad[0][1]), bad[0][1].quality)
+            return False
+        rows = np.concatenate([read.rows for read, _ in good])
+        values = np.concatenate([values for _, values in good])
+        sink.write(rows, values, quality(values))
+        self._note_blocks(slave, good, bad)
+        self._slave_up(slave, sink)
+        slave.polls += 1
+        self.last_poll_latency = time.monotonic() - started
+        return True
+
+    async def _request(self, slave: Slave, block: Block) -> list[int] | list[bool]:
+        """One transaction: silence, request, the slave's reply; garbage is drained before returning."""
+        line = self._line
+        await line.quiet(self.settings.frame_silence)
+        line.send(read_request(slave.unit_id, block.table, block.start, block.count))
+        try:
+            frame = await line.receive(slave.unit_id, slave.timeout)
+            from drivers.modbus.rtu_frame import parse_reply
+            return parse_reply(frame, slave.unit_id, block.table, block.count)
+        except ExceptionReply as exc:
+            raise exception_error(block, exc.code) from None
+        except FrameError as exc:
+            await line.quiet(self.settings.frame_silence)
+            raise BlockError(f"{describe(block)}: {exc}", Quality.DECODE_ERROR) from None
+
+    def _schedule(self, slave: Slave, answered: bool) -> None:
+        now = time.monotonic()
+        if answered:
+            slave.failures = 0
+            slave.due, skipped = next_tick(slave.due, slave.poll_interval, now)
+            slave.skipped_ticks += skipped
+            return
+        slave.failures += 1
+        slave.failed_polls += 1
+        if self.circuit_open(slave):
+            if slave.failures == self.settings.breaker_failures:
+                log.warning("bus %s: unit %d failed %d polls in a row; probing it every %g s",
+                            self.name, slave.unit_id, slave.failures, self.settings.probe_interval)
+            slave.due = now + self.settings.probe_interval
+        else:
+            slave.due = now + min(self.settings.probe_interval, slave.poll_interval * 2 ** (slave.failures - 1))
+
+    def _slave_down(self, slave: Slave, sink: SampleSink, cause: str, quality_code: Quality) -> None:
+        if quality_code == Quality.COMM_FAILURE:
+            sink.set_quality(slave.rows, int(quality_code))
+        if slave.down_since is not None:
+            log.debug("bus %s: unit %d still down: %s", self.name, slave.unit_id, cause)
+            return
+        slave.down_since = time.monotonic()
+        log.warning("bus %s: unit %d down: %s", self.name, slave.unit_id, cause)
+        sink.event(Event(kind="device_down", ts=time.time(), source=slave.name, priority=Priority.HIGH,
+                         message=f"{slave.name} down: {cause}",
+                         data={"port": self.settings.port, "unit_id": slave.unit_id, "cause": cause,
+                               "quality": int(quality_code)}))
+
+    def _slave_up(self, slave: Slave, sink: SampleSink) -> None:
+        if slave.down_since is None:
+            return
+        down_for = time.monotonic() - slave.down_since
+        slave.down_since = None
+        log.info("bus %s: unit %d back after %.1f s", self.name, slave.unit_id, down_for)
+        sink.event(Event(kind="device_up", ts=time.time(), source=slave.name, priority=Priority.INFO,
+                         message=f"{slave.name} answering again after {down_for:.1f} s",
+                         data={"port": self.settings.port, "unit_id": slave.unit_id, "down_for": round(down_for, 3)}))
+
+    def _note_blocks(self, slave: Slave, good: list[tuple[PlannedRead, np.ndarray]],
+                     bad: list[tuple[PlannedRead, BlockError]]) -> None:
+        """Log a block's first failure and its recovery; count failures of single blocks."""
+        slave.block_errors += len(bad)
+        for read, error in bad:
+            level = logging.DEBUG if read.block in slave.failing_blocks else logging.WARNING
+            log.log(level, "bus %s: unit %d: %s", self.name, slave.unit_id, error)
+            slave.failing_blocks.add(read.block)
+        for read, _ in good:
+            if read.block in slave.failing_blocks:
+                slave.failing_blocks.discard(read.block)
+                log.info("bus %s: unit %d: %s readable again", self.name, slave.unit_id, describe(read.block))
