@@ -17,6 +17,7 @@ DRIVERS: dict[str, tuple[str, str]] = {
     "modbus_udp": ("drivers.modbus.config", "drivers.modbus.transports:ModbusUdpDriver"),
     "modbus_rtu_over_tcp": ("drivers.modbus.config", "drivers.modbus.transports:ModbusRtuOverTcpDriver"),
     "modbus_rtu": ("drivers.modbus.rtu_config", "drivers.modbus.rtu:ModbusRtuBusDriver"),
+    "gds": ("drivers.gds.config", "drivers.gds.driver:GdsDriver"),
     "opcua": ("drivers.opcua.config", "drivers.opcua.client:OpcUaDriver"),
     "opcda_gateway": ("drivers.opcda.config", "drivers.opcda.gateway:OpcDaGatewayDriver"),
 }

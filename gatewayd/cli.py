@@ -309,6 +309,98 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
     revoke.add_argument("--reason", required=True, help="why it ends (audited)")
     user_option(revoke)
 
+    add_operate_commands(command, sub)
+
+
+def show_status(result: dict[str, Any]) -> str:
+    from gatewayd.operate import render_status
+
+    return render_status(result)
+
+
+def show_reload(result: dict[str, Any]) -> str:
+    from gatewayd.operate import render_reload
+
+    return render_reload(result)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Follow the daemon's stream until Ctrl-C or until the daemon stops."""
+    from gatewayd.config import ConfigError
+    from gatewayd.control import CommandError, ControlError, stream
+    from gatewayd.operate import render_tail_line
+
+    try:
+        for line in stream(control_socket(args), args.build(args)):
+            text = json.dumps(line) if args.json else render_tail_line(line)
+            if text is not None:
+                print(text, flush=True)
+    except ConfigError as exc:
+        print(f"gatewayd tail: cannot find the control socket, the configuration is invalid:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ControlError as exc:
+        print(f"gatewayd tail: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except CommandError as exc:
+        print(f"gatewayd tail: refused: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def reload_socket(args: argparse.Namespace) -> Path:
+    """The control socket even when the edited file does not validate: the daemon must judge it (and
+    record the refusal), so gateway.runtime_dir is read from the raw YAML, or the default is used."""
+    import yaml
+
+    from gatewayd.config import ConfigError
+    from gatewayd.config.load import SYSTEMD_DIRECTORIES
+    from gatewayd.control import socket_path
+
+    try:
+        return control_socket(args)
+    except ConfigError:
+        pass
+    try:
+        runtime_dir = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))["gateway"]["runtime_dir"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError):
+        runtime_dir = None
+    if not isinstance(runtime_dir, str):
+        variable, default = SYSTEMD_DIRECTORIES["runtime_dir"]
+        return socket_path(Path(os.environ.get(variable) or default))
+    return socket_path(Path(args.config).resolve().parent / runtime_dir)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from gatewayd.control import CommandError, ControlError, call
+
+    try:
+        result = call(reload_socket(args), args.build(args), timeout=120)
+    except ControlError as exc:
+        print(f"gatewayd reload: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except CommandError as exc:
+        print(f"gatewayd reload: refused: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=2) if args.json else show_reload(result))
+    return EXIT_OK
+
+
+def add_operate_commands(command, sub: argparse._SubParsersAction) -> None:
+    """status, tail, reload: the running daemon's health, its live values, and a config reload."""
+    command(sub, "status", "one screen of the running daemon: devices, tags, alarms, interlocks, store, uplink",
+            lambda a: {"cmd": "status"}, show_status)
+    tail = command(sub, "tail", "follow live samples and events as the daemon commits them",
+                   lambda a: {"cmd": "tail", "tag": a.tag, "device": a.device, "events_only": a.events_only},
+                   None)
+    tail.add_argument("--tag", metavar="PATTERN", help="tags matching a glob, e.g. 'LT*' or 'PT101'")
+    tail.add_argument("--device", metavar="NAME", help="tags and events of one device")
+    tail.add_argument("--events-only", action="store_true", help="events only, no samples")
+    tail.set_defaults(func=cmd_tail)
+    reload = command(sub, "reload", "re-read the daemon's config file and apply it; an invalid file is refused "
+                     "(same as SIGHUP)",
+                     lambda a: {"cmd": "reload", "config": a.config and str(Path(a.config).resolve())}, show_reload)
+    reload.set_defaults(func=cmd_reload)
+
 
 def add_broker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", required=True, metavar="HOST[:PORT]")

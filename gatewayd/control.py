@@ -144,8 +144,17 @@ class ControlServer:
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._connections.add(task)
+        # close() cancels the conversation, not this task: asyncio (3.11) reports a cancelled connection
+        # callback as an unhandled error, and a `tail` stream is usually open when the daemon stops
+        conversation = asyncio.create_task(self._converse(reader, writer))
+        self._connections.add(conversation)
+        try:
+            await asyncio.wait([conversation])
+        finally:
+            conversation.cancel()
+            self._connections.discard(conversation)
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             peer = peer_of(writer.get_extra_info("socket"))
             while True:
@@ -160,7 +169,6 @@ class ControlServer:
         except ConnectionError:
             pass  # the client went away; nothing to answer
         finally:
-            self._connections.discard(task)
             writer.close()
 
     async def _answer(self, line: bytes, peer: Peer, writer: asyncio.StreamWriter) -> None:

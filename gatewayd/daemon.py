@@ -17,7 +17,7 @@ import time
 from dataclasses import replace
 
 from gatewayd import __version__
-from gatewayd.config.model import Config
+from gatewayd.config.model import Config, UplinkConfig
 from gatewayd.systemd import notify, secret_path, watchdog_interval
 from gatewayd.types import QUALITY_BAD_MIN, Event, Priority
 
@@ -32,6 +32,12 @@ STOP_DRAIN_SECONDS = 5.0  # well inside systemd's TimeoutStopSec
 SUMMARY_INTERVAL = 300.0  # one summary line instead of a line per poll
 
 
+def resolve_uplink(uplink: UplinkConfig) -> UplinkConfig:
+    """Secrets given as credential:NAME are files in $CREDENTIALS_DIRECTORY while the service runs."""
+    return replace(uplink, signing_key=secret_path(uplink.signing_key),
+                   password_file=uplink.password_file and secret_path(uplink.password_file))
+
+
 def prepare_numba_cache(config: Config) -> None:
     """Numba reads NUMBA_CACHE_DIR at import: point it at the daemon's cache directory first."""
     cache = config.gateway.cache_dir / "numba"
@@ -43,21 +49,20 @@ class Daemon:
     def __init__(self, config: Config):
         prepare_numba_cache(config)
         # imported here so that numba sees the cache directory and check-config stays light
-        import drivers
         from gatewayd.control import ControlServer, rule_handlers, socket_path
         from gatewayd.keys import load_private_key
         from gatewayd.points import PointTable
         from gatewayd.scan import Scanner, build_engine, interlock_tags
         from gatewayd.uplink.publisher import Publisher, new_boot_id
         from gatewayd.clock import ClockGuard
+        from gatewayd.operate import Operate
+        from gatewayd.reload import create_driver
         from store import Retention, Store
         from store.spill import Spill
 
         self.config = config
         self.boot_id = new_boot_id()
-        uplink = config.uplink  # secrets given as credential:NAME are files in $CREDENTIALS_DIRECTORY now
-        uplink = replace(uplink, signing_key=secret_path(uplink.signing_key),
-                         password_file=uplink.password_file and secret_path(uplink.password_file))
+        uplink = resolve_uplink(config.uplink)
         self.store = Store.open(config.store.path, config.store.synchronous,
                                 Retention(config.store.max_bytes, config.store.thinning))
         self.table = PointTable(config.tags + interlock_tags(config.rules))
@@ -67,15 +72,19 @@ class Daemon:
         self.scanner.restore_state()
         self.control = ControlServer(socket_path(config.gateway.runtime_dir))
         self.control.handlers.update(rule_handlers(self.engine, self.scanner.commit))
+        self.operate = Operate(self)  # status, tail, reload
+        self.control.handlers.update(self.operate.handlers())
+        self.scanner.tap = self.operate.on_commit
         self.spill = Spill(self.store)  # a full disk stops storing, never scanning
         self.clock = ClockGuard(self.spill)
         self.scanner.outbox = self.clock
         self.publisher = Publisher(uplink, config.gateway.id, self.store,
                                    load_private_key(uplink.signing_key), self.boot_id)
-        self.drivers = {}
+        self.drivers, self.sinks = {}, {}  # a driver writes through its sink, which a reload may retarget
         for device in config.devices:
-            rows = self.table.rows_of([tag.name for tag in device.tags])
-            self.drivers[device.name] = drivers.create(device, rows)
+            self.drivers[device.name], self.sinks[device.name] = create_driver(device, self.table)
+        self.driver_tasks: dict[str, asyncio.Task] = {}
+        self._publisher_swaps: asyncio.Queue = asyncio.Queue()
         self.scan_progress = time.monotonic()
         self._stopping = asyncio.Event()
 
@@ -83,6 +92,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.operate.reload_on_signal)
         metrics = self._start_metrics(loop)
         if metrics is False:
             self.store.close()
@@ -90,12 +100,13 @@ class Daemon:
         notify(f"STATUS=starting: {len(self.drivers)} devices, {len(self.config.tags)} tags, first scan pending")
         self._record_start()
         await self.control.start()
-        tasks = [asyncio.create_task(self._supervise_driver(name, driver), name=f"driver:{name}")
-                 for name, driver in self.drivers.items()]
+        for name in self.drivers:
+            self.start_driver(name)
         heart = [asyncio.create_task(self._scan_loop(), name="scan"),
-                 asyncio.create_task(self.publisher.run(), name="uplink")]
-        tasks += heart + [asyncio.create_task(self._watchdog(), name="watchdog"),
-                          asyncio.create_task(self._summaries(), name="summary")]
+                 asyncio.create_task(self._uplink(), name="uplink")]
+        tasks = heart + [asyncio.create_task(self._watchdog(), name="watchdog"),
+                         asyncio.create_task(self._summaries(), name="summary"),
+                         asyncio.create_task(self.operate.sample_rates(), name="rates")]
         stop = asyncio.create_task(self._stopping.wait(), name="stop")
         done, _ = await asyncio.wait([stop, *heart], return_when=asyncio.FIRST_COMPLETED)
         exit_code = 0
@@ -108,6 +119,7 @@ class Daemon:
             metrics.stop()
         stop.cancel()
         uplink = heart[1]
+        tasks += self.driver_tasks.values()  # as they are now: a reload may have replaced some
         for task in tasks:
             if task is not uplink:
                 task.cancel()
@@ -154,7 +166,7 @@ class Daemon:
 
     def _record_start(self) -> None:
         config = self.config
-        digest = hashlib.sha256(config.file.read_bytes()).hexdigest()
+        digest = self.operate.reloader.digest = hashlib.sha256(config.file.read_bytes()).hexdigest()
         self.table.event(Event(
             "gateway_started", time.time(), config.gateway.id,
             f"gatewayd {__version__} started with {len(config.tags)} tags on {len(config.devices)} devices",
@@ -170,10 +182,20 @@ class Daemon:
                  __version__, config.gateway.id, len(config.devices), len(config.tags),
                  self.boot_id.hex(), digest[:16])
 
+    def start_driver(self, name: str) -> None:
+        self.driver_tasks[name] = asyncio.create_task(self._supervise_driver(name, self.drivers[name]),
+                                                      name=f"driver:{name}")
+        self.operate.device_started(name)
+
+    async def stop_driver(self, name: str) -> None:
+        task = self.driver_tasks.pop(name)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
     async def _supervise_driver(self, name: str, driver) -> None:
         while True:
             try:
-                await driver.run(self.table)
+                await driver.run(self.sinks[name])
                 log.error("driver %s returned; restarting it", name)
             except asyncio.CancelledError:
                 raise
@@ -184,12 +206,11 @@ class Daemon:
             await asyncio.sleep(DRIVER_RESTART_DELAY)
 
     async def _scan_loop(self) -> None:
-        interval = self.config.gateway.scan_interval
-        changed = self.table.changed
         last = 0.0
         while True:
+            changed = self.table.changed  # a reload may replace the table and the interval
             try:
-                await asyncio.wait_for(changed.wait(), timeout=interval)
+                await asyncio.wait_for(changed.wait(), timeout=self.config.gateway.scan_interval)
             except TimeoutError:
                 pass
             delay = last + MIN_SCAN_SPACING - time.monotonic()
@@ -204,6 +225,39 @@ class Daemon:
                 notify(f"READY=1\nSTATUS={self._status()}")
                 log.info("first scan done: ready")
 
+    async def _uplink(self) -> None:
+        """Run the publisher. A reload that changes `uplink:` hands a new one in (`replace_publisher`): the
+        old one stops first, so the new one reads every batch the old one built from the store."""
+        while True:
+            run = asyncio.create_task(self.publisher.run(), name="publisher")
+            swap = asyncio.create_task(self._publisher_swaps.get(), name="publisher-swap")
+            try:
+                await asyncio.wait([run, swap], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                run.cancel()
+                swap.cancel()
+                await asyncio.gather(run, swap, return_exceptions=True)
+            if swap.cancelled():
+                run.result()  # the publisher failed: the uplink loop ends with its error
+                return
+            build, started = swap.result()
+            previous = self.publisher
+            try:
+                self.publisher = build()
+            except BaseException as exc:
+                started.set_exception(exc)
+                raise
+            self.publisher.stats = replace(previous.stats, connected=False)  # counters go on, never back
+            started.set_result(None)
+            log.info("uplink restarted for the new configuration: %s:%d", self.publisher.config.host,
+                     self.publisher.config.port)
+
+    async def replace_publisher(self, build) -> None:
+        """Stop the running publisher, then run `build()` instead; returns once the new one runs."""
+        started = asyncio.get_running_loop().create_future()
+        self._publisher_swaps.put_nowait((build, started))
+        await started
+
     def _status(self) -> str:
         """One line for `systemctl status`: devices, bad tags, backlog, uplink."""
         down = sum(1 for driver in self.drivers.values() if getattr(driver, "is_down", False))
@@ -217,9 +271,9 @@ class Daemon:
         interval = watchdog_interval()
         if interval is None and not notify(f"STATUS={self._status()}"):
             return  # not run by systemd
-        scan_period = self.config.gateway.scan_interval
         was_stalled: list[str] = []
         while True:
+            scan_period = self.config.gateway.scan_interval  # a reload may change it
             stalled = stalled_loops(time.monotonic(), {"scan": (self.scan_progress, scan_period),
                                                        "uplink": (self.publisher.progress_monotonic, 1.0)})
             if stalled and stalled != was_stalled:
@@ -263,5 +317,7 @@ def stalled_loops(now: float, loops: dict[str, tuple[float, float]]) -> list[str
 
 def run_daemon(config: Config) -> int:
     import uvloop
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it: a reload too early must not kill
 
     return uvloop.run(Daemon(config).run())

@@ -17,7 +17,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +67,9 @@ class Scanner:
     def __init__(self, table: PointTable, tag_ids: np.ndarray, store: Store, engine: RuleEngine):
         self.table, self.tag_ids, self.store, self.engine = table, tag_ids, store, engine
         self.outbox = store  # what ticks append to; the daemon puts the spill and clock guard here
+        # called as tap(table, rows, samples, events) after each commit: `gatewayd tail` and status
+        # (gatewayd.operate); it must only copy, never block
+        self.tap: Callable[[PointTable, np.ndarray | None, SampleBlock | None, Sequence[Event]], None] | None = None
         size = len(table)
         self.interlock_rows = table.rows_of([il.state_tag for il in engine.rules.interlocks])
         self.deadband = np.array([tag.deadband for tag in table.tags], dtype=np.float64)
@@ -94,7 +97,7 @@ class Scanner:
                                self.max_interval, self.last_value, self.last_quality, self.last_time,
                                self.last_update, self._report_rows, self._report_fresh)
         events += rule_events
-        samples = None
+        samples = rows = None
         if count:
             rows = self._report_rows[:count].copy()
             timestamps = np.where(self._report_fresh[:count], table.gateway_ts[rows], now_wall)
@@ -102,6 +105,8 @@ class Scanner:
                                   table.quality[rows].copy(), table.source_ts[rows].copy())
         if samples is not None or events:
             self.outbox.append(samples, events)  # a full disk never raises here (store.spill)
+            if self.tap is not None:
+                self.tap(table, rows, samples, events)
         self.stats.scans += 1
         self.stats.samples += count
         self.stats.events += len(events)
@@ -131,6 +136,8 @@ class Scanner:
         if events:
             self.outbox.append(None, events)
             self.stats.events += len(events)
+            if self.tap is not None:
+                self.tap(self.table, None, None, events)
         self.save_state()
 
     def save_state(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,21 +96,43 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """A TLS listener of the broker: its certificate and key, and the CA its clients' certificates must
+    come from (mosquitto's `require_certificate true`: no client certificate, no connection)."""
+
+    port: int
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+
+    def config(self) -> str:
+        return (f"listener {self.port} 127.0.0.1\ncafile {self.cafile}\ncertfile {self.certfile}\n"
+                f"keyfile {self.keyfile}\nrequire_certificate true\ntls_version tlsv1.2\n")
+
+
 class Broker(Process):
-    def __init__(self, workdir: Path, port: int | None = None):
+    """mosquitto with a plain loopback listener on `port` (the platform's side in tests) and, with `tls`,
+    a TLS listener for the gateway."""
+
+    def __init__(self, workdir: Path, port: int | None = None, tls: BrokerTls | None = None):
         self.port = port or free_port()
+        self.tls = tls
         conf = workdir / "mosquitto.conf"
         conf.parent.mkdir(parents=True, exist_ok=True)
         # persistence keeps the receiver's session (and its queued batches) across a broker restart,
         # as a platform's broker would
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                         f"persistence true\npersistence_location {workdir}/\nuser {getpass.getuser()}\n"
-                        "max_queued_messages 1000000\nmax_inflight_messages 100\n")
+                        "max_queued_messages 1000000\nmax_inflight_messages 100\n"
+                        + (tls.config() if tls else ""))
         super().__init__("mosquitto", [mosquitto_binary(), "-c", str(conf)], workdir / "mosquitto.log")
 
     def start(self) -> Broker:
         super().start()
         wait_for_port(self.port)
+        if self.tls:
+            wait_for_port(self.tls.port)
         return self
 
 
@@ -124,6 +148,29 @@ class Simulator(Process):
         super().start()
         wait_for_port(self.port, timeout=30)
         return self
+
+
+class HostilePeer(Process):
+    """A hostile Modbus TCP peer (hil_tests/sim/hostile.py) answering from `mix`; its counts in `stats_path`."""
+
+    def __init__(self, workdir: Path, seed: int, mix: str | None = None, port: int | None = None):
+        self.port = port or free_port()
+        self.stats_path = workdir / f"hostile-{self.port}.json"
+        argv = [sys.executable, "-m", "hil_tests.sim.hostile", "--port", str(self.port), "--seed", str(seed),
+                "--stats", str(self.stats_path), *(["--mix", mix] if mix else [])]
+        super().__init__("hostile", argv, workdir / f"hostile-{self.port}.log", cwd=ROOT)
+
+    def start(self) -> HostilePeer:
+        super().start()
+        wait_for_port(self.port)
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        """Requests and hostile frames so far (rewritten twice a second by the peer)."""
+        try:
+            return json.loads(self.stats_path.read_text())
+        except FileNotFoundError:
+            return {"requests": 0, "frames": 0, "kinds": {}}
 
 
 class Daemon(Process):

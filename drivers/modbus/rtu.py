@@ -43,6 +43,7 @@ import asyncio
 import logging
 import math
 import os
+import termios
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,7 +56,9 @@ import serial.rs485
 from drivers.modbus.codec import BlockDecoder, ResponseLengthError, quality
 from drivers.modbus.plan import Block, plan_blocks
 from drivers.modbus.rtu_config import RtuAddress, SerialSettings
-from drivers.modbus.rtu_frame import ExceptionReply, FrameError, crc_ok, frame_length, read_request
+from drivers.modbus.rtu_frame import (
+    MAX_FRAME, ExceptionReply, FrameError, crc_ok, frame_length, parse_reply, read_request,
+)
 from drivers.modbus.tcp import Backoff, BlockError, PlannedRead, describe, exception_error, next_tick
 from gatewayd.types import Event, Priority, Quality, SampleSink
 
@@ -96,14 +99,14 @@ class SerialLine:
             port = serial.Serial(settings.port, settings.baud, bytesize=settings.byte_size,
                                  parity=PARITY[settings.parity], stopbits=settings.stop_bits,
                                  timeout=0, write_timeout=0, exclusive=True)
-        except (OSError, ValueError, serial.SerialException) as exc:
+        except (OSError, ValueError, termios.error, serial.SerialException) as exc:
             raise LineError(f"cannot open {settings.port}: {exc}") from exc
         if settings.rs485:
             try:
                 port.rs485_mode = serial.rs485.RS485Settings(
                     rts_level_for_tx=True, rts_level_for_rx=False,
                     delay_before_tx=settings.rts_delay_before_tx, delay_before_rx=settings.rts_delay_after_tx)
-            except (OSError, ValueError, serial.SerialException) as exc:
+            except (OSError, ValueError, termios.error, serial.SerialException) as exc:
                 port.close()
                 raise LineError(f"cannot enable RS-485 mode on {settings.port}: {exc}") from exc
         return port
@@ -131,13 +134,21 @@ class SerialLine:
             raise LineError(f"{self.settings.port} failed: {self._error}")
 
     async def quiet(self, silence: float) -> None:
-        """Wait until nothing has arrived or been sent for `silence`; whatever arrives meanwhile is dropped."""
+        """Wait until nothing has arrived or been sent for `silence`; whatever arrives meanwhile is dropped.
+
+        A line that never falls quiet (a slave babbling, noise on an unterminated line) fails after
+        the time of two longest frames plus a second.
+        """
+        give_up = time.monotonic() + 2 * MAX_FRAME * self.settings.char_time + 1.0
         while True:
             self._check()
             self._buffer.clear()
-            wait = self.last_activity + silence - time.monotonic()
+            now = time.monotonic()
+            wait = self.last_activity + silence - now
             if wait <= 0:
                 return
+            if now > give_up:
+                raise LineError(f"{self.settings.port} never fell quiet for {silence * 1000:.2f} ms")
             await asyncio.sleep(wait)
 
     def send(self, frame: bytes) -> None:
@@ -369,7 +380,6 @@ class ModbusRtuBusDriver:
         line.send(read_request(slave.unit_id, block.table, block.start, block.count))
         try:
             frame = await line.receive(slave.unit_id, slave.timeout)
-            from drivers.modbus.rtu_frame import parse_reply
             return parse_reply(frame, slave.unit_id, block.table, block.count)
         except ExceptionReply as exc:
             raise exception_error(block, exc.code) from None

@@ -183,7 +183,8 @@ def tag_items(node: dict, path: str, reader: Reader, settings: Any) -> list[tupl
                          f"unit id {unit_id} is already used on this bus by the slave at line {seen[unit_id]}")
             continue
         seen[unit_id] = slave_line
-        slave = RtuSlave(unit_id, values["poll_interval"], values["timeout"], slave_line)
+        # a key that failed is missing from values; its error is recorded and the tags are still checked
+        slave = RtuSlave(unit_id, values.get("poll_interval"), values.get("timeout"), slave_line)
         tags = reader.items(values["tags"], join(slave_path, "tags"), Reader.key_line(slave_node, "tags"))
         if not tags:
             reader.error(slave_line, join(slave_path, "tags"), "a slave needs at least one tag")

@@ -9,7 +9,7 @@ answer of another slave, and call anything else garbage.
 
     >>> read_request(1, "holding", 0, 2).hex()
     '010300000002c40b'
-    >>> parse_reply(bytes.fromhex("01030400010002 2a32".replace(" ", "")), 1, "holding", 2)
+    >>> parse_reply(bytes.fromhex("010304000100022a32"), 1, "holding", 2)
     [1, 2]
 """
 
@@ -22,6 +22,7 @@ EXCEPTION_FLAG = 0x80
 EXCEPTION_LENGTH = 5
 HEADER = 3  # unit, function, byte count (or exception code)
 REQUEST_LENGTH = 8
+MAX_FRAME = 256  # bytes, the longest RTU frame
 
 
 def _crc_table() -> tuple[int, ...]:

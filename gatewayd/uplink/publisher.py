@@ -24,6 +24,7 @@ import logging
 import os
 import sqlite3
 import ssl
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -70,6 +71,34 @@ def tls_context(config: UplinkConfig) -> ssl.SSLContext:
     return context
 
 
+# TLS alerts with which a broker refuses a client that sent no certificate: during the handshake with
+# TLS 1.2, right after it (on the first read) with TLS 1.3
+NO_CLIENT_CERTIFICATE = ("SSLV3_ALERT_HANDSHAKE_FAILURE", "TLSV13_ALERT_CERTIFICATE_REQUIRED")
+
+
+def _certificate_hint(detail: str, config: UplinkConfig) -> str:
+    if config.transport == "tls" and config.tls.cert_file is None \
+            and any(alert in detail for alert in NO_CLIENT_CERTIFICATE):
+        return "; the broker probably requires a client certificate (uplink.tls.cert_file and key_file)"
+    return ""
+
+
+def connect_error(exc: BaseException | None, config: UplinkConfig) -> str:
+    """Why a connection attempt failed, in words an integrator can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate failed verification: {exc.verify_message.rstrip('.')}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}{_certificate_hint(str(exc), config)}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc) if exc is not None else "no reason given"
+
+
+def dropped_before_accepting(detail: str, config: UplinkConfig) -> str:
+    """Why the broker closed a connection before its CONNACK; `detail` is paho's last error (a TLS alert)."""
+    return f"the broker closed the connection before accepting it ({detail}){_certificate_hint(detail, config)}"
+
+
 class Publisher:
     def __init__(self, config: UplinkConfig, gateway_id: str, store: Store, private_key, boot_id: bytes):
         self.config, self.gateway_id, self.store = config, gateway_id, store
@@ -86,6 +115,8 @@ class Publisher:
         self._stopping = False
         self._live_credit = 0.0
         self._unacknowledged: list[int] = []  # PUBACKed seqs whose delete failed on a full disk
+        self._connect_error: str | None = None  # why the last attempt failed, until one succeeds
+        self._paho_error = ""  # paho's last error message; written and read on paho's thread only
         self._allowance = float(config.max_bytes_per_second or 0)
         self._refilled = time.monotonic()
 
@@ -125,16 +156,27 @@ class Publisher:
         client.reconnect_delay_set(1, 30)
         client.max_inflight_messages_set(self.config.max_inflight)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_log = self._on_log
         return client
 
     # paho thread -> event loop
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._loop.call_soon_threadsafe(self._connected, not reason_code.is_failure, str(reason_code))
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        # paho calls this from inside its `except OSError:`, so the error of the attempt is still at hand
+        self._loop.call_soon_threadsafe(self._connect_failed, connect_error(sys.exc_info()[1], self.config))
+
+    def _on_log(self, client, userdata, level, message) -> None:
+        if level == mqtt.MQTT_LOG_ERR:  # e.g. the TLS alert a broker closed the link with
+            self._paho_error = message
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._loop.call_soon_threadsafe(self._disconnected, str(reason_code))
+        detail, self._paho_error = self._paho_error or str(reason_code), ""
+        self._loop.call_soon_threadsafe(self._disconnected, str(reason_code), detail)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._loop.call_soon_threadsafe(self._acknowledged, mid, reason_code.is_failure, str(reason_code))
@@ -146,10 +188,20 @@ class Publisher:
             return
         self.stats.connected = True
         self.stats.connects += 1
+        self._connect_error = None
         log.info("connected to broker %s:%d, publishing to %s", self.config.host, self.config.port, self.topic)
         self._wake.set()
 
-    def _disconnected(self, reason: str) -> None:
+    def _connect_failed(self, cause: str) -> None:
+        """paho retries by itself (1 s, doubling to 30 s): the first failure, or a new cause, is a warning;
+        repeats go to debug."""
+        level = logging.DEBUG if cause == self._connect_error else logging.WARNING
+        self._connect_error = cause
+        log.log(level, "cannot connect to broker %s:%d: %s; retrying", self.config.host, self.config.port, cause)
+
+    def _disconnected(self, reason: str, detail: str) -> None:
+        if not self.stats.connected and not self._stopping:
+            self._connect_failed(dropped_before_accepting(detail, self.config))
         if self.stats.connected and not self._stopping:
             log.warning("lost the broker connection (%s); %d batches await acknowledgement",
                         reason, len(self._inflight))

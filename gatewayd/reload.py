@@ -1,0 +1,343 @@
+"""Reload: re-read the config file, validate it, and apply it to the running daemon without losing data.
+
+`gatewayd reload` and SIGHUP land here. The file is parsed off the event loop (in a forked child, like
+at start); an invalid file is refused and the running config stays. A valid one is compared with the
+running config (`diff_configs`, a pure function) and only what changed is touched:
+
+- a device whose configuration changed is stopped and started again; the others keep their
+  connection and their schedule (drivers write through a `DeviceSink`, which a reload retargets when
+  the point table is rebuilt, so a running driver never notices);
+- when tags or rules changed, a new point table, rule engine and scanner replace the old ones after a
+  last tick of the old ones; values, qualities and report-by-exception state of the tags that remain
+  are copied, and the alarm and bypass states are carried over by id (`engine.state_dict()`);
+- the publisher is restarted only if `uplink:` changed; the new one republishes the batches the old
+  one had in flight, since they are in the store until acknowledged;
+- keys the daemon cannot change while running (its directories, identity, store, metrics endpoint)
+  refuse the reload, naming the key, rather than half-applying it.
+
+Every reload leaves an event upstream: `config_reloaded` (new SHA-256 and what changed) or
+`config_rejected` (the errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gatewayd.config.model import Config, DeviceConfig, TagConfig
+from gatewayd.types import Event, Priority, Quality
+
+log = logging.getLogger("gatewayd.reload")
+
+# gateway keys a reload applies; every other gateway key, the whole store section and the metrics
+# endpoint are set up once at start and need a restart
+LIVE_GATEWAY_KEYS = frozenset({"name", "plant", "scan_interval"})
+METADATA_CHUNK = 500
+
+
+class ReloadRefused(ValueError):
+    """The new configuration is not applied; the message says why and the old one keeps running."""
+
+
+# ------------------------------------------------------------------------------------------ diffing
+
+def essence(obj: Any) -> Any:
+    """A comparable form of a config object without its `line` fields: moving a device down the file
+    by adding lines above it must not count as changing it."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return (type(obj).__name__, tuple((f.name, essence(getattr(obj, f.name)))
+                                          for f in dataclasses.fields(obj) if f.name != "line"))
+    if isinstance(obj, (list, tuple)):
+        return tuple(essence(item) for item in obj)
+    if isinstance(obj, Mapping):
+        return tuple(sorted((str(key), essence(value)) for key, value in obj.items()))
+    if isinstance(obj, (set, frozenset)):
+        return tuple(sorted(repr(essence(item)) for item in obj))
+    if isinstance(obj, float) and math.isnan(obj):
+        return "nan"
+    return obj
+
+
+@dataclasses.dataclass
+class ConfigDiff:
+    """What a reload changes, by name."""
+
+    devices_added: list[str] = dataclasses.field(default_factory=list)
+    devices_removed: list[str] = dataclasses.field(default_factory=list)
+    devices_restarted: list[str] = dataclasses.field(default_factory=list)
+    tags_added: list[str] = dataclasses.field(default_factory=list)
+    tags_removed: list[str] = dataclasses.field(default_factory=list)
+    tags_changed: list[str] = dataclasses.field(default_factory=list)
+    rules_changed: bool = False
+    uplink_changed: bool = False
+    gateway_changed: list[str] = dataclasses.field(default_factory=list)  # live keys, e.g. gateway.scan_interval
+    needs_restart: list[str] = dataclasses.field(default_factory=list)  # keys a reload cannot apply
+
+    @property
+    def rebuild_points(self) -> bool:
+        """Tags or rules changed: the point table, rule engine and scanner are rebuilt."""
+        return bool(self.tags_added or self.tags_removed or self.tags_changed or self.rules_changed)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.devices_added or self.devices_removed or self.devices_restarted or self.rebuild_points
+                    or self.uplink_changed or self.gateway_changed or self.needs_restart)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in dataclasses.asdict(self).items() if key != "needs_restart"}
+
+    def summary(self) -> str:
+        parts = [f"{label}: {', '.join(names)}" for label, names in (
+            ("devices added", self.devices_added), ("devices removed", self.devices_removed),
+            ("devices restarted", self.devices_restarted), ("tags added", self.tags_added),
+            ("tags removed", self.tags_removed), ("tags changed", self.tags_changed),
+            ("applied", self.gateway_changed)) if names]
+        if self.rules_changed:
+            parts.append("rules changed")
+        if self.uplink_changed:
+            parts.append("uplink restarted")
+        return "; ".join(parts) or "no change"
+
+
+def all_tags(config: Config) -> tuple[TagConfig, ...]:
+    """The point table's tags: the devices' tags and one virtual tag per interlock."""
+    from gatewayd.scan import interlock_tags
+
+    return config.tags + interlock_tags(config.rules)
+
+
+def diff_configs(old: Config, new: Config) -> ConfigDiff:
+    diff = ConfigDiff()
+    old_devices = {device.name: device for device in old.devices}
+    new_devices = {device.name: device for device in new.devices}
+    diff.devices_added = [name for name in new_devices if name not in old_devices]
+    diff.devices_removed = [name for name in old_devices if name not in new_devices]
+    diff.devices_restarted = [name for name, device in new_devices.items()
+                              if name in old_devices and essence(device) != essence(old_devices[name])]
+    old_tags = {tag.name: tag for tag in all_tags(old)}
+    new_tags = {tag.name: tag for tag in all_tags(new)}
+    diff.tags_added = [name for name in new_tags if name not in old_tags]
+    diff.tags_removed = [name for name in old_tags if name not in new_tags]
+    diff.tags_changed = [name for name, tag in new_tags.items()
+                         if name in old_tags and essence(tag) != essence(old_tags[name])]
+    diff.rules_changed = essence(old.rules) != essence(new.rules)
+    diff.uplink_changed = essence(old.uplink) != essence(new.uplink)
+    for field in dataclasses.fields(old.gateway):
+        if essence(getattr(old.gateway, field.name)) != essence(getattr(new.gateway, field.name)):
+            key = f"gateway.{field.name}"
+            (diff.gateway_changed if field.name in LIVE_GATEWAY_KEYS else diff.needs_restart).append(key)
+    for field in dataclasses.fields(old.store):
+        if essence(getattr(old.store, field.name)) != essence(getattr(new.store, field.name)):
+            diff.needs_restart.append(f"store.{field.name}")
+    if essence(old.metrics) != essence(new.metrics):
+        diff.needs_restart.append("metrics.listen")
+    return diff
+
+
+def restart_message(keys: Sequence[str]) -> str:
+    return (f"{', '.join(keys)} changed: the daemon sets {'this' if len(keys) == 1 else 'these'} up only at "
+            f"start; restart it to apply (systemctl restart gatewayd). Nothing was changed.")
+
+
+# ------------------------------------------------------------------------------------------ carrying state over
+
+class DeviceSink:
+    """What a driver writes into: positions 0..n-1 of its own tag list, mapped onto point-table rows.
+
+    A reload that rebuilds the table retargets the sink; the driver keeps running and never knows.
+    """
+
+    def __init__(self, table: Any, rows: np.ndarray):
+        self.table, self.rows = table, rows
+
+    def retarget(self, table: Any, rows: np.ndarray) -> None:
+        self.table, self.rows = table, rows
+
+    def write(self, rows: np.ndarray, values: np.ndarray, quality: int | np.ndarray = Quality.GOOD,
+              source_ts: float | np.ndarray | None = None) -> None:
+        self.table.write(self.rows[rows], values, quality, source_ts)
+
+    def set_quality(self, rows: np.ndarray, quality: int) -> None:
+        self.table.set_quality(self.rows[rows], quality)
+
+    def event(self, event: Event) -> None:
+        self.table.event(event)
+
+
+def create_driver(device: DeviceConfig, table: Any) -> tuple[Any, DeviceSink]:
+    """The runtime driver of a device and the sink it runs with (`await driver.run(sink)`)."""
+    import drivers
+
+    sink = DeviceSink(table, table.rows_of([tag.name for tag in device.tags]))
+    return drivers.create(device, np.arange(len(device.tags), dtype=np.int64)), sink
+
+
+def common_rows(old_names: Sequence[str], new_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the tags present in both tables: (rows in the old table, rows in the new one)."""
+    old_rows = {name: row for row, name in enumerate(old_names)}
+    pairs = [(old_rows[name], row) for row, name in enumerate(new_names) if name in old_rows]
+    old_index = np.array([pair[0] for pair in pairs], dtype=np.int64)
+    new_index = np.array([pair[1] for pair in pairs], dtype=np.int64)
+    return old_index, new_index
+
+
+def copy_points(old: Any, new: Any, old_rows: np.ndarray, new_rows: np.ndarray) -> None:
+    """Current values, qualities and their times of the remaining tags; pending events move along, and the
+    new table wakes the same scan loop."""
+    for name in ("value", "quality", "source_ts", "gateway_ts", "updated"):
+        getattr(new, name)[new_rows] = getattr(old, name)[old_rows]
+    new.pending_events = old.take_events()
+    new.changed = old.changed
+
+
+REPORT_STATE = ("last_value", "last_quality", "last_time", "last_update")
+
+
+def copy_report_state(old: Any, new: Any, old_rows: np.ndarray, new_rows: np.ndarray) -> None:
+    """Report-by-exception state of the remaining tags, so that a reload sends no burst of repeats; the
+    scan counters, the outbox and the tap carry over whole."""
+    for name in REPORT_STATE:
+        getattr(new, name)[new_rows] = getattr(old, name)[old_rows]
+    new.stats, new.outbox, new.tap = old.stats, old.outbox, old.tap
+
+
+def config_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _load(path: Path) -> tuple[Config, str]:
+    """Off the event loop: parse in a forked child (as at start), and the file's digest."""
+    from gatewayd.config import load_config_isolated
+
+    digest = config_digest(path)
+    return load_config_isolated(path), digest
+
+
+# ------------------------------------------------------------------------------------------ applying
+
+class Reloader:
+    """Applies a re-read config to a running `gatewayd.daemon.Daemon`; one reload at a time."""
+
+    def __init__(self, daemon: Any):
+        self.daemon = daemon
+        self.digest = ""  # of the running config; the daemon sets it at start
+        self.reloads = self.rejections = 0
+        self._lock = asyncio.Lock()
+
+    async def reload(self, who: str) -> dict[str, Any]:
+        """Re-read and apply; raises ReloadRefused (the running config stays) with the reason."""
+        async with self._lock:
+            return await self._reload(who)
+
+    async def _reload(self, who: str) -> dict[str, Any]:
+        from gatewayd.config import ConfigError
+
+        daemon = self.daemon
+        old = daemon.config
+        try:
+            new, digest = await asyncio.get_running_loop().run_in_executor(None, _load, old.file)
+        except ConfigError as exc:
+            self._reject(who, [str(issue) for issue in exc.issues],
+                         f"configuration invalid, the running one stays:\n{exc}")
+        except OSError as exc:
+            self._reject(who, [f"{old.file}: cannot read: {exc.strerror or exc}"],
+                         f"cannot read {old.file}: {exc.strerror or exc}; the running configuration stays")
+        diff = diff_configs(old, new)
+        if diff.needs_restart:
+            self._reject(who, [restart_message(diff.needs_restart)], restart_message(diff.needs_restart))
+        if diff.empty and digest == self.digest:
+            log.info("reload requested by %s: %s unchanged", who, old.file)
+            return {"applied": False, "sha256": digest, "summary": "no change", "changes": diff.as_dict()}
+        publisher = self._prepare_publisher(new, who) if diff.uplink_changed else None
+        notes = await self._apply(new, diff, publisher)
+        previous, self.digest = self.digest, digest
+        self.reloads += 1
+        summary = diff.summary()
+        daemon.table.event(Event(
+            "config_reloaded", time.time(), new.gateway.id, f"configuration reloaded by {who}: {summary}",
+            Priority.INFO, {"config_sha256": digest, "previous_sha256": previous, "account": who,
+                            "changes": diff.as_dict(), "notes": notes}))
+        log.info("configuration reloaded by %s (sha256 %s): %s", who, digest[:16], summary)
+        for note in notes:
+            log.warning("reload: %s", note)
+        return {"applied": True, "sha256": digest, "summary": summary, "changes": diff.as_dict(), "notes": notes}
+
+    def _reject(self, who: str, errors: list[str], message: str) -> None:
+        self.rejections += 1
+        log.error("reload requested by %s refused: %s", who, message)
+        daemon = self.daemon
+        daemon.table.event(Event("config_rejected", time.time(), daemon.config.gateway.id,
+                                 f"configuration reload by {who} refused; the running configuration stays",
+                                 Priority.MEDIUM, {"errors": errors, "account": who, "file": str(daemon.config.file)}))
+        raise ReloadRefused(message)
+
+    def _prepare_publisher(self, new: Config, who: str) -> Any:
+        """The new uplink's secrets and key, loaded before anything stops: an unreadable key refuses the reload."""
+        from gatewayd.daemon import resolve_uplink
+        from gatewayd.keys import KeyFileError, load_private_key
+        from gatewayd.systemd import CredentialError
+        from gatewayd.uplink.publisher import Publisher
+
+        daemon = self.daemon
+        try:
+            uplink = resolve_uplink(new.uplink)
+            key = load_private_key(uplink.signing_key)
+        except (KeyFileError, CredentialError, OSError) as exc:
+            self._reject(who, [str(exc)], f"uplink: {exc}; the running configuration stays")
+        return lambda: Publisher(uplink, new.gateway.id, daemon.store, key, daemon.boot_id)
+
+    async def _apply(self, new: Config, diff: ConfigDiff, publisher: Any) -> list[str]:
+        daemon = self.daemon
+        for name in diff.devices_removed + diff.devices_restarted:
+            await daemon.stop_driver(name)
+            del daemon.drivers[name], daemon.sinks[name]
+        notes = self._rebuild_points(new, diff) if diff.rebuild_points else []
+        daemon.config = new
+        devices = {device.name: device for device in new.devices}
+        for name in diff.devices_added + diff.devices_restarted:
+            daemon.drivers[name], daemon.sinks[name] = create_driver(devices[name], daemon.table)
+            daemon.start_driver(name)
+        if publisher is not None:
+            await daemon.replace_publisher(publisher)
+        return notes
+
+    def _rebuild_points(self, new: Config, diff: ConfigDiff) -> list[str]:
+        """New point table, rule engine and scanner with the state of the old ones; synchronous, so no
+        poll or scan runs halfway through."""
+        from gatewayd.control import rule_handlers
+        from gatewayd.points import PointTable
+        from gatewayd.scan import Scanner, build_engine
+
+        daemon = self.daemon
+        old_table, old_scanner = daemon.table, daemon.scanner
+        old_scanner.tick()  # commit what the polls brought under the old configuration
+        table = PointTable(all_tags(new))
+        names = [tag.name for tag in table.tags]
+        old_rows, new_rows = common_rows([tag.name for tag in old_table.tags], names)
+        copy_points(old_table, table, old_rows, new_rows)
+        engine = build_engine(new, table)
+        notes = engine.restore(old_scanner.engine.state_dict())
+        scanner = Scanner(table, daemon.store.tag_ids(names), daemon.store, engine)
+        copy_report_state(old_scanner, scanner, old_rows, new_rows)
+        devices = {device.name: device for device in new.devices}
+        for name, sink in daemon.sinks.items():
+            sink.retarget(table, table.rows_of([tag.name for tag in devices[name].tags]))
+        daemon.table, daemon.engine, daemon.scanner = table, engine, scanner
+        daemon.control.handlers.update(rule_handlers(engine, scanner.commit))
+        scanner.save_state()
+        described = set(diff.tags_added) | set(diff.tags_changed)
+        metadata = [{"tag": tag.name, **tag.metadata()} for tag in table.tags if tag.name in described]
+        for start in range(0, len(metadata), METADATA_CHUNK):
+            chunk = metadata[start:start + METADATA_CHUNK]
+            table.event(Event("tag_metadata", time.time(), new.gateway.id, f"metadata of {len(chunk)} tags",
+                              Priority.INFO, {"tags": chunk}))
+        return notes

@@ -1,0 +1,137 @@
+"""A 16-channel gas panel through the real daemon: leak, fault, calibration and a frozen heartbeat upstream.
+
+The panel simulator (`hil_tests.sim.gds_panel`, the shipped `generic` profile) runs as a process
+next to the tank PLC, the broker and the daemon; the test drives it over its stdin and reads what
+the verifying receiver got: samples with their qualities, the panel's events, and the gas alarms
+that the rules engine raises from the channels declared under `rules.gas`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gatewayd.types import Quality
+from hil_tests.conftest import Plant
+from hil_tests.test_end_to_end import events_of, samples_by_tag, wait_quiet
+
+ROOT = Path(__file__).resolve().parents[1]
+POLL = 0.25
+HEARTBEAT_TIMEOUT = 1.5
+LEAKS = ("GT101", "GT102")
+FAULTY, CALIBRATING, TOXIC = "GT105", "GT106", "GT110"
+
+
+class PanelProcess:
+    def __init__(self) -> None:
+        argv = [sys.executable, "-m", "hil_tests.sim.gds_panel", "--port", "0", "--heartbeat-period", "0.2"]
+        self.process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("READY "), f"panel simulator did not start: {line!r}"
+        self.port = int(line.split()[1])
+
+    def send(self, command: str) -> None:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == f"OK {command}"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+@pytest.fixture
+def panel() -> Iterator[PanelProcess]:
+    process = PanelProcess()
+    yield process
+    process.close()
+
+
+def gds_device(port: int) -> dict:
+    channels = []
+    for channel in range(1, 17):
+        combustible = channel <= 8
+        channels.append({"channel": channel, "name": f"GT{100 + channel}", "gas": "methane" if combustible else "H2S",
+                         "unit": "%LEL" if combustible else "ppm", "range": [0, 100], "deadband": 0.5,
+                         "description": f"gas detector {channel}"})
+    return {"name": "gds-north", "driver": "gds", "transport": "tcp", "host": "127.0.0.1", "port": port,
+            "profile": "generic", "poll_interval": POLL, "timeout": 0.5, "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+            "channels": channels}
+
+
+RULES = {"gas": [{"tag": tag, "type": "combustible", "gas": "methane", "level1": 20, "level2": 40} for tag in LEAKS]
+         + [{"tag": TOXIC, "type": "toxic", "gas": "H2S", "oel": 10, "level1": 10, "level2": 20}]}
+
+
+def wait_upstream(plant: Plant, condition: Callable[[dict], bool], what: str, timeout: float = 30.0) -> None:
+    """Until `condition(samples by tag)` holds for what the receiver got so far."""
+    deadline = time.monotonic() + timeout
+    while not condition(samples_by_tag(plant)):
+        assert time.monotonic() < deadline, f"never arrived upstream: {what}"
+        time.sleep(0.5)
+
+
+def values(samples: dict, tag: str) -> list[float]:
+    return [value for _, value, _ in samples.get(tag, [])]
+
+
+def qualities(samples: dict, tag: str) -> list[int]:
+    return [quality for _, _, quality in samples.get(tag, [])]
+
+
+def test_leak_fault_calibration_and_frozen_heartbeat_arrive_upstream(plant_factory, panel):
+    plant = plant_factory(tags=9, poll_interval=0.5, scan_interval=0.25, extra_devices=[gds_device(panel.port)])
+    document = yaml.safe_load(plant.config.read_text())
+    document["rules"] = RULES
+    plant.config.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    daemon = plant.start_daemon()
+    wait_upstream(plant, lambda s: Quality.GOOD in qualities(s, "GT116"), "the panel's channels")
+
+    for level, value in ((1, 22), (2, 45)):
+        for tag in LEAKS:
+            panel.send(f"gas {int(tag[2:]) - 100} {value}")
+        wait_upstream(plant, lambda s, level=level: all(level in values(s, f"{tag}.alarm") for tag in LEAKS),
+                      f"alarm level {level} of the panel")
+    panel.send("gas 10 12")  # toxic channel over its level 1
+    panel.send("fault 5 1234")
+    panel.send("mode 6 calibration")
+    wait_upstream(plant, lambda s: Quality.SENSOR_FAULT in qualities(s, FAULTY)
+                  and Quality.MAINTENANCE in qualities(s, CALIBRATING), "the fault and the calibration")
+    panel.send("freeze")
+    wait_upstream(plant, lambda s: Quality.DEVICE_ERROR in qualities(s, "GT116"), "the frozen heartbeat")
+    panel.send("unfreeze")
+    wait_upstream(plant, lambda s: qualities(s, "GT116")[-1] == Quality.GOOD, "the panel back after the freeze")
+    assert daemon.stop() == 0
+    wait_quiet(plant)
+
+    report = plant.report()
+    assert report.ok, report.format()
+    samples = samples_by_tag(plant)
+    for tag in LEAKS:
+        levels = values(samples, f"{tag}.alarm")
+        assert levels.index(1) < levels.index(2), f"{tag}: level 1 before level 2, got {levels}"
+        assert max(value for value in values(samples, tag) if value is not None) >= 44.0
+    gas_alarms = {(event["source"], event["data"]["level"]) for event in events_of(plant, "gas_alarm")}
+    assert {(tag, level) for tag in LEAKS for level in (1, 2)} | {(TOXIC, 1)} <= gas_alarms
+
+    assert 1234 in values(samples, f"{FAULTY}.fault")
+    faults = events_of(plant, "gds_fault")
+    assert [(event["source"], event["data"]["fault_code"]) for event in faults] == [(FAULTY, 1234)]
+
+    maintenance = events_of(plant, "gds_maintenance")
+    assert [(event["source"], event["data"]["mode"]) for event in maintenance] == [(CALIBRATING, "calibration")]
+    assert not [event for kind in ("alarm", "gas_alarm") for event in events_of(plant, kind)
+                if event["source"].startswith(CALIBRATING)], "calibration is not an alarm"
+
+    assert len(events_of(plant, "gds_heartbeat_frozen")) == 1
+    assert len(events_of(plant, "gds_heartbeat_resumed")) == 1
+    for tag in ("GT116", f"{LEAKS[0]}.alarm", f"{FAULTY}.fault"):
+        assert Quality.DEVICE_ERROR in qualities(samples, tag), f"{tag} not marked by the frozen heartbeat"
+    assert qualities(samples, FAULTY)[-1] == Quality.SENSOR_FAULT  # still in fault after the freeze

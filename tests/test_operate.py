@@ -1,0 +1,362 @@
+"""The pure parts of status, tail and reload: config diffs, carrying state over a rebuild, the tail's
+fan-out and its bounds, and the status screen. The real daemon is in hil_tests/test_operate.py."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from test_control import ROOT, serving
+
+from gatewayd import operate
+
+from gatewayd.config import parse_config
+from gatewayd.control import CommandError, stream
+from gatewayd.operate import (
+    Fanout,
+    Operate,
+    Subscriber,
+    TailFilter,
+    render_reload,
+    render_status,
+    render_tail_line,
+)
+from gatewayd.points import PointTable
+from gatewayd.reload import DeviceSink, Reloader, all_tags, diff_configs, essence, restart_message
+from gatewayd.scan import Scanner, build_engine
+from gatewayd.types import Event, Priority, Quality
+from gatewayd.uplink.publisher import UplinkStats
+from store import SampleBlock, Store
+
+CONFIG = """\
+gateway:
+  id: GW-OP-01
+  state_dir: state
+  runtime_dir: run
+devices:
+  - name: plc-a
+    driver: modbus_tcp
+    host: 10.0.0.5
+    tags:
+      - name: LT101
+        address: 0
+        type: float32
+        unit: m
+        range: [0, 10]
+        alarms: {hh: 9.5, h: 9, deadband: 0.1, priority: high}
+      - name: PT101
+        address: 2
+        type: float32
+  - name: plc-b
+    driver: modbus_tcp
+    host: 10.0.0.6
+    poll_interval: 1s
+    tags:
+      - name: FT201
+        address: 0
+        type: int16
+uplink:
+  host: platform.example.org
+  signing_key: /etc/gatewayd/signing.key
+"""
+
+
+def config(tmp_path: Path, source: str = CONFIG):
+    return parse_config(source, tmp_path / "config.yaml")
+
+
+def edited(source: str, old: str, new: str) -> str:
+    assert source.count(old) == 1, old
+    return source.replace(old, new)
+
+
+# ------------------------------------------------------------------------------------------ diffing
+
+def test_identical_configs_differ_in_nothing_even_when_lines_move(tmp_path: Path):
+    old = config(tmp_path)
+    new = config(tmp_path, "# a comment pushes every line down\n\n" + CONFIG)
+    assert old.devices[0].line != new.devices[0].line, "the line numbers did move"
+    assert essence(old) == essence(new)
+    diff = diff_configs(old, new)
+    assert diff.empty and diff.summary() == "no change"
+
+
+def test_a_new_tag_and_a_new_poll_interval_restart_only_that_device(tmp_path: Path):
+    source = edited(CONFIG, "    poll_interval: 1s\n", "    poll_interval: 500ms\n")
+    source = edited(source, "      - name: FT201\n        address: 0\n        type: int16\n",
+                    "      - name: FT201\n        address: 0\n        type: int16\n"
+                    "      - name: FT202\n        address: 1\n        type: int16\n")
+    diff = diff_configs(config(tmp_path), config(tmp_path, source))
+    assert diff.devices_restarted == ["plc-b"]
+    assert (diff.devices_added, diff.devices_removed) == ([], [])
+    assert (diff.tags_added, diff.tags_removed, diff.tags_changed) == (["FT202"], [], [])
+    assert diff.rebuild_points and not diff.rules_changed and not diff.uplink_changed and not diff.needs_restart
+    assert diff.summary() == "devices restarted: plc-b; tags added: FT202"
+
+
+def test_a_new_alarm_limit_changes_the_tag_and_rebuilds_the_points(tmp_path: Path):
+    source = edited(CONFIG, "h: 9, deadband", "h: 8, deadband")
+    diff = diff_configs(config(tmp_path), config(tmp_path, source))
+    assert diff.tags_changed == ["LT101"] and diff.devices_restarted == ["plc-a"] and diff.rebuild_points
+
+
+def test_rules_interlocks_and_uplink_changes_are_named(tmp_path: Path):
+    source = CONFIG.replace("  host: platform.example.org\n", "  host: platform2.example.org\n")
+    source += ("rules:\n  units: {farm: {max_bypassed: 1}}\n  interlocks:\n"
+               "    - {id: SIS-1, unit: farm, bypass: PT101, protects: [LT101], max_bypass: 8h}\n")
+    diff = diff_configs(config(tmp_path), config(tmp_path, source))
+    assert diff.rules_changed and diff.uplink_changed
+    assert diff.tags_added == ["IL.SIS-1"], "an interlock's virtual tag joins the point table"
+    assert diff.devices_restarted == [] and diff.rebuild_points
+    assert "rules changed" in diff.summary() and "uplink restarted" in diff.summary()
+
+
+@pytest.mark.parametrize("old, new, keys", [
+    ("  state_dir: state\n", "  state_dir: state2\n", ["gateway.state_dir", "store.path"]),
+    ("  id: GW-OP-01\n", "  id: GW-OP-02\n", ["gateway.id"]),
+    ("uplink:\n", "store: {max_bytes: 10 MB}\nuplink:\n", ["store.max_bytes"]),
+    ("uplink:\n", "metrics: {listen: 127.0.0.1:9108}\nuplink:\n", ["metrics.listen"]),
+])
+def test_what_only_a_restart_can_change_is_named(tmp_path: Path, old: str, new: str, keys: list[str]):
+    diff = diff_configs(config(tmp_path), config(tmp_path, edited(CONFIG, old, new)))
+    assert diff.needs_restart == keys
+    assert restart_message(diff.needs_restart).startswith(f"{', '.join(keys)} changed: the daemon sets")
+
+
+def test_scan_interval_and_name_apply_live(tmp_path: Path):
+    source = edited(CONFIG, "  id: GW-OP-01\n", "  id: GW-OP-01\n  name: tank farm\n  scan_interval: 2s\n")
+    diff = diff_configs(config(tmp_path), config(tmp_path, source))
+    assert diff.gateway_changed == ["gateway.name", "gateway.scan_interval"] and not diff.needs_restart
+
+
+def test_removing_a_device_removes_its_tags(tmp_path: Path):
+    source = CONFIG[:CONFIG.index("  - name: plc-b")] + CONFIG[CONFIG.index("uplink:"):]
+    diff = diff_configs(config(tmp_path), config(tmp_path, source))
+    assert (diff.devices_removed, diff.tags_removed) == (["plc-b"], ["FT201"])
+
+
+# ------------------------------------------------------------------------------------------ carrying state over
+
+class FakeDriver:
+    def __init__(self, down: bool = False):
+        self.is_down, self.polls, self.failures, self.reconnects = down, 7, 2, 1
+        self.last_poll_latency, self.requests_per_poll = 0.0123, 3
+
+
+def fake_daemon(tmp_path: Path, cfg) -> SimpleNamespace:
+    """The parts of a Daemon that operate and reload read, built from a config without any I/O task."""
+    table = PointTable(all_tags(cfg))
+    store = Store.open(tmp_path / "g.db")
+    engine = build_engine(cfg, table)
+    scanner = Scanner(table, store.tag_ids([tag.name for tag in table.tags]), store, engine)
+    sinks = {device.name: DeviceSink(table, table.rows_of([tag.name for tag in device.tags])) for device in cfg.devices}
+    daemon = SimpleNamespace(config=cfg, table=table, store=store, engine=engine, scanner=scanner, sinks=sinks,
+                             drivers={"plc-a": FakeDriver(), "plc-b": FakeDriver(down=True)},
+                             control=SimpleNamespace(handlers={}), boot_id=bytes(16),
+                             publisher=SimpleNamespace(stats=UplinkStats(connected=True, acknowledged=4),
+                                                       inflight=1))
+    daemon.operate = Operate(daemon)
+    scanner.tap = daemon.operate.on_commit
+    return daemon
+
+
+def test_a_rebuild_keeps_values_report_state_alarm_states_and_running_sinks(tmp_path: Path):
+    old_config = config(tmp_path)
+    daemon = fake_daemon(tmp_path, old_config)
+    sink_a = daemon.sinks["plc-a"]
+    sink_a.write(np.array([0, 1]), np.array([9.8, 1.5]))  # LT101 above HH: alarms raise
+    daemon.scanner.tick()
+    before = {item["id"]: item["state"] for item in daemon.engine.alarms()}
+    assert before == {"LT101.HH": "UNACK", "LT101.H": "UNACK"}
+    reported = daemon.scanner.stats.samples
+    old_scanner = daemon.scanner
+
+    source = edited(CONFIG, "  - name: plc-a\n", "  - name: plc-0\n    driver: modbus_tcp\n    host: 10.0.0.4\n"
+                    "    tags:\n      - {name: AT001, address: 0, type: int16}\n  - name: plc-a\n")
+    new_config = config(tmp_path, source)
+    diff = diff_configs(old_config, new_config)
+    assert diff.tags_added == ["AT001"] and diff.devices_added == ["plc-0"] and not diff.devices_restarted
+    notes = Reloader(daemon)._rebuild_points(new_config, diff)
+
+    assert notes == []
+    table = daemon.table
+    assert daemon.scanner is not old_scanner and table.rows["AT001"] == 0 and table.rows["LT101"] == 1
+    assert table.value[table.rows["LT101"]] == 9.8 and table.quality[table.rows["AT001"]] == Quality.NO_VALUE
+    assert {item["id"]: item["state"] for item in daemon.engine.alarms()} == before, "alarm states carried over"
+    assert set(daemon.control.handlers) >= {"alarms", "ack"}, "operator commands act on the new engine"
+    assert daemon.scanner.stats.samples == reported and daemon.scanner.tap == daemon.operate.on_commit
+    events = [event.kind for event in table.pending_events]
+    assert events == ["tag_metadata"] and table.pending_events[0].data["tags"][0]["tag"] == "AT001"
+
+    sink_a.write(np.array([1]), np.array([2.5]))  # the running driver of plc-a writes PT101
+    assert sink_a.table is table and table.value[table.rows["PT101"]] == 2.5 and table.changed.is_set()
+    daemon.scanner.tick()
+    # PT101's new value and the new tag's first report (no value yet); the other tags do not repeat
+    assert daemon.scanner.stats.samples == reported + 2
+
+
+# ------------------------------------------------------------------------------------------ tail
+
+def block(values: list[float]) -> SampleBlock:
+    n = len(values)
+    return SampleBlock(np.arange(n), np.full(n, 1_700_000_000.25), np.array(values), np.zeros(n, np.uint8),
+                       np.full(n, np.nan))
+
+
+def test_tail_filters_by_glob_device_and_events(tmp_path: Path):
+    table = PointTable(all_tags(config(tmp_path)))
+    rows = np.array([0, 1, 2])  # LT101, PT101, FT201
+    samples = block([1.0, 2.0, 3.0])
+    alarm = Event("alarm", 1.0, "LT101", "LT101.HH UNACK", Priority.HIGH, {"tag": "LT101"})
+    down = Event("device_down", 1.0, "plc-b", "plc-b down", Priority.HIGH)
+    fanout = Fanout()
+    by_glob = fanout.subscribe(TailFilter(tag="*T1*"))
+    by_device = fanout.subscribe(TailFilter(device="plc-b"))
+    events_only = fanout.subscribe(TailFilter(events_only=True))
+    fanout.publish(table, rows, samples, [alarm, down])
+
+    assert [(line["type"], line.get("tag") or line["source"]) for line in by_glob.take()] == \
+        [("event", "LT101"), ("sample", "LT101"), ("sample", "PT101")]
+    assert [(line["type"], line.get("tag") or line["source"]) for line in by_device.take()] == \
+        [("event", "plc-b"), ("sample", "FT201")]
+    assert [line["kind"] for line in events_only.take()] == ["alarm", "device_down"]
+    with pytest.raises(CommandError, match="no device 'plc-c'; devices: plc-a, plc-b"):
+        TailFilter.from_request({"device": "plc-c"}, ["plc-a", "plc-b"])
+
+
+def test_a_slow_reader_loses_lines_is_told_how_many_and_never_holds_the_scan(tmp_path: Path):
+    table = PointTable(all_tags(config(tmp_path)))
+    fanout = Fanout()
+    slow = fanout.subscribe(TailFilter(), capacity=4)
+    for _ in range(5):  # 5 ticks of 3 samples: 15 lines for room of 4
+        fanout.publish(table, np.array([0, 1, 2]), block([1.0, 2.0, 3.0]), [])
+    assert len(slow.lines) == 4, "the buffer never grows past its capacity"
+    lines = slow.take()
+    assert [line["type"] for line in lines] == ["sample"] * 4 + ["dropped"] and lines[-1]["count"] == 11
+    assert slow.dropped_total == 11
+    fanout.publish(table, np.array([2]), block([7.0]), [])
+    assert [line["value"] for line in slow.take()] == [7.0], "after the marker the stream goes on"
+
+
+def test_the_fanout_refuses_more_subscribers_than_it_serves():
+    fanout = Fanout()
+    for _ in range(8):
+        fanout.subscribe(TailFilter())
+    with pytest.raises(CommandError, match="already 8 tails"):
+        fanout.subscribe(TailFilter())
+
+
+def test_a_subscriber_wakes_its_reader_and_times_out_to_a_keepalive():
+    async def scenario():
+        subscriber = Subscriber(TailFilter(), capacity=10)
+        idle = await subscriber.next(0.01)
+        waiting = asyncio.create_task(subscriber.next(5.0))
+        await asyncio.sleep(0)
+        subscriber.offer([{"type": "event", "kind": "x"}])
+        return idle, await waiting
+
+    idle, woken = asyncio.run(scenario())
+    assert idle == [] and woken == [{"type": "event", "kind": "x"}]
+
+
+def test_tail_lines_read_as_text():
+    ts = time.mktime((2024, 5, 1, 12, 0, 0, 0, 0, -1)) + 0.25
+    assert render_tail_line({"type": "sample", "tag": "LT101", "device": "plc-a", "ts": ts, "value": 4.2,
+                             "unit": "m", "quality": 0}) == "12:00:00.250  LT101            4.2 m"
+    assert render_tail_line({"type": "sample", "tag": "PT101", "device": "plc-a", "ts": ts, "value": None,
+                             "unit": "", "quality": 17}).endswith("PT101            -  comm_failure")
+    assert render_tail_line({"type": "event", "kind": "device_down", "source": "plc-b", "ts": ts, "priority": 3,
+                             "message": "plc-b down: timeout"}) == \
+        "12:00:00.250  EVENT device_down [plc-b] plc-b down: timeout"
+    assert render_tail_line({"type": "dropped", "count": 12}).startswith("... 12 lines dropped")
+    assert render_tail_line({"type": "keepalive"}) is None
+
+
+# ------------------------------------------------------------------------------------------ status
+
+def test_status_gathers_one_screen_from_the_live_objects(tmp_path: Path):
+    daemon = fake_daemon(tmp_path, config(tmp_path))
+    daemon.operate.reloader.digest = "ab" * 32
+    daemon.sinks["plc-a"].write(np.array([0, 1]), np.array([9.8, 1.5]))
+    daemon.sinks["plc-b"].set_quality(np.array([0]), int(Quality.COMM_FAILURE))
+    daemon.table.event(Event("device_down", time.time() - 90, "plc-b", "plc-b down", Priority.HIGH))
+    daemon.scanner.tick()
+    status = daemon.operate.status()
+
+    assert [(d["name"], d["up"], d["driver"], d["polls"]) for d in status["devices"]] == \
+        [("plc-a", True, "modbus_tcp", 7), ("plc-b", False, "modbus_tcp", 7)]
+    assert status["tags"]["bad_by_reason"] == {"comm_failure": 1}
+    assert status["alarms"]["by_priority"] == [{"priority": "high", "total": 2, "states": {"UNACK": 2}}]
+    assert status["store"]["rows_pending"] > 0 and status["store"]["oldest_pending_age"] >= 0
+    screen = render_status(status)
+    assert "devices: 1/2 up" in screen
+    assert "plc-b   modbus_tcp  DOWN   1.5 min" in screen
+    assert "12 ms" in screen, "last poll latency"
+    assert "tags: 3, 2 good, 0 uncertain, 1 bad (1 comm_failure)" in screen
+    assert "alarms: 2 active, 2 unacknowledged; high 2 (2 UNACK)" in screen
+    assert "interlocks: 0, 0 bypassed" in screen
+    assert "uplink: connected to platform.example.org:8883; 1 batches in flight, 4 acknowledged" in screen
+    assert "rate: not measured yet" in screen
+
+
+def test_the_uplink_rate_is_measured_over_the_window(tmp_path: Path):
+    daemon = fake_daemon(tmp_path, config(tmp_path))
+    daemon.operate.reloader.digest = "cd" * 32
+    stats = daemon.publisher.stats
+    daemon.operate.rates.add(time.monotonic() - 30, stats)
+    stats.acknowledged += 15
+    stats.rows_acknowledged += 3000
+    stats.bytes_published += 300_000
+    rates = daemon.operate.status()["uplink"]["rates"]
+    assert rates["acknowledged_per_second"] == pytest.approx(0.5, rel=0.01)
+    assert "30.0 batches/min, 100.0 rows/s, 10.0 kB/s over 30 s" in render_status(daemon.operate.status())
+
+
+def test_reload_results_read_as_text():
+    assert render_reload({"applied": False, "sha256": "0f" * 32}) == "configuration unchanged (sha256 0f0f0f0f0f0f0f0f)"
+    assert render_reload({"applied": True, "sha256": "0f" * 32, "summary": "tags added: X",
+                          "notes": ["alarm Y.HH is no longer configured; its state was dropped"]}) == \
+        "configuration reloaded (sha256 0f0f0f0f0f0f0f0f): tags added: X\n" \
+        "note: alarm Y.HH is no longer configured; its state was dropped"
+
+
+# ------------------------------------------------------------------------------------------ over the socket
+
+def test_status_and_tail_over_the_control_socket(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(operate, "TAIL_KEEPALIVE", 0.05)
+    daemon = fake_daemon(tmp_path, config(tmp_path))
+    daemon.operate.reloader.digest = "ab" * 32
+    with serving(tmp_path / "run", daemon.operate.handlers()) as served:
+        screen = subprocess.run([sys.executable, "-m", "gatewayd", "status", "--socket", str(served.path)],
+                                capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert screen.returncode == 0, screen.stderr
+        assert screen.stdout.startswith("gateway GW-OP-01  gatewayd ") and "devices: 1/2 up" in screen.stdout
+
+        lines = stream(served.path, {"cmd": "tail", "tag": "LT*"})
+        assert next(lines) == {"type": "following", "tags": 1,
+                               "filter": {"tag": "LT*", "device": None, "events_only": False}}
+
+        async def tick():
+            daemon.sinks["plc-a"].write(np.array([0, 1]), np.array([4.5, 1.0]))
+            daemon.scanner.tick()
+
+        served.run(tick())
+        line = next(line for line in lines if line["type"] != "keepalive")
+        assert (line["type"], line["tag"], line["value"], line["unit"]) == ("sample", "LT101", 4.5, "m")
+        assert len(daemon.operate.fanout.subscribers) == 1
+        lines.close()  # the reader goes away: the next keepalive finds the socket closed
+
+        async def subscribers():
+            for _ in range(200):
+                if not daemon.operate.fanout.subscribers:
+                    return 0
+                await asyncio.sleep(0.01)
+            return len(daemon.operate.fanout.subscribers)
+
+        assert served.run(subscribers()) == 0, "a vanished reader is unsubscribed"
