@@ -15,7 +15,7 @@ from gatewayd.types import Priority, Quality
 from gatewayd.uplink.batch import BatchFormatError, decode_body, parse_envelope
 from gatewayd.uplink.verify import ChainVerifier
 
-SHOWN_TAGS = 16
+SHOWN_TAGS = 40
 SHOWN_EVENTS = 10
 CLEAR = "\x1b[H\x1b[2J"
 BOLD, RED, YELLOW, GREEN, RESET = "\x1b[1m", "\x1b[31m", "\x1b[33m", "\x1b[32m", "\x1b[0m"
@@ -84,7 +84,7 @@ class View:
         lines += ["", f"{BOLD}latest events{RESET}"]
         for event in self.events:
             colour = RED if event["priority"] >= Priority.HIGH else YELLOW if event["priority"] else ""
-            lines.append(f"{clock(event['ts'])} {colour}{Priority(event['priority']).name:<8}{RESET}"
+            lines.append(f"{clock(event['ts'])} {colour}{Priority(event["priority"]).name:<9}{RESET}"
                          f"{event['kind']:<16}{event['message']}")
         if self.findings:
             lines += ["", f"{BOLD}verification findings{RESET}", *self.findings]

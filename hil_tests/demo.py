@@ -1,27 +1,38 @@
-"""`make demo`: the simulated tank plant, a local mosquitto, the daemon with config.example.yaml, and
-the live upstream view. Ctrl-C stops all of it.
+"""`make demo`: a simulated plant with one device of every driver kind, a local mosquitto, the daemon
+with config.example.yaml, and the live upstream view. Ctrl-C stops all of it.
 
-The ports and paths come from config.example.yaml itself, so what runs is exactly what the example says.
+Ports and paths come from config.example.yaml itself, so what runs is exactly what the example says.
+Every minute and a half a methane leak grows on the gas panel's channel 1 past level 1 and level 2
+and clears again, so there is something to watch.
 """
 
 from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 
 from gatewayd.keys import load_public_key
 from gatewayd.uplink.receiver import Receiver
 from gatewayd.watch import watch
-from hil_tests.harness import ROOT, Broker, Daemon, Simulator, make_key, stop_all
+from hil_tests.harness import ROOT, Broker, Daemon, Process, Simulator, make_key, stop_all, wait_for_port
+from hil_tests.sim.rtu_bus import SerialPair
 
 EXAMPLE = ROOT / "config.example.yaml"
 WORKDIR = ROOT / ".demo"
+LEAK_PERIOD = 90.0
+LEAK_PROFILE = (2.0, 8.0, 15.0, 23.0, 30.0, 44.0, 48.0, 35.0, 18.0, 6.0, 0.5)  # %LEL, one step every 5 s
 
 
-def port_free(port: int) -> bool:
+def tcp_port_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -30,33 +41,117 @@ def port_free(port: int) -> bool:
     return True
 
 
+def module(name: str, *args: Any) -> list[str]:
+    return [sys.executable, "-m", name, *map(str, args)]
+
+
+def start_simulator(device: dict[str, Any]) -> Any:
+    """The simulator that stands in for this device, started and listening."""
+    kind = device["driver"]
+    port = urlparse(device["endpoint"]).port if kind == "opcua" else device.get("port")
+    if kind == "modbus_tcp":
+        return Simulator(WORKDIR, len(device["tags"]), port).start()
+    if kind == "modbus_rtu":
+        return SerialPair(WORKDIR, tuple(slave["unit_id"] for slave in device["slaves"])).start()
+    argv = {
+        "opcua": module("hil_tests.sim.opcua_server", "--port", port, "--vars", 0),
+        "opcda_gateway": module("hil_tests.sim.opcda_gateway", "--port", port),
+        "modbus_udp": module("hil_tests.sim.rtu_bus", "udp", "--port", port, "--tags", 12),
+        "modbus_rtu_over_tcp": module("hil_tests.sim.rtu_bus", "rtu-over-tcp", "--port", port, "--tags", 12),
+    }.get(kind)
+    if kind == "gds":
+        return GasPanel(port)
+    process = Process(device["name"], argv, WORKDIR / f"sim-{device['name']}.log", cwd=ROOT).start()
+    if kind == "modbus_udp":
+        wait_for_line(process.log_path, "READY")
+    else:
+        wait_for_port(port, timeout=60)
+    return process
+
+
+def wait_for_line(path: Path, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"no {text!r} in {path} after {timeout} s")
+
+
+class GasPanel:
+    """The GDS panel simulator, fed a leak now and then through its command input."""
+
+    def __init__(self, port: int):
+        log = open(WORKDIR / "sim-gds.log", "ab")
+        self.proc = subprocess.Popen(module("hil_tests.sim.gds_panel", "--port", port), cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True)
+        log.close()
+        wait_for_port(port)
+        self.stopped = threading.Event()
+        threading.Thread(target=self._leaks, daemon=True).start()
+
+    def _leaks(self) -> None:
+        while not self.stopped.wait(LEAK_PERIOD / 3):
+            for concentration in LEAK_PROFILE:
+                self.command(f"gas 1 {concentration}")
+                if self.stopped.wait(5.0):
+                    return
+            self.stopped.wait(LEAK_PERIOD * 2 / 3)
+
+    def command(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            self.stopped.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def stop_simulators(simulators: list[Any]) -> None:
+    for simulator in simulators:
+        if isinstance(simulator, SerialPair):
+            simulator.close()
+        else:
+            stop_all(simulator)
+
+
 def main() -> int:
     config = yaml.safe_load(EXAMPLE.read_text())
-    device = config["devices"][0]
-    plc_port, broker_port = device["port"], config["uplink"]["port"]
-    busy = [port for port in (plc_port, broker_port) if not port_free(port)]
+    broker_port = config["uplink"]["port"]
+    tcp_ports = [broker_port, *(device["port"] for device in config["devices"]
+                                if "port" in device and device["driver"] != "modbus_udp"
+                                and isinstance(device["port"], int))]
+    busy = [port for port in tcp_ports if not tcp_port_free(port)]
     if busy:
         print(f"demo: port(s) {busy} are in use; stop what uses them or edit {EXAMPLE.name}", file=sys.stderr)
         return 1
     WORKDIR.mkdir(exist_ok=True)
     key, public_key = make_key(WORKDIR)
     assert (ROOT / config["uplink"]["signing_key"]).resolve() == key.resolve(), "example key path moved"
-    tag_count = len(device["tags"])
-    broker = simulator = daemon = None
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    broker = daemon = None
+    simulators: list[Any] = []
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         broker = Broker(WORKDIR, broker_port).start()
-        simulator = Simulator(WORKDIR, tag_count, plc_port).start()
+        for device in config["devices"]:
+            print(f"demo: starting a simulator for {device['name']} ({device['driver']})", flush=True)
+            simulators.append(start_simulator(device))
         daemon = Daemon(WORKDIR, EXAMPLE).start()
-        print(f"demo: plant on :{plc_port}, broker on :{broker_port}, daemon log in {daemon.log_path}")
-        receiver = Receiver("127.0.0.1", broker_port, f"{config['uplink'].get('topic_prefix', 'gatewayd')}/+/batch",
-                            insecure_plain=True)
-        return watch(receiver, load_public_key(public_key))
+        print(f"demo: broker on :{broker_port}, daemon log in {daemon.log_path}", flush=True)
+        topic = f"{config['uplink'].get('topic_prefix', 'gatewayd')}/+/batch"
+        return watch(Receiver("127.0.0.1", broker_port, topic, insecure_plain=True), load_public_key(public_key))
     except KeyboardInterrupt:
         return 0
     finally:
-        print("\ndemo: stopping daemon, plant and broker")
-        stop_all(daemon, simulator, broker)
+        print("\ndemo: stopping the daemon, the simulators and the broker")
+        stop_all(daemon)
+        stop_simulators(simulators)
+        stop_all(broker)
 
 
 if __name__ == "__main__":
