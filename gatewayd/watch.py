@@ -84,7 +84,7 @@ class View:
         lines += ["", f"{BOLD}latest events{RESET}"]
         for event in self.events:
             colour = RED if event["priority"] >= Priority.HIGH else YELLOW if event["priority"] else ""
-            lines.append(f"{clock(event['ts'])} {colour}{Priority(event["priority"]).name:<9}{RESET}"
+            lines.append(f"{clock(event['ts'])} {colour}{Priority(event['priority']).name:<9}{RESET}"
                          f"{event['kind']:<16}{event['message']}")
         if self.findings:
             lines += ["", f"{BOLD}verification findings{RESET}", *self.findings]
