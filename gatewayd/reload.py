@@ -182,12 +182,20 @@ class DeviceSink:
         self.table.event(event)
 
 
-def create_driver(device: DeviceConfig, table: Any) -> tuple[Any, DeviceSink]:
-    """The runtime driver of a device and the sink it runs with (`await driver.run(sink)`)."""
+def build_driver(device: DeviceConfig) -> Any:
+    """The runtime driver of a device, writing to positions 0..n-1 of its tags (see DeviceSink)."""
     import drivers
 
-    sink = DeviceSink(table, table.rows_of([tag.name for tag in device.tags]))
-    return drivers.create(device, np.arange(len(device.tags), dtype=np.int64)), sink
+    return drivers.create(device, np.arange(len(device.tags), dtype=np.int64))
+
+
+def device_sink(device: DeviceConfig, table: Any) -> DeviceSink:
+    return DeviceSink(table, table.rows_of([tag.name for tag in device.tags]))
+
+
+def create_driver(device: DeviceConfig, table: Any) -> tuple[Any, DeviceSink]:
+    """The runtime driver of a device and the sink it runs with (`await driver.run(sink)`)."""
+    return build_driver(device), device_sink(device, table)
 
 
 def common_rows(old_names: Sequence[str], new_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -268,7 +276,8 @@ class Reloader:
             log.info("reload requested by %s: %s unchanged", who, old.file)
             return {"applied": False, "sha256": digest, "summary": "no change", "changes": diff.as_dict()}
         publisher = self._prepare_publisher(new, who) if diff.uplink_changed else None
-        notes = await self._apply(new, diff, publisher)
+        drivers, points = self._prepare(new, diff, who)
+        notes = await self._apply(new, diff, publisher, drivers, points)
         previous, self.digest = self.digest, digest
         self.reloads += 1
         summary = diff.summary()
@@ -305,36 +314,53 @@ class Reloader:
             self._reject(who, [str(exc)], f"uplink: {exc}; the running configuration stays")
         return lambda: Publisher(uplink, new.gateway.id, daemon.store, key, daemon.boot_id)
 
-    async def _apply(self, new: Config, diff: ConfigDiff, publisher: Any) -> list[str]:
+    def _prepare(self, new: Config, diff: ConfigDiff, who: str) -> tuple[dict[str, Any], tuple | None]:
+        """What can fail is built before anything running is touched: the new drivers and, when tags or
+        rules changed, the new point table and rule engine (still empty)."""
+        from gatewayd.points import PointTable
+        from gatewayd.scan import build_engine
+
+        devices = {device.name: device for device in new.devices}
+        try:
+            drivers = {name: build_driver(devices[name]) for name in diff.devices_added + diff.devices_restarted}
+            points = None
+            if diff.rebuild_points:
+                table = PointTable(all_tags(new))
+                points = table, build_engine(new, table)
+        except Exception as exc:  # valid but not buildable is a bug: refuse rather than half-apply
+            log.exception("reload: building the new configuration failed")
+            self._reject(who, [f"{type(exc).__name__}: {exc}"],
+                         f"cannot apply the configuration ({type(exc).__name__}: {exc}); nothing was changed")
+        return drivers, points
+
+    async def _apply(self, new: Config, diff: ConfigDiff, publisher: Any, drivers: dict[str, Any],
+                     points: tuple | None) -> list[str]:
         daemon = self.daemon
         for name in diff.devices_removed + diff.devices_restarted:
             await daemon.stop_driver(name)
             del daemon.drivers[name], daemon.sinks[name]
-        notes = self._rebuild_points(new, diff) if diff.rebuild_points else []
+        notes = self._swap_points(new, diff, *points) if points is not None else []
         daemon.config = new
         devices = {device.name: device for device in new.devices}
-        for name in diff.devices_added + diff.devices_restarted:
-            daemon.drivers[name], daemon.sinks[name] = create_driver(devices[name], daemon.table)
+        for name, driver in drivers.items():
+            daemon.drivers[name], daemon.sinks[name] = driver, device_sink(devices[name], daemon.table)
             daemon.start_driver(name)
         if publisher is not None:
             await daemon.replace_publisher(publisher)
         return notes
 
-    def _rebuild_points(self, new: Config, diff: ConfigDiff) -> list[str]:
-        """New point table, rule engine and scanner with the state of the old ones; synchronous, so no
-        poll or scan runs halfway through."""
+    def _swap_points(self, new: Config, diff: ConfigDiff, table: Any, engine: Any) -> list[str]:
+        """The new point table, rule engine and a new scanner take over with the state of the old ones;
+        synchronous, so no poll or scan runs halfway through."""
         from gatewayd.control import rule_handlers
-        from gatewayd.points import PointTable
-        from gatewayd.scan import Scanner, build_engine
+        from gatewayd.scan import Scanner
 
         daemon = self.daemon
         old_table, old_scanner = daemon.table, daemon.scanner
         old_scanner.tick()  # commit what the polls brought under the old configuration
-        table = PointTable(all_tags(new))
         names = [tag.name for tag in table.tags]
         old_rows, new_rows = common_rows([tag.name for tag in old_table.tags], names)
         copy_points(old_table, table, old_rows, new_rows)
-        engine = build_engine(new, table)
         notes = engine.restore(old_scanner.engine.state_dict())
         scanner = Scanner(table, daemon.store.tag_ids(names), daemon.store, engine)
         copy_report_state(old_scanner, scanner, old_rows, new_rows)

@@ -182,7 +182,10 @@ def test_a_rebuild_keeps_values_report_state_alarm_states_and_running_sinks(tmp_
     new_config = config(tmp_path, source)
     diff = diff_configs(old_config, new_config)
     assert diff.tags_added == ["AT001"] and diff.devices_added == ["plc-0"] and not diff.devices_restarted
-    notes = Reloader(daemon)._rebuild_points(new_config, diff)
+    reloader = Reloader(daemon)
+    drivers, points = reloader._prepare(new_config, diff, "test")
+    assert list(drivers) == ["plc-0"] and daemon.table is old_scanner.table, "nothing running touched yet"
+    notes = reloader._swap_points(new_config, diff, *points)
 
     assert notes == []
     table = daemon.table
