@@ -23,8 +23,9 @@ def setup_logging(level: str) -> None:
         "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr)
     # protocol stacks log every failed connect; the drivers report outages once, in our words
-    for noisy in ("pymodbus", "asyncua"):
-        logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
+    # (pymodbus logs a hex dump for every undecodable frame: a hostile device would flood the journal)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncua").setLevel(max(logging.ERROR, logging.getLogger().level))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
