@@ -93,6 +93,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             verifier.feed(frame)
     report = verifier.report()
     print(report.format())
+    if args.export and report.batches:
+        from gatewayd.uplink.export import export
+
+        samples, events = export(report.batches, verifier.gateway_id or "", Path(args.export))
+        print(f"exported {samples} samples and {events} events of the accepted batches to {args.export}")
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -440,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--ca-file")
     verify.add_argument("--plain", action="store_true")
     verify.add_argument("--save", metavar="FILE")
+    verify.add_argument("--export", metavar="DB", help="write the accepted samples and events into this SQLite file")
     verify.set_defaults(func=cmd_verify)
 
     watch = sub.add_parser("watch", help="live view of what arrives upstream, verified as it comes")

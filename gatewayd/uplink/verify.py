@@ -120,6 +120,11 @@ class ChainVerifier:
         self._frames = 0
         self._duplicates = 0
 
+    @property
+    def gateway_id(self) -> str | None:
+        """The gateway whose chain this is, once known."""
+        return self._gateway_id
+
     def feed(self, data: bytes) -> list[Finding]:
         """Check one envelope in arrival order; return the findings it caused."""
         self._frames += 1
