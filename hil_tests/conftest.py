@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from gatewayd.keys import load_public_key
 from gatewayd.uplink.receiver import Receiver
 from gatewayd.uplink.verify import ChainVerifier, Report
 from hil_tests.harness import Broker, Daemon, Process, Simulator, plant_config, stop_all
+from hil_tests.simprocess import SimProcess
 
 GATEWAY_ID = "GW-TEST-001"
 TOPIC = f"gatewayd/{GATEWAY_ID}/batch"
@@ -83,3 +85,19 @@ def plant_factory(tmp_path: Path):
     for plant in plants:
         plant.receiver.stop()
         stop_all(*plant.processes())
+
+
+@pytest.fixture
+def sim_processes() -> Iterator[Callable[[SimProcess], SimProcess]]:
+    """Starts simulator children for a test and kills each one at its end, whatever happened."""
+    started: list[SimProcess] = []
+
+    def start(process: SimProcess) -> SimProcess:
+        started.append(process)  # before starting, so one that fails to announce its port is killed too
+        return process.start()
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.close()

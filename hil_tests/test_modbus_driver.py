@@ -9,127 +9,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from pymodbus.client import AsyncModbusTcpClient
 
 from drivers.modbus.config import ADDRESS_SPACE, ModbusAddress
 from drivers.modbus.plan import minimum_requests, plan_blocks
 from drivers.modbus.tcp import ModbusTcpDriver
-from gatewayd.config.load import parse_config
 from gatewayd.config.model import DeviceConfig
-from gatewayd.types import Event, Priority, Quality
+from gatewayd.types import Priority, Quality
+from hil_tests.recording import RecordingSink, load_device, stop, wait_until
 from hil_tests.sim.layout import MARKER_ADDRESS, MAX_TAGS, plant_tags
-
-ROOT = Path(__file__).resolve().parents[1]
+from hil_tests.simprocess import SimProcess
 
 POLL = 0.1
 TIMEOUT = 0.3
 
 
-class RecordingSink:
-    """A point table in miniature: last value and quality per row, every event, a count of writes."""
-
-    def __init__(self, size: int) -> None:
-        self.values = np.full(size, np.nan)
-        self.quality = np.full(size, int(Quality.NO_VALUE), dtype=np.uint8)
-        self.writes = 0
-        self.events: list[Event] = []
-
-    def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
-        self.values[rows] = values
-        self.quality[rows] = quality
-        self.writes += 1
-
-    def set_quality(self, rows, quality) -> None:
-        self.quality[rows] = quality
-
-    def event(self, event: Event) -> None:
-        self.events.append(event)
-
-    def kinds(self) -> list[str]:
-        return [event.kind for event in self.events]
-
-
-class PlcProcess:
-    """One `python -m hil_tests.sim.plc` child; port 0 on first start, the same port on restarts."""
-
-    def __init__(self, tags: int, port: int = 0) -> None:
-        self.tags, self.port = tags, port
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> PlcProcess:
-        argv = [sys.executable, "-m", "hil_tests.sim.plc", "--port", str(self.port), "--tags", str(self.tags),
-                "--period", str(POLL), "--seed", "7"]
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("READY "), f"simulator did not start: {line!r}"
-        self.port = int(line.split()[1])
-        return self
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-        if signum == signal.SIGKILL:
-            self.process.wait(timeout=5)
-
-    def close(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=5)
-
-
 @pytest.fixture
-def plcs() -> Iterator[Callable[[int], PlcProcess]]:
-    started: list[PlcProcess] = []
+def plcs(sim_processes) -> Callable[[int], SimProcess]:
+    """Starts `python -m hil_tests.sim.plc` children with a number of tags; all are killed after the test."""
 
-    def start(tags: int) -> PlcProcess:
-        started.append(PlcProcess(tags))
-        return started[-1].start()
+    def start(tags: int) -> SimProcess:
+        options = ["--tags", str(tags), "--period", str(POLL), "--seed", "7"]
+        return sim_processes(SimProcess(["hil_tests.sim.plc"], options, "simulator"))
 
-    try:
-        yield start
-    finally:
-        for plc in started:
-            plc.close()
+    return start
 
 
 def device_config(port: int, tags: list[dict[str, Any]], **settings: Any) -> DeviceConfig:
     """The device through the real config loader, so the layout's tag dicts are checked as YAML too."""
-    device = {"name": "plc1", "driver": "modbus_tcp", "host": "127.0.0.1", "port": port,
-              "poll_interval": POLL, "timeout": TIMEOUT, "backoff_initial": 0.1, "backoff_max": 0.4,
-              **settings, "tags": tags}
-    document = {"gateway": {"id": "gw-test"}, "devices": [device],
-                "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
-    return parse_config(yaml.safe_dump(document, allow_unicode=True), ROOT / "hil-test.yaml").devices[0]
+    return load_device({"name": "plc1", "driver": "modbus_tcp", "host": "127.0.0.1", "port": port,
+                        "poll_interval": POLL, "timeout": TIMEOUT, "backoff_initial": 0.1, "backoff_max": 0.4,
+                        **settings, "tags": tags})
 
 
 def scattered_rows(count: int) -> np.ndarray:
     """Point-table rows that are neither contiguous nor in tag order, to catch row mix-ups."""
     return np.arange(count)[::-1] * 2 + 3
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
-
-
-async def stop(task: asyncio.Task) -> None:
-    """Cancel a driver and check that it let the cancellation through."""
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
 
 
 def test_layout_fits_and_plans_for_ten_thousand_tags():
@@ -158,7 +78,7 @@ def test_values_arrive_with_good_quality_and_marker_writes_come_through(plcs):
 
     async def scenario() -> None:
         task = asyncio.create_task(driver.run(sink))
-        await wait_until(lambda: sink.writes >= 3, 2.0)
+        await wait_until(lambda: sink.batches >= 3, 2.0)
         assert (sink.quality[rows] == Quality.GOOD).all()
         # the test writes, as a benchmark would; the driver has no write path
         async with AsyncModbusTcpClient("127.0.0.1", port=plc.port, retries=0, reconnect_delay=0) as client:
@@ -219,8 +139,8 @@ def test_a_killed_plc_goes_down_once_and_comes_back(plcs, caplog):
         assert sink.kinds() == ["device_down"] and driver.failures >= 3
         await asyncio.to_thread(plc.start)
         await wait_until(lambda: "device_up" in sink.kinds(), 3.0)
-        sink.writes = 0
-        await wait_until(lambda: sink.writes >= 2, 1.0)
+        sink.batches = 0
+        await wait_until(lambda: sink.batches >= 2, 1.0)
         await stop(task)
 
     with caplog.at_level(logging.DEBUG, logger="gatewayd.drivers.modbus"):

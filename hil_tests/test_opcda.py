@@ -9,27 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from drivers.opcda.gateway import OpcDaGatewayDriver  # noqa: E402
-from gatewayd.config.load import parse_config  # noqa: E402
 from gatewayd.config.model import DeviceConfig  # noqa: E402
 from gatewayd.types import Quality  # noqa: E402
+from hil_tests.recording import RecordingSink, load_device, stop, wait_until  # noqa: E402
 from hil_tests.sim.opcda_gateway import SERVER_PROGID  # noqa: E402
-from hil_tests.test_opcua import RecordingSink, stop, wait_until  # noqa: E402
+from hil_tests.simprocess import SimProcess  # noqa: E402
 
 EXPECTED = {
     "Random.Real8": Quality.GOOD, "Random.Int4": Quality.GOOD, "Square.Bool": Quality.GOOD,
@@ -41,49 +38,17 @@ EXPECTED = {
 }
 
 
-class GatewayProcess:
-    """One `python -m hil_tests.sim.opcda_gateway` child; port 0 first, the same port on restarts."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> GatewayProcess:
-        argv = [sys.executable, "-m", "hil_tests.sim.opcda_gateway", "--port", str(self.port)]
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("READY "), f"gateway double did not start: {line!r}"
-        self.port = int(line.split()[1])
-        return self
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-        if signum == signal.SIGKILL:
-            self.process.wait(timeout=5)
-
-    def close(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(timeout=5)
-
-
 @pytest.fixture
-def gateway() -> Iterator[GatewayProcess]:
-    process = GatewayProcess().start()
-    try:
-        yield process
-    finally:
-        process.close()
+def gateway(sim_processes) -> SimProcess:
+    """One `python -m hil_tests.sim.opcda_gateway` child, killed after the test."""
+    return sim_processes(SimProcess(["hil_tests.sim.opcda_gateway"], [], "gateway double"))
 
 
 def device_config(port: int, items: list[str], **settings: Any) -> DeviceConfig:
-    device = {"name": "da1", "driver": "opcda_gateway", "host": "127.0.0.1", "port": port, "server": SERVER_PROGID,
-              "poll_interval": 0.1, "timeout": 0.5, "backoff_initial": 0.1, "backoff_max": 0.4, **settings,
-              "tags": [{"name": f"T{i}", "item": item} for i, item in enumerate(items)]}
-    document = {"gateway": {"id": "gw-test"}, "devices": [device],
-                "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
-    return parse_config(yaml.safe_dump(document), ROOT / "hil-test.yaml").devices[0]
+    return load_device({"name": "da1", "driver": "opcda_gateway", "host": "127.0.0.1", "port": port,
+                        "server": SERVER_PROGID, "poll_interval": 0.1, "timeout": 0.5, "backoff_initial": 0.1,
+                        "backoff_max": 0.4, **settings,
+                        "tags": [{"name": f"T{i}", "item": item} for i, item in enumerate(items)]})
 
 
 def start_driver(device: DeviceConfig) -> tuple[OpcDaGatewayDriver, RecordingSink, asyncio.Task]:

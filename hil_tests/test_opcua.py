@@ -10,129 +10,52 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from drivers.opcua.client import OpcUaDriver  # noqa: E402
-from gatewayd.config.load import parse_config  # noqa: E402
 from gatewayd.config.model import DeviceConfig  # noqa: E402
-from gatewayd.types import Event, Quality  # noqa: E402
+from gatewayd.types import Quality  # noqa: E402
+from hil_tests.recording import RecordingSink, load_device, stop, wait_until  # noqa: E402
 from hil_tests.sim.opcua_server import make_certificate  # noqa: E402
+from hil_tests.simprocess import SimProcess  # noqa: E402
 
 PUBLISHING = 0.2
 TIMEOUT = 1.0
 
 
-class RecordingSink:
-    """Last value, quality and source time per row, a write counter per row, and every event."""
-
-    def __init__(self, size: int) -> None:
-        self.values = np.full(size, np.nan)
-        self.quality = np.full(size, int(Quality.NO_VALUE), dtype=np.uint8)
-        self.source_ts = np.full(size, np.nan)
-        self.writes = np.zeros(size, dtype=np.int64)
-        self.events: list[Event] = []
-
-    def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
-        self.values[rows] = values
-        self.quality[rows] = quality
-        self.source_ts[rows] = np.nan if source_ts is None else source_ts
-        self.writes[rows] += 1
-
-    def set_quality(self, rows, quality) -> None:
-        self.quality[rows] = quality
-
-    def event(self, event: Event) -> None:
-        self.events.append(event)
-
-    def kinds(self) -> list[str]:
-        return [event.kind for event in self.events]
-
-
-class OpcUaServerProcess:
-    """One `python -m hil_tests.sim.opcua_server` child; port 0 first, the same port on restarts."""
-
-    def __init__(self, variables: int, security_dir: Path | None = None) -> None:
-        self.variables, self.security_dir, self.port = variables, security_dir, 0
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> OpcUaServerProcess:
-        argv = [sys.executable, "-m", "hil_tests.sim.opcua_server", "--port", str(self.port),
-                "--vars", str(self.variables), "--period", "0.2", "--seed", "3"]
-        if self.security_dir is not None:
-            argv += ["--security-dir", str(self.security_dir)]
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("READY "), f"OPC UA simulator did not start: {line!r}"
-        self.port = int(line.split()[1])
-        return self
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-        if signum == signal.SIGKILL:
-            self.process.wait(timeout=5)
-
-    def close(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(timeout=5)
-
-
 @pytest.fixture
-def servers() -> Iterator[Callable[..., OpcUaServerProcess]]:
-    started: list[OpcUaServerProcess] = []
+def servers(sim_processes) -> Callable[..., SimProcess]:
+    """Starts `python -m hil_tests.sim.opcua_server` children; all are killed after the test."""
 
-    def start(variables: int = 5, security_dir: Path | None = None) -> OpcUaServerProcess:
-        started.append(OpcUaServerProcess(variables, security_dir))
-        return started[-1].start()
+    def start(variables: int = 5, security_dir: Path | None = None) -> SimProcess:
+        options = ["--vars", str(variables), "--period", "0.2", "--seed", "3"]
+        if security_dir is not None:
+            options += ["--security-dir", str(security_dir)]
+        return sim_processes(SimProcess(["hil_tests.sim.opcua_server"], options, "OPC UA simulator"))
 
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.close()
+    return start
 
 
 def device_config(port: int, tags: list[dict[str, Any]], base: Path = ROOT, **settings: Any) -> DeviceConfig:
     """The device through the real config loader, so the test's YAML is checked like a user's."""
-    device = {"name": "ua1", "driver": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}",
-              "poll_interval": 0.3, "timeout": TIMEOUT, "publishing_interval": PUBLISHING,
-              "backoff_initial": 0.1, "backoff_max": 0.4, **settings, "tags": tags}
-    document = {"gateway": {"id": "gw-test"}, "devices": [device],
-                "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
-    return parse_config(yaml.safe_dump(document), base / "hil-test.yaml").devices[0]
+    return load_device({"name": "ua1", "driver": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}",
+                        "poll_interval": 0.3, "timeout": TIMEOUT, "publishing_interval": PUBLISHING,
+                        "backoff_initial": 0.1, "backoff_max": 0.4, **settings, "tags": tags}, base)
 
 
 def generic_tags(count: int) -> list[dict[str, Any]]:
     return [{"name": f"G{i}", "node": f"ns=2;s=GEN{i:05d}"} for i in range(count)]
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
-
-
-async def stop(task: asyncio.Task) -> None:
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
 
 
 def start_driver(device: DeviceConfig) -> tuple[OpcUaDriver, RecordingSink, asyncio.Task]:

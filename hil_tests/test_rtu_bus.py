@@ -15,42 +15,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from drivers.modbus.rtu import ModbusRtuBusDriver
-from gatewayd.config.load import parse_config
 from gatewayd.config.model import DeviceConfig
-from gatewayd.types import Event, Quality
+from gatewayd.types import Quality
+from hil_tests.recording import RecordingSink, load_device, stop, wait_until
 from hil_tests.sim.rtu_bus import SerialPair, register_value
 
-ROOT = Path(__file__).resolve().parents[1]
 POLL = 0.1
 TIMEOUT = 0.05
 PROBE = 1.0
 HEALTHY, SILENT, SLOW, FAULTY = (1, 2), 3, 4, 5
 UNITS = (*HEALTHY, SILENT, SLOW, FAULTY)
-
-
-class RecordingSink:
-    """Last value and quality per row, and every event."""
-
-    def __init__(self, size: int) -> None:
-        self.values = np.full(size, np.nan)
-        self.quality = np.full(size, int(Quality.NO_VALUE), dtype=np.uint8)
-        self.events: list[Event] = []
-
-    def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
-        self.values[rows] = values
-        self.quality[rows] = quality
-
-    def set_quality(self, rows, quality) -> None:
-        self.quality[rows] = quality
-
-    def event(self, event: Event) -> None:
-        self.events.append(event)
-
-    def sources(self, kind: str) -> list[str]:
-        return [event.source for event in self.events if event.kind == kind]
 
 
 @pytest.fixture
@@ -76,29 +52,13 @@ def bus_config(port: Path, units: tuple[int, ...] = UNITS, **settings: Any) -> D
         {"name": f"U{unit}_R200", "table": "input", "address": 200},
         {"name": f"U{unit}_C3", "table": "coil", "address": 3, "type": "bool"},
     ]} for unit in units]
-    device = {"name": "bus1", "driver": "modbus_rtu", "port": str(port), "baud": 19200, "parity": "E",
-              "poll_interval": POLL, "timeout": TIMEOUT, "probe_interval": PROBE, "backoff_initial": 0.1,
-              "backoff_max": 0.2, **settings, "slaves": slaves}
-    document = {"gateway": {"id": "gw-test"}, "devices": [device],
-                "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
-    return parse_config(yaml.safe_dump(document), ROOT / "hil-test.yaml").devices[0]
+    return load_device({"name": "bus1", "driver": "modbus_rtu", "port": str(port), "baud": 19200, "parity": "E",
+                        "poll_interval": POLL, "timeout": TIMEOUT, "probe_interval": PROBE, "backoff_initial": 0.1,
+                        "backoff_max": 0.2, **settings, "slaves": slaves})
 
 
 def rows_of(device: DeviceConfig, unit: int) -> np.ndarray:
     return np.array([index for index, tag in enumerate(device.tags) if tag.address.slave.unit_id == unit])
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
-async def stop(task: asyncio.Task) -> None:
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
 
 
 def test_bad_slaves_cost_the_healthy_ones_nothing_and_recover_by_themselves(serial_pair):
