@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from gatewayd.config.schema import positive_duration
 from gatewayd.config.schema import (
     Field,
     Invalid,
@@ -68,13 +69,6 @@ def _any(value: Any) -> Any:
 
 def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: None if value is None else convert(value)
-
-
-def positive_duration(value: Any) -> float:
-    seconds = duration(value)
-    if seconds <= 0:
-        raise Invalid("must be longer than zero")
-    return seconds
 
 
 def positive_number(value: Any) -> float:

@@ -23,24 +23,14 @@ from typing import Any
 
 from drivers.gds.profile import Profile, load_profile, profile_source, shipped_profiles
 from drivers.modbus.rtu_config import STANDARD_BAUDS, SerialSettings, baud_rate, whole_number_of
-from gatewayd.config.schema import Field, Invalid, Reader, duration, identifier, integer, join, number, one_of, text
+from gatewayd.config.schema import positive_duration, optional
+from gatewayd.config.schema import Field, Reader, identifier, integer, join, number, one_of, text
 from gatewayd.config.yamlload import LineDict
 
 TAGS_KEY = "channels"
 GAS_UNITS = ("%LEL", "ppm", "ppb", "%VOL", "mA")
 ROLES = ("concentration", "alarm", "fault")
 SUFFIXES = {"alarm": ".alarm", "fault": ".fault"}
-
-
-def positive_duration(value: Any) -> float:
-    seconds = duration(value)
-    if seconds <= 0:
-        raise Invalid("must be longer than zero")
-    return seconds
-
-
-def optional(convert: Any) -> Any:
-    return lambda value: None if value is None else convert(value)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from typing import Any
 
 from drivers.modbus import config as modbus
 from drivers.modbus.config import MAX_READ_REGISTERS, ModbusAddress
-from gatewayd.config.schema import Field, Invalid, Reader, boolean, duration, integer, join, number, one_of, text
+from gatewayd.config.schema import positive_duration, optional
+from gatewayd.config.schema import Field, Invalid, Reader, boolean, integer, join, number, one_of, text
 
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PARITIES = ("N", "E", "O")
@@ -55,17 +56,6 @@ def whole_number_of(*choices: int) -> Any:
         return value
 
     return convert
-
-
-def positive_duration(value: Any) -> float:
-    seconds = duration(value)
-    if seconds <= 0:
-        raise Invalid("must be longer than zero")
-    return seconds
-
-
-def optional(convert: Any) -> Any:
-    return lambda value: None if value is None else convert(value)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gatewayd.config.schema import positive_duration
 from gatewayd.config.schema import Field, Invalid, Reader, duration, integer, number, one_of, text
 
 SECURITY_POLICIES = ("None", "Basic256Sha256")
@@ -42,13 +43,6 @@ def node_id(value: Any) -> str:
     if not _NODE_ID.match(value):
         raise Invalid(f"{value!r} is not a node id; write e.g. ns=2;s=Tank.Level or ns=0;i=2258")
     return value
-
-
-def positive_duration(value: Any) -> float:
-    seconds = duration(value)
-    if seconds <= 0:
-        raise Invalid("must be longer than zero")
-    return seconds
 
 
 def file_path(value: Any) -> Path:

@@ -24,6 +24,7 @@ from gatewayd.config.model import (
     Config, Credential, DeviceConfig, GatewayIdentity, MetricsConfig, StoreConfig, TagConfig, TlsConfig,
     UplinkConfig,
 )
+from gatewayd.config.schema import positive_duration
 from gatewayd.config.schema import (
     ConfigError, ConfigIssue, Field, Invalid, Reader, boolean, duration, identifier, integer, number,
     one_of, text,
@@ -34,13 +35,6 @@ import rules.config as rules_config  # a module alias: rules.config imports gate
 from rules.model import RulesConfig, TagInfo
 
 log = logging.getLogger("gatewayd.config")
-
-
-def positive_duration(value: Any) -> float:
-    seconds = duration(value)
-    if seconds <= 0:
-        raise Invalid("must be longer than zero")
-    return seconds
 
 
 def optional_text(value: Any) -> str:

@@ -65,6 +65,19 @@ def duration(value: Any) -> float:
     return seconds
 
 
+def positive_duration(value: Any) -> float:
+    """A duration that must be longer than zero (an interval, a timeout)."""
+    seconds = duration(value)
+    if seconds <= 0:
+        raise Invalid("must be longer than zero")
+    return seconds
+
+
+def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`convert`, letting an explicit null through as None."""
+    return lambda value: None if value is None else convert(value)
+
+
 def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
