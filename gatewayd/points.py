@@ -1,7 +1,9 @@
 """The point table: the current value of every tag, one row a tag, in preallocated numpy arrays.
 
 Drivers write into it (it is their `SampleSink`); the scan loop reads it every tick. Everything runs
-on the event loop thread, so writes need no lock. Times are Unix seconds on the gateway clock.
+on the event loop thread, so writes need no lock. `gateway_ts` is the Unix time (gateway wall clock) of
+each row's latest read, `updated` the same instant on the monotonic clock; a row never read carries the
+time the table was made.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class PointTable:
         self.value = np.full(size, np.nan)
         self.quality = np.full(size, Quality.NO_VALUE, dtype=np.uint8)
         self.source_ts = np.full(size, np.nan)
-        self.gateway_ts = np.zeros(size)
+        self.gateway_ts = np.full(size, time.time())
         # when each row was last written, on the monotonic clock: "is this reading new" must not
         # depend on a wall clock that can step back
         self.updated = np.full(size, -np.inf)
@@ -38,19 +40,27 @@ class PointTable:
         return np.fromiter((self.rows[name] for name in names), dtype=np.int64, count=len(names))
 
     def write(self, rows: np.ndarray, values: np.ndarray, quality: int | np.ndarray = Quality.GOOD,
-              source_ts: float | np.ndarray | None = None) -> None:
+              source_ts: float | np.ndarray | None = None, read_at: float | np.ndarray | None = None) -> None:
         self.value[rows] = values
         self.quality[rows] = quality
         self.source_ts[rows] = np.nan if source_ts is None else source_ts
-        self.gateway_ts[rows] = time.time()
-        self.updated[rows] = time.monotonic()
-        self.changed.set()
+        self._stamp(rows, read_at)
 
-    def set_quality(self, rows: np.ndarray, quality: int) -> None:
+    def set_quality(self, rows: np.ndarray, quality: int, read_at: float | np.ndarray | None = None) -> None:
         """Keep the last value but mark it; counts as a new reading so the change is reported."""
         self.quality[rows] = quality
-        self.gateway_ts[rows] = time.time()
-        self.updated[rows] = time.monotonic()
+        self._stamp(rows, read_at)
+
+    def _stamp(self, rows: np.ndarray, read_at: float | np.ndarray | None) -> None:
+        """`updated` is the read time on the monotonic clock; `gateway_ts` the same instant on the wall
+        clock, taken as now minus the read's age so that a wall-clock step since the read cannot skew it."""
+        wall_now, mono_now = time.time(), time.monotonic()
+        if read_at is None:
+            self.updated[rows] = mono_now
+            self.gateway_ts[rows] = wall_now
+        else:
+            self.updated[rows] = read_at
+            self.gateway_ts[rows] = wall_now - (mono_now - np.asarray(read_at, dtype=np.float64))
         self.changed.set()
 
     def event(self, event: Event) -> None:

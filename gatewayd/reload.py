@@ -172,11 +172,11 @@ class DeviceSink:
         self.table, self.rows = table, rows
 
     def write(self, rows: np.ndarray, values: np.ndarray, quality: int | np.ndarray = Quality.GOOD,
-              source_ts: float | np.ndarray | None = None) -> None:
-        self.table.write(self.rows[rows], values, quality, source_ts)
+              source_ts: float | np.ndarray | None = None, read_at: float | np.ndarray | None = None) -> None:
+        self.table.write(self.rows[rows], values, quality, source_ts, read_at)
 
-    def set_quality(self, rows: np.ndarray, quality: int) -> None:
-        self.table.set_quality(self.rows[rows], quality)
+    def set_quality(self, rows: np.ndarray, quality: int, read_at: float | np.ndarray | None = None) -> None:
+        self.table.set_quality(self.rows[rows], quality, read_at)
 
     def event(self, event: Event) -> None:
         self.table.event(event)

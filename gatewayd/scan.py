@@ -79,7 +79,6 @@ class Scanner:
         self.last_time = np.full(size, -np.inf)
         self.last_update = np.full(size, -np.inf)
         self._report_rows = np.zeros(size, dtype=np.int64)
-        self._report_fresh = np.zeros(size, dtype=np.bool_)
         self._state_dirty = False
         self._state_saved = -np.inf
         self.stats = ScanStats()
@@ -91,17 +90,17 @@ class Scanner:
         table = self.table
         events = table.take_events()
         rule_events = self.engine.evaluate(table.value, table.quality, now_mono, now_wall)
-        self._forward_interlocks(now_wall)
+        self._forward_interlocks(now_wall, now_mono)
         self.stats.last_rules_seconds = time.perf_counter() - started
         count = select_reports(table.value, table.quality, table.updated, now_mono, self.deadband,
                                self.max_interval, self.last_value, self.last_quality, self.last_time,
-                               self.last_update, self._report_rows, self._report_fresh)
+                               self.last_update, self._report_rows)
         events += rule_events
         samples = rows = None
         if count:
             rows = self._report_rows[:count].copy()
-            timestamps = np.where(self._report_fresh[:count], table.gateway_ts[rows], now_wall)
-            samples = SampleBlock(self.tag_ids[rows], timestamps, table.value[rows].copy(),
+            # the time of each row's latest read, also for a heartbeat re-report: never the scan time
+            samples = SampleBlock(self.tag_ids[rows], table.gateway_ts[rows], table.value[rows].copy(),
                                   table.quality[rows].copy(), table.source_ts[rows].copy())
         if samples is not None or events:
             self.outbox.append(samples, events)  # a full disk never raises here (store.spill)
@@ -116,7 +115,7 @@ class Scanner:
             self.save_state()
         self.stats.last_scan_seconds = time.perf_counter() - started
 
-    def _forward_interlocks(self, now_wall: float) -> None:
+    def _forward_interlocks(self, now_wall: float, now_mono: float) -> None:
         """Copy each interlock's in-service value and quality into its row, stamping only the rows that
         changed: report-by-exception then sends changes at once and the rest every max_interval."""
         rows = self.interlock_rows
@@ -129,7 +128,7 @@ class Scanner:
             table.value[hit] = value[changed]
             table.quality[hit] = quality[changed]
             table.gateway_ts[hit] = now_wall
-            table.updated[hit] = time.monotonic()
+            table.updated[hit] = now_mono
 
     def commit(self, events: Sequence[Event]) -> None:
         """Store the events of an operator action like a scan's (forwarded upstream), then the new state."""

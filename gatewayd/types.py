@@ -75,7 +75,10 @@ class SampleSink(Protocol):
 
     `rows` index the point table; `quality` is one code for all rows or one per row; `source_ts` is
     the device's own timestamp in Unix seconds when the protocol provides one, else None.
-    The sink stamps gateway time itself.
+    `read_at` is when the answer carrying these values arrived, on the monotonic clock
+    (`time.monotonic()`), one for all rows or one per row; None means now. The sink turns it into
+    gateway (wall-clock) time itself, so that a value carries the time of its own answer rather than
+    the time the driver got round to writing it, and a wall-clock step in between cannot skew it.
     """
 
     def write(
@@ -84,10 +87,12 @@ class SampleSink(Protocol):
         values: np.ndarray,
         quality: int | np.ndarray = Quality.GOOD,
         source_ts: float | np.ndarray | None = None,
+        read_at: float | np.ndarray | None = None,
     ) -> None: ...
 
-    def set_quality(self, rows: np.ndarray, quality: int) -> None:
-        """Mark rows with a (bad) quality while keeping their last value."""
+    def set_quality(self, rows: np.ndarray, quality: int, read_at: float | np.ndarray | None = None) -> None:
+        """Mark rows with a (bad) quality while keeping their last value; `read_at` as in `write`
+        (the time of the answer that told, or None for now)."""
         ...
 
     def event(self, event: Event) -> None: ...

@@ -4,7 +4,9 @@ A row is reported when it has a reading newer than the last report and either it
 its value moved by more than the deadband, or `max_interval` seconds passed since it was last
 reported. A row whose device went silent is reported at most every `max_interval` with its current
 (bad) quality, so upstream sees the outage as data rather than as silence. Times are monotonic-safe:
-the caller passes the scan time and the arrays of last-report times on the same clock.
+the caller passes the scan time and the arrays of last-report times on the same clock. The kernel only
+chooses rows; the caller stamps each with the time of the row's latest read (`PointTable.gateway_ts`),
+never with the scan time, so a re-report of an unchanged value says when it was last read.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from numba import njit
 
 @njit(cache=True, nogil=True)
 def select_reports(values, quality, updated, now, deadband, max_interval,
-                   last_value, last_quality, last_time, last_update, out_rows, out_fresh):
-    """Write the rows to report into `out_rows` (and whether each has a new reading into `out_fresh`),
-    update the last-report state, return the count."""
+                   last_value, last_quality, last_time, last_update, out_rows):
+    """Write the rows to report into `out_rows`, update the last-report state, return the count."""
     count = 0
     for row in range(values.shape[0]):
         fresh = updated[row] > last_update[row]
@@ -34,7 +35,6 @@ def select_reports(values, quality, updated, now, deadband, max_interval,
             report = abs(value - previous) > deadband[row]
         if report:
             out_rows[count] = row
-            out_fresh[count] = fresh
             count += 1
             last_value[row] = value
             last_quality[row] = quality[row]
@@ -45,7 +45,7 @@ def select_reports(values, quality, updated, now, deadband, max_interval,
 
 def select_reports_reference(values, quality, updated, now, deadband, max_interval,
                              last_value, last_quality, last_time, last_update):
-    """Plain-Python twin of `select_reports`; returns (row, fresh) for each row to report."""
+    """Plain-Python twin of `select_reports`; returns the rows to report."""
     rows = []
     for row, value in enumerate(values):
         fresh = updated[row] > last_update[row]
@@ -60,7 +60,7 @@ def select_reports_reference(values, quality, updated, now, deadband, max_interv
         else:
             report = abs(value - previous) > deadband[row]
         if report:
-            rows.append((row, fresh))
+            rows.append(row)
             last_value[row], last_quality[row], last_time[row] = value, quality[row], now
         last_update[row] = updated[row]
     return rows

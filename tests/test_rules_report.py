@@ -27,16 +27,16 @@ def test_report_kernel_matches_reference(scans):
     state = [np.full(size, np.nan), np.full(size, 255, dtype=np.uint8), np.full(size, -np.inf), np.full(size, -np.inf)]
     reference = [array.copy() for array in state]
     value, quality, updated = np.full(size, np.nan), np.zeros(size, dtype=np.uint8), np.zeros(size)
-    out_rows, out_fresh = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.bool_)
+    out_rows = np.zeros(size, dtype=np.int64)
     now = 0.0
     for rows, step in scans:
         now += step
         for row, (new_value, new_quality, written) in enumerate(rows):
             if written:
                 value[row], quality[row], updated[row] = new_value, new_quality, now
-        count = select_reports(value, quality, updated, now, deadband, max_interval, *state, out_rows, out_fresh)
+        count = select_reports(value, quality, updated, now, deadband, max_interval, *state, out_rows)
         expected = select_reports_reference(value, quality, updated, now, deadband, max_interval, *reference)
-        assert [(int(out_rows[i]), bool(out_fresh[i])) for i in range(count)] == expected
+        assert [int(row) for row in out_rows[:count]] == expected
         for ours, theirs in zip(state, reference):
             np.testing.assert_array_equal(ours, theirs)
 
@@ -44,11 +44,10 @@ def test_report_kernel_matches_reference(scans):
 def test_report_by_exception_deadband_and_max_interval():
     value, quality, updated = np.array([10.0]), np.zeros(1, dtype=np.uint8), np.array([0.0])
     state = [np.full(1, np.nan), np.full(1, 255, dtype=np.uint8), np.full(1, -np.inf), np.full(1, -np.inf)]
-    out_rows, out_fresh = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.bool_)
+    out_rows = np.zeros(1, dtype=np.int64)
     reported = []
     for now, new_value in [(0, 10.0), (1, 10.4), (2, 10.6), (3, 10.7), (70, 10.7)]:
         value[0], updated[0] = new_value, now
-        if select_reports(value, quality, updated, float(now), np.array([0.5]), np.array([60.0]), *state,
-                          out_rows, out_fresh):
+        if select_reports(value, quality, updated, float(now), np.array([0.5]), np.array([60.0]), *state, out_rows):
             reported.append(now)
     assert reported == [0, 2, 70]

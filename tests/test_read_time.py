@@ -1,0 +1,141 @@
+"""Read time, not write or scan time: the point table stamps each value with the time its answer arrived,
+and report-by-exception re-reports an unchanged value with the time of its latest read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import gatewayd.points
+import gatewayd.scan
+from gatewayd.config import parse_config
+from gatewayd.points import PointTable
+from gatewayd.reload import DeviceSink, all_tags
+from gatewayd.scan import Scanner, build_engine
+from gatewayd.types import Quality
+from store import Store
+
+CONFIG = """\
+gateway: {id: GW-RT-01, state_dir: state, runtime_dir: run}
+devices:
+  - name: plc
+    driver: modbus_tcp
+    host: 10.0.0.5
+    poll_interval: 1s
+    tags:
+      - {name: PT101, address: 0, type: float32, deadband: 0.5, max_interval: 5s}
+      - {name: PT102, address: 2, type: float32, max_interval: 5s}
+uplink: {host: platform.example.org, signing_key: /etc/gatewayd/signing.key}
+"""
+
+WALL_OFFSET = 1_700_000_000.0  # the wall clock reads monotonic time plus this, until a test steps it
+
+
+class FakeClock:
+    """Both clocks of the gateway, driven by the test: `advance` moves both, `step_wall` only the wall."""
+
+    def __init__(self, mono: float = 100.0):
+        self.mono, self.offset = mono, WALL_OFFSET
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.mono + self.offset
+
+    def perf_counter(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+
+    def step_wall(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class Outbox:
+    """Collects what the scan appends, as (tag name, ts, value, quality) tuples."""
+
+    def __init__(self, names: dict[int, str]):
+        self.names, self.samples = names, []
+
+    def append(self, samples, events) -> None:
+        if samples is not None:
+            self.samples += [(self.names[int(tag)], float(ts), float(value), int(quality))
+                             for tag, ts, value, quality in zip(samples.tag_id, samples.ts, samples.value,
+                                                                samples.quality)]
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(gatewayd.points, "time", fake)
+    monkeypatch.setattr(gatewayd.scan, "time", fake)
+    return fake
+
+
+def plant(tmp_path: Path, source: str = CONFIG) -> SimpleNamespace:
+    cfg = parse_config(source, tmp_path / "config.yaml")
+    table = PointTable(all_tags(cfg))
+    store = Store.open(tmp_path / "g.db")
+    names = [tag.name for tag in table.tags]
+    tag_ids = store.tag_ids(names)
+    scanner = Scanner(table, tag_ids, store, build_engine(cfg, table))
+    outbox = Outbox({int(tag_id): name for tag_id, name in zip(tag_ids, names)})
+    scanner.outbox = outbox
+    sink = DeviceSink(table, table.rows_of([tag.name for tag in cfg.devices[0].tags]))
+    return SimpleNamespace(table=table, scanner=scanner, outbox=outbox, sink=sink)
+
+
+def test_a_write_is_stamped_with_the_time_its_answer_arrived(tmp_path: Path, clock: FakeClock):
+    site = plant(tmp_path)
+    answered = clock.monotonic()
+    clock.advance(4.1)  # the rest of a slow poll
+    site.sink.write(np.array([0, 1]), np.array([1.0, 2.0]), read_at=np.array([answered, answered + 3.0]))
+    rows = site.table.rows_of(["PT101", "PT102"])
+    np.testing.assert_array_equal(site.table.updated[rows], [answered, answered + 3.0])
+    np.testing.assert_array_equal(site.table.gateway_ts[rows], [answered + WALL_OFFSET, answered + 3.0 + WALL_OFFSET])
+
+
+def test_a_wall_clock_step_between_read_and_write_is_measured_on_the_monotonic_clock(tmp_path: Path,
+                                                                                      clock: FakeClock):
+    site = plant(tmp_path)
+    answered = clock.monotonic()
+    clock.advance(0.5)
+    clock.step_wall(-3600.0)
+    site.sink.write(np.array([0]), np.array([1.0]), read_at=answered)
+    row = site.table.rows["PT101"]
+    assert site.table.gateway_ts[row] == clock.time() - 0.5, "the read's age comes from the monotonic clock"
+
+
+def test_without_read_at_the_write_is_stamped_now(tmp_path: Path, clock: FakeClock):
+    site = plant(tmp_path)
+    site.sink.write(np.array([0]), np.array([1.0]))
+    site.sink.set_quality(np.array([1]), int(Quality.COMM_FAILURE), read_at=clock.monotonic() - 2.0)
+    assert site.table.gateway_ts[site.table.rows["PT101"]] == clock.time()
+    assert site.table.gateway_ts[site.table.rows["PT102"]] == clock.time() - 2.0
+
+
+def test_a_heartbeat_re_report_carries_the_time_of_the_latest_read_not_the_scan_time(tmp_path: Path,
+                                                                                       clock: FakeClock):
+    site = plant(tmp_path)
+    first = clock.monotonic()
+    site.sink.write(np.array([0, 1]), np.array([10.0, 20.0]), read_at=first)
+    clock.advance(0.3)
+    site.scanner.tick()
+    assert [sample[:2] for sample in site.outbox.samples] == [("PT101", first + WALL_OFFSET),
+                                                                    ("PT102", first + WALL_OFFSET)]
+    site.outbox.samples.clear()
+    clock.advance(2.0)
+    latest = clock.monotonic()
+    site.sink.write(np.array([0]), np.array([10.2]), read_at=latest)  # inside the deadband: not reported
+    clock.advance(0.2)
+    site.scanner.tick()
+    assert site.outbox.samples == []
+    clock.advance(3.0)  # 5 s since the last report: both are due
+    site.scanner.tick()
+    assert sorted(site.outbox.samples) == [("PT101", latest + WALL_OFFSET, 10.2, 0),
+                                           ("PT102", first + WALL_OFFSET, 20.0, 0)]
