@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
@@ -24,7 +23,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from rules import isa
 
 SCRAPE_TIMEOUT = 5.0  # seconds the loop may take to answer before the scrape fails
 
@@ -103,16 +101,8 @@ def snapshot(daemon: Any) -> dict[str, Any]:
         "store": asdict(daemon.store.stats()),
         "uplink": {**asdict(daemon.publisher.stats), "inflight": daemon.publisher.inflight},
         "rules": engine.metrics(),
-        "alarm_states": alarm_states(engine),
+        "alarm_states": engine.state_counts(),
     }
-
-
-def alarm_states(engine: Any) -> list[tuple[str, str, int]]:
-    """(priority, ISA-18.2 state, count) of the alarms not in NORM; only those are visited."""
-    states = engine.arrays.state
-    counts = Counter((engine.infos[i].priority, isa.STATE_NAMES[int(states[i])])
-                     for i in (states != isa.NORM).nonzero()[0].tolist())
-    return [(priority, state, count) for (priority, state), count in sorted(counts.items())]
 
 
 def _family(name: str, kind: str, help_text: str, labels: Iterable[str] = ()) -> Metric:

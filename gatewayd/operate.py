@@ -281,7 +281,7 @@ class Operate:
 
         daemon = self.daemon
         snap = snapshot(daemon)
-        engine = daemon.scanner.engine
+        rules = daemon.scanner.engine.status()
         devices = {device.name: device for device in daemon.config.devices}
         for item in snap["devices"]:
             device = devices.get(item["name"])
@@ -306,13 +306,11 @@ class Operate:
             "devices": snap["devices"],
             "scan": snap["scan"],
             "tags": tag_quality(daemon.table),
-            "alarms": {"by_priority": alarms_by_priority(snap["alarm_states"], dict(engine.rules.priorities)),
-                       **{key: snap["rules"].get(key, 0) for key in
-                          ("alarms", "active", "unacknowledged", "shelved", "suppressed", "out_of_service")}},
-            "interlocks": {"total": snap["rules"].get("interlocks", 0),
+            "alarms": {"by_priority": alarms_by_priority(rules["states"], rules["priorities"]), **rules["counts"]},
+            "interlocks": {"total": rules["interlocks"],
                            "bypassed": [{key: item[key] for key in ("id", "unit", "bypassed_since",
                                                                     "authorized_until", "flags")}
-                                        for item in engine.interlocks() if item["status"] == "bypassed"]},
+                                        for item in rules["bypassed"]]},
             "store": store,
             "uplink": uplink,
             "tails": len(self.fanout.subscribers),

@@ -21,11 +21,11 @@ combustible), then other alarms in configuration order, then bypass events, then
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -35,42 +35,14 @@ from rules import interlocks as IL
 from rules import isa
 from rules.analytics import AlarmAnalytics
 from rules.bypass import BypassRegistry, audit_event
-from rules.expr import Expression, parse_expression
-from rules.gas import UNITS as GAS_UNITS
 from rules.gas import gas_order_key
 from rules.isa import STATE_NAMES, ActionError, AlarmArrays
-from rules.model import (
-    AlarmBehaviour,
-    ExpressionSpec,
-    RulesConfig,
-    TagAlarmConfig,
-    jsonable,
-)
-from rules.program import make_stack, pack, run_programs, run_programs_reference
+from rules.compile import CompiledRules, compile_rules
+from rules.model import RulesConfig, TagAlarmConfig, jsonable
+from rules.program import make_stack, run_programs, run_programs_reference
+from rules.texts import alarm_message, bypass_message, too_many_message
 
 STATE_VERSION = 1
-_DIRECTIONS = {"both": C.BOTH, "rise": C.RISE, "high": C.RISE, "fall": C.FALL, "low": C.FALL}
-_QUALITY_MODES = {"bad": C.QUALITY_BAD, "bad_or_stale": C.QUALITY_BAD_OR_STALE, "not_good": C.QUALITY_NOT_GOOD}
-_SEGMENTS = ("limit", "rate", "deviation", "discrete", "quality", "expression")
-
-
-class AlarmInfo(NamedTuple):
-    """What the engine knows about one alarm beyond its arrays: for events and listings. (A named
-    tuple rather than a frozen dataclass: 100,000 of them are built at start-up.)"""
-
-    id: str
-    kind: str  # limit, gas, rate, deviation, discrete, quality, expression
-    tag: str  # the tag it watches ("" for expressions)
-    priority: str
-    level: int  # gatewayd.types.Priority value
-    description: str = ""
-    limit: str = ""  # HH/H/L/LL, or "1"/"2" for gas levels
-    setpoint: float | None = None
-    unit: str = ""
-    gas: str = ""
-    toxic: bool = False
-    gas_level: int = 0
-    when: str = ""
 
 
 class RuleEngine:
@@ -90,195 +62,69 @@ class RuleEngine:
         `tag_info` (name -> TagConfig-like with `unit`) only adds units to messages."""
         if backend not in ("numba", "reference"):
             raise ValueError("backend is 'numba' or 'reference'")
+        rules = rules or RulesConfig()
+        compiled = compile_rules(rules, tag_rows, tag_alarms, tag_info)
         self = object.__new__(cls)
-        self.rules = rules = rules or RulesConfig()
-        self.backend = backend
-        self.size = size
-        self.tag_rows = dict(tag_rows)
-        units = {name: getattr(info, "unit", "") or "" for name, info in (tag_info or {}).items()}
-        def level(name: str) -> int:
-            return int(rules.priorities[name])
+        self._construct(rules, compiled, dict(tag_rows), size, backend, now_monotonic, now_wall)
+        return self
 
-        infos: list[AlarmInfo] = []
-        behaviours: list[AlarmBehaviour] = []
-
-        limit_rows, limit_sp, limit_db, limit_high = [], [], [], []
-        for config in tag_alarms:
-            for limit in config.limits:
-                infos.append(AlarmInfo(f"{config.tag}.{limit.level}", "limit", config.tag, limit.behaviour.priority,
-                                       level(limit.behaviour.priority), limit.behaviour.description, limit.level,
-                                       limit.setpoint, units.get(config.tag, "")))
-                behaviours.append(limit.behaviour)
-                limit_rows.append(self.tag_rows[config.tag])
-                limit_sp.append(limit.setpoint)
-                limit_db.append(limit.deadband)
-                limit_high.append(limit.high)
-        for channel in rules.gas:
-            for gas_level, setpoint, behaviour in ((2, channel.level2, channel.behaviour2),
-                                                   (1, channel.level1, channel.behaviour1)):
-                infos.append(AlarmInfo(f"{channel.tag}.GAS{gas_level}", "gas", channel.tag, behaviour.priority,
-                                       level(behaviour.priority), behaviour.description, str(gas_level), setpoint,
-                                       GAS_UNITS[channel.type], channel.gas, channel.toxic, gas_level))
-                behaviours.append(behaviour)
-                limit_rows.append(self.tag_rows[channel.tag])
-                limit_sp.append(setpoint)
-                limit_db.append(channel.deadband)
-                limit_high.append(True)
-        self._limit = (np.array(limit_rows, np.int64), np.array(limit_sp, np.float64),
-                       np.array(limit_db, np.float64), np.array(limit_high, np.bool_))
-        bounds = {"limit": (0, len(infos))}
-
-        by_kind: dict[str, list] = {name: [] for name in _SEGMENTS[1:]}
-        for rule in rules.alarms:
-            by_kind[rule.kind].append(rule)
-        expressions: list[Expression] = []
-        for kind in _SEGMENTS[1:]:
-            first = len(infos)
-            for rule in by_kind[kind]:
-                spec = rule.spec
-                tag = getattr(spec, "tag", "")
-                infos.append(AlarmInfo(rule.id, kind, tag, rule.behaviour.priority, level(rule.behaviour.priority),
-                                       rule.behaviour.description, unit=units.get(tag, ""),
-                                       setpoint=getattr(spec, "limit", None),
-                                       when=spec.when.source if isinstance(spec, ExpressionSpec) else ""))
-                behaviours.append(rule.behaviour)
-                if isinstance(spec, ExpressionSpec):
-                    expressions.append(spec.when)
-            bounds[kind] = (first, len(infos))
-        self.bounds = bounds
-        self.infos = tuple(infos)
-        self.index = {info.id: i for i, info in enumerate(infos)}
-        if len(self.index) != len(infos):
-            seen: set[str] = set()
-            duplicates = sorted({info.id for info in infos if info.id in seen or seen.add(info.id)})
-            raise ValueError(f"duplicate alarm ids: {', '.join(duplicates)}")
-        n = len(infos)
-
-        rate_rules, dev_rules = by_kind["rate"], by_kind["deviation"]
-        disc_rules, qual_rules = by_kind["discrete"], by_kind["quality"]
-        rows = self.tag_rows
-        self._rate = (np.array([rows[r.spec.tag] for r in rate_rules], np.int64),
-                      np.array([60.0 if r.spec.per == 60.0 else 1.0 for r in rate_rules], np.float64),
-                      np.array([r.spec.window for r in rate_rules], np.float64),
-                      np.array([_DIRECTIONS[r.spec.direction] for r in rate_rules], np.int64),
-                      np.array([r.spec.limit for r in rate_rules], np.float64),
-                      np.array([r.spec.deadband for r in rate_rules], np.float64))
-        self._rate_buffers = (np.zeros((len(rate_rules), C.RATE_SLOTS)), np.zeros((len(rate_rules), C.RATE_SLOTS)),
-                              np.zeros(len(rate_rules), np.int64), np.zeros(len(rate_rules), np.int64))
-        self._deviation = (np.array([rows[r.spec.tag] for r in dev_rules], np.int64),
-                           np.array([rows[r.spec.reference_tag] if r.spec.reference_tag else -1 for r in dev_rules],
-                                    np.int64),
-                           np.array([r.spec.setpoint if r.spec.setpoint is not None else 0.0 for r in dev_rules],
-                                    np.float64),
-                           np.array([_DIRECTIONS[r.spec.direction] for r in dev_rules], np.int64),
-                           np.array([r.spec.limit for r in dev_rules], np.float64),
-                           np.array([r.spec.deadband for r in dev_rules], np.float64))
-        state_start = np.zeros(len(disc_rules) + 1, np.int64)
-        states: list[float] = []
-        for k, rule in enumerate(disc_rules):
-            states.extend(rule.spec.states)
-            state_start[k + 1] = len(states)
-        self._discrete = (np.array([rows[r.spec.tag] for r in disc_rules], np.int64), state_start,
-                          np.array(states or [0.0], np.float64))
-        self._quality = (np.array([rows[r.spec.tag] for r in qual_rules], np.int64),
-                         np.array([_QUALITY_MODES[r.spec.trigger] for r in qual_rules], np.int64))
-
-        # suppression by design: one expression slot per distinct condition, after the alarm expressions
-        known = set(self.tag_rows).__contains__
-        conditions_of: dict[int, list[Expression]] = {}
-        for i, behaviour in enumerate(behaviours):
-            if behaviour.suppressed_when is not None:
-                conditions_of.setdefault(i, []).append(behaviour.suppressed_when)
-        for group in rules.suppressions:
-            matched = [i for i, info in enumerate(infos) if any(fnmatch.fnmatchcase(info.id, p) for p in group.alarms)]
-            if not matched:
-                raise ValueError(f"suppression {group.id!r}: no alarm id matches {', '.join(group.alarms)}")
-            for i in matched:
-                conditions_of.setdefault(i, []).append(group.when)
-        supp_sources: dict[str, int] = {}
-        supp_expressions: list[Expression] = []
-        alarm_supp = np.full(n, -1, np.int64)
-        for i, found in sorted(conditions_of.items()):
-            unique = list(dict.fromkeys(expression.source for expression in found))
-            source = unique[0] if len(unique) == 1 else " or ".join(f"({s})" for s in unique)
-            if source not in supp_sources:
-                expression = found[0] if len(unique) == 1 else parse_expression(source, known)
-                supp_sources[source] = len(supp_expressions)
-                supp_expressions.append(expression)
-            alarm_supp[i] = supp_sources[source]
-        self.suppression_sources = tuple(supp_sources)
-
-        interlocks = rules.interlocks
-        trip_expressions = [il.trip for il in interlocks if il.trip is not None]
-        n_alarm_expr = len(expressions)
-        self.program = pack(expressions + supp_expressions + trip_expressions, self.tag_rows)
+    def _construct(self, rules: RulesConfig, compiled: CompiledRules, tag_rows: dict[str, int], size: int,
+                   backend: str, now_monotonic: float | None, now_wall: float | None) -> None:
+        """The state beside the compiled arrays: alarm states, interlock states, scratch, analytics."""
+        self.rules, self.compiled, self.backend, self.size, self.tag_rows = rules, compiled, backend, size, tag_rows
+        self.infos, self.index, self.bounds = compiled.infos, compiled.index, compiled.bounds
+        n = len(self.infos)
+        conditions = compiled.conditions
+        self._limit = compiled.limits.args()
+        self._rate, self._deviation = conditions.rate, conditions.deviation
+        self._discrete, self._quality = conditions.discrete, conditions.quality
+        n_rate = len(conditions.rate[0])
+        self._rate_buffers = (np.zeros((n_rate, C.RATE_SLOTS)), np.zeros((n_rate, C.RATE_SLOTS)),
+                              np.zeros(n_rate, np.int64), np.zeros(n_rate, np.int64))
+        self.program = compiled.program
         self._stack = make_stack(self.program)
         self.expr_out = np.zeros(max(self.program.count, 1), np.uint8)
-        self._expr_alarm_slots = np.arange(n_alarm_expr, dtype=np.int64)
-
-        arrays = AlarmArrays.allocate(n, len(supp_expressions))
-        arrays.on_delay[:] = [b.on_delay for b in behaviours]
-        arrays.off_delay[:] = [b.off_delay for b in behaviours]
-        arrays.latching[:] = [b.latching for b in behaviours]
-        arrays.realarm[:] = [b.realarm for b in behaviours]
-        arrays.supp_slot[:] = alarm_supp
-        arrays.supp_expr[:] = np.arange(n_alarm_expr, n_alarm_expr + len(supp_expressions))
+        self._expr_alarm_slots = np.arange(len(conditions.expressions), dtype=np.int64)
+        suppression = compiled.suppression
+        self.suppression_sources = suppression.sources
+        arrays = AlarmArrays.allocate(n, len(suppression.expressions))
+        behaviour = compiled.behaviour
+        arrays.on_delay[:], arrays.off_delay[:] = behaviour.on_delay, behaviour.off_delay
+        arrays.latching[:], arrays.realarm[:] = behaviour.latching, behaviour.realarm
+        arrays.supp_slot[:] = suppression.alarm_slot
+        first = compiled.first_suppression_slot
+        arrays.supp_expr[:] = np.arange(first, first + len(suppression.expressions))
         self.arrays = arrays
         self.cond = np.zeros(n, np.uint8)
         self.raw = np.zeros(n, np.uint8)
 
-        # interlocks
-        self.interlock_ids = tuple(il.id for il in interlocks)
-        self.interlock_index = {il.id: k for k, il in enumerate(interlocks)}
-        unit_names = [u.name for u in rules.units]
-        unit_index = {name: u for u, name in enumerate(unit_names)}
-        for il in interlocks:
-            if il.unit not in unit_index:
-                unit_index[il.unit] = len(unit_names)
-                unit_names.append(il.unit)
-        self.unit_names = tuple(unit_names)
-        unit_max = {u.name: u.max_bypassed for u in rules.units}
-        status_start, status_rows, status_invert = [0], [], []
-        trip_slot, slot = [], n_alarm_expr + len(supp_expressions)
-        for il in interlocks:
-            for tag in il.bypass_tags:
-                status_rows.append(rows[tag])
-                status_invert.append(0)
-            for tag in il.in_service_tags:
-                status_rows.append(rows[tag])
-                status_invert.append(1)
-            status_start.append(len(status_rows))
-            trip_slot.append(slot if il.trip is not None else -1)
-            slot += il.trip is not None
-        k = len(interlocks)
-        self._il_config = (np.array(status_start, np.int64), np.array(status_rows, np.int64),
-                           np.array(status_invert, np.uint8), np.array(trip_slot, np.int64),
-                           np.array([unit_index[il.unit] for il in interlocks], np.int64),
-                           np.array([il.max_bypass for il in interlocks], np.float64),
-                           np.array([unit_max.get(name, 1 << 30) for name in unit_names], np.int64))
+        interlocks = compiled.interlocks
+        self.interlock_ids = interlocks.ids
+        self.interlock_index = {interlock: k for k, interlock in enumerate(interlocks.ids)}
+        self.unit_names = interlocks.unit_names
+        self._il_config = interlocks.args()
+        k, n_units = len(interlocks.ids), len(interlocks.unit_names)
         self.auth_from = np.full(k, np.nan)
         self.auth_until = np.full(k, np.nan)
         self.bypassed = np.zeros(k, np.uint8)
         self.trip = np.zeros(k, np.uint8)
         self.bypass_since = np.zeros(k)
         self.flags = np.zeros((k, IL.N_FLAGS), np.uint8)
-        self.unit_flag = np.zeros(len(unit_names), np.uint8)
-        self.unit_count = np.zeros(len(unit_names), np.int64)
+        self.unit_flag = np.zeros(n_units, np.uint8)
+        self.unit_count = np.zeros(n_units, np.int64)
         self.in_service = np.ones(k)
         self.in_service_quality = np.zeros(k, np.uint8)
         self._il_out = (np.zeros(k * IL.N_FLAGS, np.int64), np.zeros(k * IL.N_FLAGS, np.int64),
-                        np.zeros(len(unit_names), np.int64))
-        self.registry = BypassRegistry({il.id: il.max_bypass for il in interlocks})
+                        np.zeros(n_units, np.int64))
+        self.registry = BypassRegistry({il.id: il.max_bypass for il in rules.interlocks})
 
         now_monotonic = time.monotonic() if now_monotonic is None else now_monotonic
         now_wall = time.time() if now_wall is None else now_wall
         self.analytics = AlarmAnalytics(rules.analytics, now_monotonic, now_wall)
         self._clock = (now_monotonic, now_wall)
-        self._gas_alarms = np.array([info.kind == "gas" for info in infos], np.bool_)
         self.last_seconds = 0.0
         self.scans = 0
         self._values = np.full(size, np.nan)
-        return self
 
     @property
     def alarm_count(self) -> int:
@@ -374,19 +220,7 @@ class RuleEngine:
         arrays = self.arrays
         value = self._value(info.tag)
         state, was = STATE_NAMES[new], STATE_NAMES[previous]
-        detail = ""
-        if info.kind == "limit":
-            detail = f": {info.tag} {_fmt(value)}{_unit(info.unit)}, {info.limit} limit {info.setpoint:g}"
-        elif info.kind == "gas":
-            detail = (f": {info.gas or info.tag} {_fmt(value)} {info.unit}, level {info.gas_level} "
-                      f"setpoint {info.setpoint:g}")
-        elif info.kind == "expression":
-            detail = f": {info.when}"
-        elif info.tag:
-            detail = f": {info.tag} {_fmt(value)}{_unit(info.unit)}"
-        if cause:
-            detail += f" ({cause})"
-        message = f"{info.id} {state} (was {was}){detail}"
+        message = alarm_message(info, value, state, was, cause)
         data = {"alarm": info.id, "kind": info.kind, "state": state, "previous": was,
                 "active": bool(arrays.active[i]), "latched": bool(arrays.latch[i]), "priority": info.priority,
                 "tag": info.tag, "value": value, "setpoint": jsonable(info.setpoint) if info.setpoint is not None
@@ -412,10 +246,9 @@ class RuleEngine:
             name = IL.FLAG_EVENTS[f]
             if f == IL.F_BYPASSED:
                 event_name = "started" if raised else "ended"
-                message = f"interlock {il.id} {'bypassed' if raised else 'restored to service'}"
             else:
                 event_name = name if raised else f"{name}_cleared"
-                message = f"interlock {il.id}: " + _BYPASS_MESSAGES[name][0 if raised else 1]
+            message = bypass_message(il.id, name, raised)
             level = self.rules.priorities[priorities[name if f != IL.F_BYPASSED else event_name]]
             if not raised and f != IL.F_BYPASSED:
                 level = int(Priority.INFO)
@@ -433,8 +266,7 @@ class RuleEngine:
             name = self.unit_names[u]
             limit = next((x.max_bypassed for x in self.rules.units if x.name == name), None)
             bypassed = [il.id for k, il in enumerate(interlocks) if il.unit == name and self.bypassed[k]]
-            message = (f"unit {name}: {len(bypassed)} interlocks bypassed at once, more than the {limit} allowed"
-                       if over else f"unit {name}: bypassed interlocks back within the limit of {limit}")
+            message = too_many_message(name, len(bypassed), limit, over)
             level = self.rules.priorities[priorities["too_many"]] if over else int(Priority.INFO)
             events.append(Event("bypass", wall, name, message, Priority(level),
                                 {"unit": name, "event": "too_many" if over else "too_many_cleared",
@@ -560,14 +392,31 @@ class RuleEngine:
             })
         return listing
 
+    def counts(self) -> dict[str, int]:
+        """How many alarms there are and how many are in each ISA-18.2 condition, as of the last scan."""
+        counts = self.arrays.counts
+        return {"alarms": len(self.infos), "active": int(counts[isa.C_ACTIVE]),
+                "unacknowledged": int(counts[isa.C_UNACK]), "shelved": int(counts[isa.C_SHELVED]),
+                "suppressed": int(counts[isa.C_SUPPRESSED]), "out_of_service": int(counts[isa.C_OOS])}
+
+    def state_counts(self) -> list[tuple[str, str, int]]:
+        """(priority, ISA-18.2 state, count) of the alarms not in NORM, sorted; only those are visited."""
+        states = self.arrays.state
+        counts = Counter((self.infos[i].priority, STATE_NAMES[int(states[i])])
+                         for i in (states != isa.NORM).nonzero()[0].tolist())
+        return [(priority, state, count) for (priority, state), count in sorted(counts.items())]
+
+    def status(self) -> dict[str, Any]:
+        """The operating view's summary, so that callers need not read the engine's arrays: alarm counts,
+        alarms outside NORM by priority and state, the priority levels, and the bypassed interlocks."""
+        return {"counts": self.counts(), "states": self.state_counts(), "priorities": dict(self.rules.priorities),
+                "interlocks": len(self.interlock_ids),
+                "bypassed": [item for item in self.interlocks() if item["status"] == "bypassed"]}
+
     def metrics(self) -> dict[str, Any]:
         now, wall = self._clock
-        counts = self.arrays.counts
-        return {"alarms": len(self.infos), "expressions": self.program.count, "interlocks": len(self.interlock_ids),
-                "active": int(counts[isa.C_ACTIVE]), "unacknowledged": int(counts[isa.C_UNACK]),
-                "shelved": int(counts[isa.C_SHELVED]), "suppressed": int(counts[isa.C_SUPPRESSED]),
-                "out_of_service": int(counts[isa.C_OOS]), "bypassed": int(self.bypassed.sum()),
-                "rules_seconds": self.last_seconds, "scans": self.scans,
+        return {**self.counts(), "expressions": self.program.count, "interlocks": len(self.interlock_ids),
+                "bypassed": int(self.bypassed.sum()), "rules_seconds": self.last_seconds, "scans": self.scans,
                 "analytics": self.analytics.metrics(now, wall)}
 
     # ---------------------------------------------------------------- persistence
@@ -640,23 +489,3 @@ class RuleEngine:
         self.registry.from_dict(data.get("bypass", {}))
         self._sync_authorizations()
         return notes
-
-
-_BYPASS_MESSAGES = {
-    "unauthorized": ("bypassed without a bypass authorization", "bypass now covered by an authorization"),
-    "expired": ("bypass authorization expired while the interlock is still bypassed",
-                "no longer bypassed on an expired authorization"),
-    "trip_while_bypassed": ("trip condition is true while the interlock is bypassed",
-                            "trip condition cleared or bypass ended"),
-    "status_bad": ("bypass status tag has bad quality; bypass state held as last known",
-                   "bypass status tag quality good again"),
-    "overdue": ("bypassed longer than its maximum bypass duration", "no longer over its maximum bypass duration"),
-}
-
-
-def _fmt(value: float | None) -> str:
-    return "?" if value is None else f"{value:g}"
-
-
-def _unit(unit: str) -> str:
-    return f" {unit}" if unit else ""

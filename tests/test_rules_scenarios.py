@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -331,3 +332,21 @@ def test_engine_with_only_tag_alarms_and_unknown_alarm_hint():
         engine.evaluate(values.astype(np.float32), quality, 2.0, WALL)
     with pytest.raises(ValueError, match="duplicate alarm ids"):
         RuleEngine.build(RulesConfig(gas=(GasChannel("PT101", "combustible", "", 10, 20),) * 2), ROWS, len(TAGS))
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_status_counts_alarms_by_priority_and_state_and_lists_bypassed_interlocks(backend):
+    plant = Plant(backend)
+    plant.scan(PT101=95.0, TT102=60.0, XS101=1.0)  # HH (high) and TT102.H (low) active; SIS-101 bypassed
+    plant.act("ack", "TT102.H")
+    plant.scan()  # counts are as of the last scan
+    status = plant.engine.status()
+    listed = Counter((item["priority"], item["state"]) for item in plant.engine.alarms() if item["state"] != "NORM")
+    assert status["states"] == sorted((p, s, n) for (p, s), n in listed.items())
+    assert ("high", "UNACK", 1) in status["states"] and ("low", "ACKED", 1) in status["states"]
+    assert status["counts"]["unacknowledged"] == sum(n for _, s, n in status["states"] if s == "UNACK")
+    assert status["counts"]["active"] == sum(item["active"] for item in plant.engine.alarms(include_normal=True))
+    assert status["counts"]["alarms"] == len(plant.engine.alarms(include_normal=True))
+    assert [item["id"] for item in status["bypassed"]] == ["SIS-101"] and status["interlocks"] == 2
+    assert status["priorities"]["critical"] > status["priorities"]["low"]
+    assert plant.engine.state_counts() == status["states"]

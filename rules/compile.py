@@ -1,0 +1,337 @@
+"""The compile step: from a validated `RulesConfig` and the point table's rows to the frozen arrays each
+kernel takes. Pure data in, pure data out: nothing here runs a kernel or holds state, so the layout of
+every rule family can be tested on its own (tests/test_rules_compile.py), and `rules.engine` only
+allocates state beside these arrays and runs the kernels over them.
+
+One function per rule family, in the order their alarms take in the engine's alarm index:
+
+    compile_limit_alarms   per-tag HH/H/L/LL           -> limit kernel (first segment)
+    compile_gas            GB/T 50493 levels 2 and 1   -> the same limit kernel, after the tag limits
+    compile_conditions     rate, deviation, discrete, quality and expression rules, one segment each
+    compile_suppression    suppression by design: one expression slot per distinct condition
+    compile_interlocks     bypass status tags, trip expressions, production units
+
+`compile_rules` runs them all and packs every expression (alarm rules, then suppression conditions,
+then interlock trips) into one bytecode program.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from rules import conditions as C
+from rules.expr import Expression, parse_expression
+from rules.gas import UNITS as GAS_UNITS
+from rules.model import AlarmBehaviour, AlarmRule, ExpressionSpec, GasChannel, RulesConfig, TagAlarmConfig
+from rules.program import Program, pack
+
+DIRECTIONS = {"both": C.BOTH, "rise": C.RISE, "high": C.RISE, "fall": C.FALL, "low": C.FALL}
+QUALITY_MODES = {"bad": C.QUALITY_BAD, "bad_or_stale": C.QUALITY_BAD_OR_STALE, "not_good": C.QUALITY_NOT_GOOD}
+CONDITION_KINDS = ("rate", "deviation", "discrete", "quality", "expression")
+SEGMENTS = ("limit", *CONDITION_KINDS)
+
+
+class AlarmInfo(NamedTuple):
+    """What the engine knows about one alarm beyond its arrays: for events and listings. (A named
+    tuple rather than a frozen dataclass: 100,000 of them are built at start-up.)"""
+
+    id: str
+    kind: str  # limit, gas, rate, deviation, discrete, quality, expression
+    tag: str  # the tag it watches ("" for expressions)
+    priority: str
+    level: int  # gatewayd.types.Priority value
+    description: str = ""
+    limit: str = ""  # HH/H/L/LL, or "1"/"2" for gas levels
+    setpoint: float | None = None
+    unit: str = ""
+    gas: str = ""
+    toxic: bool = False
+    gas_level: int = 0
+    when: str = ""
+
+
+class Alarms(NamedTuple):
+    """Alarms of one family: their infos and behaviours, in index order."""
+
+    infos: list[AlarmInfo]
+    behaviours: list[AlarmBehaviour]
+
+
+@dataclass(frozen=True)
+class LimitArrays:
+    """Arguments of the limit kernel (tag limits, then gas levels): one entry per alarm."""
+
+    rows: np.ndarray  # int64
+    setpoint: np.ndarray  # float64
+    deadband: np.ndarray  # float64
+    high: np.ndarray  # bool
+
+    def args(self) -> tuple[np.ndarray, ...]:
+        return self.rows, self.setpoint, self.deadband, self.high
+
+
+@dataclass(frozen=True)
+class ConditionArrays:
+    """Arguments of the rate, deviation, discrete and quality kernels; expression alarms read the
+    program's first `n_expressions` results."""
+
+    rate: tuple[np.ndarray, ...]  # rows, per, window, direction, limit, deadband
+    deviation: tuple[np.ndarray, ...]  # rows, reference rows (-1: fixed setpoint), setpoint, direction, limit, deadband
+    discrete: tuple[np.ndarray, ...]  # rows, state_start, states
+    quality: tuple[np.ndarray, ...]  # rows, mode
+    expressions: tuple[Expression, ...]
+
+
+@dataclass(frozen=True)
+class SuppressionPlan:
+    """Per alarm the suppression slot it follows (-1 none); per slot its condition."""
+
+    alarm_slot: np.ndarray  # int64, one per alarm
+    expressions: tuple[Expression, ...]
+    sources: tuple[str, ...]  # per slot, its condition as written (the key its state is saved under)
+
+
+@dataclass(frozen=True)
+class InterlockArrays:
+    """Arguments of the interlock kernel that come from configuration."""
+
+    ids: tuple[str, ...]
+    unit_names: tuple[str, ...]  # production units: declared ones, then any named only by an interlock
+    status_start: np.ndarray  # int64, interlocks + 1
+    status_rows: np.ndarray  # int64
+    status_invert: np.ndarray  # uint8: 1 for in-service tags (zero while bypassed)
+    trip_slot: np.ndarray  # int64, program result index of the trip condition, -1 none
+    unit: np.ndarray  # int64, index into unit_names
+    max_bypass: np.ndarray  # float64 seconds
+    unit_max: np.ndarray  # int64 per unit
+
+    def args(self) -> tuple[np.ndarray, ...]:
+        return (self.status_start, self.status_rows, self.status_invert, self.trip_slot, self.unit,
+                self.max_bypass, self.unit_max)
+
+
+@dataclass(frozen=True)
+class BehaviourArrays:
+    """The per-alarm settings of the ISA state machine."""
+
+    on_delay: np.ndarray
+    off_delay: np.ndarray
+    latching: np.ndarray  # uint8
+    realarm: np.ndarray
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    infos: tuple[AlarmInfo, ...]
+    index: dict[str, int]  # alarm id -> index
+    bounds: dict[str, tuple[int, int]]  # segment -> (first, end) alarm index
+    behaviour: BehaviourArrays
+    limits: LimitArrays
+    conditions: ConditionArrays
+    suppression: SuppressionPlan
+    interlocks: InterlockArrays
+    program: Program  # alarm expressions, then suppression conditions, then interlock trips
+
+    @property
+    def first_suppression_slot(self) -> int:
+        return len(self.conditions.expressions)
+
+
+def compile_rules(rules: RulesConfig, tag_rows: Mapping[str, int], tag_alarms: Iterable[TagAlarmConfig] = (),
+                  tag_info: Mapping[str, Any] | None = None) -> CompiledRules:
+    """`tag_rows` maps tag name to point-table row; `tag_info` (name -> TagConfig-like with `unit`) only adds
+    units to messages. Raises ValueError on duplicate alarm ids or a suppression that matches nothing."""
+    units = {name: getattr(info, "unit", "") or "" for name, info in (tag_info or {}).items()}
+
+    def level(name: str) -> int:
+        return int(rules.priorities[name])
+
+    limit_alarms, limit_columns = compile_limit_alarms(tag_alarms, tag_rows, units, level)
+    gas_alarms, gas_columns = compile_gas(rules.gas, tag_rows, level)
+    limits = LimitArrays(*(np.array(a + b, dtype) for a, b, dtype in
+                           zip(limit_columns, gas_columns, (np.int64, np.float64, np.float64, np.bool_))))
+    infos = limit_alarms.infos + gas_alarms.infos
+    behaviours = limit_alarms.behaviours + gas_alarms.behaviours
+    bounds = {"limit": (0, len(infos))}
+    condition_alarms, conditions, condition_bounds = compile_conditions(rules.alarms, tag_rows, units, level,
+                                                                        first=len(infos))
+    infos += condition_alarms.infos
+    behaviours += condition_alarms.behaviours
+    bounds.update(condition_bounds)
+    index = _index(infos)
+    suppression = compile_suppression(infos, behaviours, rules, tag_rows)
+    first_trip = len(conditions.expressions) + len(suppression.expressions)
+    interlocks, trips = compile_interlocks(rules, tag_rows, first_trip)
+    program = pack(list(conditions.expressions) + list(suppression.expressions) + trips, tag_rows)
+    return CompiledRules(tuple(infos), index, bounds, _behaviour_arrays(behaviours), limits, conditions,
+                         suppression, interlocks, program)
+
+
+def compile_limit_alarms(tag_alarms: Iterable[TagAlarmConfig], tag_rows: Mapping[str, int], units: Mapping[str, str],
+                         level: Callable[[str], int]) -> tuple[Alarms, tuple[list, list, list, list]]:
+    """Per-tag HH/H/L/LL: alarm `TAG.LEVEL`; columns rows, setpoints, deadbands, high."""
+    alarms = Alarms([], [])
+    columns: tuple[list, list, list, list] = ([], [], [], [])
+    for config in tag_alarms:
+        for limit in config.limits:
+            behaviour = limit.behaviour
+            alarms.infos.append(AlarmInfo(f"{config.tag}.{limit.level}", "limit", config.tag, behaviour.priority,
+                                          level(behaviour.priority), behaviour.description, limit.level,
+                                          limit.setpoint, units.get(config.tag, "")))
+            alarms.behaviours.append(behaviour)
+            _append(columns, (tag_rows[config.tag], limit.setpoint, limit.deadband, limit.high))
+    return alarms, columns
+
+
+def compile_gas(channels: Sequence[GasChannel], tag_rows: Mapping[str, int],
+                level: Callable[[str], int]) -> tuple[Alarms, tuple[list, list, list, list]]:
+    """GB/T 50493 channels: `TAG.GAS2` then `TAG.GAS1` per channel, both high limits on the limit kernel."""
+    alarms = Alarms([], [])
+    columns: tuple[list, list, list, list] = ([], [], [], [])
+    for channel in channels:
+        for gas_level, setpoint, behaviour in ((2, channel.level2, channel.behaviour2),
+                                               (1, channel.level1, channel.behaviour1)):
+            alarms.infos.append(AlarmInfo(f"{channel.tag}.GAS{gas_level}", "gas", channel.tag, behaviour.priority,
+                                          level(behaviour.priority), behaviour.description, str(gas_level),
+                                          setpoint, GAS_UNITS[channel.type], channel.gas, channel.toxic, gas_level))
+            alarms.behaviours.append(behaviour)
+            _append(columns, (tag_rows[channel.tag], setpoint, channel.deadband, True))
+    return alarms, columns
+
+
+def compile_conditions(rules: Sequence[AlarmRule], tag_rows: Mapping[str, int], units: Mapping[str, str],
+                       level: Callable[[str], int], first: int
+                       ) -> tuple[Alarms, ConditionArrays, dict[str, tuple[int, int]]]:
+    """The `rules.alarms` entries, grouped by kind (one kernel segment each, in CONDITION_KINDS order,
+    configuration order within a kind); alarm indices start at `first`."""
+    by_kind: dict[str, list[AlarmRule]] = {kind: [] for kind in CONDITION_KINDS}
+    for rule in rules:
+        by_kind[rule.kind].append(rule)
+    alarms = Alarms([], [])
+    bounds = {}
+    expressions = []
+    for kind in CONDITION_KINDS:
+        start = first + len(alarms.infos)
+        for rule in by_kind[kind]:
+            spec, behaviour = rule.spec, rule.behaviour
+            tag = getattr(spec, "tag", "")
+            alarms.infos.append(AlarmInfo(rule.id, kind, tag, behaviour.priority, level(behaviour.priority),
+                                          behaviour.description, unit=units.get(tag, ""),
+                                          setpoint=getattr(spec, "limit", None),
+                                          when=spec.when.source if isinstance(spec, ExpressionSpec) else ""))
+            alarms.behaviours.append(behaviour)
+            if isinstance(spec, ExpressionSpec):
+                expressions.append(spec.when)
+        bounds[kind] = (start, first + len(alarms.infos))
+    rows = tag_rows
+    rate, dev = [r.spec for r in by_kind["rate"]], [r.spec for r in by_kind["deviation"]]
+    discrete, quality = [r.spec for r in by_kind["discrete"]], [r.spec for r in by_kind["quality"]]
+    state_start = np.zeros(len(discrete) + 1, np.int64)
+    states: list[float] = []
+    for k, spec in enumerate(discrete):
+        states.extend(spec.states)
+        state_start[k + 1] = len(states)
+    arrays = ConditionArrays(
+        rate=(np.array([rows[s.tag] for s in rate], np.int64),
+              np.array([60.0 if s.per == 60.0 else 1.0 for s in rate], np.float64),
+              np.array([s.window for s in rate], np.float64),
+              np.array([DIRECTIONS[s.direction] for s in rate], np.int64),
+              np.array([s.limit for s in rate], np.float64),
+              np.array([s.deadband for s in rate], np.float64)),
+        deviation=(np.array([rows[s.tag] for s in dev], np.int64),
+                   np.array([rows[s.reference_tag] if s.reference_tag else -1 for s in dev], np.int64),
+                   np.array([s.setpoint if s.setpoint is not None else 0.0 for s in dev], np.float64),
+                   np.array([DIRECTIONS[s.direction] for s in dev], np.int64),
+                   np.array([s.limit for s in dev], np.float64),
+                   np.array([s.deadband for s in dev], np.float64)),
+        discrete=(np.array([rows[s.tag] for s in discrete], np.int64), state_start,
+                  np.array(states or [0.0], np.float64)),
+        quality=(np.array([rows[s.tag] for s in quality], np.int64),
+                 np.array([QUALITY_MODES[s.trigger] for s in quality], np.int64)),
+        expressions=tuple(expressions))
+    return alarms, arrays, bounds
+
+
+def compile_suppression(infos: Sequence[AlarmInfo], behaviours: Sequence[AlarmBehaviour], rules: RulesConfig,
+                        tag_rows: Mapping[str, int]) -> SuppressionPlan:
+    """An alarm's own `suppressed_when` and every `rules.suppressions` group whose patterns match its id
+    combine into one condition (`(a) or (b)`); alarms with the same condition share its slot."""
+    conditions_of: dict[int, list[Expression]] = {}
+    for i, behaviour in enumerate(behaviours):
+        if behaviour.suppressed_when is not None:
+            conditions_of.setdefault(i, []).append(behaviour.suppressed_when)
+    for group in rules.suppressions:
+        matched = [i for i, info in enumerate(infos) if any(fnmatch.fnmatchcase(info.id, p) for p in group.alarms)]
+        if not matched:
+            raise ValueError(f"suppression {group.id!r}: no alarm id matches {', '.join(group.alarms)}")
+        for i in matched:
+            conditions_of.setdefault(i, []).append(group.when)
+    known = set(tag_rows).__contains__
+    slots: dict[str, int] = {}
+    expressions: list[Expression] = []
+    alarm_slot = np.full(len(infos), -1, np.int64)
+    for i, found in sorted(conditions_of.items()):
+        unique = list(dict.fromkeys(expression.source for expression in found))
+        source = unique[0] if len(unique) == 1 else " or ".join(f"({s})" for s in unique)
+        if source not in slots:
+            slots[source] = len(expressions)
+            expressions.append(found[0] if len(unique) == 1 else parse_expression(source, known))
+        alarm_slot[i] = slots[source]
+    return SuppressionPlan(alarm_slot, tuple(expressions), tuple(slots))
+
+
+def compile_interlocks(rules: RulesConfig, tag_rows: Mapping[str, int],
+                       first_trip_slot: int) -> tuple[InterlockArrays, list[Expression]]:
+    """Status tags per interlock (bypass tags, then in-service tags, inverted), the program slot of each
+    trip condition (numbered from `first_trip_slot`), and the production units. Returns the arrays and the
+    trip expressions to pack."""
+    interlocks = rules.interlocks
+    unit_names = [u.name for u in rules.units]
+    for il in interlocks:
+        if il.unit not in unit_names:
+            unit_names.append(il.unit)
+    unit_index = {name: u for u, name in enumerate(unit_names)}
+    unit_max = {u.name: u.max_bypassed for u in rules.units}
+    status_start, status_rows, status_invert, trip_slot, trips = [0], [], [], [], []
+    for il in interlocks:
+        for tags, invert in ((il.bypass_tags, 0), (il.in_service_tags, 1)):
+            status_rows.extend(tag_rows[tag] for tag in tags)
+            status_invert.extend(invert for _ in tags)
+        status_start.append(len(status_rows))
+        trip_slot.append(first_trip_slot + len(trips) if il.trip is not None else -1)
+        if il.trip is not None:
+            trips.append(il.trip)
+    arrays = InterlockArrays(
+        ids=tuple(il.id for il in interlocks), unit_names=tuple(unit_names),
+        status_start=np.array(status_start, np.int64), status_rows=np.array(status_rows, np.int64),
+        status_invert=np.array(status_invert, np.uint8), trip_slot=np.array(trip_slot, np.int64),
+        unit=np.array([unit_index[il.unit] for il in interlocks], np.int64),
+        max_bypass=np.array([il.max_bypass for il in interlocks], np.float64),
+        unit_max=np.array([unit_max.get(name, 1 << 30) for name in unit_names], np.int64))
+    return arrays, trips
+
+
+def _behaviour_arrays(behaviours: Sequence[AlarmBehaviour]) -> BehaviourArrays:
+    return BehaviourArrays(on_delay=np.array([b.on_delay for b in behaviours], np.float64),
+                           off_delay=np.array([b.off_delay for b in behaviours], np.float64),
+                           latching=np.array([b.latching for b in behaviours], np.uint8),
+                           realarm=np.array([b.realarm for b in behaviours], np.float64))
+
+
+def _index(infos: Sequence[AlarmInfo]) -> dict[str, int]:
+    index = {info.id: i for i, info in enumerate(infos)}
+    if len(index) != len(infos):
+        seen: set[str] = set()
+        duplicates = sorted({info.id for info in infos if info.id in seen or seen.add(info.id)})
+        raise ValueError(f"duplicate alarm ids: {', '.join(duplicates)}")
+    return index
+
+
+def _append(columns: tuple[list, ...], values: tuple) -> None:
+    for column, value in zip(columns, values):
+        column.append(value)
