@@ -42,6 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         # the config's million-odd objects live as long as the daemon: out of the cyclic collector's
         # sight, which would otherwise rescan them all in every full collection (seconds at start)
         gc.freeze()
+        for warning in config.warnings:
+            logging.getLogger("gatewayd").warning("configuration: %s", warning)
         return run_daemon(config)
     except ConfigError as exc:
         print(f"gatewayd: configuration invalid, not starting:\n{exc}", file=sys.stderr)
@@ -63,6 +65,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         print(f"{len(exc.issues)} error{'s' if len(exc.issues) != 1 else ''} in {args.config}", file=sys.stderr)
         return EXIT_FAILED
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if config.warnings:
+        count = len(config.warnings)
+        print(f"{count} warning{'s' if count != 1 else ''} in {args.config} (valid, but look at them twice)",
+              file=sys.stderr)
     print(f"{args.config}: OK: gateway {config.gateway.id}, {len(config.devices)} devices, "
           f"{len(config.tags)} tags, uplink {config.uplink.transport}://{config.uplink.host}:{config.uplink.port}")
     return EXIT_OK

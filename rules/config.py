@@ -35,7 +35,8 @@ from gatewayd.config.schema import (
     text,
 )
 from rules.expr import ExpressionError, parse_expression
-from rules.gas import GAS_TYPES, setpoint_problems
+from rules.gas import GAS_TYPES, OEL_KINDS, ON_DELAY_MAX, behaviour_problems, mg_per_m3_to_ppm, setpoint_problems
+from rules.gas import OEL_UNITS as GAS_OEL_UNITS
 from rules.gas import UNITS as GAS_UNITS
 from rules.model import (
     BYPASS_EVENTS,
@@ -60,6 +61,7 @@ from rules.model import (
 )
 
 PRIORITY_LEVELS = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
+FLOOD_WINDOW_MAX = 3600.0  # rules.analytics keeps one hour of activations (peak per hour)
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 
@@ -76,6 +78,12 @@ def positive_number(value: Any) -> float:
     if result <= 0:
         raise Invalid(f"must be above zero, got {value!r}")
     return result
+
+
+def _at_most(seconds: float, maximum: float, why: str) -> float:
+    if seconds > maximum:
+        raise Invalid(f"{seconds:g} s is longer than the {maximum:g} s allowed: {why}")
+    return seconds
 
 
 def _deadband(value: Any) -> float | str:
@@ -139,16 +147,43 @@ def _number_or_bool(value: Any) -> float:
 def priority_names(rules_node: Any) -> tuple[str, ...]:
     """The priority names that tag alarms may use: `rules.priorities` keys if given, else the defaults.
     (The section itself is validated by `parse_rules_section`.)"""
+    return tuple(declared_priorities(rules_node))
+
+
+def declared_priorities(rules_node: Any) -> dict[str, int]:
+    """`rules.priorities` as name -> level, read leniently (an unknown level is -1) for the tag sections,
+    which are parsed before the rules section validates it; the defaults when it is absent."""
     if isinstance(rules_node, dict) and isinstance(rules_node.get("priorities"), dict) and rules_node["priorities"]:
-        return tuple(str(key) for key in rules_node["priorities"])
-    return tuple(DEFAULT_PRIORITIES)
+        return {str(key): PRIORITY_LEVELS.get(value, -1) if isinstance(value, str) else -1
+                for key, value in rules_node["priorities"].items()}
+    return dict(DEFAULT_PRIORITIES)
+
+
+def default_priority(priorities: Mapping[str, int] | Iterable[str], level: str) -> str | None:
+    """The priority an alarm or event gets when its configuration names none and its default is the level
+    `level`: the priority called `level` if declared, else the first one declared at that level, else None
+    (the caller refuses the configuration). A plain list of names knows only the default names."""
+    levels = priorities if isinstance(priorities, Mapping) else {name: DEFAULT_PRIORITIES.get(name, -1)
+                                                                 for name in priorities}
+    if level in levels:
+        return level
+    return next((name for name, value in levels.items() if value == PRIORITY_LEVELS[level]), None)
+
+
+def ranked_priorities(priorities: Mapping[str, int]) -> list[str]:
+    """The first declared priority of each level, most urgent first (gas levels default to the top two)."""
+    first_of_level: dict[int, str] = {}
+    for name, value in priorities.items():
+        first_of_level.setdefault(value, name)
+    return [first_of_level[value] for value in sorted(first_of_level, reverse=True)]
 
 
 # ------------------------------------------------------------------------------------- per-tag alarms
 
-def _behaviour_fields(priorities: Iterable[str], priority_default: Any = "medium") -> dict[str, Field]:
+def _behaviour_fields(priorities: Iterable[str], priority_default: str | None) -> dict[str, Field]:
     return {
-        "priority": Field(_priority(priorities), priority_default, "one of rules.priorities"),
+        "priority": Field(_priority(priorities), priority_default,
+                          "one of rules.priorities; default medium (or the first priority of level medium)"),
         "on_delay": Field(duration, None, "raise only when the condition held this long"),
         "off_delay": Field(duration, None, "report the return only when clear this long"),
         "latching": Field(boolean, None, "stay in alarm until reset by an operator"),
@@ -165,11 +200,12 @@ def _limit_fields(priorities: tuple[str, ...]) -> dict[str, Field]:
 
 
 @functools.cache
-def tag_alarm_fields(priorities: tuple[str, ...] = tuple(DEFAULT_PRIORITIES)) -> dict[str, Field]:
+def tag_alarm_fields(priorities: tuple[str, ...] = tuple(DEFAULT_PRIORITIES),
+                     priority_default: str | None = "medium") -> dict[str, Field]:
     fields = {key: Field(_any, None, f"{key.upper()} limit: a number or a mapping with value, deadband, "
                                      f"on_delay, off_delay, priority, ...") for key in ("hh", "h", "l", "ll")}
     fields["deadband"] = Field(_deadband, 0.0, "for every limit: engineering units or N% of range")
-    fields.update(_behaviour_fields(priorities))
+    fields.update(_behaviour_fields(priorities, priority_default))
     fields["suppressed_when"] = Field(_any, None, "set under rules.suppression instead")
     return fields
 
@@ -184,16 +220,20 @@ def _shared_behaviour(priority: str, on_delay: float, off_delay: float, latching
 
 
 def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
-                     priorities: Iterable[str] = tuple(DEFAULT_PRIORITIES)) -> TagAlarmConfig | None:
+                     priorities: Mapping[str, int] | Iterable[str] = tuple(DEFAULT_PRIORITIES),
+                     ) -> TagAlarmConfig | None:
     """The `alarms:` block of one tag (`tag` has name, range_low, range_high). None if absent or invalid.
+    `priorities` are the declared names, best with their levels (`declared_priorities`), which pick the
+    default priority when `medium` is not declared.
 
     Compatible with the first keys (hh, h, l, ll, deadband, priority); adds per-limit mappings and
     on_delay, off_delay, latching, realarm for all limits or per limit."""
     if node is None:
         return None
+    fallback = default_priority(priorities, "medium")
     priorities = tuple(priorities)
     issues_before = len(reader.issues)
-    values = reader.section(node, path, line, tag_alarm_fields(priorities))
+    values = reader.section(node, path, line, tag_alarm_fields(priorities, fallback))
     if values is None:
         return None
     if values.get("suppressed_when") is not None:
@@ -234,6 +274,11 @@ def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
                   for name in ("priority", "on_delay", "off_delay", "latching", "realarm", "description")}
         band = resolve_deadband(own["deadband"], join(key_path, "deadband"), key_line) \
             if own.get("deadband") is not None else default_deadband
+        given = "priority" in node or isinstance(spec, dict) and "priority" in spec  # else refused already
+        if merged["priority"] is None and not given:
+            reader.error(key_line, join(key_path, "priority"),
+                         f"no priority given and none of level medium declared to default to; set priority "
+                         f"(one of {', '.join(priorities)})")
         if band is None or merged["priority"] is None:
             continue
         behaviour = _shared_behaviour(merged["priority"], merged["on_delay"] or 0.0, merged["off_delay"] or 0.0,
@@ -279,7 +324,9 @@ ANALYTICS_FIELDS = {
     "stale_after": Field(positive_duration, 86400.0, "active this long: a stale alarm"),
     "flood_start": Field(integer(1, 100000), 10, "more than this many alarms within flood_window start a flood"),
     "flood_end": Field(integer(1, 100000), 5, "fewer than this many end it"),
-    "flood_window": Field(positive_duration, 600.0, "the window flood_start and flood_end are counted in"),
+    "flood_window": Field(lambda value: _at_most(positive_duration(value), FLOOD_WINDOW_MAX,
+                                                 "alarms are kept for flood counting for one hour"),
+                          600.0, "the window flood_start and flood_end are counted in; at most 1h"),
     "report_interval": Field(duration, 3600.0, "alarm-rate summary event; 0: never"),
 }
 
@@ -339,7 +386,6 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
         return Reader.key_line(node, key)
 
     priorities = _priorities(top["priorities"], join(path, "priorities"), key_line("priorities"), reader)
-    names = tuple(priorities)
     shelving = reader.section(top["shelving"], join(path, "shelving"), key_line("shelving"), SHELVING_FIELDS) or {}
     analytics_values = reader.section(top["analytics"], join(path, "analytics"), key_line("analytics"),
                                       ANALYTICS_FIELDS)
@@ -353,29 +399,39 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
     for tag_name, info in tag_names.items():
         for level in _tag_limit_levels(getattr(info, "alarms", None)):
             used_ids[f"{tag_name}.{level}"] = getattr(info, "line", 0)
-    alarms = _alarm_rules(top["alarms"], join(path, "alarms"), key_line("alarms"), reader, tag_names, names, used_ids)
-    gas = _gas_channels(top["gas"], join(path, "gas"), key_line("gas"), reader, tag_names, names, used_ids)
+    alarms = _alarm_rules(top["alarms"], join(path, "alarms"), key_line("alarms"), reader, tag_names, priorities,
+                          used_ids)
+    gas = _gas_channels(top["gas"], join(path, "gas"), key_line("gas"), reader, tag_names, priorities, used_ids)
     suppressions = _suppressions(top["suppression"], join(path, "suppression"), key_line("suppression"), reader,
                                  tag_names, used_ids)
     units = _units(top["units"], join(path, "units"), key_line("units"), reader)
     interlocks = _interlocks(top["interlocks"], join(path, "interlocks"), key_line("interlocks"), reader, tag_names,
                              units)
-    bypass_priorities = dict(DEFAULT_BYPASS_PRIORITIES)
-    if top["bypass_priorities"] is not None:
-        fields = {event: Field(_priority(names), None) for event in BYPASS_EVENTS}
-        given = reader.section(top["bypass_priorities"], join(path, "bypass_priorities"),
-                               key_line("bypass_priorities"), fields) or {}
-        bypass_priorities.update({key: value for key, value in given.items() if value is not None})
-    missing = sorted({value for value in bypass_priorities.values() if value not in priorities})
-    if missing and top["bypass_priorities"] is None:
-        reader.error(key_line("priorities"), join(path, "priorities"),
-                     f"bypass events use the priorities {', '.join(missing)} by default; declare them or set "
-                     f"rules.bypass_priorities")
+    bypass_priorities = _bypass_priorities(top["bypass_priorities"], join(path, "bypass_priorities"),
+                                           key_line("bypass_priorities"), reader, priorities,
+                                           (key_line("priorities"), join(path, "priorities")))
     if len(reader.issues) != issues_before:
         return None
     return RulesConfig(priorities=priorities, shelving_max=shelving.get("max_duration", 8 * 3600.0),
                        analytics=analytics, alarms=alarms, gas=gas, suppressions=suppressions, units=units,
                        interlocks=interlocks, bypass_priorities=bypass_priorities)
+
+
+def _bypass_priorities(node: Any, path: str, line: int, reader: Reader, priorities: Mapping[str, int],
+                       declared_at: tuple[int, str]) -> dict[str, str]:
+    """The priority of each bypass event: as given, else its default level resolved by `default_priority`;
+    a default level that no declared priority has is refused here, not found missing at the first bypass."""
+    fields = {event: Field(_priority(priorities), None) for event in BYPASS_EVENTS}
+    given = (reader.section(node, path, line, fields) or {}) if node is not None else {}
+    result = {}
+    for event in BYPASS_EVENTS:
+        chosen = given.get(event) or default_priority(priorities, DEFAULT_BYPASS_PRIORITIES[event])
+        if chosen is None and not (isinstance(node, dict) and event in node):
+            reader.error(*declared_at, f"bypass event {event} defaults to a priority of level "
+                                       f"{DEFAULT_BYPASS_PRIORITIES[event]} and none is declared; declare one or set "
+                                       f"rules.bypass_priorities.{event}")
+        result[event] = chosen
+    return result
 
 
 def _tag_limit_levels(alarms: Any) -> list[str]:
@@ -431,7 +487,7 @@ def _behaviour(values: dict[str, Any], reader: Reader, node: Any, path: str,
 
 
 def _alarm_rules(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
-                 priorities: tuple[str, ...], used_ids: dict[str, int]) -> tuple[AlarmRule, ...]:
+                 priorities: Mapping[str, int], used_ids: dict[str, int]) -> tuple[AlarmRule, ...]:
     kinds = _rule_kind_fields(tags)
     result = []
     for item, item_path, item_line in reader.items(node, path, line):
@@ -445,7 +501,7 @@ def _alarm_rules(node: Any, path: str, line: int, reader: Reader, tags: Mapping[
                                                 "when; found " + (", ".join(present) or "none")))
             continue
         kind = present[0]
-        fields = {**COMMON_RULE_FIELDS, **_behaviour_fields(priorities),
+        fields = {**COMMON_RULE_FIELDS, **_behaviour_fields(priorities, default_priority(priorities, "medium")),
                   kind: Field(_expression(tags) if kind == "when" else _any)}
         values = reader.section(item, item_path, item_line, fields)
         if values is None or "id" not in values or kind not in values:
@@ -500,22 +556,31 @@ def _rule_spec(kind: str, node: Any, path: str, line: int, reader: Reader, kinds
 GAS_FIELDS_DOC = "tag, type, gas, level1, level2, oel, idlh, range_limited"
 
 
-def _gas_fields(tags: Mapping[str, Any], priorities: tuple[str, ...]) -> dict[str, Field]:
+def _oel_unit(value: Any) -> str:
+    spelled = value.replace("³", "3") if isinstance(value, str) else value
+    return one_of(*GAS_OEL_UNITS)(spelled)
+
+
+def _gas_fields(tags: Mapping[str, Any], priorities: Mapping[str, int]) -> dict[str, Field]:
+    ranked = ranked_priorities(priorities) or [""]
     return {
         "tag": Field(_tag_ref(tags), doc="the concentration tag (unit %LEL or ppm)"),
         "type": Field(one_of(*GAS_TYPES), doc="combustible (%LEL) or toxic (ppm)"),
         "gas": Field(text, "", "e.g. methane, H2S"),
         "level1": Field(number(0.0), doc="level 1 (low) alarm setpoint"),
         "level2": Field(number(0.0), doc="level 2 (high) alarm setpoint"),
-        "oel": Field(_optional(positive_number), None, "toxic: occupational exposure limit, ppm"),
+        "oel": Field(_optional(positive_number), None, "toxic: occupational exposure limit, in oel_unit"),
+        "oel_unit": Field(_oel_unit, "ppm", "ppm, or mg/m3 (converted to ppm at 25 °C with molar_mass)"),
+        "oel_kind": Field(_optional(one_of(*OEL_KINDS)), None, "which OEL it is: MAC, PC-STEL or PC-TWA (GBZ 2.1)"),
+        "molar_mass": Field(_optional(positive_number), None, "g/mol of the gas; needed for an OEL in mg/m3"),
         "idlh": Field(_optional(positive_number), None, "toxic: immediately dangerous to life or health, ppm"),
         "range_limited": Field(boolean, False, "toxic: the detector range cannot reach 200 % OEL"),
-        "deadband": Field(number(0.0), 0.0, "return only below the setpoint by this much"),
-        "level1_priority": Field(_priority(priorities), "high" if "high" in priorities else priorities[0],
-                                 "priority of TAG.GAS1"),
-        "level2_priority": Field(_priority(priorities), "critical" if "critical" in priorities else priorities[0],
-                                 "priority of TAG.GAS2"),
-        "on_delay": Field(duration, 0.0, "raise only when the level held this long"),
+        "deadband": Field(number(0.0), 0.0, "return only below the setpoint by this much; below level1"),
+        "level1_priority": Field(_priority(priorities), ranked[1] if len(ranked) > 1 else ranked[0],
+                                 "priority of TAG.GAS1; default the second-highest declared"),
+        "level2_priority": Field(_priority(priorities), ranked[0],
+                                 "priority of TAG.GAS2; default the highest declared; never below level 1"),
+        "on_delay": Field(duration, 0.0, f"raise only when the level held this long; at most {ON_DELAY_MAX:g}s"),
         "off_delay": Field(duration, 0.0, "report the return only when clear this long"),
         "latching": Field(boolean, False, "stay in alarm until reset by an operator"),
         "realarm": Field(duration, 0.0, "acknowledged and still active this long: unacknowledged again"),
@@ -528,42 +593,20 @@ def _norm_unit(unit: str) -> str:
 
 
 def _gas_channels(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
-                  priorities: tuple[str, ...], used_ids: dict[str, int]) -> tuple[GasChannel, ...]:
+                  priorities: Mapping[str, int], used_ids: dict[str, int]) -> tuple[GasChannel, ...]:
     fields = _gas_fields(tags, priorities)
     result, seen = [], {}
     for item, item_path, item_line in reader.items(node, path, line):
         values = reader.section(item, item_path, item_line, fields)
         if values is None or len(values) != len(fields):
             continue
-        key_line = functools.partial(Reader.key_line, item)
-        tag, gas_type = values["tag"], values["type"]
+        tag = values["tag"]
         if tag in seen:
-            reader.error(key_line("tag"), join(item_path, "tag"), f"gas channel {tag} is already declared at line "
-                                                                   f"{seen[tag]}")
+            reader.error(Reader.key_line(item, "tag"), join(item_path, "tag"),
+                         f"gas channel {tag} is already declared at line {seen[tag]}")
             continue
         seen[tag] = item_line
-        info = tags[tag]
-        unit = getattr(info, "unit", "") or ""
-        if unit and _norm_unit(unit) != _norm_unit(GAS_UNITS[gas_type]):
-            reader.error(key_line("type"), join(item_path, "type"),
-                         f"a {gas_type} channel reads {GAS_UNITS[gas_type]}, but tag {tag} has unit {unit!r}; "
-                         f"convert the reading to {GAS_UNITS[gas_type]}")
-        if gas_type == "combustible":
-            for key in ("oel", "idlh"):
-                if values[key] is not None:
-                    reader.error(key_line(key), join(item_path, key), f"{key} applies to toxic gas only")
-            if values["range_limited"]:
-                reader.error(key_line("range_limited"), join(item_path, "range_limited"),
-                             "range_limited applies to toxic gas only")
-        for key, message in setpoint_problems(gas_type, values["level1"], values["level2"], values["oel"],
-                                              values["idlh"], values["range_limited"]):
-            reader.error(key_line(key) if key in item else item_line, join(item_path, key), message)
-        high = getattr(info, "range_high", None)
-        if gas_type == "toxic" and values["range_limited"] and values["oel"] is not None and high is not None \
-                and high >= 2 * values["oel"]:
-            reader.error(key_line("range_limited"), join(item_path, "range_limited"),
-                         f"tag {tag} ranges up to {high:g} ppm, which reaches 200 % OEL ({2 * values['oel']:g} ppm): "
-                         f"the IDLH fallback of GB/T 50493-2019 does not apply")
+        oel = _check_gas_channel(values, item, item_path, item_line, reader, tags[tag], priorities)
         for level in (1, 2):
             alarm_id = f"{tag}.GAS{level}"
             if alarm_id in used_ids:
@@ -571,11 +614,88 @@ def _gas_channels(node: Any, path: str, line: int, reader: Reader, tags: Mapping
             used_ids[alarm_id] = item_line
         common = dict(on_delay=values["on_delay"], off_delay=values["off_delay"], latching=values["latching"],
                       realarm=values["realarm"], description=values["description"])
-        result.append(GasChannel(tag, gas_type, values["gas"], values["level1"], values["level2"], values["oel"],
+        result.append(GasChannel(tag, values["type"], values["gas"], values["level1"], values["level2"], oel,
                                  values["idlh"], values["range_limited"], values["deadband"],
                                  AlarmBehaviour(priority=values["level1_priority"], **common),
-                                 AlarmBehaviour(priority=values["level2_priority"], **common), item_line))
+                                 AlarmBehaviour(priority=values["level2_priority"], **common), item_line,
+                                 oel_kind=values["oel_kind"] or "",
+                                 oel_as_given=(values["oel"], values["oel_unit"]) if values["oel"] is not None
+                                 else None, molar_mass=values["molar_mass"]))
     return tuple(result)
+
+
+def _check_gas_channel(values: Mapping[str, Any], item: Any, item_path: str, item_line: int, reader: Reader,
+                       info: Any, priorities: Mapping[str, int]) -> float | None:
+    """Refuse what GB/T 50493 or plain safety forbids, warn on the unusual; returns the OEL in ppm."""
+    tag, gas_type = values["tag"], values["type"]
+
+    def refuse(key: str, message: str) -> None:
+        reader.error(Reader.key_line(item, key) if key in item else item_line, join(item_path, key), message)
+
+    def flag(key: str, message: str) -> None:
+        reader.warn(Reader.key_line(item, key) if key in item else item_line, join(item_path, key), message)
+
+    _check_gas_unit(tag, gas_type, getattr(info, "unit", "") or "", refuse, flag)
+    if gas_type == "combustible":
+        for key in ("oel", "idlh", "oel_kind", "molar_mass"):
+            if values[key] is not None:
+                refuse(key, f"{key} applies to toxic gas only")
+        if values["range_limited"]:
+            refuse("range_limited", "range_limited applies to toxic gas only")
+    oel = _oel_ppm(values, refuse, flag) if gas_type == "toxic" else None
+    unconverted = values["oel"] is not None and oel is None  # refused by _oel_ppm already
+    for key, message in () if unconverted else setpoint_problems(gas_type, values["level1"], values["level2"],
+                                                                  oel, values["idlh"], values["range_limited"]):
+        refuse(key, message)
+    high = getattr(info, "range_high", None)
+    if gas_type == "toxic" and values["range_limited"] and oel is not None and high is not None and high >= 2 * oel:
+        refuse("range_limited", f"tag {tag} ranges up to {high:g} ppm, which reaches 200 % OEL ({2 * oel:g} ppm): "
+                                f"the IDLH fallback of GB/T 50493-2019 does not apply")
+    for key in ("level1", "level2"):
+        if high is not None and values[key] > high:
+            refuse(key, f"{key.replace('level', 'level ')} at {values[key]:g} is above the full scale of "
+                        f"tag {tag} ({high:g} {GAS_UNITS[gas_type]}, its range_high): it could never sound")
+    refusals, warnings = behaviour_problems(values["level1"], values["deadband"], values["on_delay"])
+    for key, message in refusals:
+        refuse(key, message)
+    for key, message in warnings:
+        flag(key, message)
+    if priorities.get(values["level2_priority"], 0) < priorities.get(values["level1_priority"], 0):
+        refuse("level2_priority", f"level 2 priority {values['level2_priority']} is below the level 1 priority "
+                                  f"{values['level1_priority']}: the more dangerous level must not be less urgent")
+    return oel
+
+
+def _check_gas_unit(tag: str, gas_type: str, unit: str, refuse: Callable[[str, str], None],
+                    flag: Callable[[str, str], None]) -> None:
+    """A channel compares against %LEL or ppm setpoints: a tag in another unit, or a combustible one with
+    none at all (a 0-100 reading could be %LEL, %VOL or mA), would compare unlike with unlike."""
+    wanted = GAS_UNITS[gas_type]
+    if unit and _norm_unit(unit) != _norm_unit(wanted):
+        refuse("type", f"a {gas_type} channel reads {wanted}, but tag {tag} has unit {unit!r}; "
+                       f"convert the reading to {wanted}")
+    elif not unit and gas_type == "combustible":
+        refuse("tag", f"tag {tag} has no unit; a combustible channel reads %LEL: set unit: \"%LEL\" on the tag "
+                      f"(after checking the detector reports %LEL, not %VOL or mA)")
+    elif not unit:
+        flag("tag", f"tag {tag} has no unit; a toxic channel reads ppm: set unit: ppm on the tag")
+
+
+def _oel_ppm(values: Mapping[str, Any], refuse: Callable[[str, str], None],
+             flag: Callable[[str, str], None]) -> float | None:
+    """The OEL in ppm: as given, or converted from mg/m³ with the molar mass (ppm = mg/m³ × 24.45 / M)."""
+    oel = values["oel"]
+    if oel is None:
+        return None
+    if values["oel_kind"] is None:
+        flag("oel_kind", "which OEL is this (MAC, PC-STEL or PC-TWA)? set oel_kind so the record says")
+    if values["oel_unit"] == "ppm":
+        return oel
+    if values["molar_mass"] is None:
+        refuse("molar_mass", f"an OEL of {oel:g} mg/m3 needs the gas's molar_mass (g/mol) to become ppm "
+                             f"(H2S: 34.08)")
+        return None
+    return mg_per_m3_to_ppm(oel, values["molar_mass"])
 
 
 def _suppression_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
@@ -671,15 +791,15 @@ def _interlocks(node: Any, path: str, line: int, reader: Reader, tags: Mapping[s
 
 def reference_sections() -> list[tuple[str, dict[str, Field]]]:
     """The key tables of the rules configuration, for `gatewayd.config.reference` (docs/configuration.md)."""
-    priorities = tuple(DEFAULT_PRIORITIES)
+    priorities = dict(DEFAULT_PRIORITIES)
     kinds = _rule_kind_fields({})
     return [
-        ("devices[].tags[].alarms", tag_alarm_fields(priorities)),
-        ("devices[].tags[].alarms.hh / h / l / ll (as a mapping)", _limit_fields(priorities)),
+        ("devices[].tags[].alarms", tag_alarm_fields(tuple(priorities))),
+        ("devices[].tags[].alarms.hh / h / l / ll (as a mapping)", _limit_fields(tuple(priorities))),
         ("rules", RULES_FIELDS),
         ("rules.shelving", SHELVING_FIELDS),
         ("rules.analytics", ANALYTICS_FIELDS),
-        ("rules.alarms[] (every kind)", {**COMMON_RULE_FIELDS, **_behaviour_fields(priorities)}),
+        ("rules.alarms[] (every kind)", {**COMMON_RULE_FIELDS, **_behaviour_fields(priorities, "medium")}),
         ("rules.alarms[]: the kind, exactly one of", {
             "rate": Field(_any, None, "rate of change of a tag (rules.alarms[].rate)"),
             "deviation": Field(_any, None, "a tag against another tag or a setpoint (rules.alarms[].deviation)"),

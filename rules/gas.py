@@ -25,6 +25,43 @@ CITATION = "GB/T 50493-2019"
 GAS_TYPES = ("combustible", "toxic")
 UNITS = {"combustible": "%LEL", "toxic": "ppm"}
 
+# Occupational exposure limits (GBZ 2.1) are published in mg/m³; the channels compare in ppm.
+OEL_KINDS = ("MAC", "PC-STEL", "PC-TWA")
+OEL_UNITS = ("ppm", "mg/m3")  # mg/m³ is accepted as a spelling of mg/m3
+MOLAR_VOLUME = 24.45  # L/mol at 25 °C and 101.325 kPa
+
+# Our own bounds on a gas channel's timing and deadband (docs/rules.md, "Gas detection"). A detector
+# already takes up to 30 s (combustible) or 60 s (toxic) to reach 90 % of a step (T90); an on-delay on
+# top of that holds back an evacuation alarm, so a long one is refused and a noticeable one is flagged.
+ON_DELAY_MAX = 30.0  # s: refused above
+ON_DELAY_WARN = 10.0  # s: a warning above
+DEADBAND_WARN_SHARE = 0.5  # of level 1: a warning above (at or above level 1 itself is refused)
+
+
+def mg_per_m3_to_ppm(concentration: float, molar_mass: float) -> float:
+    """ppm = mg/m³ × Vm / M at 25 °C and 101.325 kPa (H2S, M 34.08: 10 mg/m³ ≈ 7.2 ppm)."""
+    return concentration * MOLAR_VOLUME / molar_mass
+
+
+def behaviour_problems(level1: float, deadband: float, on_delay: float) -> tuple[list[tuple[str, str]],
+                                                                                list[tuple[str, str]]]:
+    """(refusals, warnings) as (key, message) for a channel's deadband and on-delay."""
+    refusals: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
+    if deadband >= level1:
+        refusals.append(("deadband", f"a deadband of {deadband:g} is not below level 1 ({level1:g}): the level 1 "
+                                     f"alarm could never return (return needs a reading below {level1 - deadband:g})"))
+    elif deadband > DEADBAND_WARN_SHARE * level1:
+        warnings.append(("deadband", f"a deadband of {deadband:g} is more than {DEADBAND_WARN_SHARE:.0%} of level 1 "
+                                     f"({level1:g}): the alarm returns only below {level1 - deadband:g}"))
+    if on_delay > ON_DELAY_MAX:
+        refusals.append(("on_delay", f"an on-delay of {on_delay:g} s holds a gas alarm back too long: at most "
+                                     f"{ON_DELAY_MAX:g} s (on top of the detector's own response time)"))
+    elif on_delay > ON_DELAY_WARN:
+        warnings.append(("on_delay", f"an on-delay of {on_delay:g} s is long for a gas alarm (above "
+                                     f"{ON_DELAY_WARN:g} s); the detector's response time comes on top of it"))
+    return refusals, warnings
+
 
 def setpoint_problems(gas_type: str, level1: float, level2: float, oel: float | None, idlh: float | None,
                       range_limited: bool) -> list[tuple[str, str]]:

@@ -176,6 +176,9 @@ class GasChannel:
     behaviour1: AlarmBehaviour = AlarmBehaviour(priority="high")
     behaviour2: AlarmBehaviour = AlarmBehaviour(priority="critical")
     line: int = 0
+    oel_kind: str = ""  # MAC, PC-STEL, PC-TWA (GBZ 2.1); "" when the configuration does not say
+    oel_as_given: tuple[float, str] | None = None  # (value, "ppm" or "mg/m3") as configured; `oel` is in ppm
+    molar_mass: float | None = None  # g/mol, for an OEL given in mg/m3
 
     @property
     def toxic(self) -> bool:

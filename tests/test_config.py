@@ -119,3 +119,19 @@ def test_a_gateway_without_devices_is_valid(tmp_path: Path):
     source = "gateway: {id: GW-EMPTY}\ndevices: []\nuplink: {host: broker, signing_key: k}\n"
     config = parse_config(source, tmp_path / "c.yaml")
     assert config.devices == () and config.tags == ()
+
+
+def test_check_config_refuses_the_unsafe_with_exit_1_and_passes_the_unusual_with_warnings(tmp_path: Path):
+    refused = str(CONFIGS / "bad" / "rules_gas_on_delay_10min.yaml")
+    result = subprocess.run([sys.executable, "-m", "gatewayd", "check-config", refused],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1 and "on_delay: an on-delay of 600 s" in result.stderr
+    unusual = tmp_path / "unusual.yaml"
+    unusual.write_text(Path(refused).read_text().replace("on_delay: 10m", "on_delay: 15s\n      deadband: 12"))
+    result = subprocess.run([sys.executable, "-m", "gatewayd", "check-config", str(unusual)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {unusual}:31: rules.gas[0].on_delay: an on-delay of 15 s is long" in result.stderr
+    assert f"warning: {unusual}:32: rules.gas[0].deadband: a deadband of 12 is more than 50%" in result.stderr
+    assert "2 warnings" in result.stderr and "OK" in result.stdout
+    assert {issue.path for issue in load_config(unusual).warnings} == {"rules.gas[0].on_delay", "rules.gas[0].deadband"}

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from gatewayd.config.schema import Reader
 from gatewayd.config.yamlload import load_yaml
-from rules.config import parse_rules_section, parse_tag_alarms, priority_names
+from rules.config import declared_priorities, parse_rules_section, parse_tag_alarms, priority_names
 from rules.engine import RuleEngine
 from rules.expr import ExpressionError, parse_expression
 
@@ -197,3 +198,118 @@ def test_rules_section_errors(source, line, message):
     rules, issues = parse_rules(source)
     assert rules is None
     assert any(issue.startswith(f"rules.yaml:{line}: {message}") for issue in issues), issues
+
+
+P1_P4 = "  priorities: {P1: critical, P2: high, P3: medium, P4: low}\n"
+
+
+def test_priorities_without_medium_give_every_default_a_declared_priority_and_the_engine_runs():
+    """Today: check-config said OK and the daemon died with KeyError: 'medium' at start."""
+    source = ("rules:\n" + P1_P4 + "  alarms:\n    - id: HOT\n      when: TT102 > 80\n"
+              "  gas:\n    - {tag: AT201, type: combustible, level1: 20, level2: 40}\n"
+              "  units: {U1: {max_bypassed: 1}}\n"
+              "  interlocks:\n    - {id: SIS-1, unit: U1, bypass: XS101_BYP, max_bypass: 4h}\n")
+    node = load_yaml(source)
+    reader = Reader("t.yaml")
+    tag_node = load_yaml("alarms: {h: 3.2}")
+    alarms = parse_tag_alarms(tag_node["alarms"], "alarms", 1, reader, TAGS["PT101"],
+                              declared_priorities(node["rules"]))
+    rules, issues = parse_rules(source)
+    assert issues == [] and reader.issues == []
+    assert alarms.limit("H").behaviour.priority == "P3"
+    assert rules.alarms[0].behaviour.priority == "P3"
+    gas = rules.gas[0]
+    assert (gas.behaviour2.priority, gas.behaviour1.priority) == ("P1", "P2")  # highest and second highest
+    assert rules.bypass_priorities["trip_while_bypassed"] == "P1" and rules.bypass_priorities["ended"] == "P4"
+    rows = {name: row for row, name in enumerate(TAGS)}
+    engine = RuleEngine.build(rules, rows, len(rows), [alarms], TAGS, backend="reference")
+    values, quality = np.zeros(len(rows)), np.zeros(len(rows), np.uint8)
+    values[rows["PT101"]], values[rows["AT201"]], values[rows["XS101_BYP"]] = 3.5, 45.0, 1.0
+    events = engine.evaluate(values, quality, 1.0, 1000.0)
+    assert {event.data.get("alarm") or event.data.get("event"): event.data.get("priority") for event in events
+            if event.kind in ("alarm", "gas_alarm")} == {"AT201.GAS2": "P1", "AT201.GAS1": "P2", "PT101.H": "P3"}
+    assert any(event.kind == "bypass" and event.data["event"] == "started" for event in events)
+
+
+def test_a_limit_without_a_priority_to_default_to_is_refused_not_crashed_on():
+    reader = Reader("t.yaml")
+    node = load_yaml("alarms:\n  h: 3.2\n")
+    assert parse_tag_alarms(node["alarms"], "alarms", 1, reader, TAGS["PT101"], ("urgent", "routine")) is None
+    assert str(reader.issues[0]).startswith("t.yaml:2: alarms.h.priority: no priority given and none of level medium")
+
+
+def test_gas_levels_follow_the_declared_ranking_whatever_the_names():
+    rules, issues = parse_rules("rules:\n  priorities: {urgent: critical, emergency: critical, alert: high, "
+                                "routine: medium, note: low}\n  gas:\n"
+                                "    - {tag: AT201, type: combustible, level1: 20, level2: 40}\n")
+    assert issues == []
+    assert (rules.gas[0].behaviour2.priority, rules.gas[0].behaviour1.priority) == ("urgent", "alert")
+
+
+def test_oel_in_mg_per_m3_is_converted_to_ppm_and_its_kind_recorded():
+    rules, issues = parse_rules(GAS.format(tag="AT202", type="toxic", l1=7, l2=14, extra=(
+        "      gas: H2S\n      oel: 10\n      oel_unit: mg/m³\n      oel_kind: MAC\n      molar_mass: 34.08\n")))
+    assert issues == []
+    channel = rules.gas[0]
+    assert channel.oel == pytest.approx(10 * 24.45 / 34.08) and round(channel.oel, 2) == 7.17
+    assert (channel.oel_kind, channel.oel_as_given, channel.molar_mass) == ("MAC", (10.0, "mg/m3"), 34.08)
+    _, refused = parse_rules(GAS.format(tag="AT202", type="toxic", l1=7.2, l2=14, extra=(
+        "      oel: 10\n      oel_unit: mg/m3\n      oel_kind: MAC\n      molar_mass: 34.08\n")))
+    assert refused and "100 % OEL = 7.1743 ppm" in refused[0]
+
+
+def parse_with_warnings(source: str):
+    reader = Reader("rules.yaml")
+    node = load_yaml(source)
+    rules = parse_rules_section(node["rules"], "rules", node.key_lines["rules"], reader, TAGS)
+    return rules, [str(issue) for issue in reader.issues], [str(issue) for issue in reader.warnings]
+
+
+@pytest.mark.parametrize("extra, refused, warned", [
+    ("      on_delay: 10s\n", None, None),
+    ("      on_delay: 11s\n", None, "rules.yaml:7: rules.gas[0].on_delay: an on-delay of 11 s is long for a gas alarm"),
+    ("      on_delay: 30s\n", None, "on_delay: an on-delay of 30 s is long"),
+    ("      on_delay: 31s\n", "rules.yaml:7: rules.gas[0].on_delay: an on-delay of 31 s holds a gas alarm back", None),
+    ("      deadband: 10\n", None, None),
+    ("      deadband: 10.5\n", None, "rules.yaml:7: rules.gas[0].deadband: a deadband of 10.5 is more than 50%"),
+    ("      deadband: 19.99\n", None, "deadband: a deadband of 19.99 is more than 50%"),
+    ("      deadband: 20\n", "rules.yaml:7: rules.gas[0].deadband: a deadband of 20 is not below level 1", None),
+    ("      level1_priority: high\n      level2_priority: high\n", None, None),
+    ("      level1_priority: critical\n      level2_priority: high\n",
+     "rules.yaml:8: rules.gas[0].level2_priority: level 2 priority high is below the level 1 priority critical", None),
+])
+def test_gas_bounds_refuse_the_unsafe_and_warn_on_the_unusual(extra, refused, warned):
+    rules, issues, warnings = parse_with_warnings(GAS.format(tag="AT201", type="combustible", l1=20, l2=40,
+                                                             extra=extra))
+    if refused:
+        assert rules is None and any(issue.startswith(refused) for issue in issues), issues
+    else:
+        assert issues == [] and rules is not None
+    if warned:
+        assert any(warning.startswith(warned) or warned in warning for warning in warnings), warnings
+    else:
+        assert warnings == []
+
+
+def test_gas_full_scale_and_units():
+    tags = {**TAGS, "AT203": Tag("AT203", "", 0, 100), "AT204": Tag("AT204", "", 0, 50)}
+    _, issues = parse_rules(GAS.format(tag="AT202", type="toxic", l1=10, l2=20, extra="      oel: 10\n"),
+                            {**TAGS, "AT202": Tag("AT202", "ppm", 0, 15)})
+    assert any(issue.startswith("rules.yaml:6: rules.gas[0].level2: level 2 at 20 is above the full scale of tag "
+                                "AT202 (15 ppm") for issue in issues), issues
+    _, issues = parse_rules(GAS.format(tag="AT203", type="combustible", l1=20, l2=40, extra=""), tags)
+    assert any("rules.gas[0].tag: tag AT203 has no unit" in issue for issue in issues), issues
+    reader = Reader("rules.yaml")
+    node = load_yaml(GAS.format(tag="AT204", type="toxic", l1=10, l2=20, extra="      oel: 10\n"))
+    rules = parse_rules_section(node["rules"], "rules", 1, reader, tags)
+    assert reader.issues == [] and rules is not None  # a toxic tag without a unit: a warning
+    assert [warning.path for warning in reader.warnings] == ["rules.gas[0].tag", "rules.gas[0].oel_kind"]
+
+
+@pytest.mark.parametrize("window, refused", [("1h", False), ("3601s", True), ("2h", True)])
+def test_flood_window_above_an_hour_is_refused_not_cut(window, refused):
+    rules, issues = parse_rules(f"rules:\n  analytics:\n    flood_window: {window}\n")
+    if refused:
+        assert rules is None and issues[0].startswith("rules.yaml:3: rules.analytics.flood_window: ")
+    else:
+        assert issues == [] and rules.analytics.flood_window == 3600.0

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -304,14 +305,14 @@ def _build(document: Any, path: Path, reader: Reader) -> Config | None:
     gateway = _gateway(top.get("gateway"), reader, base, document)
     uplink = _uplink(top.get("uplink"), reader, base, document, gateway)
     store = _store(top.get("store"), reader, gateway)
-    priorities = rules_config.priority_names(top.get("rules"))
+    priorities = rules_config.declared_priorities(top.get("rules"))
     devices = _devices(top.get("devices"), reader, _line(document, "devices"), priorities)
     tags = tuple(tag for device in devices or () for tag in device.tags)
     rules = _rules(top.get("rules"), reader, _line(document, "rules"), tags) if devices is not None else None
     metrics = _metrics(top.get("metrics"), reader, _line(document, "metrics"))
     if gateway is None or uplink is None or store is None or devices is None or not reader.ok:
         return None
-    return Config(path, gateway, devices, store, uplink, tags, rules, metrics)
+    return Config(path, gateway, devices, store, uplink, tags, rules, metrics, tuple(reader.warnings))
 
 
 def _metrics(node: Any, reader: Reader, line: int) -> MetricsConfig | None:
@@ -390,7 +391,7 @@ def _uplink(node: Any, reader: Reader, base: Path, document: Any,
     return UplinkConfig(tls=tls, **values)
 
 
-def _devices(node: Any, reader: Reader, line: int, priorities: tuple[str, ...]) -> tuple[DeviceConfig, ...] | None:
+def _devices(node: Any, reader: Reader, line: int, priorities: Mapping[str, int]) -> tuple[DeviceConfig, ...] | None:
     items = reader.items(node, "devices", line)
     if node is not None and not isinstance(node, list):
         return None  # reported by reader.items
@@ -413,7 +414,7 @@ def _enabled(item: Any) -> bool:
 
 
 def _device(node: Any, path: str, line: int, reader: Reader,
-            tag_names: dict[str, int], priorities: tuple[str, ...]) -> DeviceConfig | None:
+            tag_names: dict[str, int], priorities: Mapping[str, int]) -> DeviceConfig | None:
     if not isinstance(node, dict) or "driver" not in node or node["driver"] not in drivers.DRIVERS:
         reader.section(node, path, line, DEVICE_FIELDS)  # reports what is wrong, including the driver
         return None
@@ -463,7 +464,7 @@ def _tag_items(driver: Any, node: dict, path: str, reader: Reader,
 
 
 def _tag(node: Any, path: str, line: int, reader: Reader, driver: Any, device: str,
-         priorities: tuple[str, ...], context: dict[str, Any]) -> TagConfig | None:
+         priorities: Mapping[str, int], context: dict[str, Any]) -> TagConfig | None:
     values = reader.section(node, path, line, {**TAG_FIELDS, **driver.TAG_FIELDS})
     if values is None or len(values) != len(TAG_FIELDS) + len(driver.TAG_FIELDS):
         return None

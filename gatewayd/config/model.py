@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gatewayd.config.schema import ConfigIssue
 from rules.model import RulesConfig, TagAlarmConfig
 
 
@@ -140,6 +141,7 @@ class Config:
     tags: tuple[TagConfig, ...] = field(default=())
     rules: RulesConfig = field(default_factory=RulesConfig)  # the `rules:` section (docs/rules.md)
     metrics: MetricsConfig | None = None  # the `metrics:` section: the Prometheus endpoint, off when absent
+    warnings: tuple[ConfigIssue, ...] = ()  # valid but unusual settings: check-config and the daemon show them
 
     def tag_names(self) -> list[str]:
         return [tag.name for tag in self.tags]

@@ -143,14 +143,21 @@ class Field:
 
 
 class Reader:
-    """Walks the loaded YAML, collecting issues with their lines; `issues` is empty when all is well."""
+    """Walks the loaded YAML, collecting issues with their lines; `issues` is empty when all is well.
+
+    `warnings` are what is valid but unusual (check-config prints them and still exits 0): a refusal
+    is for what is unsafe or cannot work, a warning for what a reviewer should look at twice."""
 
     def __init__(self, file: str):
         self.file = file
         self.issues: list[ConfigIssue] = []
+        self.warnings: list[ConfigIssue] = []
 
     def error(self, line: int, path: str, message: str) -> None:
         self.issues.append(ConfigIssue(self.file, line, path, message))
+
+    def warn(self, line: int, path: str, message: str) -> None:
+        self.warnings.append(ConfigIssue(self.file, line, path, message))
 
     def section(self, node: Any, path: str, line: int, fields: dict[str, Field]) -> dict[str, Any] | None:
         """Validate a mapping against `fields`. Returns the converted values, or None if not a mapping.
