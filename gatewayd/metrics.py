@@ -33,6 +33,8 @@ DEVICE_METRICS = {
     "reconnects": ("gatewayd_device_reconnects_total", "counter", "connections made after the first"),
     "block_errors": ("gatewayd_device_block_errors_total", "counter",
                      "register blocks that failed while others were read"),
+    "collisions": ("gatewayd_device_rtu_collisions_total", "counter",
+                   "RTU replies lost to two frames, or a frame and trailing bytes, in one window"),
     "skipped_ticks": ("gatewayd_device_skipped_ticks_total", "counter", "poll ticks lost to overrunning polls"),
     "last_poll_latency": ("gatewayd_device_poll_latency_seconds", "gauge", "duration of the last answered poll"),
     "requests_per_poll": ("gatewayd_device_requests_per_poll", "gauge", "read requests one poll makes"),

@@ -20,7 +20,7 @@ from drivers.modbus.rtu import ModbusRtuBusDriver
 from gatewayd.config.model import DeviceConfig
 from gatewayd.types import Quality
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until
-from hil_tests.sim.rtu_bus import SerialPair, register_value
+from hil_tests.sim.rtu_bus import SerialPair, bit_value, register_value
 
 POLL = 0.1
 TIMEOUT = 0.05
@@ -102,13 +102,89 @@ def test_bad_slaves_cost_the_healthy_ones_nothing_and_recover_by_themselves(seri
     assert sorted(sink.sources("device_up")) == ["bus1.3", "bus1.4", "bus1.5"]
     assert driver.opens == 1 and driver.reconnects == 0, "a bad slave must never cost a reopening of the line"
     for index, tag in enumerate(device.tags):
-        register = tag.address.register
-        if register.table == "coil":
-            assert sink.values[index] == (register.address + tag.address.slave.unit_id) % 2
-        else:
-            raw = register_value(tag.address.slave.unit_id, register.address)
-            expected = raw - 65536 if register.dtype == "int16" and raw >= 32768 else raw
-            assert sink.values[index] == expected, tag.name
+        assert sink.values[index] == served_value(tag), tag.name
+
+
+def served_value(tag) -> float:
+    """What the simulator's slave serves at the tag's address, as the tag decodes it."""
+    register = tag.address.register
+    if register.table == "coil":
+        return bit_value(tag.address.slave.unit_id, register.address)
+    raw = register_value(tag.address.slave.unit_id, register.address)
+    return raw - 65536 if register.dtype == "int16" and raw >= 32768 else raw
+
+
+class TruthCheckingSink(RecordingSink):
+    """A RecordingSink that notes every GOOD value differing from what the slave serves, and every
+    row that was ever anything but GOOD."""
+
+    def __init__(self, device: DeviceConfig) -> None:
+        super().__init__(len(device.tags))
+        self.truth = np.array([served_value(tag) for tag in device.tags], dtype=float)
+        self.wrong_good: list[tuple[int, float]] = []
+        self.ever_bad = np.zeros(len(device.tags), dtype=bool)
+
+    def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
+        rows, values = np.asarray(rows), np.asarray(values, dtype=float)
+        qualities = np.broadcast_to(np.asarray(quality), rows.shape)
+        good = qualities == Quality.GOOD
+        wrong = good & (values != self.truth[rows])
+        self.wrong_good += list(zip(rows[wrong].tolist(), values[wrong].tolist()))
+        self.ever_bad[rows[~good]] = True
+        super().write(rows, values, quality, source_ts)
+
+    def set_quality(self, rows, quality) -> None:
+        if quality != Quality.GOOD:
+            self.ever_bad[rows] = True
+        super().set_quality(rows, quality)
+
+
+VICTIM, GARBAGE, IMPOSTOR, REFUSING = 2, 5, 6, 7
+
+
+def test_an_impostor_frame_before_the_true_reply_is_a_collision_never_a_good_value(serial_pair):
+    """Unit 6 answers every request for unit 2 with unit 2's id, a valid CRC and wrong values, just
+    before unit 2's own reply; unit 5 answers garbage; unit 7 answers only exceptions; unit 1 is healthy."""
+    units = (1, VICTIM, GARBAGE, IMPOSTOR, REFUSING)
+    pair = serial_pair(units, baud=19200)
+    device = bus_config(pair.master, units)
+    driver = ModbusRtuBusDriver.from_config(device, np.arange(len(device.tags)))
+    sink = TruthCheckingSink(device)
+    slaves = {slave.unit_id: slave for slave in driver.slaves}
+    pair.mode(IMPOSTOR, "impostor", VICTIM)
+    pair.mode(GARBAGE, "garbage")
+    pair.mode(REFUSING, "exception")
+    victim, garbage, healthy = rows_of(device, VICTIM), rows_of(device, GARBAGE), rows_of(device, 1)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(driver.run(sink))
+        await wait_until(lambda: driver.circuit_open(slaves[REFUSING]) and slaves[VICTIM].collisions >= 3,
+                         timeout=10)
+        probes, started = slaves[REFUSING].probes, time.monotonic()
+        await asyncio.sleep(3 * PROBE)
+        probed = slaves[REFUSING].probes - probes
+        assert 1 <= probed <= (time.monotonic() - started) / PROBE + 1, \
+            f"a slave that only refuses is probed every {PROBE} s, not polled: {probed} probes"
+        assert (sink.quality[victim] == Quality.DECODE_ERROR).all()
+        assert (sink.quality[garbage] == Quality.DECODE_ERROR).all()
+        assert (sink.quality[rows_of(device, REFUSING)] == Quality.DEVICE_ERROR).all()
+        assert sorted(sink.sources("device_down")) == ["bus1.2", "bus1.5", "bus1.7"]
+        down = {event.source: event.data["cause"] for event in sink.events if event.kind == "device_down"}
+        assert "collision" in down["bus1.2"] and "unit 2 (valid CRC)" in down["bus1.2"], down["bus1.2"]
+        assert "exception 0x02" in down["bus1.7"], down["bus1.7"]
+
+        pair.mode(IMPOSTOR, "ok")  # the impostor repaired: the victim's own replies come through
+        await wait_until(lambda: (sink.quality[victim] == Quality.GOOD).all(), timeout=PROBE * 4 + 2)
+        await stop(task)
+
+    asyncio.run(scenario())
+    assert sink.wrong_good == [], "a GOOD sample carried a value the slave never served"
+    assert not sink.ever_bad[healthy].any(), "the healthy slave left GOOD"
+    assert not sink.ever_bad[rows_of(device, IMPOSTOR)].any(), "the impostor's own replies are sound"
+    assert (sink.quality[healthy] == Quality.GOOD).all() and slaves[1].collisions == 0
+    assert driver.collisions == slaves[VICTIM].collisions >= 3
+    assert sink.sources("device_up") == ["bus1.2"]
+    assert driver.opens == 1
 
 
 def test_a_pulled_line_is_reopened_and_reported_once(serial_pair):

@@ -11,8 +11,8 @@ from pymodbus.pdu.bit_message import ReadCoilsRequest
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest
 
 from drivers.modbus.rtu_frame import (
-    ExceptionReply, FrameError, crc16, encode_exception, encode_registers, frame_length, parse_reply,
-    read_request, reply_length,
+    Collision, ExceptionReply, FrameError, crc16, encode_exception, encode_registers, frame_length,
+    frame_of_window, parse_reply, read_request, reply_length,
 )
 
 
@@ -60,3 +60,37 @@ def test_an_unexpected_function_byte_is_garbage_at_once():
     assert frame_length(b"\x05\x03") is None  # too short to tell
     with pytest.raises(FrameError, match="function byte 0x10"):
         frame_length(b"\x05\x10\x00")
+
+
+REPLY = encode_registers(5, "holding", [1, 2])
+IMPOSTOR = encode_registers(5, "holding", [666, 666])  # another slave posing as unit 5, valid CRC
+
+
+def test_a_window_with_one_frame_is_the_reply_and_a_lone_frame_of_another_unit_is_late():
+    assert frame_of_window(REPLY, 5) == REPLY
+    assert frame_of_window(encode_exception(5, 3, 2), 5) == encode_exception(5, 3, 2)
+    assert frame_of_window(encode_registers(6, "holding", [1, 2]), 5) is None
+    assert frame_of_window(REPLY[:-1] + b"\x00", 5) == REPLY[:-1] + b"\x00", "parse_reply judges the CRC"
+
+
+@pytest.mark.parametrize("window, message", [
+    (IMPOSTOR + REPLY, "frame of unit 5 \\(valid CRC\\) and a 9-byte frame of unit 5 \\(valid CRC\\)"),
+    (IMPOSTOR + REPLY[:2], "and 2 trailing bytes"),
+    (REPLY + b"\x00", "and 1 trailing bytes"),
+    (encode_registers(6, "holding", [1, 2]) + REPLY, "frame of unit 6 .* and a 9-byte frame of unit 5"),
+    (encode_exception(5, 3, 2) + b"\xff\x10\x00", "5-byte frame of unit 5 .* and 3 trailing bytes"),
+])
+def test_a_frame_and_anything_more_in_one_window_is_a_collision(window, message):
+    with pytest.raises(Collision, match=message):
+        frame_of_window(window, 5)
+
+
+@given(st.binary(min_size=1, max_size=40))
+def test_trailing_bytes_after_a_reply_are_never_taken_for_the_reply(trailing):
+    with pytest.raises(Collision):
+        frame_of_window(IMPOSTOR + trailing, 5)
+
+
+def test_a_window_shorter_than_its_frame_is_garbage():
+    with pytest.raises(FrameError, match="not a whole frame"):
+        frame_of_window(REPLY[:-1], 5)

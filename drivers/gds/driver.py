@@ -110,8 +110,8 @@ class GdsDriver:
 
     def __getattr__(self, name: str) -> Any:
         """The inner driver's counters (polls, failures, ...) for the metrics endpoint."""
-        if name in ("polls", "failures", "reconnects", "block_errors", "skipped_ticks", "last_poll_latency",
-                    "requests_per_poll"):
+        if name in ("polls", "failures", "reconnects", "block_errors", "collisions", "skipped_ticks",
+                    "last_poll_latency", "requests_per_poll"):
             return getattr(self.inner, name)
         raise AttributeError(name)
 

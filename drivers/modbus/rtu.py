@@ -15,11 +15,17 @@ slave on it. This driver keeps the cost of a bad slave to what the line cannot a
   it is only probed every `probe_interval`. The first answered probe closes the circuit, brings one
   `device_up` event and restores the slave's regular schedule.
 - A Modbus exception reply fails only its block (DEVICE_ERROR; COMM_FAILURE for the gateway codes
-  0x0A/0x0B), like Modbus TCP. Garbage (bad CRC, unexpected function, wrong byte count, a frame cut
-  short) fails its block with DECODE_ERROR, and the line is drained until it is quiet again.
-- A complete, CRC-valid frame from another unit while waiting is a late answer of a slave that had
-  timed out earlier: it is dropped and the wait goes on, so a slow slave cannot spoil the reply of
-  the next one.
+  0x0A/0x0B), like Modbus TCP; a slave whose every block answers with an exception has failed its
+  poll, so it is declared down and, after `breaker_failures` such polls, probed every
+  `probe_interval`. Garbage (bad CRC, unexpected function, wrong byte count, a frame cut short)
+  fails its block with DECODE_ERROR, and the line is drained until it is quiet again.
+- A reply is complete only when the line has fallen silent after it (the frame silence, measured
+  from the last byte that arrived). A frame followed by anything before that silence is a
+  collision: two senders at once, e.g. a faulty slave answering with this slave's unit id just
+  before its real reply. The block fails with DECODE_ERROR and the slave's `collisions` counts it.
+- A complete, CRC-valid frame from another unit alone between two silences is a late answer of a
+  slave that had timed out earlier: it is dropped and the wait goes on, so a slow slave cannot
+  spoil the reply of the next one.
 - Only when the port itself fails (cannot be opened, or the adapter is unplugged and reads fail)
   is the line closed: every row becomes COMM_FAILURE, one `device_down` event names the port, and
   reopening backs off from `backoff_initial` to `backoff_max`.
@@ -43,6 +49,7 @@ import asyncio
 import logging
 import math
 import os
+import select
 import termios
 import time
 from collections.abc import Sequence
@@ -57,7 +64,7 @@ from drivers.modbus.codec import BlockDecoder, ResponseLengthError, quality
 from drivers.modbus.plan import Block, plan_blocks
 from drivers.modbus.rtu_config import RtuAddress, SerialSettings
 from drivers.modbus.rtu_frame import (
-    MAX_FRAME, ExceptionReply, FrameError, crc_ok, frame_length, parse_reply, read_request,
+    MAX_FRAME, Collision, ExceptionReply, FrameError, frame_length, frame_of_window, parse_reply, read_request,
 )
 from drivers.modbus.tcp import Backoff, BlockError, PlannedRead, describe, exception_error, next_tick
 from gatewayd.types import Event, Priority, Quality, SampleSink
@@ -129,6 +136,14 @@ class SerialLine:
         self.last_activity = time.monotonic()
         self._wake.set()
 
+    def _take_pending(self) -> None:
+        """Read bytes that are already in the kernel but not yet handed to us by the event loop.
+
+        Asked with select(), because a raw tty without VMIN reads 0 bytes, not EAGAIN, when empty.
+        """
+        if select.select([self._fd], [], [], 0)[0]:
+            self._on_readable()
+
     def _check(self) -> None:
         if self._error is not None:
             raise LineError(f"{self.settings.port} failed: {self._error}")
@@ -163,23 +178,41 @@ class SerialLine:
         self.last_activity = time.monotonic() + len(frame) * self.settings.char_time
 
     async def receive(self, unit_id: int, timeout: float) -> bytes:
-        """The next whole frame from `unit_id`, skipping complete frames of other units.
+        """The next whole frame from `unit_id`, complete only once the line has fallen silent after it.
 
-        Raises NoReply when nothing came within `timeout`, FrameError for garbage or a frame that
-        stopped short, LineError when the port failed.
+        Silence is measured as the time since the last byte arrived, never inferred from the length
+        and the baud rate (pseudo-terminals and USB adapters deliver bytes in bursts whatever the
+        baud). Everything the line carried up to that silence is one window (`frame_of_window`): a
+        frame followed by anything is a Collision; a late frame of another unit alone in its window
+        is dropped and the wait goes on. The reply must be complete within `timeout`; the silence
+        after it may take up to one more frame silence.
+
+        Raises NoReply when nothing came within `timeout`, FrameError (Collision included) for
+        garbage, a frame that stopped short or two senders at once, LineError when the port failed.
         """
+        silence = self.settings.frame_silence
         deadline = time.monotonic() + timeout
         while True:
             self._check()
+            now = time.monotonic()
             length = frame_length(self._buffer)
             if length is not None and len(self._buffer) >= length:
-                frame = bytes(self._buffer[:length])
-                del self._buffer[:length]
-                if frame[0] != unit_id and crc_ok(frame):
-                    log.debug("%s: dropped a late frame of unit %d", self.settings.port, frame[0])
-                    continue
-                return frame
-            remaining = deadline - time.monotonic()
+                quiet_at = self.last_activity + silence
+                if now >= quiet_at:
+                    self._take_pending()
+                    if self.last_activity + silence > now:
+                        continue
+                if now >= quiet_at or now >= deadline + silence:
+                    window = bytes(self._buffer)
+                    self._buffer.clear()
+                    frame = frame_of_window(window, unit_id)
+                    if frame is None:
+                        log.debug("%s: dropped a late frame of unit %d", self.settings.port, window[0])
+                        continue
+                    return frame
+                await asyncio.sleep(min(quiet_at, deadline + silence) - now)
+                continue
+            remaining = deadline - now
             if remaining <= 0:
                 if self._buffer:
                     raise FrameError(f"garbage: {len(self._buffer)} bytes, not a whole frame")
@@ -207,6 +240,7 @@ class Slave:
     polls: int = 0  # answered polls
     failed_polls: int = 0
     block_errors: int = 0
+    collisions: int = 0  # replies lost to two senders in one window (FrameError: Collision)
     skipped_ticks: int = 0
     probes: int = 0  # polls made while the circuit was open
     down_since: float | None = None
@@ -216,7 +250,7 @@ class Slave:
 class ModbusRtuBusDriver:
     """Polls every slave of one serial line and writes what it reads into a SampleSink.
 
-    Bus-wide counters for metrics (`polls`, `failures`, `reconnects`, `block_errors`,
+    Bus-wide counters for metrics (`polls`, `failures`, `reconnects`, `block_errors`, `collisions`,
     `skipped_ticks`, `requests_per_poll`) sum the slaves'; each `Slave` keeps its own.
     """
 
@@ -270,6 +304,10 @@ class ModbusRtuBusDriver:
     @property
     def block_errors(self) -> int:
         return sum(slave.block_errors for slave in self.slaves)
+
+    @property
+    def collisions(self) -> int:
+        return sum(slave.collisions for slave in self.slaves)
 
     @property
     def skipped_ticks(self) -> int:
@@ -384,6 +422,8 @@ class ModbusRtuBusDriver:
         except ExceptionReply as exc:
             raise exception_error(block, exc.code) from None
         except FrameError as exc:
+            if isinstance(exc, Collision):
+                slave.collisions += 1
             await line.quiet(self.settings.frame_silence)
             raise BlockError(f"{describe(block)}: {exc}", Quality.DECODE_ERROR) from None
 

@@ -3,9 +3,12 @@
 An RTU frame is `unit, function, data..., crc_lo, crc_hi`; the CRC is CRC-16/MODBUS (polynomial
 0xA001 reflected, initial 0xFFFF) sent low byte first. A master that knows what it asked for can
 tell the length of a reply from its first three bytes: an exception reply (function | 0x80) is 5
-bytes, a read reply is 5 + its byte count. That is what lets the bus recognise a whole frame without
-relying on inter-character timing (which pseudo-terminals and USB adapters do not keep), skip a late
-answer of another slave, and call anything else garbage.
+bytes, a read reply is 5 + its byte count. Length alone does not end a frame, though: a frame ends
+when the line falls silent (3.5 characters), and whatever the line carried between two silences is
+one window (`frame_of_window`). A window holding exactly one frame is a reply, or a late answer of
+another slave; a window holding a frame and anything more is a collision, because two senders
+talked at once and no byte of it can be trusted to be the reply (a faulty slave answering with
+another's unit id and a valid CRC just before that slave's own reply is the case it catches).
 
     >>> read_request(1, "holding", 0, 2).hex()
     '010300000002c40b'
@@ -65,6 +68,10 @@ class FrameError(ValueError):
     """Bytes that are not a sound reply to the request: garbage, a bad CRC, the wrong length."""
 
 
+class Collision(FrameError):
+    """More than one frame, or a frame and trailing bytes, between two silences of the line."""
+
+
 class ExceptionReply(Exception):
     """The slave answered with a Modbus exception code."""
 
@@ -87,6 +94,45 @@ def frame_length(buffer: bytes | bytearray) -> int | None:
     if function in FUNCTION_CODES.values():
         return HEADER + buffer[2] + 2
     raise FrameError(f"garbage: function byte {function:#04x} after unit {buffer[0]}")
+
+
+def frame_of_window(window: bytes | bytearray, unit_id: int) -> bytes | None:
+    """The one frame of a window the line carried between two silences; None for a late frame of another unit.
+
+    `window` starts with a complete frame (its length known from its head). Raises Collision when
+    anything follows that frame in the same window, and FrameError when what follows cannot even be
+    told apart. A CRC-valid frame of another unit alone in its window is a late answer of a slave
+    that timed out earlier: the caller drops it and keeps waiting.
+
+        >>> frame_of_window(encode_registers(1, "holding", [7]), 1).hex()
+        '0103020007f986'
+        >>> frame_of_window(encode_registers(2, "holding", [7]), 1) is None
+        True
+    """
+    length = frame_length(window)
+    if length is None or len(window) < length:
+        raise FrameError(f"garbage: {len(window)} bytes, not a whole frame")
+    frame, rest = bytes(window[:length]), window[length:]
+    if rest:
+        raise Collision(f"collision: {_describe_frame(frame)} and {_describe_rest(rest)} in one window")
+    if frame[0] != unit_id and crc_ok(frame):
+        return None
+    return frame
+
+
+def _describe_frame(frame: bytes) -> str:
+    validity = "valid" if crc_ok(frame) else "bad"
+    return f"a {len(frame)}-byte frame of unit {frame[0]} ({validity} CRC)"
+
+
+def _describe_rest(rest: bytes | bytearray) -> str:
+    try:
+        length = frame_length(rest)
+    except FrameError:
+        length = None
+    if length is not None and len(rest) == length:
+        return _describe_frame(bytes(rest))
+    return f"{len(rest)} trailing bytes"
 
 
 def crc_ok(frame: bytes | bytearray) -> bool:

@@ -13,7 +13,14 @@
 - `slow`: answers after `--slow-delay` seconds, later than any sensible timeout;
 - `faulty`: answers requests below address 100 with exception 0x02 (illegal data address) and
   requests from 100 on with garbage (a frame with a wrong CRC), a slave with a damaged map or a
-  noisy line.
+  noisy line;
+- `garbage`: answers every request with a frame whose CRC does not match;
+- `exception`: answers every request with exception 0x02;
+- `impostor VICTIM` (the line `UNIT impostor VICTIM`): answers as itself normally, and whenever unit
+  VICTIM is asked, answers first with VICTIM's unit id, a valid CRC and wrong values (register A
+  holds (1000 UNIT + A) mod 65536, bits inverted), 0.1-0.5 ms before VICTIM's own reply: the
+  head of VICTIM's reply follows the false frame at once and the rest 0.1-0.5 ms later, so the two
+  share one window of the line however late either process is scheduled.
 
 With `--baud B` the replies are paced as the wire would: a reply leaves only after the request and
 the reply would have crossed the line, (request bytes + reply bytes) x 11 bits / B, plus the
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -53,7 +61,7 @@ from drivers.modbus.rtu_config import FIXED_SILENCE, FIXED_SILENCE_ABOVE
 from hil_tests.sim.layout import plant_tags
 from hil_tests.sim.plc import SimulatedPlc
 
-MODES = ("ok", "silent", "slow", "faulty")
+MODES = ("ok", "silent", "slow", "faulty", "garbage", "exception", "impostor")
 BITS_PER_CHAR = 11
 SILENCE_CHARS = 3.5
 FAULTY_EXCEPTION_BELOW = 100
@@ -79,12 +87,26 @@ def bit_value(unit: int, address: int) -> bool:
     return (address + unit) % 2 == 1
 
 
+def honest_reply(unit: int, table: str, start: int, count: int) -> bytes:
+    if FUNCTION_CODES[table] <= 2:
+        return encode_registers(unit, table, [bit_value(unit, start + i) for i in range(count)])
+    return encode_registers(unit, table, [register_value(unit, start + i) for i in range(count)])
+
+
+def impostor_reply(impostor: int, victim: int, table: str, start: int, count: int) -> bytes:
+    """A reply as `victim` with a valid CRC whose every value differs from the victim's own."""
+    if FUNCTION_CODES[table] <= 2:
+        return encode_registers(victim, table, [not bit_value(victim, start + i) for i in range(count)])
+    return encode_registers(victim, table, [register_value(impostor, start + i) for i in range(count)])
+
+
 class Bus:
     """The slaves' side of the line: splits requests out of the byte stream and answers them."""
 
     def __init__(self, fd: int, units: Sequence[int], baud: int | None, slow_delay: float) -> None:
         self.fd, self.baud, self.slow_delay = fd, baud, slow_delay
         self.modes = dict.fromkeys(units, "ok")
+        self.impostors: dict[int, int] = {}  # victim unit -> the unit that answers first in its name
         self.buffer = bytearray()
         self.loop = asyncio.get_running_loop()
         self.requests = 0
@@ -113,36 +135,50 @@ class Bus:
         table = TABLES.get(function)
         if table is None:
             reply = encode_exception(unit, function, 0x01)
-        elif mode == "faulty" and start < FAULTY_EXCEPTION_BELOW:
+        elif mode == "exception" or (mode == "faulty" and start < FAULTY_EXCEPTION_BELOW):
             reply = encode_exception(unit, function, ILLEGAL_DATA_ADDRESS)
-        elif mode == "faulty":
+        elif mode in ("faulty", "garbage"):
             reply = garbage_body(unit, function) + b"\x00\x00"  # a CRC that does not match
-        elif function <= 2:
-            reply = encode_registers(unit, table, [bit_value(unit, start + i) for i in range(count)])
         else:
-            reply = encode_registers(unit, table, [register_value(unit, start + i) for i in range(count)])
+            reply = honest_reply(unit, table, start, count)
         due = arrived
         if self.baud:
             due += (len(request) + len(reply)) * BITS_PER_CHAR / self.baud + frame_silence(self.baud)
         if mode == "slow":
             due += self.slow_delay
+        impostor = self.impostors.get(unit)
+        if impostor is not None and table is not None:
+            self.at(due, self.collide, impostor_reply(impostor, unit, table, start, count), reply)
+        else:
+            self.at(due, self.send, reply)
+
+    def at(self, due: float, callback, *args) -> None:
         delay = due - time.monotonic()
         if delay > 0:
-            self.loop.call_at(self.loop.time() + delay, self.send, reply)
+            self.loop.call_at(self.loop.time() + delay, callback, *args)
         else:
-            self.send(reply)
+            callback(*args)
+
+    def collide(self, false_frame: bytes, reply: bytes) -> None:
+        """The impostor's frame, the head of the true reply right behind it, the rest 0.1-0.5 ms later."""
+        self.send(false_frame + reply[:2])
+        self.loop.call_later(random.uniform(0.0001, 0.0005), self.send, reply[2:])
 
     def send(self, frame: bytes) -> None:
         os.write(self.fd, frame)
 
     def command(self, line: str) -> None:
-        """`UNIT MODE` from stdin."""
-        unit, mode = line.split()
-        if int(unit) not in self.modes or mode not in MODES:
+        """`UNIT MODE`, or `UNIT impostor VICTIM`, from stdin."""
+        unit, mode, *victim = line.split()
+        if int(unit) not in self.modes or mode not in MODES or len(victim) != (mode == "impostor"):
             print(f"ERROR {line.strip()}", flush=True)
             return
+        self.impostors = {target: source for target, source in self.impostors.items() if source != int(unit)}
+        if victim:
+            self.impostors[int(victim[0])] = int(unit)
+            mode = "ok"
         self.modes[int(unit)] = mode
-        print(f"OK {unit} {mode}", flush=True)
+        print(f"OK {line.strip()}", flush=True)
 
 
 class SerialPair:
@@ -173,10 +209,11 @@ class SerialPair:
         assert self.sim.stdout.readline().strip() == "READY"
         return self
 
-    def mode(self, unit: int, mode: str) -> None:
-        self.sim.stdin.write(f"{unit} {mode}\n")
+    def mode(self, unit: int, mode: str, victim: int | None = None) -> None:
+        command = f"{unit} {mode}" if victim is None else f"{unit} {mode} {victim}"
+        self.sim.stdin.write(command + "\n")
         self.sim.stdin.flush()
-        assert self.sim.stdout.readline().strip() == f"OK {unit} {mode}"
+        assert self.sim.stdout.readline().strip() == f"OK {command}"
 
     def pull(self) -> None:
         """The cable is pulled: both ends of the line disappear."""
