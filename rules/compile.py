@@ -167,7 +167,9 @@ def compile_rules(rules: RulesConfig, tag_rows: Mapping[str, int], tag_alarms: I
     suppression = compile_suppression(infos, behaviours, rules, tag_rows)
     first_trip = len(conditions.expressions) + len(suppression.expressions)
     interlocks, trips = compile_interlocks(rules, tag_rows, first_trip)
-    program = pack(list(conditions.expressions) + list(suppression.expressions) + trips, tag_rows)
+    trip_votes = [il.bad_input_votes for il in rules.interlocks if il.trip is not None]
+    program = pack(list(conditions.expressions) + list(suppression.expressions) + trips, tag_rows,
+                   ["tripped"] * first_trip + trip_votes)
     return CompiledRules(tuple(infos), index, bounds, _behaviour_arrays(behaviours), limits, conditions,
                          suppression, interlocks, program)
 

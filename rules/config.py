@@ -758,6 +758,8 @@ def _interlock_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
         "protects": Field(_tag_list(tags), (), "process tags the interlock protects"),
         "trip": Field(_expression(tags), None, "the trip condition, an expression over tags"),
         "max_bypass": Field(positive_duration, doc="longest allowed bypass; caps authorizations"),
+        "bad_input_votes": Field(one_of("tripped", "healthy"), "tripped",
+                                 "a vote() in trip counts a condition on a bad input as tripped or healthy"),
     }
 
 
@@ -785,7 +787,7 @@ def _interlocks(node: Any, path: str, line: int, reader: Reader, tags: Mapping[s
         seen[values["id"]] = item_line
         result.append(Interlock(values["id"], values["unit"], values["max_bypass"], values["bypass"],
                                 values["in_service"], values["protects"], values["trip"], values["description"],
-                                item_line))
+                                item_line, values["bad_input_votes"]))
     return tuple(result)
 
 

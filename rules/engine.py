@@ -147,7 +147,7 @@ class RuleEngine:
             run_programs_reference(values, quality, program, self.expr_out)
         elif program.count:
             run_programs(values, quality, program.op, program.arg, program.constants, program.start,
-                         program.dep_start, program.dep_rows, self._stack, self.expr_out)
+                         self._stack, self.expr_out)
         a, b = self.bounds["limit"]
         (C.limit_conditions_reference if reference else C.limit_conditions)(
             values, quality, *self._limit, cond[a:b], raw[a:b])

@@ -5,17 +5,23 @@
     ('PT101', 'XV103')
 
 Allowed: numbers, `true`/`false`, tag names, `+ - * /`, unary minus, comparisons (chained too:
-`0 < LT101 < 5`), `and`, `or`, `not`, `abs(x)`, `min(a, b, ...)`, `max(a, b, ...)`. A tag whose name
-is not a Python identifier (`FIC-101.PV`, `101PT`) is written in backticks: `` `FIC-101.PV` > 3 ``.
-Anything else (attribute access, subscripts, other calls, names that are not tags, `**`, `%`, `in`,
-strings, lambdas...) is rejected with an `ExpressionError` naming the offending token and its column.
+`0 < LT101 < 5`), `and`, `or`, `not`, `abs(x)`, `min(a, b, ...)`, `max(a, b, ...)` and
+`vote(k, c1, c2, ...)` (true when at least k of the conditions are). A tag whose name is not a Python
+identifier (`FIC-101.PV`, `101PT`) is written in backticks: `` `FIC-101.PV` > 3 ``. Anything else
+(attribute access, subscripts, other calls, names that are not tags, `**`, `%`, `in`, strings,
+lambdas...) is rejected with an `ExpressionError` naming the offending token and its column.
 
 The validated tree (nested tuples) is kept on the frozen `Expression`: the pure-Python reference
 evaluates the tree, the numba interpreter in `rules.program` runs the bytecode lowered from it.
 
-Numbers in a boolean place (`not XV103`, `XV103 and ...`) are true when non-zero. Division by zero
-follows IEEE 754 (inf, or NaN for 0/0); comparisons with NaN are false. If the whole expression
-yields NaN its result is unknown, just like an expression over a tag without a usable value.
+Three-valued (Kleene) logic, so that one failed transmitter does not blind a redundant condition:
+a tag without a usable value is an unknown number, which may be anything. Numbers are evaluated as
+bounds [low, high] (a known number is [x, x], an unknown one [-inf, +inf]); conditions are true,
+false or unknown. A comparison is decided when the bounds decide it (`max(A, B) >= 3.6` is true
+when A >= 3.6 whatever B is); `true or unknown` is true, `false and unknown` is false, `not unknown`
+is unknown. Division by zero follows IEEE 754 (±inf); a NaN (0/0, inf - inf) is an unknown number.
+Numbers in a boolean place (`not XV103`, `XV103 and ...`) are true when non-zero. A vote counts an
+unknown condition as tripped or as healthy, as the caller packs it (`rules.program.pack`).
 """
 
 from __future__ import annotations
@@ -30,14 +36,16 @@ from dataclasses import dataclass
 from typing import Any
 
 # Opcodes of the stack machine; `arg` is a constant index (CONST) or a tag slot (TAG), else 0.
-CONST, TAG, ADD, SUB, MUL, DIV, NEG, NOT, AND, OR, LT, LE, GT, GE, EQ, NE, ABS, MIN, MAX = range(19)
+# VOTE's arg packs n | k << 8 | (1 if unknown counts healthy) << 16 (`rules.program.pack` sets the mode).
+CONST, TAG, ADD, SUB, MUL, DIV, NEG, NOT, AND, OR, LT, LE, GT, GE, EQ, NE, ABS, MIN, MAX, VOTE = range(20)
 OPCODE_NAMES = ("CONST", "TAG", "ADD", "SUB", "MUL", "DIV", "NEG", "NOT", "AND", "OR", "LT", "LE", "GT", "GE",
-                "EQ", "NE", "ABS", "MIN", "MAX")
+                "EQ", "NE", "ABS", "MIN", "MAX", "VOTE")
 MAX_DEPTH = 32
 MAX_LENGTH = 2000
 MAX_NESTING = 100  # levels of the syntax tree; the validating walk recurses once per level
 
 UNKNOWN = 2  # result of a condition that cannot be decided (a tag without a usable value, or NaN)
+VOTE_TRIPPED, VOTE_HEALTHY = "tripped", "healthy"  # how a vote counts an unknown condition
 
 _BINARY = {ast.Add: ("+", ADD), ast.Sub: ("-", SUB), ast.Mult: ("*", MUL), ast.Div: ("/", DIV)}
 _COMPARE = {ast.Lt: ("<", LT), ast.LtE: ("<=", LE), ast.Gt: (">", GT), ast.GtE: (">=", GE),
@@ -47,10 +55,10 @@ _BIN_OPCODES = {symbol: code for symbol, code in _BINARY.values()}
 _FORBIDDEN_OPERATORS = {ast.Pow: "**", ast.Mod: "%", ast.FloorDiv: "//", ast.BitAnd: "&", ast.BitOr: "|",
                         ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>", ast.MatMult: "@",
                         ast.Invert: "~", ast.In: "in", ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
-FUNCTIONS = {"abs": (1, 1), "min": (2, 16), "max": (2, 16)}
+FUNCTIONS = {"abs": (1, 1), "min": (2, 16), "max": (2, 16), "vote": (3, 17)}  # vote: k, then 2..16 conditions
 _QUOTED = re.compile(r"`([^`]+)`")
 _CONSTANT_NAMES = {"true": 1.0, "false": 0.0, "True": 1.0, "False": 0.0}
-ALLOWED = ("numbers, tag names, + - * /, comparisons, and/or/not, abs(), min(), max(); "
+ALLOWED = ("numbers, tag names, + - * /, comparisons, and/or/not, abs(), min(), max(), vote(k, ...); "
            "quote other tag names in backticks")
 
 
@@ -194,7 +202,8 @@ class _Builder:
                 parts.append(("cmp", _COMPARE[type(op)][0], self.number(left), self.number(right)))
             return (parts[0] if len(parts) == 1 else ("and", tuple(parts))), "bool"
         if isinstance(node, ast.Call):
-            return self.call(node), "num"
+            tree = self.call(node)
+            return tree, "bool" if tree[0] == "vote" else "num"
         if isinstance(node, ast.Attribute):
             raise self.fail(node, f"attribute access {self.segment(node)!r} is not allowed")
         if isinstance(node, ast.Subscript):
@@ -233,7 +242,7 @@ class _Builder:
     def call(self, node: ast.Call) -> tuple:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             name = self.segment(node.func)
-            raise self.fail(node, f"call of {name!r} is not allowed (only abs, min, max)")
+            raise self.fail(node, f"call of {name!r} is not allowed (only abs, min, max, vote)")
         if node.keywords:
             raise self.fail(node, f"keyword arguments in {self.segment(node)!r} are not allowed")
         if any(isinstance(arg, ast.Starred) for arg in node.args):
@@ -243,16 +252,34 @@ class _Builder:
         if not low <= len(node.args) <= high:
             wanted = "one argument" if low == high else f"{low} to {high} arguments"
             raise self.fail(node, f"{name}() takes {wanted}, got {len(node.args)} in {self.segment(node)!r}")
+        if name == "vote":
+            return self.vote(node)
         return ("call", name, tuple(self.number(arg) for arg in node.args))
+
+    def vote(self, node: ast.Call) -> tuple:
+        """vote(k, c1, ..., cn): k a whole number from 1 to n, then the n conditions (2oo3: k=2, n=3)."""
+        first, conditions = node.args[0], node.args[1:]
+        k = first.value if isinstance(first, ast.Constant) and not isinstance(first.value, bool) else None
+        if not isinstance(k, int) or not 1 <= k <= len(conditions):
+            raise self.fail(first, f"vote() needs k, a whole number from 1 to {len(conditions)} (the number of "
+                                   f"conditions), first; got {self.segment(first)!r}")
+        return ("vote", k, tuple(self.visit(arg)[0] for arg in conditions))
+
+
+def constant_key(value: float) -> str:
+    """Constants are shared by their bits: -0 and 0 compare equal but divide differently."""
+    return value.hex()
 
 
 def _lower(tree: tuple, code: list, constants: list, tags: list) -> int:
     """Append the postfix code of `tree`; return the stack depth it needs."""
     kind = tree[0]
     if kind == "const":
-        if tree[1] not in constants:
+        keys = [constant_key(c) for c in constants]
+        if constant_key(tree[1]) not in keys:
+            keys.append(constant_key(tree[1]))
             constants.append(tree[1])
-        code.append((CONST, constants.index(tree[1])))
+        code.append((CONST, keys.index(constant_key(tree[1]))))
         return 1
     if kind == "tag":
         if tree[1] not in tags:
@@ -268,6 +295,12 @@ def _lower(tree: tuple, code: list, constants: list, tags: list) -> int:
         right = _lower(tree[3], code, constants, tags)
         code.append(((_BIN_OPCODES if kind == "bin" else _CMP_OPCODES)[tree[1]], 0))
         return max(left, right + 1)
+    if kind == "vote":
+        depth = 0
+        for position, item in enumerate(tree[2]):  # all n conditions are on the stack at once
+            depth = max(depth, _lower(item, code, constants, tags) + position)
+        code.append((VOTE, len(tree[2]) | tree[1] << 8))
+        return depth
     if kind in ("and", "or", "call"):
         items = tree[1] if kind != "call" else tree[2]
         opcode = {"and": AND, "or": OR}.get(kind) or {"abs": ABS, "min": MIN, "max": MAX}[tree[1]]
@@ -283,10 +316,29 @@ def _lower(tree: tuple, code: list, constants: list, tags: list) -> int:
 
 
 # --- the pure-Python reference: evaluates the tree, independent of the bytecode -----------------------
+#
+# Numbers are (low, high) bounds, conditions True / False / None (unknown). Written from the rules in the
+# module docstring, not from the interpreter, so that the two can check each other.
 
-def truth(x: float) -> bool:
-    """Numbers in a boolean place: true when non-zero; NaN is false."""
-    return x == x and x != 0.0
+INF = math.inf
+ANY = (-INF, INF)  # a number that may be anything: a tag without a usable value, or a NaN
+
+
+def _bounds(low: float, high: float) -> tuple[float, float]:
+    """A NaN bound (inf - inf, 0 * inf, ...) says nothing: the number may be anything."""
+    return ANY if math.isnan(low) or math.isnan(high) else (low, high)
+
+
+def _point(x: tuple[float, float]) -> bool:
+    return x[0] == x[1]
+
+
+def _smaller(a: float, b: float) -> float:
+    return b if b < a else a
+
+
+def _larger(a: float, b: float) -> float:
+    return b if b > a else a
 
 
 def divide(a: float, b: float) -> float:
@@ -298,54 +350,112 @@ def divide(a: float, b: float) -> float:
     return a / b
 
 
-def minimum(a: float, b: float) -> float:
-    return min(a, b)
+def _corners(a: tuple[float, float], b: tuple[float, float], combine: Callable) -> tuple[float, float]:
+    """Bounds of a product or quotient of two ranges: the smallest and largest of the corner results
+    (+ 0.0 makes every zero a positive zero, so that ties come out the same everywhere)."""
+    results = [combine(x, y) + 0.0 for x in a for y in b]
+    if any(math.isnan(r) for r in results):
+        return ANY
+    return min(results), max(results)
 
 
-def maximum(a: float, b: float) -> float:
-    return max(a, b)
+def _arithmetic(symbol: str, a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    if symbol == "+":
+        return _bounds(a[0] + b[0], a[1] + b[1])
+    if symbol == "-":
+        return _bounds(a[0] - b[1], a[1] - b[0])
+    if _point(a) and _point(b):  # two known numbers: exactly IEEE 754
+        result = a[0] * b[0] if symbol == "*" else divide(a[0], b[0])
+        return _bounds(result, result)
+    if symbol == "*":
+        return _corners(a, b, lambda x, y: x * y)
+    if b[0] <= 0.0 <= b[1]:  # divided by a range holding zero: anything
+        return ANY
+    return _corners(a, b, divide)
 
 
-_REF_BIN = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": divide}
-_REF_CMP = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
-            ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+def _compare(symbol: str, a: tuple[float, float], b: tuple[float, float]) -> bool | None:
+    """Decided when every value in a's range compares the same way with every value in b's."""
+    if symbol in ("==", "!="):
+        if _point(a) and _point(b) and a[0] == b[0]:
+            equal = True
+        elif a[1] < b[0] or b[1] < a[0]:
+            equal = False
+        else:
+            return None
+        return equal if symbol == "==" else not equal
+    if symbol in ("<", "<="):
+        a, b, symbol = b, a, ">" if symbol == "<" else ">="
+    if (a[0] > b[1]) if symbol == ">" else (a[0] >= b[1]):
+        return True
+    if (a[1] <= b[0]) if symbol == ">" else (a[1] < b[0]):
+        return False
+    return None
 
 
-def evaluate_tree(tree: tuple, value_of: Callable[[str], float]) -> float:
-    """Evaluate the tree; booleans come back as 1.0 / 0.0."""
+def _absolute(x: tuple[float, float]) -> tuple[float, float]:
+    low, high = x
+    if low >= 0.0:
+        return abs(low), abs(high)
+    if high <= 0.0:
+        return abs(high), abs(low)
+    return 0.0, _larger(-low, high)
+
+
+def number_bounds(tree: tuple, value_of: Callable[[str], float | None]) -> tuple[float, float]:
+    """The range a numeric tree's value lies in; `value_of` gives None for a tag without a usable value."""
     kind = tree[0]
     if kind == "const":
-        return tree[1]
+        return tree[1], tree[1]
     if kind == "tag":
-        return value_of(tree[1])
+        value = value_of(tree[1])
+        return ANY if value is None or math.isnan(value) else (value, value)
     if kind == "neg":
-        return -evaluate_tree(tree[1], value_of)
-    if kind == "not":
-        return 0.0 if truth(evaluate_tree(tree[1], value_of)) else 1.0
+        low, high = number_bounds(tree[1], value_of)
+        return -high, -low
     if kind == "bin":
-        return _REF_BIN[tree[1]](evaluate_tree(tree[2], value_of), evaluate_tree(tree[3], value_of))
-    if kind == "cmp":
-        return 1.0 if _REF_CMP[tree[1]](evaluate_tree(tree[2], value_of), evaluate_tree(tree[3], value_of)) else 0.0
-    if kind in ("and", "or"):
-        results = [truth(evaluate_tree(item, value_of)) for item in tree[1]]  # no short-circuit: all are pure
-        return 1.0 if (all(results) if kind == "and" else any(results)) else 0.0
+        return _arithmetic(tree[1], number_bounds(tree[2], value_of), number_bounds(tree[3], value_of))
     if kind == "call":
-        args = [evaluate_tree(arg, value_of) for arg in tree[2]]
+        args = [number_bounds(arg, value_of) for arg in tree[2]]
         if tree[1] == "abs":
-            return abs(args[0])
-        result = args[0]
-        for arg in args[1:]:
-            result = (minimum if tree[1] == "min" else maximum)(result, arg)
-        return result
+            return _absolute(args[0])
+        pick = _smaller if tree[1] == "min" else _larger
+        low, high = args[0]
+        for other_low, other_high in args[1:]:
+            low, high = pick(low, other_low), pick(high, other_high)
+        return low, high
     raise AssertionError(kind)
 
 
-def evaluate_reference(expression: Expression, value_of: Callable[[str], float],
-                       usable: Callable[[str], bool]) -> int:
-    """0 false, 1 true, UNKNOWN when a tag has no usable value or the result is NaN."""
-    if not all(usable(tag) for tag in expression.tags):
-        return UNKNOWN
-    result = evaluate_tree(expression.tree, value_of)
-    if result != result:
-        return UNKNOWN
-    return 1 if result != 0.0 else 0
+def condition(tree: tuple, value_of: Callable[[str], float | None], vote_unknown: bool = True) -> bool | None:
+    """True, False or None (unknown). A number in a boolean place is true when it cannot be zero, false
+    when it is zero. `vote_unknown` is what a vote counts an unknown condition as (True: tripped)."""
+    kind = tree[0]
+    if kind == "not":
+        inner = condition(tree[1], value_of, vote_unknown)
+        return None if inner is None else not inner
+    if kind in ("and", "or"):
+        results = [condition(item, value_of, vote_unknown) for item in tree[1]]  # no short-circuit: all pure
+        decisive = kind == "or"  # True decides an `or`, False an `and`
+        if decisive in results:
+            return decisive
+        return None if None in results else not decisive
+    if kind == "cmp":
+        return _compare(tree[1], number_bounds(tree[2], value_of), number_bounds(tree[3], value_of))
+    if kind == "vote":
+        results = [condition(item, value_of, vote_unknown) for item in tree[2]]
+        tripped = sum(1 for r in results if r is True or (r is None and vote_unknown))
+        return tripped >= tree[1]
+    low, high = number_bounds(tree, value_of)
+    if low == 0.0 and high == 0.0:
+        return False
+    if low > 0.0 or high < 0.0:
+        return True
+    return None
+
+
+def evaluate_reference(expression: Expression, value_of: Callable[[str], float | None],
+                       vote_unknown: bool = True) -> int:
+    """0 false, 1 true, UNKNOWN when the inputs that are usable do not decide it."""
+    result = condition(expression.tree, value_of, vote_unknown)
+    return UNKNOWN if result is None else int(result)

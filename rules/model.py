@@ -215,6 +215,7 @@ class Interlock:
     trip: Expression | None = None
     description: str = ""
     line: int = 0
+    bad_input_votes: str = "tripped"  # a vote() in `trip` counts an unknown condition as tripped or healthy
 
     @property
     def state_tag(self) -> str:

@@ -110,21 +110,29 @@ def logic(children):
                      children.map(lambda c: f"not {c}"))
 
 
-condition = st.recursive(st.one_of(comparison, chained, names), logic, max_leaves=5)
-row_value = st.one_of(st.sampled_from([0.0, 1.0, -1.0, 80.0, 2.5]), st.floats(-100, 100, allow_nan=False),
-                      st.just(float("nan")))
+def vote(children):
+    return st.tuples(st.integers(1, 3), st.lists(children, min_size=3, max_size=3)).map(
+        lambda t: f"vote({t[0]}, {', '.join(t[1])})")
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(condition, min_size=1, max_size=6), st.lists(st.tuples(row_value, quality), min_size=len(TAGS),
-                                                               max_size=len(TAGS)))
-def test_expression_interpreter_matches_tree_evaluation(sources, table):
-    program = pack([parse_expression(source, TAGS) for source in sources], ROWS)
+condition = st.recursive(st.one_of(comparison, chained, names), lambda c: st.one_of(logic(c), vote(c)),
+                         max_leaves=5)
+top_level = st.one_of(condition, numeric)  # a number in the boolean place: true when not zero, NaN unknown
+row_value = st.one_of(st.sampled_from([0.0, 0.0, 1.0, -1.0, 80.0, 2.5, -0.0, float("inf")]),
+                      st.floats(-100, 100, allow_nan=False), st.just(float("nan")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(top_level, min_size=1, max_size=6), st.lists(st.tuples(row_value, quality), min_size=len(TAGS),
+                                                             max_size=len(TAGS)),
+       st.lists(st.sampled_from(["tripped", "healthy"]), min_size=6, max_size=6))
+def test_expression_interpreter_matches_tree_evaluation(sources, table, modes):
+    program = pack([parse_expression(source, TAGS) for source in sources], ROWS, modes[:len(sources)])
     values = np.array([v for v, _ in table])
     qualities = np.array([q for _, q in table], np.uint8)
     kernel = np.zeros(program.count, np.uint8)
     reference = np.zeros(program.count, np.uint8)
-    run_programs(values, qualities, program.op, program.arg, program.constants, program.start, program.dep_start,
-                 program.dep_rows, make_stack(program), kernel)
+    run_programs(values, qualities, program.op, program.arg, program.constants, program.start,
+                 make_stack(program), kernel)
     run_programs_reference(values, qualities, program, reference)
     assert kernel.tolist() == reference.tolist(), sources
