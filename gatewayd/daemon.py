@@ -52,7 +52,7 @@ class Daemon:
         from gatewayd.control import ControlServer, rule_handlers, socket_path
         from gatewayd.keys import load_private_key
         from gatewayd.points import PointTable
-        from gatewayd.scan import Scanner, build_engine, interlock_tags
+        from gatewayd.scan import Scanner, build_data_quality, build_engine, interlock_tags
         from gatewayd.uplink.publisher import Publisher, new_boot_id
         from gatewayd.clock import ClockGuard
         from gatewayd.operate import Operate
@@ -68,7 +68,8 @@ class Daemon:
         self.table = PointTable(config.tags + interlock_tags(config.rules))
         tag_ids = self.store.tag_ids([tag.name for tag in self.table.tags])
         self.engine = build_engine(config, self.table)
-        self.scanner = Scanner(self.table, tag_ids, self.store, self.engine)
+        self.scanner = Scanner(self.table, tag_ids, self.store, self.engine,
+                               build_data_quality(config, self.table, time.monotonic(), time.time()))
         self.scanner.restore_state()
         self.control = ControlServer(socket_path(config.gateway.runtime_dir))
         self.control.handlers.update(rule_handlers(self.engine, self.scanner.commit))
@@ -80,6 +81,7 @@ class Daemon:
         self.scanner.outbox = self.clock
         self.publisher = Publisher(uplink, config.gateway.id, self.store,
                                    load_private_key(uplink.signing_key), self.boot_id)
+        self.publisher.on_built = self._samples_sent
         self.drivers, self.sinks = {}, {}  # a driver writes through its sink, which a reload may retarget
         for device in config.devices:
             self.drivers[device.name], self.sinks[device.name] = create_driver(device, self.table)
@@ -248,9 +250,13 @@ class Daemon:
                 started.set_exception(exc)
                 raise
             self.publisher.stats = replace(previous.stats, connected=False)  # counters go on, never back
+            self.publisher.on_built = self._samples_sent
             started.set_result(None)
             log.info("uplink restarted for the new configuration: %s:%d", self.publisher.config.host,
                      self.publisher.config.port)
+
+    def _samples_sent(self, samples, created: float) -> None:
+        self.scanner.samples_sent(samples, created)  # the scanner of the moment: a reload may replace it
 
     async def replace_publisher(self, build) -> None:
         """Stop the running publisher, then run `build()` instead; returns once the new one runs."""

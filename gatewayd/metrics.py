@@ -85,6 +85,21 @@ UPLINK_METRICS = {
 }
 UPLINK_DERIVED = {"last_ack_monotonic"}
 
+# data-quality figure -> (metric name, help); each per device and window (period, since_start)
+DATA_QUALITY_METRICS = {
+    "online": ("gatewayd_data_online_share", "share of the window the device was up (0 to 1)"),
+    "completeness": ("gatewayd_data_completeness", "completed reads / expected reads of the device's tags (0 to 1)"),
+    "reads": ("gatewayd_data_reads", "completed reads of the device's tags in the window"),
+    "expected_reads": ("gatewayd_data_expected_reads", "reads the poll or publishing interval asked for"),
+    "sent": ("gatewayd_data_samples_sent", "samples of the device's tags handed to the broker in the window"),
+    "out_of_range": ("gatewayd_data_out_of_range_reads", "reads outside the tag's range"),
+    "rate_violations": ("gatewayd_data_rate_violations", "reads that moved faster than the tag's max_rate"),
+}
+DATA_QUALITY_NOW = {
+    "frozen_tags": ("gatewayd_data_frozen_tags", "tags now frozen (unchanged longer than frozen_after)"),
+    "outside_range_tags": ("gatewayd_data_outside_range_tags", "tags whose latest read is outside their range"),
+}
+
 ALARM_STATES = ("active", "unacknowledged", "shelved", "suppressed", "out_of_service")
 
 
@@ -104,7 +119,14 @@ def snapshot(daemon: Any) -> dict[str, Any]:
         "uplink": {**asdict(daemon.publisher.stats), "inflight": daemon.publisher.inflight},
         "rules": engine.metrics(),
         "alarm_states": engine.state_counts(),
+        "data_quality": data_quality_figures(daemon),
     }
+
+
+def data_quality_figures(daemon: Any) -> dict[str, Any] | None:
+    """The data-quality figures of the current period and since start (gatewayd.dataquality)."""
+    quality = daemon.scanner.data_quality
+    return quality.figures(time.monotonic(), daemon.table.reads) if quality is not None else None
 
 
 def _family(name: str, kind: str, help_text: str, labels: Iterable[str] = ()) -> Metric:
@@ -196,11 +218,40 @@ def rules_families(rules: dict[str, Any], states: list[tuple[str, str, int]]) ->
         yield family
 
 
+def data_quality_families(figures: dict[str, Any] | None) -> Iterator[Metric]:
+    """Per device and window: online share, completeness, reads, ages (p50, p95), accuracy counts."""
+    if figures is None:
+        return
+    devices = figures["devices"]
+    for key, (name, help_text) in DATA_QUALITY_METRICS.items():
+        family = GaugeMetricFamily(name, help_text, labels=["device", "window"])
+        for device in devices:
+            for window in ("period", "since_start"):
+                value = _number(device[window][key])
+                if value is not None:
+                    family.add_metric([device["device"], window], value)
+        yield family
+    ages = GaugeMetricFamily("gatewayd_data_age_seconds", "age of samples when handed to the broker, by quantile "
+                             "(upper edge of a bucket 1.26x wide)", labels=["device", "window", "quantile"])
+    for device in devices:
+        for window in ("period", "since_start"):
+            for key, quantile in (("age_p50", "0.5"), ("age_p95", "0.95")):
+                value = _number(device[window][key])
+                if value is not None:
+                    ages.add_metric([device["device"], window, quantile], value)
+    yield ages
+    for key, (name, help_text) in DATA_QUALITY_NOW.items():
+        family = GaugeMetricFamily(name, help_text, labels=["device"])
+        for device in devices:
+            family.add_metric([device["device"]], float(device[key]))
+        yield family
+
+
 def families(snap: dict[str, Any]) -> list[Metric]:
     """Every gatewayd metric family of one snapshot (a pure function: tested without a daemon)."""
     return [*device_families(snap["devices"]), *_table(snap["scan"], SCAN_METRICS),
             *store_families(snap["store"], snap["wall"]), *uplink_families(snap["uplink"], snap["monotonic"]),
-            *rules_families(snap["rules"], snap["alarm_states"])]
+            *rules_families(snap["rules"], snap["alarm_states"]), *data_quality_families(snap.get("data_quality"))]
 
 
 class DaemonCollector:

@@ -240,6 +240,16 @@ def alarms_by_priority(states: Sequence[tuple[str, str, int]], levels: dict[str,
             for priority, counts in sorted(grouped.items(), key=lambda item: -levels.get(item[0], 0))]
 
 
+FLAGGED_SHOWN = 20  # tags frozen or outside their range that the status screen names
+
+
+def data_quality_status(figures: dict[str, Any] | None, quality: Any) -> dict[str, Any] | None:
+    """The data-quality figures per device (current period and since start) and the flagged tags."""
+    if figures is None:
+        return None
+    return {**figures, "flagged": quality.flagged()}
+
+
 class Operate:
     """The operating commands of one daemon, and the small bookkeeping they need."""
 
@@ -313,6 +323,7 @@ class Operate:
                                         for item in rules["bypassed"]]},
             "store": store,
             "uplink": uplink,
+            "data_quality": data_quality_status(snap["data_quality"], daemon.scanner.data_quality),
             "tails": len(self.fanout.subscribers),
         }
 
@@ -444,9 +455,41 @@ def render_status(status: dict[str, Any]) -> str:
     lines.append(f"uplink: {state} to {uplink['broker']}; {uplink['inflight']} batches in flight, "
                  f"{uplink['acknowledged']} acknowledged (last {_ago(uplink['last_ack_age'])} ago), "
                  f"{uplink['disconnects']} disconnects; {rate}")
+    lines += _data_quality_lines(status.get("data_quality"))
     if status.get("tails"):
         lines.append(f"tails following: {status['tails']}")
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _data_quality_lines(quality: dict[str, Any] | None) -> list[str]:
+    """Per device: online share, completeness and age p50/p95 of the period and since start."""
+    if quality is None:
+        return []
+    lines = ["", f"data quality: period {_ago(quality['period_seconds'])} of {_ago(quality['interval'])}, "
+             f"since start {_ago(quality['since_start_seconds'])}"]
+    rows = []
+    for device in quality["devices"]:
+        period, total = device["period"], device["since_start"]
+        rows.append([device["device"], f"{_share(period['online'])} / {_share(total['online'])}",
+                     f"{_share(period['completeness'])} / {_share(total['completeness'])}",
+                     f"{_ms(period['age_p50'])} / {_ms(period['age_p95'])}",
+                     device["frozen_tags"], device["outside_range_tags"],
+                     period["rate_violations"]])
+    if rows:
+        lines += _table(["DEVICE", "ONLINE (PERIOD / START)", "COMPLETE (PERIOD / START)", "AGE P50 / P95",
+                         "FROZEN", "OUT OF RANGE", "RATE VIOLATIONS"], rows)
+    flagged = quality["flagged"]
+    for item in flagged[:FLAGGED_SHOWN]:
+        what = " and ".join(flag for flag, on in (("frozen", item["frozen"]),
+                                                  ("outside its range", item["outside_range"])) if on)
+        lines.append(f"  {item['tag']} {what}")
+    if len(flagged) > FLAGGED_SHOWN:
+        lines.append(f"  ... and {len(flagged) - FLAGGED_SHOWN} more (gatewayd status --json)")
+    return lines
 
 
 def render_tail_line(line: dict[str, Any]) -> str | None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gatewayd.config.model import TagConfig
-from gatewayd.types import Event, Quality
+from gatewayd.types import QUALITY_BAD_MIN, Event, Quality
 
 
 class PointTable:
@@ -30,6 +30,8 @@ class PointTable:
         # when each row was last written, on the monotonic clock: "is this reading new" must not
         # depend on a wall clock that can step back
         self.updated = np.full(size, -np.inf)
+        # completed reads of each row (a write whose quality is not bad), for the data-quality figures
+        self.reads = np.zeros(size, dtype=np.int64)
         self.pending_events: list[Event] = []
         self.changed = asyncio.Event()  # wakes the scan loop as soon as a poll brought data
 
@@ -44,6 +46,10 @@ class PointTable:
         self.value[rows] = values
         self.quality[rows] = quality
         self.source_ts[rows] = np.nan if source_ts is None else source_ts
+        if np.ndim(quality):
+            self.reads[rows] += np.asarray(quality) < QUALITY_BAD_MIN
+        elif quality < QUALITY_BAD_MIN:
+            self.reads[rows] += 1
         self._stamp(rows, read_at)
 
     def set_quality(self, rows: np.ndarray, quality: int, read_at: float | np.ndarray | None = None) -> None:

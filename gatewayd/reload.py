@@ -210,7 +210,7 @@ def common_rows(old_names: Sequence[str], new_names: Sequence[str]) -> tuple[np.
 def copy_points(old: Any, new: Any, old_rows: np.ndarray, new_rows: np.ndarray) -> None:
     """Current values, qualities and their times of the remaining tags; pending events move along, and the
     new table wakes the same scan loop."""
-    for name in ("value", "quality", "source_ts", "gateway_ts", "updated"):
+    for name in ("value", "quality", "source_ts", "gateway_ts", "updated", "reads"):
         getattr(new, name)[new_rows] = getattr(old, name)[old_rows]
     new.pending_events = old.take_events()
     new.changed = old.changed
@@ -353,7 +353,7 @@ class Reloader:
         """The new point table, rule engine and a new scanner take over with the state of the old ones;
         synchronous, so no poll or scan runs halfway through."""
         from gatewayd.control import rule_handlers
-        from gatewayd.scan import Scanner
+        from gatewayd.scan import Scanner, build_data_quality
 
         daemon = self.daemon
         old_table, old_scanner = daemon.table, daemon.scanner
@@ -362,7 +362,10 @@ class Reloader:
         old_rows, new_rows = common_rows([tag.name for tag in old_table.tags], names)
         copy_points(old_table, table, old_rows, new_rows)
         notes = engine.restore(old_scanner.engine.state_dict())
-        scanner = Scanner(table, daemon.store.tag_ids(names), daemon.store, engine)
+        quality = build_data_quality(new, table, time.monotonic(), time.time())
+        if old_scanner.data_quality is not None:
+            quality.adopt(old_scanner.data_quality, old_rows, new_rows)
+        scanner = Scanner(table, daemon.store.tag_ids(names), daemon.store, engine, quality)
         copy_report_state(old_scanner, scanner, old_rows, new_rows)
         devices = {device.name: device for device in new.devices}
         for name, sink in daemon.sinks.items():

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gatewayd.config.model import Config, TagConfig
+from gatewayd.dataquality import DataQuality, TagChecks, rows_by_tag_id
 from gatewayd.points import PointTable
 from gatewayd.types import Event
 from rules.engine import RuleEngine
@@ -35,6 +36,7 @@ log = logging.getLogger("gatewayd.scan")
 STATE_NAME = "rules"
 STATE_SAVE_SPACING = 10.0  # seconds; a crash loses at most this much alarm-state history (not events)
 RULE_EVENT_KINDS = frozenset({"alarm", "gas_alarm", "bypass"})
+DEVICE_STATE_EVENTS = frozenset({"device_down", "device_up"})
 
 
 def interlock_tags(rules: RulesConfig) -> tuple[TagConfig, ...]:
@@ -53,6 +55,12 @@ def build_engine(config: Config, table: PointTable) -> RuleEngine:
                             tag_info={tag.name: tag for tag in config.tags})
 
 
+def build_data_quality(config: Config, table: PointTable, start: float, start_wall: float) -> DataQuality:
+    """The data-quality accumulator over `table`, its figures starting at `start` (monotonic)."""
+    return DataQuality(TagChecks.build(config.devices, table.tags), start, start_wall,
+                       config.data_quality.interval, table.reads)
+
+
 @dataclass
 class ScanStats:
     scans: int = 0
@@ -64,8 +72,11 @@ class ScanStats:
 
 
 class Scanner:
-    def __init__(self, table: PointTable, tag_ids: np.ndarray, store: Store, engine: RuleEngine):
+    def __init__(self, table: PointTable, tag_ids: np.ndarray, store: Store, engine: RuleEngine,
+                 data_quality: DataQuality | None = None):
         self.table, self.tag_ids, self.store, self.engine = table, tag_ids, store, engine
+        self.data_quality = data_quality
+        self._rows_by_tag_id = rows_by_tag_id(tag_ids)
         self.outbox = store  # what ticks append to; the daemon puts the spill and clock guard here
         # called as tap(table, rows, samples, events) after each commit: `gatewayd tail` and status
         # (gatewayd.operate); it must only copy, never block
@@ -89,6 +100,8 @@ class Scanner:
         now_wall, now_mono = time.time(), time.monotonic()
         table = self.table
         events = table.take_events()
+        if self.data_quality is not None:
+            events += self._observe_quality(events, now_mono, now_wall)
         rule_events = self.engine.evaluate(table.value, table.quality, now_mono, now_wall)
         self._forward_interlocks(now_wall, now_mono)
         self.stats.last_rules_seconds = time.perf_counter() - started
@@ -114,6 +127,29 @@ class Scanner:
         if self._state_dirty and now_mono - self._state_saved >= STATE_SAVE_SPACING:
             self.save_state()
         self.stats.last_scan_seconds = time.perf_counter() - started
+
+    def _observe_quality(self, events: Sequence[Event], now_mono: float, now_wall: float) -> list[Event]:
+        """Device states, the reads since the last tick, and the data_quality events when one is due."""
+        quality, table = self.data_quality, self.table
+        for event in events:
+            if event.kind in DEVICE_STATE_EVENTS:
+                quality.device_event(event, now_mono, now_wall)
+        found = quality.observe(now_mono, now_wall, table.value, table.quality, table.updated, table.reads)
+        if quality.due(now_mono):
+            found += quality.report(now_mono, now_wall, table.reads)
+        return found
+
+    def samples_sent(self, samples: SampleBlock, sent_wall: float) -> None:
+        """A batch carrying `samples` is being handed to the broker at `sent_wall`: their ages count for
+        timeliness. Samples of tags no longer in the table (a reload, an earlier run) are left out."""
+        if self.data_quality is None or not len(samples):
+            return
+        lookup = self._rows_by_tag_id
+        ids = samples.tag_id
+        known = ids < len(lookup)
+        rows = lookup[ids[known]]
+        mine = rows >= 0
+        self.data_quality.sent(rows[mine], sent_wall - samples.ts[known][mine])
 
     def _forward_interlocks(self, now_wall: float, now_mono: float) -> None:
         """Copy each interlock's in-service value and quality into its row, stamping only the rows that

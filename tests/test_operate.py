@@ -29,7 +29,7 @@ from gatewayd.operate import (
 )
 from gatewayd.points import PointTable
 from gatewayd.reload import DeviceSink, Reloader, all_tags, diff_configs, essence, restart_message
-from gatewayd.scan import Scanner, build_engine
+from gatewayd.scan import Scanner, build_data_quality, build_engine
 from gatewayd.types import Event, Priority, Quality
 from gatewayd.uplink.publisher import UplinkStats
 from store import SampleBlock, Store
@@ -154,7 +154,8 @@ def fake_daemon(tmp_path: Path, cfg) -> SimpleNamespace:
     table = PointTable(all_tags(cfg))
     store = Store.open(tmp_path / "g.db")
     engine = build_engine(cfg, table)
-    scanner = Scanner(table, store.tag_ids([tag.name for tag in table.tags]), store, engine)
+    scanner = Scanner(table, store.tag_ids([tag.name for tag in table.tags]), store, engine,
+                      build_data_quality(cfg, table, time.monotonic(), time.time()))
     sinks = {device.name: DeviceSink(table, table.rows_of([tag.name for tag in device.tags])) for device in cfg.devices}
     daemon = SimpleNamespace(config=cfg, table=table, store=store, engine=engine, scanner=scanner, sinks=sinks,
                              drivers={"plc-a": FakeDriver(), "plc-b": FakeDriver(down=True)},
@@ -306,6 +307,10 @@ def test_status_gathers_one_screen_from_the_live_objects(tmp_path: Path):
     assert "interlocks: 0, 0 bypassed" in screen
     assert "uplink: connected to platform.example.org:8883; 1 batches in flight, 4 acknowledged" in screen
     assert "rate: not measured yet" in screen
+    quality = {device["device"]: device for device in status["data_quality"]["devices"]}
+    assert quality["plc-b"]["up"] is False and quality["plc-b"]["period"]["online"] == 0.0
+    assert quality["plc-a"]["period"]["reads"] == 2 and quality["plc-b"]["period"]["reads"] == 0
+    assert "DEVICE  ONLINE (PERIOD / START)" in screen and "plc-b   0.0% / 0.0%" in screen
 
 
 def test_the_uplink_rate_is_measured_over_the_window(tmp_path: Path):

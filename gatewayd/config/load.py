@@ -22,10 +22,10 @@ import yaml
 import drivers
 from gatewayd.config.cache import ConfigCache
 from gatewayd.config.model import (
-    Config, Credential, DeviceConfig, GatewayIdentity, MetricsConfig, StoreConfig, TagConfig, TlsConfig,
-    UplinkConfig,
+    Config, Credential, DataQualityConfig, DeviceConfig, GatewayIdentity, MetricsConfig, StoreConfig, TagConfig,
+    TlsConfig, UplinkConfig,
 )
-from gatewayd.config.schema import positive_duration
+from gatewayd.config.schema import optional, positive_duration
 from gatewayd.config.schema import (
     ConfigError, ConfigIssue, Field, Invalid, Reader, boolean, duration, identifier, integer, number,
     one_of, text,
@@ -53,6 +53,13 @@ def value_range(value: Any) -> tuple[float, float]:
     if not low < high:
         raise Invalid(f"low {low} must be below high {high}")
     return low, high
+
+
+def positive_rate(value: Any) -> float:
+    rate = number()(value)
+    if rate <= 0:
+        raise Invalid(f"{rate:g} must be above zero (units per second); leave max_rate out to switch the check off")
+    return rate
 
 
 def path_value(value: Any) -> Path:
@@ -177,6 +184,12 @@ TAG_FIELDS = {
     "deadband": Field(number(0.0), 0.0, "report a new sample only when it moved this much"),
     "max_interval": Field(positive_duration, 60.0, "duration: report at least this often even if unchanged"),
     "alarms": Field(lambda value: value, None, "limit alarms hh, h, l, ll with deadband, delays, priority"),
+    "frozen_after": Field(optional(positive_duration), None,
+                          "duration: a value unchanged this long (reads still arriving) raises a `frozen` event; "
+                          "off when unset"),
+    "max_rate": Field(optional(positive_rate), None,
+                      "fastest believable change in units per second; a read moving faster counts as a rate "
+                      "violation in the data-quality figures; off when unset"),
 }
 
 DEVICE_FIELDS = {
@@ -186,6 +199,11 @@ DEVICE_FIELDS = {
     "timeout": Field(positive_duration, 1.0, "duration: per request; keep it at most the poll interval"),
     "enabled": Field(boolean, True, "false keeps the device in the file but does not poll it"),
     "tags": Field(lambda value: value, doc="list of tags"),
+}
+
+DATA_QUALITY_FIELDS = {
+    "interval": Field(positive_duration, 3600.0, "duration: how often a `data_quality` event per device goes "
+                      "upstream with the figures of the period since the last one"),
 }
 
 METRICS_FIELDS = {
@@ -200,6 +218,7 @@ TOP_FIELDS = {
     "uplink": Field(lambda value: value, doc="the MQTT broker of the platform"),
     "rules": Field(lambda value: value, None, "alarm rules, gas channels, interlocks (docs/rules.md)"),
     "metrics": Field(lambda value: value, None, "the Prometheus endpoint; none when absent"),
+    "data_quality": Field(lambda value: value, None, "how often the data-quality figures go upstream"),
 }
 
 
@@ -310,9 +329,12 @@ def _build(document: Any, path: Path, reader: Reader) -> Config | None:
     tags = tuple(tag for device in devices or () for tag in device.tags)
     rules = _rules(top.get("rules"), reader, _line(document, "rules"), tags) if devices is not None else None
     metrics = _metrics(top.get("metrics"), reader, _line(document, "metrics"))
+    quality = reader.section(top.get("data_quality"), "data_quality", _line(document, "data_quality"),
+                             DATA_QUALITY_FIELDS)
     if gateway is None or uplink is None or store is None or devices is None or not reader.ok:
         return None
-    return Config(path, gateway, devices, store, uplink, tags, rules, metrics, tuple(reader.warnings))
+    return Config(path, gateway, devices, store, uplink, tags, rules, metrics, tuple(reader.warnings),
+                  DataQualityConfig(**quality))
 
 
 def _metrics(node: Any, reader: Reader, line: int) -> MetricsConfig | None:

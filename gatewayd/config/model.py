@@ -32,6 +32,8 @@ class TagConfig:
     deadband: float = 0.0
     max_interval: float = 60.0
     alarms: TagAlarmConfig | None = None  # limit alarms (rules.config.parse_tag_alarms)
+    frozen_after: float | None = None  # seconds unchanged before the value counts as frozen; None: off
+    max_rate: float | None = None  # engineering units per second a real value can move; None: off
 
     def metadata(self) -> dict[str, Any]:
         """The descriptive fields that travel upstream with the tag, empty ones left out."""
@@ -132,6 +134,13 @@ class UplinkConfig:
 
 
 @dataclass(frozen=True)
+class DataQualityConfig:
+    """The `data_quality:` section: how often the figures go upstream (gatewayd.dataquality)."""
+
+    interval: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     gateway: GatewayIdentity
@@ -142,6 +151,7 @@ class Config:
     rules: RulesConfig = field(default_factory=RulesConfig)  # the `rules:` section (docs/rules.md)
     metrics: MetricsConfig | None = None  # the `metrics:` section: the Prometheus endpoint, off when absent
     warnings: tuple[ConfigIssue, ...] = ()  # valid but unusual settings: check-config and the daemon show them
+    data_quality: DataQualityConfig = field(default_factory=DataQualityConfig)
 
     def tag_names(self) -> list[str]:
         return [tag.name for tag in self.tags]

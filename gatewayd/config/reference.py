@@ -21,6 +21,7 @@ SECTIONS = [
     ("uplink", load.UPLINK_FIELDS),
     ("uplink.tls", load.TLS_FIELDS),
     ("metrics", load.METRICS_FIELDS),
+    ("data_quality", load.DATA_QUALITY_FIELDS),
 ]
 
 

@@ -27,13 +27,14 @@ import ssl
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
 from gatewayd.config.model import UplinkConfig
 from gatewayd.uplink.batch import encode_batch
-from store import Batch, Store, is_disk_full
+from store import Batch, SampleBlock, Store, is_disk_full
 
 log = logging.getLogger("gatewayd.uplink")
 
@@ -119,6 +120,9 @@ class Publisher:
         self._paho_error = ""  # paho's last error message; written and read on paho's thread only
         self._allowance = float(config.max_bytes_per_second or 0)
         self._refilled = time.monotonic()
+        # called as on_built(samples, created) with each new batch's samples and its creation time (Unix
+        # seconds), right before it is first handed to the broker: the data-quality timeliness figures
+        self.on_built: Callable[[SampleBlock, float], None] | None = None
 
     def wake(self) -> None:
         """Called after each store commit: there may be rows to send."""
@@ -288,9 +292,12 @@ class Publisher:
         return False
 
     def _encode(self, content, seq: int, prev_hash: bytes) -> bytes:
-        return encode_batch(content, gateway_id=self.gateway_id, boot_id=self.boot_id, seq=seq,
-                            prev_hash=prev_hash, created_ms=time.time_ns() // 1_000_000,
-                            private_key=self.private_key)
+        created_ms = time.time_ns() // 1_000_000
+        envelope = encode_batch(content, gateway_id=self.gateway_id, boot_id=self.boot_id, seq=seq,
+                                prev_hash=prev_hash, created_ms=created_ms, private_key=self.private_key)
+        if self.on_built is not None:
+            self.on_built(content.samples, created_ms / 1000.0)
+        return envelope
 
     def _publish(self, batch: Batch) -> bool:
         info = self._client.publish(self.topic, batch.envelope, qos=1)
