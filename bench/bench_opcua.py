@@ -61,14 +61,15 @@ async def measure(port: int, items: int, seconds: float, publishing: float, serv
     started = time.monotonic()
     task = asyncio.create_task(driver.run(table))
     try:
-        while driver.values < items:
+        while driver.stats.values < items:
             if time.monotonic() - started > 120:
-                raise RuntimeError(f"only {driver.values} of {items} initial values after 120 s")
+                raise RuntimeError(f"only {driver.stats.values} of {items} initial values after 120 s")
             await asyncio.sleep(0.05)
         first_full = time.monotonic() - started
-        values0, cpu0, server0, wall0 = driver.values, time.process_time(), cpu_seconds(server_pid), time.monotonic()
+        stats = driver.stats
+        values0, cpu0, server0, wall0 = stats.values, time.process_time(), cpu_seconds(server_pid), time.monotonic()
         await asyncio.sleep(seconds)
-        values, cpu, server_cpu, wall = (driver.values - values0, time.process_time() - cpu0,
+        values, cpu, server_cpu, wall = (driver.stats.values - values0, time.process_time() - cpu0,
                                          cpu_seconds(server_pid) - server0, time.monotonic() - wall0)
     finally:
         task.cancel()
@@ -81,7 +82,7 @@ async def measure(port: int, items: int, seconds: float, publishing: float, serv
     return {"items": items, "seconds": round(wall, 1), "values": values, "values_per_second": round(values / wall),
             "driver_cpu_s_per_million_values": per_million, "driver_cpu_share": round(cpu / wall, 3),
             "server_cpu_share": round(server_cpu / wall, 3), "first_full_set_s": round(first_full, 2),
-            "good_tags": good, "failures": driver.failures}
+            "good_tags": good, "failures": driver.stats.failures}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,13 +69,13 @@ async def measure(device, seconds: float) -> tuple[float, float]:
     sink = CountingSink()
     task = asyncio.create_task(driver.run(sink))
     try:
-        while not all(slave.polls for slave in driver.slaves):
+        while not all(slave.stats.polls for slave in driver.slaves):
             await asyncio.sleep(0.01)
-        values, requests = sink.values, driver.polls * BLOCKS_PER_SLAVE
+        values, requests = sink.values, driver.stats.polls * BLOCKS_PER_SLAVE
         started = time.monotonic()
         await asyncio.sleep(seconds)
         elapsed = time.monotonic() - started
-        return (sink.values - values) / elapsed, (driver.polls * BLOCKS_PER_SLAVE - requests) / elapsed
+        return (sink.values - values) / elapsed, (driver.stats.polls * BLOCKS_PER_SLAVE - requests) / elapsed
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

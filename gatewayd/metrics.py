@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 SCRAPE_TIMEOUT = 5.0  # seconds the loop may take to answer before the scrape fails
 
-# driver attribute -> (metric name, kind, help); a driver kind without the attribute is left out
+# field of a driver's `stats` (drivers.kit.DriverStats) -> (metric name, kind, help); None and NaN are left out
 DEVICE_METRICS = {
     "polls": ("gatewayd_device_polls_total", "counter", "polls in which the device answered"),
     "failures": ("gatewayd_device_poll_failures_total", "counter", "failed polls and connection attempts"),
@@ -35,6 +35,9 @@ DEVICE_METRICS = {
                      "register blocks that failed while others were read"),
     "collisions": ("gatewayd_device_rtu_collisions_total", "counter",
                    "RTU replies lost to two frames, or a frame and trailing bytes, in one window"),
+    "decode_errors": ("gatewayd_device_decode_errors_total", "counter",
+                      "answers that were not a valid answer to their request (wrong length, function, unit, "
+                      "transaction id, CRC, undecodable frame)"),
     "skipped_ticks": ("gatewayd_device_skipped_ticks_total", "counter", "poll ticks lost to overrunning polls"),
     "last_poll_latency": ("gatewayd_device_poll_latency_seconds", "gauge", "duration of the last answered poll"),
     "requests_per_poll": ("gatewayd_device_requests_per_poll", "gauge", "read requests one poll makes"),
@@ -107,8 +110,9 @@ def snapshot(daemon: Any) -> dict[str, Any]:
     """Plain figures from the live objects; call on the event loop thread (the store is not thread-safe)."""
     devices = []
     for name, driver in daemon.drivers.items():
-        figures = {key: getattr(driver, key) for key in DEVICE_METRICS if hasattr(driver, key)}
-        devices.append({"name": name, "up": not getattr(driver, "is_down", False), **figures})
+        stats = asdict(driver.stats)
+        figures = {key: stats[key] for key in DEVICE_METRICS}
+        devices.append({"name": name, "up": not driver.is_down, **figures})
     engine = daemon.scanner.engine
     return {
         "wall": time.time(),

@@ -78,7 +78,7 @@ def test_values_arrive_with_good_quality_and_marker_writes_come_through(plcs):
 
     async def scenario() -> None:
         task = asyncio.create_task(driver.run(sink))
-        await wait_until(lambda: sink.batches >= 3, 2.0)
+        await wait_until(lambda: driver.stats.polls >= 3, 2.0)
         assert (sink.quality[rows] == Quality.GOOD).all()
         # the test writes, as a benchmark would; the driver has no write path
         async with AsyncModbusTcpClient("127.0.0.1", port=plc.port, retries=0, reconnect_delay=0) as client:
@@ -97,8 +97,8 @@ def test_values_arrive_with_good_quality_and_marker_writes_come_through(plcs):
     assert sink.values[row["P101"]] in (0.0, 1.0)
     assert sink.values[row["XV101"]] == sink.values[row["P101"]]  # the inlet valve opens with the pump
     assert sink.events == []
-    assert driver.requests_per_poll == 4  # tank holding 0..16, pump coil, generic inputs 0..222 in two
-    assert driver.polls >= 3 and driver.failures == 0 and 0 < driver.last_poll_latency < POLL
+    assert driver.stats.requests_per_poll == 4  # tank holding 0..16, pump coil, generic inputs 0..222 in two
+    assert driver.stats.polls >= 3 and driver.stats.failures == 0 and 0 < driver.stats.last_poll_latency < POLL
 
 
 def test_an_exception_response_marks_only_its_block(plcs, caplog):
@@ -110,14 +110,14 @@ def test_an_exception_response_marks_only_its_block(plcs, caplog):
 
     async def scenario() -> None:
         task = asyncio.create_task(driver.run(sink))
-        await wait_until(lambda: driver.polls >= 3, 2.0)
+        await wait_until(lambda: driver.stats.polls >= 3, 2.0)
         await stop(task)
 
     with caplog.at_level(logging.DEBUG, logger="gatewayd.drivers.modbus"):
         asyncio.run(scenario())
     assert sink.quality[rows[-1]] == Quality.DEVICE_ERROR
     assert (sink.quality[rows[:-1]] == Quality.GOOD).all()
-    assert sink.events == [] and driver.block_errors >= 3
+    assert sink.events == [] and driver.stats.block_errors >= 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["device plc1: holding 5000..5000: exception 0x02 (illegal data address)"]
 
@@ -131,16 +131,16 @@ def test_a_killed_plc_goes_down_once_and_comes_back(plcs, caplog):
 
     async def scenario() -> None:
         task = asyncio.create_task(driver.run(sink))
-        await wait_until(lambda: driver.polls >= 2, 2.0)
+        await wait_until(lambda: driver.stats.polls >= 2, 2.0)
         plc.signal(signal.SIGKILL)
         went_bad = await wait_until(lambda: (sink.quality[rows] == Quality.COMM_FAILURE).all(), 2.0)
         assert went_bad <= POLL + TIMEOUT + 0.2
         await asyncio.sleep(1.0)  # several reconnect attempts while it stays dead
-        assert sink.kinds() == ["device_down"] and driver.failures >= 3
+        assert sink.kinds() == ["device_down"] and driver.stats.failures >= 3
         await asyncio.to_thread(plc.start)
         await wait_until(lambda: "device_up" in sink.kinds(), 3.0)
-        sink.batches = 0
-        await wait_until(lambda: sink.batches >= 2, 1.0)
+        polls = driver.stats.polls
+        await wait_until(lambda: driver.stats.polls >= polls + 2, 1.0)
         await stop(task)
 
     with caplog.at_level(logging.DEBUG, logger="gatewayd.drivers.modbus"):
@@ -151,7 +151,7 @@ def test_a_killed_plc_goes_down_once_and_comes_back(plcs, caplog):
     assert down.data["cause"] in down.message
     assert up.kind == "device_up" and up.data["down_for"] >= 1.0
     assert (sink.quality[rows] == Quality.GOOD).all()
-    assert driver.reconnects >= 1 and not driver.is_down
+    assert driver.stats.reconnects >= 1 and not driver.is_down
     loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len([m for m in loud if " down: " in m]) == 1, loud
     assert len([r for r in caplog.records if "still down" in r.getMessage() and r.levelno == logging.DEBUG]) >= 2
@@ -175,9 +175,9 @@ def test_a_frozen_plc_does_not_slow_down_a_healthy_one(plcs):
 
     asyncio.run(scenario())
     good, stuck = drivers
-    assert good.polls >= 0.8 * run_for / POLL and good.failures == 0
+    assert good.stats.polls >= 0.8 * run_for / POLL and good.stats.failures == 0
     assert (sinks[0].quality == Quality.GOOD).all()
-    assert stuck.polls == 0 and stuck.failures >= 1
+    assert stuck.stats.polls == 0 and stuck.stats.failures >= 1
     assert (sinks[1].quality == Quality.COMM_FAILURE).all() and sinks[1].kinds() == ["device_down"]
     assert "no response within 0.5 s" in sinks[1].events[0].message
 

@@ -65,9 +65,9 @@ def test_group_reads_map_da_quality_and_keep_source_times(gateway):
         driver, sink, task = start_driver(device)
         seen: list[float] = []
         try:
-            await wait_until(lambda: driver.polls >= 1, 10)
+            await wait_until(lambda: driver.stats.polls >= 1, 10)
             seen.append(sink.values[1])
-            await wait_until(lambda: driver.polls >= 4, 10)
+            await wait_until(lambda: driver.stats.polls >= 4, 10)
             seen.append(sink.values[1])
         finally:
             await stop(task)
@@ -80,7 +80,7 @@ def test_group_reads_map_da_quality_and_keep_source_times(gateway):
     good = [i for i, quality in enumerate(EXPECTED.values()) if quality == Quality.GOOD]
     assert (np.abs(sink.source_ts[good] - time.time()) < 30).all()
     assert np.isnan(sink.source_ts[items.index("No.Such.Item")])
-    assert driver.sessions == 1 and driver.failures == 0 and sink.kinds() == []
+    assert driver.stats.sessions == 1 and driver.stats.failures == 0 and sink.kinds() == []
 
 
 def test_unreachable_and_frozen_gateway_turn_bad_and_recover(gateway):
@@ -96,13 +96,13 @@ def test_unreachable_and_frozen_gateway_turn_bad_and_recover(gateway):
             assert (sink.quality == Quality.COMM_FAILURE).all() and sink.kinds() == ["device_down"]
             assert "unreachable" in sink.events[0].data["cause"]
             await asyncio.to_thread(gateway.start)
-            polls = driver.polls
-            await wait_until(lambda: driver.polls > polls + 2 and bool((sink.quality == Quality.GOOD).all()), 10)
+            polls = driver.stats.polls
+            await wait_until(lambda: driver.stats.polls > polls + 2 and bool((sink.quality == Quality.GOOD).all()), 10)
             gateway.signal(signal.SIGSTOP)  # frozen: no answer within the timeout
             await wait_until(lambda: bool((sink.quality == Quality.COMM_FAILURE).all()), 5)
             gateway.signal(signal.SIGCONT)
-            polls = driver.polls
-            await wait_until(lambda: driver.polls > polls + 2 and bool((sink.quality == Quality.GOOD).all()), 10)
+            polls = driver.stats.polls
+            await wait_until(lambda: driver.stats.polls > polls + 2 and bool((sink.quality == Quality.GOOD).all()), 10)
         finally:
             await stop(task)
         return driver, sink
@@ -110,7 +110,7 @@ def test_unreachable_and_frozen_gateway_turn_bad_and_recover(gateway):
     driver, sink = asyncio.run(scenario())
     assert sink.kinds() == ["device_down", "device_up", "device_down", "device_up"]
     assert "did not answer within 0.5 s" in sink.events[2].data["cause"]
-    assert driver.sessions >= 3  # a new gateway session after each outage
+    assert driver.stats.sessions >= 3  # a new gateway session after each outage
 
 
 def test_unknown_da_server_is_reported_by_name(gateway):
@@ -119,12 +119,12 @@ def test_unknown_da_server_is_reported_by_name(gateway):
     async def scenario() -> tuple[OpcDaGatewayDriver, RecordingSink]:
         driver, sink, task = start_driver(device)
         try:
-            await wait_until(lambda: driver.failures >= 2, 10)
+            await wait_until(lambda: driver.stats.failures >= 2, 10)
         finally:
             await stop(task)
         return driver, sink
 
     driver, sink = asyncio.run(scenario())
-    assert sink.kinds() == ["device_down"] and driver.polls == 0
+    assert sink.kinds() == ["device_down"] and driver.stats.polls == 0
     assert "Wrong.Server.1" in sink.events[0].data["cause"]
     assert sink.quality[0] == Quality.COMM_FAILURE

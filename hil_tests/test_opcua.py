@@ -98,8 +98,8 @@ def test_values_arrive_with_source_timestamps_and_status_mapped_to_quality(serve
     assert np.isfinite(sink.values[good]).all()
     assert (np.abs(sink.source_ts[good] - time.time()) < 30).all(), "source timestamps are the server's, recent"
     assert sink.values[names.index("UNCERTAIN")] == 7.0  # uncertain keeps its value
-    assert driver.polled_items == 2  # POLLED, and MISSING after the server refused its monitored item
-    assert driver.notifications > 0 and driver.polls > 0
+    assert driver.stats.polled_items == 2  # POLLED, and MISSING after the server refused its monitored item
+    assert driver.stats.notifications > 0 and driver.stats.polls > 0
     assert "device_down" not in sink.kinds()
 
 
@@ -118,7 +118,7 @@ def test_server_killed_and_restarted_resumes_and_outage_is_bad_quality(servers):
             await asyncio.to_thread(server.start)
             resumed = await wait_until(lambda: bool((sink.writes > before + 1).all()
                                                     and (sink.quality == Quality.GOOD).all()), 15)
-            assert driver.sessions >= 2
+            assert driver.stats.sessions >= 2
         finally:
             await stop(task)
         return resumed, sink
@@ -201,7 +201,7 @@ def test_untrusted_server_certificate_is_refused_with_a_clear_error(servers, tmp
     async def scenario() -> tuple[OpcUaDriver, RecordingSink]:
         driver, sink, task = start_driver(device)
         try:
-            await wait_until(lambda: driver.failures >= 2, 15)
+            await wait_until(lambda: driver.stats.failures >= 2, 15)
         finally:
             await stop(task)
         return driver, sink
@@ -210,5 +210,5 @@ def test_untrusted_server_certificate_is_refused_with_a_clear_error(servers, tmp
     assert sink.kinds() == ["device_down"]
     cause = sink.events[0].data["cause"]
     assert "not in the trust store" in cause and str(tmp_path / "trusted") in cause
-    assert driver.sessions == 0 and sink.writes.sum() == 0
+    assert driver.stats.sessions == 0 and sink.writes.sum() == 0
     assert (sink.quality == Quality.COMM_FAILURE).all()

@@ -74,10 +74,10 @@ def test_bad_slaves_cost_the_healthy_ones_nothing_and_recover_by_themselves(seri
     async def scenario() -> dict[int, float]:
         task = asyncio.create_task(driver.run(sink))
         await asyncio.sleep(1.0)  # the bad slaves fail their first polls and their circuits open
-        before = {unit: slaves[unit].polls for unit in HEALTHY}
+        before = {unit: slaves[unit].stats.polls for unit in HEALTHY}
         started = time.monotonic()
         await asyncio.sleep(4.0)
-        rates = {unit: (slaves[unit].polls - before[unit]) / (time.monotonic() - started) for unit in HEALTHY}
+        rates = {unit: (slaves[unit].stats.polls - before[unit]) / (time.monotonic() - started) for unit in HEALTHY}
 
         silent, slow, faulty = (rows_of(device, unit) for unit in (SILENT, SLOW, FAULTY))
         assert (sink.quality[silent] == Quality.COMM_FAILURE).all()
@@ -100,7 +100,7 @@ def test_bad_slaves_cost_the_healthy_ones_nothing_and_recover_by_themselves(seri
     for unit, rate in rates.items():
         assert rate >= 0.85 / POLL, f"unit {unit} polled {rate:.2f}/s, configured {1 / POLL:.0f}/s"
     assert sorted(sink.sources("device_up")) == ["bus1.3", "bus1.4", "bus1.5"]
-    assert driver.opens == 1 and driver.reconnects == 0, "a bad slave must never cost a reopening of the line"
+    assert driver.opens == 1 and driver.stats.reconnects == 0, "a bad slave must never cost a reopening of the line"
     for index, tag in enumerate(device.tags):
         assert sink.values[index] == served_value(tag), tag.name
 
@@ -158,7 +158,7 @@ def test_an_impostor_frame_before_the_true_reply_is_a_collision_never_a_good_val
 
     async def scenario() -> None:
         task = asyncio.create_task(driver.run(sink))
-        await wait_until(lambda: driver.circuit_open(slaves[REFUSING]) and slaves[VICTIM].collisions >= 3,
+        await wait_until(lambda: driver.circuit_open(slaves[REFUSING]) and slaves[VICTIM].stats.collisions >= 3,
                          timeout=10)
         probes, started = slaves[REFUSING].probes, time.monotonic()
         await asyncio.sleep(3 * PROBE)
@@ -181,8 +181,8 @@ def test_an_impostor_frame_before_the_true_reply_is_a_collision_never_a_good_val
     assert sink.wrong_good == [], "a GOOD sample carried a value the slave never served"
     assert not sink.ever_bad[healthy].any(), "the healthy slave left GOOD"
     assert not sink.ever_bad[rows_of(device, IMPOSTOR)].any(), "the impostor's own replies are sound"
-    assert (sink.quality[healthy] == Quality.GOOD).all() and slaves[1].collisions == 0
-    assert driver.collisions == slaves[VICTIM].collisions >= 3
+    assert (sink.quality[healthy] == Quality.GOOD).all() and slaves[1].stats.collisions == 0
+    assert driver.stats.collisions == slaves[VICTIM].stats.collisions >= 3
     assert sink.sources("device_up") == ["bus1.2"]
     assert driver.opens == 1
 
@@ -206,7 +206,7 @@ def test_a_pulled_line_is_reopened_and_reported_once(serial_pair):
 
     asyncio.run(scenario())
     assert sink.sources("device_up") == ["bus1"]
-    assert driver.opens == 2 and driver.open_failures >= 2
+    assert driver.opens == 2 and driver.line_stats.failures >= 2
 
 
 def test_rs485_mode_on_a_port_without_it_names_the_cause(serial_pair):

@@ -53,8 +53,8 @@ def test_reads_the_plant_and_survives_a_server_restart(servers, driver_kind, tra
         await wait_until(lambda: (sink.quality == Quality.COMM_FAILURE).all(), timeout=10)
         server.start()
         await wait_until(lambda: (sink.quality == Quality.GOOD).all(), timeout=10)
-        polls = driver.polls
-        await wait_until(lambda: driver.polls >= polls + 5, timeout=10)  # and it keeps polling
+        polls = driver.stats.polls
+        await wait_until(lambda: driver.stats.polls >= polls + 5, timeout=10)  # and it keeps polling
         await stop(task)
 
     asyncio.run(scenario())

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus.codec import BlockDecoder, ResponseLengthError, quality
+from drivers.modbus.codec import BlockDecoder, ResponseLengthError
+from drivers.values import finite_quality
 from drivers.modbus.config import ModbusAddress
 from drivers.modbus.plan import plan_blocks
 from gatewayd.types import Quality
@@ -145,7 +146,7 @@ def test_non_finite_floats_become_nan_and_bad_quality(dtype, value):
     tags = [ModbusAddress("holding", 0, dtype), ModbusAddress("holding", 4, "float32")]
     values = decoder(*tags).decode(wire(dtype, value) + [0] * (4 - len(wire(dtype, value))) + wire("float32", 1.0))
     assert math.isnan(values[0]) and values[1] == 1.0
-    assert quality(values).tolist() == [Quality.OUT_OF_RANGE, Quality.GOOD]
+    assert finite_quality(values).tolist() == [Quality.OUT_OF_RANGE, Quality.GOOD]
 
 
 def test_overflow_from_scaling_is_not_finite_either():

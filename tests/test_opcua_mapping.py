@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from drivers.opcua.status import quality_of, status_name
 from drivers.opcua.trust import TrustStoreError, UntrustedServer, check_server_certificate, load_trust_store
-from drivers.opcua.values import describe, to_float, unix_seconds
+from drivers.values import describe, to_float, unix_seconds
 from gatewayd.types import Quality
 
 

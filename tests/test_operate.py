@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from test_control import ROOT, serving
 
+from drivers.kit import DriverStats
 from gatewayd import operate
 
 from gatewayd.config import parse_config
@@ -145,8 +146,8 @@ def test_removing_a_device_removes_its_tags(tmp_path: Path):
 
 class FakeDriver:
     def __init__(self, down: bool = False):
-        self.is_down, self.polls, self.failures, self.reconnects = down, 7, 2, 1
-        self.last_poll_latency, self.requests_per_poll = 0.0123, 3
+        self.is_down = down
+        self.stats = DriverStats(polls=7, failures=2, reconnects=1, last_poll_latency=0.0123, requests_per_poll=3)
 
 
 def fake_daemon(tmp_path: Path, cfg) -> SimpleNamespace:

@@ -19,6 +19,7 @@ DEVICE_ERROR (the link is fine, the device is not), with one `gds_heartbeat_froz
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Any
@@ -27,33 +28,47 @@ import numpy as np
 
 from drivers.gds.config import GdsPoint, GdsSettings
 from drivers.gds.panel import ChannelReading, read_channel
-from drivers.modbus.codec import BlockDecoder
+from drivers.kit import DriverStats
 from drivers.modbus.config import ModbusTcpSettings
-from drivers.modbus.plan import plan_blocks
+from drivers.modbus.reads import planned_reads
 from drivers.modbus.rtu import ModbusRtuBusDriver, Slave
-from drivers.modbus.tcp import ModbusTcpDriver, PlannedRead
+from drivers.modbus.tcp import ModbusTcpDriver
 from gatewayd.types import Event, Priority, Quality, SampleSink
 
 
 class RegisterSink:
-    """The inner Modbus driver's sink: the profile's fields of every configured channel, then interpreted."""
+    """The inner Modbus driver's sink: the profile's fields of every configured channel, then interpreted.
+
+    A poll arrives as one write per block; the panel is interpreted once the poll is over (the
+    writes of one poll come in one go, so one `call_soon` sees them all), never from half a poll.
+    """
 
     def __init__(self, size: int, panel: GdsDriver, sink: SampleSink) -> None:
         self.values = np.full(size, np.nan)
         self.quality = np.full(size, int(Quality.NO_VALUE), dtype=np.uint8)
         self.panel, self.sink = panel, sink
+        self._scheduled = False
 
     def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
         self.values[rows] = values
         self.quality[rows] = quality
-        self.panel.publish(self, self.sink)
+        self._publish_soon()
 
     def set_quality(self, rows, quality) -> None:
         self.quality[rows] = quality
-        self.panel.publish(self, self.sink)
+        self._publish_soon()
 
     def event(self, event: Event) -> None:
         self.sink.event(event)
+
+    def _publish_soon(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._publish)
+
+    def _publish(self) -> None:
+        self._scheduled = False
+        self.panel.publish(self, self.sink)
 
 
 class GdsDriver:
@@ -93,8 +108,7 @@ class GdsDriver:
             heartbeat = len(addresses)
             addresses.append(profile.heartbeat)
         registers = np.arange(len(addresses), dtype=np.intp)
-        reads = [PlannedRead(block, BlockDecoder(block, addresses), registers[[index for index, _ in block.members]])
-                 for block in plan_blocks(addresses, settings.max_gap, profile.max_block)]
+        reads = planned_reads(addresses, registers, settings.max_gap, profile.max_block)
         if settings.transport == "tcp":
             inner = ModbusTcpDriver(device.name, ModbusTcpSettings(
                 settings.host, settings.port, settings.unit_id, settings.max_gap, profile.max_block, 1,
@@ -108,12 +122,10 @@ class GdsDriver:
     def is_down(self) -> bool:
         return self.inner.is_down or self.heartbeat_frozen
 
-    def __getattr__(self, name: str) -> Any:
-        """The inner driver's counters (polls, failures, ...) for the metrics endpoint."""
-        if name in ("polls", "failures", "reconnects", "block_errors", "collisions", "skipped_ticks",
-                    "last_poll_latency", "requests_per_poll"):
-            return getattr(self.inner, name)
-        raise AttributeError(name)
+    @property
+    def stats(self) -> DriverStats:
+        """The inner Modbus driver's figures: the panel's polls are its polls."""
+        return self.inner.stats
 
     async def run(self, sink: SampleSink) -> None:
         """Poll until cancelled."""

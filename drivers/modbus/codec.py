@@ -11,9 +11,10 @@ the lowest address). The four classic spellings map as ABCD = big/big, CDAB = bi
 BADC = little bytes/big words, DCBA = little/little.
 
 A device that sends NaN or infinity (many PLCs do for a broken input channel or an overflowed
-calculation) decodes to NaN, and `quality()` marks it OUT_OF_RANGE: the response itself was sound and
-decoded as configured, it is the device's value that is unusable. DECODE_ERROR is kept for responses
-that cannot be decoded at all (wrong length), DEVICE_ERROR for Modbus exception responses.
+calculation) decodes to NaN, and `drivers.values.finite_quality` marks it OUT_OF_RANGE: the response
+itself was sound and decoded as configured, it is the device's value that is unusable. DECODE_ERROR
+is kept for responses that cannot be decoded at all (wrong length), DEVICE_ERROR for Modbus
+exception responses.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ import numpy as np
 
 from drivers.modbus.config import BIT_TABLES, ModbusAddress
 from drivers.modbus.plan import Block
-from gatewayd.types import Quality
-
-NON_FINITE_QUALITY = Quality.OUT_OF_RANGE
 
 # big-endian numpy type of each register data type; a bit tag is read as its whole register first
 _WIRE_TYPES = {
@@ -100,11 +98,6 @@ class BlockDecoder:
                 values = (values >> group.bits) & 1
             raw[group.positions] = values
         return raw
-
-
-def quality(values: np.ndarray) -> np.ndarray:
-    """Per-value quality codes: GOOD, or NON_FINITE_QUALITY where decoding gave NaN."""
-    return np.where(np.isnan(values), np.uint8(NON_FINITE_QUALITY), np.uint8(Quality.GOOD))
 
 
 def byte_positions(address: ModbusAddress, offset: int) -> list[int]:

@@ -46,8 +46,10 @@ cannot occur: every wait is an `asyncio.timeout` around an event or a sleep.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
+import operator
 import os
 import select
 import termios
@@ -60,14 +62,14 @@ import numpy as np
 import serial
 import serial.rs485
 
-from drivers.modbus.codec import BlockDecoder, ResponseLengthError, quality
-from drivers.modbus.plan import Block, plan_blocks
+from drivers.kit import Backoff, BlockPoller, DeviceHealth, DriverStats, NoAnswer, Problems, next_tick
+from drivers.modbus.plan import Block
+from drivers.modbus.reads import PlannedRead, decode_error, exception_error, planned_reads
 from drivers.modbus.rtu_config import RtuAddress, SerialSettings
 from drivers.modbus.rtu_frame import (
     MAX_FRAME, Collision, ExceptionReply, FrameError, frame_length, frame_of_window, parse_reply, read_request,
 )
-from drivers.modbus.tcp import Backoff, BlockError, PlannedRead, describe, exception_error, next_tick
-from gatewayd.types import Event, Priority, Quality, SampleSink
+from gatewayd.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.modbus")
 
@@ -79,7 +81,7 @@ class LineError(Exception):
     """The port itself failed: it cannot be opened, configured, read or written."""
 
 
-class NoReply(Exception):
+class NoReply(NoAnswer):
     """The slave did not answer within its timeout."""
 
 
@@ -227,7 +229,10 @@ class SerialLine:
 
 @dataclass(eq=False)
 class Slave:
-    """A slave's plan and its state on the bus: schedule, failures in a row, outage."""
+    """A slave's plan and its state on the bus: schedule, failures in a row, health, figures.
+
+    `poller` (the kit's block poll, with the slave's own `DeviceHealth`) is attached by the bus.
+    """
 
     unit_id: int
     name: str
@@ -236,22 +241,21 @@ class Slave:
     reads: tuple[PlannedRead, ...]
     rows: np.ndarray
     due: float = 0.0
-    failures: int = 0  # failed polls in a row
-    polls: int = 0  # answered polls
-    failed_polls: int = 0
-    block_errors: int = 0
-    collisions: int = 0  # replies lost to two senders in one window (FrameError: Collision)
-    skipped_ticks: int = 0
+    failed_in_row: int = 0  # failed polls in a row
     probes: int = 0  # polls made while the circuit was open
-    down_since: float | None = None
-    failing_blocks: set[Block] = field(default_factory=set)
+    stats: DriverStats = field(default_factory=lambda: DriverStats(collisions=0))
+    poller: BlockPoller | None = None
+
+    @property
+    def is_down(self) -> bool:
+        return self.poller is not None and self.poller.health.is_down
 
 
 class ModbusRtuBusDriver:
     """Polls every slave of one serial line and writes what it reads into a SampleSink.
 
-    Bus-wide counters for metrics (`polls`, `failures`, `reconnects`, `block_errors`, `collisions`,
-    `skipped_ticks`, `requests_per_poll`) sum the slaves'; each `Slave` keeps its own.
+    The bus's `stats` sum the slaves' (each `Slave` keeps its own) and the line's: failures to open
+    the port, and reopenings as reconnects; `collisions` counts replies lost to two senders in one window.
     """
 
     def __init__(self, name: str, settings: SerialSettings, slaves: Sequence[Slave], rows: np.ndarray) -> None:
@@ -259,10 +263,14 @@ class ModbusRtuBusDriver:
         self.slaves = tuple(slaves)
         self.rows = rows
         self.opens = 0
-        self.open_failures = 0
-        self.last_poll_latency = math.nan
+        self.line_stats = DriverStats()
+        for slave in self.slaves:
+            health = DeviceHealth(slave.name, {"port": settings.port, "unit_id": slave.unit_id}, log,
+                                  label=f"bus {name}: unit {slave.unit_id}")
+            slave.poller = BlockPoller(slave.reads, slave.rows, health, slave.stats,
+                                       Problems(log, f"bus {name}: unit {slave.unit_id}"))
+        self.line_health = DeviceHealth(name, {"port": settings.port}, log, label=f"bus {name} ({settings.port})")
         self._line: SerialLine | None = None
-        self._line_down_since: float | None = None
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
 
     @classmethod
@@ -280,49 +288,21 @@ class ModbusRtuBusDriver:
         for unit_id, indexes in sorted(by_unit.items()):
             spec = device.tags[indexes[0]].address.slave
             addresses = [device.tags[index].address.register for index in indexes]
-            slave_rows = rows[indexes]
-            reads = tuple(PlannedRead(block, BlockDecoder(block, addresses),
-                                      slave_rows[[member for member, _ in block.members]])
-                          for block in plan_blocks(addresses, settings.max_gap, settings.max_block))
+            reads = tuple(planned_reads(addresses, rows[indexes], settings.max_gap, settings.max_block))
             slaves.append(Slave(unit_id, f"{device.name}.{unit_id}", spec.poll_interval or device.poll_interval,
-                                spec.timeout or device.timeout, reads, slave_rows))
+                                spec.timeout or device.timeout, reads, rows[indexes]))
         return cls(device.name, settings, slaves, rows)
 
-    # counters summed over the slaves, named as the Modbus TCP driver's for the metrics endpoint
     @property
-    def polls(self) -> int:
-        return sum(slave.polls for slave in self.slaves)
-
-    @property
-    def failures(self) -> int:
-        return sum(slave.failed_polls for slave in self.slaves) + self.open_failures
-
-    @property
-    def reconnects(self) -> int:
-        return max(0, self.opens - 1)
-
-    @property
-    def block_errors(self) -> int:
-        return sum(slave.block_errors for slave in self.slaves)
-
-    @property
-    def collisions(self) -> int:
-        return sum(slave.collisions for slave in self.slaves)
-
-    @property
-    def skipped_ticks(self) -> int:
-        return sum(slave.skipped_ticks for slave in self.slaves)
-
-    @property
-    def requests_per_poll(self) -> int:
-        return sum(len(slave.reads) for slave in self.slaves)
+    def stats(self) -> DriverStats:
+        return functools.reduce(operator.add, (slave.stats for slave in self.slaves), self.line_stats)
 
     @property
     def is_down(self) -> bool:
-        return self._line_down_since is not None or all(slave.down_since is not None for slave in self.slaves)
+        return self.line_health.is_down or all(slave.is_down for slave in self.slaves)
 
     def circuit_open(self, slave: Slave) -> bool:
-        return slave.failures >= self.settings.breaker_failures
+        return slave.failed_in_row >= self.settings.breaker_failures
 
     async def run(self, sink: SampleSink) -> None:
         """Serve the slaves until cancelled."""
@@ -350,18 +330,13 @@ class ModbusRtuBusDriver:
         try:
             self._line = SerialLine(self.settings)
         except LineError as exc:
-            self.open_failures += 1
+            self.line_stats.failures += 1
             self._line_failed(sink, str(exc))
             return False
         self.opens += 1
+        self.line_stats.reconnects = self.opens - 1
         self._backoff.reset()
-        if self._line_down_since is not None:
-            down_for = time.monotonic() - self._line_down_since
-            self._line_down_since = None
-            log.info("bus %s: %s open again after %.1f s", self.name, self.settings.port, down_for)
-            sink.event(Event(kind="device_up", ts=time.time(), source=self.name, priority=Priority.INFO,
-                             message=f"{self.name}: {self.settings.port} open again after {down_for:.1f} s",
-                             data={"port": self.settings.port, "down_for": round(down_for, 3)}))
+        self.line_health.up(sink)
         return True
 
     def _close(self) -> None:
@@ -371,45 +346,19 @@ class ModbusRtuBusDriver:
 
     def _line_failed(self, sink: SampleSink, cause: str) -> None:
         sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
-        if self._line_down_since is not None:
-            log.debug("bus %s still down: %s", self.name, cause)
-            return
-        self._line_down_since = time.monotonic()
-        log.warning("bus %s down: %s", self.name, cause)
-        sink.event(Event(kind="device_down", ts=time.time(), source=self.name, priority=Priority.HIGH,
-                         message=f"{self.name} down: {cause}",
-                         data={"port": self.settings.port, "cause": cause, "quality": int(Quality.COMM_FAILURE)}))
+        self.line_health.down(sink, cause, Quality.COMM_FAILURE)
 
     async def _poll(self, slave: Slave, sink: SampleSink) -> bool:
         """Read every block of one slave; True when it answered at least one of them."""
-        started = time.monotonic()
         if self.circuit_open(slave):
             slave.probes += 1
-        good: list[tuple[PlannedRead, np.ndarray]] = []
-        bad: list[tuple[PlannedRead, BlockError]] = []
-        for read in slave.reads:
-            try:
-                good.append((read, read.decoder.decode(await self._request(slave, read.block))))
-            except BlockError as exc:
-                bad.append((read, exc))
-            except ResponseLengthError as exc:
-                bad.append((read, BlockError(f"malformed response: {exc}", Quality.DECODE_ERROR)))
-            except NoReply as exc:
-                self._slave_down(slave, sink, f"{describe(read.block)}: {exc}", Quality.COMM_FAILURE)
-                return False
-        for read, error in bad:
-            sink.set_quality(read.rows, int(error.quality))
-        if not good:
-            self._slave_down(slave, sink, str(bad[0][1]), bad[0][1].quality)
-            return False
-        rows = np.concatenate([read.rows for read, _ in good])
-        values = np.concatenate([values for _, values in good])
-        sink.write(rows, values, quality(values))
-        self._note_blocks(slave, good, bad)
-        self._slave_up(slave, sink)
-        slave.polls += 1
-        self.last_poll_latency = time.monotonic() - started
-        return True
+
+        async def fetch(read: PlannedRead) -> np.ndarray:
+            return read.decode(await self._request(slave, read.block))
+
+        answered = await slave.poller.poll(sink, fetch)
+        self.line_stats.last_poll_latency = slave.stats.last_poll_latency
+        return answered
 
     async def _request(self, slave: Slave, block: Block) -> list[int] | list[bool]:
         """One transaction: silence, request, the slave's reply; garbage is drained before returning."""
@@ -420,62 +369,26 @@ class ModbusRtuBusDriver:
             frame = await line.receive(slave.unit_id, slave.timeout)
             return parse_reply(frame, slave.unit_id, block.table, block.count)
         except ExceptionReply as exc:
-            raise exception_error(block, exc.code) from None
+            raise exception_error(exc.code) from None
         except FrameError as exc:
             if isinstance(exc, Collision):
-                slave.collisions += 1
+                slave.stats.collisions += 1
             await line.quiet(self.settings.frame_silence)
-            raise BlockError(f"{describe(block)}: {exc}", Quality.DECODE_ERROR) from None
+            raise decode_error(str(exc)) from None
 
     def _schedule(self, slave: Slave, answered: bool) -> None:
         now = time.monotonic()
         if answered:
-            slave.failures = 0
+            slave.failed_in_row = 0
             slave.due, skipped = next_tick(slave.due, slave.poll_interval, now)
-            slave.skipped_ticks += skipped
+            slave.stats.skipped_ticks += skipped
             return
-        slave.failures += 1
-        slave.failed_polls += 1
+        slave.failed_in_row += 1
         if self.circuit_open(slave):
-            if slave.failures == self.settings.breaker_failures:
+            if slave.failed_in_row == self.settings.breaker_failures:
                 log.warning("bus %s: unit %d failed %d polls in a row; probing it every %g s",
-                            self.name, slave.unit_id, slave.failures, self.settings.probe_interval)
+                            self.name, slave.unit_id, slave.failed_in_row, self.settings.probe_interval)
             slave.due = now + self.settings.probe_interval
         else:
-            slave.due = now + min(self.settings.probe_interval, slave.poll_interval * 2 ** (slave.failures - 1))
-
-    def _slave_down(self, slave: Slave, sink: SampleSink, cause: str, quality_code: Quality) -> None:
-        if quality_code == Quality.COMM_FAILURE:
-            sink.set_quality(slave.rows, int(quality_code))
-        if slave.down_since is not None:
-            log.debug("bus %s: unit %d still down: %s", self.name, slave.unit_id, cause)
-            return
-        slave.down_since = time.monotonic()
-        log.warning("bus %s: unit %d down: %s", self.name, slave.unit_id, cause)
-        sink.event(Event(kind="device_down", ts=time.time(), source=slave.name, priority=Priority.HIGH,
-                         message=f"{slave.name} down: {cause}",
-                         data={"port": self.settings.port, "unit_id": slave.unit_id, "cause": cause,
-                               "quality": int(quality_code)}))
-
-    def _slave_up(self, slave: Slave, sink: SampleSink) -> None:
-        if slave.down_since is None:
-            return
-        down_for = time.monotonic() - slave.down_since
-        slave.down_since = None
-        log.info("bus %s: unit %d back after %.1f s", self.name, slave.unit_id, down_for)
-        sink.event(Event(kind="device_up", ts=time.time(), source=slave.name, priority=Priority.INFO,
-                         message=f"{slave.name} answering again after {down_for:.1f} s",
-                         data={"port": self.settings.port, "unit_id": slave.unit_id, "down_for": round(down_for, 3)}))
-
-    def _note_blocks(self, slave: Slave, good: list[tuple[PlannedRead, np.ndarray]],
-                     bad: list[tuple[PlannedRead, BlockError]]) -> None:
-        """Log a block's first failure and its recovery; count failures of single blocks."""
-        slave.block_errors += len(bad)
-        for read, error in bad:
-            level = logging.DEBUG if read.block in slave.failing_blocks else logging.WARNING
-            log.log(level, "bus %s: unit %d: %s", self.name, slave.unit_id, error)
-            slave.failing_blocks.add(read.block)
-        for read, _ in good:
-            if read.block in slave.failing_blocks:
-                slave.failing_blocks.discard(read.block)
-                log.info("bus %s: unit %d: %s readable again", self.name, slave.unit_id, describe(read.block))
+            slave.due = now + min(self.settings.probe_interval,
+                                  slave.poll_interval * 2 ** (slave.failed_in_row - 1))

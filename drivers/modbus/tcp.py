@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,10 +33,13 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from drivers.modbus.codec import BlockDecoder, ResponseLengthError, quality
+from drivers.kit import Backoff, BlockPoller, DeviceHealth, DriverStats, Problems, next_tick
 from drivers.modbus.config import BIT_TABLES, ModbusTcpSettings
-from drivers.modbus.plan import Block, plan_blocks
-from gatewayd.types import Event, Priority, Quality, SampleSink
+from drivers.modbus.plan import Block
+from drivers.modbus.reads import (
+    FUNCTION_CODES, CommError, PlannedRead, decode_error, exception_error, planned_reads,
+)
+from gatewayd.types import SampleSink
 
 log = logging.getLogger("gatewayd.drivers.modbus")
 
@@ -49,26 +49,6 @@ READ_FUNCTIONS = {
     "coil": "read_coils",
     "discrete": "read_discrete_inputs",
 }
-FUNCTION_CODES = {"holding": 3, "input": 4, "coil": 1, "discrete": 2}
-GATEWAY_UNREACHABLE = {0x0A: "gateway path unavailable", 0x0B: "gateway target device failed to respond"}
-EXCEPTION_NAMES = {
-    0x01: "illegal function", 0x02: "illegal data address", 0x03: "illegal data value",
-    0x04: "server device failure", 0x05: "acknowledge", 0x06: "server device busy",
-    0x08: "memory parity error", **GATEWAY_UNREACHABLE,
-}
-JITTER = 0.2  # each reconnect delay is shortened by up to this fraction, so gateways do not reconnect in step
-
-
-class CommError(Exception):
-    """The device could not be reached: no connection, connection lost, or no answer in time."""
-
-
-class BlockError(Exception):
-    """The device answered a block read but not with usable data; only that block's rows are bad."""
-
-    def __init__(self, message: str, quality_code: Quality) -> None:
-        super().__init__(message)
-        self.quality = quality_code
 
 
 class MalformedResponse(Exception):
@@ -76,48 +56,11 @@ class MalformedResponse(Exception):
     unknown function code): the device answered, but with nothing usable."""
 
 
-class Backoff:
-    """Exponential reconnect delays: initial, doubled per failure up to maximum, minus random jitter."""
-
-    def __init__(self, initial: float, maximum: float, rand: Callable[[], float] = random.random) -> None:
-        self.initial, self.maximum, self._rand = initial, maximum, rand
-        self._nominal = initial
-
-    def next(self) -> float:
-        delay = self._nominal * (1.0 - JITTER * self._rand())
-        self._nominal = min(self.maximum, self._nominal * 2.0)
-        return delay
-
-    def reset(self) -> None:
-        self._nominal = self.initial
-
-
-@dataclass(frozen=True)
-class PlannedRead:
-    """A block with its decoder and the point-table rows its values go to, in the decoder's order."""
-
-    block: Block
-    decoder: BlockDecoder
-    rows: np.ndarray
-
-
-def next_tick(previous: float, interval: float, now: float) -> tuple[float, int]:
-    """The first tick of the schedule after `now`, and how many ticks were skipped to get there."""
-    due = previous + interval
-    if due > now:
-        return due, 0
-    skipped = math.floor((now - previous) / interval)
-    return previous + (skipped + 1) * interval, skipped
-
-
 class ModbusTcpDriver:
     """Polls one Modbus TCP device and writes what it reads into a SampleSink.
 
-    Counters for metrics and benchmarks: `polls` (polls in which the device answered), `failures`
-    (failed polls and connection attempts), `reconnects` (connections after the first),
-    `block_errors` (blocks that failed while others were read), `skipped_ticks` (schedule ticks lost
-    to overrunning polls), `last_poll_latency` (seconds, of the last answered poll) and
-    `requests_per_poll`.
+    Its `stats` (`drivers.kit.DriverStats`) count answered and failed polls, reconnects (connections
+    after the first), block and decode errors, skipped ticks and the last poll's latency.
 
     Subclasses for the other transports over IP (Modbus UDP, RTU framing over TCP) change only
     `client_class` and `framer`: the polling, timeouts and outage handling are this class's.
@@ -130,77 +73,46 @@ class ModbusTcpDriver:
                  reads: Sequence[PlannedRead], rows: np.ndarray) -> None:
         self.name, self.settings = name, settings
         self.poll_interval, self.timeout = poll_interval, timeout
-        self.reads = tuple(reads)
         self.rows = rows
-        self.polls = self.failures = self.reconnects = self.block_errors = self.skipped_ticks = 0
-        self.last_poll_latency = math.nan
-        self.requests_per_poll = len(self.reads)
+        self.stats = DriverStats()
+        self.health = DeviceHealth(name, {"host": settings.host, "port": settings.port, "unit_id": settings.unit_id},
+                                   log, label=f"device {name} ({settings.host}:{settings.port})")
+        self.poller = BlockPoller(reads, rows, self.health, self.stats, Problems(log, f"device {name}"))
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         self._client: AsyncModbusTcpClient | None = None
         self._connected_before = False
-        self._down_since: float | None = None
-        self._failing_blocks: set[Block] = set()
 
     @classmethod
     def from_config(cls, device: Any, rows: np.ndarray) -> ModbusTcpDriver:
-        """Plan and compile the reads of a validated DeviceConfig whose tag i sits at point-table row rows[i]."""
+        """Plan and compile the reads of a validated DeviceConfig whose tag i sits at position rows[i]."""
         rows = np.asarray(rows, dtype=np.intp)
         if rows.shape != (len(device.tags),):
             raise ValueError(f"device {device.name}: {len(device.tags)} tags but {rows.size} point-table rows")
-        addresses = [tag.address for tag in device.tags]
         settings = device.settings
-        reads = [PlannedRead(block, BlockDecoder(block, addresses), rows[[index for index, _ in block.members]])
-                 for block in plan_blocks(addresses, settings.max_gap, settings.max_block)]
+        reads = planned_reads([tag.address for tag in device.tags], rows, settings.max_gap, settings.max_block)
         return cls(device.name, settings, device.poll_interval, device.timeout, reads, rows)
 
     @property
     def is_down(self) -> bool:
-        return self._down_since is not None
+        return self.health.is_down
 
     async def run(self, sink: SampleSink) -> None:
         """Poll until cancelled."""
         try:
             tick = time.monotonic()
             while True:
-                if await self._poll(sink):
+                if await self.poller.poll(sink, self._fetch):
                     self._backoff.reset()
                     tick, skipped = next_tick(tick, self.poll_interval, time.monotonic())
-                    self.skipped_ticks += skipped
+                    self.stats.skipped_ticks += skipped
                 else:
                     tick = time.monotonic() + self._backoff.next()
                 await asyncio.sleep(max(0.0, tick - time.monotonic()))
         finally:
             self._disconnect()
 
-    async def _poll(self, sink: SampleSink) -> bool:
-        """Read every block once; True when the device answered at least one of them."""
-        started = time.monotonic()
-        good: list[tuple[PlannedRead, np.ndarray]] = []
-        bad: list[tuple[PlannedRead, BlockError]] = []
-        try:
-            for read in self.reads:
-                try:
-                    good.append((read, read.decoder.decode(await self._request(read.block))))
-                except BlockError as exc:
-                    bad.append((read, exc))
-                except ResponseLengthError as exc:
-                    bad.append((read, BlockError(f"malformed response: {exc}", Quality.DECODE_ERROR)))
-        except CommError as exc:
-            self._device_down(sink, str(exc), Quality.COMM_FAILURE)
-            return False
-        for read, error in bad:
-            sink.set_quality(read.rows, int(error.quality))
-        if not good:
-            self._device_down(sink, str(bad[0][1]), bad[0][1].quality)
-            return False
-        rows = np.concatenate([read.rows for read, _ in good])
-        values = np.concatenate([values for _, values in good])
-        sink.write(rows, values, quality(values))
-        self._note_blocks(good, bad)
-        self._device_up(sink)
-        self.polls += 1
-        self.last_poll_latency = time.monotonic() - started
-        return True
+    async def _fetch(self, read: PlannedRead) -> np.ndarray:
+        return read.decode(await self._request(read.block))
 
     async def _request(self, block: Block) -> Sequence[int] | Sequence[bool]:
         """One block read, retried at once on a fresh connection after a timeout or connection loss."""
@@ -218,18 +130,18 @@ class ModbusTcpDriver:
                 cause = f"no response within {self.timeout:g} s"
             except MalformedResponse as exc:
                 self._disconnect()  # the stream may be out of step: start the next request afresh
-                raise BlockError(f"{describe(block)}: malformed response ({exc})", Quality.DECODE_ERROR) from None
+                raise decode_error(f"malformed response ({exc})") from None
             except (OSError, ModbusException) as exc:
                 cause = f"connection lost ({exc})"
             else:
                 if response.function_code & 0x7F != FUNCTION_CODES[block.table]:
-                    raise BlockError(f"{describe(block)}: answer with function code {response.function_code:#04x} "
-                                     f"to a request with {FUNCTION_CODES[block.table]:#04x}", Quality.DECODE_ERROR)
+                    raise decode_error(f"answer with function code {response.function_code:#04x} "
+                                       f"to a request with {FUNCTION_CODES[block.table]:#04x}")
                 if response.isError():
-                    raise exception_error(block, response.exception_code)
+                    raise exception_error(response.exception_code)
                 return response.bits if block.table in BIT_TABLES else response.registers
             self._disconnect()
-        raise CommError(f"{describe(block)}: {cause}")
+        raise CommError(cause)
 
     async def _connection(self) -> AsyncModbusTcpClient:
         if self._client is not None and self._client.connected:
@@ -253,7 +165,7 @@ class ModbusTcpDriver:
             client.close()
             raise CommError(f"cannot connect to {host}:{port}")
         self._client = client
-        self.reconnects += self._connected_before
+        self.stats.reconnects += self._connected_before
         self._connected_before = True
         return client
 
@@ -261,47 +173,6 @@ class ModbusTcpDriver:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    def _device_down(self, sink: SampleSink, cause: str, quality_code: Quality) -> None:
-        self.failures += 1
-        if quality_code == Quality.COMM_FAILURE:
-            sink.set_quality(self.rows, int(quality_code))
-        if self._down_since is not None:
-            log.debug("device %s still down: %s", self.name, cause)
-            return
-        self._down_since = time.monotonic()
-        log.warning("device %s (%s:%d) down: %s", self.name, self.settings.host, self.settings.port, cause)
-        sink.event(Event(
-            kind="device_down", ts=time.time(), source=self.name, priority=Priority.HIGH,
-            message=f"{self.name} down: {cause}",
-            data={"host": self.settings.host, "port": self.settings.port, "unit_id": self.settings.unit_id,
-                  "cause": cause, "quality": int(quality_code)},
-        ))
-
-    def _device_up(self, sink: SampleSink) -> None:
-        if self._down_since is None:
-            return
-        down_for = time.monotonic() - self._down_since
-        self._down_since = None
-        log.info("device %s back after %.1f s", self.name, down_for)
-        sink.event(Event(
-            kind="device_up", ts=time.time(), source=self.name, priority=Priority.INFO,
-            message=f"{self.name} answering again after {down_for:.1f} s",
-            data={"host": self.settings.host, "port": self.settings.port, "down_for": round(down_for, 3)},
-        ))
-
-    def _note_blocks(self, good: list[tuple[PlannedRead, np.ndarray]],
-                     bad: list[tuple[PlannedRead, BlockError]]) -> None:
-        """Log a block's first failure and its recovery; count failures of single blocks."""
-        self.block_errors += len(bad)
-        for read, error in bad:
-            level = logging.DEBUG if read.block in self._failing_blocks else logging.WARNING
-            log.log(level, "device %s: %s", self.name, error)
-            self._failing_blocks.add(read.block)
-        for read, _ in good:
-            if read.block in self._failing_blocks:
-                self._failing_blocks.discard(read.block)
-                log.info("device %s: %s readable again", self.name, describe(read.block))
 
 
 def _raise_if_cancelled() -> None:
@@ -340,12 +211,3 @@ def _guard_frames(client: Any) -> None:
 
     manager.callback_data = callback_data
 
-
-def describe(block: Block) -> str:
-    return f"{block.table} {block.start}..{block.end - 1}"
-
-
-def exception_error(block: Block, code: int) -> BlockError:
-    name = EXCEPTION_NAMES.get(code, "unknown exception")
-    quality_code = Quality.COMM_FAILURE if code in GATEWAY_UNREACHABLE else Quality.DEVICE_ERROR
-    return BlockError(f"{describe(block)}: exception {code:#04x} ({name})", quality_code)

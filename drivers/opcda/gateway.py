@@ -19,21 +19,28 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import Pyro5.client
 import Pyro5.errors
 
-from drivers.modbus.tcp import Backoff, next_tick
+from drivers.kit import Backoff, DeviceHealth, DriverStats, Problems, next_tick
 from drivers.opcda.config import OpcDaSettings
 from drivers.opcda.readings import decode
-from gatewayd.types import Event, Priority, Quality, SampleSink
+from gatewayd.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.opcda")
+
+
+@dataclass
+class OpcDaStats(DriverStats):
+    """The kit's figures and the gateway sessions opened."""
+
+    sessions: int = 0
 
 
 class GatewayError(Exception):
@@ -43,8 +50,9 @@ class GatewayError(Exception):
 class OpcDaGatewayDriver:
     """Polls the items of one DA server through one gateway service into a SampleSink.
 
-    Counters: `polls` (answered reads), `failures` (failed reads), `sessions` (gateway sessions
-    opened), `last_poll_latency` (seconds, of the last answered read), `skipped_ticks`.
+    Figures in `stats` (`OpcDaStats`): `polls` (answered reads), `failures` (failed reads),
+    `sessions` (gateway sessions opened; `reconnects` those after the first), `last_poll_latency`
+    (seconds, of the last answered read), `skipped_ticks`.
     """
 
     def __init__(self, name: str, settings: OpcDaSettings, poll_interval: float, timeout: float,
@@ -54,12 +62,13 @@ class OpcDaGatewayDriver:
         self.items = list(items)
         self.rows = np.asarray(rows, dtype=np.intp)
         self.group = settings.group or f"gatewayd.{name}"
-        self.polls = self.failures = self.sessions = self.skipped_ticks = 0
-        self.last_poll_latency = math.nan
+        self.stats = OpcDaStats(requests_per_poll=1)
+        self.health = DeviceHealth(name, {"host": settings.host, "port": settings.port, "server": settings.server},
+                                   log, label=f"device {name} (gateway {settings.host}:{settings.port}, "
+                                              f"server {settings.server})")
+        self._problems = Problems(log, f"device {name}")
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         self._proxy: Pyro5.client.Proxy | None = None  # touched only by the worker thread
-        self._down_since: float | None = None
-        self._noted: set[str] = set()
 
     @classmethod
     def from_config(cls, device: Any, rows: np.ndarray) -> OpcDaGatewayDriver:
@@ -71,7 +80,7 @@ class OpcDaGatewayDriver:
 
     @property
     def is_down(self) -> bool:
-        return self._down_since is not None
+        return self.health.is_down
 
     async def run(self, sink: SampleSink) -> None:
         """Poll until cancelled; the worker thread releases the proxy when the driver stops."""
@@ -87,11 +96,11 @@ class OpcDaGatewayDriver:
                     self._device_down(sink, str(exc))
                     tick = time.monotonic() + self._backoff.next()
                 else:
-                    self.last_poll_latency = time.monotonic() - started
+                    self.stats.last_poll_latency = time.monotonic() - started
                     self._deliver(sink, answer)
                     self._backoff.reset()
                     tick, skipped = next_tick(tick, self.poll_interval, time.monotonic())
-                    self.skipped_ticks += skipped
+                    self.stats.skipped_ticks += skipped
                 await asyncio.sleep(max(0.0, tick - time.monotonic()))
         finally:
             worker.submit(self._release)
@@ -106,7 +115,8 @@ class OpcDaGatewayDriver:
                 proxy._pyroTimeout = self.timeout
                 self._proxy = proxy
                 proxy.connect(settings.server, settings.opc_host)
-                self.sessions += 1
+                self.stats.reconnects += self.stats.sessions > 0
+                self.stats.sessions += 1
             return self._proxy.read(self.items, group=self.group, update=int(self.poll_interval * 1000),
                                     timeout=int(self.timeout * 1000), source=settings.source)
         except Pyro5.errors.TimeoutError as exc:
@@ -132,36 +142,11 @@ class OpcDaGatewayDriver:
         values, qualities, stamps, notes = decode(answer, self.items)
         sink.write(self.rows, values, qualities, stamps)
         for note in notes:
-            level = logging.DEBUG if note in self._noted else logging.WARNING
-            self._noted.add(note)
-            log.log(level, "device %s: %s", self.name, note)
-        self.polls += 1
-        self._device_up(sink)
+            self._problems.note(note, note)
+        self.stats.polls += 1
+        self.health.up(sink)
 
     def _device_down(self, sink: SampleSink, cause: str) -> None:
-        self.failures += 1
+        self.stats.failures += 1
         sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
-        if self._down_since is not None:
-            log.debug("device %s still down: %s", self.name, cause)
-            return
-        self._down_since = time.monotonic()
-        log.warning("device %s (gateway %s:%d, server %s) down: %s", self.name, self.settings.host,
-                    self.settings.port, self.settings.server, cause)
-        sink.event(Event(
-            kind="device_down", ts=time.time(), source=self.name, priority=Priority.HIGH,
-            message=f"{self.name} down: {cause}",
-            data={"host": self.settings.host, "port": self.settings.port, "server": self.settings.server,
-                  "cause": cause, "quality": int(Quality.COMM_FAILURE)},
-        ))
-
-    def _device_up(self, sink: SampleSink) -> None:
-        if self._down_since is None:
-            return
-        down_for = time.monotonic() - self._down_since
-        self._down_since = None
-        log.warning("device %s back after %.1f s", self.name, down_for)
-        sink.event(Event(
-            kind="device_up", ts=time.time(), source=self.name, priority=Priority.INFO,
-            message=f"{self.name} answering again after {down_for:.1f} s",
-            data={"host": self.settings.host, "port": self.settings.port, "down_for": round(down_for, 3)},
-        ))
+        self.health.down(sink, cause, Quality.COMM_FAILURE)

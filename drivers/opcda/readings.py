@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from drivers.opcua.values import NAN, to_float, unix_seconds
+from drivers.values import NAN, to_float, unix_seconds
 from gatewayd.types import Quality
 
 MAJOR_MASK = 0xC0

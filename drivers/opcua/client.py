@@ -27,6 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,18 +37,31 @@ from asyncua.common.utils import ServiceError
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 
-from drivers.modbus.tcp import Backoff
+from drivers.kit import Backoff, DeviceHealth, DriverStats, Problems
 from drivers.opcua.config import OpcUaNode, OpcUaSettings
 from drivers.opcua.status import quality_of, status_name
 from drivers.opcua.trust import TrustStoreError, UntrustedServer, check_server_certificate, load_trust_store
-from drivers.opcua.values import NAN, describe, to_float, unix_seconds
-from gatewayd.types import Event, Priority, Quality, SampleSink
+from drivers.values import NAN, describe, to_float, unix_seconds
+from gatewayd.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.opcua")
 
 READ_CHUNK = 1000  # nodes per Read request: within the usual MaxNodesPerRead of servers
 CREATE_CHUNK = 1000  # monitored items per CreateMonitoredItems request
 DEADBAND_TYPES = {"absolute": ua.DeadbandType.Absolute, "percent": ua.DeadbandType.Percent}
+
+
+@dataclass
+class OpcUaStats(DriverStats):
+    """The kit's figures (`polls` are poll rounds answered, `reconnects` sessions after the first) and the
+    subscription's: values written, data changes received, sessions, sessions dropped for silence, and
+    tags read by polling in the current session (refused monitored items included)."""
+
+    values: int = 0
+    notifications: int = 0
+    sessions: int = 0
+    watchdog_trips: int = 0
+    polled_items: int = 0
 
 
 class SessionLost(Exception):
@@ -57,10 +71,8 @@ class SessionLost(Exception):
 class OpcUaDriver:
     """Reads one OPC UA server into a SampleSink.
 
-    Counters for metrics and benchmarks: `values` (values written), `notifications` (data changes
-    received), `polls` (poll rounds answered), `sessions` (sessions established), `failures`
-    (failed connects and lost sessions), `watchdog_trips` (sessions dropped for silence) and
-    `polled_items` (tags read by polling in the current session, fallbacks included).
+    Figures for metrics and benchmarks in `stats` (`OpcUaStats`); `failures` counts failed connects
+    and lost sessions.
     """
 
     def __init__(self, name: str, settings: OpcUaSettings, poll_interval: float, timeout: float,
@@ -69,10 +81,11 @@ class OpcUaDriver:
         self.poll_interval, self.timeout = poll_interval, timeout
         self.nodes = tuple(nodes)
         self.rows = np.asarray(rows, dtype=np.intp)
-        self.values = self.notifications = self.polls = self.sessions = self.failures = 0
-        self.watchdog_trips = self.polled_items = 0
+        self.stats = OpcUaStats()
+        self.health = DeviceHealth(name, {"endpoint": settings.endpoint}, log,
+                                   label=f"device {name} ({settings.endpoint})")
+        self._problems = Problems(log, f"device {name}")
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
-        self._down_since: float | None = None
         self._alive_at = 0.0
         self._warned: set[tuple[int, str]] = set()  # (tag index, problem) already logged as a warning
         self._pending: list[tuple[int, float, int, float]] = []  # (tag index, value, quality, source ts)
@@ -89,7 +102,7 @@ class OpcUaDriver:
 
     @property
     def is_down(self) -> bool:
-        return self._down_since is not None
+        return self.health.is_down
 
     async def run(self, sink: SampleSink) -> None:
         """Connect, read and reconnect until cancelled."""
@@ -126,7 +139,8 @@ class OpcUaDriver:
                 await client.connect()
             connected = True
             subscribed, polled = await self._subscribe(client)
-            self.sessions += 1
+            self.stats.reconnects += self.stats.sessions > 0
+            self.stats.sessions += 1
             self._alive_at = time.monotonic()
             if subscribed is not None:
                 tasks.append(asyncio.create_task(self._consume(subscribed, lost)))
@@ -201,12 +215,12 @@ class OpcUaDriver:
                     subscription = await client.create_subscription(
                         params, queue_maxsize=4 * len(wanted) + 1000, overflow=OverflowPolicy.DROP_OLDEST)
             except ua.UaStatusCodeError as exc:
-                self._warn_once(-1, "subscriptions", "device %s: server refuses subscriptions (%s); polling every tag",
-                                self.name, _cause(exc))
+                self._problems.note("subscriptions",
+                                    f"server refuses subscriptions ({_cause(exc)}); polling every tag")
                 polled += wanted
             else:
                 polled += await self._create_items(subscription, wanted)
-        self.polled_items = len(polled)
+        self.stats.polled_items = len(polled)
         return subscription, np.array(sorted(polled), dtype=np.intp)
 
     async def _create_items(self, subscription: Subscription, wanted: list[int]) -> list[int]:
@@ -219,8 +233,8 @@ class OpcUaDriver:
             for index, result in zip(chunk, results):
                 if isinstance(result, ua.StatusCode):
                     refused.append(index)
-                    self._warn_once(index, "refused", "device %s: server refuses monitored item %s (%s); polling it",
-                                    self.name, self.nodes[index].node, status_name(result.value))
+                    self._problems.note((index, "refused"), f"server refuses monitored item {self.nodes[index].node} "
+                                                            f"({status_name(result.value)}); polling it")
         return refused
 
     def _item_request(self, index: int) -> ua.MonitoredItemCreateRequest:
@@ -246,7 +260,7 @@ class OpcUaDriver:
         async for event in subscription:
             if isinstance(event, DataChangeEvent):
                 self._alive_at = time.monotonic()
-                self.notifications += 1
+                self.stats.notifications += 1
                 self._add(event.data.subscription_data.client_handle - 1, event.data.monitored_item.Value)
             elif isinstance(event, StatusChangeEvent):
                 if lost.done():  # asyncua tells the subscription after the connection went
@@ -269,8 +283,8 @@ class OpcUaDriver:
             if status_quality.is_bad:
                 quality = status_quality  # the server's reason wins; its value, if any, is kept
             elif not quality.is_good:
-                self._warn_once(index, "value", "device %s: node %s sent %s, not a finite number",
-                                self.name, self.nodes[index].node, describe(raw))
+                self._problems.note((index, "value"),
+                                    f"node {self.nodes[index].node} sent {describe(raw)}, not a finite number")
             else:
                 quality = status_quality
             moment = data.SourceTimestamp or data.ServerTimestamp
@@ -289,8 +303,9 @@ class OpcUaDriver:
         qualities = np.fromiter((item[2] for item in pending), dtype=np.uint8, count=len(pending))
         stamps = np.fromiter((item[3] for item in pending), dtype=np.float64, count=len(pending))
         self._sink.write(self.rows[indexes], values, qualities, stamps)
-        self.values += len(pending)
-        self._device_up(self._sink)
+        self.stats.values += len(pending)
+        self._backoff.reset()
+        self.health.up(self._sink)
 
     async def _poll(self, client: Client, polled: np.ndarray) -> None:
         """Read the polled tags every poll_interval; a failed read ends the session."""
@@ -309,7 +324,7 @@ class OpcUaDriver:
                     raise SessionLost(f"no answer to a read within {self.timeout:g} s") from exc
                 for index, data in zip(polled[start:start + READ_CHUNK], results):
                     self._add(int(index), data)
-            self.polls += 1
+            self.stats.polls += 1
             self._alive_at = time.monotonic()
             tick = max(tick + self.poll_interval, time.monotonic())
             await asyncio.sleep(tick - time.monotonic())
@@ -325,7 +340,7 @@ class OpcUaDriver:
                 continue
             last = max(self._alive_at, subscription.last_publish_at or 0.0)
             if time.monotonic() - last > limit:
-                self.watchdog_trips += 1
+                self.stats.watchdog_trips += 1
                 raise SessionLost(f"subscription silent: no data and no keep-alive for {limit:g} s")
 
     async def _close(self, client: Client, connected: bool) -> None:
@@ -342,37 +357,10 @@ class OpcUaDriver:
         client.disconnect_socket()
 
     def _device_down(self, sink: SampleSink, cause: str) -> None:
-        self.failures += 1
+        self.stats.failures += 1
         self._pending.clear()
         sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
-        if self._down_since is not None:
-            log.debug("device %s still down: %s", self.name, cause)
-            return
-        self._down_since = time.monotonic()
-        log.warning("device %s (%s) down: %s", self.name, self.settings.endpoint, cause)
-        sink.event(Event(
-            kind="device_down", ts=time.time(), source=self.name, priority=Priority.HIGH,
-            message=f"{self.name} down: {cause}",
-            data={"endpoint": self.settings.endpoint, "cause": cause, "quality": int(Quality.COMM_FAILURE)},
-        ))
-
-    def _device_up(self, sink: SampleSink) -> None:
-        self._backoff.reset()
-        if self._down_since is None:
-            return
-        down_for = time.monotonic() - self._down_since
-        self._down_since = None
-        log.warning("device %s back after %.1f s", self.name, down_for)
-        sink.event(Event(
-            kind="device_up", ts=time.time(), source=self.name, priority=Priority.INFO,
-            message=f"{self.name} answering again after {down_for:.1f} s",
-            data={"endpoint": self.settings.endpoint, "down_for": round(down_for, 3)},
-        ))
-
-    def _warn_once(self, index: int, problem: str, message: str, *args: Any) -> None:
-        level = logging.DEBUG if (index, problem) in self._warned else logging.WARNING
-        self._warned.add((index, problem))
-        log.log(level, message, *args)
+        self.health.down(sink, cause, Quality.COMM_FAILURE)
 
 
 def _cause(exc: BaseException) -> str:

@@ -3,8 +3,9 @@
 OPC servers (UA, and DA through a gateway) hand over typed variants: numbers, booleans, strings,
 dates, arrays, structures or nothing. The point table holds one float per tag, so anything that is not
 a finite real number is marked instead of crashing the driver: a non-number is DECODE_ERROR (the tag
-points at the wrong node), NaN and infinity are OUT_OF_RANGE, as the Modbus codec marks them. Pure
-functions, shared by the OPC UA and OPC DA drivers.
+points at the wrong node), NaN and infinity are OUT_OF_RANGE, for every driver alike (the Modbus codec
+decodes a non-finite float register to NaN, and `finite_quality` marks it). Pure functions, shared by
+every driver kind.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import math
 from datetime import datetime, UTC
 from typing import Any
+
+import numpy as np
 
 from gatewayd.types import Quality
 
@@ -29,6 +32,11 @@ def to_float(value: Any) -> tuple[float, Quality]:
             return NAN, Quality.OUT_OF_RANGE
         return (number, Quality.GOOD) if math.isfinite(number) else (NAN, Quality.OUT_OF_RANGE)
     return NAN, Quality.DECODE_ERROR
+
+
+def finite_quality(values: np.ndarray) -> np.ndarray:
+    """Per-value quality codes: GOOD, or OUT_OF_RANGE where decoding gave NaN."""
+    return np.where(np.isnan(values), np.uint8(Quality.OUT_OF_RANGE), np.uint8(Quality.GOOD))
 
 
 def describe(value: Any, limit: int = 40) -> str:
