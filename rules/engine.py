@@ -367,6 +367,7 @@ class RuleEngine:
                 "state": STATE_NAMES[int(arrays.state[i])], "active": bool(arrays.active[i]),
                 "latched": bool(arrays.latch[i]), "since": self._to_wall(float(arrays.since[i])),
                 "shelved_until": None if math.isnan(shelved) else self._to_wall(shelved),
+                "hidden_occurrences": int(arrays.hidden[i]),
                 "value": self._value(info.tag), "setpoint": jsonable(info.setpoint) if info.setpoint is not None
                 else None, "unit": info.unit, "description": info.description,
                 **({"gas_level": info.gas_level, "gas_type": "toxic" if info.toxic else "combustible"}
@@ -426,7 +427,7 @@ class RuleEngine:
         interlock bypass state and flags, bypass authorizations. Times are stored on the wall clock."""
         arrays = self.arrays
         interesting = np.nonzero((arrays.state != isa.NORM) | (arrays.active != 0) | (arrays.latch != 0)
-                                 | (arrays.oos != 0) | (self.cond != 0))[0]
+                                 | (arrays.oos != 0) | (self.cond != 0) | (arrays.hidden != 0))[0]
         alarms = {}
         for i in interesting.tolist():
             shelved = float(arrays.shelved_until[i])
@@ -436,7 +437,7 @@ class RuleEngine:
                 "since": self._to_wall(float(arrays.since[i])),
                 "active_since": self._to_wall(float(arrays.active_since[i])), "stale": int(arrays.stale[i]),
                 "shelved_until": None if math.isnan(shelved) else self._to_wall(shelved),
-                "one_shot": int(arrays.oneshot[i]),
+                "one_shot": int(arrays.oneshot[i]), "hidden": int(arrays.hidden[i]),
             }
         interlocks = {}
         for k, interlock in enumerate(self.interlock_ids):
@@ -472,7 +473,7 @@ class RuleEngine:
             arrays.since[i], arrays.active_since[i] = to_mono(saved["since"]), to_mono(saved["active_since"])
             shelved = saved["shelved_until"]
             arrays.shelved_until[i] = math.nan if shelved is None else to_mono(shelved)
-            arrays.oneshot[i] = saved["one_shot"]
+            arrays.oneshot[i], arrays.hidden[i] = saved["one_shot"], saved.get("hidden", 0)
         for g, source in enumerate(self.suppression_sources):
             arrays.supp[g] = data.get("suppression", {}).get(source, 0)
         for interlock, saved in data.get("interlocks", {}).items():

@@ -3,15 +3,23 @@ suppression by design and out of service, as one numba kernel beside its plain-P
 
 Per alarm, each scan:
 1. on/off delay: the raw condition (0, 1, UNKNOWN) must differ from `active` for on_delay (becoming
-   active) or off_delay (clearing) seconds before `active` follows. UNKNOWN cancels a pending delay
-   and holds `active`: nothing is raised or cleared from data that cannot be trusted.
+   active) or off_delay (clearing) seconds before `active` follows. UNKNOWN holds `active` (nothing is
+   raised or cleared from data that cannot be trusted) and pauses a running delay: the time while the
+   condition is unknown does not count, and the delay goes on from where it was (`paused` holds when
+   the pause began), so intermittent bad quality cannot defer an alarm for ever.
 2. a timed shelf expires at `shelved_until` (monotonic); a one-shot shelf also ends when the alarm clears.
 3. the displayed state, by precedence OOSRV > SHLVD > DSUPR > the annunciation states:
    NORM -> UNACK on activation; UNACK -> RTNUN on return; ACKED -> NORM on return; RTNUN -> UNACK on
    activation; ACKED -> UNACK when still active `realarm` seconds after the ack. Leaving SHLVD/DSUPR/
-   OOSRV goes to UNACK when active, else NORM. A latching alarm does not return (stays UNACK/ACKED)
-   until an operator resets it after the condition cleared.
-4. stale: annunciated and active for `stale_after` seconds; reported once per activation.
+   OOSRV goes to UNACK when active or latched, else NORM.
+4. latch: a latching alarm latches whenever it is active while annunciated or shelved (an occurrence
+   while shelved latches too); only an operator's reset, after the condition cleared, unlatches it. A
+   latched alarm does not return (stays UNACK/ACKED), and stays latched through shelving, suppression
+   by design and out of service.
+5. occurrences while hidden: each activation while SHLVD, DSUPR or OOSRV counts in `hidden`, which
+   restarts from 0 when the alarm enters one of those states from an annunciated one.
+6. suppression by design fails open: a suppression condition that is UNKNOWN does not suppress.
+7. stale: annunciated and active for `stale_after` seconds; reported once per activation.
 
 Operator actions (`ack`, `shelve`, ...) are plain functions over the same arrays in `AlarmArrays`;
 they change the state at once and return what changed, for `rules.engine` to turn into events.
@@ -50,7 +58,8 @@ class AlarmArrays:
     supp_expr: np.ndarray  # int64, per suppression slot, the expression result index
     supp: np.ndarray  # uint8 per suppression slot, held through UNKNOWN
     active: np.ndarray  # uint8
-    pending: np.ndarray  # float64, NaN when no delay runs
+    pending: np.ndarray  # float64, NaN when no delay runs: when the delay began (shifted past pauses)
+    paused: np.ndarray  # float64, NaN unless the running delay is paused on an UNKNOWN condition: since when
     state: np.ndarray  # uint8
     latch: np.ndarray  # uint8
     since: np.ndarray  # float64: when the current state was entered
@@ -59,6 +68,7 @@ class AlarmArrays:
     shelved_until: np.ndarray  # float64, NaN when not shelved
     oneshot: np.ndarray  # uint8
     oos: np.ndarray  # uint8
+    hidden: np.ndarray  # int64: activations while SHLVD / DSUPR / OOSRV, since it last entered one of them
     out_index: np.ndarray  # int64 scratch
     out_prev: np.ndarray  # uint8 scratch
     out_stale: np.ndarray  # int64 scratch
@@ -70,16 +80,17 @@ class AlarmArrays:
             on_delay=np.zeros(n), off_delay=np.zeros(n), latching=np.zeros(n, np.uint8), realarm=np.zeros(n),
             supp_slot=np.full(n, -1, np.int64), supp_expr=np.zeros(n_supp, np.int64),
             supp=np.zeros(n_supp, np.uint8), active=np.zeros(n, np.uint8), pending=np.full(n, np.nan),
-            state=np.zeros(n, np.uint8), latch=np.zeros(n, np.uint8), since=np.zeros(n),
+            paused=np.full(n, np.nan), state=np.zeros(n, np.uint8), latch=np.zeros(n, np.uint8), since=np.zeros(n),
             active_since=np.zeros(n), stale=np.zeros(n, np.uint8), shelved_until=np.full(n, np.nan),
-            oneshot=np.zeros(n, np.uint8), oos=np.zeros(n, np.uint8), out_index=np.zeros(n, np.int64),
+            oneshot=np.zeros(n, np.uint8), oos=np.zeros(n, np.uint8), hidden=np.zeros(n, np.int64),
+            out_index=np.zeros(n, np.int64),
             out_prev=np.zeros(n, np.uint8), out_stale=np.zeros(n, np.int64), counts=np.zeros(7, np.int64))
 
     def kernel_args(self):
         return (self.on_delay, self.off_delay, self.latching, self.realarm, self.supp_slot, self.supp_expr,
-                self.supp, self.active, self.pending, self.state, self.latch, self.since, self.active_since,
-                self.stale, self.shelved_until, self.oneshot, self.oos, self.out_index, self.out_prev,
-                self.out_stale, self.counts)
+                self.supp, self.active, self.pending, self.paused, self.state, self.latch, self.since,
+                self.active_since, self.stale, self.shelved_until, self.oneshot, self.oos, self.hidden,
+                self.out_index, self.out_prev, self.out_stale, self.counts)
 
     def suppressed(self, i: int) -> bool:
         slot = int(self.supp_slot[i])
@@ -88,13 +99,12 @@ class AlarmArrays:
 
 @njit(cache=True, nogil=True)
 def update_alarms(raw, expr_out, now, stale_after, on_delay, off_delay, latching, realarm, supp_slot, supp_expr,
-                  supp, active, pending, state, latch, since, active_since, stale, shelved_until, oneshot, oos,
-                  out_index, out_prev, out_stale, counts):
+                  supp, active, pending, paused, state, latch, since, active_since, stale, shelved_until, oneshot,
+                  oos, hidden, out_index, out_prev, out_stale, counts):
     """One scan of the state machine; transitions go to out_index/out_prev (new state in `state`)."""
     for g in range(supp.shape[0]):
         r = expr_out[supp_expr[g]]
-        if r != UNKNOWN:
-            supp[g] = r
+        supp[g] = 1 if r == 1 else 0  # unknown: not suppressed
     n_out = 0
     n_stale = 0
     n_active = 0
@@ -107,21 +117,28 @@ def update_alarms(raw, expr_out, now, stale_after, on_delay, off_delay, latching
         if state[i] == NORM and active[i] == 0 and (r == 0 or r == UNKNOWN) and np.isnan(pending[i]) \
                 and supp_slot[i] < 0 and oos[i] == 0 and np.isnan(shelved_until[i]):
             continue  # the common case, quiet and normal: nothing can change
+        rose = False
         if r == UNKNOWN:
-            pending[i] = np.nan
+            if not np.isnan(pending[i]) and np.isnan(paused[i]):
+                paused[i] = now
         elif r != active[i]:
             if np.isnan(pending[i]):
                 pending[i] = now
+            elif not np.isnan(paused[i]):
+                pending[i] += now - paused[i]
+            paused[i] = np.nan
             delay = on_delay[i] if r == 1 else off_delay[i]
             if now - pending[i] >= delay:
                 active[i] = r
                 pending[i] = np.nan
                 if r == 1:
                     active_since[i] = now
+                    rose = True
                 else:
                     stale[i] = 0
         else:
             pending[i] = np.nan
+            paused[i] = np.nan
         a = active[i] == 1
         shelved = not np.isnan(shelved_until[i])
         if shelved and (now >= shelved_until[i] or (oneshot[i] == 1 and not a)):
@@ -137,11 +154,7 @@ def update_alarms(raw, expr_out, now, stale_after, on_delay, off_delay, latching
         elif g >= 0 and supp[g] == 1:
             new = DSUPR
         elif prev >= SHLVD or prev == NORM or prev == RTNUN:
-            new = UNACK if a else (RTNUN if prev == RTNUN else NORM)
-            if a and prev != UNACK:
-                latch[i] = latching[i]
-            elif not a:
-                latch[i] = 0
+            new = UNACK if a or latch[i] == 1 else (RTNUN if prev == RTNUN else NORM)
         elif prev == UNACK:
             new = RTNUN if not a and latch[i] == 0 else UNACK
         else:  # ACKED
@@ -151,6 +164,13 @@ def update_alarms(raw, expr_out, now, stale_after, on_delay, off_delay, latching
                 new = UNACK
             else:
                 new = ACKED
+        if a and latching[i] == 1 and (new == UNACK or new == ACKED or new == SHLVD):
+            latch[i] = 1
+        if new >= SHLVD:
+            if prev < SHLVD:
+                hidden[i] = 0
+            if rose:
+                hidden[i] += 1
         if new != prev:
             state[i] = new
             since[i] = now
@@ -190,20 +210,30 @@ _NEXT = {
 }
 
 
+HIDDEN = (SHLVD, DSUPR, OOSRV)
+
+
 def update_alarms_reference(raw, expr_out, now, stale_after, on_delay, off_delay, latching, realarm, supp_slot,
-                            supp_expr, supp, active, pending, state, latch, since, active_since, stale,
-                            shelved_until, oneshot, oos, out_index, out_prev, out_stale, counts):
+                            supp_expr, supp, active, pending, paused, state, latch, since, active_since, stale,
+                            shelved_until, oneshot, oos, hidden, out_index, out_prev, out_stale, counts):
     """Plain-Python twin of `update_alarms`, written from the ISA-18.2 transition table."""
     for g, slot in enumerate(supp_expr):
-        if expr_out[slot] != UNKNOWN:
-            supp[g] = expr_out[slot]
+        supp[g] = int(expr_out[slot] == 1)  # suppression fails open: unknown is not suppressed
     transitions, stale_list = [], []
     tally = dict.fromkeys(("active", "unack", "shelved", "suppressed", "oos"), 0)
     for i, condition in enumerate(raw):
         condition = int(condition)
-        if condition != UNKNOWN and condition != active[i]:
-            if math.isnan(pending[i]):
+        was_active = bool(active[i])
+        delay_running = not math.isnan(pending[i])
+        if condition == UNKNOWN:
+            if delay_running and math.isnan(paused[i]):
+                paused[i] = now  # the delay stops counting until the condition is known again
+        elif condition != active[i]:
+            if not delay_running:
                 pending[i] = now
+            elif not math.isnan(paused[i]):
+                pending[i] += now - paused[i]  # resume: the unknown time does not count
+            paused[i] = math.nan
             if now - pending[i] >= (on_delay[i] if condition else off_delay[i]):
                 active[i], pending[i] = condition, math.nan
                 if condition:
@@ -211,7 +241,7 @@ def update_alarms_reference(raw, expr_out, now, stale_after, on_delay, off_delay
                 else:
                     stale[i] = 0
         else:
-            pending[i] = math.nan
+            pending[i] = paused[i] = math.nan
         is_active = bool(active[i])
         if not math.isnan(shelved_until[i]):
             if now >= shelved_until[i] or (oneshot[i] and not is_active):
@@ -223,18 +253,20 @@ def update_alarms_reference(raw, expr_out, now, stale_after, on_delay, off_delay
             new = SHLVD
         elif supp_slot[i] >= 0 and supp[supp_slot[i]]:
             new = DSUPR
-        elif previous in (SHLVD, DSUPR, OOSRV):
-            new = UNACK if is_active else NORM
+        elif previous in HIDDEN or (previous in (NORM, RTNUN) and latch[i]):
+            new = UNACK if is_active or latch[i] else NORM
         elif latch[i] and previous in (UNACK, ACKED):
             new = previous  # latched: stays until reset
         else:
             new = _NEXT[(previous, is_active)]
         if new == ACKED and is_active and realarm[i] > 0 and now - since[i] >= realarm[i]:
             new = UNACK
-        if new == UNACK and previous not in (UNACK, ACKED):
-            latch[i] = latching[i]
-        elif new in (NORM, RTNUN):
-            latch[i] = 0
+        if latching[i] and is_active and new in (UNACK, ACKED, SHLVD):
+            latch[i] = 1  # only a reset unlatches
+        if new in HIDDEN:
+            if previous not in HIDDEN:
+                hidden[i] = 0
+            hidden[i] += is_active and not was_active
         if new != previous:
             state[i], since[i] = new, now
             transitions.append((i, previous))
@@ -266,14 +298,15 @@ def _resume_state(arrays: AlarmArrays, i: int) -> int:
     if arrays.suppressed(i):
         return DSUPR
     if arrays.active[i]:
-        arrays.latch[i] = arrays.latching[i]
+        arrays.latch[i] |= arrays.latching[i]
         return UNACK
-    arrays.latch[i] = 0
-    return NORM
+    return UNACK if arrays.latch[i] else NORM  # latched: it stays latched until reset
 
 
 def _enter(arrays: AlarmArrays, i: int, new: int, now: float) -> tuple[int, int]:
     previous = int(arrays.state[i])
+    if new in HIDDEN and previous not in HIDDEN:
+        arrays.hidden[i] = 0
     arrays.state[i] = new
     arrays.since[i] = now
     return previous, new
@@ -336,7 +369,8 @@ def reset(arrays: AlarmArrays, i: int, now: float) -> tuple[int, int]:
     if arrays.active[i]:
         raise ActionError("the condition is still active; a latched alarm can be reset only after it cleared")
     arrays.latch[i] = 0
-    return _enter(arrays, i, NORM, now)
+    state = int(arrays.state[i])
+    return _enter(arrays, i, state if state in HIDDEN else NORM, now)
 
 
 ACTIONS = {"ack": ack, "shelve": shelve, "unshelve": unshelve, "out_of_service": out_of_service,

@@ -4,12 +4,13 @@ driven through the engine with explicit time on both backends."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from test_rules_fixtures import ROWS, behaviour, expression, plant_rules
-from test_rules_scenarios import Plant
+from test_rules_scenarios import WALL, Plant
 
-from rules.model import AlarmRule, ExpressionSpec, Interlock
+from rules.model import AlarmRule, ExpressionSpec, Interlock, LimitAlarm, Suppression, TagAlarmConfig
 
 BACKENDS = ("numba", "reference")
 BAD = 20  # Quality: a bad value (comm failure, ...)
@@ -94,3 +95,145 @@ def test_two_out_of_three_vote_counts_a_bad_input_as_configured(backend, mode, t
     assert ("trip_while_bypassed" in bypass_events(plant, "SIS-2OO3")) == trips
     plant.scan(TT102=3.9)  # two healthy votes: trips either way
     assert "trip_while_bypassed" in bypass_events(plant, "SIS-2OO3")
+
+
+# ---------------------------------------------------------------- a latch is lost only by a reset
+
+def latched_plant(backend):
+    """PT101.HH (90, latching) also in a suppression group, so every way out of SHLVD/DSUPR/OOSRV is tried."""
+    rules, tag_alarms = plant_rules()
+    rules = dataclasses.replace(rules, suppressions=(Suppression("U100_DOWN", expression("not U100_RUNNING"),
+                                                                 ("PT101.HH",)),))
+    return Plant(backend, rules=rules, tag_alarms=tag_alarms)
+
+
+def latch_then_clear(plant):
+    plant.scan(PT101=95.0)
+    plant.scan(PT101=50.0)
+    assert plant.state("PT101.HH") == "UNACK" and latched(plant, "PT101.HH")
+
+
+def latched(plant, alarm):
+    return next(item["latched"] for item in plant.engine.alarms(include_normal=True) if item["id"] == alarm)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("episode", ["unshelve", "shelf_expiry", "out_of_service", "suppression"])
+def test_a_latched_alarm_stays_latched_through_every_episode(backend, episode):
+    plant = latched_plant(backend)
+    latch_then_clear(plant)
+    plant.act("ack", "PT101.HH")
+    if episode == "unshelve":
+        plant.act("shelve", "PT101.HH", duration=5.0)
+        plant.scan()
+        plant.act("unshelve", "PT101.HH")
+    elif episode == "shelf_expiry":
+        plant.act("shelve", "PT101.HH", duration=2.0)
+        plant.scan()
+        plant.scan(2.0)
+    elif episode == "out_of_service":
+        plant.act("out_of_service", "PT101.HH", reason="transmitter swap")
+        plant.scan()
+        plant.act("return_to_service", "PT101.HH")
+    else:
+        plant.scan(U100_RUNNING=0.0)
+        assert plant.state("PT101.HH") == "DSUPR"
+        plant.scan(U100_RUNNING=1.0)
+    plant.scan()
+    assert plant.state("PT101.HH") == "UNACK" and latched(plant, "PT101.HH")  # back annunciated, not NORM
+    plant.act("ack", "PT101.HH")
+    plant.act("reset", "PT101.HH")
+    plant.scan()
+    assert plant.state("PT101.HH") == "NORM" and not latched(plant, "PT101.HH")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_occurrence_while_shelved_latches_and_is_counted(backend):
+    plant = latched_plant(backend)
+    plant.act("shelve", "PT101.HH", duration=10.0)
+    plant.scan(PT101=95.0)
+    plant.scan(PT101=50.0)
+    assert plant.state("PT101.HH") == "SHLVD" and latched(plant, "PT101.HH")
+    plant.act("unshelve", "PT101.HH")
+    assert plant.state("PT101.HH") == "UNACK"
+    item = next(item for item in plant.engine.alarms() if item["id"] == "PT101.HH")
+    assert item["latched"] and item["hidden_occurrences"] == 1
+
+
+# ---------------------------------------------------------------- delays pause on bad quality
+
+def delayed_plant(backend):
+    rules, _ = plant_rules()
+    tag_alarms = (TagAlarmConfig("TT102", (LimitAlarm("H", 50.0, 0.0, behaviour(on_delay=60.0, off_delay=30.0)),)),)
+    return Plant(backend, rules=rules, tag_alarms=tag_alarms)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_intermittent_bad_quality_pauses_the_on_and_off_delay(backend):
+    plant = delayed_plant(backend)
+
+    def run(value, seconds):
+        """One scan a second; every 20th has bad quality."""
+        for n in range(seconds):
+            plant.quality[ROWS["TT102"]] = BAD if n % 20 == 19 else 0
+            plant.scan(TT102=value)
+
+    run(60.0, 62)  # 59 s of the 62 usable (the last scan of each 20 is bad): not yet
+    assert plant.state("TT102.H") == "NORM"
+    run(60.0, 4)  # restarting the delay on each bad scan would never get there
+    assert plant.transitions("TT102.H") == ["UNACK"]
+    run(40.0, 31)  # the 30 s off-delay: 29 usable scans after the first
+    assert plant.state("TT102.H") == "UNACK"
+    run(40.0, 3)
+    assert plant.transitions("TT102.H") == ["UNACK", "RTNUN"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_condition_that_clears_during_the_pause_cancels_the_delay(backend):
+    plant = delayed_plant(backend)
+    for _ in range(50):
+        plant.scan(TT102=60.0)
+    plant.quality[ROWS["TT102"]] = BAD
+    plant.scan(5.0)
+    plant.quality[ROWS["TT102"]] = 0
+    plant.scan(TT102=40.0)  # back below the limit: the delay is over
+    for _ in range(15):
+        plant.scan(TT102=60.0)  # a new delay of 60 s starts now
+    assert plant.state("TT102.H") == "NORM"
+
+
+# ---------------------------------------------------------------- suppression fails open
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_unknown_unit_state_does_not_suppress(backend):
+    plant = Plant(backend)
+    plant.scan(U100_RUNNING=0.0, P101_RUN=0.0)
+    assert plant.state("P101_TRIP") == "DSUPR" and plant.state("PT101.L") == "DSUPR"
+    plant.quality[ROWS["U100_RUNNING"]] = BAD
+    plant.scan()
+    assert plant.state("P101_TRIP") == "UNACK" and plant.state("PT101.L") == "NORM"
+
+
+# ---------------------------------------------------------------- occurrences while hidden
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_occurrences_while_shelved_suppressed_or_out_of_service_are_counted_and_persisted(backend):
+    plant = Plant(backend)
+    plant.act("shelve", "TT102.H", duration=10.0)
+    for value in (60.0, 40.0, 60.0, 40.0, 60.0):
+        plant.scan(TT102=value)
+    plant.act("out_of_service", "PT101.HH", reason="swap")
+    plant.scan(PT101=95.0)
+    plant.scan(U100_RUNNING=0.0, PT101=15.0)  # PT101.L occurs while suppressed by design
+    listing = {item["id"]: item for item in plant.engine.alarms()}
+    assert listing["TT102.H"]["hidden_occurrences"] == 3
+    assert listing["PT101.HH"]["hidden_occurrences"] == 1
+    assert listing["PT101.L"]["hidden_occurrences"] == 1 and listing["PT101.L"]["state"] == "DSUPR"
+    fresh = Plant(backend)
+    fresh.engine.restore(json.loads(json.dumps(plant.engine.state_dict())), now_monotonic=plant.now,
+                         now_wall=WALL + plant.now)
+    assert {item["id"]: item["hidden_occurrences"] for item in fresh.engine.alarms()
+            if item["hidden_occurrences"]} == {"TT102.H": 3, "PT101.HH": 1, "PT101.L": 1}
+    plant.act("unshelve", "TT102.H")
+    plant.act("shelve", "TT102.H", duration=10.0)  # a new episode counts from zero
+    assert next(item for item in plant.engine.alarms() if item["id"] == "TT102.H")["hidden_occurrences"] == 0

@@ -39,8 +39,9 @@ def comparable(events):
 
 def states(engine):
     a = engine.arrays
-    return [x.tolist() for x in (a.active, a.pending, a.state, a.latch, a.since, a.active_since, a.stale,
-                                 a.shelved_until, a.oneshot, a.oos, a.supp, engine.cond, engine.raw, engine.expr_out,
+    return [x.tolist() for x in (a.active, a.pending, a.paused, a.state, a.latch, a.since, a.active_since, a.stale,
+                                 a.shelved_until, a.oneshot, a.oos, a.hidden, a.supp, engine.cond, engine.raw,
+                                 engine.expr_out,
                                  engine.bypassed, engine.trip, engine.flags, engine.unit_flag, engine.in_service,
                                  engine.in_service_quality, *engine._rate_buffers)]
 

@@ -205,18 +205,17 @@ def test_out_of_service_and_back():
     assert [e.data["action"] for e in plant.events if e.kind == "audit"] == ["out_of_service", "return_to_service"]
 
 
-def test_bad_quality_holds_the_alarm_and_restarts_the_on_delay():
+def test_bad_quality_holds_the_alarm_and_pauses_the_on_delay():
     plant = Plant()
-    plant.scan(PT101=82.0)
+    plant.scan(PT101=82.0)  # t=1: the 2 s on-delay starts
     plant.quality[ROWS["PT101"]] = 17
-    plant.scan(PT101=50.0)
+    plant.scan(PT101=50.0)  # t=2, 3: unknown, the delay pauses after 1 s
     plant.scan()
     assert plant.transitions("PT101.H") == []
     plant.quality[ROWS["PT101"]] = 0
-    plant.scan(PT101=82.0)
-    plant.scan()
-    assert plant.transitions("PT101.H") == []  # the delay restarted when the value became usable
-    plant.scan()
+    plant.scan(PT101=82.0)  # t=4: resumes with 1 s counted
+    assert plant.transitions("PT101.H") == []
+    plant.scan()  # t=5: 2 s of usable data in alarm
     assert plant.transitions("PT101.H") == ["UNACK"]
     plant.quality[ROWS["PT101"]] = 17
     for _ in range(4):  # bad for 3 s (its on-delay)
