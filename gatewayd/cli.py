@@ -230,11 +230,19 @@ def show_authorization(result: dict[str, Any]) -> str:
 def show_bypass_list(items: list[dict[str, Any]]) -> str:
     if not items:
         return "no bypass authorization in force"
-    return format_table(["ID", "INTERLOCK", "STATUS", "FROM", "UNTIL", "PERMIT", "REQUESTED BY", "APPROVED BY",
-                         "REASON"],
+    return format_table(["ID", "INTERLOCK", "STATUS", "FROM", "UNTIL", "BYPASSED", "PERMIT", "REQUESTED BY",
+                         "APPROVED BY", "REASON"],
                         [[item["id"], item["interlock"], item["status"], local_time(item["start"]),
-                          local_time(item["end"]), item["permit"], item["requested_by"], item["approved_by"],
-                          item["reason"]] for item in items])
+                          local_time(item["end"]), bypassed_text(item), item["permit"], item["requested_by"],
+                          item["approved_by"], item["reason"]] for item in items])
+
+
+def bypassed_text(item: dict[str, Any]) -> str:
+    """`14m in 2 episodes`: how long the interlock was bypassed under this authorization."""
+    episodes = len(item.get("episodes", ()))
+    if not episodes:
+        return "-"
+    return f"{round(item['bypassed_seconds'] / 60)}m in {episodes} episode{'s' if episodes != 1 else ''}"
 
 
 def quality_text(code: int) -> str:

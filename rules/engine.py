@@ -108,7 +108,9 @@ class RuleEngine:
         self.auth_until = np.full(k, np.nan)
         self.bypassed = np.zeros(k, np.uint8)
         self.trip = np.zeros(k, np.uint8)
-        self.bypass_since = np.zeros(k)
+        self.bypass_since = np.zeros(k)  # monotonic: when the current (or last) bypass began, for durations
+        self.bypass_wall = np.zeros(k)  # the same on the wall clock, for authorization windows and records
+        self.bypassed_before = np.zeros(k)  # seconds of earlier episodes under the current authorization
         self.flags = np.zeros((k, IL.N_FLAGS), np.uint8)
         self.unit_flag = np.zeros(n_units, np.uint8)
         self.unit_count = np.zeros(n_units, np.int64)
@@ -170,8 +172,8 @@ class RuleEngine:
         (isa.update_alarms_reference if reference else isa.update_alarms)(
             raw, self.expr_out, now, float(self.rules.analytics.stale_after), *arrays.kernel_args())
         il_args = (values, quality, self.expr_out, now, wall, *self._il_config, self.auth_from, self.auth_until,
-                   self.bypassed, self.trip, self.bypass_since, self.flags, self.unit_flag, self.unit_count,
-                   self.in_service, self.in_service_quality, *self._il_out)
+                   self.bypassed, self.trip, self.bypass_since, self.bypass_wall, self.bypassed_before, self.flags,
+                   self.unit_flag, self.unit_count, self.in_service, self.in_service_quality, *self._il_out)
         if self.interlock_ids:
             n_il, n_unit = (IL.update_interlocks_reference if reference else IL.update_interlocks)(*il_args)
         else:
@@ -253,10 +255,19 @@ class RuleEngine:
             if not raised and f != IL.F_BYPASSED:
                 level = int(Priority.INFO)
             start, end = self.auth_from[k], self.auth_until[k]
+            episode = self._record_episode(k, f, raised, now, wall)
+            authorization = self.registry.current(il.id)
             data = {"interlock": il.id, "event": event_name, "unit": il.unit, "bypassed": bool(self.bypassed[k]),
                     "in_service": bool(self.in_service[k]), "protects": list(il.protects),
                     "authorized_from": jsonable(start), "authorized_until": jsonable(end),
-                    "bypassed_for": (now - float(self.bypass_since[k])) if self.bypassed[k] else None}
+                    "authorization": authorization.id if authorization is not None else None,
+                    "bypassed_for": (now - float(self.bypass_since[k])) if self.bypassed[k] else None,
+                    "bypassed_total": self._bypassed_total(k, now),
+                    "episode": episode.id if episode is not None else None}
+            if f == IL.F_BYPASSED and episode is not None:
+                data["authorizations"] = list(episode.authorizations)
+                if not raised:
+                    data.update(duration=episode.duration, bypassed_from=episode.start, bypassed_until=episode.end)
             if f == IL.F_TRIP and il.trip is not None:
                 data["trip"] = il.trip.source
             events.append(Event("bypass", wall, il.id, message, Priority(level), data))
@@ -272,6 +283,22 @@ class RuleEngine:
                                 {"unit": name, "event": "too_many" if over else "too_many_cleared",
                                  "bypassed": bypassed, "max_bypassed": limit}))
         return events
+
+    def _record_episode(self, k: int, flag: int, raised: bool, now: float, wall: float) -> Any:
+        """Open or close the bypass episode in the registry on a bypassed edge; the episode concerned."""
+        interlock = self.interlock_ids[k]
+        if flag != IL.F_BYPASSED:
+            return self.registry.open_episode(interlock)
+        if raised:
+            return self.registry.episode_started(interlock, float(self.bypass_wall[k]))
+        episode = self.registry.episode_ended(interlock, wall, now - float(self.bypass_since[k]))
+        self.bypassed_before[k] = self.registry.bypassed_before(interlock)
+        return episode
+
+    def _bypassed_total(self, k: int, now: float) -> float:
+        """Seconds bypassed under the current authorization, the running episode included."""
+        running = now - float(self.bypass_since[k]) if self.bypassed[k] else 0.0
+        return float(self.bypassed_before[k]) + running
 
     # ---------------------------------------------------------------- operator actions
 
@@ -344,6 +371,7 @@ class RuleEngine:
     def _sync_authorizations(self) -> None:
         for k, interlock in enumerate(self.interlock_ids):
             self.auth_from[k], self.auth_until[k] = self.registry.window(interlock)
+            self.bypassed_before[k] = self.registry.bypassed_before(interlock)
 
     # ---------------------------------------------------------------- listings and metrics
 
@@ -386,7 +414,8 @@ class RuleEngine:
                 "id": il.id, "unit": il.unit, "description": il.description,
                 "status": "bypassed" if self.bypassed[k] else "in_service",
                 "in_service": float(self.in_service[k]), "quality": int(self.in_service_quality[k]),
-                "bypassed_since": self._to_wall(float(self.bypass_since[k])) if self.bypassed[k] else None,
+                "bypassed_since": float(self.bypass_wall[k]) if self.bypassed[k] else None,
+                "bypassed_total": self._bypassed_total(k, now),
                 "trip_condition": bool(self.trip[k]),
                 "flags": [IL.FLAG_EVENTS[f] for f in range(IL.N_FLAGS) if self.flags[k, f] and f != IL.F_BYPASSED],
                 "authorized_from": jsonable(self.auth_from[k]), "authorized_until": jsonable(self.auth_until[k]),
@@ -443,6 +472,7 @@ class RuleEngine:
         for k, interlock in enumerate(self.interlock_ids):
             interlocks[interlock] = {"bypassed": int(self.bypassed[k]), "trip": int(self.trip[k]),
                                      "since": self._to_wall(float(self.bypass_since[k])),
+                                     "since_wall": float(self.bypass_wall[k]),
                                      "flags": [int(x) for x in self.flags[k]]}
         return {"version": STATE_VERSION, "saved_at": self._clock[1], "alarms": alarms,
                 "suppression": {source: int(self.arrays.supp[g]) for g, source in enumerate(self.suppression_sources)},
@@ -483,6 +513,7 @@ class RuleEngine:
                 continue
             self.bypassed[k], self.trip[k] = saved["bypassed"], saved["trip"]
             self.bypass_since[k] = to_mono(saved["since"])
+            self.bypass_wall[k] = saved.get("since_wall", saved["since"])
             self.flags[k] = saved["flags"]
             self.in_service[k] = 0.0 if saved["bypassed"] else 1.0
         for u, name in enumerate(self.unit_names):

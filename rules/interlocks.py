@@ -13,11 +13,16 @@ condition. Each flag edge becomes an event with its own priority (`rules.engine`
     status_bad               a status tag has bad quality (the bypass state is held as last known)
                              (a tag not read yet since start-up, NO_VALUE, holds the state too but is
                              no fault: the driver soon reads it or reports why it cannot)
-    overdue                  bypassed longer than the interlock's maximum bypass duration
+    overdue                  bypassed longer than the interlock's maximum bypass duration, counting every
+                             episode under the current authorization (`bypassed_before`: a restore
+                             for a second does not reset it); without an authorization, this episode
     too_many (per unit)      more interlocks of one production unit bypassed than it allows
 
 Authorizations live in `rules.bypass.BypassRegistry`; the engine copies each interlock's window
-(wall clock `auth_from` .. `auth_until`, NaN when none) into arrays for the kernel.
+(wall clock `auth_from` .. `auth_until`, NaN when none) and the seconds already bypassed under it into
+arrays for the kernel. Windows are compared on the wall clock only: the bypass's start is kept on
+both clocks (`bypass_since` monotonic for durations, `bypass_wall` for the window), so a clock step
+between two scans cannot turn an expired authorization into none at all.
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ N_FLAGS = 6
 @njit(cache=True, nogil=True)
 def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_start, status_rows, status_invert,
                       trip_slot, unit, max_bypass, unit_max, auth_from, auth_until, bypassed, trip, bypass_since,
-                      flags, unit_flag, unit_count, in_service, in_service_quality, out_interlock, out_flag,
-                      out_unit):
+                      bypass_wall, bypassed_before, flags, unit_flag, unit_count, in_service, in_service_quality,
+                      out_interlock, out_flag, out_unit):
     """Update flags; flag edges go to out_interlock/out_flag (new value in `flags`), unit edges to
     out_unit. Returns (flag edges, unit edges)."""
     n_out = 0
@@ -70,6 +75,7 @@ def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_star
             now_bypassed = 0
         if now_bypassed == 1 and bypassed[k] == 0:
             bypass_since[k] = now_mono
+            bypass_wall[k] = now_wall
         bypassed[k] = now_bypassed
         in_service[k] = 0.0 if now_bypassed == 1 else 1.0
         in_service_quality[k] = 0 if any_bypassed or (worst < BAD and not unread) else max(worst, NO_VALUE)
@@ -78,10 +84,9 @@ def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_star
             trip[k] = expr_out[slot]
         b = now_bypassed == 1
         authorized = auth_from[k] <= now_wall < auth_until[k]
-        started_wall = now_wall - (now_mono - bypass_since[k])
-        expired = b and now_wall >= auth_until[k] and started_wall < auth_until[k]
+        expired = b and now_wall >= auth_until[k] and bypass_wall[k] < auth_until[k]
         new_flags = (b, b and not authorized and not expired, expired, b and trip[k] == 1, worst >= BAD,
-                     b and now_mono - bypass_since[k] >= max_bypass[k])
+                     b and bypassed_before[k] + now_mono - bypass_since[k] >= max_bypass[k])
         for f in range(N_FLAGS):
             value = 1 if new_flags[f] else 0
             if value != flags[k, f]:
@@ -105,8 +110,8 @@ def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_star
 
 def update_interlocks_reference(values, quality, expr_out, now_mono, now_wall, status_start, status_rows,
                                 status_invert, trip_slot, unit, max_bypass, unit_max, auth_from, auth_until,
-                                bypassed, trip, bypass_since, flags, unit_flag, unit_count, in_service,
-                                in_service_quality, out_interlock, out_flag, out_unit):
+                                bypassed, trip, bypass_since, bypass_wall, bypassed_before, flags, unit_flag,
+                                unit_count, in_service, in_service_quality, out_interlock, out_flag, out_unit):
     edges = []
     for k in range(len(bypassed)):
         readings, bad_qualities, unread = [], [], False
@@ -126,6 +131,7 @@ def update_interlocks_reference(values, quality, expr_out, now_mono, now_wall, s
             state = 0
         if state and not bypassed[k]:
             bypass_since[k] = now_mono
+            bypass_wall[k] = now_wall
         bypassed[k] = state
         in_service[k] = 0.0 if state else 1.0
         in_service_quality[k] = 0 if any(readings) or not (bad_qualities or unread) \
@@ -135,7 +141,7 @@ def update_interlocks_reference(values, quality, expr_out, now_mono, now_wall, s
         has_window = not math.isnan(auth_until[k])
         authorized = has_window and auth_from[k] <= now_wall < auth_until[k]
         # an authorization that ended before this bypass began does not cover it: that is unauthorized
-        began_under_it = has_window and now_wall - (now_mono - bypass_since[k]) < auth_until[k]
+        began_under_it = has_window and bypass_wall[k] < auth_until[k]
         expired = bool(state) and has_window and now_wall >= auth_until[k] and began_under_it
         wanted = {
             F_BYPASSED: state,
@@ -143,7 +149,7 @@ def update_interlocks_reference(values, quality, expr_out, now_mono, now_wall, s
             F_EXPIRED: expired,
             F_TRIP: state and trip[k] == 1,
             F_STATUS_BAD: bool(bad_qualities),
-            F_OVERDUE: state and now_mono - bypass_since[k] >= max_bypass[k],
+            F_OVERDUE: state and bypassed_before[k] + now_mono - bypass_since[k] >= max_bypass[k],
         }
         for f in range(N_FLAGS):
             if int(bool(wanted[f])) != flags[k, f]:
