@@ -479,6 +479,8 @@ def _behaviour(values: dict[str, Any], reader: Reader, node: Any, path: str,
             reader.error(Reader.key_line(node, "suppressed_when"), join(path, "suppressed_when"),
                          f"bad expression {values['suppressed_when']!r}: {exc}")
             return None
+    if values.get("priority") is None:
+        return None  # refused already: not a priority, or no medium level to default to (rules.priorities)
     on_delay = values.get("for") if values.get("for") is not None else values.get("on_delay")
     return AlarmBehaviour(priority=values["priority"], on_delay=on_delay or 0.0,
                           off_delay=values.get("off_delay") or 0.0, latching=bool(values.get("latching")),

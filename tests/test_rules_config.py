@@ -193,6 +193,8 @@ def test_gas_within_limits_and_range_limited_fallback_accepted():
      "rules.suppression[0].alarms: 'NOPE*' matches no alarm"),
     ("rules:\n  priorities: {high: high, low: low}\n", 2, "rules.priorities: declare at least a high, a medium"),
     ("rules:\n  shelving: {max_duration: 0s}\n", 2, "rules.shelving.max_duration: must be longer than zero"),
+    ("rules:\n  alarms:\n    - id: A\n      when: PT101 > 1\n      priority:\n", 5,
+     "rules.alarms[0].priority: None is not a priority"),
 ])
 def test_rules_section_errors(source, line, message):
     rules, issues = parse_rules(source)
