@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from gatewayd.types import Quality
 from gatewayd.uplink.verify import Kind
@@ -40,11 +43,20 @@ def wait_quiet(plant: Plant, seconds: float = 2.0) -> None:
         time.sleep(seconds)
 
 
+def documented_fingerprint(public_key: Path) -> str:
+    """docs/uplink.md, "Public key": first 16 hex digits of SHA-256 over the last 32 bytes of the PEM's DER."""
+    body = "".join(line for line in public_key.read_text().splitlines() if not line.startswith("-----"))
+    return hashlib.sha256(base64.b64decode(body)[-32:]).hexdigest()[:16]
+
+
 def test_steady_state_every_committed_sample_arrives_verified(plant_factory):
     plant = plant_factory(tags=200)
     daemon = plant.start_daemon()
     time.sleep(20)
     assert daemon.stop() == 0
+    key = plant.workdir / "signing.key"
+    expected = f"signing key {key}: fingerprint {documented_fingerprint(Path(f'{key}.pub'))}"
+    assert expected in daemon.log_text(), "the start log names the key's fingerprint as docs/uplink.md says"
     wait_quiet(plant)
     samples, events = committed(daemon)
     report = plant.report()

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from gatewayd.config.model import UplinkConfig
+from gatewayd.keys import public_key_fingerprint
 from gatewayd.uplink.batch import encode_batch
 from store import Batch, SampleBlock, Store, is_disk_full
 
@@ -104,6 +105,9 @@ class Publisher:
     def __init__(self, config: UplinkConfig, gateway_id: str, store: Store, private_key, boot_id: bytes):
         self.config, self.gateway_id, self.store = config, gateway_id, store
         self.private_key, self.boot_id = private_key, boot_id
+        # the platform compares this with the fingerprint of the public key it was handed (docs/uplink.md)
+        log.info("signing key %s: fingerprint %s", config.signing_key,
+                 public_key_fingerprint(private_key.public_key()))
         self.topic = config.topic(gateway_id)
         self.stats = UplinkStats()
         self.progress_monotonic = time.monotonic()
