@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_backfill, bench_daemon, bench_opcua, bench_rtu, bench_rules, bench_store
+from bench import bench_backfill, bench_daemon, bench_opcua, bench_reconnect, bench_rtu, bench_rules, bench_store
 
 
 def main() -> int:
     bench_store.main([])
     bench_daemon.main([])
     bench_backfill.main([])
+    bench_reconnect.main([])
     bench_rules.main([])
     bench_opcua.main([])
     bench_rtu.main([])

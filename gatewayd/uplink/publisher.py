@@ -4,6 +4,12 @@ paho-mqtt runs its network loop in one thread of its own (`loop_start`); its cal
 over to the event loop with `call_soon_threadsafe`, so all bookkeeping happens on the loop thread and
 a PUBACK can never be processed before the publish that it answers was recorded.
 
+Reconnecting is paho's, on a schedule of ours (`gatewayd.uplink.redial`): while the broker's port
+refuses or cannot be reached, every 0.5 s (an attempt then costs one TCP SYN, as cheap as a probe),
+so live data flows again within a second or so of the broker's return; after an attempt a broker took
+part in and refused (TLS, CONNACK, closed before accepting), 1 s doubling to 30 s. paho's callbacks
+set the delay of its next attempt in its own thread, before it starts waiting.
+
 paho's in-memory queue is never trusted: a batch is republished from the store when its PUBACK has
 not come within `ack_timeout`, and after a restart every batch built but not acknowledged is sent
 again with the same bytes and sequence number (the receiver deduplicates by sequence).
@@ -34,6 +40,7 @@ import paho.mqtt.client as mqtt
 
 from gatewayd.config.model import UplinkConfig
 from gatewayd.keys import public_key_fingerprint
+from gatewayd.uplink.redial import Redial
 from gatewayd.uplink.batch import encode_batch
 from store import Batch, SampleBlock, Store, is_disk_full
 
@@ -122,6 +129,8 @@ class Publisher:
         self._unacknowledged: list[int] = []  # PUBACKed seqs whose delete failed on a full disk
         self._connect_error: str | None = None  # why the last attempt failed, until one succeeds
         self._paho_error = ""  # paho's last error message; written and read on paho's thread only
+        self._redial = Redial()  # used on paho's thread only
+        self._link_accepted = False  # the broker accepted the current link; paho's thread only
         self._allowance = float(config.max_bytes_per_second or 0)
         self._refilled = time.monotonic()
         # called as on_built(samples, created) with each new batch's samples and its creation time (Unix
@@ -161,7 +170,7 @@ class Publisher:
             if self.config.password_file is not None:
                 password = self.config.password_file.read_text(encoding="utf-8").strip()
             client.username_pw_set(self.config.username, password)
-        client.reconnect_delay_set(1, 30)
+        client.reconnect_delay_set(self._redial.fast, self._redial.fast)
         client.max_inflight_messages_set(self.config.max_inflight)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -172,11 +181,17 @@ class Publisher:
 
     # paho thread -> event loop
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            self._redial.accepted()
+            self._link_accepted = True
         self._loop.call_soon_threadsafe(self._connected, not reason_code.is_failure, str(reason_code))
 
     def _on_connect_fail(self, client, userdata) -> None:
         # paho calls this from inside its `except OSError:`, so the error of the attempt is still at hand
-        self._loop.call_soon_threadsafe(self._connect_failed, connect_error(sys.exc_info()[1], self.config))
+        error = sys.exc_info()[1]
+        delay = self._redial.after(error)
+        client.reconnect_delay_set(delay, delay)
+        self._loop.call_soon_threadsafe(self._connect_failed, connect_error(error, self.config), delay)
 
     def _on_log(self, client, userdata, level, message) -> None:
         if level == mqtt.MQTT_LOG_ERR:  # e.g. the TLS alert a broker closed the link with
@@ -184,7 +199,10 @@ class Publisher:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         detail, self._paho_error = self._paho_error or str(reason_code), ""
-        self._loop.call_soon_threadsafe(self._disconnected, str(reason_code), detail)
+        delay = self._redial.fast if self._link_accepted else self._redial.refused()
+        self._link_accepted = False
+        client.reconnect_delay_set(delay, delay)
+        self._loop.call_soon_threadsafe(self._disconnected, str(reason_code), detail, delay)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._loop.call_soon_threadsafe(self._acknowledged, mid, reason_code.is_failure, str(reason_code))
@@ -200,16 +218,17 @@ class Publisher:
         log.info("connected to broker %s:%d, publishing to %s", self.config.host, self.config.port, self.topic)
         self._wake.set()
 
-    def _connect_failed(self, cause: str) -> None:
-        """paho retries by itself (1 s, doubling to 30 s): the first failure, or a new cause, is a warning;
+    def _connect_failed(self, cause: str, delay: float) -> None:
+        """paho retries after `delay` (see `redial`): the first failure, or a new cause, is a warning;
         repeats go to debug."""
         level = logging.DEBUG if cause == self._connect_error else logging.WARNING
         self._connect_error = cause
-        log.log(level, "cannot connect to broker %s:%d: %s; retrying", self.config.host, self.config.port, cause)
+        log.log(level, "cannot connect to broker %s:%d: %s; retrying in %g s", self.config.host, self.config.port,
+                cause, delay)
 
-    def _disconnected(self, reason: str, detail: str) -> None:
+    def _disconnected(self, reason: str, detail: str, delay: float) -> None:
         if not self.stats.connected and not self._stopping:
-            self._connect_failed(dropped_before_accepting(detail, self.config))
+            self._connect_failed(dropped_before_accepting(detail, self.config), delay)
         if self.stats.connected and not self._stopping:
             log.warning("lost the broker connection (%s); %d batches await acknowledgement",
                         reason, len(self._inflight))
