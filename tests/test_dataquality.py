@@ -215,3 +215,15 @@ def test_a_stale_tag_is_not_judged_frozen():
     plant.read(START + 5.0, 3.0, quality=Quality.STALE)
     assert plant.tick(START + 20.0) == []
     assert [event.kind for event in plant.read(START + 21.0, 3.0)] == ["frozen"]
+
+
+def test_the_point_table_counts_completed_reads_per_row():
+    from gatewayd.points import PointTable
+
+    table = PointTable([tag("A"), tag("B"), tag("C")])
+    table.write(np.array([0, 1]), np.array([1.0, 2.0]))  # one quality for all rows
+    table.write(np.array([1, 2]), np.array([2.0, 3.0]), np.array([Quality.GOOD, Quality.DECODE_ERROR]))
+    table.write(np.array([0]), np.array([1.0]), Quality.COMM_FAILURE)
+    table.write(np.array([2]), np.array([3.0]), Quality.STALE)  # uncertain: a read that completed
+    table.set_quality(np.array([0, 1, 2]), Quality.COMM_FAILURE)  # marks, reads nothing
+    assert table.reads.tolist() == [1, 2, 1]
