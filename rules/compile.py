@@ -10,14 +10,17 @@ One function per rule family, in the order their alarms take in the engine's ala
     compile_conditions     rate, deviation, discrete, quality and expression rules, one segment each
     compile_suppression    suppression by design: one expression slot per distinct condition
     compile_interlocks     bypass status tags, trip expressions, production units
+    compile_trip_capture   first-out causes, the tags recorded at a trip and around it, final elements,
+                           consequential-alarm suppression after a trip
 
 `compile_rules` runs them all and packs every expression (alarm rules, then suppression conditions,
-then interlock trips) into one bytecode program.
+then interlock trips, then first-out causes and final-element checks) into one bytecode program.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -27,7 +30,16 @@ import numpy as np
 from rules import conditions as C
 from rules.expr import Expression, parse_expression
 from rules.gas import UNITS as GAS_UNITS
-from rules.model import AlarmBehaviour, AlarmRule, ExpressionSpec, GasChannel, RulesConfig, TagAlarmConfig
+from rules.model import (
+    NO_TRIP_HISTORY,
+    AlarmBehaviour,
+    AlarmRule,
+    ExpressionSpec,
+    GasChannel,
+    Interlock,
+    RulesConfig,
+    TagAlarmConfig,
+)
 from rules.program import Program, pack
 
 DIRECTIONS = {"both": C.BOTH, "rise": C.RISE, "high": C.RISE, "fall": C.FALL, "low": C.FALL}
@@ -94,6 +106,7 @@ class SuppressionPlan:
     alarm_slot: np.ndarray  # int64, one per alarm
     expressions: tuple[Expression, ...]
     sources: tuple[str, ...]  # per slot, its condition as written (the key its state is saved under)
+    trip_slots: tuple[tuple[int, str], ...] = ()  # (slot, interlock id): also on after that interlock trips
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,30 @@ class InterlockArrays:
 
 
 @dataclass(frozen=True)
+class TripCapturePlan:
+    """What the engine records when an in-service interlock trips (`rules.trips`). Per interlock k:
+    its first-out causes (program slots, sources), the tags whose values the trip event carries, the
+    window of history kept around it, its final-element check and its consequential suppression."""
+
+    trip_slot: np.ndarray  # int64 per interlock, program slot of its trip condition, -1 none
+    cause_start: np.ndarray  # int64, interlocks + 1: interlock k's causes are cause_start[k]:cause_start[k+1]
+    cause_slot: np.ndarray  # int64 per cause, its program slot
+    cause_sources: tuple[str, ...]  # per cause
+    cause_rows: tuple[tuple[int, ...], ...]  # per cause, the rows of its tags
+    tags: tuple[tuple[str, ...], ...]  # per interlock: trip and cause tags, protected tags, final element tag
+    rows: tuple[tuple[int, ...], ...]  # their point-table rows
+    history: tuple[tuple[float, float], ...]  # per interlock (before, after) seconds; (0, 0): none
+    interval: float  # seconds between history samples
+    history_rows: np.ndarray  # int64, the rows sampled into the history ring (of interlocks with history)
+    final_slot: np.ndarray  # int64 per interlock, program slot of the final element's expect, -1 none
+    final_within: np.ndarray  # float64 per interlock
+    consequential_duration: np.ndarray  # float64 per interlock, 0: none
+    # (suppression slot, interlock) pairs: the slot is forced on while the interlock's consequences last
+    consequential_slot: np.ndarray  # int64
+    consequential_interlock: np.ndarray  # int64
+
+
+@dataclass(frozen=True)
 class BehaviourArrays:
     """The per-alarm settings of the ISA state machine."""
 
@@ -135,7 +172,8 @@ class CompiledRules:
     conditions: ConditionArrays
     suppression: SuppressionPlan
     interlocks: InterlockArrays
-    program: Program  # alarm expressions, then suppression conditions, then interlock trips
+    trips: TripCapturePlan
+    program: Program  # alarm expressions, suppression conditions, interlock trips, causes, final elements
 
     @property
     def first_suppression_slot(self) -> int:
@@ -168,10 +206,12 @@ def compile_rules(rules: RulesConfig, tag_rows: Mapping[str, int], tag_alarms: I
     first_trip = len(conditions.expressions) + len(suppression.expressions)
     interlocks, trips = compile_interlocks(rules, tag_rows, first_trip)
     trip_votes = [il.bad_input_votes for il in rules.interlocks if il.trip is not None]
-    program = pack(list(conditions.expressions) + list(suppression.expressions) + trips, tag_rows,
-                   ["tripped"] * first_trip + trip_votes)
+    capture, capture_expressions, capture_votes = compile_trip_capture(rules, tag_rows, interlocks.trip_slot,
+                                                                       first_trip + len(trips), suppression)
+    program = pack(list(conditions.expressions) + list(suppression.expressions) + trips + capture_expressions,
+                   tag_rows, ["tripped"] * first_trip + trip_votes + capture_votes)
     return CompiledRules(tuple(infos), index, bounds, _behaviour_arrays(behaviours), limits, conditions,
-                         suppression, interlocks, program)
+                         suppression, interlocks, capture, program)
 
 
 def compile_limit_alarms(tag_alarms: Iterable[TagAlarmConfig], tag_rows: Mapping[str, int], units: Mapping[str, str],
@@ -262,8 +302,15 @@ def compile_conditions(rules: Sequence[AlarmRule], tag_rows: Mapping[str, int], 
 def compile_suppression(infos: Sequence[AlarmInfo], behaviours: Sequence[AlarmBehaviour], rules: RulesConfig,
                         tag_rows: Mapping[str, int]) -> SuppressionPlan:
     """An alarm's own `suppressed_when` and every `rules.suppressions` group whose patterns match its id
-    combine into one condition (`(a) or (b)`); alarms with the same condition share its slot."""
+    combine into one condition (`(a) or (b)`); alarms with the same condition share its slot. An alarm
+    listed as a consequence of interlock trips (never a gas alarm) gets a slot whose condition also holds
+    while those consequences last (the engine forces it on: `TripCapturePlan.consequential_slot`)."""
     conditions_of: dict[int, list[Expression]] = {}
+    trips_of: dict[int, list[str]] = {}
+    for il in rules.interlocks:
+        if il.consequential is not None:
+            for i in consequences(infos, il):
+                trips_of.setdefault(i, []).append(il.id)
     for i, behaviour in enumerate(behaviours):
         if behaviour.suppressed_when is not None:
             conditions_of.setdefault(i, []).append(behaviour.suppressed_when)
@@ -276,15 +323,30 @@ def compile_suppression(infos: Sequence[AlarmInfo], behaviours: Sequence[AlarmBe
     known = set(tag_rows).__contains__
     slots: dict[str, int] = {}
     expressions: list[Expression] = []
+    trip_slots: list[tuple[int, str]] = []
     alarm_slot = np.full(len(infos), -1, np.int64)
-    for i, found in sorted(conditions_of.items()):
-        unique = list(dict.fromkeys(expression.source for expression in found))
-        source = unique[0] if len(unique) == 1 else " or ".join(f"({s})" for s in unique)
+    for i in sorted(set(conditions_of) | set(trips_of)):
+        unique = list(dict.fromkeys(expression.source for expression in conditions_of.get(i, ())))
+        condition = " or ".join(f"({s})" for s in unique) if len(unique) > 1 else "".join(unique)
+        tripped = trips_of.get(i, [])
+        source = condition if not tripped else " or ".join(
+            ([f"({condition})"] if condition else []) + [f"after a trip of {', '.join(tripped)}"])
         if source not in slots:
             slots[source] = len(expressions)
-            expressions.append(found[0] if len(unique) == 1 else parse_expression(source, known))
+            if len(unique) == 1:
+                expressions.append(conditions_of[i][0])
+            else:
+                expressions.append(parse_expression(condition or "false", known))
+            trip_slots.extend((slots[source], interlock) for interlock in tripped)
         alarm_slot[i] = slots[source]
-    return SuppressionPlan(alarm_slot, tuple(expressions), tuple(slots))
+    return SuppressionPlan(alarm_slot, tuple(expressions), tuple(slots), tuple(trip_slots))
+
+
+def consequences(infos: Sequence[AlarmInfo], interlock: Interlock) -> list[int]:
+    """The alarms an interlock's trip suppresses: its `consequential` patterns, gas alarms never."""
+    patterns = interlock.consequential.alarms if interlock.consequential is not None else ()
+    return [i for i, info in enumerate(infos)
+            if info.kind != "gas" and any(fnmatch.fnmatchcase(info.id, p) for p in patterns)]
 
 
 def compile_interlocks(rules: RulesConfig, tag_rows: Mapping[str, int],
@@ -316,6 +378,83 @@ def compile_interlocks(rules: RulesConfig, tag_rows: Mapping[str, int],
         max_bypass=np.array([il.max_bypass for il in interlocks], np.float64),
         unit_max=np.array([unit_max.get(name, 1 << 30) for name in unit_names], np.int64))
     return arrays, trips
+
+
+def compile_trip_capture(rules: RulesConfig, tag_rows: Mapping[str, int], trip_slot: np.ndarray, first_slot: int,
+                         suppression: SuppressionPlan) -> tuple[TripCapturePlan, list[Expression], list[str]]:
+    """Per interlock: its first-out causes (configured `causes`, else the top-level `or` operands of its
+    trip; a single cause is the trip itself and reuses its slot), the tags a trip event carries, its
+    history window and final-element check. Returns the plan, the expressions to pack after the trips
+    (numbered from `first_slot`) and how each counts an unknown vote input: a cause as its interlock
+    configures, a final element's `expect` as healthy (not acted: a bad feedback confirms nothing)."""
+    known = set(tag_rows).__contains__
+    extra: list[Expression] = []
+    votes: list[str] = []
+
+    def slot_of(expression: Expression, vote: str) -> int:
+        extra.append(expression)
+        votes.append(vote)
+        return first_slot + len(extra) - 1
+
+    cause_start, cause_slot, sources, cause_rows, tags, rows, history = [0], [], [], [], [], [], []
+    final_slot, final_within, consequential_duration = [], [], []
+    for k, il in enumerate(rules.interlocks):
+        found = il.causes or (split_or(il.trip, known) if il.trip is not None else ())
+        if len(found) == 1 and il.trip is not None and found[0].source == il.trip.source:
+            cause_slot.append(int(trip_slot[k]))
+        else:
+            cause_slot.extend(slot_of(cause, il.bad_input_votes) for cause in found)
+        sources.extend(cause.source for cause in found)
+        cause_rows.extend(tuple(tag_rows[tag] for tag in cause.tags) for cause in found)
+        cause_start.append(len(cause_slot))
+        names = [*(il.trip.tags if il.trip is not None else ()), *(t for c in found for t in c.tags), *il.protects]
+        if il.final_element is not None:
+            names += [il.final_element.tag, *il.final_element.expect.tags]
+        names = list(dict.fromkeys(names))
+        tags.append(tuple(names))
+        rows.append(tuple(tag_rows[name] for name in names))
+        window = il.history or rules.trip_history
+        history.append((window.before, window.after) if il.trip is not None and window.enabled
+                       else (NO_TRIP_HISTORY.before, NO_TRIP_HISTORY.after))
+        final = il.final_element
+        final_slot.append(slot_of(final.expect, "healthy") if final is not None and il.trip is not None else -1)
+        final_within.append(final.within if final is not None else 0.0)
+        consequential_duration.append(il.consequential.duration if il.consequential is not None else 0.0)
+    index = {il.id: k for k, il in enumerate(rules.interlocks)}
+    recorded = sorted({row for k, window in enumerate(history) if window != (0.0, 0.0) for row in rows[k]})
+    plan = TripCapturePlan(
+        trip_slot=trip_slot, cause_start=np.array(cause_start, np.int64), cause_slot=np.array(cause_slot, np.int64),
+        cause_sources=tuple(sources), cause_rows=tuple(cause_rows), tags=tuple(tags), rows=tuple(rows),
+        history=tuple(history), interval=rules.trip_history.interval,
+        history_rows=np.array(recorded, np.int64), final_slot=np.array(final_slot, np.int64),
+        final_within=np.array(final_within, np.float64),
+        consequential_duration=np.array(consequential_duration, np.float64),
+        consequential_slot=np.array([slot for slot, _ in suppression.trip_slots], np.int64),
+        consequential_interlock=np.array([index[il] for _, il in suppression.trip_slots], np.int64))
+    return plan, extra, votes
+
+
+_OR = re.compile(r"(?<![\w`.])or(?![\w`])")
+
+
+def split_or(expression: Expression, known: Callable[[str], bool]) -> tuple[Expression, ...]:
+    """The operands of a top-level `or` (outside parentheses and backticks), each parsed on its own: the
+    default first-out causes of a trip. An expression without one is its own single cause."""
+    text = expression.source
+    depth, quoted, level = 0, False, []
+    for char in text:
+        if char == "`":
+            quoted = not quoted
+        elif not quoted and char in "([":
+            depth += 1
+        elif not quoted and char in ")]":
+            depth -= 1
+        level.append(depth if not quoted else -1)
+    cuts = [m for m in _OR.finditer(text) if level[m.start()] == 0]
+    if not cuts:
+        return (expression,)
+    bounds = [0, *(x for m in cuts for x in (m.start(), m.end())), len(text)]
+    return tuple(parse_expression(text[a:b].strip(), known) for a, b in zip(bounds[::2], bounds[1::2]))
 
 
 def _behaviour_arrays(behaviours: Sequence[AlarmBehaviour]) -> BehaviourArrays:

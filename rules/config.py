@@ -18,6 +18,7 @@ import fnmatch
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from gatewayd.config.schema import positive_duration
@@ -43,12 +44,15 @@ from rules.model import (
     DEFAULT_BYPASS_PRIORITIES,
     DEFAULT_PRIORITIES,
     LIMIT_LEVELS,
+    NO_TRIP_HISTORY,
     AlarmBehaviour,
     AlarmRule,
     AnalyticsConfig,
     DeviationSpec,
     DiscreteSpec,
+    ConsequentialSuppression,
     ExpressionSpec,
+    FinalElement,
     GasChannel,
     Interlock,
     LimitAlarm,
@@ -58,6 +62,7 @@ from rules.model import (
     RulesConfig,
     Suppression,
     TagAlarmConfig,
+    TripHistory,
 )
 
 PRIORITY_LEVELS = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
@@ -83,6 +88,12 @@ def positive_number(value: Any) -> float:
 def _at_most(seconds: float, maximum: float, why: str) -> float:
     if seconds > maximum:
         raise Invalid(f"{seconds:g} s is longer than the {maximum:g} s allowed: {why}")
+    return seconds
+
+
+def _at_least(seconds: float, minimum: float) -> float:
+    if seconds < minimum:
+        raise Invalid(f"{seconds:g} s is shorter than the {minimum:g} s allowed")
     return seconds
 
 
@@ -315,8 +326,20 @@ RULES_FIELDS = {
     "suppression": Field(_any, None, "suppression by design"),
     "units": Field(_any, None, "production units: max_bypassed"),
     "interlocks": Field(_any, None, "interlocks whose bypass state is supervised"),
-    "bypass_priorities": Field(_any, None, "priority of each bypass event"),
+    "bypass_priorities": Field(_any, None, "priority of each bypass, trip and final-element event"),
+    "trip_history": Field(_any, None, "history kept around every interlock trip: before, after, interval; or off"),
 }
+
+TRIP_WINDOW_MAX = 600.0  # seconds before or after a trip: the ring holds the interlocks' tags for this long
+TRIP_HISTORY_FIELDS = {
+    "before": Field(lambda value: _at_most(duration(value), TRIP_WINDOW_MAX, "the history ring is bounded"), 60.0,
+                    "history kept from this long before a trip; at most 10m"),
+    "after": Field(lambda value: _at_most(duration(value), TRIP_WINDOW_MAX, "the history ring is bounded"), 30.0,
+                   "... to this long after it (the trip_history event follows then); at most 10m"),
+}
+TRIP_INTERVAL_FIELD = {"interval": Field(lambda value: _at_least(positive_duration(value), 0.1), 1.0,
+                                         "one history sample of every interlock tag this often; at least 0.1s")}
+CONSEQUENTIAL_MAX = 24 * 3600.0
 
 ANALYTICS_FIELDS = {
     "chatter_count": Field(integer(2, 1000), 3, "activations within chatter_window that make an alarm chattering"),
@@ -405,8 +428,11 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
     suppressions = _suppressions(top["suppression"], join(path, "suppression"), key_line("suppression"), reader,
                                  tag_names, used_ids)
     units = _units(top["units"], join(path, "units"), key_line("units"), reader)
+    trip_history = _trip_history(top["trip_history"], join(path, "trip_history"), key_line("trip_history"), reader,
+                                 TripHistory(), TRIP_INTERVAL_FIELD)
+    gas_ids = {f"{channel.tag}.GAS{level}" for channel in gas for level in (1, 2)}
     interlocks = _interlocks(top["interlocks"], join(path, "interlocks"), key_line("interlocks"), reader, tag_names,
-                             units)
+                             units, used_ids, gas_ids)
     bypass_priorities = _bypass_priorities(top["bypass_priorities"], join(path, "bypass_priorities"),
                                            key_line("bypass_priorities"), reader, priorities,
                                            (key_line("priorities"), join(path, "priorities")))
@@ -414,7 +440,7 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
         return None
     return RulesConfig(priorities=priorities, shelving_max=shelving.get("max_duration", 8 * 3600.0),
                        analytics=analytics, alarms=alarms, gas=gas, suppressions=suppressions, units=units,
-                       interlocks=interlocks, bypass_priorities=bypass_priorities)
+                       interlocks=interlocks, bypass_priorities=bypass_priorities, trip_history=trip_history)
 
 
 def _bypass_priorities(node: Any, path: str, line: int, reader: Reader, priorities: Mapping[str, int],
@@ -762,11 +788,48 @@ def _interlock_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
         "max_bypass": Field(positive_duration, doc="longest allowed bypass; caps authorizations"),
         "bad_input_votes": Field(one_of("tripped", "healthy"), "tripped",
                                  "a vote() in trip counts a condition on a bad input as tripped or healthy"),
+        "causes": Field(_any, None, "first-out inputs, a list of expressions; default: the top-level `or` "
+                                    "operands of trip"),
+        "history": Field(_any, None, "before, after: history kept around a trip (default rules.trip_history); "
+                                     "or off"),
+        "final_element": Field(_any, None, "tag, expect (an expression over tag), within: the element must act "
+                                           "that soon after a trip"),
+        "consequential": Field(_any, None, "alarms (ids or patterns, no gas alarms), for: suppressed by design "
+                                           "that long after a trip"),
     }
 
 
+def _final_element_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
+    return {"tag": Field(_tag_ref(tags), doc="the final element's feedback tag (valve position, run feedback)"),
+            "expect": Field(_expression(tags), doc="true once the element acted, e.g. \"XV101_ZT < 5\""),
+            "within": Field(positive_duration, doc="its response time: at most this long after the trip")}
+
+
+CONSEQUENTIAL_FIELDS = {
+    "alarms": Field(_any, doc="alarm ids or glob patterns of the unit's consequential alarms (never gas alarms)"),
+    "for": Field(lambda value: _at_most(positive_duration(value), CONSEQUENTIAL_MAX, "a trip's consequences pass"),
+                 doc="how long after the trip they stay suppressed by design; at most 24h"),
+}
+
+
+def _trip_history(node: Any, path: str, line: int, reader: Reader, default: TripHistory,
+                  extra: dict[str, Field] | None = None) -> TripHistory:
+    """`off` (or false), or a mapping of before/after (and, globally, interval); absent: `default`."""
+    if node is None:
+        return default
+    if node is False or node == "off":
+        return NO_TRIP_HISTORY
+    fields = {key: Field(spec.convert, getattr(default, key), spec.doc)
+              for key, spec in {**TRIP_HISTORY_FIELDS, **(extra or {})}.items()}
+    values = reader.section(node, path, line, fields)
+    if not values or len(values) != len(fields):
+        return default
+    return TripHistory(values["before"], values["after"], values.get("interval", default.interval))
+
+
 def _interlocks(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
-                units: tuple[ProductionUnit, ...]) -> tuple[Interlock, ...]:
+                units: tuple[ProductionUnit, ...], alarm_ids: Mapping[str, int],
+                gas_ids: AbstractSet[str]) -> tuple[Interlock, ...]:
     fields = _interlock_fields(tags)
     unit_names = {unit.name for unit in units}
     result, seen = [], {}
@@ -787,10 +850,77 @@ def _interlocks(node: Any, path: str, line: int, reader: Reader, tags: Mapping[s
                          f"interlock {values['id']!r} is already declared at line {seen[values['id']]}")
             continue
         seen[values["id"]] = item_line
+        capture = _trip_capture(item, item_path, values, reader, tags, alarm_ids, gas_ids)
+        if capture is None:
+            continue
         result.append(Interlock(values["id"], values["unit"], values["max_bypass"], values["bypass"],
                                 values["in_service"], values["protects"], values["trip"], values["description"],
-                                item_line, values["bad_input_votes"]))
+                                item_line, values["bad_input_votes"], **capture))
     return tuple(result)
+
+
+def _trip_capture(item: Any, path: str, values: Mapping[str, Any], reader: Reader, tags: Mapping[str, Any],
+                  alarm_ids: Mapping[str, int], gas_ids: AbstractSet[str]) -> dict[str, Any] | None:
+    """causes, history, final_element, consequential of one interlock (all need its trip); None if invalid."""
+    issues_before = len(reader.issues)
+    def key_line(key: str) -> int:
+        return Reader.key_line(item, key)
+
+    if values["trip"] is None:
+        for key in ("causes", "final_element", "consequential"):
+            if values[key] is not None:
+                reader.error(key_line(key), join(path, key), f"{key} needs the interlock's trip condition (trip:)")
+        return None if len(reader.issues) != issues_before else {}
+    causes: tuple = ()
+    if values["causes"] is not None:
+        convert = _expression(tags)
+        found = []
+        for cause, cause_path, cause_line in reader.items(values["causes"], join(path, "causes"), key_line("causes")):
+            try:
+                found.append(convert(cause))
+            except Invalid as exc:
+                reader.error(cause_line or key_line("causes"), cause_path, str(exc))
+        causes = tuple(found)
+        if not causes and len(reader.issues) == issues_before:
+            reader.error(key_line("causes"), join(path, "causes"), "expected a non-empty list of expressions")
+    history = None
+    if values["history"] is not None:
+        history = _trip_history(values["history"], join(path, "history"), key_line("history"), reader, TripHistory())
+    final = None
+    if values["final_element"] is not None:
+        final_path = join(path, "final_element")
+        got = reader.section(values["final_element"], final_path, key_line("final_element"),
+                             _final_element_fields(tags))
+        if got is not None and len(got) == 3:
+            if got["tag"] not in got["expect"].tags:
+                reader.error(key_line("final_element"), join(final_path, "expect"),
+                             f"expect must read the final element's tag {got['tag']}, e.g. \"{got['tag']} < 5\"")
+            else:
+                final = FinalElement(got["tag"], got["expect"], got["within"])
+    consequential = None
+    if values["consequential"] is not None:
+        conseq_path = join(path, "consequential")
+        got = reader.section(values["consequential"], conseq_path, key_line("consequential"), CONSEQUENTIAL_FIELDS)
+        if got is not None and len(got) == 2:
+            patterns = got["alarms"] if isinstance(got["alarms"], list) else [got["alarms"]]
+            alarms_line = Reader.key_line(values["consequential"], "alarms")
+            if not patterns or not all(isinstance(p, str) and p for p in patterns):
+                reader.error(alarms_line, join(conseq_path, "alarms"), "expected a list of alarm ids or patterns")
+            else:
+                for pattern in patterns:
+                    gas = sorted(alarm for alarm in gas_ids if fnmatch.fnmatchcase(alarm, pattern))
+                    if gas:
+                        reader.error(alarms_line, join(conseq_path, "alarms"),
+                                     f"{pattern!r} matches gas alarms ({', '.join(gas)}): gas alarms are never "
+                                     f"suppressed by process state (GB/T 50493); list the process alarms only")
+                    elif not any(fnmatch.fnmatchcase(alarm, pattern) for alarm in alarm_ids):
+                        close = difflib.get_close_matches(pattern, list(alarm_ids), n=1)
+                        hint = f"; did you mean {close[0]!r}?" if close else ""
+                        reader.error(alarms_line, join(conseq_path, "alarms"), f"{pattern!r} matches no alarm{hint}")
+                consequential = ConsequentialSuppression(tuple(patterns), got["for"])
+    if len(reader.issues) != issues_before:
+        return None
+    return {"causes": causes, "history": history, "final_element": final, "consequential": consequential}
 
 
 def reference_sections() -> list[tuple[str, dict[str, Field]]]:
@@ -816,6 +946,10 @@ def reference_sections() -> list[tuple[str, dict[str, Field]]]:
         ("rules.suppression[]", _suppression_fields({})),
         ("rules.units.NAME", UNIT_FIELDS),
         ("rules.interlocks[]", _interlock_fields({})),
+        ("rules.interlocks[].final_element", _final_element_fields({})),
+        ("rules.interlocks[].consequential", CONSEQUENTIAL_FIELDS),
+        ("rules.interlocks[].history (or off)", TRIP_HISTORY_FIELDS),
+        ("rules.trip_history (or off)", {**TRIP_HISTORY_FIELDS, **TRIP_INTERVAL_FIELD}),
         ("rules.bypass_priorities", {event: Field(_any, DEFAULT_BYPASS_PRIORITIES[event], f"priority of {event} events")
                                      for event in BYPASS_EVENTS}),
     ]

@@ -1,7 +1,7 @@
 """The rule engine: one object the daemon builds from the rules config and calls every scan.
 
     engine = RuleEngine.build(config.rules, table.rows, len(table), tag_alarms=..., tag_info=...)
-    events = engine.evaluate(table.value, table.quality, time.monotonic(), time.time())
+    events = engine.evaluate(table.value, table.quality, time.monotonic(), time.time(), table.updated)
     events = engine.act("ack", "PT101.HH", user="alice", reason="seen")
     engine.alarms()                      # for `gatewayd alarms`
     engine.in_service                    # float64 per interlock (1 in service, 0 bypassed), with
@@ -14,8 +14,9 @@ over preallocated arrays (`backend="numba"`); `backend="reference"` runs the pla
 the same arrays, for tests and benchmarks.
 
 Events are `gatewayd.types.Event` with JSON-ready data; kinds: `alarm`, `gas_alarm`, `bypass`,
-`audit`, `analytics`. Within a scan: gas alarms first (level 2 before level 1, toxic before
-combustible), then other alarms in configuration order, then bypass events, then analytics.
+`trip`, `trip_history`, `final_element` (`rules.trips`), `audit`, `analytics`. Within a scan: gas
+alarms first (level 2 before level 1, toxic before combustible), then other alarms in configuration
+order, then bypass events, then trip events, then analytics.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from rules.bypass import BypassRegistry, audit_event
 from rules.gas import gas_order_key
 from rules.isa import STATE_NAMES, ActionError, AlarmArrays
 from rules.compile import CompiledRules, compile_rules
-from rules.model import RulesConfig, TagAlarmConfig, jsonable
+from rules.model import DEFAULT_BYPASS_PRIORITIES, RulesConfig, TagAlarmConfig, jsonable
 from rules.program import make_stack, run_programs, run_programs_reference
+from rules.trips import TripRecorder
 from rules.texts import alarm_message, bypass_message, too_many_message
 
 STATE_VERSION = 1
@@ -126,7 +128,9 @@ class RuleEngine:
         self._clock = (now_monotonic, now_wall)
         self.last_seconds = 0.0
         self.scans = 0
-        self._values = np.full(size, np.nan)
+        self._values, self._last_quality, self._read_times = np.full(size, np.nan), np.zeros(size, np.uint8), None
+        self.trips = TripRecorder(compiled.trips, rules.interlocks, self._event_level)
+        self._consequential_expr = arrays.supp_expr[compiled.trips.consequential_slot]
 
     @property
     def alarm_count(self) -> int:
@@ -135,14 +139,16 @@ class RuleEngine:
     # ---------------------------------------------------------------- the scan
 
     def evaluate(self, values: np.ndarray, quality: np.ndarray, now_monotonic: float,
-                 now_wall: float) -> list[Event]:
-        """One scan over the point table arrays; returns this scan's events in order."""
+                 now_wall: float, read_times: np.ndarray | None = None) -> list[Event]:
+        """One scan over the point table arrays; returns this scan's events in order. `read_times`
+        (float64 per row, monotonic seconds: the point table's `updated`) is when each row was read;
+        trip events order their first-out causes and stamp their values with it (without it: the scan time)."""
         started = time.perf_counter()
         if values.dtype != np.float64 or quality.dtype != np.uint8 or values.shape[0] != self.size:
             raise TypeError(f"values must be float64[{self.size}] and quality uint8[{self.size}]")
         now, wall = float(now_monotonic), float(now_wall)
         self._clock = (now, wall)
-        self._values = values
+        self._values, self._last_quality, self._read_times = values, quality, read_times
         reference = self.backend == "reference"
         program, raw, cond = self.program, self.raw, self.cond
         if reference:
@@ -169,20 +175,25 @@ class RuleEngine:
         if b > a:
             np.take(self.expr_out, self._expr_alarm_slots, out=raw[a:b])
         arrays = self.arrays
+        if len(self._consequential_expr):
+            self.expr_out[self._consequential_expr[self.trips.consequences_active(now)]] = 1
         (isa.update_alarms_reference if reference else isa.update_alarms)(
             raw, self.expr_out, now, float(self.rules.analytics.stale_after), *arrays.kernel_args())
         il_args = (values, quality, self.expr_out, now, wall, *self._il_config, self.auth_from, self.auth_until,
                    self.bypassed, self.trip, self.bypass_since, self.bypass_wall, self.bypassed_before, self.flags,
                    self.unit_flag, self.unit_count, self.in_service, self.in_service_quality, *self._il_out)
+        trip_events = []
         if self.interlock_ids:
             n_il, n_unit = (IL.update_interlocks_reference if reference else IL.update_interlocks)(*il_args)
+            trip_events = self.trips.scan(values, quality, read_times, self.expr_out, self.trip, self.bypassed, now,
+                                          wall)
         else:
             n_il = n_unit = 0
         self.last_seconds = time.perf_counter() - started
         self.scans += 1
-        return self._scan_events(now, wall, n_il, n_unit)
+        return self._scan_events(now, wall, n_il, n_unit, trip_events)
 
-    def _scan_events(self, now: float, wall: float, n_il: int, n_unit: int) -> list[Event]:
+    def _scan_events(self, now: float, wall: float, n_il: int, n_unit: int, trip_events: list[Event]) -> list[Event]:
         arrays = self.arrays
         counts = arrays.counts
         gas_events, alarm_events, activations, realarms = [], [], [], []
@@ -204,6 +215,7 @@ class RuleEngine:
         gas_events.sort(key=lambda item: (item[1], item[0]))
         events = [item[2] for item in gas_events] + alarm_events
         events += self._interlock_events(now, wall, n_il, n_unit)
+        events += trip_events
         stale = [(self.infos[int(i)].id, self.infos[int(i)].level)
                  for i in arrays.out_stale[:int(counts[isa.C_STALE])]]
         events += self.analytics.update(now, wall, activations, realarms, stale, int(counts[isa.C_ACTIVE]),
@@ -211,6 +223,11 @@ class RuleEngine:
         return events
 
     # ---------------------------------------------------------------- events
+
+    def _event_level(self, event: str) -> int:
+        """The priority level of an interlock event (`rules.bypass_priorities`, else its default name)."""
+        name = self.rules.bypass_priorities.get(event) or DEFAULT_BYPASS_PRIORITIES[event]
+        return int(self.rules.priorities.get(name, Priority.HIGH))
 
     def _value(self, tag: str) -> float | None:
         if not tag or tag not in self.tag_rows:
@@ -239,7 +256,6 @@ class RuleEngine:
     def _interlock_events(self, now: float, wall: float, n_il: int, n_unit: int) -> list[Event]:
         events = []
         out_interlock, out_flag, out_unit = self._il_out
-        priorities = self.rules.bypass_priorities
         interlocks = self.rules.interlocks
         for n in range(n_il):
             k, f = int(out_interlock[n]), int(out_flag[n])
@@ -251,7 +267,7 @@ class RuleEngine:
             else:
                 event_name = name if raised else f"{name}_cleared"
             message = bypass_message(il.id, name, raised)
-            level = self.rules.priorities[priorities[name if f != IL.F_BYPASSED else event_name]]
+            level = self._event_level(name if f != IL.F_BYPASSED else event_name)
             if not raised and f != IL.F_BYPASSED:
                 level = int(Priority.INFO)
             start, end = self.auth_from[k], self.auth_until[k]
@@ -270,6 +286,9 @@ class RuleEngine:
                     data.update(duration=episode.duration, bypassed_from=episode.start, bypassed_until=episode.end)
             if f == IL.F_TRIP and il.trip is not None:
                 data["trip"] = il.trip.source
+                if raised:
+                    data["values"] = self.trips.readings(k, self._values, self._last_quality,
+                                                        self._read_times, now, wall)
             events.append(Event("bypass", wall, il.id, message, Priority(level), data))
         for n in range(n_unit):
             u = int(out_unit[n])
@@ -278,7 +297,7 @@ class RuleEngine:
             limit = next((x.max_bypassed for x in self.rules.units if x.name == name), None)
             bypassed = [il.id for k, il in enumerate(interlocks) if il.unit == name and self.bypassed[k]]
             message = too_many_message(name, len(bypassed), limit, over)
-            level = self.rules.priorities[priorities["too_many"]] if over else int(Priority.INFO)
+            level = self._event_level("too_many") if over else int(Priority.INFO)
             events.append(Event("bypass", wall, name, message, Priority(level),
                                 {"unit": name, "event": "too_many" if over else "too_many_cleared",
                                  "bypassed": bypassed, "max_bypassed": limit}))
@@ -473,7 +492,9 @@ class RuleEngine:
             interlocks[interlock] = {"bypassed": int(self.bypassed[k]), "trip": int(self.trip[k]),
                                      "since": self._to_wall(float(self.bypass_since[k])),
                                      "since_wall": float(self.bypass_wall[k]),
-                                     "flags": [int(x) for x in self.flags[k]]}
+                                     "flags": [int(x) for x in self.flags[k]],
+                                     "consequences_until": jsonable(self._to_wall(
+                                         float(self.trips.consequences_until[k])))}
         return {"version": STATE_VERSION, "saved_at": self._clock[1], "alarms": alarms,
                 "suppression": {source: int(self.arrays.supp[g]) for g, source in enumerate(self.suppression_sources)},
                 "interlocks": interlocks,
@@ -516,6 +537,9 @@ class RuleEngine:
             self.bypass_wall[k] = saved.get("since_wall", saved["since"])
             self.flags[k] = saved["flags"]
             self.in_service[k] = 0.0 if saved["bypassed"] else 1.0
+            until = saved.get("consequences_until")
+            self.trips.consequences_until[k] = -math.inf if until is None else to_mono(until)
+        self.trips.restored(self.trip)
         for u, name in enumerate(self.unit_names):
             self.unit_flag[u] = data.get("units", {}).get(name, 0)
         self.registry.from_dict(data.get("bypass", {}))

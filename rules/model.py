@@ -16,10 +16,10 @@ DEFAULT_PRIORITIES = {"critical": 4, "high": 3, "medium": 2, "low": 1}
 INTERLOCK_TAG_PREFIX = "IL."  # `IL.<interlock id>`: 1 in service, 0 bypassed (docs/rules.md)
 
 BYPASS_EVENTS = ("started", "ended", "unauthorized", "expired", "trip_while_bypassed", "too_many", "status_bad",
-                 "overdue")
+                 "overdue", "trip", "final_element_failed")
 DEFAULT_BYPASS_PRIORITIES = {"started": "medium", "ended": "low", "unauthorized": "high", "expired": "high",
                              "trip_while_bypassed": "critical", "too_many": "high", "status_bad": "high",
-                             "overdue": "high"}
+                             "overdue": "high", "trip": "high", "final_element_failed": "high"}
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,42 @@ class ProductionUnit:
 
 
 @dataclass(frozen=True)
+class TripHistory:
+    """How much of an interlock's tags is kept around a trip: `before` and `after` seconds of their reads,
+    sampled every `interval` seconds (one sampling interval for the whole engine: the global one)."""
+
+    before: float = 60.0
+    after: float = 30.0
+    interval: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.before > 0 or self.after > 0
+
+
+NO_TRIP_HISTORY = TripHistory(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class FinalElement:
+    """The final element an interlock drives (a valve, a pump) and the feedback that shows it acted:
+    after a trip `expect` must become true within `within` seconds, else `final_element_failed`."""
+
+    tag: str
+    expect: Expression
+    within: float
+
+
+@dataclass(frozen=True)
+class ConsequentialSuppression:
+    """Alarms (ids or glob patterns, never gas alarms) suppressed by design for `duration` seconds after
+    the interlock trips: the consequences of the shutdown, not news to the operator."""
+
+    alarms: tuple[str, ...]
+    duration: float
+
+
+@dataclass(frozen=True)
 class Interlock:
     """A SIS interlock whose bypass state the gateway supervises (it never acts on it)."""
 
@@ -216,6 +252,10 @@ class Interlock:
     description: str = ""
     line: int = 0
     bad_input_votes: str = "tripped"  # a vote() in `trip` counts an unknown condition as tripped or healthy
+    causes: tuple[Expression, ...] = ()  # first-out inputs; empty: the top-level `or` operands of `trip`
+    history: TripHistory | None = None  # None: rules.trip_history
+    final_element: FinalElement | None = None
+    consequential: ConsequentialSuppression | None = None
 
     @property
     def state_tag(self) -> str:
@@ -245,6 +285,7 @@ class RulesConfig:
     units: tuple[ProductionUnit, ...] = ()
     interlocks: tuple[Interlock, ...] = ()
     bypass_priorities: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BYPASS_PRIORITIES))
+    trip_history: TripHistory = TripHistory()
 
     def priority_level(self, name: str) -> int:
         return self.priorities[name]

@@ -1,0 +1,244 @@
+"""Trip demand capture: what an in-service interlock's trip looked like, for the investigation after it.
+
+When an interlock's trip condition becomes true while it is in service (`rules.interlocks` sets
+`trip`), the engine records, at the scan that sees it:
+
+- a `trip` event: the value, quality and read time of every tag of the interlock (its trip and cause
+  tags, the tags it protects, its final element), and the first-out order of its causes: the causes
+  true at the trip, earliest first, each stamped with the read time of the newest reading of its tags
+  at the scan it became true (so two causes seen true in one scan are still ordered by their reads);
+- `after` seconds later, a `trip_history` event: every distinct read of those tags from `before`
+  seconds before the trip to `after` seconds after it, from a ring buffer sampled every `interval`
+  seconds (only the tags of interlocks with a history, not every tag);
+- with a `final_element`, a `final_element` event: `failed` (priority of `final_element_failed`) when
+  its `expect` condition is not true within `within` seconds of the trip (unknown counts as not
+  true: nobody can confirm the valve closed), `ok` (info) when it is, with the response time, and
+  `failed_cleared` (info) when a failed element acts late;
+- with `consequential`, the start of the suppression by design of the listed alarms (the engine).
+
+A trip while another capture of the same interlock is still collecting its history is recorded as
+a trip event (with its own values and first-out) whose history is the one being collected. The
+ring and the captures in progress are not saved across a restart: a trip within `after` seconds of
+a stop loses its `trip_history` event (its `trip` event was committed with its scan).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gatewayd.types import Event, Priority
+from rules.compile import TripCapturePlan
+from rules.expr import UNKNOWN
+from rules.model import Interlock, jsonable
+
+
+@dataclass
+class _Capture:
+    """One trip whose history is still being collected."""
+
+    interlock: int
+    trip_id: str
+    mono: float
+    wall: float
+    until: float  # monotonic: when the history is complete
+
+
+@dataclass
+class _FinalCheck:
+    interlock: int
+    trip_id: str
+    mono: float
+    deadline: float
+    failed: bool = False
+
+
+class TripRecorder:
+    """The trip bookkeeping of one engine; `scan` is called once per evaluation after the kernels."""
+
+    def __init__(self, plan: TripCapturePlan, interlocks: tuple[Interlock, ...],
+                 level: Callable[[str], int]):
+        self.plan, self.interlocks, self.level = plan, interlocks, level
+        k = len(interlocks)
+        self.seen = np.zeros(k, np.uint8)  # the trip state at the previous scan
+        self.known = np.zeros(k, np.bool_)  # the trip condition has been decided at least once
+        self.cause_state = np.zeros(len(plan.cause_slot), np.uint8)
+        self.cause_since = np.full(len(plan.cause_slot), math.nan)  # wall read time it became true
+        self.consequences_until = np.full(k, -math.inf)  # monotonic
+        longest = max((before + after for before, after in plan.history), default=0.0)
+        # room for the longest window sampled every interval, twice over: trips and completed histories
+        # take extra samples of their own
+        slots = 2 * int(math.ceil(longest / plan.interval)) + 4 if len(plan.history_rows) else 0
+        n = len(plan.history_rows)
+        self.ring_value = np.full((slots, n), np.nan)
+        self.ring_quality = np.zeros((slots, n), np.uint8)
+        self.ring_read = np.full((slots, n), np.nan)  # wall time of each sampled read
+        self.ring_next = 0
+        self.ring_count = 0
+        self.next_sample = -math.inf
+        self.column = {int(row): c for c, row in enumerate(plan.history_rows)}
+        self.captures: list[_Capture] = []
+        self.checks: list[_FinalCheck] = []
+        self.count = 0
+
+    def restored(self, trip: np.ndarray) -> None:
+        """After a restore: the trip states already known are no new demand."""
+        self.seen[:] = trip
+        self.known[:] = True
+
+    def consequences_active(self, now: float) -> np.ndarray:
+        """Per (slot, interlock) pair of the plan: whether the interlock's consequences are suppressed now."""
+        return now < self.consequences_until[self.plan.consequential_interlock]
+
+    def scan(self, values: np.ndarray, quality: np.ndarray, read_mono: np.ndarray | None, expr_out: np.ndarray,
+             trip: np.ndarray, bypassed: np.ndarray, now: float, wall: float) -> list[Event]:
+        """`read_mono` is each row's read time on the monotonic clock (None: the scan time)."""
+        plan = self.plan
+
+        def read_wall(rows: Any) -> np.ndarray:
+            if read_mono is None:
+                return np.full(np.shape(rows), wall)
+            return wall - (now - read_mono[rows])
+
+        state = expr_out[plan.cause_slot]
+        for c in np.nonzero((state == 1) & (self.cause_state != 1))[0].tolist():
+            rows = list(plan.cause_rows[c])
+            self.cause_since[c] = float(np.max(read_wall(rows))) if rows else wall
+        self.cause_state = np.where(state == UNKNOWN, self.cause_state, state)
+        tripped = np.nonzero((trip == 1) & (self.seen == 0) & (bypassed == 0))[0].tolist()
+        due = any(now >= capture.until for capture in self.captures)
+        if self.ring_value.shape[0] and (now >= self.next_sample or tripped or due):
+            self._sample(values, quality, read_wall(plan.history_rows), now)
+        events = []
+        for k in tripped:
+            events += self._trip(k, values, quality, read_mono, read_wall, now, wall)
+        self.seen[:] = trip
+        decided = plan.trip_slot >= 0
+        self.known[decided] |= expr_out[plan.trip_slot[decided]] != UNKNOWN
+        events += self._final_elements(expr_out, values, quality, now, wall)
+        events += self._histories(now, wall)
+        return events
+
+    def _sample(self, values: np.ndarray, quality: np.ndarray, read_wall: np.ndarray, now: float) -> None:
+        slot, rows = self.ring_next, self.plan.history_rows
+        self.ring_value[slot], self.ring_quality[slot], self.ring_read[slot] = values[rows], quality[rows], read_wall
+        self.ring_next = (slot + 1) % self.ring_value.shape[0]
+        self.ring_count = min(self.ring_count + 1, self.ring_value.shape[0])
+        if now >= self.next_sample:
+            self.next_sample = now + self.plan.interval
+
+    def readings(self, k: int, values: np.ndarray, quality: np.ndarray, read_mono: np.ndarray | None, now: float,
+                 wall: float) -> dict[str, dict[str, Any]]:
+        """Value, quality and read time (wall clock) of each tag of interlock k, as of this scan."""
+        plan = self.plan
+        return {name: {"value": jsonable(float(values[row])), "quality": int(quality[row]),
+                       "read_at": jsonable(wall if read_mono is None else wall - (now - float(read_mono[row])))}
+                for name, row in zip(plan.tags[k], plan.rows[k])}
+
+    def _trip(self, k: int, values, quality, read_mono, read_wall, now: float, wall: float) -> list[Event]:
+        il, plan = self.interlocks[k], self.plan
+        self.count += 1
+        trip_id = f"{il.id}/{self.count}@{wall:.3f}"
+        readings = self.readings(k, values, quality, read_mono, now, wall)
+        causes = range(int(plan.cause_start[k]), int(plan.cause_start[k + 1]))
+        order = sorted((c for c in causes if self.cause_state[c] == 1), key=lambda c: (self.cause_since[c], c))
+        first_out = [{"cause": plan.cause_sources[c], "since": jsonable(float(self.cause_since[c]))} for c in order]
+        before, after = plan.history[k]
+        pending = next((capture for capture in self.captures if capture.interlock == k), None)
+        history_id = trip_id
+        if pending is not None:
+            history_id = pending.trip_id
+        elif before > 0 or after > 0:
+            self.captures.append(_Capture(k, trip_id, now, wall, now + after))
+        data: dict[str, Any] = {
+            "interlock": il.id, "unit": il.unit, "trip_id": trip_id, "trip": il.trip.source if il.trip else "",
+            "values": readings, "first_out": first_out, "protects": list(il.protects),
+            "found_at_start": not bool(self.known[k])}
+        if before > 0 or after > 0:
+            data["history"] = {"trip_id": history_id, "before": before, "after": after, "interval": plan.interval}
+        if il.final_element is not None:
+            final = il.final_element
+            data["final_element"] = {"tag": final.tag, "expect": final.expect.source, "within": final.within}
+            self.checks.append(_FinalCheck(k, trip_id, now, now + final.within))
+        if il.consequential is not None:
+            self.consequences_until[k] = now + il.consequential.duration
+            data["consequential"] = {"alarms": list(il.consequential.alarms),
+                                     "until": wall + il.consequential.duration}
+        cause = first_out[0]["cause"] if first_out else (il.trip.source if il.trip else "")
+        message = f"interlock {il.id} tripped: {cause}" + (f" (first out of {len(first_out)})"
+                                                           if len(first_out) > 1 else "")
+        return [Event("trip", wall, il.id, message, Priority(self.level("trip")), data)]
+
+    def _final_elements(self, expr_out, values, quality, now: float, wall: float) -> list[Event]:
+        events, keep = [], []
+        for check in self.checks:
+            il = self.interlocks[check.interlock]
+            final = il.final_element
+            slot = int(self.plan.final_slot[check.interlock])
+            acted = expr_out[slot] == 1
+            row_value = self._final_reading(check.interlock, values, quality)
+            data = {"interlock": il.id, "trip_id": check.trip_id, "tag": final.tag, "expect": final.expect.source,
+                    "within": final.within, **row_value}
+            if acted:
+                took = now - check.mono
+                event = "failed_cleared" if check.failed else "ok"
+                message = (f"interlock {il.id}: final element {final.tag} acted {took:.1f} s after the trip"
+                           + (f", later than the {final.within:g} s allowed" if check.failed else ""))
+                events.append(Event("final_element", wall, il.id, message, Priority.INFO,
+                                    {**data, "event": event, "acted_after": took}))
+                continue
+            if not check.failed and now >= check.deadline:
+                check.failed = True
+                unknown = expr_out[slot] == UNKNOWN
+                message = (f"interlock {il.id}: final element {final.tag} did not act within {final.within:g} s "
+                           f"of the trip ({final.expect.source} is {'unknown' if unknown else 'false'})")
+                events.append(Event("final_element", wall, il.id, message,
+                                    Priority(self.level("final_element_failed")),
+                                    {**data, "event": "failed", "unknown": bool(unknown)}))
+            keep.append(check)
+        self.checks = keep
+        return events
+
+    def _final_reading(self, k: int, values, quality) -> dict[str, Any]:
+        row = self.plan.rows[k][self.plan.tags[k].index(self.interlocks[k].final_element.tag)]
+        return {"value": jsonable(float(values[row])), "quality": int(quality[row])}
+
+    def _histories(self, now: float, wall: float) -> list[Event]:
+        events, keep = [], []
+        for capture in self.captures:
+            if now < capture.until:
+                keep.append(capture)
+                continue
+            events.append(self._history_event(capture, wall))
+        self.captures = keep
+        return events
+
+    def _history_event(self, capture: _Capture, wall: float) -> Event:
+        k, plan = capture.interlock, self.plan
+        il = self.interlocks[k]
+        before, after = plan.history[k]
+        start, end = capture.wall - before, capture.wall + after
+        size = self.ring_value.shape[0]
+        order = [(self.ring_next - self.ring_count + n) % size for n in range(self.ring_count)]
+        series: dict[str, list[list[Any]]] = {}
+        for name, row in zip(plan.tags[k], plan.rows[k]):
+            c = self.column[row]
+            points, last = [], None
+            for slot in order:
+                read = float(self.ring_read[slot, c])
+                if not start <= read <= end or read == last:
+                    continue  # outside the window, or the same read sampled twice
+                last = read
+                points.append([read, jsonable(float(self.ring_value[slot, c])), int(self.ring_quality[slot, c])])
+            series[name] = points
+        samples = sum(len(points) for points in series.values())
+        message = (f"interlock {il.id}: history of trip {capture.trip_id}, {before:g} s before to {after:g} s "
+                   f"after, {samples} readings of {len(series)} tags")
+        return Event("trip_history", wall, il.id, message, Priority.INFO,
+                     {"interlock": il.id, "trip_id": capture.trip_id, "trip_at": capture.wall, "before": before,
+                      "after": after, "interval": plan.interval, "columns": ["read_at", "value", "quality"],
+                      "tags": series})
