@@ -122,10 +122,12 @@ class InterlockArrays:
     unit: np.ndarray  # int64, index into unit_names
     max_bypass: np.ndarray  # float64 seconds
     unit_max: np.ndarray  # int64 per unit
+    protect_start: np.ndarray  # int64, interlocks + 1
+    protect_rows: np.ndarray  # int64: the protected measurements (`protects`, else the trip's tags)
 
     def args(self) -> tuple[np.ndarray, ...]:
         return (self.status_start, self.status_rows, self.status_invert, self.trip_slot, self.unit,
-                self.max_bypass, self.unit_max)
+                self.max_bypass, self.unit_max, self.protect_start, self.protect_rows)
 
 
 @dataclass(frozen=True)
@@ -362,7 +364,10 @@ def compile_interlocks(rules: RulesConfig, tag_rows: Mapping[str, int],
     unit_index = {name: u for u, name in enumerate(unit_names)}
     unit_max = {u.name: u.max_bypassed for u in rules.units}
     status_start, status_rows, status_invert, trip_slot, trips = [0], [], [], [], []
+    protect_start, protect_rows = [0], []
     for il in interlocks:
+        protect_rows.extend(tag_rows[tag] for tag in il.protects or (il.trip.tags if il.trip is not None else ()))
+        protect_start.append(len(protect_rows))
         for tags, invert in ((il.bypass_tags, 0), (il.in_service_tags, 1)):
             status_rows.extend(tag_rows[tag] for tag in tags)
             status_invert.extend(invert for _ in tags)
@@ -376,7 +381,8 @@ def compile_interlocks(rules: RulesConfig, tag_rows: Mapping[str, int],
         status_invert=np.array(status_invert, np.uint8), trip_slot=np.array(trip_slot, np.int64),
         unit=np.array([unit_index[il.unit] for il in interlocks], np.int64),
         max_bypass=np.array([il.max_bypass for il in interlocks], np.float64),
-        unit_max=np.array([unit_max.get(name, 1 << 30) for name in unit_names], np.int64))
+        unit_max=np.array([unit_max.get(name, 1 << 30) for name in unit_names], np.int64),
+        protect_start=np.array(protect_start, np.int64), protect_rows=np.array(protect_rows, np.int64))
     return arrays, trips
 
 

@@ -535,7 +535,7 @@ class RuleEngine:
             self.bypassed[k], self.trip[k] = saved["bypassed"], saved["trip"]
             self.bypass_since[k] = to_mono(saved["since"])
             self.bypass_wall[k] = saved.get("since_wall", saved["since"])
-            self.flags[k] = saved["flags"]
+            self.flags[k, :len(saved["flags"])] = saved["flags"]  # a flag added since is clear
             self.in_service[k] = 0.0 if saved["bypassed"] else 1.0
             until = saved.get("consequences_until")
             self.trips.consequences_until[k] = -math.inf if until is None else to_mono(until)

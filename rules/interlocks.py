@@ -10,6 +10,9 @@ condition. Each flag edge becomes an event with its own priority (`rules.engine`
     expired                  the authorization ran out while the bypass it covered goes on
     trip_while_bypassed      bypassed while its trip condition is true: the plant runs on a
                              protection that would have acted
+    measurement_bad          bypassed while a protected measurement (a `protects` tag, or with none
+                             listed a tag of the trip condition) has bad quality or no number: the
+                             plant runs without the protection and without the measurement
     status_bad               a status tag has bad quality (the bypass state is held as last known)
                              (a tag not read yet since start-up, NO_VALUE, holds the state too but is
                              no fault: the driver soon reads it or reports why it cannot)
@@ -37,15 +40,16 @@ from rules.expr import UNKNOWN
 
 BAD = QUALITY_BAD_MIN
 NO_VALUE = int(Quality.NO_VALUE)
-F_BYPASSED, F_UNAUTHORIZED, F_EXPIRED, F_TRIP, F_STATUS_BAD, F_OVERDUE = range(6)
-FLAG_EVENTS = ("started", "unauthorized", "expired", "trip_while_bypassed", "status_bad", "overdue")
-N_FLAGS = 6
+F_BYPASSED, F_UNAUTHORIZED, F_EXPIRED, F_TRIP, F_STATUS_BAD, F_OVERDUE, F_MEASUREMENT_BAD = range(7)
+FLAG_EVENTS = ("started", "unauthorized", "expired", "trip_while_bypassed", "status_bad", "overdue", "measurement_bad")
+N_FLAGS = 7
 
 
 @njit(cache=True, nogil=True)
 def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_start, status_rows, status_invert,
-                      trip_slot, unit, max_bypass, unit_max, auth_from, auth_until, bypassed, trip, bypass_since,
-                      bypass_wall, bypassed_before, flags, unit_flag, unit_count, in_service, in_service_quality,
+                      trip_slot, unit, max_bypass, unit_max, protect_start, protect_rows, auth_from, auth_until,
+                      bypassed, trip, bypass_since, bypass_wall, bypassed_before, flags, unit_flag, unit_count,
+                      in_service, in_service_quality,
                       out_interlock, out_flag, out_unit):
     """Update flags; flag edges go to out_interlock/out_flag (new value in `flags`), unit edges to
     out_unit. Returns (flag edges, unit edges)."""
@@ -85,8 +89,13 @@ def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_star
         b = now_bypassed == 1
         authorized = auth_from[k] <= now_wall < auth_until[k]
         expired = b and now_wall >= auth_until[k] and bypass_wall[k] < auth_until[k]
+        blind = False
+        for p in range(protect_start[k], protect_start[k + 1]):
+            row = protect_rows[p]
+            if quality[row] != NO_VALUE and (quality[row] >= BAD or np.isnan(values[row])):
+                blind = True
         new_flags = (b, b and not authorized and not expired, expired, b and trip[k] == 1, worst >= BAD,
-                     b and bypassed_before[k] + now_mono - bypass_since[k] >= max_bypass[k])
+                     b and bypassed_before[k] + now_mono - bypass_since[k] >= max_bypass[k], b and blind)
         for f in range(N_FLAGS):
             value = 1 if new_flags[f] else 0
             if value != flags[k, f]:
@@ -109,9 +118,10 @@ def update_interlocks(values, quality, expr_out, now_mono, now_wall, status_star
 
 
 def update_interlocks_reference(values, quality, expr_out, now_mono, now_wall, status_start, status_rows,
-                                status_invert, trip_slot, unit, max_bypass, unit_max, auth_from, auth_until,
-                                bypassed, trip, bypass_since, bypass_wall, bypassed_before, flags, unit_flag,
-                                unit_count, in_service, in_service_quality, out_interlock, out_flag, out_unit):
+                                status_invert, trip_slot, unit, max_bypass, unit_max, protect_start, protect_rows,
+                                auth_from, auth_until, bypassed, trip, bypass_since, bypass_wall, bypassed_before,
+                                flags, unit_flag, unit_count, in_service, in_service_quality, out_interlock, out_flag,
+                                out_unit):
     edges = []
     for k in range(len(bypassed)):
         readings, bad_qualities, unread = [], [], False
@@ -150,6 +160,9 @@ def update_interlocks_reference(values, quality, expr_out, now_mono, now_wall, s
             F_TRIP: state and trip[k] == 1,
             F_STATUS_BAD: bool(bad_qualities),
             F_OVERDUE: state and bypassed_before[k] + now_mono - bypass_since[k] >= max_bypass[k],
+            F_MEASUREMENT_BAD: state and any(
+                quality[row] != NO_VALUE and (quality[row] >= BAD or math.isnan(values[row]))
+                for row in protect_rows[protect_start[k]:protect_start[k + 1]]),
         }
         for f in range(N_FLAGS):
             if int(bool(wanted[f])) != flags[k, f]:

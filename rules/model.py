@@ -15,11 +15,11 @@ LIMIT_LEVELS = ("HH", "H", "L", "LL")
 DEFAULT_PRIORITIES = {"critical": 4, "high": 3, "medium": 2, "low": 1}
 INTERLOCK_TAG_PREFIX = "IL."  # `IL.<interlock id>`: 1 in service, 0 bypassed (docs/rules.md)
 
-BYPASS_EVENTS = ("started", "ended", "unauthorized", "expired", "trip_while_bypassed", "too_many", "status_bad",
-                 "overdue", "trip", "final_element_failed")
+BYPASS_EVENTS = ("started", "ended", "unauthorized", "expired", "trip_while_bypassed", "measurement_bad", "too_many",
+                 "status_bad", "overdue", "trip", "final_element_failed")
 DEFAULT_BYPASS_PRIORITIES = {"started": "medium", "ended": "low", "unauthorized": "high", "expired": "high",
-                             "trip_while_bypassed": "critical", "too_many": "high", "status_bad": "high",
-                             "overdue": "high", "trip": "high", "final_element_failed": "high"}
+                             "trip_while_bypassed": "critical", "measurement_bad": "high", "too_many": "high",
+                             "status_bad": "high", "overdue": "high", "trip": "high", "final_element_failed": "high"}
 
 
 @dataclass(frozen=True)

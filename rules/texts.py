@@ -11,6 +11,8 @@ _BYPASS_MESSAGES = {
                 "no longer bypassed on an expired authorization"),
     "trip_while_bypassed": ("trip condition is true while the interlock is bypassed",
                             "trip condition cleared or bypass ended"),
+    "measurement_bad": ("bypassed while a measurement it protects has bad quality: neither the interlock nor the "
+                        "measurement watches the process", "protected measurements good again or bypass ended"),
     "status_bad": ("bypass status tag has bad quality; bypass state held as last known",
                    "bypass status tag quality good again"),
     "overdue": ("bypassed longer than its maximum bypass duration", "no longer over its maximum bypass duration"),

@@ -237,3 +237,23 @@ def test_occurrences_while_shelved_suppressed_or_out_of_service_are_counted_and_
     plant.act("unshelve", "TT102.H")
     plant.act("shelve", "TT102.H", duration=10.0)  # a new episode counts from zero
     assert next(item for item in plant.engine.alarms() if item["id"] == "TT102.H")["hidden_occurrences"] == 0
+
+
+# ---------------------------------------------------------------- bypassed and blind
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_interlock_bypassed_while_its_measurement_is_bad_raises_measurement_bad(backend):
+    plant = Plant(backend)
+    plant.quality[ROWS["PT101"]] = BAD
+    plant.scan()
+    assert bypass_events(plant, "SIS-101") == []  # bad but in service: the interlock still acts
+    plant.scan(XS101=1.0)
+    raised = [e for e in plant.events if e.kind == "bypass" and e.data["event"] == "measurement_bad"]
+    assert len(raised) == 1 and raised[0].priority == 3 and raised[0].data["protects"] == ["PT101"]
+    assert "measurement_bad" in next(item["flags"] for item in plant.engine.interlocks() if item["id"] == "SIS-101")
+    plant.quality[ROWS["PT101"]] = 0
+    plant.scan()
+    assert bypass_events(plant, "SIS-101")[-1] == "measurement_bad_cleared"
+    plant.quality[ROWS["TT102"]] = BAD  # SIS-102 lists no protects: its trip condition's tags count
+    plant.scan(XS102=0.0)
+    assert "measurement_bad" in bypass_events(plant, "SIS-102")

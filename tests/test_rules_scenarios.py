@@ -241,7 +241,8 @@ def test_a_tag_not_read_yet_is_unknown_not_bad():
     for _ in range(4):
         plant.scan()
     assert plant.transitions("PT101_BAD") == ["UNACK"]
-    assert [e.data["event"] for e in plant.events if e.kind == "bypass"] == ["status_bad"]
+    # still bypassed (held) and its protected PT101 now bad: blind as well
+    assert [e.data["event"] for e in plant.events if e.kind == "bypass"] == ["status_bad", "measurement_bad"]
 
 
 def test_expression_with_for_and_latching():
