@@ -211,8 +211,10 @@ class Daemon:
         last = 0.0
         while True:
             changed = self.table.changed  # a reload may replace the table and the interval
+            # the next stale deadline wakes the scan too, so a silent tag turns STALE on time
+            wait = min(self.config.gateway.scan_interval, max(0.0, self.table.stale_due - time.monotonic()))
             try:
-                await asyncio.wait_for(changed.wait(), timeout=self.config.gateway.scan_interval)
+                await asyncio.wait_for(changed.wait(), timeout=wait)
             except TimeoutError:
                 pass
             delay = last + MIN_SCAN_SPACING - time.monotonic()

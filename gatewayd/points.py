@@ -4,6 +4,10 @@ Drivers write into it (it is their `SampleSink`); the scan loop reads it every t
 on the event loop thread, so writes need no lock. `gateway_ts` is the Unix time (gateway wall clock) of
 each row's latest read, `updated` the same instant on the monotonic clock; a row never read carries the
 time the table was made.
+
+Staleness lives here too: the scan calls `mark_stale` every tick, which turns a row whose value was
+not refreshed within its tag's `stale_after` STALE (uncertain, the value kept); the next read clears
+it. Rows of `report: every_read` tags also go to the read log (gatewayd.readlog) on every write.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gatewayd.config.model import TagConfig
+from gatewayd.readlog import ReadLog, Reads
 from gatewayd.types import QUALITY_BAD_MIN, Event, Quality
 
 
@@ -27,11 +32,16 @@ class PointTable:
         self.quality = np.full(size, Quality.NO_VALUE, dtype=np.uint8)
         self.source_ts = np.full(size, np.nan)
         self.gateway_ts = np.full(size, time.time())
-        # when each row was last written, on the monotonic clock: "is this reading new" must not
-        # depend on a wall clock that can step back
+        # when each row was last read, on the monotonic clock: "is this reading new" and "is it stale"
+        # must not depend on a wall clock that can step back
         self.updated = np.full(size, -np.inf)
         # completed reads of each row (a write whose quality is not bad), for the data-quality figures
         self.reads = np.zeros(size, dtype=np.int64)
+        self.stale_after = np.array([tag.stale_after for tag in self.tags], dtype=np.float64)
+        self.held_quality = np.zeros(size, dtype=np.uint8)  # a STALE row's quality before it went stale
+        self.stale_due = np.inf  # monotonic time the next row turns STALE if nothing refreshes it
+        self.every_read = np.array([tag.report == "every_read" for tag in self.tags], dtype=np.bool_)
+        self.read_log = ReadLog() if self.every_read.any() else None
         self.pending_events: list[Event] = []
         self.changed = asyncio.Event()  # wakes the scan loop as soon as a poll brought data
 
@@ -43,31 +53,87 @@ class PointTable:
 
     def write(self, rows: np.ndarray, values: np.ndarray, quality: int | np.ndarray = Quality.GOOD,
               source_ts: float | np.ndarray | None = None, read_at: float | np.ndarray | None = None) -> None:
+        source_ts = np.nan if source_ts is None else source_ts
         self.value[rows] = values
         self.quality[rows] = quality
-        self.source_ts[rows] = np.nan if source_ts is None else source_ts
+        self.source_ts[rows] = source_ts
         if np.ndim(quality):
             self.reads[rows] += np.asarray(quality) < QUALITY_BAD_MIN
         elif quality < QUALITY_BAD_MIN:
             self.reads[rows] += 1
-        self._stamp(rows, read_at)
+        stamp = self._stamp(rows, read_at)
+        if self.read_log is not None:
+            self._log(rows, values, quality, source_ts, stamp, self.every_read[rows])
 
     def set_quality(self, rows: np.ndarray, quality: int, read_at: float | np.ndarray | None = None) -> None:
-        """Keep the last value but mark it; counts as a new reading so the change is reported."""
+        """Keep the last value but mark it; counts as a new reading so the change is reported (an
+        every_read row logs it only when its quality changes: a retry is not a read)."""
+        changed = self.quality[rows] != quality if self.read_log is not None else None
         self.quality[rows] = quality
-        self._stamp(rows, read_at)
+        stamp = self._stamp(rows, read_at)
+        if changed is not None:
+            self._log(rows, self.value[rows], quality, self.source_ts[rows], stamp, changed & self.every_read[rows])
 
-    def _stamp(self, rows: np.ndarray, read_at: float | np.ndarray | None) -> None:
+    def confirm(self, rows: np.ndarray, read_at: float | None = None) -> None:
+        """The device confirmed that these rows still hold the values last sent (an OPC UA publish,
+        data or keep-alive): they count as read at `read_at`, and a STALE one gets its quality back.
+        Rows with a bad quality wait for a real value."""
+        rows = np.asarray(rows)[self.quality[rows] < QUALITY_BAD_MIN]
+        stale = self.quality[rows] == Quality.STALE
+        self.quality[rows[stale]] = self.held_quality[rows[stale]]
+        stamp = self._stamp(rows, read_at)
+        if self.read_log is not None:
+            self._log(rows, self.value[rows], self.quality[rows], self.source_ts[rows], stamp,
+                      stale & self.every_read[rows])
+
+    def mark_stale(self, now: float) -> int:
+        """Turn STALE every row with a live quality not refreshed within its `stale_after` by `now`
+        (monotonic), stamped with the moment it became stale: its read time plus stale_after. Returns
+        how many; sets `stale_due` to when the next one will, if nothing refreshes it."""
+        watched = (self.quality < QUALITY_BAD_MIN) & (self.quality != Quality.STALE)
+        with np.errstate(invalid="ignore"):  # never read (-inf) plus never stale (inf): NaN, never due
+            deadline = self.updated + self.stale_after
+        due = watched & (deadline < now)
+        waiting = deadline[watched & ~due]
+        self.stale_due = float(waiting.min()) if waiting.size else np.inf
+        if not due.any():
+            return 0
+        rows = np.flatnonzero(due)
+        self.held_quality[rows] = self.quality[rows]
+        self.quality[rows] = Quality.STALE
+        self.updated[rows] = deadline[rows]
+        self.gateway_ts[rows] += self.stale_after[rows]
+        if self.read_log is not None:
+            self._log(rows, self.value[rows], Quality.STALE, self.source_ts[rows], self.gateway_ts[rows],
+                      self.every_read[rows])
+        return rows.size
+
+    def _stamp(self, rows: np.ndarray, read_at: float | np.ndarray | None) -> float | np.ndarray:
         """`updated` is the read time on the monotonic clock; `gateway_ts` the same instant on the wall
-        clock, taken as now minus the read's age so that a wall-clock step since the read cannot skew it."""
+        clock, taken as now minus the read's age so that a wall-clock step since the read cannot skew it.
+        Returns the gateway time."""
         wall_now, mono_now = time.time(), time.monotonic()
         if read_at is None:
             self.updated[rows] = mono_now
-            self.gateway_ts[rows] = wall_now
+            stamp = wall_now
         else:
             self.updated[rows] = read_at
-            self.gateway_ts[rows] = wall_now - (mono_now - np.asarray(read_at, dtype=np.float64))
+            stamp = wall_now - (mono_now - np.asarray(read_at, dtype=np.float64))
+        self.gateway_ts[rows] = stamp
         self.changed.set()
+        return stamp
+
+    def _log(self, rows: np.ndarray, values, quality, source_ts, stamp, keep: np.ndarray) -> None:
+        """Append the `keep` part of a write to the read log; scalars stand for every row."""
+        if not keep.any():
+            return
+        count = len(rows)
+
+        def pick(column, dtype):
+            return np.broadcast_to(np.asarray(column, dtype=dtype), (count,))[keep]
+
+        self.read_log.add(Reads(np.asarray(rows, dtype=np.int64)[keep], pick(values, np.float64),
+                                pick(quality, np.uint8), pick(source_ts, np.float64), pick(stamp, np.float64)))
 
     def event(self, event: Event) -> None:
         self.pending_events.append(event)

@@ -178,6 +178,9 @@ class DeviceSink:
     def set_quality(self, rows: np.ndarray, quality: int, read_at: float | np.ndarray | None = None) -> None:
         self.table.set_quality(self.rows[rows], quality, read_at)
 
+    def confirm(self, rows: np.ndarray, read_at: float | None = None) -> None:
+        self.table.confirm(self.rows[rows], read_at)
+
     def event(self, event: Event) -> None:
         self.table.event(event)
 
@@ -210,7 +213,7 @@ def common_rows(old_names: Sequence[str], new_names: Sequence[str]) -> tuple[np.
 def copy_points(old: Any, new: Any, old_rows: np.ndarray, new_rows: np.ndarray) -> None:
     """Current values, qualities and their times of the remaining tags; pending events move along, and the
     new table wakes the same scan loop."""
-    for name in ("value", "quality", "source_ts", "gateway_ts", "updated", "reads"):
+    for name in ("value", "quality", "source_ts", "gateway_ts", "updated", "reads", "held_quality"):
         getattr(new, name)[new_rows] = getattr(old, name)[old_rows]
     new.pending_events = old.take_events()
     new.changed = old.changed

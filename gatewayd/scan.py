@@ -25,11 +25,12 @@ import numpy as np
 from gatewayd.config.model import Config, TagConfig
 from gatewayd.dataquality import DataQuality, TagChecks, rows_by_tag_id
 from gatewayd.points import PointTable
-from gatewayd.types import Event
+from gatewayd.types import QUALITY_BAD_MIN, Event
 from rules.engine import RuleEngine
 from rules.model import RulesConfig
 from rules.report import select_reports
 from store import SampleBlock, Store, is_disk_full
+from store.retention import gap_event
 
 log = logging.getLogger("gatewayd.scan")
 
@@ -95,10 +96,12 @@ class Scanner:
         self.stats = ScanStats()
 
     def tick(self) -> None:
-        """One scan: rules, interlock states, selection; samples and events commit in one transaction."""
+        """One scan: staleness, rules, interlock states, selection; samples and events commit in one
+        transaction. Staleness comes first so that the rules see the qualities that go upstream."""
         started = time.perf_counter()
         now_wall, now_mono = time.time(), time.monotonic()
         table = self.table
+        table.mark_stale(now_mono)
         events = table.take_events()
         if self.data_quality is not None:
             events += self._observe_quality(events, now_mono, now_wall)
@@ -106,21 +109,22 @@ class Scanner:
         self._forward_interlocks(now_wall, now_mono)
         self.stats.last_rules_seconds = time.perf_counter() - started
         count = select_reports(table.value, table.quality, table.updated, now_mono, self.deadband,
-                               self.max_interval, self.last_value, self.last_quality, self.last_time,
-                               self.last_update, self._report_rows)
+                               self.max_interval, table.every_read, self.last_value, self.last_quality,
+                               self.last_time, self.last_update, self._report_rows)
         events += rule_events
-        samples = rows = None
-        if count:
-            rows = self._report_rows[:count].copy()
-            # the time of each row's latest read, also for a heartbeat re-report: never the scan time
-            samples = SampleBlock(self.tag_ids[rows], table.gateway_ts[rows], table.value[rows].copy(),
-                                  table.quality[rows].copy(), table.source_ts[rows].copy())
+        rows = self._report_rows[:count].copy() if count else None
+        # each row's own read time, also for a heartbeat re-report: never the scan time
+        samples = None if rows is None else self._samples(rows, table.gateway_ts[rows], table.value[rows],
+                                                          table.quality[rows], table.source_ts[rows])
+        if table.read_log is not None:
+            samples, rows, dropped = self._every_read(samples, rows, now_wall)
+            events += dropped
         if samples is not None or events:
             self.outbox.append(samples, events)  # a full disk never raises here (store.spill)
             if self.tap is not None:
                 self.tap(table, rows, samples, events)
         self.stats.scans += 1
-        self.stats.samples += count
+        self.stats.samples += 0 if samples is None else len(samples)
         self.stats.events += len(events)
         if any(event.kind in RULE_EVENT_KINDS for event in rule_events):
             self._state_dirty = True
@@ -150,6 +154,33 @@ class Scanner:
         rows = lookup[ids[known]]
         mine = rows >= 0
         self.data_quality.sent(rows[mine], sent_wall - samples.ts[known][mine])
+
+    def _samples(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray, quality: np.ndarray,
+                 source_ts: np.ndarray) -> SampleBlock:
+        """Samples of table rows; a bad quality's value is null (NaN), an uncertain one keeps it."""
+        value = np.where(quality >= QUALITY_BAD_MIN, np.nan, value)
+        return SampleBlock(self.tag_ids[rows], ts, value, quality.copy(), source_ts.copy())
+
+    def _every_read(self, samples: SampleBlock | None, rows: np.ndarray | None,
+                    now_wall: float) -> tuple[SampleBlock | None, np.ndarray | None, list[Event]]:
+        """Append every logged read of the every_read rows, in arrival order, after the exception samples;
+        reads the full log had to drop become one `gap` event."""
+        log_ = self.table.read_log
+        reads = log_.take()
+        dropped = log_.take_dropped()
+        events = []
+        if dropped:
+            per_tag = [(int(self.tag_ids[row]), int(count), first, last)
+                       for row, (count, first, last) in dropped.items()]
+            names = {int(self.tag_ids[row]): self.table.tags[row].name for row in dropped}
+            events.append(gap_event(now_wall, per_tag, names, "dropped",
+                                    f"more than {log_.limit} every_read readings waited for the scan"))
+        if reads is None:
+            return samples, rows, events
+        logged = self._samples(reads.rows, reads.gateway_ts, reads.value, reads.quality, reads.source_ts)
+        if samples is None:
+            return logged, reads.rows, events
+        return SampleBlock.concat([samples, logged]), np.concatenate([rows, reads.rows]), events
 
     def _forward_interlocks(self, now_wall: float, now_mono: float) -> None:
         """Copy each interlock's in-service value and quality into its row, stamping only the rows that

@@ -95,4 +95,10 @@ class SampleSink(Protocol):
         (the time of the answer that told, or None for now)."""
         ...
 
+    def confirm(self, rows: np.ndarray, read_at: float | None = None) -> None:
+        """The device confirmed, without resending them, that `rows` still hold their last values (an
+        OPC UA publish, data or keep-alive): they count as read at `read_at`, which keeps them from
+        turning STALE and clears STALE."""
+        ...
+
     def event(self, event: Event) -> None: ...

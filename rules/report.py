@@ -16,11 +16,14 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def select_reports(values, quality, updated, now, deadband, max_interval,
+def select_reports(values, quality, updated, now, deadband, max_interval, every_read,
                    last_value, last_quality, last_time, last_update, out_rows):
-    """Write the rows to report into `out_rows`, update the last-report state, return the count."""
+    """Write the rows to report into `out_rows`, update the last-report state, return the count.
+    Rows marked in `every_read` are skipped: their reads are stored one by one (gatewayd.readlog)."""
     count = 0
     for row in range(values.shape[0]):
+        if every_read[row]:
+            continue
         fresh = updated[row] > last_update[row]
         due = now - last_time[row] >= max_interval[row]
         if not fresh and not due:
@@ -43,11 +46,13 @@ def select_reports(values, quality, updated, now, deadband, max_interval,
     return count
 
 
-def select_reports_reference(values, quality, updated, now, deadband, max_interval,
+def select_reports_reference(values, quality, updated, now, deadband, max_interval, every_read,
                              last_value, last_quality, last_time, last_update):
     """Plain-Python twin of `select_reports`; returns the rows to report."""
     rows = []
     for row, value in enumerate(values):
+        if every_read[row]:
+            continue
         fresh = updated[row] > last_update[row]
         due = now - last_time[row] >= max_interval[row]
         if not fresh and not due:

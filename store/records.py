@@ -6,6 +6,7 @@ daemon can hand a scan tick's samples over without building one Python object pe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,13 @@ class SampleBlock:
     @classmethod
     def empty(cls) -> SampleBlock:
         return cls(*([] for _ in _DTYPES))
+
+    @classmethod
+    def concat(cls, blocks: Sequence[SampleBlock]) -> SampleBlock:
+        """One block of `blocks` in order (the same object when there is only one)."""
+        if len(blocks) == 1:
+            return blocks[0]
+        return cls(*(np.concatenate([getattr(block, name) for block in blocks]) for name in _DTYPES))
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 
 from gatewayd.types import Event, Priority
 from store.outbox import Store, is_disk_full
@@ -69,7 +68,7 @@ class Spill:
         """Try to commit everything waiting now; True when nothing waits any more."""
         if not self._blocks and not self._events:
             return True
-        samples = _concat(self._blocks) if self._blocks else None
+        samples = SampleBlock.concat(self._blocks) if self._blocks else None
         events = self._events
         if self._failed_at is not None:
             events = [self._outage_event(), *events, *self._gap(), self._resumed_event(samples)]
@@ -142,10 +141,3 @@ class Spill:
                      f"store writing again after {seconds:g} s: {len(samples or ())} samples kept, {dropped} dropped",
                      Priority.INFO, {"seconds": seconds, "kept": len(samples or ()), "dropped": dropped,
                                      "failures": self.stats.failures})
-
-
-def _concat(blocks: deque[SampleBlock]) -> SampleBlock:
-    if len(blocks) == 1:
-        return blocks[0]
-    return SampleBlock(*(np.concatenate([getattr(block, name) for block in blocks])
-                         for name in ("tag_id", "ts", "value", "quality", "source_ts")))

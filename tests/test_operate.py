@@ -96,9 +96,10 @@ def test_a_new_tag_and_a_new_poll_interval_restart_only_that_device(tmp_path: Pa
     diff = diff_configs(config(tmp_path), config(tmp_path, source))
     assert diff.devices_restarted == ["plc-b"]
     assert (diff.devices_added, diff.devices_removed) == ([], [])
-    assert (diff.tags_added, diff.tags_removed, diff.tags_changed) == (["FT202"], [], [])
+    # FT201 changes with its device: its default stale_after is three poll intervals
+    assert (diff.tags_added, diff.tags_removed, diff.tags_changed) == (["FT202"], [], ["FT201"])
     assert diff.rebuild_points and not diff.rules_changed and not diff.uplink_changed and not diff.needs_restart
-    assert diff.summary() == "devices restarted: plc-b; tags added: FT202"
+    assert diff.summary() == "devices restarted: plc-b; tags added: FT202; tags changed: FT201"
 
 
 def test_a_new_alarm_limit_changes_the_tag_and_rebuilds_the_points(tmp_path: Path):

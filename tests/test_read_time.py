@@ -4,19 +4,11 @@ and report-by-exception re-reports an unchanged value with the time of its lates
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
-import pytest
+from scanplant import WALL_OFFSET, FakeClock, plant
 
-import gatewayd.points
-import gatewayd.scan
-from gatewayd.config import parse_config
-from gatewayd.points import PointTable
-from gatewayd.reload import DeviceSink, all_tags
-from gatewayd.scan import Scanner, build_engine
 from gatewayd.types import Quality
-from store import Store
 
 CONFIG = """\
 gateway: {id: GW-RT-01, state_dir: state, runtime_dir: run}
@@ -25,73 +17,16 @@ devices:
     driver: modbus_tcp
     host: 10.0.0.5
     poll_interval: 1s
+    stale_after: 1h
     tags:
       - {name: PT101, address: 0, type: float32, deadband: 0.5, max_interval: 5s}
       - {name: PT102, address: 2, type: float32, max_interval: 5s}
 uplink: {host: platform.example.org, signing_key: /etc/gatewayd/signing.key}
 """
 
-WALL_OFFSET = 1_700_000_000.0  # the wall clock reads monotonic time plus this, until a test steps it
-
-
-class FakeClock:
-    """Both clocks of the gateway, driven by the test: `advance` moves both, `step_wall` only the wall."""
-
-    def __init__(self, mono: float = 100.0):
-        self.mono, self.offset = mono, WALL_OFFSET
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def time(self) -> float:
-        return self.mono + self.offset
-
-    def perf_counter(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-
-    def step_wall(self, seconds: float) -> None:
-        self.offset += seconds
-
-
-class Outbox:
-    """Collects what the scan appends, as (tag name, ts, value, quality) tuples."""
-
-    def __init__(self, names: dict[int, str]):
-        self.names, self.samples = names, []
-
-    def append(self, samples, events) -> None:
-        if samples is not None:
-            self.samples += [(self.names[int(tag)], float(ts), float(value), int(quality))
-                             for tag, ts, value, quality in zip(samples.tag_id, samples.ts, samples.value,
-                                                                samples.quality)]
-
-
-@pytest.fixture
-def clock(monkeypatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(gatewayd.points, "time", fake)
-    monkeypatch.setattr(gatewayd.scan, "time", fake)
-    return fake
-
-
-def plant(tmp_path: Path, source: str = CONFIG) -> SimpleNamespace:
-    cfg = parse_config(source, tmp_path / "config.yaml")
-    table = PointTable(all_tags(cfg))
-    store = Store.open(tmp_path / "g.db")
-    names = [tag.name for tag in table.tags]
-    tag_ids = store.tag_ids(names)
-    scanner = Scanner(table, tag_ids, store, build_engine(cfg, table))
-    outbox = Outbox({int(tag_id): name for tag_id, name in zip(tag_ids, names)})
-    scanner.outbox = outbox
-    sink = DeviceSink(table, table.rows_of([tag.name for tag in cfg.devices[0].tags]))
-    return SimpleNamespace(table=table, scanner=scanner, outbox=outbox, sink=sink)
-
 
 def test_a_write_is_stamped_with_the_time_its_answer_arrived(tmp_path: Path, clock: FakeClock):
-    site = plant(tmp_path)
+    site = plant(tmp_path, CONFIG)
     answered = clock.monotonic()
     clock.advance(4.1)  # the rest of a slow poll
     site.sink.write(np.array([0, 1]), np.array([1.0, 2.0]), read_at=np.array([answered, answered + 3.0]))
@@ -102,7 +37,7 @@ def test_a_write_is_stamped_with_the_time_its_answer_arrived(tmp_path: Path, clo
 
 def test_a_wall_clock_step_between_read_and_write_is_measured_on_the_monotonic_clock(tmp_path: Path,
                                                                                       clock: FakeClock):
-    site = plant(tmp_path)
+    site = plant(tmp_path, CONFIG)
     answered = clock.monotonic()
     clock.advance(0.5)
     clock.step_wall(-3600.0)
@@ -112,7 +47,7 @@ def test_a_wall_clock_step_between_read_and_write_is_measured_on_the_monotonic_c
 
 
 def test_without_read_at_the_write_is_stamped_now(tmp_path: Path, clock: FakeClock):
-    site = plant(tmp_path)
+    site = plant(tmp_path, CONFIG)
     site.sink.write(np.array([0]), np.array([1.0]))
     site.sink.set_quality(np.array([1]), int(Quality.COMM_FAILURE), read_at=clock.monotonic() - 2.0)
     assert site.table.gateway_ts[site.table.rows["PT101"]] == clock.time()
@@ -121,7 +56,7 @@ def test_without_read_at_the_write_is_stamped_now(tmp_path: Path, clock: FakeClo
 
 def test_a_heartbeat_re_report_carries_the_time_of_the_latest_read_not_the_scan_time(tmp_path: Path,
                                                                                        clock: FakeClock):
-    site = plant(tmp_path)
+    site = plant(tmp_path, CONFIG)
     first = clock.monotonic()
     site.sink.write(np.array([0, 1]), np.array([10.0, 20.0]), read_at=first)
     clock.advance(0.3)

@@ -24,6 +24,7 @@ def test_report_kernel_matches_reference(scans):
     size = 4
     deadband = np.array([0.0, 1.0, 5.0, 0.5])
     max_interval = np.array([10.0, 60.0, 5.0, 1e9])
+    every_read = np.array([False, False, True, False])
     state = [np.full(size, np.nan), np.full(size, 255, dtype=np.uint8), np.full(size, -np.inf), np.full(size, -np.inf)]
     reference = [array.copy() for array in state]
     value, quality, updated = np.full(size, np.nan), np.zeros(size, dtype=np.uint8), np.zeros(size)
@@ -34,8 +35,9 @@ def test_report_kernel_matches_reference(scans):
         for row, (new_value, new_quality, written) in enumerate(rows):
             if written:
                 value[row], quality[row], updated[row] = new_value, new_quality, now
-        count = select_reports(value, quality, updated, now, deadband, max_interval, *state, out_rows)
-        expected = select_reports_reference(value, quality, updated, now, deadband, max_interval, *reference)
+        count = select_reports(value, quality, updated, now, deadband, max_interval, every_read, *state, out_rows)
+        expected = select_reports_reference(value, quality, updated, now, deadband, max_interval, every_read,
+                                            *reference)
         assert [int(row) for row in out_rows[:count]] == expected
         for ours, theirs in zip(state, reference):
             np.testing.assert_array_equal(ours, theirs)
@@ -48,6 +50,7 @@ def test_report_by_exception_deadband_and_max_interval():
     reported = []
     for now, new_value in [(0, 10.0), (1, 10.4), (2, 10.6), (3, 10.7), (70, 10.7)]:
         value[0], updated[0] = new_value, now
-        if select_reports(value, quality, updated, float(now), np.array([0.5]), np.array([60.0]), *state, out_rows):
+        if select_reports(value, quality, updated, float(now), np.array([0.5]), np.array([60.0]), np.zeros(1, np.bool_),
+                          *state, out_rows):
             reported.append(now)
     assert reported == [0, 2, 70]

@@ -153,13 +153,16 @@ def tag_items(node: dict, path: str, reader: Reader, settings: GdsSettings | Non
     return items
 
 
+# keys of a channel entry that its generated alarm and fault tags share with its concentration tag
+INHERITED_KEYS = ("equipment_code", "hazard_source_code", "production_unit", "stale_after", "report")
+
+
 def _generated(entry: dict, line: int, name: str, suffix: str, channel: int, role: str) -> LineDict:
     """The node of a tag the driver adds for a channel, carrying the entry's line for any error."""
     what = "alarm level 0-3 reported by the panel" if role == "alarm" else "fault code reported by the panel, 0 none"
     node = LineDict({"name": name + suffix, "channel": channel,
                      "description": f"{entry.get('description') or name}: {what}",
-                     **{key: entry[key] for key in ("equipment_code", "hazard_source_code", "production_unit")
-                        if key in entry}})
+                     **{key: entry[key] for key in INHERITED_KEYS if key in entry}})
     node.line, node.key_lines = line, dict.fromkeys(node, line)
     return node
 

@@ -188,6 +188,12 @@ def build_address(values: dict[str, Any], reader: Reader, path: str, line: int) 
     return None if register is None else RtuAddress(slave, register)
 
 
+def staleness(poll_interval: float, settings: SerialSettings, address: RtuAddress) -> tuple[float, float]:
+    """A bus tag is refreshed every poll interval of its slave; STALE after three of them by default."""
+    interval = address.slave.poll_interval or poll_interval
+    return interval, 3 * interval
+
+
 def check_tags(tags: list[tuple[str, str, int, RtuAddress]], reader: Reader) -> None:
     """Overlapping registers are checked per slave: two slaves may use the same addresses."""
     by_slave: dict[int, list[tuple[str, str, int, ModbusAddress]]] = {}

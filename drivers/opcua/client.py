@@ -146,7 +146,7 @@ class OpcUaDriver:
                 tasks.append(asyncio.create_task(self._consume(subscribed, lost)))
             if polled.size:
                 tasks.append(asyncio.create_task(self._poll(client, polled)))
-            tasks.append(asyncio.create_task(self._watch(subscribed, lost)))
+            tasks.append(asyncio.create_task(self._watch(subscribed, np.delete(self.rows, polled), lost)))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()  # raises the first failure
@@ -329,16 +329,23 @@ class OpcUaDriver:
             tick = max(tick + self.poll_interval, time.monotonic())
             await asyncio.sleep(tick - time.monotonic())
 
-    async def _watch(self, subscription: Subscription | None, lost: asyncio.Future[str]) -> None:
-        """End the session when asyncua lost the connection or the subscription went silent."""
+    async def _watch(self, subscription: Subscription | None, subscribed: np.ndarray,
+                     lost: asyncio.Future[str]) -> None:
+        """End the session when asyncua lost the connection or the subscription went silent; while it
+        publishes (data or keep-alive), confirm its tags' values as current so they do not turn STALE."""
         limit = self.settings.watchdog
+        confirmed = 0.0
         while True:
             await asyncio.sleep(min(0.25, limit / 4))
             if lost.done():
                 raise SessionLost(lost.result())
             if subscription is None:
                 continue
-            last = max(self._alive_at, subscription.last_publish_at or 0.0)
+            published = subscription.last_publish_at or 0.0
+            if published > confirmed and subscribed.size and self._sink is not None:
+                confirmed = published
+                self._sink.confirm(subscribed, published)
+            last = max(self._alive_at, published)
             if time.monotonic() - last > limit:
                 self.stats.watchdog_trips += 1
                 raise SessionLost(f"subscription silent: no data and no keep-alive for {limit:g} s")

@@ -169,6 +169,20 @@ def build_address(values: dict[str, Any], reader: Reader, path: str, line: int) 
     return None if problems else OpcUaNode(**values)
 
 
+def staleness(poll_interval: float, settings: OpcUaSettings, address: OpcUaNode) -> tuple[float, float]:
+    """(longest gap between two refreshes of a healthy tag, default stale_after).
+
+    A polled tag is refreshed every poll interval and turns STALE after three. A subscribed tag is
+    refreshed by every publish of its subscription, data or keep-alive: the server sends one at least
+    every keepalive_count publishing intervals, so one publishing interval more without either makes
+    it STALE, before the watchdog (twice the keep-alive period) declares the server down.
+    """
+    if address.mode == "poll":
+        return poll_interval, 3 * poll_interval
+    keepalive = settings.keepalive_count * settings.publishing_interval
+    return keepalive, keepalive + settings.publishing_interval
+
+
 def check_tags(tags: list[tuple[str, str, int, OpcUaNode]], reader: Reader) -> None:
     """Reject two tags of one device that read the same node: almost always a copy-and-paste slip."""
     seen: dict[str, str] = {}

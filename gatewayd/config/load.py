@@ -14,6 +14,7 @@ import multiprocessing
 import pickle
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,10 @@ UPLINK_FIELDS = {
     "max_bytes_per_second": Field(integer(1000), None, "upstream rate limit in bytes per second; unlimited if unset"),
 }
 
+REPORT_MODES = ("exception", "every_read")
+STALE_POLLS = 3  # a poll-read tag not refreshed for this many poll intervals is STALE, by default
+REPORT_ONLY_KEYS = ("deadband", "max_interval")  # tag keys that only report: exception uses
+
 TAG_FIELDS = {
     "name": Field(identifier, doc="tag number (位号), unique in the gateway"),
     "description": Field(optional_text, "", "what the value is, as operators name it"),
@@ -182,7 +187,11 @@ TAG_FIELDS = {
     "hazard_source_code": Field(optional_text, "", "major hazard source code"),
     "production_unit": Field(optional_text, "", "production unit the tag belongs to"),
     "deadband": Field(number(0.0), 0.0, "report a new sample only when it moved this much"),
-    "max_interval": Field(positive_duration, 60.0, "duration: report at least this often even if unchanged"),
+    "max_interval": Field(positive_duration, 60.0, "duration: report at least this often even if unchanged "
+                          "(report: exception)"),
+    "stale_after": Field(optional(positive_duration), None, "duration: not refreshed this long, the value turns "
+                         "STALE; default the device's"),
+    "report": Field(optional(one_of(*REPORT_MODES)), None, "exception or every_read; default the device's"),
     "alarms": Field(lambda value: value, None, "limit alarms hh, h, l, ll with deadband, delays, priority"),
     "frozen_after": Field(optional(positive_duration), None,
                           "duration: a value unchanged this long (reads still arriving) raises a `frozen` event; "
@@ -198,6 +207,11 @@ DEVICE_FIELDS = {
     "poll_interval": Field(positive_duration, 1.0, "duration: how often the device is read"),
     "timeout": Field(positive_duration, 1.0, "duration: per request; keep it at most the poll interval"),
     "enabled": Field(boolean, True, "false keeps the device in the file but does not poll it"),
+    "stale_after": Field(optional(positive_duration), None,
+                         "duration: a tag not refreshed this long turns STALE; default three poll intervals "
+                         "(OPC UA subscriptions: keepalive_count + 1 publishing intervals)"),
+    "report": Field(one_of(*REPORT_MODES), "exception", "exception: a sample when the value moved past deadband, "
+                    "its quality changed or max_interval passed; every_read: every completed read, once"),
     "tags": Field(lambda value: value, doc="list of tags"),
 }
 
@@ -450,9 +464,12 @@ def _device(node: Any, path: str, line: int, reader: Reader,
     settings = None
     if len(values) == len(driver.DEVICE_FIELDS):
         settings = driver.build_settings(values, reader, path, line)
+    timing = DeviceTiming(driver, settings, common.get("poll_interval", DEVICE_FIELDS["poll_interval"].default),
+                          common.get("stale_after"), common.get("report", "exception"), path,
+                          Reader.key_line(node, "stale_after"))
     tags, addresses = [], []
     for tag_node, tag_path, tag_line, context in _tag_items(driver, node, path, reader, settings):
-        tag = _tag(tag_node, tag_path, tag_line, reader, driver, common["name"], priorities, context)
+        tag = _tag(tag_node, tag_path, tag_line, reader, driver, common["name"], priorities, context, timing)
         if tag is None:
             continue
         if tag.name in tag_names:
@@ -467,6 +484,47 @@ def _device(node: Any, path: str, line: int, reader: Reader,
         return None
     return DeviceConfig(common["name"], common["driver"], common["poll_interval"], common["timeout"],
                         settings, tuple(tags), line)
+
+
+@dataclass
+class DeviceTiming:
+    """What a tag inherits from its device for staleness and reporting, and how its driver refreshes it.
+
+    A driver's schema module may define `staleness(poll_interval, settings, address)` returning (the
+    longest time between two refreshes of a healthy tag, the default `stale_after`); without it a tag is
+    refreshed every poll interval and turns STALE after STALE_POLLS of them.
+    """
+
+    driver: Any  # the driver kind's schema module
+    settings: Any  # its settings, None when they failed
+    poll_interval: float
+    stale_after: float | None  # the device's own, None for the driver's default
+    report: str
+    path: str
+    line: int  # of the device's stale_after key
+    reported: bool = False  # the device's stale_after was found too short already
+
+    def staleness(self, address: Any) -> tuple[float, float]:
+        hook = getattr(self.driver, "staleness", None)
+        if hook is None or self.settings is None:
+            return self.poll_interval, STALE_POLLS * self.poll_interval
+        return hook(self.poll_interval, self.settings, address)
+
+    def stale_after_of(self, own: float | None, address: Any, reader: Reader, path: str, line: int) -> float:
+        """The tag's `stale_after`: its own, else the device's, else the driver's default; one that could
+        not outlast the gap between two healthy refreshes is an error (every tag would flicker STALE)."""
+        refresh, default = self.staleness(address)
+        chosen = own if own is not None else self.stale_after if self.stale_after is not None else default
+        if chosen > refresh:
+            return chosen
+        message = (f"{chosen:g} s is not longer than the {refresh:g} s between two refreshes of this tag: "
+                   "it would turn STALE between healthy reads; leave it out for the default or make it longer")
+        if own is not None:
+            reader.error(line, f"{path}.stale_after", message)
+        elif self.stale_after is not None and not self.reported:
+            self.reported = True
+            reader.error(self.line, f"{self.path}.stale_after", message)
+        return chosen
 
 
 def _tag_items(driver: Any, node: dict, path: str, reader: Reader,
@@ -486,12 +544,22 @@ def _tag_items(driver: Any, node: dict, path: str, reader: Reader,
 
 
 def _tag(node: Any, path: str, line: int, reader: Reader, driver: Any, device: str,
-         priorities: Mapping[str, int], context: dict[str, Any]) -> TagConfig | None:
+         priorities: Mapping[str, int], context: dict[str, Any], timing: DeviceTiming) -> TagConfig | None:
     values = reader.section(node, path, line, {**TAG_FIELDS, **driver.TAG_FIELDS})
     if values is None or len(values) != len(TAG_FIELDS) + len(driver.TAG_FIELDS):
         return None
     own = {key: values.pop(key) for key in list(TAG_FIELDS)}
     address = driver.build_address({**values, **context}, reader, path, Reader.key_line(node, "address"))
+    own["report"] = own["report"] or timing.report
+    if own["report"] == "every_read":
+        for key in REPORT_ONLY_KEYS:
+            if key in node:
+                reader.error(Reader.key_line(node, key), f"{path}.{key}",
+                             f"{key} applies to report: exception; with every_read each completed read is "
+                             "stored once, whatever its change")
+    if address is not None:
+        own["stale_after"] = timing.stale_after_of(own["stale_after"], address, reader, path,
+                                                   Reader.key_line(node, "stale_after"))
     low, high = own.pop("range") or (None, None)
     alarms_node = own.pop("alarms")
     alarms = rules_config.parse_tag_alarms(alarms_node, f"{path}.alarms", _line(node, "alarms"), reader,

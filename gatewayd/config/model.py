@@ -5,6 +5,7 @@ Nothing here parses YAML; `gatewayd.config.load` builds these only when every ch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ class TagConfig:
     production_unit: str = ""
     deadband: float = 0.0
     max_interval: float = 60.0
+    stale_after: float = math.inf  # not refreshed this long: STALE (inf: never, as the scan-written IL.* rows)
+    report: str = "exception"  # or "every_read": every completed read stored once (gatewayd.readlog)
     alarms: TagAlarmConfig | None = None  # limit alarms (rules.config.parse_tag_alarms)
     frozen_after: float | None = None  # seconds unchanged before the value counts as frozen; None: off
     max_rate: float | None = None  # engineering units per second a real value can move; None: off

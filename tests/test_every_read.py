@@ -1,0 +1,97 @@
+"""report: every_read stores every completed read exactly once, at its read time, and nothing else:
+no deadband, no max_interval repeats; a tag in report: exception next to it is unaffected."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from scanplant import WALL_OFFSET, FakeClock, plant, positions
+
+from gatewayd.readlog import ReadLog
+from gatewayd.types import Quality
+
+CONFIG = """\
+gateway: {id: GW-ER-01, state_dir: state, runtime_dir: run}
+devices:
+  - name: plc
+    driver: modbus_tcp
+    host: 10.0.0.5
+    poll_interval: 1s
+    report: every_read
+    tags:
+      - {name: FT101, address: 0, type: float32}
+      - {name: FT102, address: 2, type: float32, report: exception, deadband: 1, max_interval: 10s,
+         stale_after: 1h}
+uplink: {host: platform.example.org, signing_key: /etc/gatewayd/signing.key}
+"""
+
+GOOD = int(Quality.GOOD)
+
+
+def test_two_reads_between_two_ticks_are_both_stored_once_at_their_read_times(tmp_path: Path, clock: FakeClock):
+    site = plant(tmp_path, CONFIG)
+    first = clock.monotonic()
+    site.sink.write(positions(0, 1), np.array([5.0, 50.0]), read_at=first)
+    clock.advance(0.4)
+    second = clock.monotonic()
+    site.sink.write(positions(0, 1), np.array([5.0, 50.5]), read_at=second)  # unchanged: stored all the same
+    clock.advance(0.1)
+    site.scanner.tick()
+    assert site.outbox.of("FT101") == [("FT101", first + WALL_OFFSET, 5.0, GOOD),
+                                       ("FT101", second + WALL_OFFSET, 5.0, GOOD)]
+    assert site.outbox.of("FT102") == [("FT102", second + WALL_OFFSET, 50.5, GOOD)], "exception: the table's latest"
+    site.outbox.samples.clear()
+    site.scanner.tick()
+    clock.advance(11.0)
+    site.scanner.tick()
+    assert site.outbox.of("FT101") == [("FT101", second + 3.0 + WALL_OFFSET, 5.0, int(Quality.STALE))], \
+        "no scan-timer repeats: only the quality change when it went stale"
+    assert [sample[1] for sample in site.outbox.of("FT102")] == [second + WALL_OFFSET], "its heartbeat"
+
+
+def test_a_quality_change_is_stored_once_and_retries_are_not_reads(tmp_path: Path, clock: FakeClock):
+    site = plant(tmp_path, CONFIG)
+    site.sink.write(positions(0), np.array([5.0]))
+    site.scanner.tick()
+    site.outbox.samples.clear()
+    for _ in range(5):  # the driver marks the rows at every failed reconnect
+        clock.advance(0.5)
+        site.sink.set_quality(positions(0, 1), int(Quality.COMM_FAILURE))
+    site.scanner.tick()
+    down = site.outbox.of("FT101")
+    assert len(down) == 1 and down[0][3] == int(Quality.COMM_FAILURE) and math.isnan(down[0][2])
+    assert down[0][1] == clock.time() - 2.0, "the time the quality changed"
+
+
+def test_stale_is_stored_once_for_an_every_read_tag(tmp_path: Path, clock: FakeClock):
+    site = plant(tmp_path, CONFIG)
+    read = clock.monotonic()
+    site.sink.write(positions(0), np.array([5.0]), read_at=read)
+    site.scanner.tick()
+    for _ in range(3):
+        clock.advance(2.0)
+        site.scanner.tick()
+    assert site.outbox.of("FT101") == [("FT101", read + WALL_OFFSET, 5.0, GOOD),
+                                       ("FT101", read + 3.0 + WALL_OFFSET, 5.0, int(Quality.STALE))]
+
+
+def test_a_full_read_log_drops_the_oldest_and_says_so_in_a_gap_event(tmp_path: Path, clock: FakeClock):
+    site = plant(tmp_path, CONFIG)
+    site.table.read_log = ReadLog(limit=3)
+    stamps = []
+    for _ in range(5):
+        stamps.append(clock.time())
+        site.sink.write(positions(0), np.array([1.0]))
+        clock.advance(0.1)
+    site.scanner.tick()
+    assert [sample[1] for sample in site.outbox.of("FT101")] == stamps[2:]
+    (gap,) = [event for event in site.outbox.events if event.kind == "gap"]
+    assert gap.data["samples"] == 2 and gap.data["tags"] == {"FT101": [2, round(stamps[0] * 1000),
+                                                                          round(stamps[1] * 1000)]}
+
+
+def test_a_table_without_every_read_tags_keeps_no_log(tmp_path: Path):
+    site = plant(tmp_path, CONFIG.replace("    report: every_read\n", ""))
+    assert site.table.read_log is None
