@@ -27,26 +27,33 @@ ROOT = Path(__file__).resolve().parents[1]
 class RecordingSink:
     """A point table in miniature: last value, quality and source time per row, every event, write counts.
 
-    `writes` counts the writes each row received; `batches` counts write calls, whatever their rows.
+    `writes` counts the writes each row received; `batches` counts write calls, whatever their rows;
+    `read_at` and `confirmed` hold the latest read and confirmation time of each row (monotonic).
     """
 
     def __init__(self, size: int) -> None:
         self.values = np.full(size, np.nan)
         self.quality = np.full(size, int(Quality.NO_VALUE), dtype=np.uint8)
         self.source_ts = np.full(size, np.nan)
+        self.read_at = np.full(size, np.nan)  # monotonic time of each row's latest read
+        self.confirmed = np.full(size, np.nan)  # monotonic time each row was last confirmed unchanged
         self.writes = np.zeros(size, dtype=np.int64)
         self.batches = 0
         self.events: list[Event] = []
 
-    def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
+    def write(self, rows, values, quality=Quality.GOOD, source_ts=None, read_at=None) -> None:
         self.values[rows] = values
         self.quality[rows] = quality
         self.source_ts[rows] = np.nan if source_ts is None else source_ts
+        self.read_at[rows] = time.monotonic() if read_at is None else read_at
         self.writes[rows] += 1
         self.batches += 1
 
-    def set_quality(self, rows, quality) -> None:
+    def set_quality(self, rows, quality, read_at=None) -> None:
         self.quality[rows] = quality
+
+    def confirm(self, rows, read_at=None) -> None:
+        self.confirmed[rows] = time.monotonic() if read_at is None else read_at
 
     def event(self, event: Event) -> None:
         self.events.append(event)
