@@ -46,6 +46,18 @@ def test_good_config_compiles_to_frozen_objects():
     assert config.uplink.topic("GW-MIN-01") == "gatewayd/GW-MIN-01/batch"
 
 
+def test_data_quality_settings_are_off_unless_given(tmp_path: Path):
+    source = (CONFIGS / "good" / "minimal.yaml").read_text()
+    plain = parse_config(source, tmp_path / "c.yaml")
+    assert plain.data_quality.interval == 3600.0
+    assert (plain.tags[0].frozen_after, plain.tags[0].max_rate) == (None, None)
+    given = parse_config(source.replace("        unit: m\n", "        unit: m\n        frozen_after: 2h\n"
+                                        "        max_rate: 0.5\n") + "data_quality: {interval: 5m}\n",
+                         tmp_path / "c.yaml")
+    assert given.data_quality.interval == 300.0
+    assert (given.tags[0].frozen_after, given.tags[0].max_rate) == (7200.0, 0.5)
+
+
 def test_all_errors_are_reported_not_just_the_first(tmp_path: Path):
     source = (CONFIGS / "good" / "minimal.yaml").read_text()
     broken = source.replace("address: 0", "address: -1").replace("id: GW-MIN-01", "id: 'bad id!'")

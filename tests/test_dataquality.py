@@ -227,3 +227,23 @@ def test_the_point_table_counts_completed_reads_per_row():
     table.write(np.array([2]), np.array([3.0]), Quality.STALE)  # uncertain: a read that completed
     table.set_quality(np.array([0, 1, 2]), Quality.COMM_FAILURE)  # marks, reads nothing
     assert table.reads.tolist() == [1, 2, 1]
+
+
+def test_the_figures_become_prometheus_families_per_device_and_window():
+    from gatewayd.metrics import data_quality_families
+
+    plant = Plant(tag(range_low=0.0, range_high=1.0, frozen_after=5.0), poll_interval=1.0)
+    for k in range(10):
+        plant.read(START + k, 2.0)  # outside its range, never changing: frozen after 5 s
+    plant.dq.sent(np.array([0, 0]), np.array([0.05, 0.05]))
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in data_quality_families(plant.dq.figures(START + 10.0, plant.reads))
+               for sample in family.samples}
+    period = (("device", "plc"), ("window", "period"))
+    assert samples[("gatewayd_data_completeness", period)] == 1.0
+    assert samples[("gatewayd_data_online_share", period)] == 1.0
+    assert samples[("gatewayd_data_out_of_range_reads", period)] == 10
+    assert samples[("gatewayd_data_age_seconds", (("device", "plc"), ("quantile", "0.5"), ("window", "period")))] == \
+        AGE_EDGES[np.searchsorted(AGE_EDGES, 0.05)]
+    assert samples[("gatewayd_data_frozen_tags", (("device", "plc"),))] == 1
+    assert samples[("gatewayd_data_outside_range_tags", (("device", "plc"),))] == 1

@@ -205,6 +205,13 @@ def test_a_rebuild_keeps_values_report_state_alarm_states_and_running_sinks(tmp_
     daemon.scanner.tick()
     # PT101's new value and the new tag's first report (no value yet); the other tags do not repeat
     assert daemon.scanner.stats.samples == reported + 2
+    quality = daemon.scanner.data_quality
+    assert quality is not old_scanner.data_quality and quality.start == old_scanner.data_quality.start
+    figures = {device["device"]: device for device in quality.figures(time.monotonic(), table.reads,
+                                                                      tags=True)["devices"]}
+    reads = {item["tag"]: item["since_start"]["reads"] for device in figures.values() for item in device["tags"]}
+    assert reads["LT101"] == 1 and reads["PT101"] == 2 and reads["AT001"] == 0, "read counts carried over"
+    assert figures["plc-a"]["period"]["reads"] == 3 and figures["plc-0"]["period"]["reads"] == 0
 
 
 # ------------------------------------------------------------------------------------------ tail
