@@ -451,7 +451,7 @@ def _enabled(item: Any) -> bool:
 
 def _device(node: Any, path: str, line: int, reader: Reader,
             tag_names: dict[str, int], priorities: Mapping[str, int]) -> DeviceConfig | None:
-    if not isinstance(node, dict) or "driver" not in node or node["driver"] not in drivers.DRIVERS:
+    if not isinstance(node, dict) or not isinstance(node.get("driver"), str) or node["driver"] not in drivers.DRIVERS:
         reader.section(node, path, line, DEVICE_FIELDS)  # reports what is wrong, including the driver
         return None
     driver = drivers.schema(node["driver"])
