@@ -8,11 +8,12 @@ across a daemon restart that keeps the acknowledged alarm ACKED and the bypass a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,10 @@ RULES = {
 }
 
 
-@pytest.fixture
-def plant(tmp_path: Path):
+@contextlib.contextmanager
+def overridable_plant(tmp_path: Path, rules: dict[str, Any]) -> Iterator[Plant]:
+    """Broker, a tank simulator whose registers a test may force, a receiver, and a config with `rules`;
+    every process is stopped at the end."""
     broker = Broker(tmp_path).start()
     plc = Simulator(tmp_path, 9, period=0.5)
     plc.argv.append("--overrides")
@@ -49,12 +52,20 @@ def plant(tmp_path: Path):
     config = plant_config(tmp_path, gateway_id=GATEWAY_ID, plc_port=plc.port, broker_port=broker.port, tags=9,
                           poll_interval=0.5, scan_interval=0.5, marker=True)
     document = yaml.safe_load(config.read_text())
-    document["rules"] = RULES
+    document["rules"] = rules
     config.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
     plant = Plant(tmp_path, broker, plc, receiver, config)
-    yield plant
-    receiver.stop()
-    stop_all(*plant.processes())
+    try:
+        yield plant
+    finally:
+        receiver.stop()
+        stop_all(*plant.processes())
+
+
+@pytest.fixture
+def plant(tmp_path: Path):
+    with overridable_plant(tmp_path, RULES) as plant:
+        yield plant
 
 
 def force(plant: Plant, address: int, words: list[int]) -> None:

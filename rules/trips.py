@@ -76,7 +76,7 @@ class TripRecorder:
         n = len(plan.history_rows)
         self.ring_value = np.full((slots, n), np.nan)
         self.ring_quality = np.zeros((slots, n), np.uint8)
-        self.ring_read = np.full((slots, n), np.nan)  # wall time of each sampled read
+        self.ring_read = np.full((slots, n), np.nan)  # monotonic time of each sampled read: exact, so equal once read
         self.ring_next = 0
         self.ring_count = 0
         self.next_sample = -math.inf
@@ -112,7 +112,8 @@ class TripRecorder:
         tripped = np.nonzero((trip == 1) & (self.seen == 0) & (bypassed == 0))[0].tolist()
         due = any(now >= capture.until for capture in self.captures)
         if self.ring_value.shape[0] and (now >= self.next_sample or tripped or due):
-            self._sample(values, quality, read_wall(plan.history_rows), now)
+            rows = plan.history_rows
+            self._sample(values, quality, np.full(len(rows), now) if read_mono is None else read_mono[rows], now)
         events = []
         for k in tripped:
             events += self._trip(k, values, quality, read_mono, read_wall, now, wall)
@@ -123,9 +124,9 @@ class TripRecorder:
         events += self._histories(now, wall)
         return events
 
-    def _sample(self, values: np.ndarray, quality: np.ndarray, read_wall: np.ndarray, now: float) -> None:
+    def _sample(self, values: np.ndarray, quality: np.ndarray, reads: np.ndarray, now: float) -> None:
         slot, rows = self.ring_next, self.plan.history_rows
-        self.ring_value[slot], self.ring_quality[slot], self.ring_read[slot] = values[rows], quality[rows], read_wall
+        self.ring_value[slot], self.ring_quality[slot], self.ring_read[slot] = values[rows], quality[rows], reads
         self.ring_next = (slot + 1) % self.ring_value.shape[0]
         self.ring_count = min(self.ring_count + 1, self.ring_value.shape[0])
         if now >= self.next_sample:
@@ -213,15 +214,15 @@ class TripRecorder:
             if now < capture.until:
                 keep.append(capture)
                 continue
-            events.append(self._history_event(capture, wall))
+            events.append(self._history_event(capture, now, wall))
         self.captures = keep
         return events
 
-    def _history_event(self, capture: _Capture, wall: float) -> Event:
+    def _history_event(self, capture: _Capture, now: float, wall: float) -> Event:
         k, plan = capture.interlock, self.plan
         il = self.interlocks[k]
         before, after = plan.history[k]
-        start, end = capture.wall - before, capture.wall + after
+        start, end = capture.mono - before, capture.mono + after
         size = self.ring_value.shape[0]
         order = [(self.ring_next - self.ring_count + n) % size for n in range(self.ring_count)]
         series: dict[str, list[list[Any]]] = {}
@@ -233,7 +234,8 @@ class TripRecorder:
                 if not start <= read <= end or read == last:
                     continue  # outside the window, or the same read sampled twice
                 last = read
-                points.append([read, jsonable(float(self.ring_value[slot, c])), int(self.ring_quality[slot, c])])
+                points.append([wall - (now - read), jsonable(float(self.ring_value[slot, c])),
+                               int(self.ring_quality[slot, c])])
             series[name] = points
         samples = sum(len(points) for points in series.values())
         message = (f"interlock {il.id}: history of trip {capture.trip_id}, {before:g} s before to {after:g} s "
