@@ -8,6 +8,7 @@ One function per rule family, in the order their alarms take in the engine's ala
     compile_limit_alarms   per-tag HH/H/L/LL           -> limit kernel (first segment)
     compile_gas            GB/T 50493 levels 2 and 1   -> the same limit kernel, after the tag limits
     compile_conditions     rate, deviation, discrete, quality and expression rules, one segment each
+    compile_suppression_state  one `GROUP.STATE_BAD` alarm per suppression group: its condition is unknown
     compile_suppression    suppression by design: one expression slot per distinct condition
     compile_interlocks     bypass status tags, trip expressions, production units
     compile_trip_capture   first-out causes, the tags recorded at a trip and around it, final elements,
@@ -38,6 +39,7 @@ from rules.model import (
     GasChannel,
     Interlock,
     RulesConfig,
+    Suppression,
     TagAlarmConfig,
 )
 from rules.program import Program, pack
@@ -45,7 +47,9 @@ from rules.program import Program, pack
 DIRECTIONS = {"both": C.BOTH, "rise": C.RISE, "high": C.RISE, "fall": C.FALL, "low": C.FALL}
 QUALITY_MODES = {"bad": C.QUALITY_BAD, "bad_or_stale": C.QUALITY_BAD_OR_STALE, "not_good": C.QUALITY_NOT_GOOD}
 CONDITION_KINDS = ("rate", "deviation", "discrete", "quality", "expression")
-SEGMENTS = ("limit", *CONDITION_KINDS)
+SEGMENTS = ("limit", *CONDITION_KINDS, "suppression_state")
+STATE_BAD_SUFFIX = ".STATE_BAD"  # `<suppression group id>.STATE_BAD`: the group's condition cannot be decided
+NEVER_SUPPRESSED_BY_GROUPS = ("gas", "suppression_state")  # GB/T 50493 gas alarms; a group's own state alarm
 
 
 class AlarmInfo(NamedTuple):
@@ -107,6 +111,7 @@ class SuppressionPlan:
     expressions: tuple[Expression, ...]
     sources: tuple[str, ...]  # per slot, its condition as written (the key its state is saved under)
     trip_slots: tuple[tuple[int, str], ...] = ()  # (slot, interlock id): also on after that interlock trips
+    group_slot: tuple[int, ...] = ()  # per rules.suppressions group, the slot of its own condition
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,10 @@ def compile_rules(rules: RulesConfig, tag_rows: Mapping[str, int], tag_alarms: I
     infos += condition_alarms.infos
     behaviours += condition_alarms.behaviours
     bounds.update(condition_bounds)
+    state_alarms = compile_suppression_state(rules, infos, level)
+    bounds["suppression_state"] = (len(infos), len(infos) + len(state_alarms.infos))
+    infos += state_alarms.infos
+    behaviours += state_alarms.behaviours
     index = _index(infos)
     suppression = compile_suppression(infos, behaviours, rules, tag_rows)
     first_trip = len(conditions.expressions) + len(suppression.expressions)
@@ -317,10 +326,7 @@ def compile_suppression(infos: Sequence[AlarmInfo], behaviours: Sequence[AlarmBe
         if behaviour.suppressed_when is not None:
             conditions_of.setdefault(i, []).append(behaviour.suppressed_when)
     for group in rules.suppressions:
-        matched = [i for i, info in enumerate(infos) if any(fnmatch.fnmatchcase(info.id, p) for p in group.alarms)]
-        if not matched:
-            raise ValueError(f"suppression {group.id!r}: no alarm id matches {', '.join(group.alarms)}")
-        for i in matched:
+        for i in group_members(infos, group):
             conditions_of.setdefault(i, []).append(group.when)
     known = set(tag_rows).__contains__
     slots: dict[str, int] = {}
@@ -341,14 +347,46 @@ def compile_suppression(infos: Sequence[AlarmInfo], behaviours: Sequence[AlarmBe
                 expressions.append(parse_expression(condition or "false", known))
             trip_slots.extend((slots[source], interlock) for interlock in tripped)
         alarm_slot[i] = slots[source]
-    return SuppressionPlan(alarm_slot, tuple(expressions), tuple(slots), tuple(trip_slots))
+    for group in rules.suppressions:  # each group's own condition, for its STATE_BAD alarm
+        if group.when.source not in slots:
+            slots[group.when.source] = len(expressions)
+            expressions.append(group.when)
+    return SuppressionPlan(alarm_slot, tuple(expressions), tuple(slots), tuple(trip_slots),
+                           tuple(slots[group.when.source] for group in rules.suppressions))
+
+
+def group_members(infos: Sequence[AlarmInfo], group: Suppression) -> list[int]:
+    """The alarms a suppression group suppresses: those its patterns match, never a gas alarm (GB/T 50493:
+    gas detection is not suppressed by process state, not even by "*") nor a group's STATE_BAD alarm."""
+    if not any(fnmatch.fnmatchcase(info.id, p) for info in infos for p in group.alarms):
+        raise ValueError(f"suppression {group.id!r}: no alarm id matches {', '.join(group.alarms)}")
+    return [i for i, info in enumerate(infos) if info.kind not in NEVER_SUPPRESSED_BY_GROUPS
+            and any(fnmatch.fnmatchcase(info.id, p) for p in group.alarms)]
+
+
+def compile_suppression_state(rules: RulesConfig, infos: Sequence[AlarmInfo], level: Callable[[str], int]) -> Alarms:
+    """Per suppression group an alarm `GROUP.STATE_BAD`, active while the group's condition is unknown (its
+    unit-state tag is bad): the group then does not suppress, and this says why. Its priority is the highest
+    of the alarms the group suppresses; its tag the condition's first tag."""
+    alarms = Alarms([], [])
+    for group in rules.suppressions:
+        members = [infos[i] for i in group_members(infos, group)]
+        priority = max(members, key=lambda info: info.level).priority if members else min(rules.priorities,
+                                                                                           key=level)
+        alarms.infos.append(AlarmInfo(f"{group.id}{STATE_BAD_SUFFIX}", "suppression_state",
+                                      group.when.tags[0] if group.when.tags else "", priority, level(priority),
+                                      f"state of suppression {group.id} unknown: not suppressing",
+                                      when=group.when.source))
+        alarms.behaviours.append(AlarmBehaviour(priority=priority))
+    return alarms
 
 
 def consequences(infos: Sequence[AlarmInfo], interlock: Interlock) -> list[int]:
     """The alarms an interlock's trip suppresses: its `consequential` patterns, gas alarms never."""
     patterns = interlock.consequential.alarms if interlock.consequential is not None else ()
     return [i for i, info in enumerate(infos)
-            if info.kind != "gas" and any(fnmatch.fnmatchcase(info.id, p) for p in patterns)]
+            if info.kind not in NEVER_SUPPRESSED_BY_GROUPS
+            and any(fnmatch.fnmatchcase(info.id, p) for p in patterns)]
 
 
 def compile_interlocks(rules: RulesConfig, tag_rows: Mapping[str, int],

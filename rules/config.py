@@ -425,12 +425,12 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
     alarms = _alarm_rules(top["alarms"], join(path, "alarms"), key_line("alarms"), reader, tag_names, priorities,
                           used_ids)
     gas = _gas_channels(top["gas"], join(path, "gas"), key_line("gas"), reader, tag_names, priorities, used_ids)
+    gas_ids = {f"{channel.tag}.GAS{level}" for channel in gas for level in (1, 2)}
     suppressions = _suppressions(top["suppression"], join(path, "suppression"), key_line("suppression"), reader,
-                                 tag_names, used_ids)
+                                 tag_names, used_ids, gas_ids)
     units = _units(top["units"], join(path, "units"), key_line("units"), reader)
     trip_history = _trip_history(top["trip_history"], join(path, "trip_history"), key_line("trip_history"), reader,
                                  TripHistory(), TRIP_INTERVAL_FIELD)
-    gas_ids = {f"{channel.tag}.GAS{level}" for channel in gas for level in (1, 2)}
     interlocks = _interlocks(top["interlocks"], join(path, "interlocks"), key_line("interlocks"), reader, tag_names,
                              units, used_ids, gas_ids)
     bypass_priorities = _bypass_priorities(top["bypass_priorities"], join(path, "bypass_priorities"),
@@ -733,7 +733,9 @@ def _suppression_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
 
 
 def _suppressions(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
-                  used_ids: dict[str, int]) -> tuple[Suppression, ...]:
+                  used_ids: dict[str, int], gas_ids: AbstractSet[str]) -> tuple[Suppression, ...]:
+    """Suppression groups; gas alarms are never suppressed by them (a pattern such as "*" skips them, one
+    that matches nothing else is refused). Each group adds the alarm `ID.STATE_BAD`."""
     fields = _suppression_fields(tags)
     result, seen = [], set()
     for item, item_path, item_line in reader.items(node, path, line):
@@ -746,10 +748,20 @@ def _suppressions(node: Any, path: str, line: int, reader: Reader, tags: Mapping
             reader.error(alarms_line, join(item_path, "alarms"), "expected a list of alarm ids or patterns")
             continue
         for pattern in patterns:
-            if not any(fnmatch.fnmatchcase(alarm_id, pattern) for alarm_id in used_ids):
+            matched = [alarm_id for alarm_id in used_ids if fnmatch.fnmatchcase(alarm_id, pattern)]
+            if not matched:
                 close = difflib.get_close_matches(pattern, list(used_ids), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 reader.error(alarms_line, join(item_path, "alarms"), f"{pattern!r} matches no alarm{hint}")
+            elif set(matched) <= gas_ids:
+                reader.error(alarms_line, join(item_path, "alarms"),
+                             f"{pattern!r} matches only gas alarms ({', '.join(sorted(matched))}): gas alarms are "
+                             f"never suppressed by process state (GB/T 50493)")
+        state_alarm = f"{values['id']}.STATE_BAD"
+        if state_alarm in used_ids:
+            reader.error(Reader.key_line(item, "id"), join(item_path, "id"),
+                         f"the suppression's alarm id {state_alarm!r} is already used (line {used_ids[state_alarm]})")
+        used_ids[state_alarm] = item_line
         if values["id"] in seen:
             reader.error(Reader.key_line(item, "id"), join(item_path, "id"), f"suppression {values['id']!r} twice")
         seen.add(values["id"])

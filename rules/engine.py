@@ -39,6 +39,7 @@ from rules.bypass import BypassRegistry, audit_event
 from rules.gas import gas_order_key
 from rules.isa import STATE_NAMES, ActionError, AlarmArrays
 from rules.compile import CompiledRules, compile_rules
+from rules.expr import UNKNOWN
 from rules.model import DEFAULT_BYPASS_PRIORITIES, RulesConfig, TagAlarmConfig, jsonable
 from rules.program import make_stack, run_programs, run_programs_reference
 from rules.trips import TripRecorder
@@ -96,6 +97,7 @@ class RuleEngine:
         arrays.supp_slot[:] = suppression.alarm_slot
         first = compiled.first_suppression_slot
         arrays.supp_expr[:] = np.arange(first, first + len(suppression.expressions))
+        self._state_slots = np.array(suppression.group_slot, np.int64) + first
         self.arrays = arrays
         self.cond = np.zeros(n, np.uint8)
         self.raw = np.zeros(n, np.uint8)
@@ -174,6 +176,8 @@ class RuleEngine:
         a, b = self.bounds["expression"]
         if b > a:
             np.take(self.expr_out, self._expr_alarm_slots, out=raw[a:b])
+        a, b = self.bounds["suppression_state"]
+        raw[a:b] = self.expr_out[self._state_slots] == UNKNOWN  # a group's condition undecided: STATE_BAD
         arrays = self.arrays
         if len(self._consequential_expr):
             self.expr_out[self._consequential_expr[self.trips.consequences_active(now)]] = 1

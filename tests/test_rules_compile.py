@@ -21,9 +21,9 @@ def test_alarm_index_runs_tag_limits_then_gas_then_each_rule_kind_in_order():
     ids = [info.id for info in plan.infos]
     assert ids == ["PT101.HH", "PT101.H", "PT101.L", "PT101.LL", "TT102.H", "AT201.GAS2", "AT201.GAS1",
                    "AT202.GAS2", "AT202.GAS1", "TT102_ROC", "FT101_DEV", "PT101_DEV", "P101_TRIP", "PT101_BAD",
-                   "TT102_NG", "RUNAWAY", "MIXED"]
+                   "TT102_NG", "RUNAWAY", "MIXED", "U100_DOWN.STATE_BAD"]
     assert plan.bounds == {"limit": (0, 9), "rate": (9, 10), "deviation": (10, 12), "discrete": (12, 13),
-                           "quality": (13, 15), "expression": (15, 17)}
+                           "quality": (13, 15), "expression": (15, 17), "suppression_state": (17, 18)}
     assert plan.index["AT202.GAS1"] == 8
 
 
@@ -59,8 +59,10 @@ def test_suppression_shares_one_slot_per_condition_and_combines_an_alarms_own_wi
         Suppression("U100_DOWN", expression("not U100_RUNNING"), ("PT101.L*",)),
         Suppression("HOT", expression("TT102 > 90"), ("P101_TRIP",)))})
     plan = compile_rules(rules, ROWS, tag_alarms, INFO)
-    assert plan.suppression.sources == ("not U100_RUNNING", "(not U100_RUNNING) or (TT102 > 90)")
+    # the group HOT's own condition gets a slot too, for its STATE_BAD alarm
+    assert plan.suppression.sources == ("not U100_RUNNING", "(not U100_RUNNING) or (TT102 > 90)", "TT102 > 90")
     assert plan.suppression.alarm_slot[plan.index["P101_TRIP"]] == 1
+    assert plan.suppression.group_slot == (0, 2)
 
 
 def test_program_packs_alarm_expressions_then_suppression_then_interlock_trips():

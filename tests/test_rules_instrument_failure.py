@@ -257,3 +257,48 @@ def test_an_interlock_bypassed_while_its_measurement_is_bad_raises_measurement_b
     plant.quality[ROWS["TT102"]] = BAD  # SIS-102 lists no protects: its trip condition's tags count
     plant.scan(XS102=0.0)
     assert "measurement_bad" in bypass_events(plant, "SIS-102")
+
+
+# ---------------------------------------------------------------- gas alarms are never suppressed by process state
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_suppression_group_of_every_alarm_does_not_silence_gas(backend):
+    rules, tag_alarms = plant_rules()
+    rules = dataclasses.replace(rules, suppressions=(Suppression("U100_DOWN", expression("not U100_RUNNING"),
+                                                                 ("*",)),))
+    plant = Plant(backend, rules=rules, tag_alarms=tag_alarms)
+    plant.scan(U100_RUNNING=0.0, AT201=45.0, P101_RUN=0.0)
+    assert plant.state("AT201.GAS2") == "UNACK" and plant.state("AT201.GAS1") == "UNACK"
+    assert plant.state("P101_TRIP") == "DSUPR"  # the process alarms are suppressed
+    assert plant.state("U100_DOWN.STATE_BAD") == "NORM"  # "*" does not take the group's own alarm either
+
+
+def test_a_suppression_pattern_matching_only_gas_alarms_is_refused():
+    from test_rules_config import parse_rules
+
+    rules, issues = parse_rules("rules:\n  gas:\n    - {tag: AT201, type: combustible, level1: 20, level2: 40}\n"
+                                "  suppression:\n    - id: S\n      when: not U100_RUNNING\n      alarms: [AT201.*]\n")
+    assert rules is None
+    assert any(issue.startswith("rules.yaml:7: rules.suppression[0].alarms: 'AT201.*' matches only gas alarms")
+               for issue in issues), issues
+    rules, issues = parse_rules("rules:\n  alarms:\n    - id: S.STATE_BAD\n      when: PT101 > 1\n"
+                                "  suppression:\n    - id: S\n      when: not U100_RUNNING\n      alarms: ['*']\n")
+    assert any("rules.suppression[0].id: the suppression's alarm id 'S.STATE_BAD' is already used" in issue
+               for issue in issues), issues
+
+
+# ---------------------------------------------------------------- an unknown unit state raises an alarm
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_unknown_unit_state_raises_the_groups_state_bad_alarm(backend):
+    plant = Plant(backend)
+    plant.scan(U100_RUNNING=0.0)
+    assert plant.state("U100_DOWN.STATE_BAD") == "NORM"
+    plant.quality[ROWS["U100_RUNNING"]] = BAD
+    plant.scan()
+    assert plant.state("U100_DOWN.STATE_BAD") == "UNACK" and plant.state("PT101.L") == "NORM"
+    item = next(item for item in plant.engine.alarms() if item["id"] == "U100_DOWN.STATE_BAD")
+    assert (item["kind"], item["tag"], item["priority"]) == ("suppression_state", "U100_RUNNING", "high")
+    plant.quality[ROWS["U100_RUNNING"]] = 0
+    plant.scan()
+    assert plant.state("U100_DOWN.STATE_BAD") == "RTNUN" and plant.state("PT101.L") == "DSUPR"
