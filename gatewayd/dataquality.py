@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+import drivers
 from gatewayd.config.model import DeviceConfig, TagConfig
 from gatewayd.types import QUALITY_BAD_MIN, Event, Priority, Quality
 
@@ -87,12 +88,13 @@ class TagChecks:
 
 
 def expected_interval(device: DeviceConfig, tag: TagConfig) -> float:
-    """Seconds between the reads a tag should get: the OPC UA publishing interval for a subscribed item,
-    the device's poll interval otherwise."""
-    publishing = getattr(device.settings, "publishing_interval", None)
-    if publishing is not None and getattr(tag.address, "mode", None) == "subscribe":
-        return float(publishing)
-    return float(device.poll_interval)
+    """Seconds between the reads a healthy tag gets: what its driver's `staleness` hook names as the
+    longest gap between two refreshes (for a subscribed OPC UA item the keep-alive period, since every
+    publish, data or keep-alive, confirms it), else the device's poll interval."""
+    hook = getattr(drivers.schema(device.driver), "staleness", None)
+    if hook is None or device.settings is None:
+        return float(device.poll_interval)
+    return float(hook(device.poll_interval, device.settings, tag.address)[0])
 
 
 class Window:

@@ -35,7 +35,8 @@ class PointTable:
         # when each row was last read, on the monotonic clock: "is this reading new" and "is it stale"
         # must not depend on a wall clock that can step back
         self.updated = np.full(size, -np.inf)
-        # completed reads of each row (a write whose quality is not bad), for the data-quality figures
+        # completed reads of each row (a write whose quality is not bad, or a confirmation), for the
+        # data-quality figures
         self.reads = np.zeros(size, dtype=np.int64)
         self.stale_after = np.array([tag.stale_after for tag in self.tags], dtype=np.float64)
         self.held_quality = np.zeros(size, dtype=np.uint8)  # a STALE row's quality before it went stale
@@ -79,6 +80,7 @@ class PointTable:
         data or keep-alive): they count as read at `read_at`, and a STALE one gets its quality back.
         Rows with a bad quality wait for a real value."""
         rows = np.asarray(rows)[self.quality[rows] < QUALITY_BAD_MIN]
+        self.reads[rows] += 1
         stale = self.quality[rows] == Quality.STALE
         self.quality[rows[stale]] = self.held_quality[rows[stale]]
         stamp = self._stamp(rows, read_at)

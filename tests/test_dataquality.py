@@ -227,6 +227,9 @@ def test_the_point_table_counts_completed_reads_per_row():
     table.write(np.array([2]), np.array([3.0]), Quality.STALE)  # uncertain: a read that completed
     table.set_quality(np.array([0, 1, 2]), Quality.COMM_FAILURE)  # marks, reads nothing
     assert table.reads.tolist() == [1, 2, 1]
+    table.write(np.array([0]), np.array([1.0]))
+    table.confirm(np.array([0, 1]))  # a publish confirms the value of row 0; row 1 is bad and waits
+    assert table.reads.tolist() == [3, 2, 1]
 
 
 def test_the_figures_become_prometheus_families_per_device_and_window():
@@ -247,3 +250,17 @@ def test_the_figures_become_prometheus_families_per_device_and_window():
         AGE_EDGES[np.searchsorted(AGE_EDGES, 0.05)]
     assert samples[("gatewayd_data_frozen_tags", (("device", "plc"),))] == 1
     assert samples[("gatewayd_data_outside_range_tags", (("device", "plc"),))] == 1
+
+
+def test_expected_reads_follow_the_poll_interval_or_the_opc_ua_keepalive_period():
+    from drivers.opcua.config import OpcUaNode, OpcUaSettings
+    from gatewayd.dataquality import expected_interval
+
+    settings = OpcUaSettings("opc.tcp://10.0.0.5:4840", publishing_interval=0.5, keepalive_count=4)
+    server = DeviceConfig("ua", "opcua", 3.0, 1.0, settings, ())
+    subscribed = TagConfig("TT-1", "ua", OpcUaNode("ns=2;s=T", mode="subscribe"))
+    polled = TagConfig("TT-2", "ua", OpcUaNode("ns=2;s=U", mode="poll"))
+    assert expected_interval(server, subscribed) == 2.0  # a publish, data or keep-alive, every 4 x 0.5 s
+    assert expected_interval(server, polled) == 3.0
+    plc = DeviceConfig("plc", "modbus_tcp", 0.25, 1.0, None, ())
+    assert expected_interval(plc, tag()) == 0.25
