@@ -129,13 +129,15 @@ class DataQuality:
         self.device_up = np.ones(devices, dtype=np.bool_)  # a driver starts up until it declares down
         self.device_mark = np.full(devices, start)  # up time is counted up to here
         self.device_index = {name: i for i, name in enumerate(checks.devices)}
-        self.range_rows = np.flatnonzero(~np.isnan(checks.range_low) | ~np.isnan(checks.range_high))
-        self._low = np.nan_to_num(checks.range_low[self.range_rows], nan=-np.inf)
-        self._high = np.nan_to_num(checks.range_high[self.range_rows], nan=np.inf)
-        self.rate_rows = np.flatnonzero(np.isfinite(checks.max_rate))
+        # the checks run over whole columns: a few vector operations cost less than gathering and
+        # scattering a subset of rows, and an unset bound or limit (+-inf) never fires
+        self.low = np.nan_to_num(checks.range_low, nan=-np.inf)
+        self.high = np.nan_to_num(checks.range_high, nan=np.inf)
+        self.checks_range = bool(np.isfinite(self.low).any() or np.isfinite(self.high).any())
+        self.checks_rate = bool(np.isfinite(checks.max_rate).any())
+        self.checks_frozen = bool(np.isfinite(checks.frozen_after).any())
         self.rate_value = np.full(size, np.nan)  # last good value and its read time, for the rate check
         self.rate_time = np.full(size, np.nan)
-        self.frozen_rows = np.flatnonzero(np.isfinite(checks.frozen_after))
         self.frozen_value = np.full(size, np.nan)
         self.changed_at = np.full(size, np.inf)  # read time of the last change; inf before the first read
         self.frozen = np.zeros(size, dtype=np.bool_)
@@ -184,52 +186,39 @@ class DataQuality:
         ok = quality < QUALITY_BAD_MIN
         self.was_ok = ok
         fresh = reads != self.seen_reads
-        self.seen_reads[fresh] = reads[fresh]
+        np.copyto(self.seen_reads, reads)
         fresh &= ok
-        if self.range_rows.size:
-            self._check_range(fresh, value)
-        if self.rate_rows.size:
+        if self.checks_range:
+            outside = (value < self.low) | (value > self.high)
+            period.out_of_range += fresh & outside
+            np.copyto(self.outside_range, outside, where=fresh)
+        if self.checks_rate:
             self._check_rate(fresh, value, read_at)
-        if self.frozen_rows.size:
+        if self.checks_frozen:
             return self._check_frozen(now, now_wall, fresh, quality, value, read_at)
         return []
 
-    def _check_range(self, fresh: np.ndarray, value: np.ndarray) -> None:
-        rows = self.range_rows
-        read = fresh[rows]
-        values = value[rows]
-        outside = (values < self._low) | (values > self._high)
-        self.period.out_of_range[rows] += read & outside
-        self.outside_range[rows] = np.where(read, outside, self.outside_range[rows])
-
     def _check_rate(self, fresh: np.ndarray, value: np.ndarray, read_at: np.ndarray) -> None:
-        rows = self.rate_rows[fresh[self.rate_rows]]
-        if not rows.size:
-            return
-        values, times = value[rows], read_at[rows]
-        elapsed = times - self.rate_time[rows]
+        elapsed = read_at - self.rate_time
         with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.abs(values - self.rate_value[rows]) / elapsed
-        too_fast = (elapsed > 0) & (rate > self.checks.max_rate[rows])  # NaN (no earlier read) is False
-        self.period.rate_violations[rows[too_fast]] += 1
-        self.rate_value[rows], self.rate_time[rows] = values, times
+            rate = np.abs(value - self.rate_value) / elapsed
+        # NaN (no earlier read) compares False; a tag without max_rate has an infinite limit
+        self.period.rate_violations += fresh & (elapsed > 0) & (rate > self.checks.max_rate)
+        np.copyto(self.rate_value, value, where=fresh)
+        np.copyto(self.rate_time, read_at, where=fresh)
 
     def _check_frozen(self, now: float, now_wall: float, fresh: np.ndarray, quality: np.ndarray,
                       value: np.ndarray, read_at: np.ndarray) -> list[Event]:
-        rows = self.frozen_rows
-        read = rows[fresh[rows]]
-        if read.size:
-            changed = read[value[read] != self.frozen_value[read]]
-            self.changed_at[changed] = read_at[changed]
-            self.frozen_value[read] = value[read]
-        unchanged_for = now - self.changed_at[rows]
-        # judged only while the value is good: a stale or failed tag is not being read, so not frozen news
-        frozen = np.where(quality[rows] == Quality.GOOD, unchanged_for >= self.checks.frozen_after[rows],
-                          self.frozen[rows])
-        flipped = rows[frozen != self.frozen[rows]]
+        np.copyto(self.changed_at, read_at, where=fresh & (value != self.frozen_value))
+        np.copyto(self.frozen_value, value, where=fresh)
+        # judged only while the value is good: a stale or failed tag is not being read, so not frozen news;
+        # a tag without frozen_after (inf) or never read (changed_at inf) is never frozen
+        good = quality == Quality.GOOD
+        frozen = np.where(good, now - self.changed_at >= self.checks.frozen_after, self.frozen)
+        flipped = np.flatnonzero(frozen != self.frozen)
         if not flipped.size:
             return []
-        self.frozen[rows] = frozen
+        self.frozen = frozen
         return [self._frozen_event(int(row), now, now_wall, float(value[row])) for row in flipped]
 
     def _frozen_event(self, row: int, now: float, now_wall: float, value: float) -> Event:
@@ -266,7 +255,7 @@ class DataQuality:
     def sent(self, rows: np.ndarray, ages: np.ndarray) -> None:
         """Samples of `rows` handed to the broker `ages` seconds after their gateway timestamp."""
         buckets = np.minimum(np.searchsorted(AGE_EDGES, np.maximum(ages, 0.0)), len(AGE_EDGES) - 1)
-        np.add.at(self.period.ages, (rows, buckets), 1)
+        np.add.at(self.period.ages.reshape(-1), rows * len(AGE_EDGES) + buckets, 1)
 
     # ------------------------------------------------------------------------------ reports
 
@@ -310,7 +299,7 @@ class DataQuality:
                                    tuple(getattr(self.total, name) + getattr(self.period, name)
                                          for name in ("online_seconds", "out_of_range", "rate_violations",
                                                       "ages")))}
-        per_row = {key: _row_figures(checks, reads - window.reads_base, duration, *arrays)
+        per_row = {key: _row_figures(checks, reads - window.reads_base, duration, *arrays, quantiles=tags)
                    for key, (window, duration, _, arrays) in windows.items()}
         devices = []
         for index, name in enumerate(checks.devices):
@@ -341,8 +330,10 @@ class DataQuality:
 
 
 def _row_figures(checks: TagChecks, reads: np.ndarray, duration: float, online_seconds: np.ndarray,
-                 out_of_range: np.ndarray, rate_violations: np.ndarray, ages: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-row figures of one window, vectorised: the report and a scrape compute them once for all tags."""
+                 out_of_range: np.ndarray, rate_violations: np.ndarray, ages: np.ndarray,
+                 quantiles: bool) -> dict[str, np.ndarray]:
+    """Per-row figures of one window, vectorised: the report and a scrape compute them once for all tags
+    (a scrape, which needs device figures only, skips the per-tag age quantiles)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         expected = duration / checks.interval  # NaN where no read is expected
         completeness = np.minimum(1.0, reads / expected)
@@ -350,7 +341,8 @@ def _row_figures(checks: TagChecks, reads: np.ndarray, duration: float, online_s
     figures = {"online": online, "reads": reads, "expected_reads": expected, "completeness": completeness,
                "sent": ages.sum(axis=1, dtype=np.int64), "out_of_range": out_of_range,
                "rate_violations": rate_violations, "ages": ages}
-    figures.update({key: age_quantile(ages, q) for key, q in QUANTILES})
+    if quantiles:
+        figures.update({key: age_quantile(ages, q) for key, q in QUANTILES})
     return figures
 
 
