@@ -138,10 +138,11 @@ class Broker(Process):
 
 class Simulator(Process):
     def __init__(self, workdir: Path, tags: int, port: int | None = None, period: float = 1.0,
-                 seed: int = 1):
+                 seed: int = 1, served: Path | None = None):
+        """`served`: where the simulator writes every read it answered when it stops (see plc.py)."""
         self.port = port or free_port()
         argv = [sys.executable, "-m", "hil_tests.sim.plc", "--port", str(self.port), "--tags", str(tags),
-                "--period", str(period), "--seed", str(seed)]
+                "--period", str(period), "--seed", str(seed), *(["--served", str(served)] if served else [])]
         super().__init__("plc", argv, workdir / f"plc-{self.port}.log", cwd=ROOT)
 
     def start(self) -> Simulator:

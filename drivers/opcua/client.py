@@ -16,8 +16,9 @@ A session lives from connect to the first sign of trouble, then is thrown away w
 - with security, the server certificate is checked against the trust store before anything
   else is sent, and again when the session is created (`trust.py`).
 
-asyncua's own auto-reconnect is not used (it would resume behind the driver's back); its stale
-subscription watchdog may recreate the subscription first, which the driver's watchdog tolerates.
+asyncua's own auto-reconnect is not used (it would resume behind the driver's back), nor its stale
+subscription watchdog: recreating the subscription resets `last_publish_at`, the time of the latest
+publish (data or keep-alive) on which the driver's watchdog and the tags' freshness rest.
 """
 
 from __future__ import annotations
@@ -108,22 +109,18 @@ class OpcUaDriver:
         """Connect, read and reconnect until cancelled."""
         self._sink = sink
         while True:
-            try:
-                await self._session(sink)
-            except (UntrustedServer, TrustStoreError, SessionLost) as exc:
-                self._device_down(sink, str(exc))
-            except (OSError, TimeoutError, ConnectionError, ua.UaError, ServiceError) as exc:
-                self._device_down(sink, _cause(exc))
-            except Exception as exc:  # noqa: BLE001 - a surprise from the stack must not end the polling
-                self._device_down(sink, _cause(exc))
-                log.debug("device %s: unexpected error", self.name, exc_info=True)
+            await self._session(sink)
             await asyncio.sleep(self._backoff.next())
 
     async def _session(self, sink: SampleSink) -> None:
-        """One session from connect to its loss; always raises when it ends."""
+        """One session from connect to its loss. The loss is declared (rows COMM_FAILURE, `device_down`)
+        the moment it is seen, before the polite close, which may wait `timeout` on a frozen server."""
         client = Client(self.settings.endpoint, timeout=self.timeout, watchdog_intervall=max(1.0, self.timeout))
         client.name = client.description = f"gatewayd {self.name}"
         client.session_timeout = int(self.settings.session_timeout * 1000)
+        # asyncua's stale-subscription watchdog would recreate a silent subscription and reset its
+        # last_publish_at, making a frozen server look alive to ours and fresh to staleness: switch it off
+        client._stale_check_margin = math.inf
         lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         async def connection_lost(exc: Exception) -> None:
@@ -131,10 +128,10 @@ class OpcUaDriver:
                 lost.set_result(f"connection lost ({_cause(exc)})")
 
         client.connection_lost_callback = connection_lost
-        await self._secure(client)
         connected = False
         tasks: list[asyncio.Task] = []
         try:
+            await self._secure(client)
             async with asyncio.timeout(5 * self.timeout):
                 await client.connect()
             connected = True
@@ -151,6 +148,13 @@ class OpcUaDriver:
             for task in done:
                 task.result()  # raises the first failure
             raise SessionLost("session ended")
+        except (UntrustedServer, TrustStoreError, SessionLost) as exc:
+            self._device_down(sink, str(exc))
+        except (OSError, TimeoutError, ConnectionError, ua.UaError, ServiceError) as exc:
+            self._device_down(sink, _cause(exc))
+        except Exception as exc:  # noqa: BLE001 - a surprise from the stack must not end the polling
+            self._device_down(sink, _cause(exc))
+            log.debug("device %s: unexpected error", self.name, exc_info=True)
         finally:
             for task in tasks:
                 task.cancel()

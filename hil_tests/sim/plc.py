@@ -1,7 +1,7 @@
 """A simulated PLC: the plant of `layout.py` served over Modbus TCP, with a small process model.
 
     python -m hil_tests.sim.plc --port PORT --tags N [--host 127.0.0.1] [--device-id 1]
-                                [--period 1.0] [--seed S] [--overrides]
+                                [--period 1.0] [--seed S] [--overrides] [--served FILE]
 
 Prints "READY <port>" on stdout once listening (with --port 0 the system picks the port), and exits
 with status 0 on SIGTERM or SIGINT. It runs as its own process so that tests can kill (SIGKILL),
@@ -14,16 +14,22 @@ the latest step and the server never encodes anything itself. Writes are refused
 except a single-register write to the MARKER register, which benchmarks use to time the gateway.
 With `--overrides` (tests only) any holding register may be written, as an engineer forces a value
 in a real PLC: the register then keeps the written value and the process model no longer drives it,
-so a test can raise an alarm or flip a bypass switch at a moment of its choosing.
+so a test can raise an alarm or flip a bypass switch at a moment of its choosing. With `--served FILE`
+every read request answered is recorded, and written to FILE as JSON at exit (SIGTERM or SIGINT):
+`[[unix time, function code, address, count], ...]` with address and count as the request hook gets
+them, so a test can count the reads a gateway completed against the samples it sent.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,6 +145,7 @@ class SimulatedPlc:
 
     def __init__(self, tags: Sequence[dict[str, Any]], seed: int | None, overrides: bool = False) -> None:
         self.overrides = overrides
+        self.served: list[tuple[float, int, int, int]] = []  # (time, function, address, count) of each read
         self.forced: dict[int, int] = {}  # holding address -> raw value written by a test (--overrides)
         self.rng = np.random.default_rng(seed)
         self.tank = Tank(self.rng)
@@ -198,6 +205,7 @@ class SimulatedPlc:
             return ExcCodes.ILLEGAL_FUNCTION
         first = (address // BITS if table in ("coil", "discrete") else address) - start_address
         registers[first:first + count] = self.images.images[table][first:first + count].tolist()
+        self.served.append((time.time(), function_code, address, count))
         return None
 
     async def run_model(self, period: float) -> None:
@@ -216,6 +224,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
     parser.add_argument("--overrides", action="store_true",
                         help="tests only: accept writes to any holding register and hold the written value")
+    parser.add_argument("--served", type=Path, default=None,
+                        help="tests only: write every read answered to this file (JSON) at exit")
     return parser.parse_args(argv)
 
 
@@ -239,6 +249,8 @@ async def serve(args: argparse.Namespace) -> int:
     finally:
         model.cancel()
         await server.shutdown()
+        if args.served is not None:
+            args.served.write_text(json.dumps(plc.served))
     return 0
 
 
