@@ -272,6 +272,10 @@ def alarm_action_request(args: argparse.Namespace) -> dict[str, Any]:
     request = {"cmd": args.command.replace("-", "_"), "alarm": args.alarm, "reason": args.reason, "user": args.user}
     if args.command == "shelve":
         request.update(duration=args.duration, one_shot=args.one_shot)
+    if args.command in ("shelve", "out-of-service"):
+        request.update(permit=args.permit, approved_by=args.approved_by)
+        if args.command == "out-of-service" and args.duration is not None:
+            request["duration"] = args.duration
     return request
 
 
@@ -303,6 +307,12 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
             parser.add_argument("--for", dest="duration", required=True, type=duration_argument,
                                 metavar="DURATION", help="e.g. 30m or 2h")
             parser.add_argument("--one-shot", action="store_true", help="the shelf also ends when the alarm clears")
+        if name == "out-of-service":
+            parser.add_argument("--for", dest="duration", type=duration_argument, metavar="DURATION",
+                                help="how long (needed for a highly managed alarm: it returns when it runs out)")
+        if name in ("shelve", "out-of-service"):
+            parser.add_argument("--permit", help="permit or work order (needed for a highly managed alarm)")
+            parser.add_argument("--approved-by", help="who approved it, not the requester (highly managed alarm)")
 
     command(sub, "interlocks", "list interlocks with their in-service state and bypass flags",
             lambda a: {"cmd": "interlocks"}, show_interlocks)

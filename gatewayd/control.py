@@ -311,9 +311,15 @@ def rule_handlers(engine: Any, commit: Callable[[Sequence[Event]], None]) -> dic
     def action(name: str) -> Handler:
         def handle(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
             operator = _text(request, "user", required=False)
-            options = {}
+            options: dict[str, Any] = {}
             if name == "shelve":
                 options = {"duration": _seconds(request, "duration"), "one_shot": bool(request.get("one_shot"))}
+            elif name == "out_of_service" and request.get("duration") is not None:
+                options = {"duration": _seconds(request, "duration")}
+            if name in ("shelve", "out_of_service"):  # a highly managed alarm's authorization (rules.managed)
+                options.update(permit=_text(request, "permit", required=False) or None,
+                               approved_by=_text(request, "approved_by", required=False) or None,
+                               requested_by=operator or None)
             events = engine.act(name, _text(request, "alarm"), peer.user, _text(request, "reason", required=False),
                                 **options)
             events = _stamp(events, peer, operator)

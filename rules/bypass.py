@@ -106,8 +106,7 @@ class BypassRegistry:
                             ("requested_by", requested_by), ("measures", measures)):
             if not isinstance(value, str) or not value.strip():
                 raise ActionError(f"a bypass authorization needs {name.replace('_', ' ')}")
-        if approved_by.strip().casefold() == requested_by.strip().casefold():
-            raise ActionError("the approver must be someone other than the requester")
+        require_four_eyes(approved_by, requested_by)
         maximum = self.max_bypass[interlock]
         if not duration > 0:
             raise ActionError("the duration must be longer than zero")
@@ -212,6 +211,12 @@ class BypassRegistry:
         self.episodes = [Episode(**item) for item in data.get("episodes", [])]
         self._ids = itertools.count(max((record.id for record in self.records), default=0) + 1)
         self._episode_ids = itertools.count(max((episode.id for episode in self.episodes), default=0) + 1)
+
+
+def require_four_eyes(approved_by: str, *requesters: str) -> None:
+    """Four eyes: the approver is someone other than the requester (`J.Wang` and `j.wang` are one person)."""
+    if any(approved_by.strip().casefold() == requester.strip().casefold() for requester in requesters):
+        raise ActionError("the approver must be someone other than the requester")
 
 
 def audit_event(now: float, user: str, action: str, target: str, reason: str, extra: Mapping[str, Any]) -> Event:

@@ -69,6 +69,7 @@ class AlarmInfo(NamedTuple):
     toxic: bool = False
     gas_level: int = 0
     when: str = ""
+    highly_managed: bool = False  # rules.managed: shelving or out of service needs an authorization
 
 
 class Alarms(NamedTuple):
@@ -235,7 +236,8 @@ def compile_limit_alarms(tag_alarms: Iterable[TagAlarmConfig], tag_rows: Mapping
             behaviour = limit.behaviour
             alarms.infos.append(AlarmInfo(f"{config.tag}.{limit.level}", "limit", config.tag, behaviour.priority,
                                           level(behaviour.priority), behaviour.description, limit.level,
-                                          limit.setpoint, units.get(config.tag, "")))
+                                          limit.setpoint, units.get(config.tag, ""),
+                                          highly_managed=behaviour.highly_managed))
             alarms.behaviours.append(behaviour)
             _append(columns, (tag_rows[config.tag], limit.setpoint, limit.deadband, limit.high))
     return alarms, columns
@@ -251,7 +253,8 @@ def compile_gas(channels: Sequence[GasChannel], tag_rows: Mapping[str, int],
                                                (1, channel.level1, channel.behaviour1)):
             alarms.infos.append(AlarmInfo(f"{channel.tag}.GAS{gas_level}", "gas", channel.tag, behaviour.priority,
                                           level(behaviour.priority), behaviour.description, str(gas_level),
-                                          setpoint, GAS_UNITS[channel.type], channel.gas, channel.toxic, gas_level))
+                                          setpoint, GAS_UNITS[channel.type], channel.gas, channel.toxic, gas_level,
+                                          highly_managed=behaviour.highly_managed))
             alarms.behaviours.append(behaviour)
             _append(columns, (tag_rows[channel.tag], setpoint, channel.deadband, True))
     return alarms, columns
@@ -276,7 +279,8 @@ def compile_conditions(rules: Sequence[AlarmRule], tag_rows: Mapping[str, int], 
             alarms.infos.append(AlarmInfo(rule.id, kind, tag, behaviour.priority, level(behaviour.priority),
                                           behaviour.description, unit=units.get(tag, ""),
                                           setpoint=getattr(spec, "limit", None),
-                                          when=spec.when.source if isinstance(spec, ExpressionSpec) else ""))
+                                          when=spec.when.source if isinstance(spec, ExpressionSpec) else "",
+                                          highly_managed=behaviour.highly_managed))
             alarms.behaviours.append(behaviour)
             if isinstance(spec, ExpressionSpec):
                 expressions.append(spec.when)

@@ -65,6 +65,7 @@ from rules.model import (
     TripHistory,
 )
 
+ALARM_CLASSES = ("standard", "highly_managed")
 PRIORITY_LEVELS = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
 FLOOD_WINDOW_MAX = 3600.0  # rules.analytics keeps one hour of activations (peak per hour)
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
@@ -200,6 +201,8 @@ def _behaviour_fields(priorities: Iterable[str], priority_default: str | None) -
         "latching": Field(boolean, None, "stay in alarm until reset by an operator"),
         "realarm": Field(duration, None, "acknowledged and still active this long: unacknowledged again"),
         "description": Field(text, None, "shown with the alarm's events and in `gatewayd alarms`"),
+        "class": Field(one_of(*ALARM_CLASSES), None, "standard, or highly_managed: shelving or taking it out of "
+                                                     "service needs a permit and an approver"),
     }
 
 
@@ -223,11 +226,11 @@ def tag_alarm_fields(priorities: tuple[str, ...] = tuple(DEFAULT_PRIORITIES),
 
 @functools.lru_cache(maxsize=4096)
 def _shared_behaviour(priority: str, on_delay: float, off_delay: float, latching: bool, realarm: float,
-                      description: str) -> AlarmBehaviour:
+                      description: str, highly_managed: bool = False) -> AlarmBehaviour:
     """One object for equal settings: most of 100,000 limits share a few, and the config crosses a
     process boundary pickled (gatewayd.config.load_config_isolated), where shared objects go once."""
     return AlarmBehaviour(priority=priority, on_delay=on_delay, off_delay=off_delay, latching=latching,
-                          realarm=realarm, description=description)
+                          realarm=realarm, description=description, highly_managed=highly_managed)
 
 
 def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
@@ -282,7 +285,7 @@ def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
                 reader.error(key_line, key_path, f"{exc}; or a mapping with value, deadband, on_delay, ...")
                 continue
         merged = {name: own.get(name) if own.get(name) is not None else values.get(name)
-                  for name in ("priority", "on_delay", "off_delay", "latching", "realarm", "description")}
+                  for name in ("priority", "on_delay", "off_delay", "latching", "realarm", "description", "class")}
         band = resolve_deadband(own["deadband"], join(key_path, "deadband"), key_line) \
             if own.get("deadband") is not None else default_deadband
         given = "priority" in node or isinstance(spec, dict) and "priority" in spec  # else refused already
@@ -293,7 +296,8 @@ def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
         if band is None or merged["priority"] is None:
             continue
         behaviour = _shared_behaviour(merged["priority"], merged["on_delay"] or 0.0, merged["off_delay"] or 0.0,
-                                      bool(merged["latching"]), merged["realarm"] or 0.0, merged["description"] or "")
+                                      bool(merged["latching"]), merged["realarm"] or 0.0, merged["description"] or "",
+                                      merged["class"] == "highly_managed")
         limits.append(LimitAlarm(level, own["value"], band, behaviour, key_line))
         setpoints[key] = (own["value"], key_line)
     ordered = [(key, setpoints[key]) for key in ("ll", "l", "h", "hh") if key in setpoints]
@@ -353,7 +357,10 @@ ANALYTICS_FIELDS = {
     "report_interval": Field(duration, 3600.0, "alarm-rate summary event; 0: never"),
 }
 
-SHELVING_FIELDS = {"max_duration": Field(positive_duration, 8 * 3600.0, "no shelf may be longer")}
+SHELVING_FIELDS = {"max_duration": Field(positive_duration, 8 * 3600.0, "no shelf may be longer"),
+                   "highly_managed_max": Field(positive_duration, 8 * 3600.0,
+                                               "longest authorized shelf or out of service of a highly managed "
+                                               "alarm")}
 
 COMMON_RULE_FIELDS = {
     "id": Field(identifier, doc="alarm id, unique among all alarms"),
@@ -439,6 +446,7 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
     if len(reader.issues) != issues_before:
         return None
     return RulesConfig(priorities=priorities, shelving_max=shelving.get("max_duration", 8 * 3600.0),
+                       highly_managed_max=shelving.get("highly_managed_max", 8 * 3600.0),
                        analytics=analytics, alarms=alarms, gas=gas, suppressions=suppressions, units=units,
                        interlocks=interlocks, bypass_priorities=bypass_priorities, trip_history=trip_history)
 
@@ -511,7 +519,8 @@ def _behaviour(values: dict[str, Any], reader: Reader, node: Any, path: str,
     return AlarmBehaviour(priority=values["priority"], on_delay=on_delay or 0.0,
                           off_delay=values.get("off_delay") or 0.0, latching=bool(values.get("latching")),
                           realarm=values.get("realarm") or 0.0, suppressed_when=suppressed,
-                          description=values.get("description") or "")
+                          description=values.get("description") or "",
+                          highly_managed=values.get("class") == "highly_managed")
 
 
 def _alarm_rules(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
@@ -613,6 +622,9 @@ def _gas_fields(tags: Mapping[str, Any], priorities: Mapping[str, int]) -> dict[
         "latching": Field(boolean, False, "stay in alarm until reset by an operator"),
         "realarm": Field(duration, 0.0, "acknowledged and still active this long: unacknowledged again"),
         "description": Field(text, "", "shown with the alarms' events"),
+        "level1_class": Field(one_of(*ALARM_CLASSES), "standard", "class of TAG.GAS1"),
+        "level2_class": Field(one_of(*ALARM_CLASSES), "highly_managed",
+                              "class of TAG.GAS2: highly managed unless set to standard"),
     }
 
 
@@ -644,8 +656,11 @@ def _gas_channels(node: Any, path: str, line: int, reader: Reader, tags: Mapping
                       realarm=values["realarm"], description=values["description"])
         result.append(GasChannel(tag, values["type"], values["gas"], values["level1"], values["level2"], oel,
                                  values["idlh"], values["range_limited"], values["deadband"],
-                                 AlarmBehaviour(priority=values["level1_priority"], **common),
-                                 AlarmBehaviour(priority=values["level2_priority"], **common), item_line,
+                                 AlarmBehaviour(priority=values["level1_priority"],
+                                                highly_managed=values["level1_class"] == "highly_managed", **common),
+                                 AlarmBehaviour(priority=values["level2_priority"],
+                                                highly_managed=values["level2_class"] == "highly_managed", **common),
+                                 item_line,
                                  oel_kind=values["oel_kind"] or "",
                                  oel_as_given=(values["oel"], values["oel_unit"]) if values["oel"] is not None
                                  else None, molar_mass=values["molar_mass"]))

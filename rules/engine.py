@@ -35,7 +35,8 @@ from rules import conditions as C
 from rules import interlocks as IL
 from rules import isa
 from rules.analytics import AlarmAnalytics
-from rules.bypass import BypassRegistry, audit_event
+from rules import managed
+from rules.bypass import BypassRegistry, audit_event, require_four_eyes
 from rules.gas import gas_order_key
 from rules.isa import STATE_NAMES, ActionError, AlarmArrays
 from rules.compile import CompiledRules, compile_rules
@@ -132,6 +133,8 @@ class RuleEngine:
         self.scans = 0
         self._values, self._last_quality, self._read_times = np.full(size, np.nan), np.zeros(size, np.uint8), None
         self.trips = TripRecorder(compiled.trips, rules.interlocks, self._event_level)
+        # highly managed alarms shelved or out of service: alarm index -> (authorization, monotonic end)
+        self.managed: dict[int, tuple[managed.AlarmAuthorization, float]] = {}
         self._consequential_expr = arrays.supp_expr[compiled.trips.consequential_slot]
 
     @property
@@ -193,9 +196,10 @@ class RuleEngine:
                                           wall)
         else:
             n_il = n_unit = 0
+        managed_events = self._end_managed(now, wall) if self.managed else []
         self.last_seconds = time.perf_counter() - started
         self.scans += 1
-        return self._scan_events(now, wall, n_il, n_unit, trip_events)
+        return managed_events + self._scan_events(now, wall, n_il, n_unit, trip_events)
 
     def _scan_events(self, now: float, wall: float, n_il: int, n_unit: int, trip_events: list[Event]) -> list[Event]:
         arrays = self.arrays
@@ -327,9 +331,12 @@ class RuleEngine:
 
     def act(self, action: str, alarm_id: str, user: str, reason: str = "", *, duration: float | None = None,
             one_shot: bool = False, now_monotonic: float | None = None,
-            now_wall: float | None = None) -> list[Event]:
+            now_wall: float | None = None, permit: str | None = None, approved_by: str | None = None,
+            requested_by: str | None = None) -> list[Event]:
         """ack, shelve (duration in seconds, optional one_shot), unshelve, out_of_service, return_to_service,
-        reset. Returns the alarm's state event (if it changed) and the audit event; raises ActionError."""
+        reset. Returns the alarm's state event (if it changed) and the audit event; raises ActionError.
+        Shelving a highly managed alarm or taking it out of service needs `permit`, `approved_by` (not the
+        requester: `requested_by`, default `user`) and `duration` (`rules.managed`)."""
         if action not in isa.ACTIONS:
             raise ActionError(f"unknown action {action!r}; one of {', '.join(isa.ACTIONS)}")
         if not isinstance(user, str) or not user.strip():
@@ -339,6 +346,12 @@ class RuleEngine:
         i = self._alarm(alarm_id)
         now, wall = self._now(now_monotonic, now_wall)
         extra: dict[str, Any] = {}
+        authorization = None
+        if self.infos[i].highly_managed and action in managed.MANAGED_ACTIONS:
+            authorization = managed.authorize(alarm_id, action, requested_by=requested_by or user, permit=permit,
+                                              approved_by=approved_by, duration=duration,
+                                              maximum=self.rules.highly_managed_max, now_wall=wall)
+            require_four_eyes(authorization.approved_by, user)
         if action == "shelve":
             if duration is None:
                 raise ActionError("shelving needs a duration")
@@ -346,6 +359,11 @@ class RuleEngine:
             extra = {"duration": float(duration), "until": wall + float(duration), "one_shot": bool(one_shot)}
         else:
             previous, new = isa.ACTIONS[action](self.arrays, i, now)
+        if authorization is not None:
+            self.managed[i] = (authorization, now + authorization.duration)
+            extra["authorization"] = authorization.to_dict()
+        elif action in ("unshelve", "return_to_service", *managed.MANAGED_ACTIONS):
+            self.managed.pop(i, None)
         events = []
         if new != previous:
             events.append(self._alarm_event(i, previous, new, wall, f"{action.replace('_', ' ')} by {user}"))
@@ -355,6 +373,27 @@ class RuleEngine:
         events.insert(0 if not events else 1, audit_event(
             wall, user, action, alarm_id, reason,
             {"previous": STATE_NAMES[previous], "state": STATE_NAMES[new], **extra}))
+        return events
+
+    def _end_managed(self, now: float, wall: float) -> list[Event]:
+        """Authorizations end with their shelf or out-of-service period; an out-of-service period of a highly
+        managed alarm ends when its authorization runs out: back in service, audited as the gateway's."""
+        events = []
+        for i, (authorization, until) in list(self.managed.items()):
+            arrays = self.arrays
+            if authorization.action == "shelve" and math.isnan(float(arrays.shelved_until[i])):
+                del self.managed[i]
+            elif authorization.action == "out_of_service" and not arrays.oos[i]:
+                del self.managed[i]
+            elif authorization.action == "out_of_service" and now >= until:
+                del self.managed[i]
+                previous, new = isa.return_to_service(arrays, i, now)
+                reason = f"authorization {authorization.permit} for out of service ran out"
+                if new != previous:
+                    events.append(self._alarm_event(i, previous, new, wall, reason))
+                events.append(audit_event(wall, "gatewayd", "return_to_service", authorization.alarm, reason,
+                                          {"previous": STATE_NAMES[previous], "state": STATE_NAMES[new],
+                                           "authorization": authorization.to_dict()}))
         return events
 
     def _alarm(self, alarm_id: str) -> int:
@@ -419,6 +458,8 @@ class RuleEngine:
                 "latched": bool(arrays.latch[i]), "since": self._to_wall(float(arrays.since[i])),
                 "shelved_until": None if math.isnan(shelved) else self._to_wall(shelved),
                 "hidden_occurrences": int(arrays.hidden[i]),
+                "class": "highly_managed" if info.highly_managed else "standard",
+                "authorization": self.managed[i][0].to_dict() if i in self.managed else None,
                 "value": self._value(info.tag), "setpoint": jsonable(info.setpoint) if info.setpoint is not None
                 else None, "unit": info.unit, "description": info.description,
                 **({"gas_level": info.gas_level, "gas_type": "toxic" if info.toxic else "combustible"}
@@ -503,6 +544,8 @@ class RuleEngine:
                 "suppression": {source: int(self.arrays.supp[g]) for g, source in enumerate(self.suppression_sources)},
                 "interlocks": interlocks,
                 "units": {name: int(self.unit_flag[u]) for u, name in enumerate(self.unit_names)},
+                "managed": {self.infos[i].id: authorization.to_dict()
+                            for i, (authorization, _) in self.managed.items()},
                 "bypass": self.registry.to_dict()}
 
     def restore(self, data: Mapping[str, Any], now_monotonic: float | None = None,
@@ -544,6 +587,15 @@ class RuleEngine:
             until = saved.get("consequences_until")
             self.trips.consequences_until[k] = -math.inf if until is None else to_mono(until)
         self.trips.restored(self.trip)
+        self.managed.clear()
+        for alarm_id, saved in data.get("managed", {}).items():
+            i = self.index.get(alarm_id)
+            if i is None:
+                notes.append(f"alarm {alarm_id} is no longer configured; its authorization was dropped")
+                continue
+            authorization = managed.AlarmAuthorization(**{key: saved[key] for key in (
+                "alarm", "action", "permit", "approved_by", "requested_by", "start", "duration")})
+            self.managed[i] = (authorization, to_mono(authorization.until))
         for u, name in enumerate(self.unit_names):
             self.unit_flag[u] = data.get("units", {}).get(name, 0)
         self.registry.from_dict(data.get("bypass", {}))

@@ -44,6 +44,7 @@ class AlarmBehaviour:
     realarm: float = 0.0  # 0: never; else an acknowledged alarm still active this long becomes UNACK again
     suppressed_when: Expression | None = None
     description: str = ""
+    highly_managed: bool = False  # shelving or out of service needs an authorization (rules.engine.act)
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,7 @@ class AnalyticsConfig:
 class RulesConfig:
     priorities: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
     shelving_max: float = 8 * 3600.0
+    highly_managed_max: float = 8 * 3600.0  # longest authorized shelf or out of service of a highly managed alarm
     analytics: AnalyticsConfig = AnalyticsConfig()
     alarms: tuple[AlarmRule, ...] = ()
     gas: tuple[GasChannel, ...] = ()

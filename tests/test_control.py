@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import pwd
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_rules_fixtures import build, point_table
+from test_rules_fixtures import build, plant_rules, point_table
 
 from gatewayd.config import parse_config
 from gatewayd.control import CommandError, ControlError, ControlServer, call, rule_handlers, socket_path, stream
@@ -297,6 +298,34 @@ def test_cli_prints_readable_tables(runtime: Path):
                                     "(rules.shelving.max_duration)"
     assert authorize.returncode == 0 and authorize.stdout.startswith("authorization 1 for SIS-101, permit WO-7")
     assert json.loads(as_json.stdout)[0]["reason"] == "swap"
+
+
+def test_a_highly_managed_alarm_is_shelved_from_the_cli_only_with_permit_and_another_approver(runtime: Path):
+    rules, tag_alarms = plant_rules()
+    gas = tuple(dataclasses.replace(channel, behaviour2=dataclasses.replace(channel.behaviour2, highly_managed=True))
+                for channel in rules.gas)
+    engine = build(rules=dataclasses.replace(rules, gas=gas), tag_alarms=tag_alarms, now=0.0, wall=WALL)
+    committed = []
+    engine.evaluate(*point_table(AT201=45.0), 1.0, WALL + 1)
+    with serving(runtime, rule_handlers(engine, committed.extend)) as served:
+        where = ("--socket", str(served.path))
+        bare = gatewayd("shelve", "AT201.GAS2", "--for", "5s", "--reason", "calibration", *where)
+        same = gatewayd("shelve", "AT201.GAS2", "--for", "5s", "--reason", "calibration", "--permit", "PTW-9",
+                        "--approved-by", "J.Wang", "--user", "j.wang", *where)
+        assert not committed
+        done = gatewayd("shelve", "AT201.GAS2", "--for", "5s", "--reason", "calibration", "--permit", "PTW-9",
+                        "--approved-by", "shift.lead", "--user", "j.wang", *where)
+        listed = call(served.path, {"cmd": "alarms"})
+    assert bare.returncode == 1 and bare.stderr.strip() == (
+        "gatewayd shelve: refused: AT201.GAS2 is a highly managed alarm: shelving it needs an authorization with "
+        "a permit, an approver (--permit, --approved-by, --for)")
+    assert same.returncode == 1 and "the approver must be someone other than the requester" in same.stderr
+    assert done.returncode == 0, done.stderr
+    audit = next(event for event in committed if event.kind == "audit")
+    assert {key: audit.data["authorization"][key] for key in ("permit", "approved_by", "requested_by")} == \
+        {"permit": "PTW-9", "approved_by": "shift.lead", "requested_by": "j.wang"}
+    gas2 = next(item for item in listed if item["id"] == "AT201.GAS2")
+    assert (gas2["state"], gas2["class"], gas2["authorization"]["permit"]) == ("SHLVD", "highly_managed", "PTW-9")
 
 
 # ------------------------------------------------------------------------------------------ persistence
