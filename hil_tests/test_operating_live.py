@@ -102,6 +102,9 @@ def test_status_tail_reload_and_sighup_on_the_running_daemon(plant_factory):
     assert "devices: 2/2 up" in screen.stdout and re.search(r"tank-plc\s+modbus_tcp\s+up", screen.stdout)
     assert re.search(r"store: \d+ rows pending, \d+ in flight", screen.stdout)
     assert f"uplink: connected to 127.0.0.1:{plant.broker.port}" in screen.stdout
+    assert "data quality: period" in screen.stdout and re.search(r"tank-plc\s+100\.0% / 100\.0%", screen.stdout)
+    figures = {device["device"]: device for device in state["data_quality"]["devices"]}
+    assert set(figures) == {"tank-plc", "plc-b"} and figures["tank-plc"]["since_start"]["reads"] > 0
 
     # tail: live samples of the tags matching a pattern, and nothing else
     lines = follow(["tail", "-c", str(plant.config), "--tag", "[LP]T101"],
