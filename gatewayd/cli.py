@@ -202,11 +202,14 @@ def local_time(ts: float | None) -> str:
 
 
 def show_alarms(items: list[dict[str, Any]]) -> str:
+    from gatewayd.types import quality_note
+
     if not items:
         return "no alarms outside NORM"
     rows = []
     for item in items:
-        value = "" if item["value"] is None else f"{item['value']:g} {item['unit']}".strip()
+        value = ("?" if item["value"] is None else f"{item['value']:g} {item['unit']}".strip()) \
+            + quality_note(item.get("quality"))
         notes = ["latched"] if item["latched"] else []
         if item["shelved_until"]:
             notes.append(f"shelved until {local_time(item['shelved_until'])}")

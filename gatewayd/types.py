@@ -44,6 +44,22 @@ class Quality(enum.IntEnum):
 QUALITY_BAD_MIN = int(Quality.NO_VALUE)
 
 
+def quality_name(code: int | None) -> str:
+    """GOOD, COMM_FAILURE, SENSOR_FAULT, MAINTENANCE, ... for a quality byte ("?" for none, the number for
+    a code this version does not know)."""
+    if code is None:
+        return "?"
+    try:
+        return Quality(code).name
+    except ValueError:
+        return str(code)
+
+
+def quality_note(code: int | None) -> str:
+    """` [COMM_FAILURE]` to follow a value whose quality is not good, so a held alarm says why; "" if good."""
+    return "" if code is None or code == Quality.GOOD else f" [{quality_name(code)}]"
+
+
 class Priority(enum.IntEnum):
     """Priority of an event; higher is more urgent. Alarm priorities map onto these."""
 

@@ -66,8 +66,9 @@ def gds_device(port: int) -> dict:
             "channels": channels}
 
 
-RULES = {"gas": [{"tag": tag, "type": "combustible", "gas": "methane", "level1": 20, "level2": 40} for tag in LEAKS]
-         + [{"tag": TOXIC, "type": "toxic", "gas": "H2S", "oel": 10, "level1": 10, "level2": 20}]}
+RULES = {"gas": [{"tag": tag, "type": "combustible", "gas": "methane", "level1": 20, "level2": 40}
+                 for tag in (*LEAKS, FAULTY, CALIBRATING)]
+         + [{"tag": TOXIC, "type": "toxic", "gas": "H2S", "oel": 10, "oel_kind": "MAC", "level1": 10, "level2": 20}]}
 
 
 def wait_upstream(plant: Plant, condition: Callable[[dict], bool], what: str, timeout: float = 30.0) -> None:
@@ -127,8 +128,13 @@ def test_leak_fault_calibration_and_frozen_heartbeat_arrive_upstream(plant_facto
 
     maintenance = events_of(plant, "gds_maintenance")
     assert [(event["source"], event["data"]["mode"]) for event in maintenance] == [(CALIBRATING, "calibration")]
-    assert not [event for kind in ("alarm", "gas_alarm") for event in events_of(plant, kind)
-                if event["source"].startswith(CALIBRATING)], "calibration is not an alarm"
+    assert not [event for event in events_of(plant, "gas_alarm") if event["source"] == CALIBRATING], \
+        "calibration is no gas alarm"
+    # but a channel in fault or calibration is not watching its area: its bad-PV alarm says so, with why
+    bad_pv = {(event["data"]["alarm"], event["data"]["quality"]) for event in events_of(plant, "alarm")
+              if event["data"]["kind"] == "bad_pv" and event["data"]["state"] == "UNACK"}
+    assert {(f"{FAULTY}.BADPV", Quality.SENSOR_FAULT), (f"{CALIBRATING}.BADPV", Quality.MAINTENANCE)} <= bad_pv, \
+        bad_pv
 
     assert len(events_of(plant, "gds_heartbeat_frozen")) == 1
     assert len(events_of(plant, "gds_heartbeat_resumed")) == 1

@@ -7,6 +7,7 @@ One function per rule family, in the order their alarms take in the engine's ala
 
     compile_limit_alarms   per-tag HH/H/L/LL           -> limit kernel (first segment)
     compile_gas            GB/T 50493 levels 2 and 1   -> the same limit kernel, after the tag limits
+    compile_bad_pv         TAG.BADPV of every alarmed tag: quality alarms after the configured ones
     compile_conditions     rate, deviation, discrete, quality and expression rules, one segment each
     compile_suppression_state  one `GROUP.STATE_BAD` alarm per suppression group: its condition is unknown
     compile_suppression    suppression by design: one expression slot per distinct condition
@@ -32,15 +33,20 @@ from rules import conditions as C
 from rules.expr import Expression, parse_expression
 from rules.gas import UNITS as GAS_UNITS
 from rules.model import (
+    BAD_PV_SUFFIX,
     NO_TRIP_HISTORY,
+    PRIORITY_LEVELS,
     AlarmBehaviour,
     AlarmRule,
+    BadPvTag,
     ExpressionSpec,
     GasChannel,
     Interlock,
+    QualitySpec,
     RulesConfig,
     Suppression,
     TagAlarmConfig,
+    default_priority,
 )
 from rules.program import Program, pack
 
@@ -57,7 +63,7 @@ class AlarmInfo(NamedTuple):
     tuple rather than a frozen dataclass: 100,000 of them are built at start-up.)"""
 
     id: str
-    kind: str  # limit, gas, rate, deviation, discrete, quality, expression
+    kind: str  # limit, gas, rate, deviation, discrete, quality, expression, bad_pv
     tag: str  # the tag it watches ("" for expressions)
     priority: str
     level: int  # gatewayd.types.Priority value
@@ -204,8 +210,9 @@ def compile_rules(rules: RulesConfig, tag_rows: Mapping[str, int], tag_alarms: I
     infos = limit_alarms.infos + gas_alarms.infos
     behaviours = limit_alarms.behaviours + gas_alarms.behaviours
     bounds = {"limit": (0, len(infos))}
+    bad_pv = compile_bad_pv(rules, tag_alarms)
     condition_alarms, conditions, condition_bounds = compile_conditions(rules.alarms, tag_rows, units, level,
-                                                                        first=len(infos))
+                                                                        first=len(infos), bad_pv=bad_pv)
     infos += condition_alarms.infos
     behaviours += condition_alarms.behaviours
     bounds.update(condition_bounds)
@@ -260,14 +267,50 @@ def compile_gas(channels: Sequence[GasChannel], tag_rows: Mapping[str, int],
     return alarms, columns
 
 
+def compile_bad_pv(rules: RulesConfig, tag_alarms: Iterable[TagAlarmConfig]) -> list[AlarmRule]:
+    """`TAG.BADPV` for every alarmed tag (limits, gas channel, rate/deviation/discrete rule), in that order,
+    as quality rules: active while the tag's quality is bad. Not for a tag whose own quality rule already
+    says so, nor one turned off in `rules.bad_pv.tags`. A gas channel's tag defaults to the channel's
+    level 1 priority: a detector in fault, inhibit or calibration leaves its area unwatched."""
+    config = rules.bad_pv
+    gas_priority = {channel.tag: config.gas_priority or channel.behaviour1.priority for channel in rules.gas}
+    watched = [config.tag for config in tag_alarms if config.limits] + [channel.tag for channel in rules.gas]
+    watched += [rule.spec.tag for rule in rules.alarms if rule.kind in ("rate", "deviation", "discrete")]
+    own_quality = {rule.spec.tag for rule in rules.alarms if rule.kind == "quality"}
+    result = []
+    for tag in dict.fromkeys(watched):
+        own = config.tags.get(tag, BadPvTag())
+        if not own.enabled or tag in own_quality:
+            continue
+        priority = _declared(own.priority or gas_priority.get(tag) or config.priority, rules.priorities)
+        behaviour = AlarmBehaviour(
+            priority=priority, on_delay=config.on_delay if own.on_delay is None else own.on_delay,
+            off_delay=config.off_delay if own.off_delay is None else own.off_delay,
+            description="bad PV: the value cannot be trusted")
+        result.append(AlarmRule(f"{tag}{BAD_PV_SUFFIX}", QualitySpec(tag, config.trigger), behaviour))
+    return result
+
+
+def _declared(name: str, priorities: Mapping[str, int]) -> str:
+    """`name` if declared; else the declared priority of its level (a config built in code may use the
+    default names with other priorities); else the most urgent declared."""
+    if name in priorities:
+        return name
+    level = name if name in PRIORITY_LEVELS else "medium"
+    return default_priority(priorities, level) or max(priorities, key=priorities.__getitem__)
+
+
 def compile_conditions(rules: Sequence[AlarmRule], tag_rows: Mapping[str, int], units: Mapping[str, str],
-                       level: Callable[[str], int], first: int
+                       level: Callable[[str], int], first: int, bad_pv: Sequence[AlarmRule] = ()
                        ) -> tuple[Alarms, ConditionArrays, dict[str, tuple[int, int]]]:
     """The `rules.alarms` entries, grouped by kind (one kernel segment each, in CONDITION_KINDS order,
-    configuration order within a kind); alarm indices start at `first`."""
+    configuration order within a kind), the `bad_pv` quality alarms after the configured quality rules;
+    alarm indices start at `first`."""
     by_kind: dict[str, list[AlarmRule]] = {kind: [] for kind in CONDITION_KINDS}
     for rule in rules:
         by_kind[rule.kind].append(rule)
+    by_kind["quality"] += bad_pv
+    implicit = {rule.id for rule in bad_pv}
     alarms = Alarms([], [])
     bounds = {}
     expressions = []
@@ -276,7 +319,8 @@ def compile_conditions(rules: Sequence[AlarmRule], tag_rows: Mapping[str, int], 
         for rule in by_kind[kind]:
             spec, behaviour = rule.spec, rule.behaviour
             tag = getattr(spec, "tag", "")
-            alarms.infos.append(AlarmInfo(rule.id, kind, tag, behaviour.priority, level(behaviour.priority),
+            alarms.infos.append(AlarmInfo(rule.id, "bad_pv" if rule.id in implicit else kind, tag, behaviour.priority,
+                                          level(behaviour.priority),
                                           behaviour.description, unit=units.get(tag, ""),
                                           setpoint=getattr(spec, "limit", None),
                                           when=spec.when.source if isinstance(spec, ExpressionSpec) else "",

@@ -45,9 +45,12 @@ from rules.model import (
     DEFAULT_PRIORITIES,
     LIMIT_LEVELS,
     NO_TRIP_HISTORY,
+    PRIORITY_LEVELS,
     AlarmBehaviour,
     AlarmRule,
     AnalyticsConfig,
+    BadPvConfig,
+    BadPvTag,
     DeviationSpec,
     DiscreteSpec,
     ConsequentialSuppression,
@@ -63,10 +66,10 @@ from rules.model import (
     Suppression,
     TagAlarmConfig,
     TripHistory,
+    default_priority,
 )
 
 ALARM_CLASSES = ("standard", "highly_managed")
-PRIORITY_LEVELS = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
 FLOOD_WINDOW_MAX = 3600.0  # rules.analytics keeps one hour of activations (peak per hour)
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
@@ -169,17 +172,6 @@ def declared_priorities(rules_node: Any) -> dict[str, int]:
         return {str(key): PRIORITY_LEVELS.get(value, -1) if isinstance(value, str) else -1
                 for key, value in rules_node["priorities"].items()}
     return dict(DEFAULT_PRIORITIES)
-
-
-def default_priority(priorities: Mapping[str, int] | Iterable[str], level: str) -> str | None:
-    """The priority an alarm or event gets when its configuration names none and its default is the level
-    `level`: the priority called `level` if declared, else the first one declared at that level, else None
-    (the caller refuses the configuration). A plain list of names knows only the default names."""
-    levels = priorities if isinstance(priorities, Mapping) else {name: DEFAULT_PRIORITIES.get(name, -1)
-                                                                 for name in priorities}
-    if level in levels:
-        return level
-    return next((name for name, value in levels.items() if value == PRIORITY_LEVELS[level]), None)
 
 
 def ranked_priorities(priorities: Mapping[str, int]) -> list[str]:
@@ -332,6 +324,7 @@ RULES_FIELDS = {
     "interlocks": Field(_any, None, "interlocks whose bypass state is supervised"),
     "bypass_priorities": Field(_any, None, "priority of each bypass, trip and final-element event"),
     "trip_history": Field(_any, None, "history kept around every interlock trip: before, after, interval; or off"),
+    "bad_pv": Field(_any, None, "the bad-PV alarm TAG.BADPV of every alarmed tag: priority, delays, per-tag settings"),
 }
 
 TRIP_WINDOW_MAX = 600.0  # seconds before or after a trip: the ring holds the interlocks' tags for this long
@@ -440,6 +433,8 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
                                  TripHistory(), TRIP_INTERVAL_FIELD)
     interlocks = _interlocks(top["interlocks"], join(path, "interlocks"), key_line("interlocks"), reader, tag_names,
                              units, used_ids, gas_ids)
+    bad_pv = _bad_pv(top["bad_pv"], join(path, "bad_pv"), key_line("bad_pv"), reader, priorities,
+                     _alarmed_tags(tag_names, alarms, gas))
     bypass_priorities = _bypass_priorities(top["bypass_priorities"], join(path, "bypass_priorities"),
                                            key_line("bypass_priorities"), reader, priorities,
                                            (key_line("priorities"), join(path, "priorities")))
@@ -448,7 +443,71 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
     return RulesConfig(priorities=priorities, shelving_max=shelving.get("max_duration", 8 * 3600.0),
                        highly_managed_max=shelving.get("highly_managed_max", 8 * 3600.0),
                        analytics=analytics, alarms=alarms, gas=gas, suppressions=suppressions, units=units,
-                       interlocks=interlocks, bypass_priorities=bypass_priorities, trip_history=trip_history)
+                       interlocks=interlocks, bypass_priorities=bypass_priorities, trip_history=trip_history,
+                       bad_pv=bad_pv)
+
+
+def _bad_pv_fields(priorities: Mapping[str, int]) -> dict[str, Field]:
+    return {
+        "priority": Field(_priority(priorities), default_priority(priorities, "medium"),
+                          "of TAG.BADPV; default medium (or the first priority of level medium)"),
+        "gas_priority": Field(_optional(_priority(priorities)), None,
+                              "of a gas channel's TAG.BADPV (fault, inhibit, calibration); default its level 1 "
+                              "priority"),
+        "on_delay": Field(duration, 0.0, "raise only when the value was bad this long"),
+        "off_delay": Field(duration, 10.0, "report the return only when good this long (no chattering on a "
+                                           "flickering input)"),
+        "trigger": Field(one_of("bad", "bad_or_stale"), "bad", "bad: quality >= 16; bad_or_stale: or STALE"),
+        "tags": Field(_any, None, "TAG: {priority, on_delay, off_delay}, or {enabled: false, reason: why}"),
+    }
+
+
+def _bad_pv_tag_fields(priorities: Mapping[str, int]) -> dict[str, Field]:
+    return {
+        "enabled": Field(boolean, True, "false: no TAG.BADPV for this tag (needs reason)"),
+        "reason": Field(_optional(text), None, "why this tag has no bad-PV alarm"),
+        "priority": Field(_optional(_priority(priorities)), None, "this tag's TAG.BADPV priority"),
+        "on_delay": Field(_optional(duration), None, "this tag's on-delay"),
+        "off_delay": Field(_optional(duration), None, "this tag's off-delay"),
+    }
+
+
+def _alarmed_tags(tags: Mapping[str, Any], alarms: Iterable[AlarmRule], gas: Iterable[GasChannel]) -> set[str]:
+    """The tags that get a bad-PV alarm: with limits, a gas channel, or a rule that watches one tag's value."""
+    alarmed = {name for name, info in tags.items() if _tag_limit_levels(getattr(info, "alarms", None))}
+    alarmed.update(channel.tag for channel in gas)
+    for rule in alarms:
+        if rule.kind in ("rate", "deviation", "discrete"):
+            alarmed.add(rule.spec.tag)
+    return alarmed
+
+
+def _bad_pv(node: Any, path: str, line: int, reader: Reader, priorities: Mapping[str, int],
+            alarmed: set[str]) -> BadPvConfig:
+    values = reader.section(node, path, line, _bad_pv_fields(priorities))
+    if values is None or values.get("priority") is None or len(values) != len(_bad_pv_fields(priorities)):
+        return BadPvConfig()
+    tags_node = values["tags"]
+    per_tag: dict[str, BadPvTag] = {}
+    if tags_node is not None and not isinstance(tags_node, dict):
+        reader.error(Reader.key_line(node, "tags"), join(path, "tags"), "expected a mapping of tag name to settings")
+        tags_node = None
+    for tag, item in (tags_node or {}).items():
+        item_path, item_line = join(join(path, "tags"), tag), Reader.key_line(tags_node, tag)
+        if tag not in alarmed:
+            reader.error(item_line, item_path, f"tag {tag!r} has no alarm (limits, gas channel, rate, deviation or "
+                                               f"discrete rule); a bad-PV alarm comes with a tag's alarms")
+            continue
+        own = reader.section(item, item_path, item_line, _bad_pv_tag_fields(priorities))
+        if own is None or len(own) != len(_bad_pv_tag_fields(priorities)):
+            continue
+        if not own["enabled"] and not own["reason"]:
+            reader.error(item_line, join(item_path, "reason"),
+                         f"turning off the bad-PV alarm of {tag} needs a reason (it is recorded with the config)")
+            continue
+        per_tag[tag] = BadPvTag(own["enabled"], own["reason"] or "", own["priority"], own["on_delay"], own["off_delay"])
+    return BadPvConfig(values["priority"], values["gas_priority"], values["on_delay"], values["off_delay"],
+                       values["trigger"], per_tag)
 
 
 def _bypass_priorities(node: Any, path: str, line: int, reader: Reader, priorities: Mapping[str, int],
@@ -977,6 +1036,8 @@ def reference_sections() -> list[tuple[str, dict[str, Field]]]:
         ("rules.interlocks[].consequential", CONSEQUENTIAL_FIELDS),
         ("rules.interlocks[].history (or off)", TRIP_HISTORY_FIELDS),
         ("rules.trip_history (or off)", {**TRIP_HISTORY_FIELDS, **TRIP_INTERVAL_FIELD}),
+        ("rules.bad_pv", _bad_pv_fields(priorities)),
+        ("rules.bad_pv.tags.TAG", _bad_pv_tag_fields(priorities)),
         ("rules.bypass_priorities", {event: Field(_any, DEFAULT_BYPASS_PRIORITIES[event], f"priority of {event} events")
                                      for event in BYPASS_EVENTS}),
     ]

@@ -236,6 +236,9 @@ class RuleEngine:
         """The priority level of an interlock event (`rules.bypass_priorities`, else its default name)."""
         name = self.rules.bypass_priorities.get(event) or DEFAULT_BYPASS_PRIORITIES[event]
         return int(self.rules.priorities.get(name, Priority.HIGH))
+    def _quality_of(self, tag: str) -> int | None:
+        """The tag's quality as the point table has it (shown next to its value: a held alarm says why)."""
+        return int(self._last_quality[self.tag_rows[tag]]) if tag and tag in self.tag_rows else None
 
     def _value(self, tag: str) -> float | None:
         if not tag or tag not in self.tag_rows:
@@ -247,10 +250,12 @@ class RuleEngine:
         arrays = self.arrays
         value = self._value(info.tag)
         state, was = STATE_NAMES[new], STATE_NAMES[previous]
-        message = alarm_message(info, value, state, was, cause)
+        quality = self._quality_of(info.tag)
+        message = alarm_message(info, value, state, was, cause, quality)
         data = {"alarm": info.id, "kind": info.kind, "state": state, "previous": was,
                 "active": bool(arrays.active[i]), "latched": bool(arrays.latch[i]), "priority": info.priority,
-                "tag": info.tag, "value": value, "setpoint": jsonable(info.setpoint) if info.setpoint is not None
+                "tag": info.tag, "value": value, "quality": quality,
+                "setpoint": jsonable(info.setpoint) if info.setpoint is not None
                 else None, "unit": info.unit}
         if info.kind == "limit":
             data["limit"] = info.limit
@@ -460,7 +465,8 @@ class RuleEngine:
                 "hidden_occurrences": int(arrays.hidden[i]),
                 "class": "highly_managed" if info.highly_managed else "standard",
                 "authorization": self.managed[i][0].to_dict() if i in self.managed else None,
-                "value": self._value(info.tag), "setpoint": jsonable(info.setpoint) if info.setpoint is not None
+                "value": self._value(info.tag), "quality": self._quality_of(info.tag),
+                "setpoint": jsonable(info.setpoint) if info.setpoint is not None
                 else None, "unit": info.unit, "description": info.description,
                 **({"gas_level": info.gas_level, "gas_type": "toxic" if info.toxic else "combustible"}
                    if info.kind == "gas" else {}),

@@ -7,12 +7,15 @@ medium, low), each mapped to a `gatewayd.types.Priority` level in `RulesConfig.p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rules.expr import Expression
 
 LIMIT_LEVELS = ("HH", "H", "L", "LL")
+PRIORITY_LEVELS = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
 DEFAULT_PRIORITIES = {"critical": 4, "high": 3, "medium": 2, "low": 1}
+BAD_PV_SUFFIX = ".BADPV"  # `TAG.BADPV`: the tag's value cannot be trusted (docs/rules.md, "Bad input")
 INTERLOCK_TAG_PREFIX = "IL."  # `IL.<interlock id>`: 1 in service, 0 bypassed (docs/rules.md)
 
 BYPASS_EVENTS = ("started", "ended", "unauthorized", "expired", "trip_while_bypassed", "measurement_bad", "too_many",
@@ -265,6 +268,29 @@ class Interlock:
 
 
 @dataclass(frozen=True)
+class BadPvTag:
+    """`rules.bad_pv.tags.TAG`: one tag's own bad-PV settings; None keeps the section's."""
+
+    enabled: bool = True
+    reason: str = ""  # why it is off: required when enabled is false
+    priority: str | None = None
+    on_delay: float | None = None
+    off_delay: float | None = None
+
+
+@dataclass(frozen=True)
+class BadPvConfig:
+    """The bad-PV alarm every alarmed tag gets (`TAG.BADPV`), active while its quality is bad."""
+
+    priority: str = "medium"
+    gas_priority: str | None = None  # a gas channel's tag: None is the channel's level 1 priority
+    on_delay: float = 0.0
+    off_delay: float = 10.0
+    trigger: str = "bad"  # bad, bad_or_stale (as for quality rules)
+    tags: dict[str, BadPvTag] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AnalyticsConfig:
     chatter_count: int = 3
     chatter_window: float = 60.0
@@ -288,9 +314,21 @@ class RulesConfig:
     interlocks: tuple[Interlock, ...] = ()
     bypass_priorities: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BYPASS_PRIORITIES))
     trip_history: TripHistory = TripHistory()
+    bad_pv: BadPvConfig = BadPvConfig()
 
     def priority_level(self, name: str) -> int:
         return self.priorities[name]
+
+
+def default_priority(priorities: Mapping[str, int] | Iterable[str], level: str) -> str | None:
+    """The priority an alarm or event gets when its configuration names none and its default is the level
+    `level`: the priority called `level` if declared, else the first one declared at that level, else None
+    (the configuration is refused). A plain list of names knows only the default names."""
+    levels = priorities if isinstance(priorities, Mapping) else {name: DEFAULT_PRIORITIES.get(name, -1)
+                                                                 for name in priorities}
+    if level in levels:
+        return level
+    return next((name for name, value in levels.items() if value == PRIORITY_LEVELS[level]), None)
 
 
 def jsonable(value: Any) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gatewayd.types import quality_name, quality_note
+
 _BYPASS_MESSAGES = {
     "unauthorized": ("bypassed without a bypass authorization", "bypass now covered by an authorization"),
     "expired": ("bypass authorization expired while the interlock is still bypassed",
@@ -19,18 +21,22 @@ _BYPASS_MESSAGES = {
 }
 
 
-def alarm_message(info: Any, value: float | None, state: str, was: str, cause: str = "") -> str:
-    """`PT101.HH UNACK (was NORM): PT101 3.7 MPa, HH limit 3.6 (cause)`; `info` is a `rules.compile.AlarmInfo`."""
+def alarm_message(info: Any, value: float | None, state: str, was: str, cause: str = "",
+                  quality: int | None = None) -> str:
+    """`PT101.HH UNACK (was NORM): PT101 3.7 MPa, HH limit 3.6 (cause)`; `info` is a `rules.compile.AlarmInfo`.
+    A tag whose quality is not good says so next to its value: `PT101 3.7 MPa [COMM_FAILURE]`."""
     detail = ""
+    reading = f"{_fmt(value)}{_unit(info.unit)}{quality_note(quality)}"
     if info.kind == "limit":
-        detail = f": {info.tag} {_fmt(value)}{_unit(info.unit)}, {info.limit} limit {info.setpoint:g}"
+        detail = f": {info.tag} {reading}, {info.limit} limit {info.setpoint:g}"
     elif info.kind == "gas":
-        detail = (f": {info.gas or info.tag} {_fmt(value)} {info.unit}, level {info.gas_level} "
-                  f"setpoint {info.setpoint:g}")
+        detail = f": {info.gas or info.tag} {reading}, level {info.gas_level} setpoint {info.setpoint:g}"
+    elif info.kind == "bad_pv":
+        detail = f": {info.tag} quality {quality_name(quality)}, last value {_fmt(value)}{_unit(info.unit)}"
     elif info.kind == "expression":
         detail = f": {info.when}"
     elif info.tag:
-        detail = f": {info.tag} {_fmt(value)}{_unit(info.unit)}"
+        detail = f": {info.tag} {reading}"
     if cause:
         detail += f" ({cause})"
     return f"{info.id} {state} (was {was}){detail}"
