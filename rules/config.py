@@ -348,6 +348,8 @@ ANALYTICS_FIELDS = {
                                                  "alarms are kept for flood counting for one hour"),
                           600.0, "the window flood_start and flood_end are counted in; at most 1h"),
     "report_interval": Field(duration, 3600.0, "alarm-rate summary event; 0: never"),
+    "shelved_report_interval": Field(duration, 3600.0, "report of shelved, suppressed and out-of-service alarms "
+                                                       "with their occurrences while hidden; 0: never"),
 }
 
 SHELVING_FIELDS = {"max_duration": Field(positive_duration, 8 * 3600.0, "no shelf may be longer"),

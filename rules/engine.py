@@ -38,6 +38,7 @@ from rules.analytics import AlarmAnalytics
 from rules import managed
 from rules.bypass import BypassRegistry, audit_event, require_four_eyes
 from rules.gas import gas_order_key
+from rules.hidden import HiddenReport
 from rules.isa import STATE_NAMES, ActionError, AlarmArrays
 from rules.compile import CompiledRules, compile_rules
 from rules.expr import UNKNOWN
@@ -128,6 +129,7 @@ class RuleEngine:
         now_monotonic = time.monotonic() if now_monotonic is None else now_monotonic
         now_wall = time.time() if now_wall is None else now_wall
         self.analytics = AlarmAnalytics(rules.analytics, now_monotonic, now_wall)
+        self.hidden_report = HiddenReport(rules.analytics.shelved_report_interval, now_monotonic)
         self._clock = (now_monotonic, now_wall)
         self.last_seconds = 0.0
         self.scans = 0
@@ -228,6 +230,8 @@ class RuleEngine:
                  for i in arrays.out_stale[:int(counts[isa.C_STALE])]]
         events += self.analytics.update(now, wall, activations, realarms, stale, int(counts[isa.C_ACTIVE]),
                                         int(counts[isa.C_UNACK]))
+        if self.hidden_report.due(now):
+            events.append(self.hidden_report.event(wall, self.alarms()))
         return events
 
     # ---------------------------------------------------------------- events

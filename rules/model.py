@@ -299,6 +299,7 @@ class AnalyticsConfig:
     flood_end: int = 5  # fewer than this many ends it
     flood_window: float = 600.0
     report_interval: float = 3600.0  # how often an alarm-rate summary event is emitted; 0: never
+    shelved_report_interval: float = 3600.0  # how often the shelved/suppressed/out-of-service report; 0: never
 
 
 @dataclass(frozen=True)

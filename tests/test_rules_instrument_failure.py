@@ -302,3 +302,30 @@ def test_an_unknown_unit_state_raises_the_groups_state_bad_alarm(backend):
     plant.quality[ROWS["U100_RUNNING"]] = 0
     plant.scan()
     assert plant.state("U100_DOWN.STATE_BAD") == "RTNUN" and plant.state("PT101.L") == "DSUPR"
+
+
+# ---------------------------------------------------------------- the periodic shelved / suppressed report
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_periodic_report_lists_hidden_alarms_with_their_occurrences(backend):
+    rules, tag_alarms = plant_rules()
+    rules = dataclasses.replace(rules, analytics=dataclasses.replace(rules.analytics, shelved_report_interval=8.0))
+    plant = Plant(backend, rules=rules, tag_alarms=tag_alarms)
+    plant.act("shelve", "TT102.H", duration=10.0)
+    for value in (60.0, 40.0, 60.0, 40.0):
+        plant.scan(TT102=value)
+    plant.scan(U100_RUNNING=0.0)
+    reports = [e for e in plant.events if e.kind == "analytics" and e.data["analysis"] == "hidden_report"]
+    assert reports == []
+    for _ in range(3):
+        plant.scan()  # t = 8 s
+    reports = [e for e in plant.events if e.kind == "analytics" and e.data["analysis"] == "hidden_report"]
+    assert len(reports) == 1
+    listed = {item["id"]: item for item in reports[0].data["alarms"]}
+    assert listed["TT102.H"]["state"] == "SHLVD" and listed["TT102.H"]["hidden_occurrences"] == 2
+    assert {"PT101.L", "PT101.LL", "FT101_DEV", "P101_TRIP"} <= {i for i, item in listed.items()
+                                                                  if item["state"] == "DSUPR"}
+    assert reports[0].data["occurrences"] == 2 and "TT102.H 2" in reports[0].message
+    for _ in range(8):
+        plant.scan()
+    assert len([e for e in plant.events if e.kind == "analytics" and e.data["analysis"] == "hidden_report"]) == 2
