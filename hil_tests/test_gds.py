@@ -1,4 +1,5 @@
-"""A 16-channel gas panel through the real daemon: leak, fault, calibration and a frozen heartbeat upstream.
+"""Gas detection through the real daemon: a 16-channel panel's leak, fault, calibration and frozen heartbeat
+upstream, and a Midas-style detector's concentration, thresholds and unit.
 
 The panel simulator (`hil_tests.sim.gds_panel`, the shipped `generic` profile) runs as a process
 next to the tank PLC, the broker and the daemon; the test drives it over its stdin and reads what
@@ -26,11 +27,13 @@ POLL = 0.25
 HEARTBEAT_TIMEOUT = 1.5
 LEAKS = ("GT101", "GT102")
 FAULTY, CALIBRATING, TOXIC = "GT105", "GT106", "GT110"
+MIDAS_TAG = "GT301"
 
 
 class PanelProcess:
-    def __init__(self) -> None:
-        argv = [sys.executable, "-m", "hil_tests.sim.gds_panel", "--port", "0", "--heartbeat-period", "0.2"]
+    def __init__(self, device_map: str = "generic") -> None:
+        argv = [sys.executable, "-m", "hil_tests.sim.gds_panel", "--port", "0", "--heartbeat-period", "0.2",
+                "--map", device_map]
         self.process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         assert line.startswith("READY "), f"panel simulator did not start: {line!r}"
@@ -50,6 +53,14 @@ class PanelProcess:
 @pytest.fixture
 def panel() -> Iterator[PanelProcess]:
     process = PanelProcess()
+    yield process
+    process.close()
+
+
+@pytest.fixture
+def midas() -> Iterator[PanelProcess]:
+    """A Midas-style detector, its registers encoded from the manual's map (not from the profile under test)."""
+    process = PanelProcess("midas")
     yield process
     process.close()
 
@@ -141,3 +152,41 @@ def test_leak_fault_calibration_and_frozen_heartbeat_arrive_upstream(plant_facto
     for tag in ("GT116", f"{LEAKS[0]}.alarm", f"{FAULTY}.fault"):
         assert Quality.DEVICE_ERROR in qualities(samples, tag), f"{tag} not marked by the frozen heartbeat"
     assert qualities(samples, FAULTY)[-1] == Quality.SENSOR_FAULT  # still in fault after the freeze
+
+
+def midas_device(port: int) -> dict:
+    return {"name": "gds-midas", "driver": "gds", "transport": "tcp", "host": "127.0.0.1", "port": port,
+            "profile": "midas", "poll_interval": POLL, "timeout": 0.5, "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+            "channels": [{"channel": 1, "name": MIDAS_TAG, "gas": "H2S", "unit": "ppm", "range": [0, 50],
+                          "description": "Midas-style detector"}]}
+
+
+def test_a_midas_detector_decodes_as_documented_and_a_wrong_unit_is_an_error(plant_factory, midas):
+    """The simulator encodes the Midas manual's map (floats low word first, unit bit in 40007); the shipped
+    profile must read 12.5 ppm and the thresholds 10 and 20, and a detector switched to ppb must turn the
+    channel DEVICE_ERROR with an event naming both units."""
+    plant = plant_factory(tags=9, poll_interval=0.5, scan_interval=0.25, extra_devices=[midas_device(midas.port)])
+    daemon = plant.start_daemon()
+    midas.send("gas 1 12.5")
+    wait_upstream(plant, lambda s: 12.5 in values(s, MIDAS_TAG), "the detector's 12.5 ppm")
+    midas.send("unit ppb")
+    wait_upstream(plant, lambda s: Quality.DEVICE_ERROR in qualities(s, MIDAS_TAG), "the unit mismatch")
+    midas.send("unit ppm")
+    wait_upstream(plant, lambda s: qualities(s, MIDAS_TAG)[-1] == Quality.GOOD, "the unit agreeing again")
+    assert daemon.stop() == 0
+    wait_quiet(plant)
+
+    report = plant.report()
+    assert report.ok, report.format()
+    samples = samples_by_tag(plant)
+    good = [value for _, value, quality in samples[MIDAS_TAG] if quality == Quality.GOOD]
+    assert good and all(value in (0.0, 12.5) for value in good), f"GOOD values the detector never had: {good}"
+    assert values(samples, f"{MIDAS_TAG}.threshold1")[-1] == 10.0
+    assert values(samples, f"{MIDAS_TAG}.threshold2")[-1] == 20.0
+    assert Quality.DEVICE_ERROR in qualities(samples, f"{MIDAS_TAG}.threshold1"), "thresholds share the unit"
+    (mismatch,) = events_of(plant, "gds_unit_mismatch")
+    assert mismatch["source"] == MIDAS_TAG and mismatch["priority"] == 3
+    assert {key: mismatch["data"][key] for key in ("panel", "channel", "configured_unit", "reported_unit")} == \
+        {"panel": "gds-midas", "channel": 1, "configured_unit": "ppm", "reported_unit": "ppb"}
+    assert "reports ppb" in mismatch["message"] and "configured in ppm" in mismatch["message"]
+    assert len(events_of(plant, "gds_unit_mismatch_cleared")) == 1

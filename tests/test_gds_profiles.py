@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import pytest
 
-from drivers.gds.panel import read_channel
+from drivers.gds.panel import read_channel, unit_mismatch
 from drivers.gds.profile import PROFILE_DIR, load_profile, shipped_profiles
+from drivers.modbus.codec import BlockDecoder
+from drivers.modbus.plan import plan_blocks
 from gatewayd.config import ConfigError, parse_config
 from gatewayd.types import Quality
 
@@ -118,13 +121,6 @@ def test_unreadable_status_makes_the_channel_bad_with_its_cause():
     assert generic(math.nan, 0).quality == Quality.OUT_OF_RANGE
 
 
-@pytest.mark.parametrize("state, mode", [(1, None), (3, "inhibit"), (6, "bump_test"), (8, "calibration")])
-def test_midas_monitor_state_is_an_enumeration(state, mode):
-    reading = read_channel(MIDAS, {"status": state | 0x80, "concentration": 3.0, "fault_number": 0},
-                           {"status": 0, "concentration": 0, "fault_number": 0})
-    assert reading.mode == mode and reading.alarm_level == 2
-
-
 def test_the_documented_panel_and_profile_examples_are_valid(tmp_path):
     from tests.test_rtu_config import doc_examples
 
@@ -136,3 +132,84 @@ def test_the_documented_panel_and_profile_examples_are_valid(tmp_path):
     (tmp_path / "my-panel.yaml").write_text(profile)
     loaded, issues = load_profile(tmp_path / "my-panel.yaml")
     assert issues == () and loaded.modes["calibration"].equals == (0x0200, 0x0400)
+    assert loaded.unit.bits == {12: "ppm", 13: "%LEL"} and loaded.thresholds == {1: "limit1"}
+
+
+MIDAS_FIELDS = {"status": 1, "concentration": 3.0, "fault_number": 0, "units": 0x0101, "alarm1_threshold": 10.0,
+                "alarm2_threshold": 20.0}
+MIDAS_GOOD = dict.fromkeys(MIDAS_FIELDS, 0)
+
+
+def midas(unit: str = "ppm", **values):
+    return read_channel(MIDAS, {**MIDAS_FIELDS, **values}, MIDAS_GOOD, unit)
+
+
+@pytest.mark.parametrize("state, mode", [(1, None), (3, "inhibit"), (6, "bump_test"), (8, "calibration")])
+def test_midas_monitor_state_is_an_enumeration(state, mode):
+    reading = midas(status=state | 0x80)
+    assert reading.mode == mode and reading.alarm_level == 2
+
+
+def cdab(value: float) -> list[int]:
+    """An IEEE float as the Midas manual's two registers, low word first (written here, not taken from the profile)."""
+    high, low = struct.unpack(">2H", struct.pack(">f", value))
+    return [low, high]
+
+
+def test_midas_floats_are_read_low_word_first():
+    """40003-40004 and 40013-40016 as a detector sends them decode to the detector's numbers."""
+    registers = [0x0001, 0, *cdab(12.5), 125, 0, 0x0101, 21, 8760, 42, 500, 0, *cdab(10.0), *cdab(20.0)]
+    names = list(MIDAS.fields)
+    addresses = [MIDAS.address(1, name) for name in names]
+    (block,) = plan_blocks(addresses, 10, MIDAS.max_block)
+    decoded = dict(zip(names, BlockDecoder(block, addresses).decode(registers)))
+    assert decoded["concentration"] == 12.5
+    assert (decoded["alarm1_threshold"], decoded["alarm2_threshold"]) == (10.0, 20.0)
+    assert decoded["units"] == 0x0101
+
+
+@pytest.mark.parametrize("code, configured, reported, quality", [
+    (0x0101, "ppm", "ppm", Quality.GOOD),  # bits 0-2 (the decimal point) are not the unit
+    (0x0800, "%LEL", "%LEL", Quality.GOOD),
+    (0x0200, "ppm", "ppb", Quality.DEVICE_ERROR),
+    (0x1000, "ppm", "mA", Quality.DEVICE_ERROR),
+    (0x0000, "ppm", None, Quality.DEVICE_ERROR),  # no unit bit set
+    (0x0300, "ppm", None, Quality.DEVICE_ERROR),  # two unit bits set
+])
+def test_the_detectors_unit_must_be_the_channels(code, configured, reported, quality):
+    reading = midas(configured, units=code)
+    assert (reading.reported_unit, reading.quality, reading.unit_mismatch) == \
+        (reported, quality, quality == Quality.DEVICE_ERROR)
+    assert {level: q for level, (_, q) in reading.thresholds.items()} == {1: quality, 2: quality}
+    assert reading.status_quality == Quality.GOOD and reading.unit_code == code
+
+
+def test_a_unit_mismatch_outranks_a_fault_and_names_both_units():
+    reading = midas("ppm", units=0x0200, status=0x21)  # maintenance fault, ppb
+    assert reading.quality == Quality.DEVICE_ERROR and reading.fault
+    assert unit_mismatch(reading, "ppm") == "the detector reports ppb, the channel is configured in ppm"
+    assert "code 0x0000 names none or several" in unit_mismatch(midas("ppm", units=0), "ppm")
+
+
+def test_midas_channels_get_threshold_tags_in_their_unit(tmp_path):
+    midas_device = "    transport: tcp\n    host: 10.0.0.9\n    profile: midas\n    channels:\n" \
+                   "      - {channel: 1, name: GT301, gas: H2S, unit: ppm}\n"
+    config = parse_config(HEAD + midas_device, tmp_path / "gds.yaml")
+    tags = {tag.name: tag for tag in config.devices[0].tags}
+    assert list(tags) == ["GT301", "GT301.alarm", "GT301.fault", "GT301.threshold1", "GT301.threshold2"]
+    assert tags["GT301.threshold2"].unit == "ppm" and tags["GT301.threshold2"].address.role == "threshold2"
+
+
+@pytest.mark.parametrize("unit, message", [
+    ("{field: units, bits: {8: furlongs}}", "unit.bits: expected a mapping of bit numbers 0-15 to units"),
+    ("{field: units, bits: {16: ppm}}", "unit.bits: expected a mapping of bit numbers 0-15"),
+    ("{field: concentration, bits: {8: ppm}}", "unit.field: 'concentration' is not an int16 or uint16 field"),
+])
+def test_a_bad_unit_code_in_a_profile_names_its_line(tmp_path, unit, message):
+    text = (PROFILE_DIR / "midas.yaml").read_text()
+    lines = text.splitlines()
+    at = next(index for index, line in enumerate(lines) if line.startswith("unit:"))
+    lines[at] = f"unit: {unit}"
+    (tmp_path / "bad.yaml").write_text("\n".join(lines) + "\n")
+    profile, issues = load_profile(tmp_path / "bad.yaml")
+    assert profile is None and any(issue.line == at + 1 and message in str(issue) for issue in issues), issues

@@ -12,7 +12,8 @@
 Each channel entry is a tag (all the usual tag keys) for the concentration, plus `channel` and
 `gas`; it must give its `unit`. The driver adds two tags per channel: `NAME.alarm`, the panel's
 alarm level (0 none, 1-3), and `NAME.fault`, its fault code (0 none; 1 where the profile has a
-fault bit but no code). Channel numbers are unique per panel and within the profile's channels.
+fault bit but no code); and, where the profile reads the detector's alarm thresholds,
+`NAME.threshold1` (2, 3), in the channel's unit. Channel numbers are unique per panel and within the profile's channels.
 """
 
 from __future__ import annotations
@@ -21,16 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers.gds.profile import Profile, load_profile, profile_source, shipped_profiles
+from drivers.gds.profile import GAS_UNITS, Profile, load_profile, profile_source, shipped_profiles
 from drivers.modbus.rtu_config import STANDARD_BAUDS, SerialSettings, baud_rate, whole_number_of
 from gatewayd.config.schema import positive_duration, optional
 from gatewayd.config.schema import Field, Reader, identifier, integer, join, number, one_of, text
 from gatewayd.config.yamlload import LineDict
 
 TAGS_KEY = "channels"
-GAS_UNITS = ("%LEL", "ppm", "ppb", "%VOL", "mA")
-ROLES = ("concentration", "alarm", "fault")
 SUFFIXES = {"alarm": ".alarm", "fault": ".fault"}
+DESCRIPTIONS = {"alarm": "alarm level 0-3 reported by the panel", "fault": "fault code reported by the panel, 0 none"}
 
 
 @dataclass(frozen=True)
@@ -148,20 +148,28 @@ def tag_items(node: dict, path: str, reader: Reader, settings: GdsSettings | Non
         if not isinstance(name, str) or not isinstance(channel, int):
             continue  # the entry's own errors are reported with its keys
         for role, suffix in SUFFIXES.items():
-            items.append((_generated(entry, entry_line, name, suffix, channel, role), entry_path, entry_line,
-                          {"role": role}))
+            items.append((_generated(entry, entry_line, name + suffix, DESCRIPTIONS[role], channel), entry_path,
+                          entry_line, {"role": role}))
+        for level in sorted(settings.profile.thresholds) if settings is not None else ():
+            node = _generated(entry, entry_line, f"{name}.threshold{level}",
+                              f"alarm {level} threshold set in the detector", channel,
+                              **({"unit": unit} if unit in GAS_UNITS else {}))
+            items.append((node, entry_path, entry_line, {"role": threshold_role(level)}))
     return items
 
 
-# keys of a channel entry that its generated alarm and fault tags share with its concentration tag
+# keys of a channel entry that its generated tags share with its concentration tag
 INHERITED_KEYS = ("equipment_code", "hazard_source_code", "production_unit", "stale_after", "report")
 
 
-def _generated(entry: dict, line: int, name: str, suffix: str, channel: int, role: str) -> LineDict:
+def threshold_role(level: int) -> str:
+    return f"threshold{level}"
+
+
+def _generated(entry: dict, line: int, name: str, what: str, channel: int, **more: Any) -> LineDict:
     """The node of a tag the driver adds for a channel, carrying the entry's line for any error."""
-    what = "alarm level 0-3 reported by the panel" if role == "alarm" else "fault code reported by the panel, 0 none"
-    node = LineDict({"name": name + suffix, "channel": channel,
-                     "description": f"{entry.get('description') or name}: {what}",
+    node = LineDict({"name": name, "channel": channel,
+                     "description": f"{entry.get('description') or entry.get('name')}: {what}", **more,
                      **{key: entry[key] for key in INHERITED_KEYS if key in entry}})
     node.line, node.key_lines = line, dict.fromkeys(node, line)
     return node

@@ -7,7 +7,13 @@ there is interpreted at once (`panel.read_channel`) and written to the point tab
 
 - `NAME` the concentration, with the channel's quality (SENSOR_FAULT in fault, MAINTENANCE in
   inhibit, calibration or bump test);
-- `NAME.alarm` the panel's alarm level 0-3, `NAME.fault` its fault code (0 none).
+- `NAME.alarm` the panel's alarm level 0-3, `NAME.fault` its fault code (0 none);
+- `NAME.threshold1` (2, 3) the detector's alarm thresholds, where the profile reads them.
+
+Where the profile reads the detector's concentration unit, a unit other than the channel's
+configured one (or a code naming none) makes the channel DEVICE_ERROR, with one
+`gds_unit_mismatch` event naming panel, channel, configured and reported unit, and
+`gds_unit_mismatch_cleared` once they agree again.
 
 Events, one per change and never alarms: `gds_maintenance` / `gds_maintenance_end` (a channel
 enters or leaves inhibit, calibration or bump test), `gds_fault` / `gds_fault_cleared` (with the
@@ -20,20 +26,23 @@ DEVICE_ERROR (the link is fine, the device is not), with one `gds_heartbeat_froz
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from typing import Any
 
 import numpy as np
 
-from drivers.gds.config import GdsPoint, GdsSettings
-from drivers.gds.panel import ChannelReading, read_channel
+from drivers.gds.config import GdsPoint, GdsSettings, threshold_role
+from drivers.gds.panel import ChannelReading, read_channel, unit_mismatch
 from drivers.kit import DriverStats
 from drivers.modbus.config import ModbusTcpSettings
 from drivers.modbus.reads import planned_reads
 from drivers.modbus.rtu import ModbusRtuBusDriver, Slave
 from drivers.modbus.tcp import ModbusTcpDriver
 from gatewayd.types import Event, Priority, Quality, SampleSink
+
+log = logging.getLogger("gatewayd.drivers.gds")
 
 
 class RegisterSink:
@@ -75,9 +84,11 @@ class GdsDriver:
     """One panel: its inner Modbus driver, the register index of each channel field, the rows of its tags."""
 
     def __init__(self, name: str, settings: GdsSettings, inner: Any, fields: dict[int, dict[str, int]],
-                 heartbeat: int | None, tag_rows: dict[int, dict[str, int]], tag_names: dict[int, str]) -> None:
+                 heartbeat: int | None, tag_rows: dict[int, dict[str, int]], tag_names: dict[int, str],
+                 units: dict[int, str]) -> None:
         self.name, self.settings, self.inner = name, settings, inner
         self.fields, self.heartbeat, self.tag_rows, self.tag_names = fields, heartbeat, tag_rows, tag_names
+        self.units = units  # channel -> its configured unit
         self.rows = np.array(sorted(row for rows in tag_rows.values() for row in rows.values()), dtype=np.intp)
         self.register_count = sum(len(indexes) for indexes in fields.values()) + (heartbeat is not None)
         self.heartbeat_frozen = False
@@ -92,11 +103,12 @@ class GdsDriver:
         rows = np.asarray(rows, dtype=np.intp)
         tag_rows: dict[int, dict[str, int]] = {}
         tag_names: dict[int, str] = {}
+        units: dict[int, str] = {}
         for index, tag in enumerate(device.tags):
             point: GdsPoint = tag.address
             tag_rows.setdefault(point.channel, {})[point.role] = int(rows[index])
             if point.role == "concentration":
-                tag_names[point.channel] = tag.name
+                tag_names[point.channel], units[point.channel] = tag.name, tag.unit
         addresses, fields = [], {}
         for channel in sorted(tag_rows):
             fields[channel] = {}
@@ -116,7 +128,7 @@ class GdsDriver:
         else:
             slave = Slave(settings.unit_id, device.name, device.poll_interval, device.timeout, tuple(reads), registers)
             inner = ModbusRtuBusDriver(device.name, settings.serial, [slave], registers)
-        return cls(device.name, settings, inner, fields, heartbeat, tag_rows, tag_names)
+        return cls(device.name, settings, inner, fields, heartbeat, tag_rows, tag_names, units)
 
     @property
     def is_down(self) -> bool:
@@ -140,11 +152,14 @@ class GdsDriver:
         for channel, indexes in self.fields.items():
             reading = read_channel(self.settings.profile,
                                    {name: float(registers.values[i]) for name, i in indexes.items()},
-                                   {name: int(registers.quality[i]) for name, i in indexes.items()})
+                                   {name: int(registers.quality[i]) for name, i in indexes.items()},
+                                   self.units[channel])
             targets = self.tag_rows[channel]
             for role, value, quality in (("concentration", reading.concentration, reading.quality),
                                          ("alarm", reading.alarm_level, reading.status_quality),
-                                         ("fault", reading.fault_code, reading.status_quality)):
+                                         ("fault", reading.fault_code, reading.status_quality),
+                                         *((threshold_role(level), value, quality)
+                                           for level, (value, quality) in reading.thresholds.items())):
                 rows.append(targets[role])
                 values.append(value if math.isfinite(value) else np.nan)
                 qualities.append(int(quality))
@@ -179,6 +194,7 @@ class GdsDriver:
         self._last[channel] = reading
         tag = self.tag_names.get(channel, f"{self.name}.{channel}")
         data = {"panel": self.name, "channel": channel}
+        self._unit_events(tag, data, before, reading, sink)
         old_mode = before.mode if before else None
         if reading.mode != old_mode:
             if old_mode is not None:
@@ -196,3 +212,23 @@ class GdsDriver:
             if new_fault:
                 sink.event(Event("gds_fault", time.time(), tag, f"{tag}: channel fault, code {new_fault}",
                                  Priority.HIGH, {**data, "fault_code": new_fault}))
+
+    def _unit_events(self, tag: str, data: dict[str, Any], before: ChannelReading | None, reading: ChannelReading,
+                     sink: SampleSink) -> None:
+        """One event when the detector's unit starts to disagree with the channel's (or changes), one when
+        they agree again."""
+        configured = self.units[data["channel"]]
+        was = (before.unit_mismatch, before.reported_unit) if before else (False, None)
+        if (reading.unit_mismatch, reading.reported_unit) == was:
+            return
+        unit_data = {**data, "configured_unit": configured, "reported_unit": reading.reported_unit,
+                     "unit_code": reading.unit_code}
+        if reading.unit_mismatch:
+            message = f"{tag}: {unit_mismatch(reading, configured)}; the channel is DEVICE_ERROR"
+            log.error("gds %s: %s", self.name, message)
+            sink.event(Event("gds_unit_mismatch", time.time(), tag, message, Priority.HIGH,
+                             {**unit_data, "quality": int(Quality.DEVICE_ERROR)}))
+        elif was[0]:
+            log.info("gds %s: %s: unit %s as configured again", self.name, tag, configured)
+            sink.event(Event("gds_unit_mismatch_cleared", time.time(), tag,
+                             f"{tag}: the detector reports {configured} as configured", Priority.INFO, unit_data))

@@ -3,8 +3,10 @@
 A profile says where each channel's registers are (`first_address + (channel - 1) * stride`, then
 each field at its offset, typed and scaled like a Modbus tag) and what the bits mean: which
 condition raises alarm level 1, 2 or 3, which marks a fault (and which field holds the fault code),
-which puts the channel in inhibit, calibration or bump-test mode, and where the panel's heartbeat
-counter is. A condition is one of
+which puts the channel in inhibit, calibration or bump-test mode, where the panel's heartbeat
+counter is, where a detector reports the unit of its concentration (`unit`: the one set bit among
+`bits` of a flag field names it) and which fields hold its alarm thresholds (`thresholds`). A
+condition is one of
 
     {field: status, bit: 4}                        bit 4 set
     {field: status, mask: 0x0030}                  any of the masked bits set
@@ -18,7 +20,7 @@ file, line and key.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ MODES = ("inhibit", "calibration", "bump_test")
 ALARM_LEVELS = (1, 2, 3)
 FIELD_TYPES = ("int16", "uint16", "int32", "uint32", "float32")
 FLAG_TYPES = ("int16", "uint16")
+GAS_UNITS = ("%LEL", "ppm", "ppb", "%VOL", "mA")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,22 @@ class Condition:
     def holds(self, raw: int) -> bool:
         masked = raw & self.mask
         return masked in self.equals if self.equals else masked != 0
+
+
+@dataclass(frozen=True)
+class UnitCode:
+    """Where a detector says which unit its concentration is in: the one bit of `bits` set in a flag field.
+
+        UnitCode("units", {8: "ppm", 9: "ppb"}).decode(0x0101)   # "ppm" (bit 8; bits 0-2 are not looked at)
+    """
+
+    field: str
+    bits: dict[int, str]  # bit number -> unit
+
+    def decode(self, raw: int) -> str | None:
+        """The unit whose bit alone is set; None when none or several of `bits` are set."""
+        found = [unit for bit, unit in self.bits.items() if raw >> bit & 1]
+        return found[0] if len(found) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,8 @@ class Profile:
     max_block: int = MAX_READ_REGISTERS
     serial: dict[str, Any] | None = None
     source: str = ""
+    unit: UnitCode | None = None
+    thresholds: dict[int, str] = field(default_factory=dict)  # alarm level -> field of its threshold
 
     def address(self, channel: int, field_name: str) -> ModbusAddress:
         """The Modbus address of one field of one channel (1-based)."""
@@ -113,6 +134,11 @@ HEARTBEAT_FIELDS = {
     "address": Field(integer(0, ADDRESS_SPACE - 1), doc="absolute address of the heartbeat counter"),
     "type": Field(one_of("uint16", "uint32"), "uint16", "uint16 or uint32"),
 }
+UNIT_FIELDS = {
+    "field": Field(identifier, doc="an int16 or uint16 field of `fields`"),
+    "bits": Field(lambda value: value, doc=f"bit number -> unit ({', '.join(GAS_UNITS)}): the unit whose bit "
+                  "alone is set"),
+}
 SERIAL_FIELDS = {
     "baud": Field(integer(1200, 115200), 9600, "default baud rate over RTU"),
     "parity": Field(one_of("N", "E", "O"), "N", "default parity over RTU"),
@@ -134,6 +160,9 @@ PROFILE_FIELDS = {
     "fault_code": Field(identifier, None, "field holding the fault code (0: no fault)"),
     "modes": Field(lambda value: value, None, "inhibit, calibration, bump_test -> condition"),
     "heartbeat": Field(lambda value: value, None, "panel-wide counter that must keep changing"),
+    "unit": Field(lambda value: value, None, "where the detector reports its concentration unit: "
+                  "{field: F, bits: {BIT: UNIT, ...}}"),
+    "thresholds": Field(lambda value: value, None, "alarm level (1, 2, 3) -> the field holding its threshold"),
 }
 
 
@@ -235,9 +264,39 @@ def _build(document: Any, reader: Reader, source: str) -> Profile | None:
     serial = None
     if values["serial"] is not None:
         serial = reader.section(values["serial"], "serial", line("serial"), SERIAL_FIELDS)
+    unit = _unit_code(values["unit"], fields, reader, line("unit")) if values["unit"] is not None else None
+    thresholds = _thresholds(values["thresholds"], fields, reader, line("thresholds"))
     if not reader.ok:
         return None
     return Profile(values["name"], values["description"], values["table"], values["channels"],
                    values["first_address"], values["stride"], fields, values["concentration"], alarms, fault,
-                   values["fault_code"], modes, heartbeat, values["max_block"], serial, source)
+                   values["fault_code"], modes, heartbeat, values["max_block"], serial, source, unit, thresholds)
+
+
+def _unit_code(node: Any, fields: dict[str, ProfileField], reader: Reader, at: int) -> UnitCode | None:
+    spec = reader.section(node, "unit", at, UNIT_FIELDS)
+    if spec is None or len(spec) != len(UNIT_FIELDS):
+        return None
+    if spec["field"] not in fields or fields[spec["field"]].dtype not in FLAG_TYPES:
+        reader.error(at, "unit.field", f"{spec['field']!r} is not an int16 or uint16 field of `fields`")
+        return None
+    bits = spec["bits"]
+    valid = is_mapping(bits) and bits and all(
+        isinstance(bit, int) and not isinstance(bit, bool) and 0 <= bit <= 15 and unit in GAS_UNITS
+        for bit, unit in bits.items())
+    if not valid:
+        reader.error(at, "unit.bits", f"expected a mapping of bit numbers 0-15 to units ({', '.join(GAS_UNITS)}), "
+                     "e.g. {8: ppm, 11: \"%LEL\"}")
+        return None
+    return UnitCode(spec["field"], dict(bits))
+
+
+def _thresholds(node: Any, fields: dict[str, ProfileField], reader: Reader, at: int) -> dict[int, str]:
+    if node is None:
+        return {}
+    if not is_mapping(node) or not all(level in ALARM_LEVELS and name in fields for level, name in node.items()):
+        reader.error(at, "thresholds", "expected a mapping of alarm levels (1, 2, 3) to fields of `fields`, "
+                     "e.g. {1: alarm1_threshold}")
+        return {}
+    return dict(node)
 
