@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import drivers
@@ -147,3 +148,41 @@ def test_check_config_refuses_the_unsafe_with_exit_1_and_passes_the_unusual_with
     assert f"warning: {unusual}:32: rules.gas[0].deadband: a deadband of 12 is more than 50%" in result.stderr
     assert "2 warnings" in result.stderr and "OK" in result.stdout
     assert {issue.path for issue in load_config(unusual).warnings} == {"rules.gas[0].on_delay", "rules.gas[0].deadband"}
+
+
+AT201 = """      - name: AT201
+        address: 4
+        type: float32
+        unit: "%LEL"
+        range: [0, 100]
+"""
+P1_P4 = """rules:
+  priorities: {P1: critical, P2: high, P3: medium, P4: low}
+  gas:
+    - {tag: AT201, type: combustible, gas: methane, level1: 20, level2: 40}
+  units: {U1: {max_bypassed: 1}}
+  interlocks:
+    - {id: SIS-1, unit: U1, bypass: XV101_OPEN, trip: "LT101 > 9.8", max_bypass: 1h}
+"""
+
+
+def test_priorities_without_medium_pass_check_config_and_the_daemons_engine_runs(tmp_path: Path):
+    """Today check-config said OK and the daemon died at start with KeyError: 'medium'."""
+    from gatewayd.points import PointTable
+    from gatewayd.scan import build_engine, interlock_tags
+
+    source = (CONFIGS / "good" / "minimal.yaml").read_text().replace("uplink:", AT201 + "uplink:") + P1_P4
+    path = tmp_path / "p1p4.yaml"
+    path.write_text(source)
+    result = subprocess.run([sys.executable, "-m", "gatewayd", "check-config", str(path)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    config = load_config(path)
+    table = PointTable(config.tags + interlock_tags(config.rules))
+    engine = build_engine(config, table)
+    table.write(table.rows_of(["LT101", "AT201", "XV101_OPEN"]), np.array([9.9, 45.0, 1.0]))
+    events = engine.evaluate(table.value, table.quality, 1.0, 1_700_000_000.0)
+    priorities = {e.data["alarm"]: e.data["priority"] for e in events if e.kind in ("alarm", "gas_alarm")}
+    assert priorities["LT101.HH"] == "P3" and priorities["AT201.GAS2"] == "P1" and priorities["AT201.GAS1"] == "P2"
+    bypass = {e.data["event"]: int(e.priority) for e in events if e.kind == "bypass"}
+    assert bypass["started"] == 2 and bypass["trip_while_bypassed"] == 4  # P3 (medium), P1 (critical)
