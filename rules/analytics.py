@@ -7,7 +7,8 @@ after the OPC UA AlarmMetrics fields where one exists.
 - chattering: `chatter_count` (3) or more activations of one alarm within `chatter_window` (60 s);
   ends when the window holds fewer again.
 - flood: more than `flood_start` (10) activations within `flood_window` (10 min) starts a flood,
-  fewer than `flood_end` (5) ends it.
+  fewer than `flood_end` (5) ends it; counted gateway-wide (`scope: gateway`, source `alarms`) and per
+  production unit (`scope: unit`, source the unit) over the alarms whose tags belong to one.
 - stale: active `stale_after` (24 h) or more (detected in the state kernel, reported here).
 - rates against EEMUA 191: an average of 1 per 10 minutes is manageable; peaks of 15 per hour and
   2 per minute; a priority split of about 5 % high / 15 % medium / 80 % low.
@@ -16,7 +17,7 @@ after the OPC UA AlarmMetrics fields where one exists.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gatewayd.types import Event, Priority
@@ -37,9 +38,23 @@ def eemua_band(level: int) -> str:
     return "medium" if level == Priority.MEDIUM else "low"
 
 
+class UnitFlood:
+    """Flood counting of one production unit: its activations within the flood window."""
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque()
+        self.flood = False
+        self.since = 0.0
+        self.floods = 0
+
+
 class AlarmAnalytics:
-    def __init__(self, config: AnalyticsConfig, now_mono: float, now_wall: float):
+    def __init__(self, config: AnalyticsConfig, now_mono: float, now_wall: float,
+                 units: Mapping[str, str] | None = None):
+        """`units` maps an alarm id to the production unit it belongs to (alarms not in it belong to none)."""
         self.config = config
+        self.unit_of = dict(units or {})
+        self.units = {unit: UnitFlood() for unit in sorted(set(self.unit_of.values()))}
         self.start_mono, self.start_wall = now_mono, now_wall
         self.per_alarm: dict[str, deque[float]] = {}
         self.chattering: set[str] = set()
@@ -71,6 +86,9 @@ class AlarmAnalytics:
         for alarm_id in realarms:
             self.realarms[alarm_id] += 1
         for alarm_id, level in activations:
+            unit = self.unit_of.get(alarm_id)
+            if unit is not None:
+                self.units[unit].recent.append(now_mono)
             self.count += 1
             self.bands[eemua_band(level)] += 1
             self.recent.append(now_mono)
@@ -108,15 +126,23 @@ class AlarmAnalytics:
         if not self.flood and in_window > config.flood_start:
             self.flood, self.flood_since = True, now_mono
             self.floods += 1
-            events.append(self._event(now_wall, "alarms", "flood", Priority.HIGH,
-                                      f"alarm flood: {in_window} alarms within {config.flood_window / 60:g} min",
-                                      {"count": in_window}))
+            events.append(self._flood_event(now_wall, "alarms", True, in_window, 0.0, {"scope": "gateway"}))
         elif self.flood and in_window < config.flood_end:
             self.flood = False
-            events.append(self._event(now_wall, "alarms", "flood_end", Priority.LOW,
-                                      f"alarm flood over after {now_mono - self.flood_since:.0f} s: {in_window} "
-                                      f"alarms within {config.flood_window / 60:g} min",
-                                      {"count": in_window, "duration": now_mono - self.flood_since}))
+            events.append(self._flood_event(now_wall, "alarms", False, in_window, now_mono - self.flood_since,
+                                            {"scope": "gateway"}))
+        for name, unit in self.units.items():
+            while unit.recent and unit.recent[0] <= now_mono - config.flood_window:
+                unit.recent.popleft()
+            count = len(unit.recent)
+            if not unit.flood and count > config.flood_start:
+                unit.flood, unit.since = True, now_mono
+                unit.floods += 1
+                events.append(self._flood_event(now_wall, name, True, count, 0.0, {"scope": "unit", "unit": name}))
+            elif unit.flood and count < config.flood_end:
+                unit.flood = False
+                events.append(self._flood_event(now_wall, name, False, count, now_mono - unit.since,
+                                                {"scope": "unit", "unit": name}))
         if now_mono >= self.next_report:
             self.next_report = now_mono + config.report_interval
             metrics = self.metrics(now_mono, now_wall)
@@ -124,6 +150,17 @@ class AlarmAnalytics:
                                       f"alarm rates: {metrics['average_per_10min']:.2f} per 10 min on average, "
                                       f"peak {metrics['peak_per_hour']} per hour", {"metrics": metrics}))
         return events
+
+    def _flood_event(self, now_wall: float, source: str, starts: bool, count: int, lasted: float,
+                     scope: dict[str, str]) -> Event:
+        where = f" in unit {scope['unit']}" if "unit" in scope else ""
+        minutes = self.config.flood_window / 60
+        if starts:
+            return self._event(now_wall, source, "flood", Priority.HIGH,
+                               f"alarm flood{where}: {count} alarms within {minutes:g} min", {"count": count, **scope})
+        return self._event(now_wall, source, "flood_end", Priority.LOW,
+                           f"alarm flood{where} over after {lasted:.0f} s: {count} alarms within {minutes:g} min",
+                           {"count": count, "duration": lasted, **scope})
 
     def _within(self, now: float, window: float) -> int:
         count = 0
@@ -159,6 +196,8 @@ class AlarmAnalytics:
             "chattering": sorted(self.chattering),
             "flood": self.flood,
             "floods": self.floods,
+            "units": {name: {"flood": unit.flood, "floods": unit.floods, "in_window": len(unit.recent)}
+                      for name, unit in self.units.items()},
             "flood_fraction": flood_seconds / elapsed if elapsed > 0 else 0.0,
             "priority_split": split,
             "eemua": EEMUA,

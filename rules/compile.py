@@ -12,6 +12,7 @@ One function per rule family, in the order their alarms take in the engine's ala
     compile_suppression_state  one `GROUP.STATE_BAD` alarm per suppression group: its condition is unknown
     compile_suppression    suppression by design: one expression slot per distinct condition
     compile_interlocks     bypass status tags, trip expressions, production units
+    compile_analytics      the production unit of each alarm, for flood counting per unit
     compile_trip_capture   first-out causes, the tags recorded at a trip and around it, final elements,
                            consequential-alarm suppression after a trip
 
@@ -187,6 +188,7 @@ class CompiledRules:
     suppression: SuppressionPlan
     interlocks: InterlockArrays
     trips: TripCapturePlan
+    alarm_units: dict[str, str]  # alarm id -> production unit, for the alarms that belong to one
     program: Program  # alarm expressions, suppression conditions, interlock trips, causes, final elements
 
     @property
@@ -230,7 +232,7 @@ def compile_rules(rules: RulesConfig, tag_rows: Mapping[str, int], tag_alarms: I
     program = pack(list(conditions.expressions) + list(suppression.expressions) + trips + capture_expressions,
                    tag_rows, ["tripped"] * first_trip + trip_votes + capture_votes)
     return CompiledRules(tuple(infos), index, bounds, _behaviour_arrays(behaviours), limits, conditions,
-                         suppression, interlocks, capture, program)
+                         suppression, interlocks, capture, compile_analytics(infos, rules, tag_info or {}), program)
 
 
 def compile_limit_alarms(tag_alarms: Iterable[TagAlarmConfig], tag_rows: Mapping[str, int], units: Mapping[str, str],
@@ -547,6 +549,19 @@ def split_or(expression: Expression, known: Callable[[str], bool]) -> tuple[Expr
         return (expression,)
     bounds = [0, *(x for m in cuts for x in (m.start(), m.end())), len(text)]
     return tuple(parse_expression(text[a:b].strip(), known) for a, b in zip(bounds[::2], bounds[1::2]))
+
+
+def compile_analytics(infos: Sequence[AlarmInfo], rules: RulesConfig, tag_info: Mapping[str, Any]) -> dict[str, str]:
+    """An alarm belongs to the production unit of the tags it reads (tag_info's `production_unit`) when
+    they all share one; an expression over tags of two units, or of none, belongs to no unit."""
+    unit_of_tag = {name: getattr(info, "production_unit", "") or "" for name, info in tag_info.items()}
+    expression_tags = {rule.id: rule.spec.when.tags for rule in rules.alarms if isinstance(rule.spec, ExpressionSpec)}
+    result = {}
+    for info in infos:
+        units = {unit_of_tag.get(tag, "") for tag in expression_tags.get(info.id, (info.tag,))}
+        if len(units) == 1 and "" not in units:
+            result[info.id] = units.pop()
+    return result
 
 
 def _behaviour_arrays(behaviours: Sequence[AlarmBehaviour]) -> BehaviourArrays:

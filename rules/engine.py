@@ -128,7 +128,7 @@ class RuleEngine:
 
         now_monotonic = time.monotonic() if now_monotonic is None else now_monotonic
         now_wall = time.time() if now_wall is None else now_wall
-        self.analytics = AlarmAnalytics(rules.analytics, now_monotonic, now_wall)
+        self.analytics = AlarmAnalytics(rules.analytics, now_monotonic, now_wall, compiled.alarm_units)
         self.hidden_report = HiddenReport(rules.analytics.shelved_report_interval, now_monotonic)
         self._clock = (now_monotonic, now_wall)
         self.last_seconds = 0.0

@@ -7,7 +7,7 @@ import pytest
 
 from rules import conditions as C
 from rules.compile import compile_rules
-from rules.model import Suppression
+from rules.model import Suppression, TagInfo
 from tests.test_rules_fixtures import INFO, ROWS, expression, plant_rules
 
 
@@ -96,3 +96,16 @@ def test_duplicate_ids_and_unmatched_suppression_are_refused():
         Suppression("NONE", expression("not U100_RUNNING"), ("NOPE*",)),)})
     with pytest.raises(ValueError, match="no alarm id matches NOPE"):
         compile_rules(rules, ROWS, tag_alarms, INFO)
+
+
+def test_each_alarm_belongs_to_the_production_unit_its_tags_share():
+    rules, tag_alarms = plant_rules()
+    info = {name: TagInfo(name, production_unit="U100" if name in ("PT101", "TT102", "P101_RUN") else "")
+            for name in ROWS}
+    info["AT201"] = TagInfo("AT201", production_unit="U200")
+    units = compile_rules(rules, ROWS, tag_alarms, info).alarm_units
+    assert units["PT101.HH"] == units["TT102_ROC"] == units["P101_TRIP"] == "U100"
+    assert units["AT201.GAS1"] == units["AT201.GAS2"] == "U200"
+    assert "AT202.GAS1" not in units, "a tag of no unit"
+    assert "RUNAWAY" not in units, "PT101 and TT102 are U100, XV103 of none: no one unit"
+    assert "MIXED" not in units

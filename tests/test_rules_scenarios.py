@@ -350,3 +350,27 @@ def test_status_counts_alarms_by_priority_and_state_and_lists_bypassed_interlock
     assert [item["id"] for item in status["bypassed"]] == ["SIS-101"] and status["interlocks"] == 2
     assert status["priorities"]["critical"] > status["priorities"]["low"]
     assert plant.engine.state_counts() == status["states"]
+
+
+def test_flood_is_counted_per_production_unit_as_well_as_gateway_wide():
+    units = {f"U1_{n}": "U1" for n in range(11)} | {f"U2_{n}": "U2" for n in range(4)}
+    analytics = AlarmAnalytics(AnalyticsConfig(report_interval=0), 0.0, WALL, units)
+    events = []
+    for n in range(4):  # U2: 4 activations, well within its limits, but they count gateway-wide
+        events += analytics.update(10.0 * n, WALL, [(f"U2_{n}", 1)])
+    for n in range(7):
+        events += analytics.update(100.0 + 10.0 * n, WALL, [(f"U1_{n}", 1), ("NO_UNIT", 1)] if n == 0 else
+                                   [(f"U1_{n}", 1)])
+    floods = [(e.source, e.data["scope"], e.data["count"]) for e in events if e.data["analysis"] == "flood"]
+    assert floods == [("alarms", "gateway", 11)], "4 + 1 + 6 = 11 gateway-wide, U1 at 7 not above 10 yet"
+    for n in range(7, 11):
+        events += analytics.update(100.0 + 10.0 * n, WALL, [(f"U1_{n}", 1)])
+    floods = [(e.source, e.data.get("unit"), e.data["count"]) for e in events if e.data["analysis"] == "flood"]
+    assert floods[1:] == [("U1", "U1", 11)]
+    metrics = analytics.metrics(210.0)["units"]
+    assert metrics["U1"] == {"flood": True, "floods": 1, "in_window": 11} and metrics["U2"]["flood"] is False
+    ended = []
+    for t in range(210, 900, 10):
+        ended += [(e.source, e.data["scope"]) for e in analytics.update(float(t), WALL, [])
+                  if e.data["analysis"] == "flood_end"]
+    assert ("U1", "unit") in ended and ("alarms", "gateway") in ended
