@@ -122,3 +122,17 @@ def test_gas_level_2_is_highly_managed_by_default_and_any_alarm_by_class():
     assert rules.alarms[0].behaviour.highly_managed and rules.highly_managed_max == 3600.0
     _, issues = parse_rules("rules:\n  alarms:\n    - {id: A, discrete: {tag: P101_RUN, state: 0}, class: vip}\n")
     assert any("rules.alarms[0].class" in issue and "'vip'" in issue for issue in issues), issues
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_periodic_hidden_report_lists_a_shelved_highly_managed_alarm_with_its_authorization(backend):
+    engine = build(backend)
+    scan(engine, 1.0, AT201=45.0)
+    engine.act("shelve", "AT201.GAS2", "alice", "detector under test", duration=7000.0, now_monotonic=2.0,
+               now_wall=WALL + 2.0, **AUTH)
+    interval = engine.rules.analytics.shelved_report_interval
+    reports = [event for event in scan(engine, 2.0 + interval, AT201=45.0)
+               if event.kind == "analytics" and event.data["analysis"] == "hidden_report"]
+    [gas2] = [item for item in reports[0].data["alarms"] if item["id"] == "AT201.GAS2"]
+    assert (gas2["class"], gas2["authorization"]["permit"], gas2["authorization"]["approved_by"]) == \
+        ("highly_managed", "PTW-7", "Shift.Lead")
