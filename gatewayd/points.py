@@ -3,7 +3,7 @@
 Drivers write into it (it is their `SampleSink`); the scan loop reads it every tick. Everything runs
 on the event loop thread, so writes need no lock. `gateway_ts` is the Unix time (gateway wall clock) of
 each row's latest read, `updated` the same instant on the monotonic clock; a row never read carries the
-time the table was made.
+time the table was made (its NO_VALUE is reported once, with that time).
 
 Staleness lives here too: the scan calls `mark_stale` every tick, which turns a row whose value was
 not refreshed within its tag's `stale_after` STALE (uncertain, the value kept); the next read clears
@@ -34,7 +34,7 @@ class PointTable:
         self.gateway_ts = np.full(size, time.time())
         # when each row was last read, on the monotonic clock: "is this reading new" and "is it stale"
         # must not depend on a wall clock that can step back
-        self.updated = np.full(size, -np.inf)
+        self.updated = np.full(size, time.monotonic())  # "NO_VALUE" was learnt when the table was made
         # completed reads of each row (a write whose quality is not bad, or a confirmation), for the
         # data-quality figures
         self.reads = np.zeros(size, dtype=np.int64)
@@ -93,8 +93,7 @@ class PointTable:
         (monotonic), stamped with the moment it became stale: its read time plus stale_after. Returns
         how many; sets `stale_due` to when the next one will, if nothing refreshes it."""
         watched = (self.quality < QUALITY_BAD_MIN) & (self.quality != Quality.STALE)
-        with np.errstate(invalid="ignore"):  # never read (-inf) plus never stale (inf): NaN, never due
-            deadline = self.updated + self.stale_after
+        deadline = self.updated + self.stale_after
         due = watched & (deadline < now)
         waiting = deadline[watched & ~due]
         self.stale_due = float(waiting.min()) if waiting.size else np.inf

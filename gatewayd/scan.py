@@ -183,19 +183,17 @@ class Scanner:
         return SampleBlock.concat([samples, logged]), np.concatenate([rows, reads.rows]), events
 
     def _forward_interlocks(self, now_wall: float, now_mono: float) -> None:
-        """Copy each interlock's in-service value and quality into its row, stamping only the rows that
-        changed: report-by-exception then sends changes at once and the rest every max_interval."""
+        """Write each interlock's in-service value and quality into its row, as read at this tick (the
+        scan is what evaluates it): report-by-exception then sends a change at once and the unchanged
+        state every max_interval, stamped with the latest evaluation."""
         rows = self.interlock_rows
         if not len(rows):
             return
-        table, value, quality = self.table, self.engine.in_service, self.engine.in_service_quality
-        changed = (table.value[rows] != value) | (table.quality[rows] != quality)
-        if changed.any():
-            hit = rows[changed]
-            table.value[hit] = value[changed]
-            table.quality[hit] = quality[changed]
-            table.gateway_ts[hit] = now_wall
-            table.updated[hit] = now_mono
+        table = self.table
+        table.value[rows] = self.engine.in_service
+        table.quality[rows] = self.engine.in_service_quality
+        table.gateway_ts[rows] = now_wall
+        table.updated[rows] = now_mono
 
     def commit(self, events: Sequence[Event]) -> None:
         """Store the events of an operator action like a scan's (forwarded upstream), then the new state."""

@@ -1,12 +1,13 @@
 """Report-by-exception: which rows become stored samples on this scan, as a numba kernel and its reference.
 
-A row is reported when it has a reading newer than the last report and either its quality changed,
+A row is reported only with a reading newer than the one last reported, and then when its quality changed,
 its value moved by more than the deadband, or `max_interval` seconds passed since it was last
-reported. A row whose device went silent is reported at most every `max_interval` with its current
-(bad) quality, so upstream sees the outage as data rather than as silence. Times are monotonic-safe:
-the caller passes the scan time and the arrays of last-report times on the same clock. The kernel only
-chooses rows; the caller stamps each with the time of the row's latest read (`PointTable.gateway_ts`),
-never with the scan time, so a re-report of an unchanged value says when it was last read.
+reported. A reading is a driver's write, including the qualities it sets without a value: a driver
+marks the rows of a device that stays down at every failed attempt, so the outage is re-reported
+every `max_interval` as data rather than as silence. A row with no new reading is never re-reported,
+so no sample ever repeats an earlier one. Times are monotonic-safe: the caller passes the scan time and
+the arrays of last-report times on the same clock. The kernel only chooses rows; the caller stamps
+each with the time of the row's latest read (`PointTable.gateway_ts`), never with the scan time.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ def select_reports(values, quality, updated, now, deadband, max_interval, every_
     for row in range(values.shape[0]):
         if every_read[row]:
             continue
-        fresh = updated[row] > last_update[row]
+        if updated[row] <= last_update[row]:
+            continue  # nothing read since the reading last reported
         due = now - last_time[row] >= max_interval[row]
-        if not fresh and not due:
-            continue
         value = values[row]
         previous = last_value[row]
         if quality[row] != last_quality[row] or due:
@@ -42,7 +42,7 @@ def select_reports(values, quality, updated, now, deadband, max_interval, every_
             last_value[row] = value
             last_quality[row] = quality[row]
             last_time[row] = now
-        last_update[row] = updated[row]
+            last_update[row] = updated[row]
     return count
 
 
@@ -53,10 +53,9 @@ def select_reports_reference(values, quality, updated, now, deadband, max_interv
     for row, value in enumerate(values):
         if every_read[row]:
             continue
-        fresh = updated[row] > last_update[row]
-        due = now - last_time[row] >= max_interval[row]
-        if not fresh and not due:
+        if updated[row] <= last_update[row]:
             continue
+        due = now - last_time[row] >= max_interval[row]
         previous = last_value[row]
         if quality[row] != last_quality[row] or due:
             report = True
@@ -67,5 +66,5 @@ def select_reports_reference(values, quality, updated, now, deadband, max_interv
         if report:
             rows.append(row)
             last_value[row], last_quality[row], last_time[row] = value, quality[row], now
-        last_update[row] = updated[row]
+            last_update[row] = updated[row]
     return rows

@@ -45,10 +45,21 @@ def test_two_reads_between_two_ticks_are_both_stored_once_at_their_read_times(tm
     site.outbox.samples.clear()
     site.scanner.tick()
     clock.advance(11.0)
+    site.sink.write(positions(1), np.array([50.6]), read_at=clock.monotonic())  # within FT102's deadband
     site.scanner.tick()
     assert site.outbox.of("FT101") == [("FT101", second + 3.0 + WALL_OFFSET, 5.0, int(Quality.STALE))], \
         "no scan-timer repeats: only the quality change when it went stale"
-    assert [sample[1] for sample in site.outbox.of("FT102")] == [second + WALL_OFFSET], "its heartbeat"
+    assert site.outbox.of("FT102") == [("FT102", clock.time(), 50.6, GOOD)], "its heartbeat, at its latest read"
+
+
+def test_two_reads_of_a_row_in_one_write_are_both_stored(tmp_path: Path, clock: FakeClock):
+    site = plant(tmp_path, CONFIG)  # an OPC UA driver flushes every notification it holds in one write
+    read = clock.monotonic()
+    site.sink.write(positions(0, 0), np.array([5.0, 6.0]), np.array([GOOD, int(Quality.UNCERTAIN)]),
+                    read_at=np.array([read - 0.2, read]))
+    site.scanner.tick()
+    assert site.outbox.of("FT101") == [("FT101", read - 0.2 + WALL_OFFSET, 5.0, GOOD),
+                                       ("FT101", read + WALL_OFFSET, 6.0, int(Quality.UNCERTAIN))]
 
 
 def test_a_quality_change_is_stored_once_and_retries_are_not_reads(tmp_path: Path, clock: FakeClock):

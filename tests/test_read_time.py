@@ -72,5 +72,38 @@ def test_a_heartbeat_re_report_carries_the_time_of_the_latest_read_not_the_scan_
     assert site.outbox.samples == []
     clock.advance(3.0)  # 5 s since the last report: both are due
     site.scanner.tick()
-    assert sorted(site.outbox.samples) == [("PT101", latest + WALL_OFFSET, 10.2, 0),
-                                           ("PT102", first + WALL_OFFSET, 20.0, 0)]
+    assert site.outbox.samples == [("PT101", latest + WALL_OFFSET, 10.2, 0)], \
+        "PT101 re-reported with its latest read; PT102, not read since its last report, not repeated"
+    site.outbox.samples.clear()
+    clock.advance(0.5)
+    again = clock.monotonic() - 0.1
+    site.sink.write(np.array([1]), np.array([20.0]), read_at=again)
+    site.scanner.tick()
+    assert site.outbox.samples == [("PT102", again + WALL_OFFSET, 20.0, 0)], "due, and read anew"
+
+
+def test_a_device_that_stays_down_is_re_reported_with_its_latest_attempt(tmp_path: Path, clock: FakeClock):
+    site = plant(tmp_path, CONFIG)
+    site.sink.write(np.array([0, 1]), np.array([10.0, 20.0]))
+    site.scanner.tick()
+    site.outbox.samples.clear()
+    attempts = []
+    for _ in range(12):  # the driver retries every second and marks the rows at each failure
+        clock.advance(1.0)
+        attempts.append(clock.time())
+        site.sink.set_quality(np.array([0, 1]), int(Quality.COMM_FAILURE))
+        site.scanner.tick()
+    stamps = [ts for name, ts, _, quality in site.outbox.samples if name == "PT101"]
+    assert stamps == [attempts[0], attempts[5], attempts[10]], "at once, then every max_interval (5 s)"
+    assert all(quality == Quality.COMM_FAILURE for *_, quality in site.outbox.samples)
+
+
+def test_a_tag_never_read_is_reported_once_with_no_value_at_the_time_the_table_was_made(tmp_path: Path,
+                                                                                      clock: FakeClock):
+    made = clock.time()
+    site = plant(tmp_path, CONFIG)
+    for _ in range(3):
+        site.scanner.tick()
+        clock.advance(10.0)
+    assert [(name, ts, quality) for name, ts, _, quality in site.outbox.samples] == [
+        ("PT101", made, int(Quality.NO_VALUE)), ("PT102", made, int(Quality.NO_VALUE))]
