@@ -264,3 +264,14 @@ def test_expected_reads_follow_the_poll_interval_or_the_opc_ua_keepalive_period(
     assert expected_interval(server, polled) == 3.0
     plc = DeviceConfig("plc", "modbus_tcp", 0.25, 1.0, None, ())
     assert expected_interval(plc, tag()) == 0.25
+
+
+def test_ages_waiting_in_the_buffer_are_counted_whether_it_fills_or_not(monkeypatch):
+    monkeypatch.setattr("gatewayd.dataquality.AGE_CELLS_WAITING", 8)
+    plant = Plant(tag("A"), tag("B"))
+    plant.dq.sent(np.array([0] * 5), np.full(5, 0.05))
+    plant.dq.sent(np.array([1] * 5), np.full(5, 2.0))  # the buffer is full: the first five are counted
+    plant.dq.sent(np.array([0] * 20), np.full(20, 0.05))  # more than the buffer holds: counted at once
+    a, b = plant.figures(START + 1.0)["tags"]
+    assert (a["period"]["sent"], b["period"]["sent"]) == (25, 5)
+    assert b["period"]["age_p50"] == AGE_EDGES[np.searchsorted(AGE_EDGES, 2.0)]
