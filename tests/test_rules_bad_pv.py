@@ -158,3 +158,11 @@ def test_bad_pv_section_parses_and_turning_one_off_needs_a_reason():
     assert issues[0].startswith("rules.yaml:7: rules.bad_pv.tags.TT102: tag 'TT102' has no alarm")
     _, issues = parse(RULES + "    priority: urgent\n")
     assert issues[0].startswith("rules.yaml:6: rules.bad_pv.priority: 'urgent' is not a priority")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gas_channel_bad_pv_priority_is_settable_apart(backend):
+    plant = Plant(backend, priority="low", gas_priority="critical")
+    events = plant.scan(quality={"AT201": Quality.SENSOR_FAULT, "FT101": Quality.SENSOR_FAULT})
+    assert [e.priority for e in alarm_events(events, "AT201.BADPV")] == [Priority.CRITICAL]
+    assert [e.priority for e in alarm_events(events, "FT101.BADPV")] == [Priority.LOW]
