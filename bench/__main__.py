@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_backfill, bench_daemon, bench_opcua, bench_reconnect, bench_rtu, bench_rules, bench_store
+from bench import (
+    bench_alarm_load,
+    bench_backfill,
+    bench_daemon,
+    bench_opcua,
+    bench_reconnect,
+    bench_rtu,
+    bench_rules,
+    bench_store,
+)
 
 
 def main() -> int:
@@ -13,6 +22,7 @@ def main() -> int:
     bench_backfill.main([])
     bench_reconnect.main([])
     bench_rules.main([])
+    bench_alarm_load.main([])
     bench_opcua.main([])
     bench_rtu.main([])
     return 0
