@@ -51,6 +51,10 @@ SCAN_METRICS = {
     "last_rules_seconds": ("gatewayd_rules_seconds", "gauge", "time the rule kernels took in the last scan"),
     "last_scan_seconds": ("gatewayd_scan_seconds", "gauge", "time the last scan took, store commit included"),
     "state_saves": ("gatewayd_rule_state_saves_total", "counter", "alarm and bypass state saved to the store"),
+    "stale": ("gatewayd_tags_turned_stale_total", "counter", "times a tag turned STALE, not refreshed within "
+              "its stale_after"),
+    "reads_dropped": ("gatewayd_every_read_dropped_total", "counter", "reads of report: every_read tags dropped "
+                      "because the scan fell too far behind (each also in a gap event)"),
 }
 
 # StoreStats field -> (metric name, kind, help); `oldest_pending_ts` becomes an age, see store_families

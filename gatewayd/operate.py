@@ -222,13 +222,16 @@ def quality_name(code: int) -> str:
 
 
 def tag_quality(table: Any) -> dict[str, Any]:
-    """How many tags are good, uncertain and bad, and the bad ones by reason."""
+    """How many tags are good, uncertain (stale among them) and bad, each kind but good by reason."""
     quality = table.quality
     bad = quality[quality >= QUALITY_BAD_MIN]
-    reasons = Counter(int(code) for code in bad.tolist())
-    return {"total": len(table), "good": int((quality == 0).sum()),
-            "uncertain": int(((quality > 0) & (quality < QUALITY_BAD_MIN)).sum()), "bad": int(bad.size),
-            "bad_by_reason": {quality_name(code): count for code, count in sorted(reasons.items())}}
+    uncertain = quality[(quality > 0) & (quality < QUALITY_BAD_MIN)]
+    return {"total": len(table), "good": int((quality == 0).sum()), "uncertain": int(uncertain.size),
+            "bad": int(bad.size), "uncertain_by_reason": _by_reason(uncertain), "bad_by_reason": _by_reason(bad)}
+
+
+def _by_reason(codes: np.ndarray) -> dict[str, int]:
+    return {quality_name(code): count for code, count in sorted(Counter(codes.tolist()).items())}
 
 
 def alarms_by_priority(states: Sequence[tuple[str, str, int]], levels: dict[str, int]) -> list[dict[str, Any]]:
@@ -420,9 +423,8 @@ def render_status(status: dict[str, Any]) -> str:
         lines += _table(["DEVICE", "DRIVER", "STATE", "FOR", "LAST POLL", "REQ/POLL", "POLLS", "FAILURES",
                          "RECONNECTS"], rows)
     tags = status["tags"]
-    reasons = ", ".join(f"{count} {reason}" for reason, count in tags["bad_by_reason"].items())
-    lines += ["", f"tags: {tags['total']}, {tags['good']} good, {tags['uncertain']} uncertain, {tags['bad']} bad"
-              + (f" ({reasons})" if reasons else "")]
+    lines += ["", f"tags: {tags['total']}, {tags['good']} good, {tags['uncertain']} uncertain"
+              f"{_reasons(tags['uncertain_by_reason'])}, {tags['bad']} bad{_reasons(tags['bad_by_reason'])}"]
     scan = status["scan"]
     lines.append(f"scan: {scan['scans']} ticks, last {_ms(scan['last_scan_seconds'])} "
                  f"(rules {_ms(scan['last_rules_seconds'])}); {scan['samples']} samples, {scan['events']} events "
@@ -463,6 +465,11 @@ def render_status(status: dict[str, Any]) -> str:
 
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _reasons(by_reason: dict[str, int]) -> str:
+    """` (3 stale, 1 uncertain)`, or nothing when there are none."""
+    return f" ({', '.join(f'{count} {reason}' for reason, count in by_reason.items())})" if by_reason else ""
 
 
 def _data_quality_lines(quality: dict[str, Any] | None) -> list[str]:

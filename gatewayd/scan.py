@@ -70,6 +70,8 @@ class ScanStats:
     last_rules_seconds: float = 0.0
     last_scan_seconds: float = 0.0
     state_saves: int = 0
+    stale: int = 0  # STALE transitions
+    reads_dropped: int = 0  # reads of every_read rows the full read log dropped
 
 
 class Scanner:
@@ -101,7 +103,7 @@ class Scanner:
         started = time.perf_counter()
         now_wall, now_mono = time.time(), time.monotonic()
         table = self.table
-        table.mark_stale(now_mono)
+        self.stats.stale += table.mark_stale(now_mono)
         events = table.take_events()
         if self.data_quality is not None:
             events += self._observe_quality(events, now_mono, now_wall)
@@ -170,6 +172,7 @@ class Scanner:
         dropped = log_.take_dropped()
         events = []
         if dropped:
+            self.stats.reads_dropped += sum(int(count) for count, _, _ in dropped.values())
             per_tag = [(int(self.tag_ids[row]), int(count), first, last)
                        for row, (count, first, last) in dropped.items()]
             names = {int(self.tag_ids[row]): self.table.tags[row].name for row in dropped}

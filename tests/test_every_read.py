@@ -99,6 +99,7 @@ def test_a_full_read_log_drops_the_oldest_and_says_so_in_a_gap_event(tmp_path: P
     site.scanner.tick()
     assert [sample[1] for sample in site.outbox.of("FT101")] == stamps[2:]
     (gap,) = [event for event in site.outbox.events if event.kind == "gap"]
+    assert site.scanner.stats.reads_dropped == 2
     assert gap.data["samples"] == 2 and gap.data["tags"] == {"FT101": [2, round(stamps[0] * 1000),
                                                                           round(stamps[1] * 1000)]}
 

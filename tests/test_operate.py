@@ -298,6 +298,7 @@ def test_status_gathers_one_screen_from_the_live_objects(tmp_path: Path):
     daemon.operate.reloader.digest = "ab" * 32
     daemon.sinks["plc-a"].write(np.array([0, 1]), np.array([9.8, 1.5]))
     daemon.sinks["plc-b"].set_quality(np.array([0]), int(Quality.COMM_FAILURE))
+    daemon.sinks["plc-a"].set_quality(np.array([1]), int(Quality.STALE))
     daemon.table.event(Event("device_down", time.time() - 90, "plc-b", "plc-b down", Priority.HIGH))
     daemon.scanner.tick()
     status = daemon.operate.status()
@@ -305,13 +306,14 @@ def test_status_gathers_one_screen_from_the_live_objects(tmp_path: Path):
     assert [(d["name"], d["up"], d["driver"], d["polls"]) for d in status["devices"]] == \
         [("plc-a", True, "modbus_tcp", 7), ("plc-b", False, "modbus_tcp", 7)]
     assert status["tags"]["bad_by_reason"] == {"comm_failure": 1}
+    assert status["tags"]["uncertain_by_reason"] == {"stale": 1}
     assert status["alarms"]["by_priority"] == [{"priority": "high", "total": 2, "states": {"UNACK": 2}}]
     assert status["store"]["rows_pending"] > 0 and status["store"]["oldest_pending_age"] >= 0
     screen = render_status(status)
     assert "devices: 1/2 up" in screen
     assert "plc-b   modbus_tcp  DOWN   1.5 min" in screen
     assert "12 ms" in screen, "last poll latency"
-    assert "tags: 3, 2 good, 0 uncertain, 1 bad (1 comm_failure)" in screen
+    assert "tags: 3, 1 good, 1 uncertain (1 stale), 1 bad (1 comm_failure)" in screen
     assert "alarms: 2 active, 2 unacknowledged; high 2 (2 UNACK)" in screen
     assert "interlocks: 0, 0 bypassed" in screen
     assert "uplink: connected to platform.example.org:8883; 1 batches in flight, 4 acknowledged" in screen

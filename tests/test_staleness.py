@@ -53,6 +53,7 @@ def test_a_tag_turns_stale_just_after_stale_after_stamped_when_it_became_stale(t
     clock.advance(0.001)
     site.scanner.tick()
     assert site.outbox.samples == [("PT101", read + 3.0 + WALL_OFFSET, 4.5, STALE)], "value kept, time of the deadline"
+    assert site.scanner.stats.stale == 1
     assert site.table.quality[site.row("PT102")] == GOOD, "its own stale_after is 10 s"
 
 
