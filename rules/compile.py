@@ -47,6 +47,7 @@ from rules.model import (
     RulesConfig,
     Suppression,
     TagAlarmConfig,
+    bad_pv_tags,
     default_priority,
 )
 from rules.program import Program, pack
@@ -215,7 +216,9 @@ def compile_rules(rules: RulesConfig, tag_rows: Mapping[str, int], tag_alarms: I
     bad_pv = compile_bad_pv(rules, tag_alarms)
     condition_alarms, conditions, condition_bounds = compile_conditions(rules.alarms, tag_rows, units, level,
                                                                         first=len(infos), bad_pv=bad_pv)
-    infos += condition_alarms.infos
+    gas_of = {channel.tag: channel.gas or channel.type for channel in rules.gas}
+    infos += [info._replace(gas=gas_of[info.tag]) if info.kind == "bad_pv" and info.tag in gas_of else info
+              for info in condition_alarms.infos]  # a gas channel's bad PV is gas detection: see never_suppressed
     behaviours += condition_alarms.behaviours
     bounds.update(condition_bounds)
     state_alarms = compile_suppression_state(rules, infos, level)
@@ -276,14 +279,10 @@ def compile_bad_pv(rules: RulesConfig, tag_alarms: Iterable[TagAlarmConfig]) -> 
     level 1 priority: a detector in fault, inhibit or calibration leaves its area unwatched."""
     config = rules.bad_pv
     gas_priority = {channel.tag: config.gas_priority or channel.behaviour1.priority for channel in rules.gas}
-    watched = [config.tag for config in tag_alarms if config.limits] + [channel.tag for channel in rules.gas]
-    watched += [rule.spec.tag for rule in rules.alarms if rule.kind in ("rate", "deviation", "discrete")]
-    own_quality = {rule.spec.tag for rule in rules.alarms if rule.kind == "quality"}
+    limit_tags = [alarms.tag for alarms in tag_alarms if alarms.limits]
     result = []
-    for tag in dict.fromkeys(watched):
+    for tag in bad_pv_tags(limit_tags, rules.alarms, rules.gas, config):
         own = config.tags.get(tag, BadPvTag())
-        if not own.enabled or tag in own_quality:
-            continue
         priority = _declared(own.priority or gas_priority.get(tag) or config.priority, rules.priorities)
         behaviour = AlarmBehaviour(
             priority=priority, on_delay=config.on_delay if own.on_delay is None else own.on_delay,
@@ -405,12 +404,18 @@ def compile_suppression(infos: Sequence[AlarmInfo], behaviours: Sequence[AlarmBe
                            tuple(slots[group.when.source] for group in rules.suppressions))
 
 
+def never_suppressed(info: AlarmInfo) -> bool:
+    """Gas detection (GB/T 50493: its levels and a channel's bad PV) and a group's own STATE_BAD alarm are
+    never suppressed by process state or after a trip."""
+    return info.kind in NEVER_SUPPRESSED_BY_GROUPS or info.kind == "bad_pv" and bool(info.gas)
+
+
 def group_members(infos: Sequence[AlarmInfo], group: Suppression) -> list[int]:
     """The alarms a suppression group suppresses: those its patterns match, never a gas alarm (GB/T 50493:
     gas detection is not suppressed by process state, not even by "*") nor a group's STATE_BAD alarm."""
     if not any(fnmatch.fnmatchcase(info.id, p) for info in infos for p in group.alarms):
         raise ValueError(f"suppression {group.id!r}: no alarm id matches {', '.join(group.alarms)}")
-    return [i for i, info in enumerate(infos) if info.kind not in NEVER_SUPPRESSED_BY_GROUPS
+    return [i for i, info in enumerate(infos) if not never_suppressed(info)
             and any(fnmatch.fnmatchcase(info.id, p) for p in group.alarms)]
 
 
@@ -435,7 +440,7 @@ def consequences(infos: Sequence[AlarmInfo], interlock: Interlock) -> list[int]:
     """The alarms an interlock's trip suppresses: its `consequential` patterns, gas alarms never."""
     patterns = interlock.consequential.alarms if interlock.consequential is not None else ()
     return [i for i, info in enumerate(infos)
-            if info.kind not in NEVER_SUPPRESSED_BY_GROUPS
+            if not never_suppressed(info)
             and any(fnmatch.fnmatchcase(info.id, p) for p in patterns)]
 
 

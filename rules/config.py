@@ -40,6 +40,7 @@ from rules.gas import GAS_TYPES, OEL_KINDS, ON_DELAY_MAX, behaviour_problems, mg
 from rules.gas import OEL_UNITS as GAS_OEL_UNITS
 from rules.gas import UNITS as GAS_UNITS
 from rules.model import (
+    BAD_PV_SUFFIX,
     BYPASS_EVENTS,
     DEFAULT_BYPASS_PRIORITIES,
     DEFAULT_PRIORITIES,
@@ -66,6 +67,8 @@ from rules.model import (
     Suppression,
     TagAlarmConfig,
     TripHistory,
+    alarmed_tags,
+    bad_pv_tags,
     default_priority,
 )
 
@@ -427,7 +430,19 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
     alarms = _alarm_rules(top["alarms"], join(path, "alarms"), key_line("alarms"), reader, tag_names, priorities,
                           used_ids)
     gas = _gas_channels(top["gas"], join(path, "gas"), key_line("gas"), reader, tag_names, priorities, used_ids)
-    gas_ids = {f"{channel.tag}.GAS{level}" for channel in gas for level in (1, 2)}
+    limit_tags = [name for name, info in tag_names.items() if _tag_limit_levels(getattr(info, "alarms", None))]
+    bad_pv = _bad_pv(top["bad_pv"], join(path, "bad_pv"), key_line("bad_pv"), reader, priorities,
+                     set(alarmed_tags(limit_tags, alarms, gas)))
+    gas_tags = {channel.tag for channel in gas}
+    for tag in bad_pv_tags(limit_tags, alarms, gas, bad_pv):
+        alarm_id = f"{tag}{BAD_PV_SUFFIX}"
+        if alarm_id in used_ids:
+            reader.error(used_ids[alarm_id], path, f"alarm id {alarm_id!r} is the bad-PV alarm of tag {tag}; "
+                                                   f"rename the alarm or turn it off in rules.bad_pv.tags")
+        used_ids[alarm_id] = getattr(tag_names[tag], "line", 0)
+    # a gas channel's bad-PV alarm is gas detection too: never suppressed by process state
+    gas_ids = {f"{channel.tag}.GAS{level}" for channel in gas for level in (1, 2)} | \
+        {f"{tag}{BAD_PV_SUFFIX}" for tag in gas_tags}
     suppressions = _suppressions(top["suppression"], join(path, "suppression"), key_line("suppression"), reader,
                                  tag_names, used_ids, gas_ids)
     units = _units(top["units"], join(path, "units"), key_line("units"), reader)
@@ -435,8 +450,6 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
                                  TripHistory(), TRIP_INTERVAL_FIELD)
     interlocks = _interlocks(top["interlocks"], join(path, "interlocks"), key_line("interlocks"), reader, tag_names,
                              units, used_ids, gas_ids)
-    bad_pv = _bad_pv(top["bad_pv"], join(path, "bad_pv"), key_line("bad_pv"), reader, priorities,
-                     _alarmed_tags(tag_names, alarms, gas))
     bypass_priorities = _bypass_priorities(top["bypass_priorities"], join(path, "bypass_priorities"),
                                            key_line("bypass_priorities"), reader, priorities,
                                            (key_line("priorities"), join(path, "priorities")))
@@ -472,16 +485,6 @@ def _bad_pv_tag_fields(priorities: Mapping[str, int]) -> dict[str, Field]:
         "on_delay": Field(_optional(duration), None, "this tag's on-delay"),
         "off_delay": Field(_optional(duration), None, "this tag's off-delay"),
     }
-
-
-def _alarmed_tags(tags: Mapping[str, Any], alarms: Iterable[AlarmRule], gas: Iterable[GasChannel]) -> set[str]:
-    """The tags that get a bad-PV alarm: with limits, a gas channel, or a rule that watches one tag's value."""
-    alarmed = {name for name, info in tags.items() if _tag_limit_levels(getattr(info, "alarms", None))}
-    alarmed.update(channel.tag for channel in gas)
-    for rule in alarms:
-        if rule.kind in ("rate", "deviation", "discrete"):
-            alarmed.add(rule.spec.tag)
-    return alarmed
 
 
 def _bad_pv(node: Any, path: str, line: int, reader: Reader, priorities: Mapping[str, int],

@@ -321,6 +321,24 @@ class RulesConfig:
         return self.priorities[name]
 
 
+def alarmed_tags(limit_tags: Iterable[str], alarms: Iterable[AlarmRule], gas: Iterable[GasChannel]) -> list[str]:
+    """The tags that may have a bad-PV alarm, in order: with limits, a gas channel, or a rate, deviation or
+    discrete rule watching its value."""
+    watched = list(limit_tags) + [channel.tag for channel in gas]
+    watched += [rule.spec.tag for rule in alarms if rule.kind in ("rate", "deviation", "discrete")]
+    return list(dict.fromkeys(watched))
+
+
+def bad_pv_tags(limit_tags: Iterable[str], alarms: Iterable[AlarmRule], gas: Iterable[GasChannel],
+                config: BadPvConfig) -> list[str]:
+    """The tags that have `TAG.BADPV`: the alarmed ones, but not where a quality rule of the tag's own
+    already says it, nor those `rules.bad_pv.tags` turns off."""
+    alarms = tuple(alarms)
+    own_quality = {rule.spec.tag for rule in alarms if rule.kind == "quality"}
+    return [tag for tag in alarmed_tags(limit_tags, alarms, gas)
+            if tag not in own_quality and config.tags.get(tag, BadPvTag()).enabled]
+
+
 def default_priority(priorities: Mapping[str, int] | Iterable[str], level: str) -> str | None:
     """The priority an alarm or event gets when its configuration names none and its default is the level
     `level`: the priority called `level` if declared, else the first one declared at that level, else None

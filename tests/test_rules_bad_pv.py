@@ -166,3 +166,31 @@ def test_gas_channel_bad_pv_priority_is_settable_apart(backend):
     events = plant.scan(quality={"AT201": Quality.SENSOR_FAULT, "FT101": Quality.SENSOR_FAULT})
     assert [e.priority for e in alarm_events(events, "AT201.BADPV")] == [Priority.CRITICAL]
     assert [e.priority for e in alarm_events(events, "FT101.BADPV")] == [Priority.LOW]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_gas_channels_bad_pv_is_never_suppressed_by_process_state(backend):
+    from test_rules_fixtures import expression
+
+    from rules.model import Suppression
+
+    rules, tag_alarms = plant_rules()
+    rules = replace(rules, suppressions=(Suppression("ALL", expression("not U100_RUNNING"), ("*",)),))
+    plant = Plant(backend)
+    plant.engine = build(backend, rules, tag_alarms)
+    plant.scan(U100_RUNNING=0.0)  # the unit is down: "*" suppresses every process alarm
+    plant.scan(quality={"AT201": Quality.SENSOR_FAULT, "FT101": Quality.COMM_FAILURE})
+    assert plant.listed("AT201.BADPV")["state"] == "UNACK"  # gas detection: never
+    assert plant.listed("FT101.BADPV")["state"] == "DSUPR"  # a process transmitter: by design
+
+
+def test_bad_pv_ids_are_known_to_suppression_patterns_at_check_config():
+    base = RULES.replace("  bad_pv:\n", "  gas:\n    - {tag: AT201, type: combustible, level1: 20, level2: 40}\n")
+    rules, issues = parse(base + "  suppression:\n    - {id: S, when: not U100_RUNNING, alarms: [FT101.BADPV]}\n")
+    assert issues == [] and rules.suppressions[0].alarms == ("FT101.BADPV",)
+    _, issues = parse(base + "  suppression:\n    - {id: S, when: not U100_RUNNING, alarms: [AT201.BADPV]}\n")
+    assert issues == ["rules.yaml:8: rules.suppression[0].alarms: 'AT201.BADPV' matches only gas alarms "
+                      "(AT201.BADPV): gas alarms are never suppressed by process state (GB/T 50493)"]
+    _, issues = parse(RULES.replace("  bad_pv:\n", "    - id: FT101.BADPV\n      when: FT101 > 1\n"))
+    assert any("rules.yaml:5: rules: alarm id 'FT101.BADPV' is the bad-PV alarm of tag FT101" in issue
+               for issue in issues), issues
