@@ -8,6 +8,7 @@ like a real server losing power, hanging, or being replaced by an impostor.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import sys
@@ -29,6 +30,7 @@ from gatewayd.types import Quality  # noqa: E402
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until  # noqa: E402
 from hil_tests.sim.opcua_server import make_certificate  # noqa: E402
 from hil_tests.simprocess import SimProcess  # noqa: E402
+from hil_tests.sockets import open_connections  # noqa: E402
 
 PUBLISHING = 0.2
 TIMEOUT = 1.0
@@ -152,6 +154,36 @@ def test_frozen_server_turns_bad_by_watchdog_and_recovers_after_resume(servers):
     noticed, resumed, sink = asyncio.run(scenario())
     assert noticed < 8 and resumed < 10
     assert sink.kinds() == ["device_down", "device_up"]
+
+
+def test_frozen_server_leaves_no_connection_open_after_five_freezes(servers):
+    """asyncua marks a silent session disconnected without closing its socket; the driver closes it
+    itself, so after each freeze and thaw the gateway holds one connection to the server, not one more."""
+    server = servers()
+    # the default publishing: asyncua's own keep-alive probe notices the silence before the driver's watchdog
+    device = device_config(server.port, generic_tags(3), publishing_interval=1.0)
+
+    async def scenario() -> list[int]:
+        driver, sink, task = start_driver(device)
+        counts = []
+        try:
+            await wait_until(lambda: bool((sink.quality == Quality.GOOD).all()), 10)
+            for _ in range(5):
+                sessions = driver.stats.sessions
+                server.signal(signal.SIGSTOP)
+                await wait_until(lambda: bool((sink.quality == Quality.COMM_FAILURE).all()), 10)
+                await asyncio.sleep(1.0)  # reconnect attempts meet the frozen server too
+                server.signal(signal.SIGCONT)
+                await wait_until(lambda: driver.stats.sessions > sessions
+                                 and bool((sink.quality == Quality.GOOD).all()), 15)
+                await asyncio.sleep(0.5)  # the server has answered whatever the old sockets still held
+                counts.append(open_connections(os.getpid(), server.port))
+        finally:
+            await stop(task)
+        return counts
+
+    counts = asyncio.run(scenario())
+    assert counts == [1] * 5, f"open connections to the server after each thaw: {counts}"
 
 
 def secure_setup(tmp_path: Path, trust_server: bool) -> tuple[Path, dict[str, Any]]:

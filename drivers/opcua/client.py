@@ -355,17 +355,27 @@ class OpcUaDriver:
                 raise SessionLost(f"subscription silent: no data and no keep-alive for {limit:g} s")
 
     async def _close(self, client: Client, connected: bool) -> None:
-        """Close the session politely within the timeout, else just drop the socket."""
+        """Close the session politely within the timeout, then make sure the socket is closed.
+
+        asyncua's keep-alive probe marks a silent connection DISCONNECTED without closing its transport,
+        and its `disconnect()` and `disconnect_socket()` then do nothing: every freeze of the server
+        would leave one TCP connection (and the server's secure channel) open for good, until the
+        server's connection cap locks out the gateway. So the transport is taken before asyncua can
+        forget it and aborted here whatever asyncua's state says.
+        """
+        protocol = client.uaclient.protocol
         if connected:
             try:
                 async with asyncio.timeout(self.timeout):
                     await client.disconnect()
-                return
             except (OSError, TimeoutError, ConnectionError, ua.UaError, ServiceError):
                 pass
             except Exception:  # noqa: BLE001 - closing a broken session may fail in any way
                 log.debug("device %s: error while closing the session", self.name, exc_info=True)
         client.disconnect_socket()
+        transport = getattr(protocol, "transport", None)
+        if transport is not None and not transport.is_closing():
+            transport.abort()
 
     def _device_down(self, sink: SampleSink, cause: str) -> None:
         self.stats.failures += 1
