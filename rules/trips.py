@@ -68,6 +68,12 @@ class TripRecorder:
         self.known = np.zeros(k, np.bool_)  # the trip condition has been decided at least once
         self.cause_state = np.zeros(len(plan.cause_slot), np.uint8)
         self.cause_since = np.full(len(plan.cause_slot), math.nan)  # wall read time it became true
+        # causes are followed scan by scan, but for a cause that is the trip itself (its only cause), which
+        # becomes true at the trip
+        own = plan.cause_slot != np.repeat(plan.trip_slot, np.diff(plan.cause_start))
+        self.followed = np.flatnonzero(own)
+        self.followed_slot = plan.cause_slot[self.followed]
+        self.undecided = np.flatnonzero(plan.trip_slot >= 0)  # interlocks whose trip was never decided yet
         self.consequences_until = np.full(k, -math.inf)  # monotonic
         longest = max((before + after for before, after in plan.history), default=0.0)
         # room for the longest window sampled every interval, twice over: trips and completed histories
@@ -89,6 +95,7 @@ class TripRecorder:
         """After a restore: the trip states already known are no new demand."""
         self.seen[:] = trip
         self.known[:] = True
+        self.undecided = self.undecided[:0]
 
     def consequences_active(self, now: float) -> np.ndarray:
         """Per (slot, interlock) pair of the plan: whether the interlock's consequences are suppressed now."""
@@ -104,12 +111,13 @@ class TripRecorder:
                 return np.full(np.shape(rows), wall)
             return wall - (now - read_mono[rows])
 
-        state = expr_out[plan.cause_slot]
-        for c in np.nonzero((state == 1) & (self.cause_state != 1))[0].tolist():
-            rows = list(plan.cause_rows[c])
-            self.cause_since[c] = float(np.max(read_wall(rows))) if rows else wall
-        self.cause_state = np.where(state == UNKNOWN, self.cause_state, state)
-        tripped = np.nonzero((trip == 1) & (self.seen == 0) & (bypassed == 0))[0].tolist()
+        if len(self.followed):
+            state = expr_out[self.followed_slot]
+            before = self.cause_state[self.followed]
+            for c in self.followed[(state == 1) & (before != 1)].tolist():
+                self._came_true(c, read_wall, wall)
+            self.cause_state[self.followed] = np.where(state == UNKNOWN, before, state)
+        tripped = [k for k in np.flatnonzero(trip > self.seen).tolist() if not bypassed[k]]
         due = any(now >= capture.until for capture in self.captures)
         if self.ring_value.shape[0] and (now >= self.next_sample or tripped or due):
             rows = plan.history_rows
@@ -118,11 +126,19 @@ class TripRecorder:
         for k in tripped:
             events += self._trip(k, values, quality, read_mono, read_wall, now, wall)
         self.seen[:] = trip
-        decided = plan.trip_slot >= 0
-        self.known[decided] |= expr_out[plan.trip_slot[decided]] != UNKNOWN
+        if len(self.undecided):
+            decided = expr_out[plan.trip_slot[self.undecided]] != UNKNOWN
+            self.known[self.undecided[decided]] = True
+            self.undecided = self.undecided[~decided]
         events += self._final_elements(expr_out, values, quality, now, wall)
         events += self._histories(now, wall)
         return events
+
+    def _came_true(self, c: int, read_wall: Callable[[Any], np.ndarray], wall: float) -> None:
+        """Cause c is true from the newest read of its tags on."""
+        rows = list(self.plan.cause_rows[c])
+        self.cause_state[c] = 1
+        self.cause_since[c] = float(np.max(read_wall(rows))) if rows else wall
 
     def _sample(self, values: np.ndarray, quality: np.ndarray, reads: np.ndarray, now: float) -> None:
         slot, rows = self.ring_next, self.plan.history_rows
@@ -146,6 +162,8 @@ class TripRecorder:
         trip_id = f"{il.id}/{self.count}@{wall:.3f}"
         readings = self.readings(k, values, quality, read_mono, now, wall)
         causes = range(int(plan.cause_start[k]), int(plan.cause_start[k + 1]))
+        if len(causes) == 1 and causes[0] not in self.followed:
+            self._came_true(causes[0], read_wall, wall)
         order = sorted((c for c in causes if self.cause_state[c] == 1), key=lambda c: (self.cause_since[c], c))
         first_out = [{"cause": plan.cause_sources[c], "since": jsonable(float(self.cause_since[c]))} for c in order]
         before, after = plan.history[k]
@@ -224,19 +242,17 @@ class TripRecorder:
         before, after = plan.history[k]
         start, end = capture.mono - before, capture.mono + after
         size = self.ring_value.shape[0]
-        order = [(self.ring_next - self.ring_count + n) % size for n in range(self.ring_count)]
+        order = (self.ring_next - self.ring_count + np.arange(self.ring_count)) % size  # oldest sample first
         series: dict[str, list[list[Any]]] = {}
         for name, row in zip(plan.tags[k], plan.rows[k]):
             c = self.column[row]
-            points, last = [], None
-            for slot in order:
-                read = float(self.ring_read[slot, c])
-                if not start <= read <= end or read == last:
-                    continue  # outside the window, or the same read sampled twice
-                last = read
-                points.append([wall - (now - read), jsonable(float(self.ring_value[slot, c])),
-                               int(self.ring_quality[slot, c])])
-            series[name] = points
+            reads = self.ring_read[order, c]
+            inside = (reads >= start) & (reads <= end)  # a NaN (never sampled) read is outside
+            inside[1:] &= reads[1:] != reads[:-1]  # the same read sampled twice is one point
+            slots = order[inside]
+            series[name] = [[wall - (now - read), jsonable(value), int(quality)] for read, value, quality in zip(
+                self.ring_read[slots, c].tolist(), self.ring_value[slots, c].tolist(),
+                self.ring_quality[slots, c].tolist())]
         samples = sum(len(points) for points in series.values())
         message = (f"interlock {il.id}: history of trip {capture.trip_id}, {before:g} s before to {after:g} s "
                    f"after, {samples} readings of {len(series)} tags")

@@ -254,3 +254,15 @@ def test_trip_capture_keys_parse_to_the_model():
     assert il.consequential == ConsequentialSuppression(("P101*",), 600.0) and il.causes == ()
     rules, issues = parse("      trip: PT101 > 3\n      history: off\n")
     assert issues == [] and rules.interlocks[0].history == TripHistory(0.0, 0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_single_configured_cause_that_is_not_true_at_the_trip_is_no_first_out(backend):
+    site = Site(backend, interlock(trip=expression("PT101 >= 85 or TT102 > 70"), causes=(expression("PT101 >= 85"),)))
+    site.scan(PT101=50.0, TT102=40.0)
+    site.scan(TT102=80.0)
+    assert site.of("trip")[0].data["first_out"] == []
+    site.scan(TT102=40.0)
+    site.scan(PT101=90.0, reads={"PT101": 0.3})
+    assert [(c["cause"], c["since"]) for c in site.of("trip")[1].data["first_out"]] == [
+        ("PT101 >= 85", pytest.approx(WALL + 4.0 - 0.3))]
