@@ -78,8 +78,9 @@ class PointTable:
     def confirm(self, rows: np.ndarray, read_at: float | None = None) -> None:
         """The device confirmed that these rows still hold the values last sent (an OPC UA publish,
         data or keep-alive): they count as read at `read_at`, and a STALE one gets its quality back.
-        Rows with a bad quality wait for a real value."""
-        rows = np.asarray(rows)[self.quality[rows] < QUALITY_BAD_MIN]
+        Rows with a bad quality wait for a real value; a row read after `read_at` keeps its later time."""
+        rows = np.asarray(rows)
+        rows = rows[(self.quality[rows] < QUALITY_BAD_MIN) & (read_at is None or self.updated[rows] < read_at)]
         self.reads[rows] += 1
         stale = self.quality[rows] == Quality.STALE
         self.quality[rows[stale]] = self.held_quality[rows[stale]]

@@ -7,9 +7,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scanplant import WALL_OFFSET, FakeClock, plant, positions
+from scanplant import WALL_OFFSET, FakeClock, Outbox, plant, positions
+from test_operate import CONFIG as OPERATE_CONFIG
+from test_operate import config, edited, fake_daemon
 
 from gatewayd.readlog import ReadLog
+from gatewayd.reload import Reloader, diff_configs
 from gatewayd.types import Quality
 
 CONFIG = """\
@@ -107,3 +110,24 @@ def test_a_full_read_log_drops_the_oldest_and_says_so_in_a_gap_event(tmp_path: P
 def test_a_table_without_every_read_tags_keeps_no_log(tmp_path: Path):
     site = plant(tmp_path, CONFIG.replace("    report: every_read\n", ""))
     assert site.table.read_log is None
+
+
+def test_reads_waiting_at_a_reload_are_stored_by_the_outgoing_scanner(tmp_path: Path, clock: FakeClock):
+    source = edited(OPERATE_CONFIG, "    host: 10.0.0.5\n", "    host: 10.0.0.5\n    report: every_read\n")
+    old_config = config(tmp_path, source)
+    daemon = fake_daemon(tmp_path, old_config)
+    names = {int(tag_id): tag.name for tag_id, tag in zip(daemon.scanner.tag_ids, daemon.table.tags)}
+    daemon.scanner.outbox = outbox = Outbox(names)
+    first = clock.monotonic()
+    daemon.sinks["plc-a"].write(np.array([1]), np.array([1.5]), read_at=first)
+    daemon.sinks["plc-a"].write(np.array([1]), np.array([1.5]), read_at=first + 0.02)
+    new_config = config(tmp_path, edited(source, "        address: 2\n        type: float32\n",
+                                         "        address: 2\n        type: float32\n"
+                                         "      - {name: PT102, address: 4, type: float32}\n"))
+    reloader = Reloader(daemon)
+    diff = diff_configs(old_config, new_config)
+    _, points = reloader._prepare(new_config, diff, "test")
+    reloader._swap_points(new_config, diff, *points)
+    assert outbox.of("PT101") == [("PT101", first + WALL_OFFSET, 1.5, GOOD),
+                                  ("PT101", first + 0.02 + WALL_OFFSET, 1.5, GOOD)]
+    assert daemon.table.read_log is not None and len(daemon.table.read_log) == 0

@@ -140,8 +140,12 @@ def test_an_opc_ua_publish_confirms_values_and_clears_stale_but_not_comm_failure
     assert site.table.quality[row] == STALE
     opcua.confirm(positions(0), clock.monotonic())
     assert site.table.quality[row] == int(Quality.UNCERTAIN), "the quality it had before going stale"
-    opcua.set_quality(positions(0), COMM_FAILURE)
+    later = clock.monotonic() + 0.5
+    opcua.write(positions(0), np.array([81.0]), read_at=later)
     opcua.confirm(positions(0), clock.monotonic())
+    assert site.table.updated[row] == later, "a confirmation never takes a read time back"
+    opcua.set_quality(positions(0), COMM_FAILURE)
+    opcua.confirm(positions(0), clock.monotonic() + 1.0)
     assert site.table.quality[row] == COMM_FAILURE, "a bad row waits for a real value"
 
 
