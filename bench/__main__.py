@@ -8,6 +8,7 @@ from bench import (
     bench_alarm_load,
     bench_backfill,
     bench_daemon,
+    bench_hostile,
     bench_opcua,
     bench_reconnect,
     bench_rtu,
@@ -25,6 +26,7 @@ def main() -> int:
     bench_alarm_load.main([])
     bench_opcua.main([])
     bench_rtu.main([])
+    bench_hostile.main([])
     return 0
 
 

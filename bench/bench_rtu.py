@@ -38,10 +38,10 @@ class CountingSink:
     def __init__(self) -> None:
         self.values = 0
 
-    def write(self, rows, values, quality=0, source_ts=None) -> None:
+    def write(self, rows, values, quality=0, source_ts=None, read_at=None) -> None:
         self.values += len(values)
 
-    def set_quality(self, rows, quality) -> None:
+    def set_quality(self, rows, quality, read_at=None) -> None:
         pass
 
     def event(self, event) -> None:

@@ -201,12 +201,15 @@ class BlockRead(Protocol):
 class BlockPoller:
     """One poll of a device's blocks, one request at a time, and what the answers mean for the device.
 
-    `fetch(read)` returns a block's decoded values or raises `BadAnswer` (that block only) or
-    `NoAnswer` (the whole device). Then:
+    `fetch(read)` returns a block's decoded values and `read_at`, the monotonic time its answer
+    arrived (as close to the wire as the transport can tell), or raises `BadAnswer` (that block
+    only) or `NoAnswer` (the whole device). Then:
 
-    - good blocks are written once the poll is over, one write per block, so a consumer sees one
-      poll at a time;
-    - a bad block's rows take its quality (DECODE_ERROR for garbage, counted in `decode_errors`);
+    - good blocks are written once the poll is over, one write per block, each with its own
+      `read_at`, never the end of the poll (a poll slowed by
+      a timeout or a stall must not make the blocks read before it look fresher than they are);
+    - a bad block's rows take its quality (DECODE_ERROR for garbage, counted in `decode_errors`),
+      stamped with the time the bad answer arrived;
     - no answer at all: every row COMM_FAILURE, the device down, the rest of the poll skipped;
     - answers but no usable block: the device down with the first block's reason, or with
       "undecodable answers" when every answer was garbage; rows keep their block's quality;
@@ -220,16 +223,16 @@ class BlockPoller:
         self._clock = clock
         stats.requests_per_poll = len(self.reads)
 
-    async def poll(self, sink: SampleSink, fetch: Callable[[Any], Awaitable[np.ndarray]]) -> bool:
+    async def poll(self, sink: SampleSink, fetch: Callable[[Any], Awaitable[tuple[np.ndarray, float]]]) -> bool:
         """Read every block once; True when the device answered at least one of them with its values."""
         started = self._clock()
-        good: list[tuple[Any, np.ndarray]] = []
-        bad: list[tuple[Any, BadAnswer]] = []
+        good: list[tuple[Any, np.ndarray, float]] = []
+        bad: list[tuple[Any, BadAnswer, float]] = []
         for read in self.reads:
             try:
-                values = await fetch(read)
+                values, read_at = await fetch(read)
             except BadAnswer as exc:
-                bad.append((read, exc))
+                bad.append((read, exc, self._clock()))
                 self.stats.decode_errors += exc.quality == Quality.DECODE_ERROR
                 continue
             except NoAnswer as exc:
@@ -237,26 +240,26 @@ class BlockPoller:
                 sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
                 self.health.down(sink, f"{read.describe()}: {exc}", Quality.COMM_FAILURE)
                 return False
-            good.append((read, values))
-        for read, error in bad:
-            sink.set_quality(read.rows, int(error.quality))
+            good.append((read, values, read_at))
+        for read, error, read_at in bad:
+            sink.set_quality(read.rows, int(error.quality), read_at=read_at)
         if not good:
             self.stats.failures += 1
-            self.health.down(sink, *down_reason(bad))
+            self.health.down(sink, *down_reason([(read, error) for read, error, _ in bad]))
             return False
-        for read, values in good:
-            sink.write(read.rows, values, finite_quality(values))
+        for read, values, read_at in good:
+            sink.write(read.rows, values, finite_quality(values), read_at=read_at)
         self._note(good, bad)
         self.health.up(sink)
         self.stats.polls += 1
         self.stats.last_poll_latency = self._clock() - started
         return True
 
-    def _note(self, good: list[tuple[Any, np.ndarray]], bad: list[tuple[Any, BadAnswer]]) -> None:
+    def _note(self, good: list[tuple[Any, np.ndarray, float]], bad: list[tuple[Any, BadAnswer, float]]) -> None:
         self.stats.block_errors += len(bad)
-        for read, error in bad:
+        for read, error, _ in bad:
             self.problems.note(read.describe(), f"{read.describe()}: {error}")
-        for read, _ in good:
+        for read, _, _ in good:
             self.problems.clear(read.describe(), f"{read.describe()} readable again")
 
 

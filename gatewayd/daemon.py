@@ -268,7 +268,7 @@ class Daemon:
 
     def _status(self) -> str:
         """One line for `systemctl status`: devices, bad tags, backlog, uplink."""
-        down = sum(1 for driver in self.drivers.values() if getattr(driver, "is_down", False))
+        down = sum(1 for driver in self.drivers.values() if driver.is_down)
         bad = int((self.table.quality >= QUALITY_BAD_MIN).sum())
         pending = self.store.stats().rows_pending
         return (f"{len(self.drivers) - down}/{len(self.drivers)} devices up, {bad} tags bad, "
@@ -304,8 +304,8 @@ class Daemon:
             await asyncio.sleep(SUMMARY_INTERVAL)
             store, uplink = self.store.stats(), self.publisher.stats
             bad = int((self.table.quality >= QUALITY_BAD_MIN).sum())
-            down = [f"{name} ({getattr(driver, 'failures', 0)} failed polls so far)"
-                    for name, driver in self.drivers.items() if getattr(driver, "is_down", False)]
+            down = [f"{name} ({driver.stats.failures} failed polls so far)"
+                    for name, driver in self.drivers.items() if driver.is_down]
             log.info("summary: %d scans, %d samples, %d events; %d tags bad; devices down: %s; "
                      "store %d rows pending, %d batches in flight; uplink %s, %d batches acknowledged",
                      self.scanner.stats.scans, self.scanner.stats.samples, self.scanner.stats.events, bad,

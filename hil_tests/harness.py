@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,11 +155,12 @@ class Simulator(Process):
 class HostilePeer(Process):
     """A hostile Modbus TCP peer (hil_tests/sim/hostile.py) answering from `mix`; its counts in `stats_path`."""
 
-    def __init__(self, workdir: Path, seed: int, mix: str | None = None, port: int | None = None):
+    def __init__(self, workdir: Path, seed: int, mix: str | None = None, port: int | None = None,
+                 options: Sequence[str] = ()):
         self.port = port or free_port()
         self.stats_path = workdir / f"hostile-{self.port}.json"
         argv = [sys.executable, "-m", "hil_tests.sim.hostile", "--port", str(self.port), "--seed", str(seed),
-                "--stats", str(self.stats_path), *(["--mix", mix] if mix else [])]
+                "--stats", str(self.stats_path), *(["--mix", mix] if mix else []), *options]
         super().__init__("hostile", argv, workdir / f"hostile-{self.port}.log", cwd=ROOT)
 
     def start(self) -> HostilePeer:

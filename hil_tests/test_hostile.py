@@ -37,13 +37,14 @@ EXPECTED = {
     "wrong_length": Quality.DECODE_ERROR,
     "bad_byte_count": Quality.DECODE_ERROR,
     "wrong_function": Quality.DECODE_ERROR,
-    "wrong_tid": Quality.COMM_FAILURE,  # not an answer to this request: as if none came
-    "wrong_unit": Quality.COMM_FAILURE,
-    "bad_protocol_id": Quality.COMM_FAILURE,
-    "truncated": Quality.COMM_FAILURE,
-    "random_bytes": Quality.COMM_FAILURE,
-    "silence": Quality.COMM_FAILURE,
+    "wrong_tid": Quality.DECODE_ERROR,  # not an answer to this request: garbage, at once
+    "wrong_unit": Quality.DECODE_ERROR,
+    "bad_protocol_id": Quality.DECODE_ERROR,
+    "truncated": Quality.DECODE_ERROR,  # part of a frame, then nothing: garbage when the timeout ends
+    "random_bytes": Quality.DECODE_ERROR,
+    "silence": Quality.COMM_FAILURE,  # the only kind that is no answer at all
 }
+GARBAGE_ONLY = [kind for kind, quality in EXPECTED.items() if quality == Quality.DECODE_ERROR]
 
 
 def hostile_device(name: str, port: int, tables: tuple[str, ...]) -> dict:
@@ -135,9 +136,8 @@ def test_fuzzed_frames_never_crash_the_daemon_nor_stall_the_healthy_plc(hostile_
 
 
 def test_each_kind_of_bad_answer_gives_its_own_quality(hostile_plant):
-    # register tables only: a coil answer whose byte count disagrees with its data is decoded by pymodbus
-    # from the data actually present, so only register answers can show a bad byte count
-    plant, peers, _ = hostile_plant({kind.replace("_", "-"): kind for kind in EXPECTED}, ("holding", "input"))
+    plant, peers, _ = hostile_plant({kind.replace("_", "-"): kind for kind in EXPECTED},
+                                    ("holding", "input", "coil", "discrete"))
     daemon = plant.start_daemon()
 
     def seen() -> dict[str, set[int]]:
@@ -161,3 +161,8 @@ def test_each_kind_of_bad_answer_gives_its_own_quality(hostile_plant):
         {device: sorted(q) for device, q in expected.items()}
     assert "Traceback" not in daemon.log_text()
     assert plant.report().ok
+    # a device that answers only garbage is down because its answers cannot be decoded, not for silence
+    causes = {event["source"]: event["data"]["cause"] for event in events_of(plant, "device_down")}
+    for kind in GARBAGE_ONLY:
+        assert causes[kind.replace("_", "-")].startswith("undecodable answers"), causes
+    assert causes["silence"].endswith("no response within 0.05 s"), causes

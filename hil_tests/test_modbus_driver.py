@@ -98,6 +98,11 @@ def test_values_arrive_with_good_quality_and_marker_writes_come_through(plcs):
     assert sink.values[row["XV101"]] == sink.values[row["P101"]]  # the inlet valve opens with the pump
     assert sink.events == []
     assert driver.stats.requests_per_poll == 4  # tank holding 0..16, pump coil, generic inputs 0..222 in two
+    # every block carries the time its own answer arrived: later blocks of a poll were read later
+    first, *_, last = driver.poller.reads
+    first_read, last_read = sink.read_at[first.rows], sink.read_at[last.rows]
+    assert len(set(first_read)) == 1 and len(set(last_read)) == 1
+    assert first_read[0] < last_read[0]
     assert driver.stats.polls >= 3 and driver.stats.failures == 0 and 0 < driver.stats.last_poll_latency < POLL
 
 

@@ -124,19 +124,19 @@ class TruthCheckingSink(RecordingSink):
         self.wrong_good: list[tuple[int, float]] = []
         self.ever_bad = np.zeros(len(device.tags), dtype=bool)
 
-    def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
+    def write(self, rows, values, quality=Quality.GOOD, source_ts=None, read_at=None) -> None:
         rows, values = np.asarray(rows), np.asarray(values, dtype=float)
         qualities = np.broadcast_to(np.asarray(quality), rows.shape)
         good = qualities == Quality.GOOD
         wrong = good & (values != self.truth[rows])
         self.wrong_good += list(zip(rows[wrong].tolist(), values[wrong].tolist()))
         self.ever_bad[rows[~good]] = True
-        super().write(rows, values, quality, source_ts)
+        super().write(rows, values, quality, source_ts, read_at)
 
-    def set_quality(self, rows, quality) -> None:
+    def set_quality(self, rows, quality, read_at=None) -> None:
         if quality != Quality.GOOD:
             self.ever_bad[rows] = True
-        super().set_quality(rows, quality)
+        super().set_quality(rows, quality, read_at)
 
 
 VICTIM, GARBAGE, IMPOSTOR, REFUSING = 2, 5, 6, 7

@@ -31,15 +31,17 @@ class Sink:
     def __init__(self, size: int) -> None:
         self.value = np.full(size, np.nan)
         self.quality = np.full(size, int(Quality.NO_VALUE))
+        self.read_at = np.full(size, np.nan)
         self.writes: list[np.ndarray] = []
         self.events: list[Event] = []
 
-    def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
-        self.value[rows], self.quality[rows] = values, quality
+    def write(self, rows, values, quality=Quality.GOOD, source_ts=None, read_at=None) -> None:
+        self.value[rows], self.quality[rows], self.read_at[rows] = values, quality, read_at
         self.writes.append(np.asarray(rows))
 
-    def set_quality(self, rows, quality) -> None:
+    def set_quality(self, rows, quality, read_at=None) -> None:
         self.quality[rows] = quality
+        self.read_at[rows] = np.nan if read_at is None else read_at
 
     def event(self, event: Event) -> None:
         self.events.append(event)
@@ -145,7 +147,7 @@ def run_poll(block_poller: BlockPoller, sink: Sink, answers: dict[str, object], 
         answer = answers[read.name]
         if isinstance(answer, Exception):
             raise answer
-        return np.asarray(answer, dtype=np.float64)
+        return np.asarray(answer, dtype=np.float64), clock.now
 
     return asyncio.run(block_poller.poll(sink, fetch))
 
@@ -160,6 +162,8 @@ def test_a_good_poll_writes_every_block_and_keeps_the_device_up():
     assert sink.value[[0, 2]].tolist() == [1.0, 3.0]
     assert sink.quality.tolist() == [Quality.GOOD, Quality.OUT_OF_RANGE, Quality.GOOD]
     assert len(sink.writes) == 2 and sink.events == []
+    # each block carries the time its own answer arrived, not the end of the poll
+    assert sink.read_at.tolist() == [pytest.approx(100.1), pytest.approx(100.1), pytest.approx(100.2)]
     assert (stats.polls, stats.failures, stats.requests_per_poll) == (1, 0, 2)
     assert stats.last_poll_latency == pytest.approx(0.2)
 
@@ -170,6 +174,7 @@ def test_garbage_fails_its_block_at_once_and_is_counted():
     garbage = BadAnswer("transaction id 7, expected 8", Quality.DECODE_ERROR)
     assert run_poll(block_poller, sink, {A.name: garbage, B.name: [3.0]}, clock)
     assert sink.quality.tolist() == [Quality.DECODE_ERROR, Quality.DECODE_ERROR, Quality.GOOD]
+    assert sink.read_at.tolist() == [pytest.approx(100.1), pytest.approx(100.1), pytest.approx(100.2)]
     assert (stats.decode_errors, stats.block_errors, stats.polls) == (1, 1, 1) and sink.events == []
 
 

@@ -50,21 +50,25 @@ class RegisterSink:
 
     A poll arrives as one write per block; the panel is interpreted once the poll is over (the
     writes of one poll come in one go, so one `call_soon` sees them all), never from half a poll.
+    `read_at` keeps each register's read time: a channel's tags carry the oldest of its fields'.
     """
 
     def __init__(self, size: int, panel: GdsDriver, sink: SampleSink) -> None:
         self.values = np.full(size, np.nan)
         self.quality = np.full(size, int(Quality.NO_VALUE), dtype=np.uint8)
+        self.read_at = np.full(size, time.monotonic())
         self.panel, self.sink = panel, sink
         self._scheduled = False
 
-    def write(self, rows, values, quality=Quality.GOOD, source_ts=None) -> None:
+    def write(self, rows, values, quality=Quality.GOOD, source_ts=None, read_at=None) -> None:
         self.values[rows] = values
         self.quality[rows] = quality
+        self.read_at[rows] = time.monotonic() if read_at is None else read_at
         self._publish_soon()
 
-    def set_quality(self, rows, quality) -> None:
+    def set_quality(self, rows, quality, read_at=None) -> None:
         self.quality[rows] = quality
+        self.read_at[rows] = time.monotonic() if read_at is None else read_at
         self._publish_soon()
 
     def event(self, event: Event) -> None:
@@ -148,8 +152,9 @@ class GdsDriver:
         if self._heartbeat_stopped(registers, sink):
             sink.set_quality(self.rows, int(Quality.DEVICE_ERROR))
             return
-        rows, values, qualities = [], [], []
+        rows, values, qualities, read_ats = [], [], [], []
         for channel, indexes in self.fields.items():
+            read_at = min(float(registers.read_at[i]) for i in indexes.values())
             reading = read_channel(self.settings.profile,
                                    {name: float(registers.values[i]) for name, i in indexes.items()},
                                    {name: int(registers.quality[i]) for name, i in indexes.items()},
@@ -163,9 +168,10 @@ class GdsDriver:
                 rows.append(targets[role])
                 values.append(value if math.isfinite(value) else np.nan)
                 qualities.append(int(quality))
+                read_ats.append(read_at)
             self._events(channel, reading, sink)
         sink.write(np.array(rows, dtype=np.intp), np.array(values, dtype=np.float64),
-                   np.array(qualities, dtype=np.uint8))
+                   np.array(qualities, dtype=np.uint8), read_at=np.array(read_ats))
 
     def _heartbeat_stopped(self, registers: RegisterSink, sink: SampleSink) -> bool:
         if self.heartbeat is None or Quality(int(registers.quality[self.heartbeat])).is_bad:

@@ -353,8 +353,9 @@ class ModbusRtuBusDriver:
         if self.circuit_open(slave):
             slave.probes += 1
 
-        async def fetch(read: PlannedRead) -> np.ndarray:
-            return read.decode(await self._request(slave, read.block))
+        async def fetch(read: PlannedRead) -> tuple[np.ndarray, float]:
+            answer = await self._request(slave, read.block)
+            return read.decode(answer), time.monotonic()
 
         answered = await slave.poller.poll(sink, fetch)
         self.line_stats.last_poll_latency = slave.stats.last_poll_latency

@@ -91,13 +91,13 @@ class OpcDaGatewayDriver:
             while True:
                 started = time.monotonic()
                 try:
-                    answer = await loop.run_in_executor(worker, self._read)
+                    answer, read_at = await loop.run_in_executor(worker, self._read)
                 except GatewayError as exc:
                     self._device_down(sink, str(exc))
                     tick = time.monotonic() + self._backoff.next()
                 else:
                     self.stats.last_poll_latency = time.monotonic() - started
-                    self._deliver(sink, answer)
+                    self._deliver(sink, answer, read_at)
                     self._backoff.reset()
                     tick, skipped = next_tick(tick, self.poll_interval, time.monotonic())
                     self.stats.skipped_ticks += skipped
@@ -106,8 +106,9 @@ class OpcDaGatewayDriver:
             worker.submit(self._release)
             worker.shutdown(wait=False)
 
-    def _read(self) -> Any:
-        """In the worker thread: one group read, opening the gateway session first if there is none."""
+    def _read(self) -> tuple[Any, float]:
+        """In the worker thread: one group read, opening the gateway session first if there is none;
+        returns the answer and the monotonic time it arrived (before the event loop got to it)."""
         settings = self.settings
         try:
             if self._proxy is None:
@@ -117,8 +118,9 @@ class OpcDaGatewayDriver:
                 proxy.connect(settings.server, settings.opc_host)
                 self.stats.reconnects += self.stats.sessions > 0
                 self.stats.sessions += 1
-            return self._proxy.read(self.items, group=self.group, update=int(self.poll_interval * 1000),
-                                    timeout=int(self.timeout * 1000), source=settings.source)
+            answer = self._proxy.read(self.items, group=self.group, update=int(self.poll_interval * 1000),
+                                      timeout=int(self.timeout * 1000), source=settings.source)
+            return answer, time.monotonic()
         except Pyro5.errors.TimeoutError as exc:
             self._release()
             raise GatewayError(f"gateway {settings.host}:{settings.port} did not answer within {self.timeout:g} s") \
@@ -138,9 +140,9 @@ class OpcDaGatewayDriver:
         if proxy is not None:
             proxy._pyroRelease()
 
-    def _deliver(self, sink: SampleSink, answer: Any) -> None:
+    def _deliver(self, sink: SampleSink, answer: Any, read_at: float) -> None:
         values, qualities, stamps, notes = decode(answer, self.items)
-        sink.write(self.rows, values, qualities, stamps)
+        sink.write(self.rows, values, qualities, stamps, read_at)
         for note in notes:
             self._problems.note(note, note)
         self.stats.polls += 1

@@ -89,7 +89,8 @@ class OpcUaDriver:
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         self._alive_at = 0.0
         self._warned: set[tuple[int, str]] = set()  # (tag index, problem) already logged as a warning
-        self._pending: list[tuple[int, float, int, float]] = []  # (tag index, value, quality, source ts)
+        # (tag index, value, quality, source ts, read at): read at is the monotonic time the value arrived
+        self._pending: list[tuple[int, float, int, float, float]] = []
         self._flush_scheduled = False
         self._sink: SampleSink | None = None
 
@@ -265,7 +266,8 @@ class OpcUaDriver:
             if isinstance(event, DataChangeEvent):
                 self._alive_at = time.monotonic()
                 self.stats.notifications += 1
-                self._add(event.data.subscription_data.client_handle - 1, event.data.monitored_item.Value)
+                self._add(event.data.subscription_data.client_handle - 1, event.data.monitored_item.Value,
+                          self._alive_at)
             elif isinstance(event, StatusChangeEvent):
                 if lost.done():  # asyncua tells the subscription after the connection went
                     raise SessionLost(lost.result())
@@ -273,12 +275,13 @@ class OpcUaDriver:
                 raise SessionLost(f"server reported {status} for the subscription")
         raise SessionLost("subscription closed")
 
-    def _add(self, index: int, data: ua.DataValue | None) -> None:
-        """Queue one value; the batch goes to the sink once the events at hand are drained."""
+    def _add(self, index: int, data: ua.DataValue | None, read_at: float) -> None:
+        """Queue one value that arrived at `read_at`; the batch goes to the sink once the events at hand
+        are drained, each value with its own arrival time."""
         if not 0 <= index < len(self.nodes):
             return
         if data is None:
-            self._pending.append((index, NAN, int(Quality.NO_VALUE), NAN))
+            self._pending.append((index, NAN, int(Quality.NO_VALUE), NAN, read_at))
         else:
             status = data.StatusCode.value if data.StatusCode is not None else 0
             raw = data.Value.Value if data.Value is not None else None
@@ -292,7 +295,7 @@ class OpcUaDriver:
             else:
                 quality = status_quality
             moment = data.SourceTimestamp or data.ServerTimestamp
-            self._pending.append((index, value, int(quality), unix_seconds(moment) if moment else NAN))
+            self._pending.append((index, value, int(quality), unix_seconds(moment) if moment else NAN, read_at))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -306,7 +309,8 @@ class OpcUaDriver:
         values = np.fromiter((item[1] for item in pending), dtype=np.float64, count=len(pending))
         qualities = np.fromiter((item[2] for item in pending), dtype=np.uint8, count=len(pending))
         stamps = np.fromiter((item[3] for item in pending), dtype=np.float64, count=len(pending))
-        self._sink.write(self.rows[indexes], values, qualities, stamps)
+        read_at = np.fromiter((item[4] for item in pending), dtype=np.float64, count=len(pending))
+        self._sink.write(self.rows[indexes], values, qualities, stamps, read_at)
         self.stats.values += len(pending)
         self._backoff.reset()
         self.health.up(self._sink)
@@ -326,8 +330,9 @@ class OpcUaDriver:
                         results = await client.uaclient.read(params)
                 except TimeoutError as exc:
                     raise SessionLost(f"no answer to a read within {self.timeout:g} s") from exc
+                arrived = time.monotonic()
                 for index, data in zip(polled[start:start + READ_CHUNK], results):
-                    self._add(int(index), data)
+                    self._add(int(index), data, arrived)
             self.stats.polls += 1
             self._alive_at = time.monotonic()
             tick = max(tick + self.poll_interval, time.monotonic())

@@ -2,6 +2,7 @@
 
     python -m hil_tests.sim.hostile --port PORT [--host 127.0.0.1] [--seed S]
                                     [--mix KIND=WEIGHT,...] [--stats FILE]
+                                    [--ramp STEP] [--stall EVERY:SECONDS]
 
 Prints "READY <port>" on stdout once listening (with --port 0 the system picks the port) and exits with
 status 0 on SIGTERM or SIGINT. It stands for a broken PLC, a misconfigured gateway or a device under
@@ -26,10 +27,19 @@ and count; every request is then answered according to one kind drawn from the m
   silence            no answer at all
   flood              5 to 100 unsolicited frames (other transaction ids, exceptions, junk), then the answer
 
+`--ramp STEP` makes the registers of `valid` answers a known function of time, so a test can tell how
+old a value was when the gateway stamped it: every register holds floor((t - epoch) / STEP) mod 65536
+at wall-clock time t, i.e. the value v was replaced at epoch + (v + 1) * STEP (the stats carry `epoch`
+and `step`; the value is taken when the answer is sent). Bit answers stay random.
+
+`--stall EVERY:SECONDS` holds back every EVERY-th request's answer for SECONDS (a device busy or a
+link stuck mid-poll); each stall's wall-clock start and end go into the stats' `stalls`.
+
 `--stats FILE` is rewritten (atomically) twice a second with the counts so far:
-{"requests": ..., "frames": ..., "kinds": {kind: requests}}. `frames` counts every hostile frame:
-one per request answered with a kind other than `valid` (silence included: the missing frame is the
-fault) plus each unsolicited frame of a flood.
+{"requests": ..., "frames": ..., "kinds": {kind: requests}, "stalls": [[start, end], ...]} (plus
+`epoch` and `step` with --ramp). `frames` counts every hostile frame: one per request answered with
+a kind other than `valid` (silence included: the missing frame is the fault) plus each unsolicited
+frame of a flood.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import random
 import signal
 import struct
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,10 +91,17 @@ def mbap(tid: int, unit: int, pdu: bytes, protocol: int = 0) -> bytes:
 
 
 class Answers:
-    """Builds the frames for one request; all randomness comes from one seeded generator."""
+    """Builds the frames for one request; all randomness comes from one seeded generator.
 
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
+    With `ramp` (seconds per step), the registers of a valid answer hold the ramp's value at send time.
+    """
+
+    def __init__(self, rng: random.Random, ramp: float | None = None) -> None:
+        self.rng, self.ramp = rng, ramp
+        self.epoch = time.time()
+
+    def ramp_value(self) -> int:
+        return int((time.time() - self.epoch) / self.ramp) % 65536
 
     def data(self, function: int, count: int, delta: int = 0) -> bytes:
         """The byte-count-prefixed payload of a read answer for `count` registers or bits (+ delta units)."""
@@ -97,6 +115,9 @@ class Answers:
     def valid_pdu(self, function: int, count: int) -> bytes:
         if function not in BIT_FUNCTIONS + REGISTER_FUNCTIONS:
             return bytes([function | 0x80, 0x01])
+        if self.ramp is not None and function in REGISTER_FUNCTIONS:
+            count = max(0, min(125, count))
+            return bytes([function, 2 * count]) + self.ramp_value().to_bytes(2, "big") * count
         return bytes([function]) + self.data(function, count)
 
     def unsolicited(self, tid: int, unit: int) -> bytes:
@@ -151,17 +172,30 @@ class Answers:
 
 
 class HostilePeer:
-    """Serves every connection; counts what it sent."""
+    """Serves every connection; counts what it sent, and when it stalled."""
 
-    def __init__(self, mix: dict[str, float], seed: int | None) -> None:
+    def __init__(self, mix: dict[str, float], seed: int | None, ramp: float | None = None,
+                 stall: tuple[int, float] | None = None) -> None:
         self.rng = random.Random(seed)
         self.kinds, self.weights = list(mix), list(mix.values())
-        self.answers = Answers(self.rng)
+        self.answers = Answers(self.rng, ramp)
+        self.stall = stall
+        self.stalls: list[list[float]] = []
         self.counts: Counter[str] = Counter()
         self.requests = self.frames = 0
 
     def stats(self) -> dict:
-        return {"requests": self.requests, "frames": self.frames, "kinds": dict(self.counts)}
+        figures = {"requests": self.requests, "frames": self.frames, "kinds": dict(self.counts),
+                   "stalls": self.stalls}
+        if self.answers.ramp is not None:
+            figures.update(epoch=self.answers.epoch, step=self.answers.ramp)
+        return figures
+
+    async def _stall_if_due(self) -> None:
+        if self.stall is not None and self.requests % self.stall[0] == 0:
+            started = time.time()
+            await asyncio.sleep(self.stall[1])
+            self.stalls.append([started, time.time()])
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -174,8 +208,9 @@ class HostilePeer:
                 function = pdu[0]
                 count = struct.unpack(">H", pdu[3:5])[0] if len(pdu) >= 5 else 0
                 kind = self.rng.choices(self.kinds, self.weights)[0]
-                frames = self.answers.frames(kind, tid, unit, function, count)
                 self.requests += 1
+                await self._stall_if_due()
+                frames = self.answers.frames(kind, tid, unit, function, count)
                 self.counts[kind] += 1
                 if kind != "valid":
                     self.frames += 1 + (len(frames) - 1 if kind == "flood" else 0)
@@ -208,11 +243,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mix", type=parse_mix, default=DEFAULT_MIX,
                         help="kinds of answer and their weights, e.g. exception=2,silence=1 (default: all)")
     parser.add_argument("--stats", type=Path, default=None, help="JSON file of counts, rewritten twice a second")
+    parser.add_argument("--ramp", type=float, default=None, metavar="STEP",
+                        help="registers of valid answers count up one every STEP seconds (a known function of time)")
+    parser.add_argument("--stall", type=parse_stall, default=None, metavar="EVERY:SECONDS",
+                        help="hold back every EVERY-th answer for SECONDS")
     return parser.parse_args(argv)
 
 
+def parse_stall(text: str) -> tuple[int, float]:
+    """'40:1.5' -> (40, 1.5): every 40th request waits 1.5 s for its answer."""
+    every, _, seconds = text.partition(":")
+    try:
+        parsed = int(every), float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected EVERY:SECONDS, e.g. 40:1.5, not {text!r}") from None
+    if parsed[0] < 1 or parsed[1] <= 0:
+        raise argparse.ArgumentTypeError(f"EVERY must be at least 1 and SECONDS above 0: {text!r}")
+    return parsed
+
+
 async def main_async(args: argparse.Namespace) -> int:
-    peer = HostilePeer(args.mix, args.seed)
+    peer = HostilePeer(args.mix, args.seed, args.ramp, args.stall)
     try:
         server = await asyncio.start_server(peer.serve, args.host, args.port)
     except OSError as exc:

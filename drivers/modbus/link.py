@@ -1,0 +1,280 @@
+"""A read-only Modbus client over IP of our own: functions 1-4, one request at a time, every answer checked.
+
+Why not pymodbus' client: measured against `hil_tests/sim/hostile.py`, pymodbus 3.16 drops an answer
+under another transaction id, unit id or protocol id, and bytes it cannot frame, without telling the
+caller, who then waits out the whole timeout and calls the device silent. A gateway must tell "the
+device answered garbage" from "the device did not answer", at once. Here each answer is checked
+against its request, and anything that is not a valid answer is a `BlockError` with DECODE_ERROR the
+moment it arrives:
+
+- Modbus TCP and UDP (MBAP): protocol id 0, the request's transaction id, a length that fits, the
+  request's unit id, the function code (or its exception), a byte count of exactly the registers or
+  bits asked for, and a frame that ends where its length says (over UDP: one datagram, one frame);
+- RTU over TCP: the read-reply framing of `rtu_frame` (unit, function, byte count, CRC).
+
+Bytes that arrive with no request outstanding, or follow a complete answer, mean the stream is out
+of step: the link is closed before the next request (and opened afresh), so no answer is ever taken
+for another request's. A request with nothing back within the timeout is a `CommError`; bytes that
+stop short of a frame are garbage (DECODE_ERROR) when the timeout ends.
+
+    link = TcpLink(MbapFraming(unit_id=1), "10.0.0.5", 502)
+    await link.open(timeout=1.0)
+    registers = await link.read("holding", 0, 10, timeout=1.0)   # [int, ...]
+    link.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from typing import Protocol
+
+from drivers.modbus.reads import FUNCTION_CODES, CommError, decode_error, exception_error
+from drivers.modbus.rtu_frame import ExceptionReply, FrameError, frame_length, parse_reply, read_request
+
+MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length (unit + PDU), unit id
+MAX_PDU = 253
+EXCEPTION_FLAG = 0x80
+
+
+def data_bytes(table: str, count: int) -> int:
+    """Bytes of data in a normal answer to a read of `count` registers (or bits)."""
+    return -(-count // 8) if FUNCTION_CODES[table] <= 2 else 2 * count
+
+
+def unpack(table: str, data: bytes) -> list[int] | list[bool]:
+    """Registers (big-endian words) or bits (least significant first, padded to whole bytes)."""
+    if FUNCTION_CODES[table] <= 2:
+        return [bool(data[i // 8] >> (i % 8) & 1) for i in range(8 * len(data))]
+    return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+
+
+class Framing(Protocol):
+    """How requests are framed and answers are found and checked on one kind of wire."""
+
+    def request(self, table: str, start: int, count: int) -> bytes:
+        """The request frame; remembers what it asked for."""
+        ...
+
+    def answer_length(self, buffer: bytes | bytearray) -> int | None:
+        """Length of the answer at the head of `buffer`, None until enough is in; BlockError if it cannot be one."""
+        ...
+
+    def parse(self, frame: bytes) -> list[int] | list[bool]:
+        """The values of a complete answer frame; BlockError for anything but the answer to the request."""
+        ...
+
+
+class MbapFraming:
+    """Modbus TCP framing (MBAP header + PDU), as on TCP port 502 and in Modbus UDP datagrams."""
+
+    def __init__(self, unit_id: int) -> None:
+        self.unit_id = unit_id
+        self._tid = 0
+        self._asked = ("holding", 0)
+
+    def request(self, table: str, start: int, count: int) -> bytes:
+        self._tid = self._tid % 0xFFFF + 1
+        self._asked = (table, count)
+        pdu = struct.pack(">BHH", FUNCTION_CODES[table], start, count)
+        return MBAP.pack(self._tid, 0, len(pdu) + 1, self.unit_id) + pdu
+
+    def answer_length(self, buffer: bytes | bytearray) -> int | None:
+        if len(buffer) < MBAP.size:
+            return None
+        tid, protocol, length, unit = MBAP.unpack_from(buffer)
+        if protocol != 0:
+            raise decode_error(f"protocol id {protocol}, not 0 (Modbus)")
+        if tid != self._tid:
+            raise decode_error(f"answer under transaction id {tid}, expected {self._tid}")
+        if unit != self.unit_id:
+            raise decode_error(f"answer from unit {unit}, expected {self.unit_id}")
+        if not 3 <= length <= MAX_PDU + 1:
+            raise decode_error(f"MBAP length {length} out of range 3..{MAX_PDU + 1}")
+        return MBAP.size - 1 + length
+
+    def parse(self, frame: bytes) -> list[int] | list[bool]:
+        table, count = self._asked
+        return check_pdu(frame[MBAP.size:], table, count)
+
+
+def check_pdu(pdu: bytes, table: str, count: int) -> list[int] | list[bool]:
+    """The values of a read answer's PDU (function, byte count, data), checked against the request."""
+    function = FUNCTION_CODES[table]
+    if pdu[0] == function | EXCEPTION_FLAG:
+        if len(pdu) != 2:
+            raise decode_error(f"exception answer of {len(pdu)} bytes, expected 2")
+        raise exception_error(pdu[1])
+    if pdu[0] != function:
+        raise decode_error(f"answer with function code {pdu[0]:#04x} to a request with {function:#04x}")
+    expected = data_bytes(table, count)
+    if pdu[1] != expected or len(pdu) != 2 + expected:
+        raise decode_error(f"wrong length: byte count {pdu[1]} in {len(pdu) - 2} data bytes, "
+                           f"expected {expected} for {count} {table} values")
+    return unpack(table, pdu[2:])
+
+
+class RtuFraming:
+    """RTU frames (unit, PDU, CRC) as serial device servers pass them over TCP."""
+
+    def __init__(self, unit_id: int) -> None:
+        self.unit_id = unit_id
+        self._asked = ("holding", 0)
+
+    def request(self, table: str, start: int, count: int) -> bytes:
+        self._asked = (table, count)
+        return read_request(self.unit_id, table, start, count)
+
+    def answer_length(self, buffer: bytes | bytearray) -> int | None:
+        try:
+            return frame_length(buffer)
+        except FrameError as exc:
+            raise decode_error(str(exc)) from None
+
+    def parse(self, frame: bytes) -> list[int] | list[bool]:
+        table, count = self._asked
+        try:
+            return parse_reply(frame, self.unit_id, table, count)
+        except ExceptionReply as exc:
+            raise exception_error(exc.code) from None
+        except FrameError as exc:
+            raise decode_error(str(exc)) from None
+
+
+class _Inbox(asyncio.Protocol, asyncio.DatagramProtocol):
+    """Collects what arrives (stream bytes, or one entry per datagram) and wakes the waiting request.
+
+    `arrived` is the monotonic time of the latest arrival, taken when the event loop hands the bytes
+    over, before the waiting request gets its turn on the loop.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.arrived = 0.0
+        self.lost: str | None = None
+        self.wake = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.arrived = time.monotonic()
+        self.wake.set()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.chunks.append(data)
+        self.arrived = time.monotonic()
+        self.wake.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = f"connection lost ({exc})" if exc else "connection closed by the device"
+        self.wake.set()
+
+    def error_received(self, exc: Exception) -> None:
+        self.lost = f"connection lost ({exc})"
+        self.wake.set()
+
+
+class Link:
+    """One connection (or UDP socket) to one device with one framing; `read` is one checked transaction.
+
+    `answered_at` is the monotonic time the last answer `read` returned had arrived.
+    """
+
+    def __init__(self, framing: Framing, host: str, port: int) -> None:
+        self.framing, self.host, self.port = framing, host, port
+        self.answered_at = 0.0
+        self._transport: asyncio.BaseTransport | None = None
+        self._inbox = _Inbox()
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None and self._inbox.lost is None
+
+    async def open(self, timeout: float) -> None:
+        self.close()
+        self._inbox = _Inbox()
+        try:
+            async with asyncio.timeout(timeout):
+                self._transport = await self._connect(self._inbox)
+        except (OSError, TimeoutError) as exc:
+            raise CommError(f"cannot connect to {self.host}:{self.port} ({exc or 'no answer in time'})") from None
+
+    async def _connect(self, inbox: _Inbox) -> asyncio.BaseTransport:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(lambda: inbox, self.host, self.port)
+        return transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    @property
+    def out_of_step(self) -> bool:
+        """Something arrived that no request asked for: the next request needs a fresh link."""
+        return bool(self._inbox.chunks)
+
+    async def read(self, table: str, start: int, count: int, timeout: float) -> list[int] | list[bool]:
+        """One request and its checked answer. CommError: no answer; BlockError: garbage or an exception."""
+        inbox = self._inbox
+        if inbox.lost is not None or self._transport is None:
+            raise CommError(inbox.lost or "not connected")
+        self._send(self.framing.request(table, start, count))
+        buffer = bytearray()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    frame = self._frame(buffer)
+                    if frame is not None:
+                        self.answered_at = inbox.arrived
+                        return self.framing.parse(frame)
+                    if inbox.lost is not None:
+                        raise CommError(inbox.lost if not buffer else f"{inbox.lost} after {len(buffer)} bytes")
+                    inbox.wake.clear()
+                    await inbox.wake.wait()
+        except TimeoutError:
+            if buffer:
+                raise decode_error(f"garbage: {len(buffer)} bytes, not a whole answer, "
+                                   f"then nothing for {timeout:g} s") from None
+            raise CommError(f"no response within {timeout:g} s") from None
+
+    def _send(self, frame: bytes) -> None:
+        self._transport.write(frame)  # type: ignore[union-attr]
+
+    def _frame(self, buffer: bytearray) -> bytes | None:
+        """Move what arrived into `buffer`; the answer frame once it is whole (trailing bytes stay in the inbox)."""
+        inbox = self._inbox
+        while inbox.chunks:
+            buffer += inbox.chunks.pop(0)
+            length = self.framing.answer_length(buffer)
+            if length is not None and len(buffer) >= length:
+                if len(buffer) > length:
+                    inbox.chunks.insert(0, bytes(buffer[length:]))
+                return bytes(buffer[:length])
+        return None
+
+
+class UdpLink(Link):
+    """Modbus over UDP: one datagram per request and per answer; a datagram that is not exactly one
+    answer frame is garbage. A new socket (a new local port) resynchronises: late datagrams to the
+    old one are never read."""
+
+    async def _connect(self, inbox: _Inbox) -> asyncio.BaseTransport:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: inbox, remote_addr=(self.host, self.port))
+        return transport
+
+    def _send(self, frame: bytes) -> None:
+        self._transport.sendto(frame)  # type: ignore[union-attr]
+
+    def _frame(self, buffer: bytearray) -> bytes | None:
+        inbox = self._inbox
+        if not inbox.chunks:
+            return None
+        datagram = inbox.chunks.pop(0)
+        buffer += datagram
+        length = self.framing.answer_length(datagram)
+        if length != len(datagram):
+            raise decode_error(f"datagram of {len(datagram)} bytes does not hold one whole answer")
+        return datagram
+

@@ -1,0 +1,168 @@
+"""The read-only Modbus client: every answer checked against its request, garbage told from silence at once."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from drivers.modbus.link import Link, MbapFraming, RtuFraming, UdpLink
+from drivers.modbus.reads import BlockError, CommError
+from drivers.modbus.rtu_frame import encode_exception, encode_registers
+from gatewayd.types import Quality
+
+
+def mbap(tid: int, unit: int, pdu: bytes, protocol: int = 0) -> bytes:
+    return struct.pack(">HHHB", tid, protocol, len(pdu) + 1, unit) + pdu
+
+
+def asked(framing: MbapFraming, table: str = "holding", count: int = 2) -> int:
+    request = framing.request(table, 10, count)
+    assert request[7:] == bytes([{"holding": 3, "input": 4, "coil": 1, "discrete": 2}[table], 0, 10, 0, count])
+    return struct.unpack(">H", request[:2])[0]
+
+
+def answer(framing: MbapFraming, frame: bytes):
+    length = framing.answer_length(frame)
+    assert length == len(frame)
+    return framing.parse(frame)
+
+
+def test_a_valid_answer_gives_its_registers_and_bits():
+    framing = MbapFraming(unit_id=5)
+    tid = asked(framing)
+    assert answer(framing, mbap(tid, 5, bytes([3, 4, 0, 1, 0xFF, 0xFE]))) == [1, 0xFFFE]
+    tid = asked(framing, "coil", 3)
+    assert answer(framing, mbap(tid, 5, bytes([1, 1, 0b101])))[:3] == [True, False, True]
+    assert asked(framing) == tid + 1, "every request has its own transaction id"
+
+
+@pytest.mark.parametrize("name, build", [
+    ("transaction id", lambda tid: mbap(tid + 1, 5, bytes([3, 4, 0, 1, 0, 2]))),
+    ("unit", lambda tid: mbap(tid, 6, bytes([3, 4, 0, 1, 0, 2]))),
+    ("protocol id", lambda tid: mbap(tid, 5, bytes([3, 4, 0, 1, 0, 2]), protocol=1)),
+    ("MBAP length", lambda tid: struct.pack(">HHHB", tid, 0, 600, 5)),
+])
+def test_a_header_that_does_not_answer_the_request_is_garbage_before_its_body_arrives(name, build):
+    framing = MbapFraming(unit_id=5)
+    tid = asked(framing)
+    with pytest.raises(BlockError, match=name) as caught:
+        framing.answer_length(build(tid)[:7])
+    assert caught.value.quality == Quality.DECODE_ERROR
+
+
+@pytest.mark.parametrize("pdu, quality", [
+    (bytes([4, 4, 0, 1, 0, 2]), Quality.DECODE_ERROR),  # another function
+    (bytes([16, 0, 10, 0, 2]), Quality.DECODE_ERROR),  # a write's answer
+    (bytes([3, 2, 0, 1]), Quality.DECODE_ERROR),  # one register instead of two
+    (bytes([3, 6, 0, 1, 0, 2]), Quality.DECODE_ERROR),  # byte count disagrees with the data
+    (bytes([0x83, 2, 0]), Quality.DECODE_ERROR),  # an exception answer of the wrong length
+    (bytes([0x83, 2]), Quality.DEVICE_ERROR),  # illegal data address
+    (bytes([0x83, 0x0B]), Quality.COMM_FAILURE),  # the device behind a gateway did not answer
+])
+def test_a_body_that_does_not_answer_the_request_fails_with_its_reason(pdu, quality):
+    framing = MbapFraming(unit_id=5)
+    tid = asked(framing)
+    with pytest.raises(BlockError) as caught:
+        answer(framing, mbap(tid, 5, pdu))
+    assert caught.value.quality == quality
+
+
+def test_rtu_framing_checks_unit_crc_and_length():
+    framing = RtuFraming(unit_id=7)
+    framing.request("holding", 0, 2)
+    assert framing.parse(encode_registers(7, "holding", [1, 2])) == [1, 2]
+    for garbage in (encode_registers(8, "holding", [1, 2]), encode_registers(7, "holding", [1]),
+                    encode_registers(7, "holding", [1, 2])[:-1] + b"\x00"):
+        with pytest.raises(BlockError) as caught:
+            framing.parse(garbage)
+        assert caught.value.quality == Quality.DECODE_ERROR
+    with pytest.raises(BlockError) as caught:
+        framing.parse(encode_exception(7, 3, 2))
+    assert caught.value.quality == Quality.DEVICE_ERROR
+    with pytest.raises(BlockError):
+        framing.answer_length(bytes([7, 0x2B, 0]))  # no read reply has that function
+
+
+async def serve(reply) -> tuple[asyncio.Server, int]:
+    """A TCP peer that answers each 12-byte MBAP request with reply(tid) (None: no answer)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await reader.readexactly(12)
+                frame = reply(struct.unpack(">H", request[:2])[0])
+                if frame:
+                    writer.write(frame)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def transact(reply, timeout: float = 0.5, link_class=Link):
+    """One read over a real loopback connection: (result or exception, link out of step)."""
+
+    async def run():
+        server, port = await serve(reply)
+        link = link_class(MbapFraming(unit_id=1), "127.0.0.1", port)
+        try:
+            await link.open(1.0)
+            try:
+                result = await link.read("holding", 0, 1, timeout)
+            except (BlockError, CommError) as exc:
+                result = exc
+            await asyncio.sleep(0.05)
+            return result, link.out_of_step
+        finally:
+            link.close()
+            server.close()
+
+    return asyncio.run(run())
+
+
+def test_over_tcp_garbage_fails_at_once_and_silence_after_the_timeout():
+    # told by its header as it arrives (a discarded frame would only be noticed at the timeout)
+    result, _ = transact(lambda tid: mbap(tid + 7, 1, bytes([3, 2, 0, 9])))
+    assert isinstance(result, BlockError) and result.quality == Quality.DECODE_ERROR
+    assert "transaction id" in str(result)
+    result, _ = transact(lambda tid: None, timeout=0.2)
+    assert isinstance(result, CommError) and "no response" in str(result)
+    result, _ = transact(lambda tid: mbap(tid, 1, bytes([3, 2, 0, 9]))[:5], timeout=0.2)
+    assert isinstance(result, BlockError) and "5 bytes, not a whole answer" in str(result)
+
+
+def test_trailing_bytes_put_the_link_out_of_step():
+    result, out_of_step = transact(lambda tid: mbap(tid, 1, bytes([3, 2, 0, 9])) + b"\x00\x01")
+    assert result == [9] and out_of_step
+    result, out_of_step = transact(lambda tid: mbap(tid, 1, bytes([3, 2, 0, 9])))
+    assert result == [9] and not out_of_step
+
+
+def test_a_udp_datagram_must_hold_exactly_one_answer():
+    async def run(reply):
+        loop = asyncio.get_running_loop()
+
+        class Peer(asyncio.DatagramProtocol):
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def datagram_received(self, data, addr):
+                self.transport.sendto(reply(struct.unpack(">H", data[:2])[0]), addr)
+
+        transport, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+        link = UdpLink(MbapFraming(unit_id=1), "127.0.0.1", transport.get_extra_info("sockname")[1])
+        try:
+            await link.open(1.0)
+            return await link.read("holding", 0, 1, 1.0)
+        except BlockError as exc:
+            return exc
+        finally:
+            link.close()
+            transport.close()
+
+    assert asyncio.run(run(lambda tid: mbap(tid, 1, bytes([3, 2, 0, 9])))) == [9]
+    result = asyncio.run(run(lambda tid: mbap(tid, 1, bytes([3, 2, 0, 9])) + b"\x00"))
+    assert isinstance(result, BlockError) and result.quality == Quality.DECODE_ERROR
