@@ -1,15 +1,18 @@
 """Southbound drivers, one package per protocol family. Drivers only read; there is no write path.
 
 Each driver kind names a schema module (config keys and checks, cheap to import so that
-`gatewayd check-config` does not load protocol stacks) and a runtime class with
-`from_config(device, rows)` and `async run(sink)`.
+`gatewayd check-config` does not load protocol stacks) and a runtime class that keeps the contract
+of `drivers.kit.Driver`: `from_config(device, rows)`, `async run(sink)`, `stats` and `is_down`.
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from drivers.kit import Driver
 
 # driver kind -> (schema module, "runtime module:class")
 DRIVERS: dict[str, tuple[str, str]] = {
@@ -27,7 +30,7 @@ def schema(kind: str) -> ModuleType:
     return importlib.import_module(DRIVERS[kind][0])
 
 
-def create(device: Any, rows: Any) -> Any:
+def create(device: Any, rows: Any) -> Driver:
     """Build the runtime driver for a validated DeviceConfig whose tags sit at `rows` of the point table."""
     module_name, class_name = DRIVERS[device.driver][1].split(":")
     driver_class = getattr(importlib.import_module(module_name), class_name)

@@ -4,11 +4,14 @@ backoff, the schedule and the block poll every Modbus transport shares."""
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import logging
 
 import numpy as np
 import pytest
 
+import drivers
 from drivers.kit import (
     UNDECODABLE, Backoff, BadAnswer, BlockPoller, DeviceHealth, DriverStats, NoAnswer, Problems, next_tick,
 )
@@ -216,3 +219,12 @@ def test_no_answer_marks_every_row_and_skips_the_rest_of_the_poll():
     assert stats.failures == 1 and block_poller.health.is_down
     assert run_poll(block_poller, sink, {A.name: [1.0, 2.0], B.name: [3.0]}, clock)
     assert [event.kind for event in sink.events] == ["device_down", "device_up"]
+
+
+@pytest.mark.parametrize("kind", sorted(drivers.DRIVERS))
+def test_every_driver_kind_keeps_the_contract(kind):
+    module_name, class_name = drivers.DRIVERS[kind][1].split(":")
+    driver_class = getattr(importlib.import_module(module_name), class_name)
+    assert isinstance(inspect.getattr_static(driver_class, "from_config"), classmethod)
+    assert inspect.iscoroutinefunction(driver_class.run)
+    assert isinstance(inspect.getattr_static(driver_class, "is_down"), property)
