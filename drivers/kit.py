@@ -17,6 +17,7 @@ Protocol-neutral: nothing here knows Modbus, OPC or a socket. Drivers work in th
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -205,62 +206,73 @@ class BlockPoller:
     arrived (as close to the wire as the transport can tell), or raises `BadAnswer` (that block
     only) or `NoAnswer` (the whole device). Then:
 
-    - good blocks are written once the poll is over, one write per block, each with its own
-      `read_at`, never the end of the poll (a poll slowed by
-      a timeout or a stall must not make the blocks read before it look fresher than they are);
+    - each good block is written as soon as its answer is in, with its own `read_at`: never the end
+      of the poll, so a poll slowed by a timeout or a stall neither makes the blocks read before it
+      look fresher than they are nor holds back values the gateway already has;
     - a bad block's rows take its quality (DECODE_ERROR for garbage, counted in `decode_errors`),
       stamped with the time the bad answer arrived;
     - no answer at all: every row COMM_FAILURE, the device down, the rest of the poll skipped;
     - answers but no usable block: the device down with the first block's reason, or with
       "undecodable answers" when every answer was garbage; rows keep their block's quality;
     - any good block: the device up.
+
+    With `whole_polls` the writes of a poll are held back and made together when it is over (still
+    each with its own `read_at`), for a consumer that interprets several blocks as one reading (a
+    GDS panel's channel); a poll that ends without an answer then writes nothing.
     """
 
     def __init__(self, reads: Sequence[BlockRead], rows: np.ndarray, health: DeviceHealth, stats: DriverStats,
-                 problems: Problems, clock: Clock = time.monotonic) -> None:
+                 problems: Problems, clock: Clock = time.monotonic, whole_polls: bool = False) -> None:
         self.reads, self.rows = tuple(reads), rows
         self.health, self.stats, self.problems = health, stats, problems
+        self.whole_polls = whole_polls
         self._clock = clock
         stats.requests_per_poll = len(self.reads)
 
     async def poll(self, sink: SampleSink, fetch: Callable[[Any], Awaitable[tuple[np.ndarray, float]]]) -> bool:
         """Read every block once; True when the device answered at least one of them with its values."""
         started = self._clock()
-        good: list[tuple[Any, np.ndarray, float]] = []
-        bad: list[tuple[Any, BadAnswer, float]] = []
+        good: list[Any] = []
+        bad: list[tuple[Any, BadAnswer]] = []
+        held: list[Callable[[], None]] = []
+        deliver = held.append if self.whole_polls else _call
         for read in self.reads:
             try:
                 values, read_at = await fetch(read)
             except BadAnswer as exc:
-                bad.append((read, exc, self._clock()))
+                bad.append((read, exc))
                 self.stats.decode_errors += exc.quality == Quality.DECODE_ERROR
+                deliver(functools.partial(sink.set_quality, read.rows, int(exc.quality), read_at=self._clock()))
                 continue
             except NoAnswer as exc:
                 self.stats.failures += 1
                 sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
                 self.health.down(sink, f"{read.describe()}: {exc}", Quality.COMM_FAILURE)
                 return False
-            good.append((read, values, read_at))
-        for read, error, read_at in bad:
-            sink.set_quality(read.rows, int(error.quality), read_at=read_at)
+            good.append(read)
+            deliver(functools.partial(sink.write, read.rows, values, finite_quality(values), read_at=read_at))
+        for write in held:
+            write()
         if not good:
             self.stats.failures += 1
-            self.health.down(sink, *down_reason([(read, error) for read, error, _ in bad]))
+            self.health.down(sink, *down_reason(bad))
             return False
-        for read, values, read_at in good:
-            sink.write(read.rows, values, finite_quality(values), read_at=read_at)
         self._note(good, bad)
         self.health.up(sink)
         self.stats.polls += 1
         self.stats.last_poll_latency = self._clock() - started
         return True
 
-    def _note(self, good: list[tuple[Any, np.ndarray, float]], bad: list[tuple[Any, BadAnswer, float]]) -> None:
+    def _note(self, good: list[Any], bad: list[tuple[Any, BadAnswer]]) -> None:
         self.stats.block_errors += len(bad)
-        for read, error, _ in bad:
+        for read, error in bad:
             self.problems.note(read.describe(), f"{read.describe()}: {error}")
-        for read, _, _ in good:
+        for read in good:
             self.problems.clear(read.describe(), f"{read.describe()} readable again")
+
+
+def _call(write: Callable[[], None]) -> None:
+    write()
 
 
 def down_reason(bad: Sequence[tuple[BlockRead, BadAnswer]]) -> tuple[str, Quality]:

@@ -13,6 +13,7 @@ judged: a GOOD sample carrying v at time ts shows a value the device had already
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,15 +46,22 @@ class Outcome:
     metrics: dict[str, float]  # the daemon's metrics, scraped once the peer had stopped
     healthy_polls: float  # answered polls of the healthy PLC during the run
     seconds: float
+    ended: float  # wall-clock time the run ended (the peer was stopped, then the daemon)
     log: str
 
     @property
     def garbage_answers(self) -> int:
         return sum(self.peer["kinds"].get(kind, 0) for kind in GARBAGE)
 
-    def qualities(self, device: str) -> set[int]:
-        """Qualities of the device's samples after its first (which may predate its first poll)."""
-        return {quality for tag, rows in self.samples.items() if tag.startswith(f"{HOSTILE}.") == (device == HOSTILE)
+    def healthy_qualities(self) -> Counter[int]:
+        """Samples of the healthy PLC by quality, after each tag's first and before the run ended (a
+        stopping daemon's last scan finds its tags unread)."""
+        return Counter(quality for tag, rows in self.samples.items() if not tag.startswith(f"{HOSTILE}.")
+                       for ts, _, quality in rows[1:] if ts / 1000 < self.ended)
+
+    def hostile_qualities(self) -> set[int]:
+        """Qualities of the hostile peer's samples after each tag's first (which may predate its first poll)."""
+        return {quality for tag, rows in self.samples.items() if tag.startswith(f"{HOSTILE}.")
                 for _, _, quality in rows[1:]}
 
     def figures(self) -> dict:
@@ -65,6 +73,7 @@ class Outcome:
                 "garbage_answers": self.garbage_answers, "stalls": len(self.peer["stalls"]),
                 "decode_errors": self.metrics.get(f'gatewayd_device_decode_errors_total{{device="{HOSTILE}"}}'),
                 "healthy_poll_rate": round(self.healthy_polls * POLL / self.seconds, 3),
+                "healthy_stale_samples": self.healthy_qualities()[Quality.STALE],
                 "seconds": round(self.seconds, 1)}
 
 
@@ -99,7 +108,7 @@ def run(workdir: Path, requests: int = 400, stalls: int = 3, deadline: float = 1
                 raise AssertionError(f"peer served {peer.stats()}; daemon running: {daemon.running}\n"
                                      f"{daemon.log_text()[-3000:]}")
             time.sleep(0.5)
-        healthy_polls, seconds = scrape(port)[polls] - before, time.monotonic() - started
+        healthy_polls, seconds, ended = scrape(port)[polls] - before, time.monotonic() - started, time.time()
         peer.stop()  # its last stats are written at the stop; the daemon counts nothing after it
         time.sleep(1.0)
         metrics = scrape(port)
@@ -109,7 +118,7 @@ def run(workdir: Path, requests: int = 400, stalls: int = 3, deadline: float = 1
         final = peer.stats()
         samples = samples_by_tag(plant)
         events = [event for batch in plant.report().batches for event in batch.body["events"]]
-        return Outcome(samples, events, lags(samples, final), final, metrics, healthy_polls, seconds,
+        return Outcome(samples, events, lags(samples, final), final, metrics, healthy_polls, seconds, ended,
                        daemon.log_text())
     finally:
         receiver.stop()

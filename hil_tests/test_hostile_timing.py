@@ -24,13 +24,21 @@ def test_good_values_are_as_fresh_as_their_stamps_under_garbage_and_stalls(tmp_p
     late = sorted(lag for lag in outcome.lags if lag > POLL + 0.2)
     assert not late, f"{len(late)} GOOD samples carried a value replaced up to {late[-1]:.3f} s before their stamp"
     # garbage answers: DECODE_ERROR on the hostile tags, each one counted, none waited out as a timeout
-    assert Quality.DECODE_ERROR in outcome.qualities(HOSTILE)
+    assert Quality.DECODE_ERROR in outcome.hostile_qualities()
     decode_errors = outcome.metrics[f'gatewayd_device_decode_errors_total{{device="{HOSTILE}"}}']
     garbage = outcome.garbage_answers
     assert garbage >= 10 and garbage - 1 <= decode_errors <= garbage, (garbage, decode_errors)
     assert "no response" not in outcome.log, "a garbage answer was taken for silence"
-    # the healthy PLC beside it: every sample GOOD after the first, no outage, its poll rate kept
-    assert outcome.qualities(HEALTHY) == {Quality.GOOD}
+    # a stall longer than stale_after (three poll intervals): the tags turn STALE while the answer is held
+    stale = [ts / 1000 for tag, rows in outcome.samples.items() if tag.startswith(f"{HOSTILE}.")
+             for ts, _, quality in rows if quality == Quality.STALE]
+    for start, end in outcome.peer["stalls"]:
+        assert any(start - POLL <= ts <= end + POLL for ts in stale), (start, end, stale)
+    # the healthy PLC beside it: no outage, no bad value, its poll rate kept. A poll late by two
+    # intervals on this shared machine truthfully turns its tags STALE for a moment: rare, never bad.
+    healthy = outcome.healthy_qualities()
+    assert set(healthy) <= {Quality.GOOD, Quality.STALE}, healthy
+    assert healthy[Quality.STALE] <= 0.01 * healthy.total(), healthy
     assert not [event for event in outcome.events
                 if event["source"] == HEALTHY and event["kind"] in ("device_down", "device_up")]
     assert outcome.healthy_polls >= 0.5 * outcome.seconds / POLL, figures

@@ -171,6 +171,25 @@ def test_a_good_poll_writes_every_block_and_keeps_the_device_up():
     assert stats.last_poll_latency == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize("whole_polls", [False, True])
+def test_blocks_are_written_as_they_arrive_or_with_whole_polls_at_the_end(whole_polls):
+    clock, sink = Clock(), Sink(3)
+    block_poller, _ = poller(clock, [A, B])
+    block_poller.whole_polls = whole_polls
+    seen_before_b: list[int] = []
+
+    async def fetch(read: Read):
+        if read is B:
+            seen_before_b.append(len(sink.writes))
+        clock.now += 0.1
+        return np.ones(len(read.rows)), clock.now
+
+    asyncio.run(block_poller.poll(sink, fetch))
+    assert seen_before_b == [0 if whole_polls else 1]
+    assert len(sink.writes) == 2
+    assert sink.read_at.tolist() == [pytest.approx(100.1), pytest.approx(100.1), pytest.approx(100.2)]
+
+
 def test_garbage_fails_its_block_at_once_and_is_counted():
     clock, sink = Clock(), Sink(3)
     block_poller, stats = poller(clock, [A, B])

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import struct
+import threading
+import time
 
 import pytest
 
-from drivers.modbus.link import Link, MbapFraming, RtuFraming, UdpLink
+from drivers.modbus.link import SO_TIMESTAMPNS, Link, MbapFraming, RtuFraming, UdpLink, arrival
 from drivers.modbus.reads import BlockError, CommError
 from drivers.modbus.rtu_frame import encode_exception, encode_registers
 from gatewayd.types import Quality
@@ -166,3 +170,50 @@ def test_a_udp_datagram_must_hold_exactly_one_answer():
     assert asyncio.run(run(lambda tid: mbap(tid, 1, bytes([3, 2, 0, 9])))) == [9]
     result = asyncio.run(run(lambda tid: mbap(tid, 1, bytes([3, 2, 0, 9])) + b"\x00"))
     assert isinstance(result, BlockError) and result.quality == Quality.DECODE_ERROR
+
+
+def test_arrival_is_the_kernels_receive_time_moved_onto_the_monotonic_clock():
+    stamp = struct.pack("qq", 1000, 250_000_000)  # 1000.25 s on the wall clock
+    ancillary = [(socket.SOL_SOCKET, SO_TIMESTAMPNS, stamp)]
+    assert arrival(ancillary, wall_now=1000.75, monotonic_now=50.0) == pytest.approx(49.5)
+    assert arrival([], wall_now=1000.75, monotonic_now=50.0) == 50.0  # no stamp: when the loop read it
+    assert arrival(ancillary, wall_now=999.0, monotonic_now=50.0) == 50.0  # a stamp from the future: clock stepped
+    assert arrival(ancillary, wall_now=2000.0, monotonic_now=50.0) == 50.0  # implausibly old: clock stepped
+
+
+def test_an_answer_that_arrived_while_the_loop_was_busy_keeps_its_arrival_time():
+    """The device answers at once; the event loop only gets to it 0.3 s later, after the 0.1 s timeout
+    has expired. The answer counts (it came in time), and its read time is its arrival, not the moment
+    the loop got round to it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def peer() -> None:
+        connection, _ = listener.accept()
+        with connection, contextlib.suppress(ConnectionResetError):  # the link resets when it closes
+            while request := connection.recv(12):
+                connection.sendall(mbap(struct.unpack(">H", request[:2])[0], 1, bytes([3, 2, 0, 9])))
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+
+    async def run() -> tuple[float, float, float]:
+        link = Link(MbapFraming(unit_id=1), "127.0.0.1", listener.getsockname()[1])
+        await link.open(1.0)
+        try:
+            # the kernel turns receive stamps on a moment after the first socket asks for them
+            assert await link.read("holding", 0, 1, 5.0) == [9]
+            await asyncio.sleep(0.2)
+            asked = time.monotonic()
+            reading = asyncio.ensure_future(link.read("holding", 0, 1, 0.1))
+            await asyncio.sleep(0)  # the request goes out
+            time.sleep(0.3)  # the loop is busy elsewhere while the answer comes in
+            free = time.monotonic()
+            assert await reading == [9]
+            return asked, free, link.answered_at
+        finally:
+            link.close()
+
+    asked, free, answered_at = asyncio.run(run())
+    thread.join(5)
+    listener.close()
+    assert asked <= answered_at < free - 0.2

@@ -132,6 +132,8 @@ class GdsDriver:
         else:
             slave = Slave(settings.unit_id, device.name, device.poll_interval, device.timeout, tuple(reads), registers)
             inner = ModbusRtuBusDriver(device.name, settings.serial, [slave], registers)
+        for poller in ([inner.poller] if settings.transport == "tcp" else [s.poller for s in inner.slaves]):
+            poller.whole_polls = True  # a channel's fields may sit in several blocks: interpret whole polls
         return cls(device.name, settings, inner, fields, heartbeat, tag_rows, tag_names, units)
 
     @property

@@ -12,10 +12,14 @@ moment it arrives:
   bits asked for, and a frame that ends where its length says (over UDP: one datagram, one frame);
 - RTU over TCP: the read-reply framing of `rtu_frame` (unit, function, byte count, CRC).
 
+Each answer carries the kernel's receive time (`answered_at`), so a value read while the event loop
+was busy elsewhere is not made younger than it is.
+
 Bytes that arrive with no request outstanding, or follow a complete answer, mean the stream is out
 of step: the link is closed before the next request (and opened afresh), so no answer is ever taken
-for another request's. A request with nothing back within the timeout is a `CommError`; bytes that
-stop short of a frame are garbage (DECODE_ERROR) when the timeout ends.
+for another request's. A request with nothing back within the timeout is a `CommError` (an answer
+already in the host when the timeout fires counts: a busy event loop is not a silent device); bytes
+that stop short of a frame are garbage (DECODE_ERROR) when the timeout ends.
 
     link = TcpLink(MbapFraming(unit_id=1), "10.0.0.5", 502)
     await link.open(timeout=1.0)
@@ -26,6 +30,8 @@ stop short of a frame are garbage (DECODE_ERROR) when the timeout ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import struct
 import time
 from typing import Protocol
@@ -142,114 +148,154 @@ class RtuFraming:
             raise decode_error(str(exc)) from None
 
 
-class _Inbox(asyncio.Protocol, asyncio.DatagramProtocol):
-    """Collects what arrives (stream bytes, or one entry per datagram) and wakes the waiting request.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux: the kernel's receive time with each read
+ANCILLARY = socket.CMSG_SPACE(16)  # one struct timespec
+READ_SIZE = 65536
+MAX_KERNEL_AGE = 10.0  # seconds; a kernel stamp older than this (or in the future) means the wall clock stepped
 
-    `arrived` is the monotonic time of the latest arrival, taken when the event loop hands the bytes
-    over, before the waiting request gets its turn on the loop.
-    """
 
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.arrived = 0.0
-        self.lost: str | None = None
-        self.wake = asyncio.Event()
-
-    def data_received(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.arrived = time.monotonic()
-        self.wake.set()
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self.chunks.append(data)
-        self.arrived = time.monotonic()
-        self.wake.set()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = f"connection lost ({exc})" if exc else "connection closed by the device"
-        self.wake.set()
-
-    def error_received(self, exc: Exception) -> None:
-        self.lost = f"connection lost ({exc})"
-        self.wake.set()
+def arrival(ancillary: list[tuple[int, int, bytes]], wall_now: float, monotonic_now: float) -> float:
+    """When the bytes reached the host, on the monotonic clock: the kernel's receive stamp (wall clock)
+    moved onto the monotonic clock by its age; `monotonic_now` when there is no usable stamp."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", data[:16])
+            age = wall_now - (seconds + nanoseconds / 1e9)
+            if 0.0 <= age < MAX_KERNEL_AGE:
+                return monotonic_now - age
+    return monotonic_now
 
 
 class Link:
     """One connection (or UDP socket) to one device with one framing; `read` is one checked transaction.
 
-    `answered_at` is the monotonic time the last answer `read` returned had arrived.
+    The socket is read by the event loop as bytes come in, with the kernel's receive time of each
+    read (SO_TIMESTAMPNS): `answered_at` is when the last answer `read` returned reached the host, on
+    the monotonic clock, however late the loop got to it.
     """
+
+    kind = socket.SOCK_STREAM
 
     def __init__(self, framing: Framing, host: str, port: int) -> None:
         self.framing, self.host, self.port = framing, host, port
         self.answered_at = 0.0
-        self._transport: asyncio.BaseTransport | None = None
-        self._inbox = _Inbox()
+        self._socket: socket.socket | None = None
+        self._chunks: list[bytes] = []
+        self._arrived = 0.0
+        self._lost: str | None = None
+        self._wake = asyncio.Event()
 
     @property
     def is_open(self) -> bool:
-        return self._transport is not None and self._inbox.lost is None
-
-    async def open(self, timeout: float) -> None:
-        self.close()
-        self._inbox = _Inbox()
-        try:
-            async with asyncio.timeout(timeout):
-                self._transport = await self._connect(self._inbox)
-        except (OSError, TimeoutError) as exc:
-            raise CommError(f"cannot connect to {self.host}:{self.port} ({exc or 'no answer in time'})") from None
-
-    async def _connect(self, inbox: _Inbox) -> asyncio.BaseTransport:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_connection(lambda: inbox, self.host, self.port)
-        return transport
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        return self._socket is not None and self._lost is None
 
     @property
     def out_of_step(self) -> bool:
         """Something arrived that no request asked for: the next request needs a fresh link."""
-        return bool(self._inbox.chunks)
+        return bool(self._chunks)
+
+    async def open(self, timeout: float) -> None:
+        self.close()
+        self._chunks, self._lost = [], None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                family, kind, protocol, _, address = (await loop.getaddrinfo(self.host, self.port, type=self.kind))[0]
+                sock = socket.socket(family, kind, protocol)
+                try:
+                    sock.setblocking(False)
+                    with contextlib.suppress(OSError):  # without it, arrival falls back to the loop's time
+                        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                    await loop.sock_connect(sock, address)
+                except BaseException:
+                    sock.close()
+                    raise
+        except (OSError, TimeoutError) as exc:
+            raise CommError(f"cannot connect to {self.host}:{self.port} ({exc or 'no answer in time'})") from None
+        self._socket = sock
+        loop.add_reader(sock.fileno(), self._on_readable)
+
+    def close(self) -> None:
+        """Reset the connection: whatever the device still sends is discarded with it, and no local
+        port lingers in TIME_WAIT (a device answering garbage is reconnected after every answer)."""
+        if self._socket is not None:
+            asyncio.get_running_loop().remove_reader(self._socket.fileno())
+            if self.kind == socket.SOCK_STREAM:
+                with contextlib.suppress(OSError):
+                    self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self._socket.close()
+            self._socket = None
+
+    def _on_readable(self) -> None:
+        self._receive()
+
+    def _receive(self) -> bool:
+        """One read from the socket; True when it brought bytes."""
+        try:
+            data, ancillary, _, _ = self._socket.recvmsg(READ_SIZE, ANCILLARY)  # type: ignore[union-attr]
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._fail(f"connection lost ({exc})")
+            return False
+        if not data and self.kind == socket.SOCK_STREAM:
+            self._fail("connection closed by the device")
+            return False
+        self._arrived = arrival(ancillary, time.time(), time.monotonic())
+        self._chunks.append(data)
+        self._wake.set()
+        return True
+
+    def _late_frame(self, buffer: bytearray) -> bytes | None:
+        """At the timeout: the answer if it is already in the host. A busy event loop can let the
+        timeout fire before it reads an answer that came in time; that answer still counts."""
+        while self._socket is not None and self._lost is None and self._receive():
+            pass
+        return self._frame(buffer)
+
+    def _fail(self, cause: str) -> None:
+        self._lost = cause
+        asyncio.get_running_loop().remove_reader(self._socket.fileno())  # type: ignore[union-attr]
+        self._wake.set()
 
     async def read(self, table: str, start: int, count: int, timeout: float) -> list[int] | list[bool]:
         """One request and its checked answer. CommError: no answer; BlockError: garbage or an exception."""
-        inbox = self._inbox
-        if inbox.lost is not None or self._transport is None:
-            raise CommError(inbox.lost or "not connected")
-        self._send(self.framing.request(table, start, count))
+        if self._lost is not None or self._socket is None:
+            raise CommError(self._lost or "not connected")
+        try:
+            self._socket.send(self.framing.request(table, start, count))
+        except OSError as exc:
+            raise CommError(f"connection lost ({exc})") from None
         buffer = bytearray()
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     frame = self._frame(buffer)
                     if frame is not None:
-                        self.answered_at = inbox.arrived
+                        self.answered_at = self._arrived
                         return self.framing.parse(frame)
-                    if inbox.lost is not None:
-                        raise CommError(inbox.lost if not buffer else f"{inbox.lost} after {len(buffer)} bytes")
-                    inbox.wake.clear()
-                    await inbox.wake.wait()
+                    if self._lost is not None:
+                        raise CommError(self._lost if not buffer else f"{self._lost} after {len(buffer)} bytes")
+                    self._wake.clear()
+                    await self._wake.wait()
         except TimeoutError:
+            frame = self._late_frame(buffer)
+            if frame is not None:
+                self.answered_at = self._arrived
+                return self.framing.parse(frame)
             if buffer:
                 raise decode_error(f"garbage: {len(buffer)} bytes, not a whole answer, "
                                    f"then nothing for {timeout:g} s") from None
             raise CommError(f"no response within {timeout:g} s") from None
 
-    def _send(self, frame: bytes) -> None:
-        self._transport.write(frame)  # type: ignore[union-attr]
-
     def _frame(self, buffer: bytearray) -> bytes | None:
-        """Move what arrived into `buffer`; the answer frame once it is whole (trailing bytes stay in the inbox)."""
-        inbox = self._inbox
-        while inbox.chunks:
-            buffer += inbox.chunks.pop(0)
+        """Move what arrived into `buffer`; the answer frame once it is whole (trailing bytes stay unread)."""
+        while self._chunks:
+            buffer += self._chunks.pop(0)
             length = self.framing.answer_length(buffer)
             if length is not None and len(buffer) >= length:
                 if len(buffer) > length:
-                    inbox.chunks.insert(0, bytes(buffer[length:]))
+                    self._chunks.insert(0, bytes(buffer[length:]))
                 return bytes(buffer[:length])
         return None
 
@@ -259,22 +305,14 @@ class UdpLink(Link):
     answer frame is garbage. A new socket (a new local port) resynchronises: late datagrams to the
     old one are never read."""
 
-    async def _connect(self, inbox: _Inbox) -> asyncio.BaseTransport:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: inbox, remote_addr=(self.host, self.port))
-        return transport
-
-    def _send(self, frame: bytes) -> None:
-        self._transport.sendto(frame)  # type: ignore[union-attr]
+    kind = socket.SOCK_DGRAM
 
     def _frame(self, buffer: bytearray) -> bytes | None:
-        inbox = self._inbox
-        if not inbox.chunks:
+        if not self._chunks:
             return None
-        datagram = inbox.chunks.pop(0)
+        datagram = self._chunks.pop(0)
         buffer += datagram
         length = self.framing.answer_length(datagram)
         if length != len(datagram):
             raise decode_error(f"datagram of {len(datagram)} bytes does not hold one whole answer")
         return datagram
-
