@@ -174,7 +174,7 @@ def test_frozen_server_leaves_no_connection_open_after_five_freezes(servers):
                 await wait_until(lambda: bool((sink.quality == Quality.COMM_FAILURE).all()), 10)
                 await asyncio.sleep(1.0)  # reconnect attempts meet the frozen server too
                 server.signal(signal.SIGCONT)
-                await wait_until(lambda: driver.stats.sessions > sessions
+                await wait_until(lambda before=sessions: driver.stats.sessions > before
                                  and bool((sink.quality == Quality.GOOD).all()), 15)
                 await asyncio.sleep(0.5)  # the server has answered whatever the old sockets still held
                 counts.append(open_connections(os.getpid(), server.port))
