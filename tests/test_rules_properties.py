@@ -8,14 +8,37 @@ import json
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_rules_fixtures import ROWS, TAGS, build, point_table
+from test_rules_fixtures import ROWS, TAGS, build, plant_rules, point_table
 
+from rules import conditions as C
 from rules.expr import parse_expression
 from rules.isa import ActionError
+from rules.model import DeviationSpec
 from rules.program import make_stack, pack, run_programs, run_programs_reference
 
-analog = st.one_of(st.sampled_from([0.0, 1.0, 5.0, 9.0, 10.0, 11.0, 19.5, 20.0, 21.0, 40.0, 49.0, 50.0, 60.0, 78.5,
-                                    80.0, 81.0, 85.0, 88.0, 90.0, 95.0]),
+
+
+def boundaries() -> list[float]:
+    """Values at and around every limit of the fixture plant and its deadband: the limit, the deadband's
+    far edge, and a hair either side of both (where a kernel and its twin could part ways)."""
+    rules, tag_alarms = plant_rules()
+    edges = [(limit.setpoint, limit.deadband, limit.high) for alarm in tag_alarms for limit in alarm.limits]
+    edges += [(level, gas.deadband, True) for gas in rules.gas for level in (gas.level1, gas.level2)]
+    for rule in rules.alarms:
+        spec = rule.spec
+        if isinstance(spec, DeviationSpec):  # against the setpoint, or a reference tag at 50 (or 40)
+            for reference in ([spec.setpoint] if spec.setpoint is not None else [50.0, 40.0]):
+                edges += [(reference + spec.limit, spec.deadband, True), (reference - spec.limit, spec.deadband, False)]
+    hair = 1e-9
+    values = set()
+    for setpoint, deadband, high in edges:
+        far = setpoint - deadband if high else setpoint + deadband
+        values.update((setpoint, setpoint - hair, setpoint + hair, far, far - hair, far + hair))
+    return sorted(values)
+
+
+analog = st.one_of(st.sampled_from(boundaries()), st.sampled_from(boundaries()),
+                   st.sampled_from([0.0, 1.0, 5.0, 50.0, 60.0, 95.0]),
                    st.floats(-10, 120, allow_nan=False), st.just(float("nan")))
 binary = st.sampled_from([0.0, 1.0, 0.0, 1.0, 2.0, float("nan")])
 quality = st.sampled_from([0, 0, 0, 0, 0, 0, 1, 2, 16, 17, 20])
@@ -28,7 +51,8 @@ action = st.tuples(st.sampled_from(["ack", "ack", "ack", "shelve", "unshelve", "
                                     "reset"]),
                    st.sampled_from(ALARMS), st.sampled_from([0.5, 3.0, 8.0, 30.0]), st.booleans())
 bypass = st.sampled_from([None, None, None, "authorize", "revoke"])
-step = st.tuples(st.lists(change, max_size=4), st.sampled_from([0.0, 0.25, 0.5, 1.0, 1.0, 1.0, 2.0, 4.0, 7.0]),
+# steps that add up to every on/off delay of the fixture (1, 1.5, 2, 3 s) exactly, and past it
+step = st.tuples(st.lists(change, max_size=4), st.sampled_from([0.0, 0.25, 0.5, 1.0, 1.0, 1.0, 1.5, 2.0, 3.0, 7.0]),
                  st.lists(action, max_size=3), bypass)
 
 
@@ -137,3 +161,96 @@ def test_expression_interpreter_matches_tree_evaluation(sources, table, modes):
                  make_stack(program), kernel)
     run_programs_reference(values, qualities, program, reference)
     assert kernel.tolist() == reference.tolist(), sources
+
+
+# ---------------------------------------------------------------- the condition kernels at their boundaries
+
+def near(setpoint: float, deadband: float, high: bool):
+    """Values at a limit and at its deadband's far edge, a hair either side of each, and anywhere."""
+    far = setpoint - deadband if high else setpoint + deadband
+    hair = max(abs(setpoint), 1.0) * 1e-12
+    exact = [setpoint, setpoint - hair, setpoint + hair, far, far - hair, far + hair, (setpoint + far) / 2]
+    return st.one_of(st.sampled_from(exact), st.sampled_from(exact),
+                     st.floats(setpoint - 3 * deadband - 1, setpoint + 3 * deadband + 1), st.just(float("nan")))
+
+
+limit_case = st.tuples(st.floats(-100, 100), st.sampled_from([0.0, 0.5, 1.0, 2.0, 7.25]), st.booleans()).flatmap(
+    lambda c: st.tuples(st.just(c), st.lists(st.tuples(near(*c), quality), min_size=2, max_size=40)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(limit_case, min_size=1, max_size=8))
+def test_limit_kernel_matches_reference_around_every_limit_and_deadband(cases):
+    n = len(cases)
+    rows = np.arange(n, dtype=np.int64)
+    setpoint = np.array([case[0][0] for case in cases])
+    deadband = np.array([case[0][1] for case in cases])
+    high = np.array([case[0][2] for case in cases])
+    conds = [np.zeros(n, np.uint8), np.zeros(n, np.uint8)]
+    raws = [np.zeros(n, np.uint8), np.zeros(n, np.uint8)]
+    for step in range(max(len(case[1]) for case in cases)):
+        values = np.array([case[1][min(step, len(case[1]) - 1)][0] for case in cases])
+        qualities = np.array([case[1][min(step, len(case[1]) - 1)][1] for case in cases], np.uint8)
+        C.limit_conditions(values, qualities, rows, setpoint, deadband, high, conds[0], raws[0])
+        C.limit_conditions_reference(values, qualities, rows, setpoint, deadband, high, conds[1], raws[1])
+        assert raws[0].tolist() == raws[1].tolist() and conds[0].tolist() == conds[1].tolist(), (step, cases)
+
+
+deviation_case = st.tuples(st.floats(-50, 50), st.sampled_from([0.5, 5.0, 10.0]), st.sampled_from([0.0, 1.0, 2.5]),
+                           st.sampled_from([C.BOTH, C.RISE, C.FALL])).flatmap(
+    lambda c: st.tuples(st.just(c), st.lists(st.tuples(st.one_of(near(c[0] + c[1], c[2], True),
+                                                                 near(c[0] - c[1], c[2], False)), quality),
+                                             min_size=2, max_size=40)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(deviation_case, min_size=1, max_size=8))
+def test_deviation_kernel_matches_reference_around_both_limits_and_deadbands(cases):
+    n = len(cases)
+    rows = np.arange(n, dtype=np.int64)
+    reference_rows = np.full(n, -1, np.int64)
+    setpoint, limit, deadband, mode = (np.array([case[0][k] for case in cases]) for k in range(4))
+    mode = mode.astype(np.int64)
+    conds = [np.zeros(n, np.uint8), np.zeros(n, np.uint8)]
+    raws = [np.zeros(n, np.uint8), np.zeros(n, np.uint8)]
+    for step in range(max(len(case[1]) for case in cases)):
+        values = np.array([case[1][min(step, len(case[1]) - 1)][0] for case in cases])
+        qualities = np.array([case[1][min(step, len(case[1]) - 1)][1] for case in cases], np.uint8)
+        C.deviation_conditions(values, qualities, rows, reference_rows, setpoint, mode, limit, deadband, conds[0],
+                               raws[0])
+        C.deviation_conditions_reference(values, qualities, rows, reference_rows, setpoint, mode, limit, deadband,
+                                         conds[1], raws[1])
+        assert raws[0].tolist() == raws[1].tolist() and conds[0].tolist() == conds[1].tolist(), (step, cases)
+
+
+rate_case = st.tuples(st.sampled_from([0.5, 1.0, 3.0]), st.sampled_from([0.0, 0.1, 0.25]),
+                      st.sampled_from([C.BOTH, C.RISE, C.FALL])).flatmap(
+    lambda c: st.tuples(st.just(c), st.lists(st.tuples(
+        st.one_of(st.sampled_from([c[0], -c[0], c[0] - c[1], c[0] - c[1] - 0.01, c[0] - c[1] + 0.01, 0.0, c[0] + 0.01,
+                                   -(c[0] - c[1]), -(c[0] - c[1] + 0.01)]),
+                  st.floats(-2 * c[0], 2 * c[0])), quality, st.sampled_from([0.5, 1.0, 1.0, 2.0])),
+        min_size=4, max_size=60)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(rate_case, min_size=1, max_size=6))
+def test_rate_kernel_matches_reference_around_its_limit_and_deadband(cases):
+    """Each case ramps its tag at slopes (units per second) near the limit and its deadband's far edge."""
+    n = len(cases)
+    rows = np.arange(n, dtype=np.int64)
+    scale, window = np.ones(n), np.full(n, 4.0)
+    limit = np.array([case[0][0] for case in cases])
+    deadband = np.array([case[0][1] for case in cases])
+    mode = np.array([case[0][2] for case in cases], np.int64)
+    state = [(np.zeros((n, C.RATE_SLOTS)), np.zeros((n, C.RATE_SLOTS)), np.zeros(n, np.int64), np.zeros(n, np.int64),
+              np.zeros(n, np.uint8), np.zeros(n, np.uint8)) for _ in range(2)]
+    level, now = np.zeros(n), 0.0
+    for step in range(max(len(case[1]) for case in cases)):
+        moves = [case[1][min(step, len(case[1]) - 1)] for case in cases]
+        dt = moves[0][2]
+        now += dt
+        level = level + np.array([slope * dt for slope, _, _ in moves])
+        qualities = np.array([q for _, q, _ in moves], np.uint8)
+        C.rate_conditions(level, qualities, now, rows, scale, window, mode, limit, deadband, *state[0])
+        C.rate_conditions_reference(level, qualities, now, rows, scale, window, mode, limit, deadband, *state[1])
+        assert [x.tolist() for x in state[0]] == [x.tolist() for x in state[1]], (step, cases)
