@@ -145,8 +145,9 @@ class TripRecorder:
         self.ring_value[slot], self.ring_quality[slot], self.ring_read[slot] = values[rows], quality[rows], reads
         self.ring_next = (slot + 1) % self.ring_value.shape[0]
         self.ring_count = min(self.ring_count + 1, self.ring_value.shape[0])
-        if now >= self.next_sample:
-            self.next_sample = now + self.plan.interval
+        if now >= self.next_sample:  # on a fixed grid, so that scan jitter does not stretch the interval
+            step = self.plan.interval
+            self.next_sample = self.next_sample + step if now < self.next_sample + step else now + step
 
     def readings(self, k: int, values: np.ndarray, quality: np.ndarray, read_mono: np.ndarray | None, now: float,
                  wall: float) -> dict[str, dict[str, Any]]:

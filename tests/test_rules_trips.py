@@ -221,8 +221,8 @@ def parse(extra: str):
     ("      trip: PT101 > 3\n      final_element: {tag: XV103, expect: 'XV103 < 5'}\n", 11,
      "rules.interlocks[0].final_element.within: required key is missing"),
     ("      trip: PT101 > 3\n      consequential: {alarms: ['AT201.*'], for: 10m}\n", 11,
-     "rules.interlocks[0].consequential.alarms: 'AT201.*' matches gas alarms (AT201.BADPV, AT201.GAS1, AT201.GAS2): gas alarms "
-     "are never suppressed"),
+     "rules.interlocks[0].consequential.alarms: 'AT201.*' matches gas alarms (AT201.BADPV, AT201.GAS1, "
+     "AT201.GAS2): gas alarms are never suppressed"),
     ("      trip: PT101 > 3\n      consequential: {alarms: [NOPE], for: 10m}\n", 11,
      "rules.interlocks[0].consequential.alarms: 'NOPE' matches no alarm"),
     ("      trip: PT101 > 3\n      consequential: {alarms: [AT201.GAS1], for: 2d}\n", 11,
