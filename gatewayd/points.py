@@ -38,7 +38,8 @@ class PointTable:
         # completed reads of each row (a write whose quality is not bad, or a confirmation), for the
         # data-quality figures
         self.reads = np.zeros(size, dtype=np.int64)
-        self.stale_after = np.array([tag.stale_after for tag in self.tags], dtype=np.float64)
+        self.configured_stale_after = np.array([tag.stale_after for tag in self.tags], dtype=np.float64)
+        self.stale_after = self.configured_stale_after.copy()  # widened where a device asked (widen_stale_after)
         self.held_quality = np.zeros(size, dtype=np.uint8)  # a STALE row's quality before it went stale
         self.stale_due = np.inf  # monotonic time the next row turns STALE if nothing refreshes it
         self.every_read = np.array([tag.report == "every_read" for tag in self.tags], dtype=np.bool_)
@@ -88,6 +89,10 @@ class PointTable:
         if self.read_log is not None:
             self._log(rows, self.value[rows], self.quality[rows], self.source_ts[rows], stamp,
                       stale & self.every_read[rows])
+
+    def widen_stale_after(self, rows: np.ndarray, seconds: float) -> None:
+        """See SampleSink.widen_stale_after: the configured value or `seconds`, whichever is longer."""
+        self.stale_after[rows] = np.maximum(self.configured_stale_after[rows], seconds)
 
     def mark_stale(self, now: float) -> int:
         """Turn STALE every row with a live quality not refreshed within its `stale_after` by `now`

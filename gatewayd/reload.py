@@ -181,6 +181,9 @@ class DeviceSink:
     def confirm(self, rows: np.ndarray, read_at: float | None = None) -> None:
         self.table.confirm(self.rows[rows], read_at)
 
+    def widen_stale_after(self, rows: np.ndarray, seconds: float) -> None:
+        self.table.widen_stale_after(self.rows[rows], seconds)
+
     def event(self, event: Event) -> None:
         self.table.event(event)
 

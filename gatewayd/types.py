@@ -117,4 +117,10 @@ class SampleSink(Protocol):
         turning STALE and clears STALE."""
         ...
 
+    def widen_stale_after(self, rows: np.ndarray, seconds: float) -> None:
+        """The device refreshes `rows` less often than their configuration assumed (an OPC UA server
+        granted a slower subscription than asked): they turn STALE no sooner than `seconds` after their
+        last read. Never shortens a tag's configured `stale_after`; a later call replaces an earlier one."""
+        ...
+
     def event(self, event: Event) -> None: ...

@@ -38,6 +38,7 @@ class RecordingSink:
         self.read_at = np.full(size, np.nan)  # monotonic time of each row's latest read
         self.confirmed = np.full(size, np.nan)  # monotonic time each row was last confirmed unchanged
         self.writes = np.zeros(size, dtype=np.int64)
+        self.stale_after = np.full(size, np.nan)  # as widened by the driver, NaN where it never did
         self.batches = 0
         self.events: list[Event] = []
 
@@ -54,6 +55,9 @@ class RecordingSink:
 
     def confirm(self, rows, read_at=None) -> None:
         self.confirmed[rows] = time.monotonic() if read_at is None else read_at
+
+    def widen_stale_after(self, rows, seconds) -> None:
+        self.stale_after[rows] = seconds
 
     def event(self, event: Event) -> None:
         self.events.append(event)

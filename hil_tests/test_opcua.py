@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
 
 from drivers.opcua.client import OpcUaDriver  # noqa: E402
 from gatewayd.config.model import DeviceConfig  # noqa: E402
+from gatewayd.points import PointTable  # noqa: E402
 from gatewayd.types import Quality  # noqa: E402
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until  # noqa: E402
 from hil_tests.sim.opcua_server import make_certificate  # noqa: E402
@@ -40,8 +41,10 @@ TIMEOUT = 1.0
 def servers(sim_processes) -> Callable[..., SimProcess]:
     """Starts `python -m hil_tests.sim.opcua_server` children; all are killed after the test."""
 
-    def start(variables: int = 5, security_dir: Path | None = None) -> SimProcess:
-        options = ["--vars", str(variables), "--period", "0.2", "--seed", "3"]
+    def start(variables: int = 5, security_dir: Path | None = None, period: float = 0.2,
+              min_publishing_interval: float = 0.0) -> SimProcess:
+        options = ["--vars", str(variables), "--period", str(period), "--seed", "3",
+                   "--min-publishing-interval", str(min_publishing_interval)]
         if security_dir is not None:
             options += ["--security-dir", str(security_dir)]
         return sim_processes(SimProcess(["hil_tests.sim.opcua_server"], options, "OPC UA simulator"))
@@ -184,6 +187,37 @@ def test_frozen_server_leaves_no_connection_open_after_five_freezes(servers):
 
     counts = asyncio.run(scenario())
     assert counts == [1] * 5, f"open connections to the server after each thaw: {counts}"
+
+
+def test_quiet_values_on_a_server_granting_a_slower_publishing_interval_stay_good(servers):
+    """Asked for 500 ms, granted 2 s: keep-alives come every 6 s, not every 1.5 s. The watchdog and
+    the tags' stale_after follow what the server granted, so values that never change are neither
+    declared down nor STALE (the real point table judges staleness)."""
+    server = servers(variables=3, period=3600.0, min_publishing_interval=2.0)  # values never change
+    device = device_config(server.port, generic_tags(3), publishing_interval=0.5, keepalive_count=3)
+    assert [tag.stale_after for tag in device.tags] == [2.0] * 3  # configured: (3 + 1) x 0.5 s
+
+    async def scenario() -> tuple[OpcUaDriver, PointTable, set[int]]:
+        table = PointTable(device.tags)
+        driver = OpcUaDriver.from_config(device, np.arange(len(device.tags)))
+        task = asyncio.create_task(driver.run(table))
+        seen: set[int] = set()
+        try:
+            await wait_until(lambda: bool((table.quality == Quality.GOOD).all()), 10)
+            for _ in range(200):  # 20 s: three keep-alive periods of the granted subscription
+                table.mark_stale(time.monotonic())
+                seen.update(int(quality) for quality in table.quality)
+                await asyncio.sleep(0.1)
+        finally:
+            await stop(task)
+        return driver, table, seen
+
+    driver, table, seen = asyncio.run(scenario())
+    assert seen == {Quality.GOOD}, f"qualities seen: {sorted(Quality(q).name for q in seen)}"
+    assert [event.kind for event in table.pending_events] == []
+    assert driver.stats.sessions == 1 and driver.stats.watchdog_trips == 0
+    assert (table.stale_after == 8.0).all()  # granted: (3 + 1) x 2 s
+    assert (table.configured_stale_after == 2.0).all()
 
 
 def secure_setup(tmp_path: Path, trust_server: bool) -> tuple[Path, dict[str, Any]]:

@@ -149,6 +149,25 @@ def test_an_opc_ua_publish_confirms_values_and_clears_stale_but_not_comm_failure
     assert site.table.quality[row] == COMM_FAILURE, "a bad row waits for a real value"
 
 
+def test_a_slower_granted_subscription_widens_stale_after_but_never_below_the_configured(tmp_path: Path,
+                                                                                         clock: FakeClock):
+    """The OPC UA driver widens a subscribed tag's stale_after to what the server granted; a later
+    session granting the configured rates gives the configured stale_after back."""
+    site = plant(tmp_path, CONFIG)
+    opcua = site.sinks["dcs"]
+    row = site.row("TT201")
+    opcua.widen_stale_after(positions(0), 10.0)  # granted 2 s x 4 + 2 s
+    opcua.write(positions(0), np.array([80.0]), read_at=clock.monotonic())
+    clock.advance(10.0)
+    site.scanner.tick()
+    assert site.table.quality[row] == GOOD, "10 s since its read: not yet stale"
+    clock.advance(0.001)
+    site.scanner.tick()
+    assert site.table.quality[row] == STALE
+    opcua.widen_stale_after(positions(0), 1.0)  # shorter than configured: the configured 2.5 s holds
+    assert site.table.stale_after[row] == 2.5
+    assert site.table.stale_after[site.row("PT101")] == 3.0, "other devices' rows untouched"
+
 RTU_AND_GDS = """\
 gateway: {id: GW-ST-02}
 devices:
@@ -181,6 +200,8 @@ devices:
       - {name: TT2, node: ns=2;s=TT2, mode: poll}
 uplink: {host: broker, signing_key: k}
 """
+
+
 
 
 @pytest.mark.parametrize("tag, stale_after", [

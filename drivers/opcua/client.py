@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 
 from drivers.kit import Backoff, DeviceHealth, DriverStats, Problems
-from drivers.opcua.config import OpcUaNode, OpcUaSettings
+from drivers.opcua.config import OpcUaNode, OpcUaSettings, subscribed_staleness
 from drivers.opcua.status import quality_of, status_name
 from drivers.opcua.trust import TrustStoreError, UntrustedServer, check_server_certificate, load_trust_store
 from drivers.values import NAN, describe, to_float, unix_seconds
@@ -93,6 +93,7 @@ class OpcUaDriver:
         self._pending: list[tuple[int, float, int, float, float]] = []
         self._flush_scheduled = False
         self._sink: SampleSink | None = None
+        self._granted = settings  # the subscription settings the server granted in the current session
 
     @classmethod
     def from_config(cls, device: Any, rows: np.ndarray) -> OpcUaDriver:
@@ -215,18 +216,40 @@ class OpcUaDriver:
                                                 math.ceil(settings.session_timeout / settings.publishing_interval))
             params.MaxNotificationsPerPublish = 0  # no limit
             params.PublishingEnabled = True
+            # not client.create_subscription: when the server revises the interval it silently modifies
+            # the keep-alive count to 3/4 of the session timeout, and it keeps no revised values
+            subscription = Subscription(client.uaclient.session, params, None,
+                                        queue_maxsize=4 * len(wanted) + 1000, overflow=OverflowPolicy.DROP_OLDEST)
             try:
                 async with asyncio.timeout(2 * self.timeout):
-                    subscription = await client.create_subscription(
-                        params, queue_maxsize=4 * len(wanted) + 1000, overflow=OverflowPolicy.DROP_OLDEST)
+                    revised = await subscription.init()
             except ua.UaStatusCodeError as exc:
                 self._problems.note("subscriptions",
                                     f"server refuses subscriptions ({_cause(exc)}); polling every tag")
+                subscription = None
                 polled += wanted
             else:
+                self._revise(revised)
                 polled += await self._create_items(subscription, wanted)
         self.stats.polled_items = len(polled)
         return subscription, np.array(sorted(polled), dtype=np.intp)
+
+    def _revise(self, revised: ua.CreateSubscriptionResult) -> None:
+        """Take the publishing interval and keep-alive count the server granted: they, not the configured
+        ones, say how long a healthy subscription may stay silent (the watchdog) and how long a
+        subscribed value stays current (its stale_after, widened through the sink, never shortened)."""
+        configured = self.settings
+        granted = replace(configured, publishing_interval=revised.RevisedPublishingInterval / 1000,
+                          keepalive_count=max(1, revised.RevisedMaxKeepAliveCount))
+        if (granted.publishing_interval, granted.keepalive_count) != (configured.publishing_interval,
+                                                                       configured.keepalive_count):
+            self._problems.note("revised", f"server revised the subscription to a publishing interval of "
+                                f"{granted.publishing_interval:g} s and a keep-alive count of "
+                                f"{granted.keepalive_count} (asked {configured.publishing_interval:g} s and "
+                                f"{configured.keepalive_count}); silence allowed {granted.watchdog:g} s")
+        else:
+            self._problems.clear("revised", "server granted the configured publishing interval and keep-alive")
+        self._granted = granted
 
     async def _create_items(self, subscription: Subscription, wanted: list[int]) -> list[int]:
         """Monitored items for `wanted` tag indexes (client handle = index + 1); returns those refused."""
@@ -342,7 +365,9 @@ class OpcUaDriver:
                      lost: asyncio.Future[str]) -> None:
         """End the session when asyncua lost the connection or the subscription went silent; while it
         publishes (data or keep-alive), confirm its tags' values as current so they do not turn STALE."""
-        limit = self.settings.watchdog
+        limit = self._granted.watchdog
+        if subscription is not None and subscribed.size and self._sink is not None:
+            self._sink.widen_stale_after(subscribed, subscribed_staleness(self._granted)[1])
         confirmed = 0.0
         while True:
             await asyncio.sleep(min(0.25, limit / 4))

@@ -179,6 +179,12 @@ def staleness(poll_interval: float, settings: OpcUaSettings, address: OpcUaNode)
     """
     if address.mode == "poll":
         return poll_interval, 3 * poll_interval
+    return subscribed_staleness(settings)
+
+
+def subscribed_staleness(settings: OpcUaSettings) -> tuple[float, float]:
+    """`staleness` of a subscribed tag; the driver asks it again with the publishing interval and
+    keep-alive count the server granted, which may be longer than the configured ones."""
     keepalive = settings.keepalive_count * settings.publishing_interval
     return keepalive, keepalive + settings.publishing_interval
 

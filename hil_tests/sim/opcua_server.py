@@ -13,6 +13,9 @@ Nodes, all in namespace 2 with string ids: the tank's tags (`ns=2;s=LT101`, ... 
 (UncertainLastUsableValue), `TEXT` (a string), `HUGE_TEXT` (a 1 MB string), `NOT_A_NUMBER` (NaN).
 Every value carries a source timestamp.
 
+With --min-publishing-interval the server revises every subscription's publishing interval up to
+that minimum, as many plant servers do (asyncua's own server grants whatever is asked).
+
 With --security-dir the server offers only Basic256Sha256 (Sign and SignAndEncrypt) with a self-signed
 certificate `server.der` / `server.key.pem` in that directory, made with `cryptography` when missing.
 """
@@ -20,6 +23,7 @@ certificate `server.der` / `server.key.pem` in that directory, made with `crypto
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import datetime as dt
 import ipaddress
@@ -129,6 +133,20 @@ class SimulatedServer:
             await self.step(period)
 
 
+def revise_publishing(server: Server, minimum: float) -> None:
+    """Grant no publishing interval below `minimum` seconds: the subscription then runs, keep-alives
+    included, at the revised interval, which CreateSubscription returns to the client."""
+    service = server.iserver.subscription_service
+    create = service.create_subscription
+
+    async def create_revised(params: ua.CreateSubscriptionParameters, *args, **kwargs) -> ua.CreateSubscriptionResult:
+        revised = dataclasses.replace(params, RequestedPublishingInterval=max(params.RequestedPublishingInterval,
+                                                                              minimum * 1000))
+        return await create(revised, *args, **kwargs)
+
+    service.create_subscription = create_revised
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m hil_tests.sim.opcua_server", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port; 0 lets the system choose")
@@ -136,6 +154,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vars", type=int, default=10, help="number of generic variables GEN00000..")
     parser.add_argument("--period", type=float, default=0.5, help="seconds between model steps")
     parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
+    parser.add_argument("--min-publishing-interval", type=float, default=0.0,
+                        help="seconds: publishing intervals asked below this are revised up to it")
     parser.add_argument("--security-dir", type=Path, default=None,
                         help="offer only Basic256Sha256 with the certificate in (or made into) this directory")
     return parser.parse_args(argv)
@@ -156,6 +176,8 @@ async def serve(args: argparse.Namespace) -> int:
                                     ua.SecurityPolicyType.Basic256Sha256_Sign])
     else:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    if args.min_publishing_interval:
+        revise_publishing(server, args.min_publishing_interval)
     namespace = await server.register_namespace(NAMESPACE)
     simulation = SimulatedServer(server, namespace, args.vars, args.seed)
     await simulation.build()
