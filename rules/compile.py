@@ -204,7 +204,9 @@ def compile_rules(rules: RulesConfig, tag_rows: Mapping[str, int], tag_alarms: I
     units = {name: getattr(info, "unit", "") or "" for name, info in (tag_info or {}).items()}
 
     def level(name: str) -> int:
-        return int(rules.priorities[name])
+        # a config parsed from YAML names declared priorities only; one built in code may keep a model
+        # default (medium, critical) beside priorities of other names: that level's declared priority
+        return int(rules.priorities[_declared(name, rules.priorities)])
 
     limit_alarms, limit_columns = compile_limit_alarms(tag_alarms, tag_rows, units, level)
     gas_alarms, gas_columns = compile_gas(rules.gas, tag_rows, level)

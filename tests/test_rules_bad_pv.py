@@ -194,3 +194,15 @@ def test_bad_pv_ids_are_known_to_suppression_patterns_at_check_config():
     _, issues = parse(RULES.replace("  bad_pv:\n", "    - id: FT101.BADPV\n      when: FT101 > 1\n"))
     assert any("rules.yaml:5: rules: alarm id 'FT101.BADPV' is the bad-PV alarm of tag FT101" in issue
                for issue in issues), issues
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_config_built_in_code_with_other_priority_names_still_builds(backend):
+    """Model defaults (medium, high, critical) under priorities P1..P4: their levels, not a KeyError."""
+    rules, tag_alarms = plant_rules()
+    rules = replace(rules, priorities={"P1": 4, "P2": 3, "P3": 2, "P4": 1})
+    plant = Plant(backend)
+    plant.engine = build(backend, rules, tag_alarms)
+    events = plant.scan(PT101=95.0, AT201=45.0)
+    levels = {e.data["alarm"]: e.priority for e in events if e.kind in ("alarm", "gas_alarm")}
+    assert levels["PT101.HH"] == Priority.HIGH and levels["AT201.GAS2"] == Priority.CRITICAL
