@@ -42,9 +42,9 @@ def servers(sim_processes) -> Callable[..., SimProcess]:
     """Starts `python -m hil_tests.sim.opcua_server` children; all are killed after the test."""
 
     def start(variables: int = 5, security_dir: Path | None = None, period: float = 0.2,
-              min_publishing_interval: float = 0.0) -> SimProcess:
+              min_publishing_interval: float = 0.0, options: tuple[str, ...] = ()) -> SimProcess:
         options = ["--vars", str(variables), "--period", str(period), "--seed", "3",
-                   "--min-publishing-interval", str(min_publishing_interval)]
+                   "--min-publishing-interval", str(min_publishing_interval), *options]
         if security_dir is not None:
             options += ["--security-dir", str(security_dir)]
         return sim_processes(SimProcess(["hil_tests.sim.opcua_server"], options, "OPC UA simulator"))
@@ -218,6 +218,30 @@ def test_quiet_values_on_a_server_granting_a_slower_publishing_interval_stay_goo
     assert driver.stats.sessions == 1 and driver.stats.watchdog_trips == 0
     assert (table.stale_after == 8.0).all()  # granted: (3 + 1) x 2 s
     assert (table.configured_stale_after == 2.0).all()
+
+
+@pytest.mark.parametrize("advertised", [100, 0], ids=["advertised", "unadvertised"])
+def test_a_server_limited_to_100_operations_per_request_delivers_every_tag(servers, advertised):
+    """260 subscribed and 260 polled tags on a server that refuses more than 100 operations a request:
+    the driver keeps to the limit the server advertises, or, when it advertises none, halves its
+    requests on BadTooManyOperations until they pass."""
+    server = servers(variables=520, options=("--operation-limit", "100", "--advertised-limit", str(advertised)))
+    tags = [*generic_tags(260), *({"name": f"P{i}", "node": f"ns=2;s=GEN{i:05d}", "mode": "poll"}
+                                  for i in range(260, 520))]
+    device = device_config(server.port, tags)
+
+    async def scenario() -> tuple[OpcUaDriver, RecordingSink]:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: bool((sink.writes >= 2).all() and (sink.quality == Quality.GOOD).all()), 30)
+        finally:
+            await stop(task)
+        return driver, sink
+
+    driver, sink = asyncio.run(scenario())
+    assert np.isfinite(sink.values).all()
+    assert driver.stats.sessions == 1 and driver.stats.polled_items == 260, "nothing refused, nothing lost"
+    assert "device_down" not in sink.kinds()
 
 
 def secure_setup(tmp_path: Path, trust_server: bool) -> tuple[Path, dict[str, Any]]:

@@ -47,8 +47,11 @@ from gatewayd.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.opcua")
 
-READ_CHUNK = 1000  # nodes per Read request: within the usual MaxNodesPerRead of servers
-CREATE_CHUNK = 1000  # monitored items per CreateMonitoredItems request
+DEFAULT_LIMIT = 1000  # nodes per Read and items per CreateMonitoredItems when the server names no limit
+LIMIT_NODES = {  # the server's operation limits the driver keeps to, read at each connect
+    "read": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+    "create": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+}
 DEADBAND_TYPES = {"absolute": ua.DeadbandType.Absolute, "percent": ua.DeadbandType.Percent}
 
 
@@ -94,6 +97,7 @@ class OpcUaDriver:
         self._flush_scheduled = False
         self._sink: SampleSink | None = None
         self._granted = settings  # the subscription settings the server granted in the current session
+        self._limits = dict.fromkeys(LIMIT_NODES, DEFAULT_LIMIT)  # operations per request, by service
 
     @classmethod
     def from_config(cls, device: Any, rows: np.ndarray) -> OpcUaDriver:
@@ -137,6 +141,7 @@ class OpcUaDriver:
             async with asyncio.timeout(5 * self.timeout):
                 await client.connect()
             connected = True
+            await self._read_limits(client)
             subscribed, polled = await self._subscribe(client)
             self.stats.reconnects += self.stats.sessions > 0
             self.stats.sessions += 1
@@ -253,17 +258,47 @@ class OpcUaDriver:
 
     async def _create_items(self, subscription: Subscription, wanted: list[int]) -> list[int]:
         """Monitored items for `wanted` tag indexes (client handle = index + 1); returns those refused."""
-        refused = []
-        for start in range(0, len(wanted), CREATE_CHUNK):
-            chunk = wanted[start:start + CREATE_CHUNK]
+        async def create(chunk: list[int]) -> list[Any]:
             async with asyncio.timeout(2 * self.timeout):
-                results = await subscription.create_monitored_items([self._item_request(i) for i in chunk])
-            for index, result in zip(chunk, results):
-                if isinstance(result, ua.StatusCode):
-                    refused.append(index)
-                    self._problems.note((index, "refused"), f"server refuses monitored item {self.nodes[index].node} "
-                                                            f"({status_name(result.value)}); polling it")
+                return await subscription.create_monitored_items([self._item_request(i) for i in chunk])
+
+        refused = []
+        for index, result in zip(wanted, await self._in_chunks("create", wanted, create)):
+            if isinstance(result, ua.StatusCode):
+                refused.append(index)
+                self._problems.note((index, "refused"), f"server refuses monitored item {self.nodes[index].node} "
+                                                        f"({status_name(result.value)}); polling it")
         return refused
+
+    async def _read_limits(self, client: Client) -> None:
+        """MaxNodesPerRead and MaxMonitoredItemsPerCall from the server's OperationLimits; a limit the
+        server leaves unset (0, missing, unreadable) means the default chunk."""
+        params = ua.ReadParameters()
+        params.NodesToRead = [ua.ReadValueId(NodeId=ua.NodeId(node), AttributeId=ua.AttributeIds.Value)
+                              for node in LIMIT_NODES.values()]
+        async with asyncio.timeout(self.timeout):
+            results = await client.uaclient.read(params)
+        for kind, data in zip(LIMIT_NODES, results):
+            value = data.Value.Value if data.StatusCode.is_good() and data.Value is not None else None
+            self._limits[kind] = value if isinstance(value, int) and 0 < value < DEFAULT_LIMIT else DEFAULT_LIMIT
+
+    async def _in_chunks(self, kind: str, items: Sequence[Any], call: Any) -> list[Any]:
+        """`call` on consecutive chunks of `items` within the server's limit for `kind`, results in order.
+        A server that answers BadTooManyOperations anyway (a limit it does not advertise, or advertises
+        wrongly) gets the chunk halved and sent again, down to one; the smaller limit is kept for the session."""
+        results: list[Any] = []
+        while len(results) < len(items):
+            size = self._limits[kind]
+            chunk = items[len(results):len(results) + size]
+            try:
+                results.extend(await call(chunk))
+            except ua.UaStatusCodeError as exc:
+                if exc.code != ua.StatusCodes.BadTooManyOperations or size == 1:
+                    raise
+                self._limits[kind] = max(1, len(chunk) // 2)
+                self._problems.note(("limit", kind), f"server refused {len(chunk)} operations in one {kind} request "
+                                    f"(BadTooManyOperations); sending at most {self._limits[kind]}")
+        return results
 
     def _item_request(self, index: int) -> ua.MonitoredItemCreateRequest:
         node = self.nodes[index]
@@ -341,21 +376,25 @@ class OpcUaDriver:
     async def _poll(self, client: Client, polled: np.ndarray) -> None:
         """Read the polled tags every poll_interval; a failed read ends the session."""
         node_ids = [ua.NodeId.from_string(self.nodes[index].node) for index in polled]
+
+        async def read(chunk: list[ua.NodeId]) -> list[tuple[ua.DataValue, float]]:
+            """Each value with the time its chunk's answer arrived."""
+            params = ua.ReadParameters()
+            params.TimestampsToReturn = ua.TimestampsToReturn.Both
+            params.NodesToRead = [ua.ReadValueId(NodeId=node_id, AttributeId=ua.AttributeIds.Value)
+                                  for node_id in chunk]
+            try:
+                async with asyncio.timeout(self.timeout):
+                    results = await client.uaclient.read(params)
+            except TimeoutError as exc:
+                raise SessionLost(f"no answer to a read within {self.timeout:g} s") from exc
+            arrived = time.monotonic()
+            return [(data, arrived) for data in results]
+
         tick = time.monotonic()
         while True:
-            for start in range(0, len(polled), READ_CHUNK):
-                params = ua.ReadParameters()
-                params.TimestampsToReturn = ua.TimestampsToReturn.Both
-                params.NodesToRead = [ua.ReadValueId(NodeId=node_id, AttributeId=ua.AttributeIds.Value)
-                                      for node_id in node_ids[start:start + READ_CHUNK]]
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        results = await client.uaclient.read(params)
-                except TimeoutError as exc:
-                    raise SessionLost(f"no answer to a read within {self.timeout:g} s") from exc
-                arrived = time.monotonic()
-                for index, data in zip(polled[start:start + READ_CHUNK], results):
-                    self._add(int(index), data, arrived)
+            for index, (data, arrived) in zip(polled, await self._in_chunks("read", node_ids, read)):
+                self._add(int(index), data, arrived)
             self.stats.polls += 1
             self._alive_at = time.monotonic()
             tick = max(tick + self.poll_interval, time.monotonic())

@@ -16,6 +16,11 @@ Every value carries a source timestamp.
 With --min-publishing-interval the server revises every subscription's publishing interval up to
 that minimum, as many plant servers do (asyncua's own server grants whatever is asked).
 
+With --operation-limit N the server refuses a Read of more than N nodes and a CreateMonitoredItems
+of more than N items with BadTooManyOperations, and advertises N as MaxNodesPerRead and
+MaxMonitoredItemsPerCall, or --advertised-limit instead (0: no limit advertised, a server that
+enforces a limit it does not name).
+
 With --security-dir the server offers only Basic256Sha256 (Sign and SignAndEncrypt) with a self-signed
 certificate `server.der` / `server.key.pem` in that directory, made with `cryptography` when missing.
 """
@@ -36,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import uvloop
 from asyncua import Server, ua
+from asyncua.common.utils import ServiceError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -147,6 +153,28 @@ def revise_publishing(server: Server, minimum: float) -> None:
     service.create_subscription = create_revised
 
 
+async def limit_operations(server: Server, limit: int, advertised: int) -> None:
+    """Refuse requests of more than `limit` operations as real servers do (asyncua's own server takes
+    any number), and advertise `advertised` in the OperationLimits nodes."""
+    for node in (ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+                 ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall):
+        await server.write_attribute_value(ua.NodeId(node), ua.DataValue(ua.Variant(advertised, ua.VariantType.UInt32)))
+    attributes, subscriptions = server.iserver.attribute_service, server.iserver.subscription_service
+    read, create = attributes.read, subscriptions.create_monitored_items
+
+    def read_limited(params: ua.ReadParameters) -> list[ua.DataValue]:
+        if len(params.NodesToRead) > limit:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+        return read(params)
+
+    async def create_limited(params: ua.CreateMonitoredItemsParameters) -> list[ua.MonitoredItemCreateResult]:
+        if len(params.ItemsToCreate) > limit:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+        return await create(params)
+
+    attributes.read, subscriptions.create_monitored_items = read_limited, create_limited
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m hil_tests.sim.opcua_server", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port; 0 lets the system choose")
@@ -156,6 +184,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
     parser.add_argument("--min-publishing-interval", type=float, default=0.0,
                         help="seconds: publishing intervals asked below this are revised up to it")
+    parser.add_argument("--operation-limit", type=int, default=0,
+                        help="refuse Reads and CreateMonitoredItems of more operations (0: no limit)")
+    parser.add_argument("--advertised-limit", type=int, default=None,
+                        help="the limit advertised in OperationLimits; default --operation-limit")
     parser.add_argument("--security-dir", type=Path, default=None,
                         help="offer only Basic256Sha256 with the certificate in (or made into) this directory")
     return parser.parse_args(argv)
@@ -178,6 +210,9 @@ async def serve(args: argparse.Namespace) -> int:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     if args.min_publishing_interval:
         revise_publishing(server, args.min_publishing_interval)
+    if args.operation_limit:
+        advertised = args.operation_limit if args.advertised_limit is None else args.advertised_limit
+        await limit_operations(server, args.operation_limit, advertised)
     namespace = await server.register_namespace(NAMESPACE)
     simulation = SimulatedServer(server, namespace, args.vars, args.seed)
     await simulation.build()
