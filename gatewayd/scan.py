@@ -36,7 +36,7 @@ log = logging.getLogger("gatewayd.scan")
 
 STATE_NAME = "rules"
 STATE_SAVE_SPACING = 10.0  # seconds; a crash loses at most this much alarm-state history (not events)
-RULE_EVENT_KINDS = frozenset({"alarm", "gas_alarm", "bypass"})
+RULE_EVENT_KINDS = frozenset({"alarm", "gas_alarm", "bypass", "trip"})  # events that change saved state
 DEVICE_STATE_EVENTS = frozenset({"device_down", "device_up"})
 
 

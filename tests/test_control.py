@@ -390,3 +390,20 @@ def test_scanner_forwards_interlock_state_and_the_rule_state_survives_a_restart(
     assert {item["id"]: item["state"] for item in scanner.engine.alarms()} == states, "no re-raise after restart"
     assert scanner.engine.interlocks()[0]["status"] == "bypassed"
     store.close()
+
+
+def test_a_trip_saves_the_rule_state_so_its_consequential_suppression_survives_a_crash(tmp_path: Path):
+    source = CONFIG.replace('trip: "PT101 >= 3.8", max_bypass: 8h}',
+                            'trip: "LT102 >= 5", max_bypass: 8h, consequential: {alarms: [PT101.H], for: 10m}}')
+    source = source.replace("      - {name: XS101_BYP,", "      - {name: LT102, address: 3}\n      - {name: XS101_BYP,")
+    config = parse_config(source, tmp_path / "config.yaml")
+    table = PointTable(config.tags + interlock_tags(config.rules))
+    store = Store.open(tmp_path / "g.db")
+    scanner = Scanner(table, store.tag_ids([tag.name for tag in table.tags]), store, build_engine(config, table))
+    table.write(table.rows_of(["PT101", "LT102", "XS101_BYP"]), np.array([1.0, 6.0, 0.0]))
+    scanner.tick()  # the trip, and no alarm or operator action: the trip itself makes the scan save the state
+    kinds = [json.loads(body)["kind"] for (body,) in store._conn.execute("SELECT body FROM outbox WHERE kind = 1")]
+    assert kinds == ["trip"]
+    saved = json.loads(store.load_state("rules"))
+    assert saved["interlocks"]["SIS-101"]["consequences_until"] is not None
+    store.close()
