@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from gatewayd.types import Event, Priority
+from gatewayd.types import Event, Priority, Quality
 from rules import conditions as C
 from rules import interlocks as IL
 from rules import isa
@@ -133,7 +133,9 @@ class RuleEngine:
         self._clock = (now_monotonic, now_wall)
         self.last_seconds = 0.0
         self.scans = 0
-        self._values, self._last_quality, self._read_times = np.full(size, np.nan), np.zeros(size, np.uint8), None
+        # until the first scan nothing has been read: listings say NO_VALUE, not GOOD
+        self._values, self._read_times = np.full(size, np.nan), None
+        self._last_quality = np.full(size, Quality.NO_VALUE, np.uint8)
         self.trips = TripRecorder(compiled.trips, rules.interlocks, self._event_level)
         # highly managed alarms shelved or out of service: alarm index -> (authorization, monotonic end)
         self.managed: dict[int, tuple[managed.AlarmAuthorization, float]] = {}

@@ -118,6 +118,11 @@ def test_every_alarm_event_and_listing_carries_the_quality(backend):
     assert plant.listed("PT101.HH")["quality"] == int(Quality.SENSOR_FAULT)
 
 
+def test_before_the_first_scan_a_listing_says_no_value_not_good():
+    plant = Plant("reference")
+    assert plant.listed("PT101.HH")["quality"] == int(Quality.NO_VALUE)
+
+
 def test_gatewayd_alarms_shows_the_quality_next_to_the_value():
     from gatewayd.cli import show_alarms
 
