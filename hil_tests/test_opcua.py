@@ -29,7 +29,7 @@ from gatewayd.config.model import DeviceConfig  # noqa: E402
 from gatewayd.points import PointTable  # noqa: E402
 from gatewayd.types import Quality  # noqa: E402
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until  # noqa: E402
-from hil_tests.sim.opcua_server import make_certificate  # noqa: E402
+from hil_tests.sim.opcua_server import DECOY, NAMESPACE, make_certificate  # noqa: E402
 from hil_tests.simprocess import SimProcess  # noqa: E402
 from hil_tests.sockets import open_connections  # noqa: E402
 
@@ -242,6 +242,40 @@ def test_a_server_limited_to_100_operations_per_request_delivers_every_tag(serve
     assert np.isfinite(sink.values).all()
     assert driver.stats.sessions == 1 and driver.stats.polled_items == 260, "nothing refused, nothing lost"
     assert "device_down" not in sink.kinds()
+
+
+def test_nsu_node_ids_follow_a_server_restart_that_renumbers_its_namespaces(servers):
+    """Tags named by namespace URI read the simulator's nodes at index 2, and after a restart that puts
+    two decoy namespaces (same node ids, value DECOY) in front of it, at index 4 — never the decoys."""
+    server = servers(options=("--decoy-namespaces", "0"))
+    tags = [{"name": f"G{i}", "node": f"nsu={NAMESPACE};s=GEN{i:05d}", "mode": mode}
+            for i, mode in enumerate(["subscribe"] * 3 + ["poll"] * 2)]
+    tags.append({"name": "NOWHERE", "node": "nsu=urn:nobody;s=GEN00000"})
+    device = device_config(server.port, tags)
+    named = np.arange(5)
+
+    def real_values(sink: RecordingSink, before: np.ndarray) -> bool:
+        return bool((sink.writes[named] > before[named] + 1).all()
+                    and (sink.quality[named] == Quality.GOOD).all() and (sink.values[named] < DECOY).all())
+
+    async def scenario() -> tuple[OpcUaDriver, RecordingSink, np.ndarray]:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: real_values(sink, np.zeros(len(tags))), 15)
+            first = sink.values[named].copy()
+            server.signal(signal.SIGKILL)
+            server.options[server.options.index("--decoy-namespaces") + 1] = "2"
+            await asyncio.to_thread(server.start)
+            before = sink.writes.copy()
+            await wait_until(lambda: real_values(sink, before), 20)
+            assert driver.stats.sessions >= 2
+        finally:
+            await stop(task)
+        return driver, sink, first
+
+    driver, sink, first = asyncio.run(scenario())
+    assert (sink.values[named] < DECOY).all() and (first < DECOY).all(), "the simulator's nodes, not the decoys"
+    assert sink.quality[5] == Quality.DEVICE_ERROR, "a URI the server does not have: its nodes are unknown"
 
 
 def secure_setup(tmp_path: Path, trust_server: bool) -> tuple[Path, dict[str, Any]]:

@@ -47,6 +47,7 @@ from gatewayd.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.opcua")
 
+UNKNOWN_NAMESPACE = 65535  # the index given to an nsu= URI the server does not list: no server uses it
 DEFAULT_LIMIT = 1000  # nodes per Read and items per CreateMonitoredItems when the server names no limit
 LIMIT_NODES = {  # the server's operation limits the driver keeps to, read at each connect
     "read": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
@@ -98,6 +99,8 @@ class OpcUaDriver:
         self._sink: SampleSink | None = None
         self._granted = settings  # the subscription settings the server granted in the current session
         self._limits = dict.fromkeys(LIMIT_NODES, DEFAULT_LIMIT)  # operations per request, by service
+        self._configured_ids = [ua.NodeId.from_string(node.node) for node in self.nodes]
+        self._node_ids = list(self._configured_ids)  # with nsu= resolved for the current session
 
     @classmethod
     def from_config(cls, device: Any, rows: np.ndarray) -> OpcUaDriver:
@@ -142,6 +145,7 @@ class OpcUaDriver:
                 await client.connect()
             connected = True
             await self._read_limits(client)
+            await self._resolve_namespaces(client)
             subscribed, polled = await self._subscribe(client)
             self.stats.reconnects += self.stats.sessions > 0
             self.stats.sessions += 1
@@ -282,6 +286,29 @@ class OpcUaDriver:
             value = data.Value.Value if data.StatusCode.is_good() and data.Value is not None else None
             self._limits[kind] = value if isinstance(value, int) and 0 < value < DEFAULT_LIMIT else DEFAULT_LIMIT
 
+    async def _resolve_namespaces(self, client: Client) -> None:
+        """Node ids written `nsu=URI;...` get the index of URI in the server's NamespaceArray, read anew
+        in every session: a restarted server may number its namespaces differently. A URI the server
+        does not list gets an index no server uses, so the server itself reports its nodes unknown
+        (DEVICE_ERROR), with one warning naming the URI."""
+        uris = {node_id.NamespaceUri for node_id in self._configured_ids if _namespace_uri(node_id)}
+        if not uris:
+            return
+        params = ua.ReadParameters()
+        params.NodesToRead = [ua.ReadValueId(NodeId=ua.NodeId(ua.ObjectIds.Server_NamespaceArray),
+                                             AttributeId=ua.AttributeIds.Value)]
+        async with asyncio.timeout(self.timeout):
+            (data,) = await client.uaclient.read(params)
+        data.StatusCode.check()
+        array = list(data.Value.Value or [])
+        for uri in sorted(uris - set(array)):
+            self._problems.note(("namespace", uri), f"server has no namespace {uri} (it has {', '.join(array)}); "
+                                                    "its nodes will be reported unknown")
+        index = {uri: array.index(uri) for uri in uris if uri in array}
+        self._node_ids = [ua.NodeId(node_id.Identifier, index.get(node_id.NamespaceUri, UNKNOWN_NAMESPACE),
+                                    node_id.NodeIdType) if _namespace_uri(node_id) else node_id
+                          for node_id in self._configured_ids]
+
     async def _in_chunks(self, kind: str, items: Sequence[Any], call: Any) -> list[Any]:
         """`call` on consecutive chunks of `items` within the server's limit for `kind`, results in order.
         A server that answers BadTooManyOperations anyway (a limit it does not advertise, or advertises
@@ -312,7 +339,7 @@ class OpcUaDriver:
                                                     DeadbandType=DEADBAND_TYPES[node.deadband_type],
                                                     DeadbandValue=node.deadband_value)
         request = ua.MonitoredItemCreateRequest()
-        request.ItemToMonitor = ua.ReadValueId(NodeId=ua.NodeId.from_string(node.node),
+        request.ItemToMonitor = ua.ReadValueId(NodeId=self._node_ids[index],
                                                AttributeId=ua.AttributeIds.Value)
         request.MonitoringMode = ua.MonitoringMode.Reporting
         request.RequestedParameters = parameters
@@ -375,7 +402,7 @@ class OpcUaDriver:
 
     async def _poll(self, client: Client, polled: np.ndarray) -> None:
         """Read the polled tags every poll_interval; a failed read ends the session."""
-        node_ids = [ua.NodeId.from_string(self.nodes[index].node) for index in polled]
+        node_ids = [self._node_ids[index] for index in polled]
 
         async def read(chunk: list[ua.NodeId]) -> list[tuple[ua.DataValue, float]]:
             """Each value with the time its chunk's answer arrived."""
@@ -451,6 +478,11 @@ class OpcUaDriver:
         self._pending.clear()
         sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
         self.health.down(sink, cause, Quality.COMM_FAILURE)
+
+
+def _namespace_uri(node_id: ua.NodeId) -> str | None:
+    """The URI of a node id written `nsu=URI;...`, None for one written with an index."""
+    return getattr(node_id, "NamespaceUri", None) or None
 
 
 def _cause(exc: BaseException) -> str:

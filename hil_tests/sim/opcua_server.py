@@ -21,6 +21,10 @@ of more than N items with BadTooManyOperations, and advertises N as MaxNodesPerR
 MaxMonitoredItemsPerCall, or --advertised-limit instead (0: no limit advertised, a server that
 enforces a limit it does not name).
 
+With --decoy-namespaces K the server registers K other namespaces before its own, each holding the
+same GEN node ids with the value DECOY: the simulator's namespace then has index 2 + K, so a
+restart with another K renumbers it, and a client reading by a stale index reads DECOY values.
+
 With --security-dir the server offers only Basic256Sha256 (Sign and SignAndEncrypt) with a self-signed
 certificate `server.der` / `server.key.pem` in that directory, made with `cryptography` when missing.
 """
@@ -59,6 +63,9 @@ FIXED = {
     "HUGE_TEXT": ("x" * 1_000_000, ua.StatusCodes.Good),
     "NOT_A_NUMBER": (float("nan"), ua.StatusCodes.Good),
 }
+
+
+DECOY = 1e9  # the value of every node of a decoy namespace
 
 
 def generic_name(index: int) -> str:
@@ -175,6 +182,13 @@ async def limit_operations(server: Server, limit: int, advertised: int) -> None:
     attributes.read, subscriptions.create_monitored_items = read_limited, create_limited
 
 
+async def add_decoys(server: Server, namespace: int, generic: int) -> None:
+    """The generic node ids once more, in another namespace, all holding DECOY."""
+    folder = await server.nodes.objects.add_folder(namespace, f"Decoy{namespace}")
+    for index in range(generic):
+        await folder.add_variable(ua.NodeId(generic_name(index), namespace), generic_name(index), DECOY)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m hil_tests.sim.opcua_server", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port; 0 lets the system choose")
@@ -188,6 +202,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="refuse Reads and CreateMonitoredItems of more operations (0: no limit)")
     parser.add_argument("--advertised-limit", type=int, default=None,
                         help="the limit advertised in OperationLimits; default --operation-limit")
+    parser.add_argument("--decoy-namespaces", type=int, default=0,
+                        help="namespaces registered before the simulator's own, holding decoy GEN nodes")
     parser.add_argument("--security-dir", type=Path, default=None,
                         help="offer only Basic256Sha256 with the certificate in (or made into) this directory")
     return parser.parse_args(argv)
@@ -213,6 +229,8 @@ async def serve(args: argparse.Namespace) -> int:
     if args.operation_limit:
         advertised = args.operation_limit if args.advertised_limit is None else args.advertised_limit
         await limit_operations(server, args.operation_limit, advertised)
+    for decoy in range(args.decoy_namespaces):
+        await add_decoys(server, await server.register_namespace(f"urn:gatewayd:decoy:{decoy}"), args.vars)
     namespace = await server.register_namespace(NAMESPACE)
     simulation = SimulatedServer(server, namespace, args.vars, args.seed)
     await simulation.build()
