@@ -8,7 +8,7 @@ report-by-exception as a polled tag.
 
 The scanner also owns the engine's persistence: its state (`engine.state_dict()`) is saved in the
 store after every operator action (`commit`), at most every STATE_SAVE_SPACING seconds after a tick
-that changed an alarm or bypass state, and at shutdown; it is restored at start.
+that changed an alarm or bypass state or recorded a trip, and at shutdown; it is restored at start.
 """
 
 from __future__ import annotations
