@@ -116,6 +116,7 @@ class Daemon:
             if task is not stop:
                 log.critical("%s loop ended: %r", task.get_name(), task.exception())
                 exit_code = 1
+        stopping_at = time.monotonic()  # a tag is not stale because its driver was stopped after this
         notify("STOPPING=1\nSTATUS=stopping: last scan, then up to 5 s to send what is stored")
         if metrics is not None:
             metrics.stop()
@@ -128,7 +129,7 @@ class Daemon:
         await asyncio.gather(*(task for task in tasks if task is not uplink), stop, return_exceptions=True)
         await self.control.close()
         try:
-            self.scanner.tick()  # commit what the last polls brought
+            self.scanner.tick(stale_as_of=stopping_at)  # commit what the last polls brought
             self.scanner.save_state()
             if not self.spill.flush():
                 log.error("disk still full at stop: %d samples and %d events held in memory are lost",

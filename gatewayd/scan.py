@@ -97,13 +97,16 @@ class Scanner:
         self._state_saved = -np.inf
         self.stats = ScanStats()
 
-    def tick(self) -> None:
+    def tick(self, stale_as_of: float | None = None) -> None:
         """One scan: staleness, rules, interlock states, selection; samples and events commit in one
-        transaction. Staleness comes first so that the rules see the qualities that go upstream."""
+        transaction. Staleness comes first so that the rules see the qualities that go upstream.
+
+        `stale_as_of` (monotonic) judges staleness at an earlier moment: the last scan at a stop passes
+        the moment the stop began, so that tags are not reported STALE because the drivers were stopped."""
         started = time.perf_counter()
         now_wall, now_mono = time.time(), time.monotonic()
         table = self.table
-        self.stats.stale += table.mark_stale(now_mono)
+        self.stats.stale += table.mark_stale(now_mono if stale_as_of is None else min(stale_as_of, now_mono))
         events = table.take_events()
         if self.data_quality is not None:
             events += self._observe_quality(events, now_mono, now_wall)

@@ -57,6 +57,17 @@ def test_a_tag_turns_stale_just_after_stale_after_stamped_when_it_became_stale(t
     assert site.table.quality[site.row("PT102")] == GOOD, "its own stale_after is 10 s"
 
 
+def test_the_last_scan_at_a_stop_judges_staleness_at_the_moment_the_stop_began(tmp_path: Path, clock: FakeClock):
+    site = plant(tmp_path, CONFIG)
+    site.sink.write(positions(0, 1), np.array([4.5, 7.0]), read_at=clock.monotonic())
+    site.scanner.tick()
+    site.outbox.samples.clear()
+    stopping_at = clock.monotonic() + 2.0  # the stop begins in time; stopping the drivers takes longer
+    clock.advance(5.0)
+    site.scanner.tick(stale_as_of=stopping_at)
+    assert site.table.quality[site.row("PT101")] == GOOD and site.outbox.samples == []
+
+
 def test_a_fresh_read_clears_stale_and_down_makes_comm_failure_with_a_null_value(tmp_path: Path, clock: FakeClock):
     site = plant(tmp_path, CONFIG)
     site.sink.write(positions(0), np.array([4.5]))
