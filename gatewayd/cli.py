@@ -26,7 +26,10 @@ def setup_logging(level: str) -> None:
     # protocol stacks log every failed connect; the drivers report outages once, in our words
     # (pymodbus logs a hex dump for every undecodable frame: a hostile device would flood the journal)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    logging.getLogger("asyncua").setLevel(max(logging.ERROR, logging.getLogger().level))
+    # asyncua logs a lost server as an ERROR with a traceback (its publish loop "crashed"), which reads
+    # as a crash of the gateway next to the driver's one warning: silent unless debugging the stack
+    debugging = logging.getLogger().level <= logging.DEBUG
+    logging.getLogger("asyncua").setLevel(logging.DEBUG if debugging else logging.CRITICAL)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
