@@ -178,7 +178,7 @@ class GasChannel:
     range_limited: bool = False
     deadband: float = 0.0
     behaviour1: AlarmBehaviour = AlarmBehaviour(priority="high")
-    behaviour2: AlarmBehaviour = AlarmBehaviour(priority="critical")
+    behaviour2: AlarmBehaviour = AlarmBehaviour(priority="critical", highly_managed=True)  # as in YAML
     line: int = 0
     oel_kind: str = ""  # MAC, PC-STEL, PC-TWA (GBZ 2.1); "" when the configuration does not say
     oel_as_given: tuple[float, str] | None = None  # (value, "ppm" or "mg/m3") as configured; `oel` is in ppm

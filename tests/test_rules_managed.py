@@ -120,6 +120,8 @@ def test_gas_level_2_is_highly_managed_by_default_and_any_alarm_by_class():
     assert [(c.behaviour1.highly_managed, c.behaviour2.highly_managed) for c in rules.gas] == [(False, True),
                                                                                               (False, False)]
     assert rules.alarms[0].behaviour.highly_managed and rules.highly_managed_max == 3600.0
+    in_code = GasChannel("AT201", "combustible", "methane", 20.0, 40.0)  # a config built in code: the same default
+    assert (in_code.behaviour1.highly_managed, in_code.behaviour2.highly_managed) == (False, True)
     _, issues = parse_rules("rules:\n  alarms:\n    - {id: A, discrete: {tag: P101_RUN, state: 0}, class: vip}\n")
     assert any("rules.alarms[0].class" in issue and "'vip'" in issue for issue in issues), issues
 
