@@ -317,6 +317,30 @@ def test_sign_and_encrypt_with_a_trusted_server_certificate(servers, tmp_path):
     assert sink.kinds() == []
 
 
+def test_a_rejected_password_backs_off_to_credential_backoff_with_one_clear_line(servers, tmp_path, caplog):
+    server_dir, settings = secure_setup(tmp_path, trust_server=True)
+    server = servers(security_dir=server_dir, options=("--user", "operator:the-right-one"))
+    device = device_config(server.port, generic_tags(3), base=tmp_path, credential_backoff="1h", **settings)
+
+    async def scenario() -> tuple[OpcUaDriver, RecordingSink]:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: driver.stats.failures >= 1, 15)
+            await asyncio.sleep(3.0)  # backoff_max is 0.4 s: a plain failure would have been retried often
+        finally:
+            await stop(task)
+        return driver, sink
+
+    with caplog.at_level("WARNING", logger="gatewayd.drivers.opcua"):
+        driver, sink = asyncio.run(scenario())
+    assert driver.stats.failures == 1 and driver.stats.sessions == 0
+    assert sink.kinds() == ["device_down"]
+    assert sink.events[0].data["cause"].startswith("credentials rejected (BadUserAccessDenied")
+    lines = [record.getMessage() for record in caplog.records if "rejected the credentials" in record.getMessage()]
+    assert len(lines) == 1 and "operator" in lines[0] and "3600 s" in lines[0], lines
+    assert (sink.quality == Quality.COMM_FAILURE).all()
+
+
 def test_untrusted_server_certificate_is_refused_with_a_clear_error(servers, tmp_path):
     server_dir, settings = secure_setup(tmp_path, trust_server=False)
     server = servers(security_dir=server_dir)

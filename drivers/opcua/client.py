@@ -48,6 +48,8 @@ from gatewayd.types import Quality, SampleSink
 log = logging.getLogger("gatewayd.drivers.opcua")
 
 UNKNOWN_NAMESPACE = 65535  # the index given to an nsu= URI the server does not list: no server uses it
+CREDENTIAL_REJECTED = {ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadIdentityTokenRejected,
+                       ua.StatusCodes.BadIdentityTokenInvalid, ua.StatusCodes.BadUserSignatureInvalid}
 DEFAULT_LIMIT = 1000  # nodes per Read and items per CreateMonitoredItems when the server names no limit
 LIMIT_NODES = {  # the server's operation limits the driver keeps to, read at each connect
     "read": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
@@ -118,12 +120,13 @@ class OpcUaDriver:
         """Connect, read and reconnect until cancelled."""
         self._sink = sink
         while True:
-            await self._session(sink)
-            await asyncio.sleep(self._backoff.next())
+            rejected = await self._session(sink)
+            await asyncio.sleep(self.settings.credential_backoff if rejected else self._backoff.next())
 
-    async def _session(self, sink: SampleSink) -> None:
+    async def _session(self, sink: SampleSink) -> bool:
         """One session from connect to its loss. The loss is declared (rows COMM_FAILURE, `device_down`)
-        the moment it is seen, before the polite close, which may wait `timeout` on a frozen server."""
+        the moment it is seen, before the polite close, which may wait `timeout` on a frozen server.
+        Returns whether the server rejected the credentials."""
         client = Client(self.settings.endpoint, timeout=self.timeout, watchdog_intervall=max(1.0, self.timeout))
         client.name = client.description = f"gatewayd {self.name}"
         client.session_timeout = int(self.settings.session_timeout * 1000)
@@ -162,6 +165,13 @@ class OpcUaDriver:
         except (UntrustedServer, TrustStoreError, SessionLost) as exc:
             self._device_down(sink, str(exc))
         except (OSError, TimeoutError, ConnectionError, ua.UaError, ServiceError) as exc:
+            if getattr(exc, "code", None) in CREDENTIAL_REJECTED:
+                self._device_down(sink, f"credentials rejected ({_cause(exc)})")
+                log.warning("device %s: the server rejected the credentials of %s (%s); next attempt in %g s "
+                            "(credential_backoff), so that repeated failures do not lock the account",
+                            self.name, self.settings.username or "the anonymous user", _cause(exc),
+                            self.settings.credential_backoff)
+                return True
             self._device_down(sink, _cause(exc))
         except Exception as exc:  # noqa: BLE001 - a surprise from the stack must not end the polling
             self._device_down(sink, _cause(exc))
@@ -171,6 +181,7 @@ class OpcUaDriver:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._close(client, connected)
+        return False
 
     async def _secure(self, client: Client) -> None:
         """Security and identity of the session; the server certificate is checked before any credential is sent."""

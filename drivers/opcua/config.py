@@ -77,6 +77,7 @@ class OpcUaSettings:
     session_timeout: float = 60.0
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
+    credential_backoff: float = 600.0
 
     @property
     def watchdog(self) -> float:
@@ -104,6 +105,8 @@ DEVICE_FIELDS = {
     "session_timeout": Field(positive_duration, 60.0, "duration: requested session timeout"),
     "backoff_initial": Field(number(0.0), 1.0, "first reconnect delay in seconds, doubled up to backoff_max"),
     "backoff_max": Field(number(0.0), 30.0, "longest reconnect delay in seconds"),
+    "credential_backoff": Field(positive_duration, 600.0, "duration: wait after the server rejected the "
+                                "credentials, so that a server locking accounts after failed logins is not provoked"),
 }
 
 TAG_FIELDS = {

@@ -25,6 +25,9 @@ With --decoy-namespaces K the server registers K other namespaces before its own
 same GEN node ids with the value DECOY: the simulator's namespace then has index 2 + K, so a
 restart with another K renumbers it, and a client reading by a stale index reads DECOY values.
 
+With --user NAME:PASSWORD only that user may open a session; any other credential is refused with
+BadUserAccessDenied.
+
 With --security-dir the server offers only Basic256Sha256 (Sign and SignAndEncrypt) with a self-signed
 certificate `server.der` / `server.key.pem` in that directory, made with `cryptography` when missing.
 """
@@ -46,6 +49,8 @@ import numpy as np
 import uvloop
 from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -189,6 +194,16 @@ async def add_decoys(server: Server, namespace: int, generic: int) -> None:
         await folder.add_variable(ua.NodeId(generic_name(index), namespace), generic_name(index), DECOY)
 
 
+class OneUser(UserManager):
+    """Admits one user name and password, refuses every other identity."""
+
+    def __init__(self, name: str, password: str) -> None:
+        self.name, self.password = name, password
+
+    def get_user(self, iserver, username=None, password=None, certificate=None) -> User | None:
+        return User(role=UserRole.User, name=username) if (username, password) == (self.name, self.password) else None
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m hil_tests.sim.opcua_server", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port; 0 lets the system choose")
@@ -204,6 +219,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the limit advertised in OperationLimits; default --operation-limit")
     parser.add_argument("--decoy-namespaces", type=int, default=0,
                         help="namespaces registered before the simulator's own, holding decoy GEN nodes")
+    parser.add_argument("--user", default=None, help="NAME:PASSWORD, the only identity the server admits")
     parser.add_argument("--security-dir", type=Path, default=None,
                         help="offer only Basic256Sha256 with the certificate in (or made into) this directory")
     return parser.parse_args(argv)
@@ -211,7 +227,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR)
-    server = Server()
+    server = Server(user_manager=OneUser(*args.user.split(":", 1)) if args.user else None)
     await server.init()
     server.set_endpoint(f"opc.tcp://{args.host}:{args.port}")
     server.set_server_name("gatewayd simulated OPC UA server")
