@@ -50,6 +50,7 @@ log = logging.getLogger("gatewayd.drivers.opcua")
 UNKNOWN_NAMESPACE = 65535  # the index given to an nsu= URI the server does not list: no server uses it
 CREDENTIAL_REJECTED = {ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadIdentityTokenRejected,
                        ua.StatusCodes.BadIdentityTokenInvalid, ua.StatusCodes.BadUserSignatureInvalid}
+EXACT_INTEGERS = 2 ** 53  # the largest magnitude up to which a double holds every integer (Int64, UInt64)
 DEFAULT_LIMIT = 1000  # nodes per Read and items per CreateMonitoredItems when the server names no limit
 LIMIT_NODES = {  # the server's operation limits the driver keeps to, read at each connect
     "read": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
@@ -382,6 +383,9 @@ class OpcUaDriver:
             status = data.StatusCode.value if data.StatusCode is not None else 0
             raw = data.Value.Value if data.Value is not None else None
             value, quality = to_float(raw)
+            if isinstance(raw, int) and abs(raw) > EXACT_INTEGERS:
+                self._problems.note((index, "precision"), f"node {self.nodes[index].node} sent {raw}, beyond 2^53: "
+                                    "the uplink's double keeps it only to the nearest representable value")
             status_quality = quality_of(status)
             if status_quality.is_bad:
                 quality = status_quality  # the server's reason wins; its value, if any, is kept
