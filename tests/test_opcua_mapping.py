@@ -132,3 +132,33 @@ def test_trust_store_loading(pki, tmp_path: Path):
     empty.mkdir()
     with pytest.raises(TrustStoreError, match="holds no certificate"):
         load_trust_store(empty)
+
+
+def test_an_int64_beyond_2_to_the_53_is_delivered_rounded_with_one_warning(caplog):
+    """A double holds every integer up to 2^53; beyond, the tag's value is the nearest double and the
+    driver says so once per tag, not on every change."""
+    import asyncio
+
+    import numpy as np
+    from asyncua import ua
+
+    from drivers.opcua.client import OpcUaDriver
+    from drivers.opcua.config import OpcUaNode, OpcUaSettings
+    from hil_tests.recording import RecordingSink
+
+    driver = OpcUaDriver("ua", OpcUaSettings("opc.tcp://127.0.0.1:4840"), 1.0, 1.0,
+                         [OpcUaNode("ns=2;s=BIG"), OpcUaNode("ns=2;s=SMALL")], np.arange(2))
+    sink = RecordingSink(2)
+    driver._sink = sink
+
+    async def feed() -> None:
+        for raw in (2 ** 53 + 1, 2 ** 53 + 3):
+            driver._add(0, ua.DataValue(ua.Variant(raw, ua.VariantType.Int64)), 0.0)
+            driver._add(1, ua.DataValue(ua.Variant(2 ** 53, ua.VariantType.Int64)), 0.0)
+            await asyncio.sleep(0)
+
+    with caplog.at_level("DEBUG", logger="gatewayd.drivers.opcua"):
+        asyncio.run(feed())
+    assert sink.values[0] == float(2 ** 53 + 4) and sink.values[1] == float(2 ** 53)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "ns=2;s=BIG" in warnings[0] and "2^53" in warnings[0], warnings
