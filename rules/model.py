@@ -322,10 +322,13 @@ class RulesConfig:
 
 
 def alarmed_tags(limit_tags: Iterable[str], alarms: Iterable[AlarmRule], gas: Iterable[GasChannel]) -> list[str]:
-    """The tags that may have a bad-PV alarm, in order: with limits, a gas channel, or a rate, deviation or
-    discrete rule watching its value."""
+    """The tags that may have a bad-PV alarm, in order: with limits, a gas channel, a rate, deviation or
+    discrete rule watching its value, or read by an expression alarm (three-valued logic may hold such an
+    alarm on the other inputs, so the failed one must speak for itself)."""
+    alarms = tuple(alarms)
     watched = list(limit_tags) + [channel.tag for channel in gas]
     watched += [rule.spec.tag for rule in alarms if rule.kind in ("rate", "deviation", "discrete")]
+    watched += [tag for rule in alarms if rule.kind == "expression" for tag in rule.spec.when.tags]
     return list(dict.fromkeys(watched))
 
 

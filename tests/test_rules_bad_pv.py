@@ -105,6 +105,14 @@ def test_bad_pv_priority_and_delay_are_settable_and_off_per_tag(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_an_input_read_only_by_an_expression_alarm_has_its_bad_pv_alarm(backend):
+    plant = Plant(backend)
+    plant.scan()
+    (bad,) = alarm_events(plant.scan(quality={"XV103": Quality.COMM_FAILURE}), "XV103.BADPV")
+    assert (bad.data["state"], bad.data["quality"]) == ("UNACK", int(Quality.COMM_FAILURE))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_alarm_event_and_listing_carries_the_quality(backend):
     plant = Plant(backend)
     events = plant.scan(PT101=95.0)

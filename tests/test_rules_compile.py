@@ -21,11 +21,13 @@ def test_alarm_index_runs_tag_limits_then_gas_then_each_rule_kind_in_order():
     ids = [info.id for info in plan.infos]
     assert ids == ["PT101.HH", "PT101.H", "PT101.L", "PT101.LL", "TT102.H", "AT201.GAS2", "AT201.GAS1",
                    "AT202.GAS2", "AT202.GAS1", "TT102_ROC", "FT101_DEV", "PT101_DEV", "P101_TRIP", "PT101_BAD",
-                   "TT102_NG", "AT201.BADPV", "AT202.BADPV", "FT101.BADPV", "P101_RUN.BADPV", "RUNAWAY", "MIXED",
+                   "TT102_NG", "AT201.BADPV", "AT202.BADPV", "FT101.BADPV", "P101_RUN.BADPV", "XV103.BADPV", "RUNAWAY",
+                   "MIXED",
                    "U100_DOWN.STATE_BAD"]
-    # bad-PV alarms follow the quality rules; PT101 and TT102 have quality rules of their own
+    # bad-PV alarms follow the quality rules; PT101 and TT102 have quality rules of their own; XV103 is read
+    # only by the expression alarm MIXED
     assert plan.bounds == {"limit": (0, 9), "rate": (9, 10), "deviation": (10, 12), "discrete": (12, 13),
-                           "quality": (13, 19), "expression": (19, 21), "suppression_state": (21, 22)}
+                           "quality": (13, 20), "expression": (20, 22), "suppression_state": (22, 23)}
     assert plan.index["AT202.GAS1"] == 8
 
 
@@ -45,7 +47,7 @@ def test_condition_arrays_encode_directions_modes_and_references():
     rows, reference, setpoint, direction, limit, deadband = conditions.deviation
     assert reference.tolist() == [ROWS["TT102"], -1] and setpoint.tolist() == [0.0, 50.0]
     assert direction.tolist() == [C.RISE, C.BOTH] and deadband.tolist() == [3.0, 2.0]
-    assert conditions.quality[1].tolist() == [C.QUALITY_BAD, C.QUALITY_NOT_GOOD] + [C.QUALITY_BAD] * 4
+    assert conditions.quality[1].tolist() == [C.QUALITY_BAD, C.QUALITY_NOT_GOOD] + [C.QUALITY_BAD] * 5
     assert [e.source for e in conditions.expressions] == ["PT101 > 60 and TT102 > 40 and not XV103",
                                                           "abs(PT101 - TT102) / max(FT101, 1) > 2 or PT101 < 5"]
 

@@ -65,8 +65,9 @@ def test_documented_example_is_valid_and_builds():
     assert [rule.kind for rule in rules.alarms] == ["rate", "deviation", "discrete", "quality", "expression"]
     assert rules.alarms[1].behaviour.on_delay == 30.0 and rules.shelving_max == 8 * 3600
     engine = RuleEngine.build(rules, {name: row for row, name in enumerate(tags)}, len(tags), [alarms], tags)
-    # + TT102, FT101, AT201, AT202 .BADPV (PT101 has its own, P101_RUN off) + U100_SHUTDOWN.STATE_BAD
-    assert engine.alarm_count == 3 + 5 + 4 + 4 + 1
+    # + TT102, FT101, AT201, AT202 .BADPV (PT101 has its own, P101_RUN off), XV103.BADPV (read by the
+    # expression alarm) + U100_SHUTDOWN.STATE_BAD
+    assert engine.alarm_count == 3 + 5 + 4 + 5 + 1
 
 
 def test_todays_tag_alarm_keys_still_work():
