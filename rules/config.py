@@ -4,11 +4,13 @@ Validated with the `gatewayd.config.schema` toolkit: every issue is collected wi
 path; nothing is repaired. Called by `gatewayd.config.load`:
 
     alarms = parse_tag_alarms(tag_node.get("alarms"), f"{path}.alarms", line, reader, tag_config,
-                              priorities=priority_names(document.get("rules")))
+                              priorities=priority_names(document.get("rules")))  # rules.config_fields
     rules = parse_rules_section(document.get("rules"), "rules", line, reader, {tag.name: tag ...})
 
 Both return frozen objects (`rules.model`), or None when the block is absent or invalid (the reader
-then holds the issues). See docs/rules.md for the YAML shape.
+then holds the issues). See docs/rules.md for the YAML shape. The larger sections have modules of their
+own: `rules.gas_config` (gas channels), `rules.interlock_config` (units, interlocks, trip capture), and
+the field converters they share are in `rules.config_fields`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -35,17 +36,39 @@ from gatewayd.config.schema import (
     one_of,
     text,
 )
+from rules.config_fields import (
+    ALARM_CLASSES,
+    FLOOD_WINDOW_MAX,
+    PERCENT,
+    any_value,
+    at_most,
+    deadband_value,
+    expression_of,
+    number_or_bool,
+    optional_of,
+    positive_number,
+    priority_of,
+    tag_ref,
+)
 from rules.expr import ExpressionError, parse_expression
-from rules.gas import GAS_TYPES, OEL_KINDS, ON_DELAY_MAX, behaviour_problems, mg_per_m3_to_ppm, setpoint_problems
-from rules.gas import OEL_UNITS as GAS_OEL_UNITS
-from rules.gas import UNITS as GAS_UNITS
+from rules.gas_config import gas_channels, gas_fields
+from rules.interlock_config import (
+    CONSEQUENTIAL_FIELDS,
+    TRIP_HISTORY_FIELDS,
+    TRIP_INTERVAL_FIELD,
+    UNIT_FIELDS,
+    final_element_fields,
+    interlock_fields,
+    parse_interlocks,
+    parse_trip_history,
+    parse_units,
+)
 from rules.model import (
     BAD_PV_SUFFIX,
     BYPASS_EVENTS,
     DEFAULT_BYPASS_PRIORITIES,
     DEFAULT_PRIORITIES,
     LIMIT_LEVELS,
-    NO_TRIP_HISTORY,
     PRIORITY_LEVELS,
     AlarmBehaviour,
     AlarmRule,
@@ -54,13 +77,8 @@ from rules.model import (
     BadPvTag,
     DeviationSpec,
     DiscreteSpec,
-    ConsequentialSuppression,
     ExpressionSpec,
-    FinalElement,
-    GasChannel,
-    Interlock,
     LimitAlarm,
-    ProductionUnit,
     QualitySpec,
     RateSpec,
     RulesConfig,
@@ -72,124 +90,9 @@ from rules.model import (
     default_priority,
 )
 
-ALARM_CLASSES = ("standard", "highly_managed")
-FLOOD_WINDOW_MAX = 3600.0  # rules.analytics keeps one hour of activations (peak per hour)
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
-
-
-def _any(value: Any) -> Any:
-    return value
-
-
-def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else convert(value)
-
-
-def positive_number(value: Any) -> float:
-    result = number()(value)
-    if result <= 0:
-        raise Invalid(f"must be above zero, got {value!r}")
-    return result
-
-
-def _at_most(seconds: float, maximum: float, why: str) -> float:
-    if seconds > maximum:
-        raise Invalid(f"{seconds:g} s is longer than the {maximum:g} s allowed: {why}")
-    return seconds
-
-
-def _at_least(seconds: float, minimum: float) -> float:
-    if seconds < minimum:
-        raise Invalid(f"{seconds:g} s is shorter than the {minimum:g} s allowed")
-    return seconds
-
-
-def _deadband(value: Any) -> float | str:
-    """A number in engineering units, or 'N%' of the tag's range (resolved by the caller)."""
-    if isinstance(value, str) and _PERCENT.match(value):
-        return value.strip()
-    return number(0.0)(value)
-
-
-def _priority(names: Iterable[str]) -> Callable[[Any], str]:
-    choices = tuple(names)
-
-    def convert(value: Any) -> str:
-        if value not in choices:
-            raise Invalid(f"{value!r} is not a priority; configured priorities: {', '.join(choices)}")
-        return value
-
-    return convert
-
-
-def _tag_ref(tags: Mapping[str, Any]) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if not isinstance(value, str) or value not in tags:
-            close = difflib.get_close_matches(str(value), list(tags), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise Invalid(f"{value!r} is not a tag{hint}")
-        return value
-
-    return convert
-
-
-def _tag_list(tags: Mapping[str, Any]) -> Callable[[Any], tuple[str, ...]]:
-    single = _tag_ref(tags)
-
-    def convert(value: Any) -> tuple[str, ...]:
-        items = value if isinstance(value, list) else [value]
-        result = tuple(single(item) for item in items)
-        if len(set(result)) != len(result):
-            raise Invalid("a tag is listed twice")
-        return result
-
-    return convert
-
-
-def _expression(tags: Mapping[str, Any]) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        try:
-            return parse_expression(value, tags)
-        except ExpressionError as exc:
-            raise Invalid(f"bad expression {value!r}: {exc}") from None
-
-    return convert
-
-
-def _number_or_bool(value: Any) -> float:
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    return number()(value)
-
-
-def priority_names(rules_node: Any) -> tuple[str, ...]:
-    """The priority names that tag alarms may use: `rules.priorities` keys if given, else the defaults.
-    (The section itself is validated by `parse_rules_section`.)"""
-    return tuple(declared_priorities(rules_node))
-
-
-def declared_priorities(rules_node: Any) -> dict[str, int]:
-    """`rules.priorities` as name -> level, read leniently (an unknown level is -1) for the tag sections,
-    which are parsed before the rules section validates it; the defaults when it is absent."""
-    if isinstance(rules_node, dict) and isinstance(rules_node.get("priorities"), dict) and rules_node["priorities"]:
-        return {str(key): PRIORITY_LEVELS.get(value, -1) if isinstance(value, str) else -1
-                for key, value in rules_node["priorities"].items()}
-    return dict(DEFAULT_PRIORITIES)
-
-
-def ranked_priorities(priorities: Mapping[str, int]) -> list[str]:
-    """The first declared priority of each level, most urgent first (gas levels default to the top two)."""
-    first_of_level: dict[int, str] = {}
-    for name, value in priorities.items():
-        first_of_level.setdefault(value, name)
-    return [first_of_level[value] for value in sorted(first_of_level, reverse=True)]
-
-
-# ------------------------------------------------------------------------------------- per-tag alarms
-
 def _behaviour_fields(priorities: Iterable[str], priority_default: str | None) -> dict[str, Field]:
     return {
-        "priority": Field(_priority(priorities), priority_default,
+        "priority": Field(priority_of(priorities), priority_default,
                           "one of rules.priorities; default medium (or the first priority of level medium)"),
         "on_delay": Field(duration, None, "raise only when the condition held this long"),
         "off_delay": Field(duration, None, "report the return only when clear this long"),
@@ -204,18 +107,18 @@ def _behaviour_fields(priorities: Iterable[str], priority_default: str | None) -
 @functools.cache  # one table per set of priorities, not one per tag: 100,000 alarms are parsed at start
 def _limit_fields(priorities: tuple[str, ...]) -> dict[str, Field]:
     return {"value": Field(number(), doc="the limit, in engineering units"),
-            "deadband": Field(_deadband, None, "engineering units or N% of range"),
+            "deadband": Field(deadband_value, None, "engineering units or N% of range"),
             **_behaviour_fields(priorities, None)}
 
 
 @functools.cache
 def tag_alarm_fields(priorities: tuple[str, ...] = tuple(DEFAULT_PRIORITIES),
                      priority_default: str | None = "medium") -> dict[str, Field]:
-    fields = {key: Field(_any, None, f"{key.upper()} limit: a number or a mapping with value, deadband, "
+    fields = {key: Field(any_value, None, f"{key.upper()} limit: a number or a mapping with value, deadband, "
                                      f"on_delay, off_delay, priority, ...") for key in ("hh", "h", "l", "ll")}
-    fields["deadband"] = Field(_deadband, 0.0, "for every limit: engineering units or N% of range")
+    fields["deadband"] = Field(deadband_value, 0.0, "for every limit: engineering units or N% of range")
     fields.update(_behaviour_fields(priorities, priority_default))
-    fields["suppressed_when"] = Field(_any, None, "set under rules.suppression instead")
+    fields["suppressed_when"] = Field(any_value, None, "set under rules.suppression instead")
     return fields
 
 
@@ -257,7 +160,7 @@ def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
         if low is None or high is None:
             reader.error(key_line, key_path, f"a deadband of {value} needs the tag's range: set range: [low, high]")
             return None
-        return float(_PERCENT.match(value).group(1)) / 100.0 * (high - low)
+        return float(PERCENT.match(value).group(1)) / 100.0 * (high - low)
 
     default_deadband = resolve_deadband(values.get("deadband", 0.0), join(path, "deadband"),
                                         Reader.key_line(node, "deadband"))
@@ -316,30 +219,22 @@ def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
 # ------------------------------------------------------------------------------------- rules section
 
 RULES_FIELDS = {
-    "priorities": Field(_any, None, "priority name: level (critical, high, medium, low, info); "
+    "priorities": Field(any_value, None, "priority name: level (critical, high, medium, low, info); "
                                     "default critical, high, medium, low"),
-    "shelving": Field(_any, None, "max_duration"),
-    "analytics": Field(_any, None, "chattering, stale, flood thresholds"),
-    "alarms": Field(_any, None, "rate, deviation, discrete, quality and expression alarms"),
-    "gas": Field(_any, None, "gas detector channels (GB/T 50493-2019)"),
-    "suppression": Field(_any, None, "suppression by design"),
-    "units": Field(_any, None, "production units: max_bypassed"),
-    "interlocks": Field(_any, None, "interlocks whose bypass state is supervised"),
-    "bypass_priorities": Field(_any, None, "priority of each bypass, trip and final-element event"),
-    "trip_history": Field(_any, None, "history kept around every interlock trip: before, after, interval; or off"),
-    "bad_pv": Field(_any, None, "the bad-PV alarm TAG.BADPV of every alarmed tag: priority, delays, per-tag settings"),
+    "shelving": Field(any_value, None, "max_duration"),
+    "analytics": Field(any_value, None, "chattering, stale, flood thresholds"),
+    "alarms": Field(any_value, None, "rate, deviation, discrete, quality and expression alarms"),
+    "gas": Field(any_value, None, "gas detector channels (GB/T 50493-2019)"),
+    "suppression": Field(any_value, None, "suppression by design"),
+    "units": Field(any_value, None, "production units: max_bypassed"),
+    "interlocks": Field(any_value, None, "interlocks whose bypass state is supervised"),
+    "bypass_priorities": Field(any_value, None, "priority of each bypass, trip and final-element event"),
+    "trip_history": Field(any_value, None,
+                          "history kept around every interlock trip: before, after, interval; or off"),
+    "bad_pv": Field(any_value, None,
+                    "the bad-PV alarm TAG.BADPV of every alarmed tag: priority, delays, per-tag settings"),
 }
 
-TRIP_WINDOW_MAX = 600.0  # seconds before or after a trip: the ring holds the interlocks' tags for this long
-TRIP_HISTORY_FIELDS = {
-    "before": Field(lambda value: _at_most(duration(value), TRIP_WINDOW_MAX, "the history ring is bounded"), 60.0,
-                    "history kept from this long before a trip; at most 10m"),
-    "after": Field(lambda value: _at_most(duration(value), TRIP_WINDOW_MAX, "the history ring is bounded"), 30.0,
-                   "... to this long after it (the trip_history event follows then); at most 10m"),
-}
-TRIP_INTERVAL_FIELD = {"interval": Field(lambda value: _at_least(positive_duration(value), 0.1), 1.0,
-                                         "one history sample of every interlock tag this often; at least 0.1s")}
-CONSEQUENTIAL_MAX = 24 * 3600.0
 
 ANALYTICS_FIELDS = {
     "chatter_count": Field(integer(2, 1000), 3, "activations within chatter_window that make an alarm chattering"),
@@ -347,7 +242,7 @@ ANALYTICS_FIELDS = {
     "stale_after": Field(positive_duration, 86400.0, "active this long: a stale alarm"),
     "flood_start": Field(integer(1, 100000), 10, "more than this many alarms within flood_window start a flood"),
     "flood_end": Field(integer(1, 100000), 5, "fewer than this many end it"),
-    "flood_window": Field(lambda value: _at_most(positive_duration(value), FLOOD_WINDOW_MAX,
+    "flood_window": Field(lambda value: at_most(positive_duration(value), FLOOD_WINDOW_MAX,
                                                  "alarms are kept for flood counting for one hour"),
                           600.0, "the window flood_start and flood_end are counted in; at most 1h"),
     "report_interval": Field(duration, 3600.0, "alarm-rate summary event; 0: never"),
@@ -363,12 +258,12 @@ SHELVING_FIELDS = {"max_duration": Field(positive_duration, 8 * 3600.0, "no shel
 COMMON_RULE_FIELDS = {
     "id": Field(identifier, doc="alarm id, unique among all alarms"),
     "for": Field(duration, None, "alias of on_delay"),
-    "suppressed_when": Field(_any, None, "expression: while true, the alarm is suppressed by design (DSUPR)"),
+    "suppressed_when": Field(any_value, None, "expression: while true, the alarm is suppressed by design (DSUPR)"),
 }
 
 
 def _rule_kind_fields(tags: Mapping[str, Any]) -> dict[str, dict[str, Field]]:
-    tag = _tag_ref(tags)
+    tag = tag_ref(tags)
     return {
         "rate": {
             "tag": Field(tag, doc="the tag whose rate of change is watched"),
@@ -388,8 +283,8 @@ def _rule_kind_fields(tags: Mapping[str, Any]) -> dict[str, dict[str, Field]]:
         },
         "discrete": {
             "tag": Field(tag, doc="a boolean or enumerated tag"),
-            "state": Field(_number_or_bool, None, "alarm while the tag equals this value"),
-            "states": Field(_any, None, "or one of these values"),
+            "state": Field(number_or_bool, None, "alarm while the tag equals this value"),
+            "states": Field(any_value, None, "or one of these values"),
         },
         "quality": {
             "tag": Field(tag, doc="the tag whose quality is watched"),
@@ -429,7 +324,7 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
             used_ids[f"{tag_name}.{level}"] = getattr(info, "line", 0)
     alarms = _alarm_rules(top["alarms"], join(path, "alarms"), key_line("alarms"), reader, tag_names, priorities,
                           used_ids)
-    gas = _gas_channels(top["gas"], join(path, "gas"), key_line("gas"), reader, tag_names, priorities, used_ids)
+    gas = gas_channels(top["gas"], join(path, "gas"), key_line("gas"), reader, tag_names, priorities, used_ids)
     limit_tags = [name for name, info in tag_names.items() if _tag_limit_levels(getattr(info, "alarms", None))]
     bad_pv = _bad_pv(top["bad_pv"], join(path, "bad_pv"), key_line("bad_pv"), reader, priorities,
                      set(alarmed_tags(limit_tags, alarms, gas)))
@@ -445,11 +340,11 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
         {f"{tag}{BAD_PV_SUFFIX}" for tag in gas_tags}
     suppressions = _suppressions(top["suppression"], join(path, "suppression"), key_line("suppression"), reader,
                                  tag_names, used_ids, gas_ids)
-    units = _units(top["units"], join(path, "units"), key_line("units"), reader)
-    trip_history = _trip_history(top["trip_history"], join(path, "trip_history"), key_line("trip_history"), reader,
-                                 TripHistory(), TRIP_INTERVAL_FIELD)
-    interlocks = _interlocks(top["interlocks"], join(path, "interlocks"), key_line("interlocks"), reader, tag_names,
-                             units, used_ids, gas_ids)
+    units = parse_units(top["units"], join(path, "units"), key_line("units"), reader)
+    trip_history = parse_trip_history(top["trip_history"], join(path, "trip_history"), key_line("trip_history"),
+                                      reader, TripHistory(), TRIP_INTERVAL_FIELD)
+    interlocks = parse_interlocks(top["interlocks"], join(path, "interlocks"), key_line("interlocks"), reader,
+                                  tag_names, units, used_ids, gas_ids)
     bypass_priorities = _bypass_priorities(top["bypass_priorities"], join(path, "bypass_priorities"),
                                            key_line("bypass_priorities"), reader, priorities,
                                            (key_line("priorities"), join(path, "priorities")))
@@ -464,26 +359,26 @@ def parse_rules_section(node: Any, path: str, line: int, reader: Reader,
 
 def _bad_pv_fields(priorities: Mapping[str, int]) -> dict[str, Field]:
     return {
-        "priority": Field(_priority(priorities), default_priority(priorities, "medium"),
+        "priority": Field(priority_of(priorities), default_priority(priorities, "medium"),
                           "of TAG.BADPV; default medium (or the first priority of level medium)"),
-        "gas_priority": Field(_optional(_priority(priorities)), None,
+        "gas_priority": Field(optional_of(priority_of(priorities)), None,
                               "of a gas channel's TAG.BADPV (fault, inhibit, calibration); default its level 1 "
                               "priority"),
         "on_delay": Field(duration, 0.0, "raise only when the value was bad this long"),
         "off_delay": Field(duration, 10.0, "report the return only when good this long (no chattering on a "
                                            "flickering input)"),
         "trigger": Field(one_of("bad", "bad_or_stale"), "bad", "bad: quality >= 16; bad_or_stale: or STALE"),
-        "tags": Field(_any, None, "TAG: {priority, on_delay, off_delay}, or {enabled: false, reason: why}"),
+        "tags": Field(any_value, None, "TAG: {priority, on_delay, off_delay}, or {enabled: false, reason: why}"),
     }
 
 
 def _bad_pv_tag_fields(priorities: Mapping[str, int]) -> dict[str, Field]:
     return {
         "enabled": Field(boolean, True, "false: no TAG.BADPV for this tag (needs reason)"),
-        "reason": Field(_optional(text), None, "why this tag has no bad-PV alarm"),
-        "priority": Field(_optional(_priority(priorities)), None, "this tag's TAG.BADPV priority"),
-        "on_delay": Field(_optional(duration), None, "this tag's on-delay"),
-        "off_delay": Field(_optional(duration), None, "this tag's off-delay"),
+        "reason": Field(optional_of(text), None, "why this tag has no bad-PV alarm"),
+        "priority": Field(optional_of(priority_of(priorities)), None, "this tag's TAG.BADPV priority"),
+        "on_delay": Field(optional_of(duration), None, "this tag's on-delay"),
+        "off_delay": Field(optional_of(duration), None, "this tag's off-delay"),
     }
 
 
@@ -519,7 +414,7 @@ def _bypass_priorities(node: Any, path: str, line: int, reader: Reader, prioriti
                        declared_at: tuple[int, str]) -> dict[str, str]:
     """The priority of each bypass event: as given, else its default level resolved by `default_priority`;
     a default level that no declared priority has is refused here, not found missing at the first bypass."""
-    fields = {event: Field(_priority(priorities), None) for event in BYPASS_EVENTS}
+    fields = {event: Field(priority_of(priorities), None) for event in BYPASS_EVENTS}
     given = (reader.section(node, path, line, fields) or {}) if node is not None else {}
     result = {}
     for event in BYPASS_EVENTS:
@@ -603,7 +498,7 @@ def _alarm_rules(node: Any, path: str, line: int, reader: Reader, tags: Mapping[
             continue
         kind = present[0]
         fields = {**COMMON_RULE_FIELDS, **_behaviour_fields(priorities, default_priority(priorities, "medium")),
-                  kind: Field(_expression(tags) if kind == "when" else _any)}
+                  kind: Field(expression_of(tags) if kind == "when" else any_value)}
         values = reader.section(item, item_path, item_line, fields)
         if values is None or "id" not in values or kind not in values:
             continue
@@ -644,7 +539,7 @@ def _rule_spec(kind: str, node: Any, path: str, line: int, reader: Reader, kinds
                 reader.error(Reader.key_line(node, "states"), join(path, "states"), "expected a non-empty list")
                 return None
             try:
-                states = tuple(_number_or_bool(state) for state in values["states"])
+                states = tuple(number_or_bool(state) for state in values["states"])
             except Invalid as exc:
                 reader.error(Reader.key_line(node, "states"), join(path, "states"), str(exc))
                 return None
@@ -654,161 +549,10 @@ def _rule_spec(kind: str, node: Any, path: str, line: int, reader: Reader, kinds
     return QualitySpec(values["tag"], values["trigger"])
 
 
-GAS_FIELDS_DOC = "tag, type, gas, level1, level2, oel, idlh, range_limited"
-
-
-def _oel_unit(value: Any) -> str:
-    spelled = value.replace("³", "3") if isinstance(value, str) else value
-    return one_of(*GAS_OEL_UNITS)(spelled)
-
-
-def _gas_fields(tags: Mapping[str, Any], priorities: Mapping[str, int]) -> dict[str, Field]:
-    ranked = ranked_priorities(priorities) or [""]
-    return {
-        "tag": Field(_tag_ref(tags), doc="the concentration tag (unit %LEL or ppm)"),
-        "type": Field(one_of(*GAS_TYPES), doc="combustible (%LEL) or toxic (ppm)"),
-        "gas": Field(text, "", "e.g. methane, H2S"),
-        "level1": Field(number(0.0), doc="level 1 (low) alarm setpoint"),
-        "level2": Field(number(0.0), doc="level 2 (high) alarm setpoint"),
-        "oel": Field(_optional(positive_number), None, "toxic: occupational exposure limit, in oel_unit"),
-        "oel_unit": Field(_oel_unit, "ppm", "ppm, or mg/m3 (converted to ppm at 25 °C with molar_mass)"),
-        "oel_kind": Field(_optional(one_of(*OEL_KINDS)), None, "which OEL it is: MAC, PC-STEL or PC-TWA (GBZ 2.1)"),
-        "molar_mass": Field(_optional(positive_number), None, "g/mol of the gas; needed for an OEL in mg/m3"),
-        "idlh": Field(_optional(positive_number), None, "toxic: immediately dangerous to life or health, ppm"),
-        "range_limited": Field(boolean, False, "toxic: the detector range cannot reach 200 % OEL"),
-        "deadband": Field(number(0.0), 0.0, "return only below the setpoint by this much; below level1"),
-        "level1_priority": Field(_priority(priorities), ranked[1] if len(ranked) > 1 else ranked[0],
-                                 "priority of TAG.GAS1; default the second-highest declared"),
-        "level2_priority": Field(_priority(priorities), ranked[0],
-                                 "priority of TAG.GAS2; default the highest declared; never below level 1"),
-        "on_delay": Field(duration, 0.0, f"raise only when the level held this long; at most {ON_DELAY_MAX:g}s"),
-        "off_delay": Field(duration, 0.0, "report the return only when clear this long"),
-        "latching": Field(boolean, False, "stay in alarm until reset by an operator"),
-        "realarm": Field(duration, 0.0, "acknowledged and still active this long: unacknowledged again"),
-        "description": Field(text, "", "shown with the alarms' events"),
-        "level1_class": Field(one_of(*ALARM_CLASSES), "standard", "class of TAG.GAS1"),
-        "level2_class": Field(one_of(*ALARM_CLASSES), "highly_managed",
-                              "class of TAG.GAS2: highly managed unless set to standard"),
-    }
-
-
-def _norm_unit(unit: str) -> str:
-    return unit.replace(" ", "").lower()
-
-
-def _gas_channels(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
-                  priorities: Mapping[str, int], used_ids: dict[str, int]) -> tuple[GasChannel, ...]:
-    fields = _gas_fields(tags, priorities)
-    result, seen = [], {}
-    for item, item_path, item_line in reader.items(node, path, line):
-        values = reader.section(item, item_path, item_line, fields)
-        if values is None or len(values) != len(fields):
-            continue
-        tag = values["tag"]
-        if tag in seen:
-            reader.error(Reader.key_line(item, "tag"), join(item_path, "tag"),
-                         f"gas channel {tag} is already declared at line {seen[tag]}")
-            continue
-        seen[tag] = item_line
-        oel = _check_gas_channel(values, item, item_path, item_line, reader, tags[tag], priorities)
-        for level in (1, 2):
-            alarm_id = f"{tag}.GAS{level}"
-            if alarm_id in used_ids:
-                reader.error(item_line, item_path, f"alarm id {alarm_id!r} is already used (line {used_ids[alarm_id]})")
-            used_ids[alarm_id] = item_line
-        common = dict(on_delay=values["on_delay"], off_delay=values["off_delay"], latching=values["latching"],
-                      realarm=values["realarm"], description=values["description"])
-        result.append(GasChannel(tag, values["type"], values["gas"], values["level1"], values["level2"], oel,
-                                 values["idlh"], values["range_limited"], values["deadband"],
-                                 AlarmBehaviour(priority=values["level1_priority"],
-                                                highly_managed=values["level1_class"] == "highly_managed", **common),
-                                 AlarmBehaviour(priority=values["level2_priority"],
-                                                highly_managed=values["level2_class"] == "highly_managed", **common),
-                                 item_line,
-                                 oel_kind=values["oel_kind"] or "",
-                                 oel_as_given=(values["oel"], values["oel_unit"]) if values["oel"] is not None
-                                 else None, molar_mass=values["molar_mass"]))
-    return tuple(result)
-
-
-def _check_gas_channel(values: Mapping[str, Any], item: Any, item_path: str, item_line: int, reader: Reader,
-                       info: Any, priorities: Mapping[str, int]) -> float | None:
-    """Refuse what GB/T 50493 or plain safety forbids, warn on the unusual; returns the OEL in ppm."""
-    tag, gas_type = values["tag"], values["type"]
-
-    def refuse(key: str, message: str) -> None:
-        reader.error(Reader.key_line(item, key) if key in item else item_line, join(item_path, key), message)
-
-    def flag(key: str, message: str) -> None:
-        reader.warn(Reader.key_line(item, key) if key in item else item_line, join(item_path, key), message)
-
-    _check_gas_unit(tag, gas_type, getattr(info, "unit", "") or "", refuse, flag)
-    if gas_type == "combustible":
-        for key in ("oel", "idlh", "oel_kind", "molar_mass"):
-            if values[key] is not None:
-                refuse(key, f"{key} applies to toxic gas only")
-        if values["range_limited"]:
-            refuse("range_limited", "range_limited applies to toxic gas only")
-    oel = _oel_ppm(values, refuse, flag) if gas_type == "toxic" else None
-    unconverted = values["oel"] is not None and oel is None  # refused by _oel_ppm already
-    for key, message in () if unconverted else setpoint_problems(gas_type, values["level1"], values["level2"],
-                                                                  oel, values["idlh"], values["range_limited"]):
-        refuse(key, message)
-    high = getattr(info, "range_high", None)
-    if gas_type == "toxic" and values["range_limited"] and oel is not None and high is not None and high >= 2 * oel:
-        refuse("range_limited", f"tag {tag} ranges up to {high:g} ppm, which reaches 200 % OEL ({2 * oel:g} ppm): "
-                                f"the IDLH fallback of GB/T 50493-2019 does not apply")
-    for key in ("level1", "level2"):
-        if high is not None and values[key] > high:
-            refuse(key, f"{key.replace('level', 'level ')} at {values[key]:g} is above the full scale of "
-                        f"tag {tag} ({high:g} {GAS_UNITS[gas_type]}, its range_high): it could never sound")
-    refusals, warnings = behaviour_problems(values["level1"], values["deadband"], values["on_delay"])
-    for key, message in refusals:
-        refuse(key, message)
-    for key, message in warnings:
-        flag(key, message)
-    if priorities.get(values["level2_priority"], 0) < priorities.get(values["level1_priority"], 0):
-        refuse("level2_priority", f"level 2 priority {values['level2_priority']} is below the level 1 priority "
-                                  f"{values['level1_priority']}: the more dangerous level must not be less urgent")
-    return oel
-
-
-def _check_gas_unit(tag: str, gas_type: str, unit: str, refuse: Callable[[str, str], None],
-                    flag: Callable[[str, str], None]) -> None:
-    """A channel compares against %LEL or ppm setpoints: a tag in another unit, or a combustible one with
-    none at all (a 0-100 reading could be %LEL, %VOL or mA), would compare unlike with unlike."""
-    wanted = GAS_UNITS[gas_type]
-    if unit and _norm_unit(unit) != _norm_unit(wanted):
-        refuse("type", f"a {gas_type} channel reads {wanted}, but tag {tag} has unit {unit!r}; "
-                       f"convert the reading to {wanted}")
-    elif not unit and gas_type == "combustible":
-        refuse("tag", f"tag {tag} has no unit; a combustible channel reads %LEL: set unit: \"%LEL\" on the tag "
-                      f"(after checking the detector reports %LEL, not %VOL or mA)")
-    elif not unit:
-        flag("tag", f"tag {tag} has no unit; a toxic channel reads ppm: set unit: ppm on the tag")
-
-
-def _oel_ppm(values: Mapping[str, Any], refuse: Callable[[str, str], None],
-             flag: Callable[[str, str], None]) -> float | None:
-    """The OEL in ppm: as given, or converted from mg/m³ with the molar mass (ppm = mg/m³ × 24.45 / M)."""
-    oel = values["oel"]
-    if oel is None:
-        return None
-    if values["oel_kind"] is None:
-        flag("oel_kind", "which OEL is this (MAC, PC-STEL or PC-TWA)? set oel_kind so the record says")
-    if values["oel_unit"] == "ppm":
-        return oel
-    if values["molar_mass"] is None:
-        refuse("molar_mass", f"an OEL of {oel:g} mg/m3 needs the gas's molar_mass (g/mol) to become ppm "
-                             f"(H2S: 34.08)")
-        return None
-    return mg_per_m3_to_ppm(oel, values["molar_mass"])
-
-
 def _suppression_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
     return {"id": Field(identifier, doc="names the suppression group"),
-            "when": Field(_expression(tags), doc="while true, the alarms are DSUPR"),
-            "alarms": Field(_any, doc="alarm ids or glob patterns such as PT1*.H*")}
+            "when": Field(expression_of(tags), doc="while true, the alarms are DSUPR"),
+            "alarms": Field(any_value, doc="alarm ids or glob patterns such as PT1*.H*")}
 
 
 def _suppressions(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
@@ -848,172 +592,6 @@ def _suppressions(node: Any, path: str, line: int, reader: Reader, tags: Mapping
     return tuple(result)
 
 
-UNIT_FIELDS = {"max_bypassed": Field(integer(0, 10000), doc="interlocks of this unit bypassed at once, at most"),
-               "description": Field(text, "", "what the unit is")}
-
-
-def _units(node: Any, path: str, line: int, reader: Reader) -> tuple[ProductionUnit, ...]:
-    if node is None:
-        return ()
-    if not isinstance(node, dict):
-        reader.error(line, path, "expected a mapping of production unit name to {max_bypassed: N}")
-        return ()
-    result = []
-    for name, item in node.items():
-        item_line = Reader.key_line(node, name)
-        values = reader.section(item, join(path, name), item_line, UNIT_FIELDS)
-        if values is not None and "max_bypassed" in values:
-            result.append(ProductionUnit(str(name), values["max_bypassed"], item_line))
-    return tuple(result)
-
-
-def _interlock_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
-    return {
-        "id": Field(identifier, doc="interlock id; its in-service state goes upstream as tag IL.<id>"),
-        "description": Field(text, "", "what the interlock does"),
-        "unit": Field(text, doc="production unit, declared under rules.units"),
-        "bypass": Field(_tag_list(tags), (), "tag(s) non-zero while bypassed"),
-        "in_service": Field(_tag_list(tags), (), "tag(s) non-zero while in service"),
-        "protects": Field(_tag_list(tags), (), "process tags the interlock protects"),
-        "trip": Field(_expression(tags), None, "the trip condition, an expression over tags"),
-        "max_bypass": Field(positive_duration, doc="longest allowed bypass; caps authorizations"),
-        "bad_input_votes": Field(one_of("tripped", "healthy"), "tripped",
-                                 "a vote() in trip counts a condition on a bad input as tripped or healthy"),
-        "causes": Field(_any, None, "first-out inputs, a list of expressions; default: the top-level `or` "
-                                    "operands of trip"),
-        "history": Field(_any, None, "before, after: history kept around a trip (default rules.trip_history); "
-                                     "or off"),
-        "final_element": Field(_any, None, "tag, expect (an expression over tag), within: the element must act "
-                                           "that soon after a trip"),
-        "consequential": Field(_any, None, "alarms (ids or patterns, no gas alarms), for: suppressed by design "
-                                           "that long after a trip"),
-    }
-
-
-def _final_element_fields(tags: Mapping[str, Any]) -> dict[str, Field]:
-    return {"tag": Field(_tag_ref(tags), doc="the final element's feedback tag (valve position, run feedback)"),
-            "expect": Field(_expression(tags), doc="true once the element acted, e.g. \"XV101_ZT < 5\""),
-            "within": Field(positive_duration, doc="its response time: at most this long after the trip")}
-
-
-CONSEQUENTIAL_FIELDS = {
-    "alarms": Field(_any, doc="alarm ids or glob patterns of the unit's consequential alarms (never gas alarms)"),
-    "for": Field(lambda value: _at_most(positive_duration(value), CONSEQUENTIAL_MAX, "a trip's consequences pass"),
-                 doc="how long after the trip they stay suppressed by design; at most 24h"),
-}
-
-
-def _trip_history(node: Any, path: str, line: int, reader: Reader, default: TripHistory,
-                  extra: dict[str, Field] | None = None) -> TripHistory:
-    """`off` (or false), or a mapping of before/after (and, globally, interval); absent: `default`."""
-    if node is None:
-        return default
-    if node is False or node == "off":
-        return NO_TRIP_HISTORY
-    fields = {key: Field(spec.convert, getattr(default, key), spec.doc)
-              for key, spec in {**TRIP_HISTORY_FIELDS, **(extra or {})}.items()}
-    values = reader.section(node, path, line, fields)
-    if not values or len(values) != len(fields):
-        return default
-    return TripHistory(values["before"], values["after"], values.get("interval", default.interval))
-
-
-def _interlocks(node: Any, path: str, line: int, reader: Reader, tags: Mapping[str, Any],
-                units: tuple[ProductionUnit, ...], alarm_ids: Mapping[str, int],
-                gas_ids: AbstractSet[str]) -> tuple[Interlock, ...]:
-    fields = _interlock_fields(tags)
-    unit_names = {unit.name for unit in units}
-    result, seen = [], {}
-    for item, item_path, item_line in reader.items(node, path, line):
-        values = reader.section(item, item_path, item_line, fields)
-        if values is None or len(values) != len(fields):
-            continue
-        if not values["bypass"] and not values["in_service"]:
-            reader.error(item_line, item_path, "an interlock needs its status tag(s): bypass or in_service")
-            continue
-        if values["unit"] not in unit_names:
-            reader.error(Reader.key_line(item, "unit"), join(item_path, "unit"),
-                         f"unit {values['unit']!r} is not declared under rules.units; add "
-                         f"{values['unit']}: {{max_bypassed: N}} there")
-            continue
-        if values["id"] in seen:
-            reader.error(Reader.key_line(item, "id"), join(item_path, "id"),
-                         f"interlock {values['id']!r} is already declared at line {seen[values['id']]}")
-            continue
-        seen[values["id"]] = item_line
-        capture = _trip_capture(item, item_path, values, reader, tags, alarm_ids, gas_ids)
-        if capture is None:
-            continue
-        result.append(Interlock(values["id"], values["unit"], values["max_bypass"], values["bypass"],
-                                values["in_service"], values["protects"], values["trip"], values["description"],
-                                item_line, values["bad_input_votes"], **capture))
-    return tuple(result)
-
-
-def _trip_capture(item: Any, path: str, values: Mapping[str, Any], reader: Reader, tags: Mapping[str, Any],
-                  alarm_ids: Mapping[str, int], gas_ids: AbstractSet[str]) -> dict[str, Any] | None:
-    """causes, history, final_element, consequential of one interlock (all need its trip); None if invalid."""
-    issues_before = len(reader.issues)
-    def key_line(key: str) -> int:
-        return Reader.key_line(item, key)
-
-    if values["trip"] is None:
-        for key in ("causes", "final_element", "consequential"):
-            if values[key] is not None:
-                reader.error(key_line(key), join(path, key), f"{key} needs the interlock's trip condition (trip:)")
-        return None if len(reader.issues) != issues_before else {}
-    causes: tuple = ()
-    if values["causes"] is not None:
-        convert = _expression(tags)
-        found = []
-        for cause, cause_path, cause_line in reader.items(values["causes"], join(path, "causes"), key_line("causes")):
-            try:
-                found.append(convert(cause))
-            except Invalid as exc:
-                reader.error(cause_line or key_line("causes"), cause_path, str(exc))
-        causes = tuple(found)
-        if not causes and len(reader.issues) == issues_before:
-            reader.error(key_line("causes"), join(path, "causes"), "expected a non-empty list of expressions")
-    history = None
-    if values["history"] is not None:
-        history = _trip_history(values["history"], join(path, "history"), key_line("history"), reader, TripHistory())
-    final = None
-    if values["final_element"] is not None:
-        final_path = join(path, "final_element")
-        got = reader.section(values["final_element"], final_path, key_line("final_element"),
-                             _final_element_fields(tags))
-        if got is not None and len(got) == 3:
-            if got["tag"] not in got["expect"].tags:
-                reader.error(key_line("final_element"), join(final_path, "expect"),
-                             f"expect must read the final element's tag {got['tag']}, e.g. \"{got['tag']} < 5\"")
-            else:
-                final = FinalElement(got["tag"], got["expect"], got["within"])
-    consequential = None
-    if values["consequential"] is not None:
-        conseq_path = join(path, "consequential")
-        got = reader.section(values["consequential"], conseq_path, key_line("consequential"), CONSEQUENTIAL_FIELDS)
-        if got is not None and len(got) == 2:
-            patterns = got["alarms"] if isinstance(got["alarms"], list) else [got["alarms"]]
-            alarms_line = Reader.key_line(values["consequential"], "alarms")
-            if not patterns or not all(isinstance(p, str) and p for p in patterns):
-                reader.error(alarms_line, join(conseq_path, "alarms"), "expected a list of alarm ids or patterns")
-            else:
-                for pattern in patterns:
-                    gas = sorted(alarm for alarm in gas_ids if fnmatch.fnmatchcase(alarm, pattern))
-                    if gas:
-                        reader.error(alarms_line, join(conseq_path, "alarms"),
-                                     f"{pattern!r} matches gas alarms ({', '.join(gas)}): gas alarms are never "
-                                     f"suppressed by process state (GB/T 50493); list the process alarms only")
-                    elif not any(fnmatch.fnmatchcase(alarm, pattern) for alarm in alarm_ids):
-                        close = difflib.get_close_matches(pattern, list(alarm_ids), n=1)
-                        hint = f"; did you mean {close[0]!r}?" if close else ""
-                        reader.error(alarms_line, join(conseq_path, "alarms"), f"{pattern!r} matches no alarm{hint}")
-                consequential = ConsequentialSuppression(tuple(patterns), got["for"])
-    if len(reader.issues) != issues_before:
-        return None
-    return {"causes": causes, "history": history, "final_element": final, "consequential": consequential}
-
-
 def reference_sections() -> list[tuple[str, dict[str, Field]]]:
     """The key tables of the rules configuration, for `gatewayd.config.reference` (docs/configuration.md)."""
     priorities = dict(DEFAULT_PRIORITIES)
@@ -1026,23 +604,28 @@ def reference_sections() -> list[tuple[str, dict[str, Field]]]:
         ("rules.analytics", ANALYTICS_FIELDS),
         ("rules.alarms[] (every kind)", {**COMMON_RULE_FIELDS, **_behaviour_fields(priorities, "medium")}),
         ("rules.alarms[]: the kind, exactly one of", {
-            "rate": Field(_any, None, "rate of change of a tag (rules.alarms[].rate)"),
-            "deviation": Field(_any, None, "a tag against another tag or a setpoint (rules.alarms[].deviation)"),
-            "discrete": Field(_any, None, "a boolean or enumerated tag in a given state (rules.alarms[].discrete)"),
-            "quality": Field(_any, None, "a tag without a good value (rules.alarms[].quality)"),
-            "when": Field(_any, None, "an expression over tags, e.g. \"PT101 > 1.2 and not XV103\" (docs/rules.md)"),
+            "rate": Field(any_value, None, "rate of change of a tag (rules.alarms[].rate)"),
+            "deviation": Field(any_value, None,
+                               "a tag against another tag or a setpoint (rules.alarms[].deviation)"),
+            "discrete": Field(any_value, None,
+                              "a boolean or enumerated tag in a given state (rules.alarms[].discrete)"),
+            "quality": Field(any_value, None,
+                             "a tag without a good value (rules.alarms[].quality)"),
+            "when": Field(any_value, None,
+                          "an expression over tags, e.g. \"PT101 > 1.2 and not XV103\" (docs/rules.md)"),
         }),
         *((f"rules.alarms[].{kind}", fields) for kind, fields in kinds.items()),
-        ("rules.gas[]", _gas_fields({}, priorities)),
+        ("rules.gas[]", gas_fields({}, priorities)),
         ("rules.suppression[]", _suppression_fields({})),
         ("rules.units.NAME", UNIT_FIELDS),
-        ("rules.interlocks[]", _interlock_fields({})),
-        ("rules.interlocks[].final_element", _final_element_fields({})),
+        ("rules.interlocks[]", interlock_fields({})),
+        ("rules.interlocks[].final_element", final_element_fields({})),
         ("rules.interlocks[].consequential", CONSEQUENTIAL_FIELDS),
         ("rules.interlocks[].history (or off)", TRIP_HISTORY_FIELDS),
         ("rules.trip_history (or off)", {**TRIP_HISTORY_FIELDS, **TRIP_INTERVAL_FIELD}),
         ("rules.bad_pv", _bad_pv_fields(priorities)),
         ("rules.bad_pv.tags.TAG", _bad_pv_tag_fields(priorities)),
-        ("rules.bypass_priorities", {event: Field(_any, DEFAULT_BYPASS_PRIORITIES[event], f"priority of {event} events")
+        ("rules.bypass_priorities", {event: Field(any_value, DEFAULT_BYPASS_PRIORITIES[event],
+                                                  f"priority of {event} events")
                                      for event in BYPASS_EVENTS}),
     ]

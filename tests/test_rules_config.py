@@ -12,7 +12,8 @@ import pytest
 
 from gatewayd.config.schema import Reader
 from gatewayd.config.yamlload import load_yaml
-from rules.config import declared_priorities, parse_rules_section, parse_tag_alarms, priority_names
+from rules.config import parse_rules_section, parse_tag_alarms
+from rules.config_fields import declared_priorities, priority_names
 from rules.engine import RuleEngine
 from rules.expr import ExpressionError, parse_expression
 

@@ -34,6 +34,7 @@ from gatewayd.config.schema import (
 from gatewayd.config.yamlload import load_yaml
 from gatewayd.systemd import exec_directory
 import rules.config as rules_config  # a module alias: rules.config imports gatewayd.config.schema back
+import rules.config_fields as rules_fields
 from rules.model import RulesConfig, TagInfo
 
 log = logging.getLogger("gatewayd.config")
@@ -338,7 +339,7 @@ def _build(document: Any, path: Path, reader: Reader) -> Config | None:
     gateway = _gateway(top.get("gateway"), reader, base, document)
     uplink = _uplink(top.get("uplink"), reader, base, document, gateway)
     store = _store(top.get("store"), reader, gateway)
-    priorities = rules_config.declared_priorities(top.get("rules"))
+    priorities = rules_fields.declared_priorities(top.get("rules"))
     devices = _devices(top.get("devices"), reader, _line(document, "devices"), priorities)
     tags = tuple(tag for device in devices or () for tag in device.tags)
     rules = _rules(top.get("rules"), reader, _line(document, "rules"), tags) if devices is not None else None
