@@ -38,8 +38,6 @@ from typing import Any
 # Opcodes of the stack machine; `arg` is a constant index (CONST) or a tag slot (TAG), else 0.
 # VOTE's arg packs n | k << 8 | (1 if unknown counts healthy) << 16 (`rules.program.pack` sets the mode).
 CONST, TAG, ADD, SUB, MUL, DIV, NEG, NOT, AND, OR, LT, LE, GT, GE, EQ, NE, ABS, MIN, MAX, VOTE = range(20)
-OPCODE_NAMES = ("CONST", "TAG", "ADD", "SUB", "MUL", "DIV", "NEG", "NOT", "AND", "OR", "LT", "LE", "GT", "GE",
-                "EQ", "NE", "ABS", "MIN", "MAX", "VOTE")
 MAX_DEPTH = 32
 MAX_LENGTH = 2000
 MAX_NESTING = 100  # levels of the syntax tree; the validating walk recurses once per level

@@ -16,8 +16,6 @@ from rules.gas import OEL_UNITS as GAS_OEL_UNITS
 from rules.gas import UNITS as GAS_UNITS
 from rules.model import AlarmBehaviour, GasChannel
 
-GAS_FIELDS_DOC = "tag, type, gas, level1, level2, oel, idlh, range_limited"
-
 
 def _oel_unit(value: Any) -> str:
     spelled = value.replace("³", "3") if isinstance(value, str) else value

@@ -145,8 +145,6 @@ class ExpressionSpec:
 
 
 RuleSpec = RateSpec | DeviationSpec | DiscreteSpec | QualitySpec | ExpressionSpec
-RULE_KINDS = {"rate": RateSpec, "deviation": DeviationSpec, "discrete": DiscreteSpec, "quality": QualitySpec,
-              "when": ExpressionSpec}
 
 
 @dataclass(frozen=True)
@@ -316,9 +314,6 @@ class RulesConfig:
     bypass_priorities: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BYPASS_PRIORITIES))
     trip_history: TripHistory = TripHistory()
     bad_pv: BadPvConfig = BadPvConfig()
-
-    def priority_level(self, name: str) -> int:
-        return self.priorities[name]
 
 
 def alarmed_tags(limit_tags: Iterable[str], alarms: Iterable[AlarmRule], gas: Iterable[GasChannel]) -> list[str]:

@@ -15,7 +15,6 @@ from gatewayd.types import Quality
 SEVERITY_MASK = 0xC000_0000
 CODE_MASK = 0xFFFF_0000
 UNCERTAIN_SEVERITY = 0x4000_0000
-BAD_SEVERITY = 0x8000_0000
 
 COMM_FAILURE_CODES = frozenset(getattr(StatusCodes, name) for name in (
     "BadCommunicationError", "BadNotConnected", "BadTimeout", "BadServerNotConnected", "BadShutdown",

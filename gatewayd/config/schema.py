@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
-from gatewayd.config.yamlload import LineDict, LineList
+from gatewayd.config.yamlload import LineDict
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,3 @@ def unknown_key_message(key: Any, fields: dict[str, Field]) -> str:
 
 def is_mapping(node: Any) -> bool:
     return isinstance(node, (dict, LineDict))
-
-
-def is_list(node: Any) -> bool:
-    return isinstance(node, (list, LineList))
