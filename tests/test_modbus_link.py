@@ -13,7 +13,7 @@ import pytest
 
 from drivers.modbus.link import SO_TIMESTAMPNS, Link, MbapFraming, RtuFraming, UdpLink, arrival
 from drivers.modbus.reads import BlockError, CommError
-from drivers.modbus.rtu_frame import encode_exception, encode_registers
+from hil_tests.sim.rtu_replies import encode_exception, encode_registers
 from gatewayd.types import Quality
 
 

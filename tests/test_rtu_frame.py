@@ -11,9 +11,10 @@ from pymodbus.pdu.bit_message import ReadCoilsRequest
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest
 
 from drivers.modbus.rtu_frame import (
-    Collision, ExceptionReply, FrameError, crc16, encode_exception, encode_registers, frame_length,
-    frame_of_window, parse_reply, read_request, reply_length,
+    Collision, ExceptionReply, FrameError, crc16, frame_length, frame_of_window, parse_reply, read_request,
+    reply_length,
 )
+from hil_tests.sim.rtu_replies import encode_exception, encode_registers
 
 
 @given(st.binary(min_size=1, max_size=256))

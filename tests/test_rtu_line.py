@@ -14,7 +14,8 @@ import pytest
 
 from drivers.modbus.rtu import SerialLine
 from drivers.modbus.rtu_config import SerialSettings
-from drivers.modbus.rtu_frame import Collision, encode_registers
+from drivers.modbus.rtu_frame import Collision
+from hil_tests.sim.rtu_replies import encode_registers
 
 SILENCE = 0.2
 INSIDE = 0.05  # a pause within one window

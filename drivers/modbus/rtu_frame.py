@@ -18,8 +18,6 @@ another's unit id and a valid CRC just before that slave's own reply is the case
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 EXCEPTION_FLAG = 0x80
 EXCEPTION_LENGTH = 5
@@ -104,9 +102,9 @@ def frame_of_window(window: bytes | bytearray, unit_id: int) -> bytes | None:
     told apart. A CRC-valid frame of another unit alone in its window is a late answer of a slave
     that timed out earlier: the caller drops it and keeps waiting.
 
-        >>> frame_of_window(encode_registers(1, "holding", [7]), 1).hex()
+        >>> frame_of_window(bytes.fromhex("0103020007f986"), 1).hex()
         '0103020007f986'
-        >>> frame_of_window(encode_registers(2, "holding", [7]), 1) is None
+        >>> frame_of_window(bytes.fromhex("0203020007bd86"), 1) is None
         True
     """
     length = frame_length(window)
@@ -160,18 +158,3 @@ def parse_reply(frame: bytes | bytearray, unit_id: int, table: str, count: int) 
         return [bool(data[i // 8] >> (i % 8) & 1) for i in range(8 * len(data))]
     return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
 
-
-def encode_registers(unit_id: int, table: str, values: Sequence[int] | Sequence[bool]) -> bytes:
-    """A slave's reply frame carrying `values` (simulators and tests use it)."""
-    function = FUNCTION_CODES[table]
-    if function <= 2:
-        data = bytearray(-(-len(values) // 8))
-        for index, bit in enumerate(values):
-            data[index // 8] |= bool(bit) << (index % 8)
-    else:
-        data = b"".join(int(value).to_bytes(2, "big") for value in values)
-    return with_crc(bytes((unit_id, function, len(data))) + bytes(data))
-
-
-def encode_exception(unit_id: int, function: int, code: int) -> bytes:
-    return with_crc(bytes((unit_id, function | EXCEPTION_FLAG, code)))

@@ -54,12 +54,11 @@ import uvloop
 from pymodbus import FramerType
 from pymodbus.server import ModbusTcpServer, ModbusUdpServer
 
-from drivers.modbus.rtu_frame import (
-    FUNCTION_CODES, REQUEST_LENGTH, crc_ok, encode_exception, encode_registers,
-)
 from drivers.modbus.rtu_config import FIXED_SILENCE, FIXED_SILENCE_ABOVE
+from drivers.modbus.rtu_frame import FUNCTION_CODES, REQUEST_LENGTH, crc_ok
 from hil_tests.sim.layout import plant_tags
 from hil_tests.sim.plc import SimulatedPlc
+from hil_tests.sim.rtu_replies import encode_exception, encode_registers
 
 MODES = ("ok", "silent", "slow", "faulty", "garbage", "exception", "impostor")
 BITS_PER_CHAR = 11
