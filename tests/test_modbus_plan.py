@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from drivers.modbus.config import (
     ADDRESS_SPACE, BIT_TABLES, MAX_READ_BITS, MAX_READ_REGISTERS, REGISTER_TYPES, ModbusAddress,
 )
-from drivers.modbus.plan import Block, minimum_requests, plan_blocks
+from drivers.modbus.plan import Block, plan_blocks
 
 
 def H(address: int, dtype: str = "uint16", bit: int | None = None) -> ModbusAddress:
@@ -63,20 +63,17 @@ def test_sixty_three_float32_need_two_reads():
     floats = [H(2 * i, "float32") for i in range(63)]  # 126 registers
     blocks = plan_blocks(floats, 0, MAX_READ_REGISTERS)
     assert [(b.start, b.count) for b in blocks] == [(0, 124), (124, 2)]
-    assert minimum_requests(floats, MAX_READ_REGISTERS) == 2
 
 
 def test_a_tag_wider_than_max_block_is_rejected_with_its_address():
     with pytest.raises(ValueError, match="float64 at holding 7 needs 4 registers but a block may hold at most 3"):
         plan_blocks([H(7, "float64")], 10, 3)
-    with pytest.raises(ValueError, match="float64 at holding 7"):
-        minimum_requests([H(7, "float64")], 3)
 
 
-def test_minimum_requests_ignores_gaps_but_not_limits():
+def test_an_unlimited_gap_budget_bridges_gaps_but_not_limits():
     spread = [H(address) for address in (0, 100, 124, 125, 300)]
     assert len(plan_blocks(spread, 0, 125)) == 4  # 124 and 125 are adjacent
-    assert minimum_requests(spread, 125) == 3  # 0..124, 125..249, 300
+    assert len(plan_blocks(spread, ADDRESS_SPACE, 125)) == 3  # 0..124, 125..249, 300
 
 
 # --- properties -------------------------------------------------------------------------------
@@ -178,7 +175,5 @@ def test_the_plan_is_the_fewest_reads_for_its_gap_budget(addresses, max_gap, max
 
 @settings(max_examples=100)
 @given(register_maps(), limits)
-def test_unlimited_gap_budget_reaches_minimum_requests(addresses, max_block):
-    expected = fewest_reads(addresses, None, max_block)
-    assert minimum_requests(addresses, max_block) == expected
-    assert len(plan_blocks(addresses, ADDRESS_SPACE, max_block)) == expected
+def test_unlimited_gap_budget_reaches_the_fewest_reads(addresses, max_block):
+    assert len(plan_blocks(addresses, ADDRESS_SPACE, max_block)) == fewest_reads(addresses, None, max_block)

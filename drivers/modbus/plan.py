@@ -83,26 +83,6 @@ def plan_blocks(addresses: Sequence[ModbusAddress], max_gap: int, max_block: int
     return blocks
 
 
-def minimum_requests(addresses: Sequence[ModbusAddress], max_block: int) -> int:
-    """The fewest reads that can cover the tags if unused registers cost nothing (no gap budget).
-
-    A benchmark reports requests per poll against this bound to show what the gap budget costs.
-    """
-    total = 0
-    for table, order in _by_table(addresses).items():
-        limit = span_limit(table, max_block)
-        start = end = None
-        for index in order:
-            address = addresses[index]
-            _check_width(address, limit)
-            if start is None or max(end, address.end) - start > limit:
-                total += 1
-                start, end = address.address, address.end
-            else:
-                end = max(end, address.end)
-    return total
-
-
 def _by_table(addresses: Sequence[ModbusAddress]) -> dict[str, list[int]]:
     """Input indexes per table, sorted by address (then end, so bit tags sharing a register stay put)."""
     groups: dict[str, list[int]] = {}
