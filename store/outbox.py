@@ -273,11 +273,6 @@ class Store:
         row = self._conn.execute("SELECT body FROM state WHERE name = ?", (name,)).fetchone()
         return None if row is None else row[0]
 
-    def chain_head(self) -> tuple[int, bytes]:
-        """Last seq used (0 if none) and the SHA-256 of its envelope (32 zero bytes if none)."""
-        seq, digest = self._conn.execute("SELECT last_seq, last_hash FROM chain").fetchone()
-        return seq, bytes(digest)
-
 
 SQLITE_FULL, SQLITE_IOERR = 13, 10
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gatewayd.types import Event, Priority
 from store import BatchContent, SampleBlock, SchemaError, Store, pending_migrations
+from storechain import chain_head
 
 
 def block(tag_ids, start: float = 0.0) -> SampleBlock:
@@ -93,7 +94,7 @@ def test_append_build_acknowledge_round_trip(db: Path) -> None:
     np.testing.assert_array_equal(content.samples.quality, [0, 1, 2])
     assert content.events == [alarm]
     assert store.build_batch(100, make) is None
-    assert store.chain_head() == (1, batch.digest)
+    assert chain_head(store) == (1, batch.digest)
     assert store.stats().rows_inflight == 4
 
     assert store.acknowledge(1) == 4
@@ -135,7 +136,7 @@ def test_failed_encoder_consumes_nothing(db: Path) -> None:
 
     with pytest.raises(RuntimeError):
         store.build_batch(10, broken)
-    assert store.chain_head() == (0, bytes(32))
+    assert chain_head(store) == (0, bytes(32))
     assert store.build_batch(10, Recorder()).seq == 1
     store.close()
 
@@ -152,7 +153,7 @@ def test_unacknowledged_batch_survives_crash_byte_for_byte(db: Path) -> None:
     store.append(block(store.tag_ids(["A"]), start=50), [])
     after = store.build_batch(10, Recorder())
     assert after.seq == 2
-    assert store.chain_head() == (2, after.digest)
+    assert chain_head(store) == (2, after.digest)
     store.close()
 
 
@@ -162,7 +163,7 @@ def test_seq_continues_after_everything_acknowledged_and_reopened(db: Path) -> N
     store.acknowledge(store.build_batch(10, Recorder()).seq)
     store.close()
     store = Store.open(db)
-    assert store.chain_head()[0] == 1
+    assert chain_head(store)[0] == 1
     store.append(block(store.tag_ids(["A"])), [])
     assert store.build_batch(10, Recorder()).seq == 2
     store.close()
@@ -220,7 +221,7 @@ def test_rows_are_never_skipped_or_duplicated(ops) -> None:
                 appended += [("e", e.ts) for e in events]
                 clock += 100
             elif op[0] == "build":
-                before = store.chain_head()
+                before = chain_head(store)
                 batch = store.build_batch(op[1], make)
                 if batch is not None:
                     assert batch.seq == before[0] + 1 and make.prev[batch.seq] == before[1]

@@ -16,6 +16,7 @@ from gatewayd.clock import ClockGuard
 from gatewayd.types import Event, Priority, Quality
 from store import BatchContent, Retention, SampleBlock, Store, is_disk_full
 from store.spill import Spill
+from storechain import chain_head
 
 TAGS = ["T0", "T1", "T2", "T3"]
 
@@ -158,7 +159,7 @@ def test_any_mix_of_oldest_and_newest_batches_carries_each_row_once(ops) -> None
                     appended += [clock + i for i in range(op[1])]
                 clock += 100
             elif op[0] == "build":
-                before = store.chain_head()[0]
+                before = chain_head(store)[0]
                 batch = store.build_batch(op[1], keep, newest=op[2])
                 assert batch is None or batch.seq == before + 1
             elif op[0] == "ack":
