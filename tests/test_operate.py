@@ -327,14 +327,21 @@ def test_status_gathers_one_screen_from_the_live_objects(tmp_path: Path):
 def test_the_uplink_rate_is_measured_over_the_window(tmp_path: Path):
     daemon = fake_daemon(tmp_path, config(tmp_path))
     daemon.operate.reloader.digest = "cd" * 32
-    stats = daemon.publisher.stats
-    daemon.operate.rates.add(time.monotonic() - 30, stats)
+    stats, window = daemon.publisher.stats, daemon.operate.rates
+    then = time.monotonic() - 30
+    window.add(then, stats)
+    window.add(then + 10, stats)  # a later sample: the window still starts at the oldest
     stats.acknowledged += 15
     stats.rows_acknowledged += 3000
     stats.bytes_published += 300_000
-    rates = daemon.operate.status()["uplink"]["rates"]
-    assert rates["acknowledged_per_second"] == pytest.approx(0.5, rel=0.01)
-    assert "30.0 batches/min, 100.0 rows/s, 10.0 kB/s over 30 s" in render_status(daemon.operate.status())
+    status = daemon.operate.status()
+    rates = status["uplink"]["rates"]  # on the live clock: at least 30 s, more on a loaded machine
+    seconds = rates["window_seconds"]
+    assert seconds >= 30
+    assert (rates["acknowledged_per_second"] * seconds, rates["rows_acknowledged_per_second"] * seconds,
+            rates["bytes_published_per_second"] * seconds) == pytest.approx((15, 3000, 300_000))
+    status["uplink"]["rates"] = window.rates(then + 30, stats)  # the clock injected: exactly 30 s
+    assert "30.0 batches/min, 100.0 rows/s, 10.0 kB/s over 30 s" in render_status(status)
 
 
 def test_reload_results_read_as_text():
