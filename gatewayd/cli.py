@@ -391,7 +391,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 def reload_socket(args: argparse.Namespace) -> Path:
     """The control socket even when the edited file does not validate: the daemon must judge it (and
-    record the refusal), so gateway.runtime_dir is read from the raw YAML, or the default is used."""
+    record the refusal), so gateway.runtime_dir is read from the raw YAML, or the default is used.
+
+    A file that is no YAML mapping (a syntax error, an empty file) or names no usable runtime_dir does
+    not say where its daemon listens: its ConfigError is raised (file:line, as the daemon would refuse
+    it) rather than asking whichever daemon the default socket leads to.
+    """
     import yaml
 
     from gatewayd.config import ConfigError
@@ -400,23 +405,34 @@ def reload_socket(args: argparse.Namespace) -> Path:
 
     try:
         return control_socket(args)
-    except ConfigError:
-        pass
+    except ConfigError as exc:
+        invalid = exc
     try:
-        runtime_dir = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))["gateway"]["runtime_dir"]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError):
-        runtime_dir = None
-    if not isinstance(runtime_dir, str):
+        document = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise invalid from None
+    if not isinstance(document, dict):
+        raise invalid
+    gateway = document.get("gateway")
+    if not isinstance(gateway, dict) or gateway.get("runtime_dir") is None:
         variable, default = SYSTEMD_DIRECTORIES["runtime_dir"]
         return socket_path(Path(os.environ.get(variable) or default))
-    return socket_path(Path(args.config).resolve().parent / runtime_dir)
+    if not isinstance(gateway["runtime_dir"], str):
+        raise invalid
+    return socket_path(Path(args.config).resolve().parent / gateway["runtime_dir"])
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
+    from gatewayd.config import ConfigError
     from gatewayd.control import CommandError, ControlError, call
 
     try:
         result = call(reload_socket(args), args.build(args), timeout=120)
+    except ConfigError as exc:
+        print(f"gatewayd reload: refused: configuration invalid, the running one stays:\n{exc}\n"
+              "(the daemon was not asked: this file does not say where its control socket is; --socket asks it)",
+              file=sys.stderr)
+        return EXIT_FAILED
     except ControlError as exc:
         print(f"gatewayd reload: {exc}", file=sys.stderr)
         return EXIT_FAILED

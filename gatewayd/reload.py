@@ -298,7 +298,8 @@ class Reloader:
 
     def _reject(self, who: str, errors: list[str], message: str) -> None:
         self.rejections += 1
-        log.error("reload requested by %s refused: %s", who, message)
+        # one stamped line: the journal would show the errors of a multi-line message unstamped
+        log.error("reload requested by %s refused: %s", who, message.replace(":\n", ": ", 1).replace("\n", "; "))
         daemon = self.daemon
         daemon.table.event(Event("config_rejected", time.time(), daemon.config.gateway.id,
                                  f"configuration reload by {who} refused; the running configuration stays",

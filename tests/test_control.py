@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import pwd
+import re
 import socket
 import stat
 import subprocess
@@ -162,6 +163,31 @@ def test_cli_says_when_the_daemon_is_not_running(runtime: Path):
                                     f"{socket_path(runtime)})"
     with pytest.raises(ControlError, match="not running"):
         call(socket_path(runtime), {"cmd": "alarms"})
+
+
+@pytest.mark.parametrize("text, error", [
+    ("gateway:\n  id: [GW\n", r"bad\.yaml:3: YAML syntax: "),
+    ("", r"bad\.yaml: the file is empty; "),
+    ("- gateway\n", r"bad\.yaml:1: expected a mapping"),
+])
+def test_reload_of_a_file_that_names_no_socket_is_refused_without_asking_another_daemon(
+        runtime: Path, tmp_path: Path, text: str, error: str):
+    """The CLI finds the socket through the file's gateway.runtime_dir: a file it cannot read as YAML is
+    refused with its file:line error, not sent to whichever daemon listens on the default socket."""
+    asked = []
+    environment = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
+    with serving(runtime, {"reload": lambda request, peer: asked.append(request) or {"applied": False,
+                                                                                       "sha256": "0f" * 32}}):
+        default = tmp_path / "default.yaml"
+        default.write_text("gateway: {id: GW-1}\n")  # invalid (no devices), but says: the default socket
+        assert gatewayd("reload", "-c", str(default), env=environment).returncode == 0 and len(asked) == 1
+        broken = tmp_path / "bad.yaml"
+        broken.write_text(text)
+        result = gatewayd("reload", "-c", str(broken), env=environment)
+    assert result.returncode == 1 and len(asked) == 1, "the daemon on the default socket was not asked"
+    refused = r"gatewayd reload: refused: configuration invalid, the running one stays:\n"
+    assert re.match(refused + re.escape(f"{tmp_path}/") + error, result.stderr), result.stderr
+    assert "not running" not in result.stderr
 
 
 def call_as(uid: int, gid: int, groups: list[int], path: Path, request: dict) -> list:

@@ -29,7 +29,7 @@ from gatewayd.operate import (
     render_tail_line,
 )
 from gatewayd.points import PointTable
-from gatewayd.reload import DeviceSink, Reloader, all_tags, diff_configs, essence, restart_message
+from gatewayd.reload import DeviceSink, Reloader, ReloadRefused, all_tags, diff_configs, essence, restart_message
 from gatewayd.scan import Scanner, build_data_quality, build_engine
 from gatewayd.types import Event, Priority, Quality
 from gatewayd.uplink.publisher import UplinkStats
@@ -342,6 +342,22 @@ def test_the_uplink_rate_is_measured_over_the_window(tmp_path: Path):
             rates["bytes_published_per_second"] * seconds) == pytest.approx((15, 3000, 300_000))
     status["uplink"]["rates"] = window.rates(then + 30, stats)  # the clock injected: exactly 30 s
     assert "30.0 batches/min, 100.0 rows/s, 10.0 kB/s over 30 s" in render_status(status)
+
+
+def test_a_refused_reload_logs_its_errors_on_one_stamped_line(tmp_path: Path, caplog):
+    """The journal stamps each record: an error continued on a second line would stand there unstamped."""
+    daemon = fake_daemon(tmp_path, config(tmp_path))
+    source = edited(CONFIG, "    poll_interval: 1s\n", "    poll_interval: -1\n")
+    (tmp_path / "config.yaml").write_text(edited(source, "  host: platform", "  hots: platform"))
+    with caplog.at_level("ERROR", logger="gatewayd.reload"), pytest.raises(ReloadRefused) as refused:
+        asyncio.run(daemon.operate.reloader.reload("test"))
+    [record] = [record for record in caplog.records if "refused" in record.getMessage()]
+    line = record.getMessage()
+    assert "\n" not in line
+    errors = str(refused.value).split("\n")[1:]
+    assert len(errors) == 3 and all(error.startswith(f"{tmp_path / 'config.yaml'}:") for error in errors)
+    assert line == "reload requested by test refused: configuration invalid, the running one stays: " + \
+        "; ".join(errors)
 
 
 def test_reload_results_read_as_text():
