@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 import drivers
 
@@ -113,6 +114,27 @@ def test_configuration_reference_matches_the_schemas():
     doc = (ROOT / "docs" / "configuration.md").read_text()
     embedded = doc.split("<!-- reference:start -->\n", 1)[1].split("<!-- reference:end -->", 1)[0]
     assert embedded == render(), "regenerate with: python -m gatewayd.config.reference"
+
+
+@pytest.mark.parametrize("doc, device, value, with_key", [
+    ("configuration.md", 0, "5 sec", True),
+    ("configuration.md", 0, -1, False),
+    ("configuration.md", 0, 0, False),
+    ("operations.md", 1, -1, True),
+])
+def test_the_duration_errors_the_docs_quote_are_what_the_code_prints(tmp_path: Path, doc: str, device: int, value,
+                                                                     with_key: bool):
+    source = yaml.safe_load((ROOT / "config.example.yaml").read_text(encoding="utf-8"))
+    source["devices"][device]["poll_interval"] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(source, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    key = f"devices[{device}].poll_interval"
+    [issue] = [issue for issue in caught.value.issues if issue.path == key]
+    text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
+    quoted = f"{key}: {issue.message}" if with_key else issue.message
+    assert quoted in " ".join(text.split()), f"docs/{doc} should quote: {quoted}"
 
 
 def test_every_key_is_documented():
