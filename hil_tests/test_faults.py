@@ -179,6 +179,7 @@ def test_crash_loop_loses_and_duplicates_nothing(fault_plant):
 
 def test_long_outage_backfills_in_order_while_live_data_stays_fresh(fault_plant):
     plant = fault_plant()
+    started_ms = time.time() * 1000
     daemon = plant.start_daemon()
     time.sleep(4)
     plant.broker.stop()
@@ -222,6 +223,9 @@ def test_long_outage_backfills_in_order_while_live_data_stays_fresh(fault_plant)
     # and no sample repeats another: a re-report needs a newer read, which has a newer time
     keys = [(key[1], key[2]) for key, count in received.items() for _ in range(count) if key[0] == "sample"]
     assert len(set(keys)) == len(keys), "two samples of one tag with the same read time"
+    # every sample carries a read time of this run (a tag never read: the daemon's start), never 0
+    early = [key for key in keys if key[1] < started_ms]
+    assert not early, f"{len(early)} samples stamped before the daemon started, e.g. {early[:3]}"
 
 
 def test_live_data_flows_again_within_seconds_of_the_broker_coming_back(tmp_path):
@@ -306,7 +310,9 @@ def test_disk_budget_keeps_every_event_and_accounts_for_every_evicted_sample(fau
     assert report.events == event_count + len(gap_events), "every event arrived, gap records on top"
     assert report.samples + evicted == samples, "every sample arrived or is in a gap record"
     assert actions["thinned"] > 0
-    assert size < 8 << 20, "the file stays near its budget"
+    # pages in use are brought back under the budget after every commit, so the file holds at most the
+    # budget plus one scan tick's rows (1,000 samples, about 50 kB); measured: 8 kB and 32 kB over it
+    assert size <= (2 << 20) * 1.1, f"the file outgrew its budget of 2 MiB: {size} bytes"
 
 
 @pytest.fixture
