@@ -3,6 +3,8 @@
 Each driver kind names a schema module (config keys and checks, cheap to import so that
 `gatewayd check-config` does not load protocol stacks) and a runtime class that keeps the contract
 of `drivers.kit.Driver`: `from_config(device, rows)`, `async run(sink)`, `stats` and `is_down`.
+A schema module whose settings name files holding secrets lists them in `SECRET_FILES` (settings
+attribute -> what the file is): the gateway refuses such a file when others can read it.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gatewayd.config import ConfigError, load_config_isolated
     from gatewayd.control import ControlError
     from gatewayd.daemon import run_daemon
-    from gatewayd.keys import KeyFileError
+    from gatewayd.secretfiles import SecretFileError
     from gatewayd.systemd import CredentialError
 
     setup_logging(args.log_level)
@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gatewayd: configuration invalid, not starting:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (KeyFileError, CredentialError) as exc:
+    except (SecretFileError, CredentialError) as exc:
         print(f"gatewayd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ControlError as exc:

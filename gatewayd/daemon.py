@@ -15,9 +15,11 @@ import os
 import signal
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from gatewayd import __version__
 from gatewayd.config.model import Config, UplinkConfig
+from gatewayd.secretfiles import refuse_loose
 from gatewayd.systemd import notify, secret_path, watchdog_interval
 from gatewayd.types import QUALITY_BAD_MIN, Event, Priority
 
@@ -36,6 +38,19 @@ def resolve_uplink(uplink: UplinkConfig) -> UplinkConfig:
     """Secrets given as credential:NAME are files in $CREDENTIALS_DIRECTORY while the service runs."""
     return replace(uplink, signing_key=secret_path(uplink.signing_key),
                    password_file=uplink.password_file and secret_path(uplink.password_file))
+
+
+def secret_files(config: Config, uplink: UplinkConfig) -> list[tuple[str, Path | None]]:
+    """(what, path) of every file of the config that holds a secret, `uplink` with its credentials resolved:
+    start and reload refuse them when loose (`gatewayd.secretfiles`), as check-config does."""
+    import drivers
+
+    files = [("signing key", uplink.signing_key), ("broker password file", uplink.password_file),
+             ("MQTT client key", uplink.tls.key_file)]
+    for device in config.devices:
+        for key, what in getattr(drivers.schema(device.driver), "SECRET_FILES", {}).items():
+            files.append((f"{what} of device {device.name}", getattr(device.settings, key)))
+    return files
 
 
 def prepare_numba_cache(config: Config) -> None:
@@ -63,6 +78,7 @@ class Daemon:
         self.config = config
         self.boot_id = new_boot_id()
         uplink = resolve_uplink(config.uplink)
+        refuse_loose(secret_files(config, uplink))
         self.store = Store.open(config.store.path, config.store.synchronous,
                                 Retention(config.store.max_bytes, config.store.thinning))
         self.table = PointTable(config.tags + interlock_tags(config.rules))

@@ -2,7 +2,8 @@
 
 The private key signs every batch, so whoever can read it can forge plant data. It is created
 0600 in one system call (no window where another user could open it) and refused at load time
-if group or others can read or write it, the way ssh refuses a loose identity file.
+if group or others can read or write it or another account owns it (`gatewayd.secretfiles`, the
+check every secret file of the config gets).
 
     pub_path = generate_key(Path("/etc/gatewayd/signing.key"))   # also writes signing.key.pub
     key = load_private_key(Path("/etc/gatewayd/signing.key"))
@@ -13,14 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gatewayd.secretfiles import SecretFileError, read_private
 
-class KeyFileError(Exception):
+
+class KeyFileError(SecretFileError):
     """A key file is missing, unreadable, not an Ed25519 key, or not private enough."""
 
 
@@ -64,19 +66,12 @@ def generate_key(path: Path) -> Path:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Load the signing key, refusing a file that group or others can read or write."""
+    """Load the signing key, refusing a file that group or others can read or write, or another account owns."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
-            if mode & 0o077:
-                raise KeyFileError(
-                    f"{path} has mode {mode:04o}: a signing key must not be readable or "
-                    f"writable by group or others; fix with: chmod 600 {path}"
-                )
-            data = fh.read()
-    except OSError as exc:
-        raise KeyFileError(f"cannot read signing key {path}: {exc.strerror}") from None
+        data = read_private(path, "signing key")
+    except SecretFileError as exc:
+        raise KeyFileError(str(exc)) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

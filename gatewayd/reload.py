@@ -281,6 +281,7 @@ class Reloader:
         if diff.empty and digest == self.digest:
             log.info("reload requested by %s: %s unchanged", who, old.file)
             return {"applied": False, "sha256": digest, "summary": "no change", "changes": diff.as_dict()}
+        self._check_secrets(new, who)
         publisher = self._prepare_publisher(new, who) if diff.uplink_changed else None
         drivers, points = self._prepare(new, diff, who)
         notes = await self._apply(new, diff, publisher, drivers, points)
@@ -305,6 +306,17 @@ class Reloader:
                                  f"configuration reload by {who} refused; the running configuration stays",
                                  Priority.MEDIUM, {"errors": errors, "account": who, "file": str(daemon.config.file)}))
         raise ReloadRefused(message)
+
+    def _check_secrets(self, new: Config, who: str) -> None:
+        """Secret files loosened since the start (or new ones) refuse the reload, as at start."""
+        from gatewayd.daemon import resolve_uplink, secret_files
+        from gatewayd.secretfiles import SecretFileError, refuse_loose
+        from gatewayd.systemd import CredentialError
+
+        try:
+            refuse_loose(secret_files(new, resolve_uplink(new.uplink)))
+        except (SecretFileError, CredentialError) as exc:
+            self._reject(who, str(exc).splitlines(), f"{exc}; the running configuration stays")
 
     def _prepare_publisher(self, new: Config, who: str) -> Any:
         """The new uplink's secrets and key, loaded before anything stops: an unreadable key refuses the reload."""

@@ -292,6 +292,7 @@ def secure_setup(tmp_path: Path, trust_server: bool) -> tuple[Path, dict[str, An
         shutil.copy(other, trust / "other.der")
     password = tmp_path / "password"
     password.write_text("not-used-by-the-simulator\n")
+    password.chmod(0o600)
     settings = {"security_policy": "Basic256Sha256", "security_mode": "SignAndEncrypt",
                 "certificate": str(client_cert), "private_key": str(client_key), "trust_store": "trusted",
                 "username": "operator", "password_file": "password"}

@@ -21,6 +21,9 @@ SECURITY_MODES = ("Sign", "SignAndEncrypt")
 DEADBAND_TYPES = ("none", "absolute", "percent")
 MODES = ("subscribe", "poll")
 MAX_QUEUE_SIZE = 10_000
+# settings holding files with secrets: the gateway refuses them when others can read them (check-config,
+# start and reload), since asyncua opens the key itself
+SECRET_FILES = {"private_key": "OPC UA client key", "password_file": "OPC UA password file"}
 
 # ns=<index>; or nsu=<uri>; then i=<number>, s=<string>, g=<guid> or b=<base64>
 _NODE_ID = re.compile(

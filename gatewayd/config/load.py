@@ -32,6 +32,7 @@ from gatewayd.config.schema import (
     one_of, text,
 )
 from gatewayd.config.yamlload import load_yaml
+from gatewayd.secretfiles import private_file_problem
 from gatewayd.systemd import exec_directory
 import rules.config as rules_config  # a module alias: rules.config imports gatewayd.config.schema back
 import rules.config_fields as rules_fields
@@ -425,7 +426,21 @@ def _uplink(node: Any, reader: Reader, base: Path, document: Any,
             values[key] = base / values[key]
     if values["password_file"] is not None and values["username"] is None:
         reader.error(_line(node, "password_file"), "uplink.password_file", "a password needs a username")
+    _check_secret(reader, _line(node, "signing_key"), "uplink.signing_key", values["signing_key"], "signing key")
+    _check_secret(reader, _line(node, "password_file"), "uplink.password_file", values["password_file"],
+                  "broker password file")
+    _check_secret(reader, _line(node.get("tls") or node, "key_file" if node.get("tls") else "tls"),
+                  "uplink.tls.key_file", tls.key_file, "MQTT client key")
     return UplinkConfig(tls=tls, **values)
+
+
+def _check_secret(reader: Reader, line: int, path: str, file: Any, what: str) -> None:
+    """A secret file that exists but is readable by others, or owned by another account, is an error
+    (a `credential:NAME` exists only in the running service and is checked there)."""
+    if isinstance(file, Path):
+        problem = private_file_problem(file, what)
+        if problem is not None:
+            reader.error(line, path, problem)
 
 
 def _devices(node: Any, reader: Reader, line: int, priorities: Mapping[str, int]) -> tuple[DeviceConfig, ...] | None:
@@ -465,6 +480,9 @@ def _device(node: Any, path: str, line: int, reader: Reader,
     settings = None
     if len(values) == len(driver.DEVICE_FIELDS):
         settings = driver.build_settings(values, reader, path, line)
+    for key, what in getattr(driver, "SECRET_FILES", {}).items():
+        if settings is not None:
+            _check_secret(reader, Reader.key_line(node, key), f"{path}.{key}", getattr(settings, key), what)
     timing = DeviceTiming(driver, settings, common.get("poll_interval", DEVICE_FIELDS["poll_interval"].default),
                           common.get("stale_after"), common.get("report", "exception"), path,
                           Reader.key_line(node, "stale_after"))

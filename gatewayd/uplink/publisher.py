@@ -40,6 +40,7 @@ import paho.mqtt.client as mqtt
 
 from gatewayd.config.model import UplinkConfig
 from gatewayd.keys import public_key_fingerprint
+from gatewayd.secretfiles import read_private
 from gatewayd.uplink.redial import Redial
 from gatewayd.uplink.batch import encode_batch
 from store import Batch, SampleBlock, Store, is_disk_full
@@ -168,7 +169,7 @@ class Publisher:
         if self.config.username is not None:
             password = None
             if self.config.password_file is not None:
-                password = self.config.password_file.read_text(encoding="utf-8").strip()
+                password = read_private(self.config.password_file, "broker password file").decode("utf-8").strip()
             client.username_pw_set(self.config.username, password)
         client.reconnect_delay_set(self._redial.fast, self._redial.fast)
         client.max_inflight_messages_set(self.config.max_inflight)

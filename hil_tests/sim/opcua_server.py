@@ -103,6 +103,7 @@ def make_certificate(directory: Path, name: str, uri: str, days: int = 30) -> tu
         .sign(key, hashes.SHA256())
     )
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
+    key_path.touch(mode=0o600)  # the gateway refuses a private key others can read
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
