@@ -9,7 +9,6 @@ since the store keeps everything it had accepted.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import signal
@@ -185,13 +184,14 @@ class Daemon:
 
     def _record_start(self) -> None:
         config = self.config
-        digest = self.operate.reloader.digest = hashlib.sha256(config.file.read_bytes()).hexdigest()
+        digest = self.operate.reloader.digest = config.config_sha256
         self.table.event(Event(
             "gateway_started", time.time(), config.gateway.id,
             f"gatewayd {__version__} started with {len(config.tags)} tags on {len(config.devices)} devices",
             Priority.INFO,
             {"version": __version__, "boot_id": self.boot_id.hex(), "config_sha256": digest,
-             "tags": len(config.tags), "devices": [device.name for device in config.devices]}))
+             "config_files": config.source_list(), "tags": len(config.tags),
+             "devices": [device.name for device in config.devices]}))
         metadata = [{"tag": tag.name, **tag.metadata()} for tag in self.table.tags]
         for start in range(0, len(metadata), METADATA_CHUNK):
             chunk = metadata[start:start + METADATA_CHUNK]

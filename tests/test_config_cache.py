@@ -36,7 +36,7 @@ def plant_marked_entry(path: Path) -> None:
     """Store, under the file's current key, a Config that parsing the file could never give."""
     config = load_config(path)
     marked = dataclasses.replace(config, gateway=dataclasses.replace(config.gateway, name="FROM THE CACHE"))
-    entry(path).write(pickle.dumps(marked))
+    entry(path).write(pickle.dumps(marked), marked.sources)
 
 
 def test_first_load_writes_a_private_entry_and_a_restart_reads_it(config_file):
@@ -108,3 +108,81 @@ def test_without_a_cache_directory_nothing_is_written(config_file, monkeypatch):
     monkeypatch.setenv("CACHE_DIRECTORY", str(missing))
     assert load_config_isolated(config_file) == load_config(config_file)
     assert not missing.exists(), "the cache root is systemd's to create"
+
+
+GDS_CONFIG = """gateway: {id: GW-GDS}
+uplink: {host: broker, signing_key: k}
+devices:
+  - name: gds1
+    driver: gds
+    transport: tcp
+    host: 10.0.0.9
+    profile_file: panels/mine.yaml
+    channels:
+      - {channel: 1, name: GT101, gas: methane, unit: "%LEL"}
+"""
+
+
+@pytest.fixture
+def gds_config(config_file) -> Path:
+    """A config whose panel reads a profile of the integrator's (first_address 100), beside the cache."""
+    from drivers.gds.profile import PROFILE_DIR
+
+    (config_file.parent / "panels").mkdir()
+    (config_file.parent / "panels" / "mine.yaml").write_bytes((PROFILE_DIR / "generic.yaml").read_bytes())
+    path = config_file.with_name("gds.yaml")
+    path.write_text(GDS_CONFIG)
+    return path
+
+
+def edit_profile(config: Path, first_address: int) -> Path:
+    profile = config.parent / "panels" / "mine.yaml"
+    text = profile.read_text()
+    start = text.index("first_address:")
+    end = text.index("\n", start)
+    profile.write_text(text[:start] + f"first_address: {first_address}" + text[end:])
+    return profile
+
+
+def first_address(config) -> int:
+    return config.devices[0].settings.profile.first_address
+
+
+def test_an_edited_profile_file_is_parsed_again_with_a_new_config_sha256(gds_config):
+    """The finding: the key covered the main file only, so a start after a profile edit kept the old map."""
+    before = load_config_isolated(gds_config)
+    assert first_address(before) == 100
+    plant_marked_entry(gds_config)
+    assert load_config_isolated(gds_config).gateway.name == "FROM THE CACHE", "unchanged files: a hit"
+    edit_profile(gds_config, 200)
+    after = load_config_isolated(gds_config)
+    assert first_address(after) == 200 and after.gateway.name == ""
+    assert after.config_sha256 != before.config_sha256
+    assert entry(gds_config).read() is not None, "the entry is rewritten for the new profile"
+
+
+def test_a_profile_that_went_away_is_a_miss_and_then_an_error(gds_config):
+    load_config_isolated(gds_config)
+    (gds_config.parent / "panels" / "mine.yaml").unlink()
+    with pytest.raises(ConfigError, match="cannot read the profile"):
+        load_config_isolated(gds_config)
+
+
+def test_config_sha256_covers_every_file_read_as_documented(gds_config, config_file):
+    """docs/uplink.md: the main file's own digest alone, else the digest of the files' hex digests with a
+    newline each, main file first (`sha256sum main profile | cut -c1-64 | sha256sum`)."""
+    import hashlib
+
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    plain = load_config(config_file)
+    assert plain.config_sha256 == digest(config_file.read_bytes()), "a single file: unchanged meaning"
+    config = load_config(gds_config)
+    profile = gds_config.parent / "panels" / "mine.yaml"
+    assert config.source_list() == [{"path": str(gds_config.resolve()), "sha256": digest(gds_config.read_bytes())},
+                                    {"path": str(profile.resolve()), "sha256": digest(profile.read_bytes())}]
+    lines = f"{digest(gds_config.read_bytes())}\n{digest(profile.read_bytes())}\n"
+    assert config.config_sha256 == digest(lines.encode())
+    edit_profile(gds_config, 108)
+    assert load_config(gds_config).config_sha256 != config.config_sha256, "load_config in one process re-reads"

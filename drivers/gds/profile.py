@@ -30,7 +30,7 @@ from drivers.modbus.config import ADDRESS_SPACE, MAX_READ_REGISTERS, REGISTER_TA
 from gatewayd.config.schema import (
     ConfigIssue, Field, Invalid, Reader, identifier, integer, is_mapping, join, number, one_of, text,
 )
-from gatewayd.config.yamlload import load_yaml
+from gatewayd.config.yamlload import load_yaml, read_source
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MODES = ("inhibit", "calibration", "bump_test")
@@ -170,14 +170,23 @@ def profile_source(name: str | None, file: Path | None) -> Path:
     return file if file is not None else PROFILE_DIR / f"{name}.yaml"
 
 
-@functools.lru_cache(maxsize=32)
 def load_profile(path: Path) -> tuple[Profile | None, tuple[ConfigIssue, ...]]:
-    """Read and check a profile file; (profile, ()) or (None, issues naming the profile's lines)."""
-    reader = Reader(str(path))
+    """Read and check a profile file; (profile, ()) or (None, issues naming the profile's lines).
+
+    The file is read through `read_source`, so the config it belongs to is keyed on its digest."""
     try:
-        document = load_yaml(path.read_text(encoding="utf-8"), str(path))
+        text_source = read_source(path).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, (ConfigIssue(str(path), 0, "", f"cannot read the profile: {exc}"),)
+    return _parse_profile(path, text_source)
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_profile(path: Path, text_source: str) -> tuple[Profile | None, tuple[ConfigIssue, ...]]:
+    """Keyed by the text too: panels sharing a profile parse it once, an edited profile is parsed again."""
+    reader = Reader(str(path))
+    try:
+        document = load_yaml(text_source, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         return None, (ConfigIssue(str(path), mark.line + 1 if mark else 0, "", f"YAML syntax: {exc}"),)

@@ -14,7 +14,7 @@ import multiprocessing
 import pickle
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from gatewayd.config.schema import (
     ConfigError, ConfigIssue, Field, Invalid, Reader, boolean, duration, identifier, integer, number,
     one_of, text,
 )
-from gatewayd.config.yamlload import load_yaml
+from gatewayd.config.yamlload import load_yaml, recording_sources
 from gatewayd.secretfiles import private_file_problem
 from gatewayd.systemd import exec_directory
 import rules.config as rules_config  # a module alias: rules.config imports gatewayd.config.schema back
@@ -264,8 +264,8 @@ def load_config_isolated(path: str | Path) -> Config:
 
     Parsing a 10,000-tag file churns through about 150 MB of small YAML objects, and the heap of the
     process that parsed it stays that large (fragmented) for its whole life. The child returns only
-    the compact, pickled result, which is also what `ConfigCache` keeps: an unchanged file (same
-    bytes, version, code and environment) is not parsed again at the next start.
+    the compact, pickled result, which is also what `ConfigCache` keeps: an unchanged config (the same
+    bytes in every file the parse read, version, code and environment) is not parsed again at the next start.
     """
     path = Path(path)
     source = _read(path)
@@ -281,7 +281,7 @@ def load_config_isolated(path: str | Path) -> Config:
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
         payload = pool.submit(_parse_pickled, source, path).result()
     config = _unpickle(payload)
-    cache.write(payload)
+    cache.write(payload, config.sources)
     return config
 
 
@@ -323,10 +323,11 @@ def parse_config(source: str, path: Path) -> Config:
             problem = f"character {exc.character!r} is not allowed in YAML ({exc.reason})"
         raise ConfigError([ConfigIssue(str(path), line, "", f"YAML syntax: {problem}")]) from exc
     reader = Reader(str(path))
-    config = _build(document, path, reader)
+    with recording_sources(path, source.encode("utf-8")) as sources:
+        config = _build(document, path, reader)
     if not reader.ok or config is None:
         raise ConfigError(reader.issues)
-    return config
+    return replace(config, sources=tuple(sources))
 
 
 def _build(document: Any, path: Path, reader: Reader) -> Config | None:

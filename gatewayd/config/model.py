@@ -5,12 +5,14 @@ Nothing here parses YAML; `gatewayd.config.load` builds these only when every ch
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gatewayd.config.schema import ConfigIssue
+from gatewayd.config.yamlload import SourceFile
 from rules.model import RulesConfig, TagAlarmConfig
 
 
@@ -155,6 +157,20 @@ class Config:
     metrics: MetricsConfig | None = None  # the `metrics:` section: the Prometheus endpoint, off when absent
     warnings: tuple[ConfigIssue, ...] = ()  # valid but unusual settings: check-config and the daemon show them
     data_quality: DataQualityConfig = field(default_factory=DataQualityConfig)
+    sources: tuple[SourceFile, ...] = ()  # every file the parse read, the main file first (yamlload)
+
+    @property
+    def config_sha256(self) -> str:
+        """What `config_sha256` upstream says (docs/uplink.md): the main file's own SHA-256 when the parse
+        read nothing else, else the SHA-256 of the files' SHA-256s, one hex digest and a newline each, in
+        `sources` order (`sha256sum main.yaml profile.yaml | cut -c1-64 | sha256sum`)."""
+        if len(self.sources) == 1:
+            return self.sources[0].sha256
+        return hashlib.sha256("".join(f"{source.sha256}\n" for source in self.sources).encode()).hexdigest()
+
+    def source_list(self) -> list[dict[str, str]]:
+        """`config_files` upstream: each file read, in order, with its SHA-256."""
+        return [{"path": str(source.path), "sha256": source.sha256} for source in self.sources]
 
     def tag_names(self) -> list[str]:
         return [tag.name for tag in self.tags]

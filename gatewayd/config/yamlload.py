@@ -1,14 +1,59 @@
-"""YAML loading that remembers where every key and item came from.
+"""YAML loading that remembers where every key and item came from, and which files were read.
 
 Validation errors must name the file and line, so mappings and sequences are loaded into dict and
 list subclasses that carry the line of each key and item (1-based, as editors show them).
+
+A config is more than its main file (a GDS panel's `profile_file`, a shipped profile): whatever reads
+a file while a config is parsed does so through `read_source`, which notes the file's path and SHA-256
+in the recording `recording_sources` keeps. The compiled-config cache keys its entries on that list,
+and `config_sha256` upstream is computed over it (gatewayd.config.model.Config.sources), so an edit of
+any file the parse read is a new config, not a stale one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file a config was built from: its resolved path and the SHA-256 (hex) of the bytes parsed."""
+
+    path: Path
+    sha256: str
+
+
+_recording: contextvars.ContextVar[list[SourceFile] | None] = contextvars.ContextVar("sources", default=None)
+
+
+@contextlib.contextmanager
+def recording_sources(main: Path, source: bytes) -> Iterator[list[SourceFile]]:
+    """Note every file read through `read_source` inside the block; the main file's bytes come first."""
+    sources = [SourceFile(Path(main).resolve(), hashlib.sha256(source).hexdigest())]
+    token = _recording.set(sources)
+    try:
+        yield sources
+    finally:
+        _recording.reset(token)
+
+
+def read_source(path: Path) -> bytes:
+    """The bytes of a file a config is built from, noted (once per path) in the current recording."""
+    data = Path(path).read_bytes()
+    sources = _recording.get()
+    if sources is not None:
+        resolved = Path(path).resolve()
+        if all(known.path != resolved for known in sources):
+            sources.append(SourceFile(resolved, hashlib.sha256(data).hexdigest()))
+    return data
 
 
 class LineDict(dict):
