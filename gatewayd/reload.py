@@ -48,9 +48,10 @@ class ReloadRefused(ValueError):
 
 # ------------------------------------------------------------------------------------------ diffing
 
-def essence(obj: Any, skip: frozenset[str] = frozenset({"line"})) -> Any:
-    """A comparable form of a config object without its `line` fields: moving a device down the file
-    by adding lines above it must not count as changing it. Fields named in `skip` are left out."""
+def essence(obj: Any, skip: frozenset[str] = frozenset({"line", "sources"})) -> Any:
+    """A comparable form of a config object without its `line` fields and the digests of the files it was
+    read from: moving a device down the file by adding lines above it must not count as changing it.
+    Fields named in `skip` are left out."""
     if obj is None or isinstance(obj, (str, int)):
         return obj
     fields = getattr(type(obj), "__dataclass_fields__", None)
