@@ -10,6 +10,7 @@ from bench import (
     bench_daemon,
     bench_hostile,
     bench_opcua,
+    bench_opcua_latency,
     bench_reconnect,
     bench_rtu,
     bench_rules,
@@ -25,6 +26,7 @@ def main() -> int:
     bench_rules.main([])
     bench_alarm_load.main([])
     bench_opcua.main([])
+    bench_opcua_latency.main([])
     bench_rtu.main([])
     bench_hostile.main([])
     return 0

@@ -43,19 +43,27 @@ def start_server(items: int, period: float) -> tuple[subprocess.Popen, int]:
     return process, int(line.split()[1])
 
 
-def device(port: int, items: int, publishing: float):
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def device(port: int, items: int, **settings):
+    """A device of `items` subscribed GEN tags with `settings` (rates) through the real config loader."""
     tags = [{"name": f"G{i}", "node": f"ns=2;s=GEN{i:05d}"} for i in range(items)]
     document = {"gateway": {"id": "bench"},
                 "devices": [{"name": "ua", "driver": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}",
-                             "timeout": 10, "publishing_interval": publishing, "keepalive_count": 10,
-                             "tags": tags}],
+                             "timeout": 10, **settings, "tags": tags}],
                 "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
     config = parse_config(yaml.safe_dump(document), ROOT / "bench.yaml")
     return config, config.devices[0]
 
 
 async def measure(port: int, items: int, seconds: float, publishing: float, server_pid: int) -> dict:
-    config, dev = device(port, items, publishing)
+    config, dev = device(port, items, publishing_interval=publishing, keepalive_count=10)
     table = PointTable(config.tags)
     driver = OpcUaDriver.from_config(dev, np.arange(items))
     started = time.monotonic()
@@ -96,11 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             figures = runner.run(measure(port, args.items, args.seconds, args.period / 2, process.pid))
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
     emit("opcua_subscription", **figures, cpus=os.cpu_count())
     return 0
 

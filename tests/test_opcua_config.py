@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from drivers.opcua.client import OpcUaDriver
 from gatewayd.config import ConfigError, parse_config
 
 SECURE = {"security_policy": "Basic256Sha256", "certificate": "pki/client.der", "private_key": "pki/client.key.pem",
@@ -33,10 +34,32 @@ def test_defaults_and_a_secured_device_with_paths_relative_to_the_config(tmp_pat
     assert settings.security_mode == "SignAndEncrypt"  # the default for a secured policy
     assert settings.trust_store == tmp_path / "pki" / "trusted"
     assert settings.password_file == tmp_path / "secrets" / "ua.pw"
-    assert settings.watchdog == 6.0  # 2 x keepalive_count 3 x publishing_interval 1 s
+    assert (settings.sampling_interval, settings.publishing_interval) == (1.0, 0.5)  # publishing twice a sample
+    assert settings.watchdog == 3.0  # 2 x keepalive_count 3 x publishing_interval 0.5 s
     node = device.tags[0].address
     assert (node.node, node.mode, node.sampling_interval, node.queue_size, node.deadband_type) == \
         ("ns=2;s=Tank.Level", "subscribe", None, 1, "none")
+
+
+@pytest.mark.parametrize("rates, expected", [
+    ({}, (0.5, 1.0)),  # (publishing, sampling): the value waits at most half a sample for its publish
+    ({"sampling_interval": "4s"}, (2.0, 4.0)),
+    ({"sampling_interval": "100ms"}, (0.05, 0.1)),
+    ({"publishing_interval": "2s"}, (2.0, 2.0)),  # set alone: samples at the publishing rate, as it always did
+    ({"publishing_interval": "2s", "sampling_interval": "500ms"}, (2.0, 0.5)),  # both set: as written
+])
+def test_default_rates_publish_twice_per_sample_unless_the_publishing_interval_is_set(tmp_path, rates, expected):
+    settings = parse(tmp_path, **rates).settings
+    assert (settings.publishing_interval, settings.sampling_interval) == expected
+
+
+def test_a_subscribed_tag_without_its_own_sampling_interval_asks_for_the_devices(tmp_path):
+    device = parse(tmp_path, [{"name": "A", "node": "ns=2;s=A"}, {"name": "B", "node": "ns=2;s=B",
+                                                                  "sampling_interval": "250ms"}],
+                   sampling_interval="3s")
+    driver = OpcUaDriver.from_config(device, [0, 1])
+    asked = [driver._item_request(index).RequestedParameters.SamplingInterval for index in (0, 1)]
+    assert asked == [3000.0, 250.0]
 
 
 @pytest.mark.parametrize("node", ["ns=2;s=Tank.Level", "i=2258", "ns=0;i=2258", "nsu=urn:x:y;s=A.B",

@@ -218,7 +218,7 @@ uplink: {host: broker, signing_key: k}
 @pytest.mark.parametrize("tag, stale_after", [
     ("FT1", 15.0), ("FT2", 6.0), ("FT3", 60.0),  # three of the slave's poll intervals, else the bus's; own
     ("GD1", 4.0), ("GD1.alarm", 4.0), ("GD2", 9.0), ("GD2.fault", 9.0),  # device's; channel's, generated tags too
-    ("TT1", 4.0), ("TT2", 6.0),  # (3 + 1) publishing intervals of 1 s; polled: three poll intervals
+    ("TT1", 2.0), ("TT2", 6.0),  # (3 + 1) default publishing intervals of 0.5 s; polled: three poll intervals
 ])
 def test_stale_after_defaults_and_overrides(tmp_path: Path, tag: str, stale_after: float):
     config = parse_config(RTU_AND_GDS, tmp_path / "config.yaml")

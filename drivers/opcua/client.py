@@ -343,7 +343,8 @@ class OpcUaDriver:
         node = self.nodes[index]
         parameters = ua.MonitoringParameters()
         parameters.ClientHandle = index + 1
-        parameters.SamplingInterval = -1.0 if node.sampling_interval is None else node.sampling_interval * 1000
+        sampling = self.settings.sampling_interval if node.sampling_interval is None else node.sampling_interval
+        parameters.SamplingInterval = sampling * 1000
         parameters.QueueSize = node.queue_size
         parameters.DiscardOldest = True
         if node.deadband_type != "none":

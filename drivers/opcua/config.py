@@ -24,6 +24,7 @@ MAX_QUEUE_SIZE = 10_000
 # settings holding files with secrets: the gateway refuses them when others can read them (check-config,
 # start and reload), since asyncua opens the key itself
 SECRET_FILES = {"private_key": "OPC UA client key", "password_file": "OPC UA password file"}
+DEFAULT_SAMPLING = 1.0  # seconds, when neither the device's sampling nor its publishing interval is set
 
 # ns=<index>; or nsu=<uri>; then i=<number>, s=<string>, g=<guid> or b=<base64>
 _NODE_ID = re.compile(
@@ -58,7 +59,7 @@ class OpcUaNode:
 
     node: str
     mode: str = "subscribe"
-    sampling_interval: float | None = None  # seconds; None: the subscription's publishing interval
+    sampling_interval: float | None = None  # seconds; None: the device's sampling_interval
     queue_size: int = 1
     deadband_type: str = "none"
     deadband_value: float = 0.0
@@ -75,7 +76,8 @@ class OpcUaSettings:
     application_uri: str | None = None
     username: str | None = None
     password_file: Path | None = None
-    publishing_interval: float = 1.0
+    publishing_interval: float = 0.5
+    sampling_interval: float = 1.0  # for subscribed tags that name none
     keepalive_count: int = 3
     session_timeout: float = 60.0
     backoff_initial: float = 1.0
@@ -101,7 +103,12 @@ DEVICE_FIELDS = {
     "username": Field(text, None, "user name for a user-name identity token; anonymous if unset"),
     "password_file": Field(file_path, None, "file holding the password (never inline); needs username "
                            "and a secured endpoint"),
-    "publishing_interval": Field(positive_duration, 1.0, "duration: how often the server sends changes"),
+    "publishing_interval": Field(positive_duration, None,
+                                 "duration: how often the server sends changes; default half the sampling_interval, "
+                                 "so that a sampled value waits at most half a sample for its publish"),
+    "sampling_interval": Field(positive_duration, None,
+                               "duration: server-side sampling of the subscribed tags that set none; default 1 s, "
+                               "or the publishing_interval when that is set"),
     "keepalive_count": Field(integer(1, 100), 3,
                              "publishing intervals without change after which the server sends a keep-alive; "
                              "no data and no keep-alive for twice that (at least 1 s) rebuilds the session"),
@@ -115,8 +122,8 @@ DEVICE_FIELDS = {
 TAG_FIELDS = {
     "node": Field(node_id, doc="node id, e.g. ns=2;s=Tank.Level or ns=3;i=1001"),
     "mode": Field(one_of(*MODES), "subscribe", "subscribe (monitored item) or poll (read every poll_interval)"),
-    "sampling_interval": Field(duration, None, "duration: server-side sampling; default the publishing interval, "
-                               "0 the fastest the server offers"),
+    "sampling_interval": Field(duration, None, "duration: server-side sampling; default the device's "
+                               "sampling_interval, 0 the fastest the server offers"),
     "queue_size": Field(integer(1, MAX_QUEUE_SIZE), 1, "values the server queues between publishes"),
     "deadband_type": Field(one_of(*DEADBAND_TYPES), "none", "data-change filter: none, absolute or percent "
                            "(of the node's EURange)"),
@@ -148,6 +155,8 @@ def build_settings(values: dict[str, Any], reader: Reader, path: str, line: int)
                              "None; use Basic256Sha256"))
     elif values["username"] is not None:
         problems.append(("username", "a username needs password_file"))
+    values["publishing_interval"], values["sampling_interval"] = default_rates(values["publishing_interval"],
+                                                                               values["sampling_interval"])
     if values["backoff_max"] < values["backoff_initial"]:
         problems.append(("backoff_max", "backoff_max must be at least backoff_initial"))
     for key, message in problems:
@@ -159,6 +168,20 @@ def build_settings(values: dict[str, Any], reader: Reader, path: str, line: int)
         if values[key] is not None:
             values[key] = base / values[key]
     return OpcUaSettings(**values)
+
+
+def default_rates(publishing: float | None, sampling: float | None) -> tuple[float, float]:
+    """(publishing interval, sampling interval) from what the integrator set, either possibly None.
+
+    A value sampled at a random moment waits for the next publish, up to one publishing interval, so
+    by default the server publishes twice per sample: the gateway's time stays within half a sample
+    of the source time, for more publish responses but no more sampling. An integrator who sets only
+    the publishing interval gets it as the sampling interval too, as before this default existed.
+    """
+    if publishing is None:
+        sampling = DEFAULT_SAMPLING if sampling is None else sampling
+        return sampling / 2, sampling
+    return publishing, publishing if sampling is None else sampling
 
 
 def build_address(values: dict[str, Any], reader: Reader, path: str, line: int) -> OpcUaNode | None:
