@@ -38,6 +38,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gatewayd.config.model import ACCEPT_BURST, LimitsConfig
+from gatewayd.peerlimits import DescriptorReserve, RefusalLog, Slots, nesting_depth
 from gatewayd.types import Event
 
 log = logging.getLogger("gatewayd.control")
@@ -45,7 +47,6 @@ log = logging.getLogger("gatewayd.control")
 SOCKET_NAME = "control.sock"
 SOCKET_UMASK = 0o117  # the socket file comes out rw-rw----
 DIRECTORY_MODE = 0o750
-MAX_LINE = 1 << 20  # bytes of one request or response line
 Handler = Callable[[dict[str, Any], "Peer"], Any]
 
 
@@ -81,6 +82,28 @@ def socket_path(runtime_dir: Path) -> Path:
     return Path(runtime_dir) / SOCKET_NAME
 
 
+def remove_stale_socket(path: Path) -> None:
+    """A socket left by a crashed daemon is removed; one that answers belongs to a running daemon."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ControlError(f"{path} exists and is not a socket; remove it or change gateway.runtime_dir")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            path.unlink()
+            return
+    raise ControlError(f"another gatewayd answers on {path}; two daemons must not share a runtime_dir")
+
+
+def peer_account(peer: Peer) -> str:
+    """How refusals name a peer: by its kernel account."""
+    return f"account {peer.user} (uid {peer.uid})"
+
+
 def _dumps(message: Mapping[str, Any]) -> bytes:
     return (json.dumps(message, default=_json_default) + "\n").encode()
 
@@ -95,11 +118,18 @@ def _json_default(obj: Any) -> Any:
 
 class ControlServer:
     """`await server.start()` listens; `await server.close()` stops listening, ends open connections
-    and removes the socket file. Register commands in `handlers` before or after starting."""
+    and removes the socket file. Register commands in `handlers` before or after starting.
 
-    def __init__(self, path: Path):
+    What a peer can hold is bounded by `limits` (gatewayd.peerlimits): connections in total and per
+    kernel account, the time to complete a request, its bytes and nesting; `reserve` keeps the last
+    descriptors of the process for the devices."""
+
+    def __init__(self, path: Path, limits: LimitsConfig | None = None, reserve: DescriptorReserve | None = None):
         self.path = Path(path)
+        self.limits = limits = limits or LimitsConfig()
         self.handlers: dict[str, Handler] = {}
+        self.slots = Slots(limits.control_connections, limits.control_connections_per_account, reserve)
+        self.refusals = RefusalLog("control socket", limits.refusal_log_interval)
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task] = set()
 
@@ -107,29 +137,16 @@ class ControlServer:
         directory = self.path.parent
         if not directory.exists():
             directory.mkdir(mode=DIRECTORY_MODE, parents=True)
-        self._remove_stale_socket()
+        remove_stale_socket(self.path)
         previous = os.umask(SOCKET_UMASK)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
+            # the reader's limit is the longest line, its newline not counted
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), backlog=ACCEPT_BURST,
+                                                           limit=self.limits.control_request_bytes)
         finally:
             os.umask(previous)
-        log.info("control socket listening at %s", self.path)
-
-    def _remove_stale_socket(self) -> None:
-        """A socket left by a crashed daemon is removed; one that answers belongs to a running daemon."""
-        try:
-            mode = self.path.lstat().st_mode
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(mode):
-            raise ControlError(f"{self.path} exists and is not a socket; remove it or change gateway.runtime_dir")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(self.path))
-            except ConnectionRefusedError:
-                self.path.unlink()
-                return
-        raise ControlError(f"another gatewayd answers on {self.path}; two daemons must not share a runtime_dir")
+        log.info("control socket listening at %s (%d connections, %d per account)", self.path,
+                 self.limits.control_connections, self.limits.control_connections_per_account)
 
     async def close(self) -> None:
         if self._server is None:
@@ -144,32 +161,51 @@ class ControlServer:
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = peer_of(writer.get_extra_info("socket"))
+        refusal = self.slots.admit(peer.uid)
+        if refusal is not None:
+            self.refusals.refused(peer_account(peer), refusal)
+            writer.transport.abort()  # nothing is read, nothing is answered: the descriptor goes back now
+            return
         # close() cancels the conversation, not this task: asyncio (3.11) reports a cancelled connection
         # callback as an unhandled error, and a `tail` stream is usually open when the daemon stops
-        conversation = asyncio.create_task(self._converse(reader, writer))
+        conversation = asyncio.create_task(self._converse(reader, writer, peer))
         self._connections.add(conversation)
         try:
             await asyncio.wait([conversation])
         finally:
             conversation.cancel()
             self._connections.discard(conversation)
+            self.slots.release(peer.uid)
 
-    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
+        limits = self.limits
         try:
-            peer = peer_of(writer.get_extra_info("socket"))
             while True:
                 try:
-                    line = await reader.readline()
-                except ValueError:  # longer than MAX_LINE: the stream cannot be resynchronised
-                    await self._send(writer, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+                    line = await asyncio.wait_for(reader.readline(), limits.control_idle_timeout)
+                except TimeoutError:  # idle, or a request sent too slowly: the place goes to someone else
+                    break
+                except ValueError:  # longer than the limit: the stream cannot be resynchronised
+                    await self._refuse(writer, peer, f"request longer than {limits.control_request_bytes} bytes",
+                                       "control_request_bytes")
                     break
                 if not line:
                     break
+                if nesting_depth(line) > limits.control_request_depth:  # before the recursive parser sees it
+                    await self._refuse(writer, peer, f"request nested deeper than {limits.control_request_depth} "
+                                       "levels", "control_request_depth")
+                    continue
                 await self._answer(line, peer, writer)
-        except ConnectionError:
-            pass  # the client went away; nothing to answer
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away, or stopped reading its answers; nothing more to say
         finally:
             writer.close()
+
+    async def _refuse(self, writer: asyncio.StreamWriter, peer: Peer, error: str, limit: str) -> None:
+        """A request beyond a limit: the peer is told, the log hears of it once per period."""
+        self.refusals.refused(peer_account(peer), f"{error} (limits.{limit})")
+        await self._send(writer, {"ok": False, "error": error})
 
     async def _answer(self, line: bytes, peer: Peer, writer: asyncio.StreamWriter) -> None:
         try:
@@ -181,8 +217,11 @@ class ControlServer:
                 raise CommandError(f"unknown command {request['cmd']!r}; known: {', '.join(sorted(self.handlers))}")
             result = handler(request, peer)
             if inspect.isasyncgen(result):
-                async for item in result:
-                    await self._send(writer, {"ok": True, "result": item})
+                try:
+                    async for item in result:
+                        await self._send(writer, {"ok": True, "result": item})
+                finally:
+                    await result.aclose()  # a reader gone or too slow ends the stream's subscription now
                 await self._send(writer, {"ok": True, "end": True})
                 return
             if inspect.isawaitable(result):
@@ -193,7 +232,7 @@ class ControlServer:
         except ValueError as exc:  # CommandError, the rules' ActionError
             await self._send(writer, {"ok": False, "error": str(exc)})
             return
-        except ConnectionError:
+        except (ConnectionError, TimeoutError):
             raise
         except Exception as exc:
             log.exception("control command %r from %s failed", line[:200], peer.user)
@@ -201,10 +240,11 @@ class ControlServer:
             return
         await self._send(writer, {"ok": True, "result": result})
 
-    @staticmethod
-    async def _send(writer: asyncio.StreamWriter, message: Mapping[str, Any]) -> None:
+    async def _send(self, writer: asyncio.StreamWriter, message: Mapping[str, Any]) -> None:
+        """Write one line; a peer that does not take it within the idle timeout (a `tail` that stopped
+        reading) loses the connection (TimeoutError), so it cannot hold the daemon's buffers."""
         writer.write(_dumps(message))
-        await writer.drain()
+        await asyncio.wait_for(writer.drain(), self.limits.control_idle_timeout)
 
 
 # ------------------------------------------------------------------------------------------ client

@@ -70,6 +70,7 @@ class Daemon:
         from gatewayd.uplink.publisher import Publisher, new_boot_id
         from gatewayd.clock import ClockGuard
         from gatewayd.operate import Operate
+        from gatewayd.peerlimits import DescriptorReserve, raise_descriptor_limit
         from gatewayd.reload import create_driver
         from store import Retention, Store
         from store.spill import Spill
@@ -86,7 +87,9 @@ class Daemon:
         self.scanner = Scanner(self.table, tag_ids, self.store, self.engine,
                                build_data_quality(config, self.table, time.monotonic(), time.time()))
         self.scanner.restore_state()
-        self.control = ControlServer(socket_path(config.gateway.runtime_dir))
+        # peers (control socket, metrics) never get the last descriptors: drivers, store and uplink keep them
+        self.reserve = DescriptorReserve(raise_descriptor_limit(), config.limits.reserved_descriptors)
+        self.control = ControlServer(socket_path(config.gateway.runtime_dir), config.limits, self.reserve)
         self.control.handlers.update(rule_handlers(self.engine, self.scanner.commit))
         self.operate = Operate(self)  # status, tail, reload
         self.control.handlers.update(self.operate.handlers())
@@ -110,7 +113,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.operate.reload_on_signal)
-        metrics = self._start_metrics(loop)
+        metrics = await self._start_metrics()
         if metrics is False:
             self.store.close()
             return 1
@@ -134,7 +137,7 @@ class Daemon:
         stopping_at = time.monotonic()  # a tag is not stale because its driver was stopped after this
         notify("STOPPING=1\nSTATUS=stopping: last scan, then up to 5 s to send what is stored")
         if metrics is not None:
-            metrics.stop()
+            await metrics.stop()
         stop.cancel()
         uplink = heart[1]
         tasks += self.driver_tasks.values()  # as they are now: a reload may have replaced some
@@ -156,19 +159,21 @@ class Daemon:
                  self.scanner.stats.samples, self.scanner.stats.events, self.publisher.stats.acknowledged)
         return exit_code
 
-    def _start_metrics(self, loop: asyncio.AbstractEventLoop):
+    async def _start_metrics(self):
         """The Prometheus endpoint if configured: the server, None when not configured, False if it cannot listen."""
-        if self.config.metrics is None:
+        where = self.config.metrics
+        if where is None:
             return None
+        from gatewayd.control import ControlError
         from gatewayd.metrics import MetricsServer
 
-        server = MetricsServer(self, loop, self.config.metrics.host, self.config.metrics.port)
+        server = MetricsServer(self, where, self.config.limits, self.reserve)
         try:
-            server.start()
-        except OSError as exc:
-            log.critical("metrics endpoint %s:%d cannot listen: %s", server.host, server.port, exc.strerror or exc)
+            await server.start()
+        except (OSError, ControlError) as exc:
+            log.critical("metrics endpoint %s cannot listen: %s", where.where(), getattr(exc, "strerror", None) or exc)
             return False
-        log.info("metrics on http://%s:%d/metrics", server.host, server.port)
+        log.info("metrics on %s (%d connections)", where.where(), self.config.limits.metrics_connections)
         return server
 
     async def _drain(self, uplink: asyncio.Task) -> None:

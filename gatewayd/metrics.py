@@ -1,30 +1,44 @@
 """Prometheus metrics, read from the live objects at scrape time: nothing is counted on the hot path.
 
-The drivers, scanner, store and publisher already keep their counters; a scrape asks the event loop
-for one consistent snapshot of them (`snapshot`, run on the loop thread, where the store may be
-used) and turns it into metric families in the HTTP server's thread (`families`, a pure function).
-A stalled event loop therefore shows as a failed scrape, not as stale figures.
+The drivers, scanner, store and publisher already keep their counters; a scrape takes one consistent
+snapshot of them on the event loop (`snapshot`, where the store may be used) and turns it into the
+exposition text in one thread of its own (`families`, a pure function, then prometheus_client's
+encoders). A stalled event loop therefore shows as a failed scrape, not as stale figures.
 
-    server = MetricsServer(daemon, asyncio.get_running_loop(), "127.0.0.1", 9108)
-    server.start()          # raises OSError when the address is taken
+The HTTP server is the daemon's own, on its event loop, because the endpoint is open to every local
+account (gatewayd.peerlimits): at most `limits.metrics_connections` connections, each closed after one
+answer or when its request is not complete within `limits.metrics_header_timeout` or longer than
+`limits.metrics_request_bytes`; refused connections cost one log line per peer and period. A fault
+while answering is answered 500 and logged the same way; polling never depends on it.
+
+    server = MetricsServer(daemon, config.metrics, config.limits, reserve)
+    await server.start()    # raises OSError when the address is taken
     ...
-    server.stop()
+    await server.stop()
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 
+from gatewayd.config.model import ACCEPT_BURST, LimitsConfig, MetricsConfig
+from gatewayd.control import SOCKET_UMASK, peer_account, peer_of, remove_stale_socket
+from gatewayd.peerlimits import DescriptorReserve, RefusalLog, Slots
 
-SCRAPE_TIMEOUT = 5.0  # seconds the loop may take to answer before the scrape fails
+METRICS_PATHS = ("/metrics", "/")
+HEADER_END = b"\r\n\r\n"
 
 # field of a driver's `stats` (drivers.kit.DriverStats) -> (metric name, kind, help); None and NaN are left out
 DEVICE_METRICS = {
@@ -262,41 +276,147 @@ def families(snap: dict[str, Any]) -> list[Metric]:
             *rules_families(snap["rules"], snap["alarm_states"]), *data_quality_families(snap.get("data_quality"))]
 
 
-class DaemonCollector:
-    """A prometheus_client collector that asks the event loop for a snapshot at every scrape."""
+class SnapshotCollector:
+    """A prometheus_client collector of one snapshot's families."""
 
-    def __init__(self, daemon: Any, loop: asyncio.AbstractEventLoop):
-        self.daemon, self.loop = daemon, loop
-
-    async def _snapshot(self) -> dict[str, Any]:
-        return snapshot(self.daemon)
+    def __init__(self, snap: dict[str, Any]):
+        self.snap = snap
 
     def collect(self) -> Iterator[Metric]:
-        future = asyncio.run_coroutine_threadsafe(self._snapshot(), self.loop)
-        try:
-            snap = future.result(SCRAPE_TIMEOUT)
-        except TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"the event loop did not answer within {SCRAPE_TIMEOUT:g} s") from None
-        yield from families(snap)
+        return iter(families(self.snap))
+
+
+def render(snap: dict[str, Any], accept: str) -> tuple[bytes, str]:
+    """The exposition (text format, or OpenMetrics when `accept` asks for it) of the process's and the
+    snapshot's metrics, and its content type."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, cpu, open fds
+    registry.register(SnapshotCollector(snap))
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type
+
+
+class BadRequest(Exception):
+    """A request the endpoint does not serve: the HTTP status and why."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+def parse_request(head: bytes) -> tuple[str, str]:
+    """The method and the Accept header of a request head; BadRequest for anything but GET or HEAD of
+    /metrics (or /)."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise BadRequest("400 Bad Request", "not an HTTP request")
+    method, target = parts[0], parts[1].partition("?")[0]
+    if method not in ("GET", "HEAD"):
+        raise BadRequest("405 Method Not Allowed", f"method {method[:20]!r}")
+    if target not in METRICS_PATHS:
+        raise BadRequest("404 Not Found", f"path {target[:100]!r}")
+    accept = ""
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "accept":
+            accept = value.strip()
+    return method, accept
+
+
+def response(status: str, content_type: str, body: bytes, include_body: bool = True) -> bytes:
+    head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n").encode("latin-1")
+    return head + body if include_body else head
 
 
 class MetricsServer:
-    """The HTTP endpoint (prometheus_client's, in a thread of its own) with process and daemon metrics."""
+    """The HTTP endpoint, on the event loop, with process and daemon metrics; one answer per connection."""
 
-    def __init__(self, daemon: Any, loop: asyncio.AbstractEventLoop, host: str, port: int):
-        self.host, self.port = host, port
-        self.registry = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu, open fds
-        self.registry.register(DaemonCollector(daemon, loop))
+    def __init__(self, daemon: Any, where: MetricsConfig, limits: LimitsConfig,
+                 reserve: DescriptorReserve | None = None):
+        self.daemon, self.where, self.limits = daemon, where, limits
+        self.host, self.port = where.host, where.port
+        self.slots = Slots(limits.metrics_connections, None, reserve)
+        self.refusals = RefusalLog("metrics endpoint", limits.refusal_log_interval)
+        self._renderer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metrics")
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        limit = self.limits.metrics_request_bytes
+        if self.where.socket is None:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=limit,
+                                                      backlog=ACCEPT_BURST)
+            self.port = self._server.sockets[0].getsockname()[1]
+            return
+        path = self.where.socket
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        remove_stale_socket(path)
+        previous = os.umask(SOCKET_UMASK)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, str(path), limit=limit, backlog=ACCEPT_BURST)
+        finally:
+            os.umask(previous)
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await self._server.wait_closed()
         self._server = None
+        self._renderer.shutdown(wait=False, cancel_futures=True)
+        if self.where.socket is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.where.socket.unlink()
 
-    def start(self) -> None:
-        self._server, _ = start_http_server(self.port, self.host, registry=self.registry)
-        self.port = self._server.server_port
+    def _peer(self, writer: asyncio.StreamWriter) -> str:
+        if self.where.socket is not None:
+            return peer_account(peer_of(writer.get_extra_info("socket")))
+        return f"address {writer.get_extra_info('peername')[0]}"
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = self._peer(writer)
+        refusal = self.slots.admit(peer)
+        if refusal is not None:
+            self.refusals.refused(peer, refusal)
+            writer.transport.abort()  # nothing read, nothing answered: the descriptor goes back now
+            return
+        self._writers.add(writer)
+        try:
+            await self._exchange(reader, writer, peer)
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # the client went away or does not take its answer
+        except Exception as exc:  # noqa: BLE001 - the endpoint answers 500 and the daemon carries on
+            self.refusals.refused(peer, f"scrape failed: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                writer.write(response("500 Internal Server Error", "text/plain", b"scrape failed\n"))
+        finally:
+            self._writers.discard(writer)
+            self.slots.release(peer)
+            writer.transport.abort()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        limits = self.limits
+        try:
+            head = await asyncio.wait_for(reader.readuntil(HEADER_END), limits.metrics_header_timeout)
+            method, accept = parse_request(head)
+        except TimeoutError:
+            self.refusals.refused(peer, f"request not complete within {limits.metrics_header_timeout:g} s "
+                                        "(limits.metrics_header_timeout)")
+            return
+        except asyncio.LimitOverrunError:
+            self.refusals.refused(peer, f"request header longer than {limits.metrics_request_bytes} bytes "
+                                        "(limits.metrics_request_bytes)")
+            writer.write(response("431 Request Header Fields Too Large", "text/plain", b"header too large\n"))
+            return
+        except BadRequest as exc:
+            self.refusals.refused(peer, str(exc))
+            writer.write(response(exc.status, "text/plain", f"{exc.status}\n".encode()))
+            return
+        snap = snapshot(self.daemon)
+        body, content_type = await asyncio.get_running_loop().run_in_executor(self._renderer, render, snap, accept)
+        writer.write(response("200 OK", content_type, body, include_body=method == "GET"))
+        await asyncio.wait_for(writer.drain(), limits.metrics_header_timeout)

@@ -12,7 +12,7 @@ running config (`diff_configs`, a pure function) and only what changed is touche
   are copied, and the alarm and bypass states are carried over by id (`engine.state_dict()`);
 - the publisher is restarted only if `uplink:` changed; the new one republishes the batches the old
   one had in flight, since they are in the store until acknowledged;
-- keys the daemon cannot change while running (its directories, identity, store, metrics endpoint)
+- keys the daemon cannot change while running (its directories, identity, store, metrics endpoint, limits)
   refuse the reload, naming the key, rather than half-applying it.
 
 Every reload leaves an event upstream: `config_reloaded` (new SHA-256 and what changed) or
@@ -36,8 +36,8 @@ from gatewayd.types import Event, Priority, Quality
 
 log = logging.getLogger("gatewayd.reload")
 
-# gateway keys a reload applies; every other gateway key, the whole store section and the metrics
-# endpoint are set up once at start and need a restart
+# gateway keys a reload applies; every other gateway key, the whole store section, the metrics
+# endpoint and the limits are set up once at start and need a restart
 LIVE_GATEWAY_KEYS = frozenset({"name", "plant", "scan_interval"})
 METADATA_CHUNK = 500
 
@@ -148,6 +148,8 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
             diff.needs_restart.append(f"store.{field.name}")
     if essence(old.metrics) != essence(new.metrics):
         diff.needs_restart.append("metrics.listen")
+    diff.needs_restart += [f"limits.{field.name}" for field in dataclasses.fields(new.limits)
+                           if getattr(old.limits, field.name) != getattr(new.limits, field.name)]
     return diff
 
 

@@ -17,7 +17,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,17 +55,6 @@ class Served:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
-
-
-@pytest.fixture
-def runtime() -> Iterator[Path]:
-    """A directory others may traverse (tmp_path is 0700), so permission tests test the socket's own."""
-    top = Path(tempfile.mkdtemp(prefix="gatewayd-control-"))
-    top.chmod(0o755)
-    yield top / "run"
-    for path in sorted(top.rglob("*"), reverse=True):
-        path.unlink() if not path.is_dir() else path.rmdir()
-    top.rmdir()
 
 
 @contextlib.contextmanager

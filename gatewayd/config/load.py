@@ -23,8 +23,8 @@ import yaml
 import drivers
 from gatewayd.config.cache import ConfigCache
 from gatewayd.config.model import (
-    Config, Credential, DataQualityConfig, DeviceConfig, GatewayIdentity, MetricsConfig, StoreConfig, TagConfig,
-    TlsConfig, UplinkConfig,
+    ACCEPT_BURST, MIN_RESERVE, Config, Credential, DataQualityConfig, DeviceConfig, GatewayIdentity, LimitsConfig,
+    MetricsConfig, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
 )
 from gatewayd.config.schema import optional, positive_duration
 from gatewayd.config.schema import (
@@ -223,8 +223,42 @@ DATA_QUALITY_FIELDS = {
 }
 
 METRICS_FIELDS = {
-    "listen": Field(listen_address, doc="HOST:PORT of the Prometheus endpoint, e.g. 127.0.0.1:9108; anyone "
+    "listen": Field(listen_address, None, "HOST:PORT of the Prometheus endpoint, e.g. 127.0.0.1:9108; anyone "
                     "who can reach it can read the figures, so keep it on loopback or a management network"),
+    "socket": Field(path_value, None, "a Unix socket instead of `listen` (one of the two): a file name under "
+                    "gateway.runtime_dir, or an absolute path; mode 0660, so only the daemon's account and "
+                    "group can read the figures"),
+}
+
+LIMITS_FIELDS = {
+    "control_connections": Field(integer(1, 10_000), LimitsConfig.control_connections,
+                                 "control socket connections open at once; more are closed at once"),
+    "control_connections_per_account": Field(integer(1, 10_000), LimitsConfig.control_connections_per_account,
+                                             "control socket connections one kernel account (SO_PEERCRED uid) "
+                                             "may hold; at most control_connections"),
+    "control_idle_timeout": Field(positive_duration, LimitsConfig.control_idle_timeout,
+                                  "duration: a control connection that does not complete a request in this "
+                                  "time is closed; a `tail` stream is not idle while its reader keeps up"),
+    "control_request_bytes": Field(integer(1024, 1 << 24), LimitsConfig.control_request_bytes,
+                                   "bytes of one control request line; a longer one is refused and the "
+                                   "connection closed"),
+    "control_request_depth": Field(integer(2, 1000), LimitsConfig.control_request_depth,
+                                   "how deeply the arrays and objects of a control request may nest"),
+    "metrics_connections": Field(integer(1, 10_000), LimitsConfig.metrics_connections,
+                                 "metrics endpoint connections open at once; more are closed at once"),
+    "metrics_header_timeout": Field(positive_duration, LimitsConfig.metrics_header_timeout,
+                                    "duration: time a metrics client has to send its request, and again to "
+                                    "take the answer"),
+    "metrics_request_bytes": Field(integer(256, 1 << 20), LimitsConfig.metrics_request_bytes,
+                                   "bytes of a metrics request's header; a longer one is refused"),
+    "reserved_descriptors": Field(integer(MIN_RESERVE, 1 << 20), LimitsConfig.reserved_descriptors,
+                                  "the last this many descriptors below the process's limit are never given "
+                                  "to a control or metrics peer: they stay for devices, store and uplink "
+                                  f"(at least {MIN_RESERVE}: each endpoint accepts up to {ACCEPT_BURST} "
+                                  "connections at once before it can refuse them)"),
+    "refusal_log_interval": Field(positive_duration, LimitsConfig.refusal_log_interval,
+                                  "duration: refused connections and requests are logged once per peer and "
+                                  "this period, with the count of the others"),
 }
 
 TOP_FIELDS = {
@@ -235,6 +269,8 @@ TOP_FIELDS = {
     "rules": Field(lambda value: value, None, "alarm rules, gas channels, interlocks (docs/rules.md)"),
     "metrics": Field(lambda value: value, None, "the Prometheus endpoint; none when absent"),
     "data_quality": Field(lambda value: value, None, "how often the data-quality figures go upstream"),
+    "limits": Field(lambda value: value, None, "what local peers may hold: connections, request sizes, "
+                    "descriptors (docs/operations.md)"),
 }
 
 
@@ -345,23 +381,42 @@ def _build(document: Any, path: Path, reader: Reader) -> Config | None:
     devices = _devices(top.get("devices"), reader, _line(document, "devices"), priorities)
     tags = tuple(tag for device in devices or () for tag in device.tags)
     rules = _rules(top.get("rules"), reader, _line(document, "rules"), tags) if devices is not None else None
-    metrics = _metrics(top.get("metrics"), reader, _line(document, "metrics"))
+    metrics = _metrics(top.get("metrics"), reader, _line(document, "metrics"), gateway)
+    limits = _limits(top.get("limits"), reader, _line(document, "limits"))
     quality = reader.section(top.get("data_quality"), "data_quality", _line(document, "data_quality"),
                              DATA_QUALITY_FIELDS)
     if gateway is None or uplink is None or store is None or devices is None or not reader.ok:
         return None
     return Config(path, gateway, devices, store, uplink, tags, rules, metrics, tuple(reader.warnings),
-                  DataQualityConfig(**quality))
+                  DataQualityConfig(**quality), limits=limits)
 
 
-def _metrics(node: Any, reader: Reader, line: int) -> MetricsConfig | None:
+def _metrics(node: Any, reader: Reader, line: int, gateway: GatewayIdentity | None) -> MetricsConfig | None:
     if node is None:
         return None  # no endpoint unless asked for
     values = reader.section(node, "metrics", line, METRICS_FIELDS)
-    if values is None or "listen" not in values:
+    if values is None or len(values) != len(METRICS_FIELDS):
         return None
+    if (values["listen"] is None) == (values["socket"] is None):
+        reader.error(line, "metrics", "give either listen: HOST:PORT or socket: FILE (a Unix socket), not "
+                     f"{'both' if values['listen'] else 'neither'}")
+        return None
+    if values["socket"] is not None:
+        return MetricsConfig(None, None, gateway.runtime_dir / values["socket"] if gateway else values["socket"])
     host, port = values["listen"]
     return MetricsConfig(host, port)
+
+
+def _limits(node: Any, reader: Reader, line: int) -> LimitsConfig:
+    values = reader.section(node, "limits", line, LIMITS_FIELDS)
+    if values is None or len(values) != len(LIMITS_FIELDS):
+        return LimitsConfig()  # the issues are recorded; no Config is built
+    if values["control_connections_per_account"] > values["control_connections"]:
+        reader.error(Reader.key_line(node, "control_connections_per_account"),
+                     "limits.control_connections_per_account",
+                     f"{values['control_connections_per_account']} is more than control_connections "
+                     f"({values['control_connections']}); an account can hold at most all of them")
+    return LimitsConfig(**values)
 
 
 def _rules(node: Any, reader: Reader, line: int, tags: tuple[TagConfig, ...]) -> RulesConfig:

@@ -110,10 +110,37 @@ class Credential:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """Where the Prometheus endpoint listens; absent means no endpoint."""
+    """Where the Prometheus endpoint listens, a TCP address or a Unix socket; absent means no endpoint."""
 
-    host: str
-    port: int
+    host: str | None
+    port: int | None
+    socket: Path | None = None  # a Unix socket (under gateway.runtime_dir unless absolute) instead of host:port
+
+    def where(self) -> str:
+        return f"unix:{self.socket}" if self.socket is not None else f"http://{self.host}:{self.port}/metrics"
+
+
+# connections a server accepts in one turn of the event loop (its listen backlog) before it looks at them:
+# for that moment they hold descriptors even if they are then refused, so the descriptor reserve must be
+# larger than the bursts of both servers (control socket, metrics) together
+ACCEPT_BURST = 64
+MIN_RESERVE = 2 * ACCEPT_BURST + 32
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """The `limits:` section: what local peers may hold of the daemon (gatewayd.peerlimits)."""
+
+    control_connections: int = 32
+    control_connections_per_account: int = 8
+    control_idle_timeout: float = 60.0
+    control_request_bytes: int = 65536
+    control_request_depth: int = 32
+    metrics_connections: int = 8
+    metrics_header_timeout: float = 5.0
+    metrics_request_bytes: int = 8192
+    reserved_descriptors: int = 256
+    refusal_log_interval: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -158,6 +185,7 @@ class Config:
     warnings: tuple[ConfigIssue, ...] = ()  # valid but unusual settings: check-config and the daemon show them
     data_quality: DataQualityConfig = field(default_factory=DataQualityConfig)
     sources: tuple[SourceFile, ...] = ()  # every file the parse read, the main file first (yamlload)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)  # the `limits:` section (gatewayd.peerlimits)
 
     @property
     def config_sha256(self) -> str:

@@ -22,6 +22,7 @@ SECTIONS = [
     ("uplink.tls", load.TLS_FIELDS),
     ("metrics", load.METRICS_FIELDS),
     ("data_quality", load.DATA_QUALITY_FIELDS),
+    ("limits", load.LIMITS_FIELDS),
 ]
 
 
