@@ -89,6 +89,8 @@ class Daemon:
         self.scanner.restore_state()
         # peers (control socket, metrics) never get the last descriptors: drivers, store and uplink keep them
         self.reserve = DescriptorReserve(raise_descriptor_limit(), config.limits.reserved_descriptors)
+        self.reserve.warn_if_short(config.limits.control_connections
+                                   + (config.limits.metrics_connections if config.metrics else 0))
         self.control = ControlServer(socket_path(config.gateway.runtime_dir), config.limits, self.reserve)
         self.control.handlers.update(rule_handlers(self.engine, self.scanner.commit))
         self.operate = Operate(self)  # status, tail, reload

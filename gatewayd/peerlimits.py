@@ -56,8 +56,20 @@ class DescriptorReserve:
     reserved: int
     count: Callable[[], int] = open_descriptors
 
+    def room(self) -> int:
+        """Descriptors peers may still take."""
+        return self.limit - self.reserved - self.count()
+
     def exhausted(self) -> bool:
-        return self.count() >= self.limit - self.reserved
+        return self.room() <= 0
+
+    def warn_if_short(self, wanted: int) -> None:
+        """One line at start when the limit cannot give peers what the caps allow."""
+        room = self.room()
+        if room < wanted:
+            log.warning("descriptor limit %d leaves room for %d peer connections beyond the %d reserved, fewer "
+                        "than the %d the limits allow: raise LimitNOFILE", self.limit, max(room, 0), self.reserved,
+                        wanted)
 
 
 class Slots:

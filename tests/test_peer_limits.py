@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 from test_control import Served
+from test_systemd import UNIT, unit_settings
 
-from gatewayd.config.model import LimitsConfig
+from gatewayd.config.model import ACCEPT_BURST, LimitsConfig
 from gatewayd.control import ControlServer, call, socket_path, stream
 from gatewayd.peerlimits import DescriptorReserve, RefusalLog, Slots, nesting_depth
 
@@ -260,3 +261,21 @@ def test_refusals_are_logged_once_per_peer_and_period(caplog):
         "control socket: refused account a: full (59 more refused in the 60 s before); next report in 60 s at most",
         "control socket: refused account b: full; next report in 60 s at most",
     ]
+
+
+def test_a_limit_too_low_for_the_caps_is_said_at_start(caplog):
+    caplog.set_level(logging.INFO)
+    DescriptorReserve(limit=1024, reserved=256, count=lambda: 728).warn_if_short(40)  # room for 40 exactly
+    assert refusal_lines(caplog) == []
+    DescriptorReserve(limit=1024, reserved=256, count=lambda: 729).warn_if_short(40)
+    assert refusal_lines(caplog) == ["descriptor limit 1024 leaves room for 39 peer connections beyond the 256 "
+                                     "reserved, fewer than the 40 the limits allow: raise LimitNOFILE"]
+
+
+def test_the_unit_gives_the_descriptors_the_defaults_count_on_and_no_core_dumps():
+    settings = unit_settings(UNIT.read_text())
+    assert settings["LimitCORE"] == ["0"], "a core would hold the signing key"
+    defaults = LimitsConfig()
+    peers = defaults.control_connections + defaults.metrics_connections + 2 * ACCEPT_BURST
+    assert int(settings["LimitNOFILE"][0]) >= defaults.reserved_descriptors + peers + 1000
+    assert int(settings["TasksMax"][0]) >= 64
