@@ -1,13 +1,18 @@
 """`make demo`: a simulated plant with one device of every driver kind, a local mosquitto, the daemon
-with config.example.yaml, and the live upstream view. Ctrl-C stops all of it.
+with config.example.yaml, and the live upstream view. Ctrl-C stops all of it, also when the output went
+to a pipe that the same Ctrl-C closed (`make demo 2>&1 | tee demo.log`): the clean-up never depends on
+stdout still being writable.
 
-Ports and paths come from config.example.yaml itself, so what runs is exactly what the example says.
+Ports and paths come from config.example.yaml itself (or the config given as the one argument, whose
+relative `.demo` directory holds the run), so what runs is exactly what the example says.
 Every minute and a half a methane leak grows on the gas panel's channel 1 past level 1 and level 2
 and clears again, so there is something to watch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -27,7 +32,7 @@ from hil_tests.harness import ROOT, Broker, Daemon, Process, Simulator, make_key
 from hil_tests.sim.rtu_bus import SerialPair
 
 EXAMPLE = ROOT / "config.example.yaml"
-WORKDIR = ROOT / ".demo"
+DEMO_DIR = ".demo"  # relative to the config: the example's state, cache, key and serial line are there
 LEAK_PERIOD = 90.0
 LEAK_PROFILE = (2.0, 8.0, 15.0, 23.0, 30.0, 44.0, 48.0, 35.0, 18.0, 6.0, 0.5)  # %LEL, one step every 5 s
 
@@ -41,18 +46,34 @@ def tcp_port_free(port: int) -> bool:
     return True
 
 
+def say(text: str) -> None:
+    """Print a line; once stdout is a closed pipe, say nothing more (and let nothing fail for it)."""
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, ValueError):
+        silence_stdout()
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that no later write or the flush at exit meets the closed pipe again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def module(name: str, *args: Any) -> list[str]:
     return [sys.executable, "-m", name, *map(str, args)]
 
 
-def start_simulator(device: dict[str, Any]) -> Any:
+def start_simulator(device: dict[str, Any], workdir: Path) -> Any:
     """The simulator that stands in for this device, started and listening."""
     kind = device["driver"]
     port = urlparse(device["endpoint"]).port if kind == "opcua" else device.get("port")
     if kind == "modbus_tcp":
-        return Simulator(WORKDIR, len(device["tags"]), port).start()
+        return Simulator(workdir, len(device["tags"]), port).start()
     if kind == "modbus_rtu":
-        return SerialPair(WORKDIR, tuple(slave["unit_id"] for slave in device["slaves"])).start()
+        return SerialPair(workdir, tuple(slave["unit_id"] for slave in device["slaves"])).start()
     argv = {
         "opcua": module("hil_tests.sim.opcua_server", "--port", port, "--vars", 0),
         "opcda_gateway": module("hil_tests.sim.opcda_gateway", "--port", port),
@@ -60,8 +81,8 @@ def start_simulator(device: dict[str, Any]) -> Any:
         "modbus_rtu_over_tcp": module("hil_tests.sim.rtu_bus", "rtu-over-tcp", "--port", port, "--tags", 12),
     }.get(kind)
     if kind == "gds":
-        return GasPanel(port)
-    process = Process(device["name"], argv, WORKDIR / f"sim-{device['name']}.log", cwd=ROOT).start()
+        return GasPanel(port, workdir)
+    process = Process(device["name"], argv, workdir / f"sim-{device['name']}.log", cwd=ROOT).start()
     if kind == "modbus_udp":
         wait_for_line(process.log_path, "READY")
     else:
@@ -81,8 +102,8 @@ def wait_for_line(path: Path, text: str, timeout: float = 30.0) -> None:
 class GasPanel:
     """The GDS panel simulator, fed a leak now and then through its command input."""
 
-    def __init__(self, port: int):
-        log = open(WORKDIR / "sim-gds.log", "ab")
+    def __init__(self, port: int, workdir: Path):
+        log = open(workdir / "sim-gds.log", "ab")
         self.proc = subprocess.Popen(module("hil_tests.sim.gds_panel", "--port", port), cwd=ROOT,
                                      stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True)
         log.close()
@@ -115,44 +136,53 @@ class GasPanel:
 def stop_simulators(simulators: list[Any]) -> None:
     for simulator in simulators:
         if isinstance(simulator, SerialPair):
-            simulator.close()
+            with contextlib.suppress(Exception):
+                simulator.close()
         else:
             stop_all(simulator)
 
 
-def main() -> int:
-    config = yaml.safe_load(EXAMPLE.read_text())
+def main(example: Path = EXAMPLE) -> int:
+    config = yaml.safe_load(example.read_text())
+    workdir = example.parent / DEMO_DIR
     broker_port = config["uplink"]["port"]
     tcp_ports = [broker_port, *(device["port"] for device in config["devices"]
                                 if "port" in device and device["driver"] != "modbus_udp"
                                 and isinstance(device["port"], int))]
     busy = [port for port in tcp_ports if not tcp_port_free(port)]
     if busy:
-        print(f"demo: port(s) {busy} are in use; stop what uses them or edit {EXAMPLE.name}", file=sys.stderr)
+        print(f"demo: port(s) {busy} are in use; stop what uses them or edit {example.name}", file=sys.stderr)
         return 1
-    WORKDIR.mkdir(exist_ok=True)
-    key, public_key = make_key(WORKDIR)
-    assert (ROOT / config["uplink"]["signing_key"]).resolve() == key.resolve(), "example key path moved"
+    workdir.mkdir(exist_ok=True)
+    key, public_key = make_key(workdir)
+    assert (example.parent / config["uplink"]["signing_key"]).resolve() == key.resolve(), "example key path moved"
     broker = daemon = None
     simulators: list[Any] = []
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        broker = Broker(WORKDIR, broker_port).start()
+        broker = Broker(workdir, broker_port).start()
         for device in config["devices"]:
-            print(f"demo: starting a simulator for {device['name']} ({device['driver']})", flush=True)
-            simulators.append(start_simulator(device))
-        daemon = Daemon(WORKDIR, EXAMPLE).start()
-        print(f"demo: broker on :{broker_port}, daemon log in {daemon.log_path}", flush=True)
+            say(f"demo: starting a simulator for {device['name']} ({device['driver']})")
+            simulators.append(start_simulator(device, workdir))
+        daemon = Daemon(workdir, example).start()
+        say(f"demo: broker on :{broker_port}, daemon log in {daemon.log_path}")
         topic = f"{config['uplink'].get('topic_prefix', 'gatewayd')}/+/batch"
         return watch(Receiver("127.0.0.1", broker_port, topic, insecure_plain=True), load_public_key(public_key))
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:  # the reader of our output is gone (tee killed by the same Ctrl-C): stop all
+        silence_stdout()
+        return 0
     finally:
-        print("\ndemo: stopping the daemon, the simulators and the broker")
+        # a second Ctrl-C, or a SIGTERM, must not cut the clean-up short: the children are in sessions of
+        # their own (a Ctrl-C at the terminal does not reach them), so only this stops them
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        say("\ndemo: stopping the daemon, the simulators and the broker")
         stop_all(daemon)
         stop_simulators(simulators)
         stop_all(broker)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(*map(Path, sys.argv[1:2])))
