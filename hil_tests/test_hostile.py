@@ -125,8 +125,9 @@ def test_fuzzed_frames_never_crash_the_daemon_nor_stall_the_healthy_plc(hostile_
           flush=True)
     assert "Traceback" not in log, log[-3000:]
     assert metrics['gatewayd_device_up{device="tank-plc"}'] == 1
-    # a stall of the event loop by a hostile peer would show as a collapse, not a few late polls
-    assert polls >= 0.5 * elapsed / HEALTHY_POLL, f"healthy PLC polled {polls:.0f} times in {elapsed:.0f} s"
+    # the healthy PLC keeps its rate (measured 0.999 and 1.025 on a loaded 2-core machine; docs/reliability.md):
+    # a hostile peer costing it one poll in five is a regression
+    assert polls >= 0.8 * elapsed / HEALTHY_POLL, f"healthy PLC polled {polls:.0f} times in {elapsed:.0f} s"
     assert not [e for e in events_of(plant, "device_down") if e["source"] == "tank-plc"]
     # until the stop (the stopping daemon's last scan truthfully finds tags unread past stale_after): never
     # bad; a poll late by two intervals on this shared machine may turn a value STALE for a moment

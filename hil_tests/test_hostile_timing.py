@@ -40,4 +40,4 @@ def test_good_values_are_as_fresh_as_their_stamps_under_garbage_and_stalls(tmp_p
     assert set(healthy) <= {Quality.GOOD, Quality.STALE}, healthy
     assert not [event for event in outcome.events
                 if event["source"] == HEALTHY and event["kind"] in ("device_down", "device_up")]
-    assert outcome.healthy_polls >= 0.5 * outcome.seconds / POLL, figures
+    assert outcome.healthy_polls >= 0.8 * outcome.seconds / POLL, figures  # measured 1.002 and 1.003 under load
