@@ -38,6 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gatewayd.daemon import run_daemon
     from gatewayd.secretfiles import SecretFileError
     from gatewayd.systemd import CredentialError
+    from gatewayd.trust import ForeignDirectoryError
 
     setup_logging(args.log_level)
     try:
@@ -51,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gatewayd: configuration invalid, not starting:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (SecretFileError, CredentialError) as exc:
+    except (SecretFileError, CredentialError, ForeignDirectoryError) as exc:
         print(f"gatewayd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ControlError as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from dataclasses import replace
@@ -18,8 +17,10 @@ from pathlib import Path
 
 from gatewayd import __version__
 from gatewayd.config.model import Config, UplinkConfig
+from gatewayd.kernelcache import use_kernel_cache
 from gatewayd.secretfiles import refuse_loose
 from gatewayd.systemd import notify, secret_path, watchdog_interval
+from gatewayd.trust import refuse_root_over_foreign_directories
 from gatewayd.types import QUALITY_BAD_MIN, Event, Priority
 
 log = logging.getLogger("gatewayd")
@@ -52,16 +53,18 @@ def secret_files(config: Config, uplink: UplinkConfig) -> list[tuple[str, Path |
     return files
 
 
-def prepare_numba_cache(config: Config) -> None:
-    """Numba reads NUMBA_CACHE_DIR at import: point it at the daemon's cache directory first."""
-    cache = config.gateway.cache_dir / "numba"
-    cache.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache))
+def prepare_start(config: Config) -> None:
+    """Before anything is read from the daemon's directories: as root only over root's own directories,
+    and numba's kernel cache checked (gatewayd.kernelcache) before numba is first imported."""
+    gateway = config.gateway
+    refuse_root_over_foreign_directories((gateway.state_dir, gateway.cache_dir, gateway.runtime_dir,
+                                          config.store.path.parent))
+    use_kernel_cache(gateway.cache_dir)
 
 
 class Daemon:
     def __init__(self, config: Config):
-        prepare_numba_cache(config)
+        prepare_start(config)
         # imported here so that numba sees the cache directory and check-config stays light
         from gatewayd.control import ControlServer, rule_handlers, socket_path
         from gatewayd.keys import load_private_key

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
@@ -58,3 +58,25 @@ def untrusted_tree(directory: Path) -> str | None:
             if reason is not None:
                 return f"{entry} is {reason}"
     return None
+
+
+class ForeignDirectoryError(Exception):
+    """The daemon runs as root over directories another account could write."""
+
+
+def refuse_root_over_foreign_directories(directories: Iterable[Path]) -> None:
+    """As root, run only over directories root owns and nobody else may write (those not yet made,
+    root makes): root started by hand over the service account's state, cache or runtime directory
+    would read what that account, or whoever took it over, left there. No check for other accounts."""
+    if os.geteuid() != 0:
+        return
+    for directory in directories:
+        try:
+            info = os.stat(directory)
+        except FileNotFoundError:
+            continue
+        reason = written_by_others(info, (0,))
+        if reason is not None:
+            raise ForeignDirectoryError(
+                f"running as root, but {directory} is {reason}: run gatewayd as the account that owns its "
+                f"directories (systemctl start gatewayd), or give root directories of its own")
