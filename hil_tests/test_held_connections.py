@@ -19,6 +19,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from hil_tests.sim import hoarder
 from hil_tests.test_service import wait_for_scrape
 
 HELD = 1000
+NOFILE = 1024  # the daemon's descriptor limit in the review (a soft limit of 1024)
 BACKOFF_MAX = 2.0
 LIMITS = LimitsConfig()  # the defaults, as a site would run them
 PEER_SLOTS = LIMITS.control_connections_per_account + LIMITS.metrics_connections
@@ -92,7 +94,32 @@ def hoarding(account: str, socket_path: Path, port: int, workdir: Path) -> Itera
         os.waitpid(pid, 0)
 
 
-def test_a_thousand_held_connections_do_not_keep_a_restarted_plc_down(tmp_path: Path):
+@dataclass
+class Outcome:
+    """What one attack showed: the daemon's descriptors before and while hoarded, the time the restarted
+    PLC took to be reconnected, the hoarder's counts, the daemon's log and a scrape once it was over."""
+
+    before: int
+    samples: list[int]
+    reconnected: float
+    held: dict
+    log: str
+    scraped: dict[str, float]
+
+    @property
+    def refusals(self) -> list[str]:
+        return [line for line in self.log.splitlines() if ": refused " in line]
+
+    def show(self) -> None:
+        print(f"descriptors {self.before} before, {min(self.samples)}..{max(self.samples)} under attack; PLC "
+              f"reconnected {self.reconnected:.1f} s after its restart; hoarder {self.held}; "
+              f"{len(self.refusals)} refusal lines:\n" + "\n".join(self.refusals))
+
+
+def attack(tmp_path: Path, limits: dict, operator_served: bool) -> Outcome:
+    """Run the daemon under a descriptor limit of NOFILE (the default soft limit the review's daemon had),
+    hoard both endpoints, restart the PLC meanwhile. `operator_served`: whether root's requests get
+    through during the attack (and are refused for their size and nesting)."""
     top = Path(tempfile.mkdtemp(prefix="gatewayd-held-"))
     top.chmod(0o755)  # others may traverse to the socket (tmp_path is 0700); the socket's own mode decides
     plc = Simulator(tmp_path, 20).start()
@@ -102,9 +129,12 @@ def test_a_thousand_held_connections_do_not_keep_a_restarted_plc_down(tmp_path: 
     document["devices"][0].update(backoff_initial=0.5, backoff_max=BACKOFF_MAX)
     metrics_port = free_port()
     document["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+    document["limits"] = limits
     config.write_text(yaml.safe_dump(document, sort_keys=False))
     control = top / "run" / "control.sock"
-    daemon = Daemon(tmp_path, config).start()
+    daemon = Daemon(tmp_path, config)
+    daemon.argv = ["prlimit", f"--nofile={NOFILE}:{NOFILE}", *daemon.argv]
+    daemon.start()
     try:
         wait_until("the device up with 20 good tags", lambda: status(control)["tags"]["good"] == 20, 120, daemon)
         wait_for_scrape(metrics_port, daemon)
@@ -113,19 +143,14 @@ def test_a_thousand_held_connections_do_not_keep_a_restarted_plc_down(tmp_path: 
         with hoarding("nobody", control, metrics_port, top / "hoarder") as report:
             wait_until("the hoarder's first thousand tries on each endpoint", lambda: report.exists() and all(
                 kind["opened"] >= HELD for kind in json.loads(report.read_text()).values()), 60, daemon)
-            for _ in range(10):  # the operator's own bombs: refused before any parser sees them, no traceback
-                with pytest.raises(CommandError, match="nested deeper than 32 levels"):
-                    call(control, {"cmd": "status", "x": nested(40)})
-                with socket.socket(socket.AF_UNIX) as bomb:
-                    bomb.connect(str(control))
-                    with contextlib.suppress(BrokenPipeError):  # the daemon stops reading at the limit
-                        bomb.sendall(b"[" * 500_000 + b"\n")
-                    assert json.loads(bomb.makefile("rb").readline())["error"] == "request longer than 65536 bytes"
+            if operator_served:
+                operator_bombs(control)
             samples = []
             for _ in range(40):
                 samples.append(descriptors(daemon.proc.pid))
                 time.sleep(0.05)
-            assert status(control)["tags"]["good"] == 20, "the operator is served while another account hoards"
+            if operator_served:
+                assert status(control)["tags"]["good"] == 20, "the operator is served while another account hoards"
 
             label = f"device tank-plc (127.0.0.1:{plc.port})"
             plc.stop()
@@ -134,8 +159,8 @@ def test_a_thousand_held_connections_do_not_keep_a_restarted_plc_down(tmp_path: 
             plc = Simulator(tmp_path, 20, port=plc.port).start()
             wait_until("the device back", lambda: f"{label} back after" in daemon.log_text(), 30, daemon)
             reconnected = time.monotonic() - restarted
-            wait_until("good values again", lambda: status(control)["tags"]["good"] == 20, 30, daemon)
             held = json.loads(report.read_text())
+        wait_until("good values again", lambda: status(control)["tags"]["good"] == 20, 30, daemon)
         scraped = wait_for_scrape(metrics_port, daemon)
         assert daemon.stop() == 0
     finally:
@@ -143,21 +168,50 @@ def test_a_thousand_held_connections_do_not_keep_a_restarted_plc_down(tmp_path: 
         for path in sorted(top.rglob("*"), reverse=True):
             path.unlink() if not path.is_dir() else path.rmdir()
         top.rmdir()
-
-    log = daemon.log_text()
-    refusals = [line for line in log.splitlines() if ": refused " in line]
-    print(f"descriptors {before} before, {min(samples)}..{max(samples)} under attack; PLC reconnected "
-          f"{reconnected:.1f} s after its restart; hoarder {held}; {len(refusals)} refusal lines:\n"
-          + "\n".join(refusals))
+    outcome = Outcome(before, samples, reconnected, held, daemon.log_text(), scraped)
+    outcome.show()
     assert held["control"]["opened"] >= HELD and held["metrics"]["opened"] >= HELD
+    assert scraped['gatewayd_device_up{device="tank-plc"}'] == 1, "the endpoint answers once the hoarder is gone"
+    assert "Traceback" not in outcome.log
+    return outcome
+
+
+def operator_bombs(control: Path) -> None:
+    """root's own bombs: refused before any parser sees them, no traceback."""
+    for _ in range(10):
+        with pytest.raises(CommandError, match="nested deeper than 32 levels"):
+            call(control, {"cmd": "status", "x": nested(40)})
+        with socket.socket(socket.AF_UNIX) as bomb:
+            bomb.connect(str(control))
+            with contextlib.suppress(BrokenPipeError):  # the daemon stops reading at the limit
+                bomb.sendall(b"[" * 500_000 + b"\n")
+            assert json.loads(bomb.makefile("rb").readline())["error"] == "request longer than 65536 bytes"
+
+
+def test_a_thousand_held_connections_do_not_keep_a_restarted_plc_down(tmp_path: Path):
+    outcome = attack(tmp_path, {}, operator_served=True)
+    held, samples, refusals = outcome.held, outcome.samples, outcome.refusals
     assert held["control"]["closed_by_daemon"] >= HELD - LIMITS.control_connections_per_account
     assert held["metrics"]["closed_by_daemon"] >= HELD - LIMITS.metrics_connections
-    assert min(samples) <= before + PEER_SLOTS + 4, "between bursts, peers hold their caps' worth, no more"
-    assert max(samples) <= before + PEER_SLOTS + 2 * ACCEPT_BURST + 4, "a burst of accepts is within the reserve"
-    assert scraped['gatewayd_device_up{device="tank-plc"}'] == 1, "the endpoint answers once the hoarder is gone"
-    assert "Traceback" not in log
+    assert min(samples) <= outcome.before + PEER_SLOTS + 4, "between bursts, peers hold their caps' worth, no more"
+    assert max(samples) <= outcome.before + PEER_SLOTS + 2 * ACCEPT_BURST + 4, "a burst of accepts stays in reserve"
     # one line per peer and 60 s: the hoarder on each endpoint, the operator's 20 refused requests
     assert any("control socket: refused account nobody" in line for line in refusals)
     assert any("metrics endpoint: refused address 127.0.0.1" in line for line in refusals)
     assert any("control socket: refused account root (uid 0): request nested deeper" in line for line in refusals)
     assert len(refusals) <= 3 * 2, refusals  # at most a second line each if the test outlasted a period
+
+
+def test_with_caps_too_high_for_the_limit_the_reserve_keeps_descriptors_for_the_plc(tmp_path: Path):
+    """Caps above what NOFILE can give (as a careless site might set them): the hoarder takes every place
+    peers may have, and the last reserved_descriptors still go to the PLC's reconnection."""
+    caps = {"control_connections": 5000, "control_connections_per_account": 5000, "metrics_connections": 5000}
+    outcome = attack(tmp_path, caps, operator_served=False)
+    samples, refusals = outcome.samples, outcome.refusals
+    ceiling = NOFILE - LIMITS.reserved_descriptors
+    assert max(samples) >= ceiling - 8, "the hoarder did fill every place the reserve leaves"
+    assert max(samples) <= ceiling + 2 * ACCEPT_BURST, "peers never went deeper than one burst into the reserve"
+    assert any(f"the last {LIMITS.reserved_descriptors} of {NOFILE} descriptors are kept" in line
+               for line in refusals), refusals
+    assert "descriptor limit 1024 leaves room for " in outcome.log, "the start says the caps cannot be met"
+    assert len(refusals) <= 2 * 2, refusals

@@ -216,6 +216,30 @@ def test_a_stream_is_not_idle_while_its_reader_keeps_up(runtime: Path):
         served.close()
 
 
+def test_a_stream_whose_reader_stopped_reading_is_closed_after_the_idle_timeout(runtime: Path):
+    async def flood(request, peer):
+        while True:
+            yield "x" * 65536
+
+    async def places() -> int:
+        for _ in range(100):
+            if served.server.slots.count == 0:
+                break
+            await asyncio.sleep(0.05)
+        return served.server.slots.count
+
+    served = limited(runtime)
+    served.server.handlers["flood"] = flood
+    try:
+        with socket.socket(socket.AF_UNIX) as reader:
+            reader.connect(str(served.path))
+            reader.sendall(b'{"cmd": "flood"}\n')  # and never reads: the daemon's buffers fill, then it waits
+            time.sleep(LIMITS.control_idle_timeout)
+            assert served.run(places()) == 0, "the connection was closed and its place given back"
+    finally:
+        served.close()
+
+
 def test_the_last_descriptors_are_kept_from_peers(runtime: Path, caplog):
     caplog.set_level(logging.INFO)
     descriptors = [100]
