@@ -56,7 +56,7 @@ def device(port: int, items: int, **settings):
     tags = [{"name": f"G{i}", "node": f"ns=2;s=GEN{i:05d}"} for i in range(items)]
     document = {"gateway": {"id": "bench"},
                 "devices": [{"name": "ua", "driver": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}",
-                             "timeout": 10, **settings, "tags": tags}],
+                             "security_policy": "None", "timeout": 10, **settings, "tags": tags}],
                 "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
     config = parse_config(yaml.safe_dump(document), ROOT / "bench.yaml")
     return config, config.devices[0]

@@ -55,8 +55,9 @@ def servers(sim_processes) -> Callable[..., SimProcess]:
 def device_config(port: int, tags: list[dict[str, Any]], base: Path = ROOT, **settings: Any) -> DeviceConfig:
     """The device through the real config loader, so the test's YAML is checked like a user's."""
     return load_device({"name": "ua1", "driver": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}",
-                        "poll_interval": 0.3, "timeout": TIMEOUT, "publishing_interval": PUBLISHING,
-                        "backoff_initial": 0.1, "backoff_max": 0.4, **settings, "tags": tags}, base)
+                        "security_policy": "None", "poll_interval": 0.3, "timeout": TIMEOUT,
+                        "publishing_interval": PUBLISHING, "backoff_initial": 0.1, "backoff_max": 0.4, **settings,
+                        "tags": tags}, base)
 
 
 def generic_tags(count: int) -> list[dict[str, Any]]:

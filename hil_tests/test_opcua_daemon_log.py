@@ -36,7 +36,7 @@ def test_server_losses_log_one_warning_each_and_no_asyncua_error_or_traceback(tm
         "gateway": {"id": "GW-LOG-001", "scan_interval": 1.0, "state_dir": str(tmp_path / "state"),
                     "cache_dir": str(tmp_path / "cache"), "runtime_dir": str(tmp_path / "run")},
         "devices": [{"name": "dcs", "driver": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{server.port}",
-                     "backoff_initial": 0.1, "backoff_max": 0.5,
+                     "security_policy": "None", "backoff_initial": 0.1, "backoff_max": 0.5,
                      "tags": [{"name": f"G{i}", "node": f"ns=2;s=GEN{i:05d}"} for i in range(3)]}],
         "uplink": {"host": "127.0.0.1", "port": broker.port, "transport": "plain", "signing_key": str(key)},
     }

@@ -46,8 +46,8 @@ def plant(tmp_path: Path, sim_processes):
 
     def device(name: str, tags: list[dict]) -> dict:
         return {"name": name, "driver": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{server.port}",
-                "timeout": 3.0, "publishing_interval": PUBLISHING, "keepalive_count": KEEPALIVE,
-                "backoff_initial": 0.1, "backoff_max": 0.5, "tags": tags}
+                "security_policy": "None", "timeout": 3.0, "publishing_interval": PUBLISHING,
+                "keepalive_count": KEEPALIVE, "backoff_initial": 0.1, "backoff_max": 0.5, "tags": tags}
 
     config = {
         "gateway": {"id": GATEWAY_ID, "scan_interval": 1.0, "state_dir": str(tmp_path / "state"),

@@ -16,7 +16,8 @@ SECURE = {"security_policy": "Basic256Sha256", "certificate": "pki/client.der", 
 
 def parse(tmp_path: Path, tags: list[dict] | None = None, **device):
     document = {"gateway": {"id": "gw"},
-                "devices": [{"name": "ua", "driver": "opcua", "endpoint": "opc.tcp://10.0.0.5:4840", **device,
+                "devices": [{"name": "ua", "driver": "opcua", "endpoint": "opc.tcp://10.0.0.5:4840",
+                             "security_policy": "None", **device,
                              "tags": tags or [{"name": "LT101", "node": "ns=2;s=Tank.Level"}]}],
                 "uplink": {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}}
     return parse_config(yaml.safe_dump(document, sort_keys=False), tmp_path / "gw.yaml").devices[0]

@@ -26,6 +26,7 @@ devices:
   - name: dcs
     driver: opcua
     endpoint: opc.tcp://10.0.0.7:4840
+    security_policy: None
     publishing_interval: 500ms
     keepalive_count: 4
     tags:
@@ -205,6 +206,7 @@ devices:
   - name: dcs
     driver: opcua
     endpoint: opc.tcp://10.0.0.7:4840
+    security_policy: None
     poll_interval: 2s
     tags:
       - {name: TT1, node: ns=2;s=TT1}

@@ -1,9 +1,10 @@
 """Configuration schema of the OPC UA driver: endpoint, security, subscription and per-tag node settings.
 
-Security fails closed: a secured endpoint needs a trust store, and a server certificate that is not
-in it (or not issued by a certificate in it) is refused. A password is only ever read from a file and
-never sent over an endpoint without security. Relative paths are resolved against the directory of
-the config file, like the rest of the configuration.
+Security fails closed: a device must name its `security_policy` (an unsecured link is chosen with
+`None` in writing, as MQTT's `transport: plain` is), a secured endpoint needs a trust store, and a
+server certificate that is not in it (or not issued by a certificate in it) is refused. A password
+is only ever read from a file and never sent over an endpoint without security. Relative paths are
+resolved against the directory of the config file, like the rest of the configuration.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class OpcUaSettings:
 
 DEVICE_FIELDS = {
     "endpoint": Field(endpoint_url, doc="server endpoint URL, e.g. opc.tcp://10.0.0.5:4840"),
-    "security_policy": Field(one_of(*SECURITY_POLICIES), "None", "None or Basic256Sha256"),
+    "security_policy": Field(one_of(*SECURITY_POLICIES), None,
+                             "required: Basic256Sha256, or None to accept an unsecured link explicitly"),
     "security_mode": Field(one_of(*SECURITY_MODES), None,
                            "Sign or SignAndEncrypt (default with Basic256Sha256); not allowed with None"),
     "certificate": Field(file_path, None, "client certificate (PEM or DER); required with Basic256Sha256"),
@@ -131,8 +133,15 @@ TAG_FIELDS = {
 }
 
 
+NO_POLICY = ("required: write security_policy: Basic256Sha256 (with certificate, private_key and trust_store), "
+             "or security_policy: None where an unsecured link to this server is accepted")
+
+
 def build_settings(values: dict[str, Any], reader: Reader, path: str, line: int) -> OpcUaSettings | None:
     """Cross-field rules of security and credentials; paths resolved against the config file's directory."""
+    if values["security_policy"] is None:
+        reader.error(line, f"{path}.security_policy", NO_POLICY)
+        return None
     problems: list[tuple[str, str]] = []
     secured = values["security_policy"] != "None"
     if secured:
