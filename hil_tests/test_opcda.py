@@ -128,3 +128,52 @@ def test_unknown_da_server_is_reported_by_name(gateway):
     assert sink.kinds() == ["device_down"] and driver.stats.polls == 0
     assert "Wrong.Server.1" in sink.events[0].data["cause"]
     assert sink.quality[0] == Quality.COMM_FAILURE
+
+
+def hostile_bridge(sim_processes, answer: str) -> SimProcess:
+    """One `python -m hil_tests.sim.hostile_bridge --answer ANSWER` child, killed after the test."""
+    return sim_processes(SimProcess(["hil_tests.sim.hostile_bridge"], ["--answer", answer], f"{answer} bridge"))
+
+
+def first_outage(port: int) -> tuple[OpcDaGatewayDriver, RecordingSink]:
+    device = device_config(port, ["Random.Real8"])
+
+    async def scenario() -> tuple[OpcDaGatewayDriver, RecordingSink]:
+        driver, sink, task = start_driver(device)
+        try:
+            await wait_until(lambda: driver.stats.failures >= 2, 20)
+        finally:
+            await stop(task)
+        return driver, sink
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("answer", ["marshal-handshake", "marshal-read"])
+def test_a_reply_in_marshal_is_refused_undecoded(sim_processes, answer, monkeypatch):
+    """The bridge may not choose the serializer of its replies, at the handshake or on a call."""
+    import marshal
+
+    decoded = []
+    monkeypatch.setattr(marshal, "loads", lambda *args: decoded.append(args) or {})
+    bridge = hostile_bridge(sim_processes, answer)
+    driver, sink = first_outage(bridge.port)
+    assert sink.kinds() == ["device_down"] and driver.stats.polls == 0
+    assert sink.quality[0] == Quality.COMM_FAILURE
+    assert sink.events[0].data["cause"] == (f"gateway 127.0.0.1:{bridge.port} answer refused: the bridge answered "
+                                            "in marshal; only serpent is accepted (the message was not decoded)")
+    assert decoded == [], "marshal never saw the bridge's bytes"
+
+
+def test_an_oversized_message_is_refused_from_its_header(sim_processes):
+    """A reply announcing 1 GiB (and streaming it) is refused before its body is read: no memory growth."""
+    import resource
+
+    bridge = hostile_bridge(sim_processes, "oversized")
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    driver, sink = first_outage(bridge.port)
+    growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert sink.kinds() == ["device_down"] and driver.stats.polls == 0
+    assert sink.events[0].data["cause"] == (f"gateway 127.0.0.1:{bridge.port} answer refused: message too large "
+                                            "(1073741824, max=16777216)")
+    assert growth_mib < 64, f"the process grew by {growth_mib:.0f} MiB"
