@@ -15,6 +15,8 @@ A session lives from connect to the first sign of trouble, then is thrown away w
   back off exponentially; the first data of a new session ends it with one `device_up` event;
 - with security, the server certificate is checked against the trust store before anything
   else is sent, and again when the session is created (`trust.py`).
+- messages from the server are bounded in size and chunks whatever it acknowledges, and a chunk
+  announcing more is refused before it is buffered (`transport.py`); a refusal rebuilds the session.
 
 asyncua's own auto-reconnect is not used (it would resume behind the driver's back), nor its stale
 subscription watchdog: recreating the subscription resets `last_publish_at`, the time of the latest
@@ -41,6 +43,7 @@ from cryptography import x509
 from drivers.kit import Backoff, DeviceHealth, DriverStats, Problems
 from drivers.opcua.config import OpcUaNode, OpcUaSettings, subscribed_staleness
 from drivers.opcua.status import quality_of, status_name
+from drivers.opcua.transport import TransportGuard
 from drivers.opcua.trust import TrustStoreError, UntrustedServer, check_server_certificate, load_trust_store
 from drivers.values import NAN, describe, to_float, unix_seconds
 from gatewayd.types import Quality, SampleSink
@@ -104,6 +107,7 @@ class OpcUaDriver:
         self._limits = dict.fromkeys(LIMIT_NODES, DEFAULT_LIMIT)  # operations per request, by service
         self._configured_ids = [ua.NodeId.from_string(node.node) for node in self.nodes]
         self._node_ids = list(self._configured_ids)  # with nsu= resolved for the current session
+        self._transport: TransportGuard | None = None  # the current session's message bounds
 
     @classmethod
     def from_config(cls, device: Any, rows: np.ndarray) -> OpcUaDriver:
@@ -134,6 +138,8 @@ class OpcUaDriver:
         # asyncua's stale-subscription watchdog would recreate a silent subscription and reset its
         # last_publish_at, making a frozen server look alive to ours and fresh to staleness: switch it off
         client._stale_check_margin = math.inf
+        self._transport = TransportGuard(self.settings.max_message_size, self.settings.max_chunk_count)
+        self._transport.install(client)
         lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         async def connection_lost(exc: Exception) -> None:
@@ -490,6 +496,9 @@ class OpcUaDriver:
             transport.abort()
 
     def _device_down(self, sink: SampleSink, cause: str) -> None:
+        """A message refused for its size is the cause, whatever symptom asyncua showed first."""
+        if self._transport is not None and self._transport.refusal is not None:
+            cause = self._transport.refusal
         self.stats.failures += 1
         self._pending.clear()
         sink.set_quality(self.rows, int(Quality.COMM_FAILURE))

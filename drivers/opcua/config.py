@@ -22,6 +22,8 @@ SECURITY_MODES = ("Sign", "SignAndEncrypt")
 DEADBAND_TYPES = ("none", "absolute", "percent")
 MODES = ("subscribe", "poll")
 MAX_QUEUE_SIZE = 10_000
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024  # default: a Read of 1,000 nodes or a publish of 10,000 changes is under 1 MB
+SMALLEST_CHUNK = 8192  # the smallest buffer OPC UA allows; the default chunk count fits the message in such chunks
 # settings holding files with secrets: the gateway refuses them when others can read them (check-config,
 # start and reload), since asyncua opens the key itself
 SECRET_FILES = {"private_key": "OPC UA client key", "password_file": "OPC UA password file"}
@@ -84,6 +86,8 @@ class OpcUaSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     credential_backoff: float = 600.0
+    max_message_size: int = MAX_MESSAGE_SIZE
+    max_chunk_count: int = MAX_MESSAGE_SIZE // SMALLEST_CHUNK
 
     @property
     def watchdog(self) -> float:
@@ -119,6 +123,10 @@ DEVICE_FIELDS = {
     "backoff_max": Field(number(0.0), 30.0, "longest reconnect delay in seconds"),
     "credential_backoff": Field(positive_duration, 600.0, "duration: wait after the server rejected the "
                                 "credentials, so that a server locking accounts after failed logins is not provoked"),
+    "max_message_size": Field(integer(65_536, 2**31 - 1), MAX_MESSAGE_SIZE,
+                              "bytes: a larger message from the server is refused and the session rebuilt"),
+    "max_chunk_count": Field(integer(1, 2**31 - 1), MAX_MESSAGE_SIZE // SMALLEST_CHUNK,
+                             "chunks one message from the server may come in; more is refused like a large message"),
 }
 
 TAG_FIELDS = {
