@@ -228,10 +228,35 @@ def show_events(result: dict[str, Any]) -> str:
     return "\n".join(event["message"] for event in result["events"])
 
 
-def show_authorization(result: dict[str, Any]) -> str:
-    record = result["authorization"]
-    return (f"authorization {record['id']} for {record['interlock']}, permit {record['permit']}, until "
-            f"{local_time(record['start'] + record['duration'])}\n" + show_events(result))
+def show_request(result: dict[str, Any]) -> str:
+    """What an operator sees after asking: the request number the approver needs."""
+    if "request" not in result:  # an alarm that is not highly managed: done at once
+        return show_events(result)
+    record = result["request"]
+    return (f"request {record['id']}: {record['kind'].replace('_', ' ')} {record['target']}, permit "
+            f"{record['permit']}; it takes effect when another account with the approver role runs "
+            f"`gatewayd approve {record['id']}` before {local_time(record['expires_at'])}\n" + show_events(result))
+
+
+def show_approval(result: dict[str, Any]) -> str:
+    record, authorization = result["request"], result.get("authorization")
+    lines = [f"request {record['id']} of {record['requested_by']} approved"]
+    if authorization:
+        lines[0] += (f": authorization {authorization['id']} for {authorization['interlock']} until "
+                     f"{local_time(authorization['start'] + authorization['duration'])}")
+    return "\n".join(lines) + "\n" + show_events(result)
+
+
+def show_requests(items: list[dict[str, Any]]) -> str:
+    from rules.isa import format_seconds
+
+    if not items:
+        return "no request waiting for approval"
+    return format_table(["ID", "ASKS TO", "TARGET", "STATUS", "FOR", "PERMIT", "REQUESTED BY", "EXPIRES",
+                         "APPROVED BY", "REASON"],
+                        [[item["id"], item["kind"].replace("_", " "), item["target"], item["status"],
+                          format_seconds(item["duration"]), item["permit"], item["requested_by"],
+                          local_time(item["expires_at"]), item["approved_by"], item["reason"]] for item in items])
 
 
 def show_bypass_list(items: list[dict[str, Any]]) -> str:
@@ -276,18 +301,19 @@ ALARM_ACTIONS = {
 
 
 def alarm_action_request(args: argparse.Namespace) -> dict[str, Any]:
-    request = {"cmd": args.command.replace("-", "_"), "alarm": args.alarm, "reason": args.reason, "user": args.user}
+    request = {"cmd": args.command.replace("-", "_"), "alarm": args.alarm, "reason": args.reason}
     if args.command == "shelve":
         request.update(duration=args.duration, one_shot=args.one_shot)
     if args.command in ("shelve", "out-of-service"):
-        request.update(permit=args.permit, approved_by=args.approved_by)
+        request.update(permit=args.permit)
         if args.command == "out-of-service" and args.duration is not None:
             request["duration"] = args.duration
     return request
 
 
 def add_control_commands(sub: argparse._SubParsersAction) -> None:
-    """alarms, ack, shelve, ..., interlocks, bypass authorize|list|revoke: requests to the running daemon."""
+    """alarms, ack, shelve, ..., interlocks, bypass request|approve|list|revoke, requests, approve: requests to
+    the running daemon."""
 
     def command(target: argparse._SubParsersAction, name: str, help_text: str, build, show) -> argparse.ArgumentParser:
         parser = target.add_parser(name, help=help_text, description=help_text)
@@ -298,18 +324,14 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=cmd_control, build=build, show=show)
         return parser
 
-    def user_option(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--user", help="the operator's name, audited beside the login account")
-
     alarms = command(sub, "alarms", "list alarms outside NORM with state, priority, value and since",
                      lambda a: {"cmd": "alarms", "all": a.all}, show_alarms)
     alarms.add_argument("--all", action="store_true", help="list alarms in NORM too")
 
     for name, help_text in ALARM_ACTIONS.items():
-        parser = command(sub, name, help_text, alarm_action_request, show_events)
+        parser = command(sub, name, help_text, alarm_action_request, show_request)
         parser.add_argument("alarm", metavar="ALARM_ID", help="e.g. PT101.HH (see `gatewayd alarms --all`)")
         parser.add_argument("--reason", required=name in ("shelve", "out-of-service"), help="why (audited)")
-        user_option(parser)
         if name == "shelve":
             parser.add_argument("--for", dest="duration", required=True, type=duration_argument,
                                 metavar="DURATION", help="e.g. 30m or 2h")
@@ -318,39 +340,44 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
             parser.add_argument("--for", dest="duration", type=duration_argument, metavar="DURATION",
                                 help="how long (needed for a highly managed alarm: it returns when it runs out)")
         if name in ("shelve", "out-of-service"):
-            parser.add_argument("--permit", help="permit or work order (needed for a highly managed alarm)")
-            parser.add_argument("--approved-by", help="who approved it, not the requester (highly managed alarm)")
+            parser.add_argument("--permit", help="permit or work order: a highly managed alarm's action is then a "
+                                "request that another account approves (`gatewayd approve ID`)")
 
     command(sub, "interlocks", "list interlocks with their in-service state and bypass flags",
             lambda a: {"cmd": "interlocks"}, show_interlocks)
 
-    bypass = sub.add_parser("bypass", help="interlock bypass authorizations: authorize, list, revoke")
+    bypass = sub.add_parser("bypass", help="interlock bypass authorizations: request, approve, list, revoke")
     verbs = bypass.add_subparsers(dest="bypass_command", required=True)
-    authorize = command(verbs, "authorize", "register a bypass authorization for an interlock",
-                        lambda a: {"cmd": "bypass_authorize", "interlock": a.interlock, "reason": a.reason,
-                                   "permit": a.permit, "approved_by": a.approved_by, "requested_by": a.requested_by,
-                                   "duration": a.duration, "measures": a.measures, "tags": a.tags or [],
-                                   "user": a.user},
-                        show_authorization)
-    authorize.add_argument("interlock", metavar="INTERLOCK")
-    authorize.add_argument("--reason", required=True, help="why the interlock is bypassed")
-    authorize.add_argument("--permit", required=True, help="permit or work order number")
-    authorize.add_argument("--approved-by", required=True, help="who approved the bypass")
-    authorize.add_argument("--requested-by", required=True, help="who asked for it; must differ from --approved-by")
-    authorize.add_argument("--for", dest="duration", required=True, type=duration_argument, metavar="DURATION",
-                           help="at most the interlock's max_bypass, e.g. 4h")
-    authorize.add_argument("--measures", required=True, help="compensating measures while bypassed")
-    authorize.add_argument("--tags", nargs="+", metavar="TAG", help="affected tags")
-    user_option(authorize)
+    asking = command(verbs, "request", "ask for a bypass authorization; another account approves it",
+                     lambda a: {"cmd": "bypass_request", "interlock": a.interlock, "reason": a.reason,
+                                "permit": a.permit, "duration": a.duration, "measures": a.measures,
+                                "tags": a.tags or []},
+                     show_request)
+    asking.add_argument("interlock", metavar="INTERLOCK")
+    asking.add_argument("--reason", required=True, help="why the interlock is bypassed")
+    asking.add_argument("--permit", required=True, help="permit or work order number")
+    asking.add_argument("--for", dest="duration", required=True, type=duration_argument, metavar="DURATION",
+                        help="at most the interlock's max_bypass, e.g. 4h; counted from the approval")
+    asking.add_argument("--measures", required=True, help="compensating measures while bypassed")
+    asking.add_argument("--tags", nargs="+", metavar="TAG", help="affected tags")
+    approving = command(verbs, "approve", "approve another account's bypass request: the authorization comes "
+                        "into force", lambda a: {"cmd": "approve", "id": a.id, "kind": "bypass"}, show_approval)
+    approving.add_argument("id", type=int, metavar="ID", help="the request number from `gatewayd requests`")
     listing = command(verbs, "list", "list bypass authorizations in force",
                       lambda a: {"cmd": "bypass_list", "all": a.all}, show_bypass_list)
     listing.add_argument("--all", action="store_true", help="include expired, revoked and superseded ones")
     revoke = command(verbs, "revoke", "end a bypass authorization",
-                     lambda a: {"cmd": "bypass_revoke", "id": a.id, "reason": a.reason, "user": a.user},
+                     lambda a: {"cmd": "bypass_revoke", "id": a.id, "reason": a.reason},
                      show_events)
     revoke.add_argument("id", type=int, metavar="ID", help="the authorization number from `bypass list`")
     revoke.add_argument("--reason", required=True, help="why it ends (audited)")
-    user_option(revoke)
+
+    approve = command(sub, "approve", "approve another account's request (a bypass, or a highly managed alarm's "
+                      "shelve or out of service)", lambda a: {"cmd": "approve", "id": a.id}, show_approval)
+    approve.add_argument("id", type=int, metavar="ID", help="the request number from `gatewayd requests`")
+    requests = command(sub, "requests", "list requests waiting for approval",
+                       lambda a: {"cmd": "requests", "all": a.all}, show_requests)
+    requests.add_argument("--all", action="store_true", help="include approved and expired ones")
 
     add_operate_commands(command, sub)
 

@@ -1,13 +1,15 @@
 """The control socket: operators act on the running daemon (`gatewayd ack ...`) through it.
 
 A Unix stream socket at `<gateway.runtime_dir>/control.sock`, created mode 0660 (its directory, when
-the daemon creates it, 0750): the file permissions decide who may act, the daemon's user and its
-group. Every action is audited with the peer's account from the kernel (SO_PEERCRED), so the record
-names who acted even when the optional `user` name in the request is left out.
+the daemon creates it, 0750): the file permissions decide who may connect, the daemon's user and its
+group. Who the caller is comes from the kernel (SO_PEERCRED) and nothing else: what each account may
+do is its roles' (`gatewayd.access`, checked before any handler runs when the server has an `access`),
+and every audit record is headed by that account. A request that names a person (`user`,
+`approved_by`, `requested_by`) is refused: nobody types in who they are.
 
 Protocol: one JSON object per line each way, any number of requests per connection.
 
-    -> {"cmd": "ack", "alarm": "PT101.HH", "reason": "seen on the DCS", "user": "j.wang"}
+    -> {"cmd": "ack", "alarm": "PT101.HH", "reason": "seen on the DCS"}
     <- {"ok": true, "result": {...}}          or   {"ok": false, "error": "the alarm is NORM; ..."}
 
 Commands are handlers registered by name in `ControlServer.handlers`, so other parts of the daemon
@@ -124,9 +126,11 @@ class ControlServer:
     kernel account, the time to complete a request, its bytes and nesting; `reserve` keeps the last
     descriptors of the process for the devices."""
 
-    def __init__(self, path: Path, limits: LimitsConfig | None = None, reserve: DescriptorReserve | None = None):
+    def __init__(self, path: Path, limits: LimitsConfig | None = None, reserve: DescriptorReserve | None = None,
+                 access: Any = None):
         self.path = Path(path)
         self.limits = limits = limits or LimitsConfig()
+        self.access = access  # a gatewayd.access.Access, or None: every command to whoever may connect
         self.handlers: dict[str, Handler] = {}
         self.slots = Slots(limits.control_connections, limits.control_connections_per_account, reserve)
         self.refusals = RefusalLog("control socket", limits.refusal_log_interval)
@@ -215,6 +219,13 @@ class ControlServer:
             handler = self.handlers.get(request["cmd"])
             if handler is None:
                 raise CommandError(f"unknown command {request['cmd']!r}; known: {', '.join(sorted(self.handlers))}")
+            if self.access is not None:
+                try:
+                    self.access.check(request["cmd"], peer)
+                except CommandError as exc:
+                    self.refusals.refused(peer_account(peer), f"{request['cmd']}: {exc}")
+                    raise
+            refuse_names(request, peer)
             result = handler(request, peer)
             if inspect.isasyncgen(result):
                 try:
@@ -305,6 +316,17 @@ def stream(path: Path, request: Mapping[str, Any], timeout: float | None = None)
 ALARM_ACTIONS = ("ack", "shelve", "unshelve", "out_of_service", "return_to_service", "reset")
 
 
+NAMES_NOT_TAKEN = ("user", "approved_by", "requested_by")  # who someone is: the kernel says it, not a request
+
+
+def refuse_names(request: Mapping[str, Any], peer: Peer) -> None:
+    """A request naming a person is refused: who acts is the account the kernel reports, nothing typed."""
+    named = [key for key in NAMES_NOT_TAKEN if request.get(key) is not None]
+    if named:
+        raise CommandError(f"{', '.join(repr(key) for key in named)} is not accepted: the daemon takes who you are "
+                           f"from the kernel (account {peer.user}); put a name or comment in the reason")
+
+
 def _text(request: Mapping[str, Any], key: str, required: bool = True) -> str:
     value = request.get(key)
     if value is None and not required:
@@ -321,19 +343,10 @@ def _seconds(request: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def _stamp(events: Sequence[Event], peer: Peer, operator: str) -> list[Event]:
-    """Add the kernel-reported account (and the operator's name, if given) to every audit record."""
-    stamped = []
-    for event in events:
-        if event.kind == "audit":
-            data = {**event.data, "account": peer.user, "uid": peer.uid, "pid": peer.pid}
-            message = event.message
-            if operator:
-                data["operator"] = operator
-                message += f" (operator {operator})"
-            event = replace(event, message=message, data=data)
-        stamped.append(event)
-    return stamped
+def _stamp(events: Sequence[Event], peer: Peer) -> list[Event]:
+    """Add the kernel-reported account, uid and pid to every audit record."""
+    return [replace(event, data={**event.data, "account": peer.user, "uid": peer.uid, "pid": peer.pid})
+            if event.kind == "audit" else event for event in events]
 
 
 def _described(events: Sequence[Event]) -> list[dict[str, Any]]:
@@ -341,56 +354,85 @@ def _described(events: Sequence[Event]) -> list[dict[str, Any]]:
             for event in events]
 
 
-def rule_handlers(engine: Any, commit: Callable[[Sequence[Event]], None]) -> dict[str, Handler]:
+def _tags(request: Mapping[str, Any], engine: Any) -> list[str]:
+    tags = request.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise CommandError("'tags' is a list of tag names")
+    unknown = [tag for tag in tags if tag not in engine.tag_rows]
+    if unknown:
+        raise CommandError(f"not tags of this gateway: {', '.join(unknown)}")
+    return tags
+
+
+def _number(request: Mapping[str, Any], key: str, what: str) -> int:
+    value = request.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CommandError(f"{key!r} is required ({what})")
+    return value
+
+
+def rule_handlers(engine: Any, commit: Callable[[Sequence[Event]], None],
+                  approval_window: float = 3600.0) -> dict[str, Handler]:
     """The operator commands over a `rules.engine.RuleEngine`. `commit(events)` stores an action's
-    events like a scan's (so they go upstream) and saves the engine's state."""
+    events like a scan's (so they go upstream) and saves the engine's state. A bypass, or shelving a
+    highly managed alarm (or taking it out of service), is a request by the calling account that
+    another account approves (`approve`) within `approval_window` seconds."""
+
+    def done(events: Sequence[Event], peer: Peer, **result: Any) -> dict[str, Any]:
+        events = _stamp(events, peer)
+        commit(events)
+        return {**result, "events": _described(events)}
 
     def alarms(request: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
         return engine.alarms(include_normal=bool(request.get("all")))
 
     def action(name: str) -> Handler:
         def handle(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
-            operator = _text(request, "user", required=False)
+            alarm, reason = _text(request, "alarm"), _text(request, "reason", required=False)
+            if name in ("shelve", "out_of_service") and engine.highly_managed(alarm):
+                if request.get("duration") is None or not request.get("permit"):
+                    doing = "shelving" if name == "shelve" else "taking out of service"
+                    raise CommandError(f"{alarm} is a highly managed alarm: {doing} it needs a request with a permit "
+                                       "and a duration (--permit, --for), which another account approves")
+                events = engine.request_action(name, alarm, reason=reason, permit=_text(request, "permit"),
+                                               requested_by=peer.user, duration=_seconds(request, "duration"),
+                                               one_shot=bool(request.get("one_shot")), window=approval_window)
+                return done(events, peer, request=events[0].data["request"])
             options: dict[str, Any] = {}
             if name == "shelve":
                 options = {"duration": _seconds(request, "duration"), "one_shot": bool(request.get("one_shot"))}
             elif name == "out_of_service" and request.get("duration") is not None:
                 options = {"duration": _seconds(request, "duration")}
-            if name in ("shelve", "out_of_service"):  # a highly managed alarm's authorization (rules.managed)
-                options.update(permit=_text(request, "permit", required=False) or None,
-                               approved_by=_text(request, "approved_by", required=False) or None,
-                               requested_by=operator or None)
-            events = engine.act(name, _text(request, "alarm"), peer.user, _text(request, "reason", required=False),
-                                **options)
-            events = _stamp(events, peer, operator)
-            commit(events)
-            return {"events": _described(events)}
+            return done(engine.act(name, alarm, peer.user, reason, **options), peer)
         return handle
 
-    def bypass_authorize(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        tags = request.get("tags") or []
-        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-            raise CommandError("'tags' is a list of tag names")
-        unknown = [tag for tag in tags if tag not in engine.tag_rows]
-        if unknown:
-            raise CommandError(f"not tags of this gateway: {', '.join(unknown)}")
-        events = engine.bypass_authorize(
+    def bypass_request(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        tags = _tags(request, engine)
+        events = engine.request_bypass(
             _text(request, "interlock"), reason=_text(request, "reason"), permit=_text(request, "permit"),
-            approved_by=_text(request, "approved_by"), requested_by=_text(request, "requested_by"),
-            duration=_seconds(request, "duration"), measures=_text(request, "measures"), affected_tags=tags)
-        events = _stamp(events, peer, _text(request, "user", required=False))
-        commit(events)
-        authorization = next(event.data["authorization"] for event in events if event.kind == "audit")
-        return {"authorization": authorization, "events": _described(events)}
+            requested_by=peer.user, duration=_seconds(request, "duration"), measures=_text(request, "measures"),
+            affected_tags=tags, window=approval_window)
+        return done(events, peer, request=events[0].data["request"])
+
+    def approve(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        number = _number(request, "id", "the request number from `gatewayd requests`")
+        kind = request.get("kind")
+        if kind is not None:
+            asked = next((item["kind"] for item in engine.request_list(include_closed=True) if item["id"] == number),
+                         kind)
+            if asked != kind:
+                raise CommandError(f"request {number} asks to {asked.replace('_', ' ')}, not for a {kind}; "
+                                   f"approve it with `gatewayd approve {number}`")
+        events = engine.approve(number, approved_by=peer.user)
+        audit = next(event for event in events if event.kind == "audit")
+        return done(events, peer, request=audit.data["request"], authorization=audit.data.get("authorization"))
+
+    def requests(request: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        return engine.request_list(include_closed=bool(request.get("all")))
 
     def bypass_revoke(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        authorization = request.get("id")
-        if isinstance(authorization, bool) or not isinstance(authorization, int):
-            raise CommandError("'id' is required (the authorization number from `bypass list`)")
-        events = engine.bypass_revoke(authorization, user=peer.user, reason=_text(request, "reason"))
-        events = _stamp(events, peer, _text(request, "user", required=False))
-        commit(events)
-        return {"events": _described(events)}
+        number = _number(request, "id", "the authorization number from `bypass list`")
+        return done(engine.bypass_revoke(number, user=peer.user, reason=_text(request, "reason")), peer)
 
     def bypass_list(request: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
         return engine.bypass_list(include_closed=bool(request.get("all")))
@@ -398,7 +440,8 @@ def rule_handlers(engine: Any, commit: Callable[[Sequence[Event]], None]) -> dic
     def interlocks(request: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
         return engine.interlocks()
 
-    handlers: dict[str, Handler] = {"alarms": alarms, "interlocks": interlocks, "bypass_authorize": bypass_authorize,
-                                    "bypass_revoke": bypass_revoke, "bypass_list": bypass_list}
+    handlers: dict[str, Handler] = {"alarms": alarms, "interlocks": interlocks, "bypass_request": bypass_request,
+                                    "approve": approve, "requests": requests, "bypass_revoke": bypass_revoke,
+                                    "bypass_list": bypass_list}
     handlers.update({name: action(name) for name in ALARM_ACTIONS})
     return handlers

@@ -66,6 +66,7 @@ class Daemon:
     def __init__(self, config: Config):
         prepare_start(config)
         # imported here so that numba sees the cache directory and check-config stays light
+        from gatewayd.access import Access
         from gatewayd.control import ControlServer, rule_handlers, socket_path
         from gatewayd.keys import load_private_key
         from gatewayd.points import PointTable
@@ -94,8 +95,10 @@ class Daemon:
         self.reserve = DescriptorReserve(raise_descriptor_limit(), config.limits.reserved_descriptors)
         self.reserve.warn_if_short(config.limits.control_connections
                                    + (config.limits.metrics_connections if config.metrics else 0))
-        self.control = ControlServer(socket_path(config.gateway.runtime_dir), config.limits, self.reserve)
-        self.control.handlers.update(rule_handlers(self.engine, self.scanner.commit))
+        self.control = ControlServer(socket_path(config.gateway.runtime_dir), config.limits, self.reserve,
+                                     Access(config.control))
+        self.control.handlers.update(rule_handlers(self.engine, self.scanner.commit,
+                                                   config.control.approval_window))
         self.operate = Operate(self)  # status, tail, reload
         self.control.handlers.update(self.operate.handlers())
         self.scanner.tap = self.operate.on_commit

@@ -12,7 +12,8 @@ running config (`diff_configs`, a pure function) and only what changed is touche
   are copied, and the alarm and bypass states are carried over by id (`engine.state_dict()`);
 - the publisher is restarted only if `uplink:` changed; the new one republishes the batches the old
   one had in flight, since they are in the store until acknowledged;
-- keys the daemon cannot change while running (its directories, identity, store, metrics endpoint, limits)
+- keys the daemon cannot change while running (its directories, identity, store, metrics endpoint, limits,
+  the control socket's roles)
   refuse the reload, naming the key, rather than half-applying it.
 
 Every reload leaves an event upstream: `config_reloaded` (new SHA-256 and what changed) or
@@ -37,7 +38,7 @@ from gatewayd.types import Event, Priority, Quality
 log = logging.getLogger("gatewayd.reload")
 
 # gateway keys a reload applies; every other gateway key, the whole store section, the metrics
-# endpoint and the limits are set up once at start and need a restart
+# endpoint, the limits and the control section are set up once at start and need a restart
 LIVE_GATEWAY_KEYS = frozenset({"name", "plant", "scan_interval"})
 METADATA_CHUNK = 500
 
@@ -148,8 +149,10 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
             diff.needs_restart.append(f"store.{field.name}")
     if essence(old.metrics) != essence(new.metrics):
         diff.needs_restart.append("metrics.listen")
-    diff.needs_restart += [f"limits.{field.name}" for field in dataclasses.fields(new.limits)
-                           if getattr(old.limits, field.name) != getattr(new.limits, field.name)]
+    for section in ("limits", "control"):
+        before, after = getattr(old, section), getattr(new, section)
+        diff.needs_restart += [f"{section}.{field.name}" for field in dataclasses.fields(after)
+                               if getattr(before, field.name) != getattr(after, field.name)]
     return diff
 
 
@@ -388,7 +391,8 @@ class Reloader:
         for name, sink in daemon.sinks.items():
             sink.retarget(table, table.rows_of([tag.name for tag in devices[name].tags]))
         daemon.table, daemon.engine, daemon.scanner = table, engine, scanner
-        daemon.control.handlers.update(rule_handlers(engine, scanner.commit))
+        daemon.control.handlers.update(rule_handlers(engine, scanner.commit,
+                                                     daemon.config.control.approval_window))
         scanner.save_state()
         described = set(diff.tags_added) | set(diff.tags_changed)
         metadata = [{"tag": tag.name, **tag.metadata()} for tag in table.tags if tag.name in described]

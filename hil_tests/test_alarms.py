@@ -22,6 +22,7 @@ import yaml
 from pymodbus.client import ModbusTcpClient
 
 from gatewayd.control import ControlError, call, socket_path
+from tests.accounts import call_as, throwaway_accounts, unique_prefix
 from gatewayd.types import Quality
 from gatewayd.uplink.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant
@@ -68,6 +69,20 @@ def plant(tmp_path: Path):
         yield plant
 
 
+@pytest.fixture
+def approver() -> Iterator[Any]:
+    """A real second account, member of a throwaway approver group (the daemon runs as root here)."""
+    prefix = unique_prefix()
+    with throwaway_accounts([f"{prefix}a"], {f"{prefix}lead": [f"{prefix}a"]}) as accounts:
+        yield accounts[f"{prefix}lead"], f"{prefix}a"
+
+
+def control_section(plant: Plant, approver_group: str) -> None:
+    document = yaml.safe_load(plant.config.read_text())
+    document["control"] = {"approver_group": approver_group, "approval_window": "10m"}
+    plant.config.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+
+
 def force(plant: Plant, address: int, words: list[int]) -> None:
     client = ModbusTcpClient("127.0.0.1", port=plant.plc.port)
     client.connect()
@@ -107,24 +122,34 @@ def cli(plant: Plant, *args: str):
     return run_cli(*args, "-c", str(plant.config))
 
 
-def test_alarm_ack_bypass_and_restart_reach_upstream_in_order(plant: Plant):
+def test_alarm_ack_bypass_and_restart_reach_upstream_in_order(plant: Plant, approver):
+    lead, approver_group = approver
+    control_section(plant, approver_group)
     first = plant.start_daemon()
     wait_for("the control socket", lambda: ask(plant, {"cmd": "interlocks"}), plant)
     force_level(plant, 9.5)  # above H 8.5 and HH 9.0
     wait_for("LT101.HH and LT101.H raised",
              lambda: {alarms(plant).get(a, {}).get("state") for a in ("LT101.HH", "LT101.H")} == {"UNACK"}, plant)
 
-    ack = cli(plant, "ack", "LT101.HH", "--reason", "level seen on the DCS", "--user", "j.wang")
+    ack = cli(plant, "ack", "LT101.HH", "--reason", "level seen on the DCS")
     assert ack.returncode == 0, ack.stderr
-    assert ack.stdout.startswith("LT101.HH ACKED (was UNACK)") and "(operator j.wang)" in ack.stdout
+    assert ack.stdout.startswith("LT101.HH ACKED (was UNACK)")
+    assert ack.stdout.splitlines()[-1] == f"{ME} ack LT101.HH: level seen on the DCS", "headed by the kernel account"
     refused = cli(plant, "shelve", "LT101.H", "--for", "9h", "--reason", "transmitter drifts")
     assert refused.returncode == 1
     assert refused.stderr.strip() == "gatewayd shelve: refused: shelving for 9h exceeds the maximum of 8h " \
                                      "(rules.shelving.max_duration)"
-    authorize = cli(plant, "bypass", "authorize", "SIS-T101", "--reason", "level transmitter recalibration",
-                    "--permit", "PTW-0042", "--approved-by", "shift.lead", "--requested-by", "j.wang", "--for", "4h",
-                    "--measures", "operator watches the local level gauge", "--tags", "LT101")
-    assert authorize.returncode == 0, authorize.stderr
+    asking = cli(plant, "bypass", "request", "SIS-T101", "--reason", "level transmitter recalibration",
+                 "--permit", "PTW-0042", "--for", "4h", "--measures", "operator watches the local level gauge",
+                 "--tags", "LT101")
+    assert asking.returncode == 0 and asking.stdout.startswith("request 1: bypass SIS-T101"), asking.stderr
+    own = cli(plant, "bypass", "approve", "1")
+    assert own.returncode == 1 and f"request 1 was made by {ME}: it must be approved by another account" in own.stderr
+    # the approver is another kernel account, in the socket's group (the daemon's: root's here) and the approvers'
+    socket = socket_path(plant.workdir / "run")
+    groups = os.getgrouplist(lead.pw_name, lead.pw_gid) + [socket.stat().st_gid]
+    approved = call_as((lead.pw_uid, lead.pw_gid, groups), socket, {"cmd": "approve", "id": 1, "kind": "bypass"})
+    assert approved[0] == "ok", approved
     force(plant, MARKER_ADDRESS, [1])  # the bypass switch
     wait_for("SIS-T101 bypassed", lambda: (ask(plant, {"cmd": "interlocks"}) or [{}])[0].get("status") == "bypassed",
              plant)
@@ -152,18 +177,21 @@ def test_alarm_ack_bypass_and_restart_reach_upstream_in_order(plant: Plant):
           if event["data"].get("alarm") == "LT101.HH" or event["data"].get("target") == "LT101.HH"]
     assert hh == [("alarm", "UNACK"), ("alarm", "ACKED"), ("audit", "ACKED"), ("alarm", "NORM")]
     audit = next(event for event in events if event["kind"] == "audit" and event["data"]["action"] == "ack")
-    assert {key: audit["data"][key] for key in ("user", "account", "operator", "reason", "target", "previous")} == \
-        {"user": ME, "account": ME, "operator": "j.wang", "reason": "level seen on the DCS", "target": "LT101.HH",
-         "previous": "UNACK"}
+    assert {key: audit["data"][key] for key in ("user", "account", "reason", "target", "previous")} == \
+        {"user": ME, "account": ME, "reason": "level seen on the DCS", "target": "LT101.HH", "previous": "UNACK"}
 
     bypass = [(event["kind"], event["data"].get("action") or event["data"].get("event")) for event in events
               if event["source"] == "SIS-T101"]
-    assert bypass == [("audit", "bypass_authorize"), ("bypass", "started")], "started once, never unauthorized"
-    authorization = next(event for event in events if event["kind"] == "audit" and
-                         event["data"]["action"] == "bypass_authorize")["data"]["authorization"]
+    assert bypass == [("audit", "bypass_request"), ("audit", "bypass_authorize"), ("bypass", "started")], \
+        "requested, approved, started once, never unauthorized"
+    approval = next(event for event in events if event["kind"] == "audit" and
+                    event["data"]["action"] == "bypass_authorize")
+    authorization = approval["data"]["authorization"]
     assert (authorization["permit"], authorization["requested_by"], authorization["approved_by"],
-            authorization["duration"], authorization["affected_tags"]) == \
-        ("PTW-0042", "j.wang", "shift.lead", 4 * 3600.0, ["LT101"])
+            authorization["duration"], authorization["affected_tags"], authorization["request"]) == \
+        ("PTW-0042", ME, lead.pw_name, 4 * 3600.0, ["LT101"], 1)
+    assert (approval["data"]["account"], approval["data"]["uid"]) == (lead.pw_name, lead.pw_uid)
+    assert approval["message"].startswith(f"{lead.pw_name} approves request 1 of {ME}: bypass SIS-T101 for 4h")
 
     good = [value for _, value, quality in samples_by_tag(plant)["IL.SIS-T101"] if quality == Quality.GOOD]
     changes = [value for k, value in enumerate(good) if k == 0 or value != good[k - 1]]

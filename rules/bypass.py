@@ -6,6 +6,9 @@
                                         measures="manual watch on PT101 local gauge", affected_tags=["PT101"],
                                         now=time.time())
 
+Over the control socket nobody calls `authorize` directly: one account requests, another approves
+(`rules.requests`), and the approval calls it with both accounts and the request's number.
+
 A record holds what IEC 61511 practice asks for (interlock, reason, requested by, approved by, permit,
 start, maximum duration, compensating measures, affected tags). Durations are capped by the
 interlock's `max_bypass`: a longer request is refused, never shortened silently. Approver and
@@ -48,6 +51,7 @@ class Authorization:
     revoked_at: float | None = None
     revoked_by: str = ""
     superseded_by: int | None = None
+    request: int | None = None  # the approved request (rules.requests) it came from; None if given directly
 
     @property
     def end(self) -> float:
@@ -97,24 +101,35 @@ class BypassRegistry:
         self._ids = itertools.count(1)
         self._episode_ids = itertools.count(1)
 
-    def authorize(self, interlock: str, *, reason: str, permit: str, approved_by: str, requested_by: str,
-                  duration: float, measures: str, affected_tags: Iterable[str] = (), now: float,
-                  start: float | None = None) -> tuple[Authorization, list[Event]]:
+    def check(self, interlock: str, *, reason: str, permit: str, requested_by: str, duration: float,
+              measures: str) -> None:
+        """ActionError unless an authorization with these fields could be given (the approver aside)."""
         if interlock not in self.max_bypass:
             raise ActionError(f"unknown interlock {interlock!r}; known: {', '.join(sorted(self.max_bypass))}")
-        for name, value in (("reason", reason), ("permit", permit), ("approved_by", approved_by),
-                            ("requested_by", requested_by), ("measures", measures)):
+        for name, value in (("reason", reason), ("permit", permit), ("requested_by", requested_by),
+                            ("measures", measures)):
             if not isinstance(value, str) or not value.strip():
                 raise ActionError(f"a bypass authorization needs {name.replace('_', ' ')}")
-        require_four_eyes(approved_by, requested_by)
         maximum = self.max_bypass[interlock]
         if not duration > 0:
             raise ActionError("the duration must be longer than zero")
         if duration > maximum:
             raise ActionError(f"{format_seconds(duration)} exceeds the maximum bypass duration of "
                               f"{format_seconds(maximum)} for {interlock}")
+
+    def authorize(self, interlock: str, *, reason: str, permit: str, approved_by: str, requested_by: str,
+                  duration: float, measures: str, affected_tags: Iterable[str] = (), now: float,
+                  start: float | None = None, request: int | None = None, user: str | None = None,
+                  headline: str | None = None) -> tuple[Authorization, list[Event]]:
+        """`user` heads the audit record (default the requester; the approver when it approves a request)."""
+        self.check(interlock, reason=reason, permit=permit, requested_by=requested_by, duration=duration,
+                   measures=measures)
+        if not isinstance(approved_by, str) or not approved_by.strip():
+            raise ActionError("a bypass authorization needs approved by")
+        require_four_eyes(approved_by, requested_by)
         record = Authorization(next(self._ids), interlock, reason, permit, approved_by, requested_by,
-                               now if start is None else start, float(duration), measures, tuple(affected_tags))
+                               now if start is None else start, float(duration), measures, tuple(affected_tags),
+                               request=request)
         events = []
         for index, old in enumerate(self.records):
             if old.interlock == interlock and old.revoked_at is None and old.superseded_by is None \
@@ -124,8 +139,8 @@ class BypassRegistry:
         episode = self.open_episode(interlock)
         if episode is not None:
             episode.authorizations.append(record.id)
-        events.append(audit_event(now, requested_by, "bypass_authorize", interlock, reason,
-                                  {"authorization": record.to_dict(), "until": record.end}))
+        events.append(audit_event(now, user or requested_by, "bypass_authorize", interlock, reason,
+                                  {"authorization": record.to_dict(), "until": record.end}, headline))
         return record, events
 
     def revoke(self, authorization_id: int, *, user: str, reason: str, now: float) -> tuple[Authorization, list[Event]]:
@@ -213,14 +228,21 @@ class BypassRegistry:
         self._episode_ids = itertools.count(max((episode.id for episode in self.episodes), default=0) + 1)
 
 
+def same_person(one: str, other: str) -> bool:
+    """`J.Wang` and ` j.wang` are one person."""
+    return one.strip().casefold() == other.strip().casefold()
+
+
 def require_four_eyes(approved_by: str, *requesters: str) -> None:
-    """Four eyes: the approver is someone other than the requester (`J.Wang` and `j.wang` are one person)."""
-    if any(approved_by.strip().casefold() == requester.strip().casefold() for requester in requesters):
+    """Four eyes: the approver is someone other than the requester."""
+    if any(same_person(approved_by, requester) for requester in requesters):
         raise ActionError("the approver must be someone other than the requester")
 
 
-def audit_event(now: float, user: str, action: str, target: str, reason: str, extra: Mapping[str, Any]) -> Event:
-    """An audit record: who did what to which target, when and why."""
-    message = f"{user} {action.replace('_', ' ')} {target}" + (f": {reason}" if reason else "")
+def audit_event(now: float, user: str, action: str, target: str, reason: str, extra: Mapping[str, Any],
+                headline: str | None = None) -> Event:
+    """An audit record: who did what to which target, when and why. The message starts with `user`; a
+    `headline` (what was done, after the user) replaces the default `action target`."""
+    message = f"{user} {headline or action.replace('_', ' ') + ' ' + target}" + (f": {reason}" if reason else "")
     return Event("audit", now, target, message, Priority.INFO,
                  {"user": user, "action": action, "target": target, "reason": reason, "at": now, **extra})

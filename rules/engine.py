@@ -3,6 +3,8 @@
     engine = RuleEngine.build(config.rules, table.rows, len(table), tag_alarms=..., tag_info=...)
     events = engine.evaluate(table.value, table.quality, time.monotonic(), time.time(), table.updated)
     events = engine.act("ack", "PT101.HH", user="alice", reason="seen")
+    events = engine.request_bypass("SIS-101", requested_by="alice", ..., window=3600)  # four eyes:
+    events = engine.approve(1, approved_by="bob")                                       # two accounts
     engine.alarms()                      # for `gatewayd alarms`
     engine.in_service                    # float64 per interlock (1 in service, 0 bypassed), with
     engine.in_service_quality            # its quality (bad while a status tag is bad)
@@ -21,6 +23,7 @@ order, then bypass events, then trip events, then analytics.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import time
@@ -37,6 +40,7 @@ from rules import isa
 from rules.analytics import AlarmAnalytics
 from rules import managed
 from rules.bypass import BypassRegistry, audit_event, require_four_eyes
+from rules.requests import RequestBook
 from rules.gas import gas_order_key
 from rules.hidden import HiddenReport
 from rules.isa import STATE_NAMES, ActionError, AlarmArrays
@@ -125,6 +129,7 @@ class RuleEngine:
         self._il_out = (np.zeros(k * IL.N_FLAGS, np.int64), np.zeros(k * IL.N_FLAGS, np.int64),
                         np.zeros(n_units, np.int64))
         self.registry = BypassRegistry({il.id: il.max_bypass for il in rules.interlocks})
+        self.requests = RequestBook()  # bypass and highly managed alarm requests awaiting another's approval
 
         now_monotonic = time.monotonic() if now_monotonic is None else now_monotonic
         now_wall = time.time() if now_wall is None else now_wall
@@ -356,13 +361,21 @@ class RuleEngine:
             raise ActionError(f"{action.replace('_', ' ')} needs a reason")
         i = self._alarm(alarm_id)
         now, wall = self._now(now_monotonic, now_wall)
-        extra: dict[str, Any] = {}
         authorization = None
         if self.infos[i].highly_managed and action in managed.MANAGED_ACTIONS:
             authorization = managed.authorize(alarm_id, action, requested_by=requested_by or user, permit=permit,
                                               approved_by=approved_by, duration=duration,
                                               maximum=self.rules.highly_managed_max, now_wall=wall)
             require_four_eyes(authorization.approved_by, user)
+        return self._perform(action, i, user, reason, duration, one_shot, authorization, now, wall)
+
+    def _perform(self, action: str, i: int, user: str, reason: str, duration: float | None, one_shot: bool,
+                 authorization: managed.AlarmAuthorization | None, now: float, wall: float,
+                 headline: str | None = None) -> list[Event]:
+        """Carry out a checked action on alarm `i`: its state event (if the state changed), then its audit
+        record headed by `user`."""
+        alarm_id = self.infos[i].id
+        extra: dict[str, Any] = {}
         if action == "shelve":
             if duration is None:
                 raise ActionError("shelving needs a duration")
@@ -383,8 +396,83 @@ class RuleEngine:
                 events += self.analytics.update(now, wall, [(info.id, info.level)])
         events.insert(0 if not events else 1, audit_event(
             wall, user, action, alarm_id, reason,
-            {"previous": STATE_NAMES[previous], "state": STATE_NAMES[new], **extra}))
+            {"previous": STATE_NAMES[previous], "state": STATE_NAMES[new], **extra}, headline))
         return events
+
+    def highly_managed(self, alarm_id: str) -> bool:
+        """Whether shelving `alarm_id` or taking it out of service needs an approved request (rules.managed)."""
+        return self.infos[self._alarm(alarm_id)].highly_managed
+
+    # ---------------------------------------------------------------- requests and approvals (four eyes)
+
+    def request_bypass(self, interlock: str, *, reason: str, permit: str, requested_by: str, duration: float,
+                       measures: str, affected_tags: Iterable[str] = (), window: float,
+                       now_wall: float | None = None) -> list[Event]:
+        """Ask for a bypass authorization; it comes into force when another account approves the request
+        (`approve`) within `window` seconds. Returns the request's audit event."""
+        wall = time.time() if now_wall is None else float(now_wall)
+        self.registry.check(interlock, reason=reason, permit=permit, requested_by=requested_by, duration=duration,
+                            measures=measures)
+        request = self.requests.add("bypass", interlock, requested_by=requested_by, reason=reason, permit=permit,
+                                    duration=duration, details={"measures": measures,
+                                                                "affected_tags": list(affected_tags)},
+                                    now=wall, window=window)
+        return [self._request_event(request, wall)]
+
+    def request_action(self, action: str, alarm_id: str, *, reason: str, permit: str, requested_by: str,
+                       duration: float, one_shot: bool = False, window: float,
+                       now_wall: float | None = None) -> list[Event]:
+        """Ask to shelve a highly managed alarm (or take it out of service) for `duration`; done when another
+        account approves the request within `window` seconds. Returns the request's audit event."""
+        wall = time.time() if now_wall is None else float(now_wall)
+        if action not in managed.MANAGED_ACTIONS:
+            raise ActionError(f"only {' and '.join(managed.MANAGED_ACTIONS)} are requested, not {action!r}")
+        if not self.highly_managed(alarm_id):
+            raise ActionError(f"{alarm_id} is not a highly managed alarm: {action.replace('_', ' ')} it directly")
+        if not (reason or "").strip():
+            raise ActionError(f"{action.replace('_', ' ')} needs a reason")
+        managed.check_duration(alarm_id, action, duration, self.rules.highly_managed_max)
+        if action == "shelve" and duration > self.rules.shelving_max:
+            raise ActionError(f"shelving for {isa.format_seconds(duration)} exceeds the maximum of "
+                              f"{isa.format_seconds(self.rules.shelving_max)} (rules.shelving.max_duration)")
+        request = self.requests.add(action, alarm_id, requested_by=requested_by, reason=reason, permit=permit,
+                                    duration=duration, details={"one_shot": bool(one_shot)}, now=wall, window=window)
+        return [self._request_event(request, wall)]
+
+    def _request_event(self, request: Any, wall: float) -> Event:
+        return audit_event(wall, request.requested_by, f"{request.kind}_request", request.target, request.reason,
+                           {"request": request.to_dict()},
+                           f"requests {request.describe()} (request {request.id}, permit {request.permit}, "
+                           f"expires unless approved by another account)")
+
+    def approve(self, request_id: int, *, approved_by: str, now_monotonic: float | None = None,
+                now_wall: float | None = None) -> list[Event]:
+        """Approve another account's request: the bypass authorization comes into force, or the highly
+        managed alarm is shelved (taken out of service). Raises ActionError for an unknown, expired or
+        already approved request, and for an approval by the account that asked."""
+        now, wall = self._now(now_monotonic, now_wall)
+        request = self.requests.approvable(request_id, approved_by, wall)
+        headline = (f"approves request {request.id} of {request.requested_by}: {request.describe()}, "
+                    f"permit {request.permit}")
+        if request.kind == "bypass":
+            _, events = self.registry.authorize(
+                request.target, reason=request.reason, permit=request.permit, approved_by=approved_by,
+                requested_by=request.requested_by, duration=request.duration, measures=request.details["measures"],
+                affected_tags=request.details["affected_tags"], now=wall, request=request.id, user=approved_by,
+                headline=headline)
+            self._sync_authorizations()
+        else:
+            i = self._alarm(request.target)
+            authorization = managed.AlarmAuthorization(request.target, request.kind, request.permit, approved_by,
+                                                       request.requested_by, wall, request.duration)
+            events = self._perform(request.kind, i, approved_by, request.reason, request.duration,
+                                   bool(request.details.get("one_shot")), authorization, now, wall, headline)
+        done = self.requests.approved(request_id, approved_by, wall).to_dict()
+        return [dataclasses.replace(event, data={**event.data, "request": done}) if event.kind == "audit" else event
+                for event in events]
+
+    def request_list(self, include_closed: bool = False, now_wall: float | None = None) -> list[dict[str, Any]]:
+        return self.requests.list(time.time() if now_wall is None else now_wall, include_closed)
 
     def _end_managed(self, now: float, wall: float) -> list[Event]:
         """Authorizations end with their shelf or out-of-service period; an out-of-service period of a highly
@@ -558,7 +646,7 @@ class RuleEngine:
                 "units": {name: int(self.unit_flag[u]) for u, name in enumerate(self.unit_names)},
                 "managed": {self.infos[i].id: authorization.to_dict()
                             for i, (authorization, _) in self.managed.items()},
-                "bypass": self.registry.to_dict()}
+                "bypass": self.registry.to_dict(), "requests": self.requests.to_dict()}
 
     def restore(self, data: Mapping[str, Any], now_monotonic: float | None = None,
                 now_wall: float | None = None) -> list[str]:
@@ -611,5 +699,6 @@ class RuleEngine:
         for u, name in enumerate(self.unit_names):
             self.unit_flag[u] = data.get("units", {}).get(name, 0)
         self.registry.from_dict(data.get("bypass", {}))
+        self.requests.from_dict(data.get("requests", {}))
         self._sync_authorizations()
         return notes

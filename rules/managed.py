@@ -2,9 +2,11 @@
 controlled, like an interlock bypass. GB/T 50493 level 2 gas alarms are highly managed unless
 configured otherwise (`level2_class`); any other alarm is by `class: highly_managed`.
 
-Shelving one, or taking it out of service, needs an authorization given with the action: a permit
-(work order), an approver other than the requester (compared without case) and a duration no longer
-than `rules.shelving.highly_managed_max`. Without one the action is refused, naming what is missing.
+Shelving one, or taking it out of service, needs an authorization: a permit (work order), an approver
+other than the requester (compared without case) and a duration no longer than
+`rules.shelving.highly_managed_max`. Over the control socket it is a request by one account approved by
+another (`rules.requests`, `RuleEngine.request_action` / `approve`); code callers may give it with the
+action (`authorize`). Without one the action is refused, naming what is missing.
 The authorization ends with the shelf or the out-of-service period; an out-of-service period ends by
 itself when its authorization runs out (the engine returns the alarm to service and audits it).
 """
@@ -50,10 +52,16 @@ def authorize(alarm: str, action: str, *, requested_by: str, permit: str | None,
         raise ActionError(f"{alarm} is a highly managed alarm: {what} it needs an authorization with "
                           f"{', '.join(missing)} (--permit, --approved-by, --for)")
     require_four_eyes(approved_by, requested_by)
+    check_duration(alarm, action, duration, maximum)
+    return AlarmAuthorization(alarm, action, permit.strip(), approved_by.strip(), requested_by, now_wall,
+                              float(duration))
+
+
+def check_duration(alarm: str, action: str, duration: float, maximum: float) -> None:
+    """ActionError unless `duration` is above zero and at most `maximum` (rules.shelving.highly_managed_max)."""
     if not duration > 0:
         raise ActionError("the duration must be longer than zero")
     if duration > maximum:
+        what = "shelving" if action == "shelve" else "taking out of service"
         raise ActionError(f"{what} the highly managed alarm {alarm} for {format_seconds(duration)} exceeds the "
                           f"maximum of {format_seconds(maximum)} (rules.shelving.highly_managed_max)")
-    return AlarmAuthorization(alarm, action, permit.strip(), approved_by.strip(), requested_by, now_wall,
-                              float(duration))

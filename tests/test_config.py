@@ -208,3 +208,17 @@ def test_priorities_without_medium_pass_check_config_and_the_daemons_engine_runs
     assert priorities["LT101.HH"] == "P3" and priorities["AT201.GAS2"] == "P1" and priorities["AT201.GAS1"] == "P2"
     bypass = {e.data["event"]: int(e.priority) for e in events if e.kind == "bypass"}
     assert bypass["started"] == 2 and bypass["trip_while_bypassed"] == 4  # P3 (medium), P1 (critical)
+
+
+def test_control_roles_default_and_one_group_for_operators_and_approvers_is_a_warning(tmp_path: Path):
+    source = (CONFIGS / "good" / "minimal.yaml").read_text()
+    plain = parse_config(source, tmp_path / "c.yaml")
+    assert (plain.control.view_group, plain.control.operator_group, plain.control.approver_group,
+            plain.control.approval_window) == ("gatewayd-view", "gatewayd-operator", "gatewayd-approver", 3600.0)
+    shared = parse_config(source + "control:\n  operator_group: ops\n  approver_group: ops\n  approval_window: 20m\n",
+                          tmp_path / "c.yaml")
+    assert (shared.control.operator_group, shared.control.approval_window) == ("ops", 1200.0)
+    lines = len(source.splitlines())
+    assert [str(warning) for warning in shared.warnings] == [
+        f"{tmp_path / 'c.yaml'}:{lines + 3}: control.approver_group: operators and approvers are one group (ops): "
+        "every operator may approve another operator's request; give approvers a group of their own"]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from accounts import call_as
 from test_rules_fixtures import build, plant_rules, point_table
 
 from gatewayd.config import parse_config
@@ -40,11 +41,11 @@ ME = pwd.getpwuid(os.getuid()).pw_name
 class Served:
     """A ControlServer on its own loop thread; `run(coro)` runs a coroutine on that loop."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, access=None):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = ControlServer(path)
+        self.server = ControlServer(path, access=access)
         self.path = path
 
     def run(self, coro):
@@ -58,8 +59,8 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(runtime: Path, handlers) -> Iterator[Served]:
-    served = Served(socket_path(runtime))
+def serving(runtime: Path, handlers, access=None) -> Iterator[Served]:
+    served = Served(socket_path(runtime), access)
     served.server.handlers.update(handlers)
     served.run(served.server.start())
     try:
@@ -178,31 +179,6 @@ def test_reload_of_a_file_that_names_no_socket_is_refused_without_asking_another
     assert "not running" not in result.stderr
 
 
-def call_as(uid: int, gid: int, groups: list[int], path: Path, request: dict) -> list:
-    """`call` from a forked child running as another account: the kernel checks the socket's
-    permissions against that account, and SO_PEERCRED reports it."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop to the account, call, report, and leave without cleanup
-        try:
-            os.close(read_end)
-            os.setgroups(groups)
-            os.setgid(gid)
-            os.setuid(uid)
-            try:
-                outcome = ["ok", call(path, request, timeout=10)]
-            except (ControlError, CommandError) as exc:
-                outcome = [type(exc).__name__, str(exc)]
-            os.write(write_end, json.dumps(outcome).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as answer:
-        outcome = json.loads(answer.read())
-    os.waitpid(pid, 0)
-    return outcome
-
-
 def test_file_permissions_decide_who_may_act(runtime: Path):
     """An account outside the socket's group is refused by the kernel; a group member gets in and is
     audited under its own account, as SO_PEERCRED reports it. (Acting as other accounts needs root,
@@ -213,10 +189,10 @@ def test_file_permissions_decide_who_may_act(runtime: Path):
     request = {"cmd": "ack", "alarm": "PT101.HH", "reason": "seen"}
     with serving(runtime, rule_handlers(engine, committed.extend)) as served:
         engine.evaluate(*point_table(PT101=95.0), 1.0, WALL + 1)
-        outsider = call_as(nobody.pw_uid, nobody.pw_gid, [], served.path, request)
-        assert outsider[0] == "ControlError" and outsider[1].startswith(f"permission denied on {served.path}")
+        outsider = call_as((nobody.pw_uid, nobody.pw_gid, []), served.path, request)
+        assert outsider[0] == "ControlError" and outsider[1].startswith("permission denied on control.sock")
         assert not committed
-        member = call_as(nobody.pw_uid, nobody.pw_gid, [served.path.stat().st_gid], served.path, request)
+        member = call_as((nobody.pw_uid, nobody.pw_gid, [served.path.stat().st_gid]), served.path, request)
         assert member[0] == "ok", member
     audit = next(event for event in committed if event.kind == "audit")
     assert (audit.data["user"], audit.data["account"], audit.data["uid"]) == ("nobody", "nobody", nobody.pw_uid)
@@ -224,7 +200,7 @@ def test_file_permissions_decide_who_may_act(runtime: Path):
 
 # ------------------------------------------------------------------------------------------ rule commands
 
-def test_ack_is_audited_with_account_and_operator_and_committed(runtime: Path):
+def test_ack_is_audited_with_the_kernel_account_and_committed(runtime: Path):
     engine = build(now=0.0, wall=WALL)
     committed = []
     engine.evaluate(*point_table(PT101=95.0), 1.0, WALL + 1)
@@ -232,7 +208,10 @@ def test_ack_is_audited_with_account_and_operator_and_committed(runtime: Path):
         listed = call(served.path, {"cmd": "alarms"})
         hh = next(item for item in listed if item["id"] == "PT101.HH")
         assert (hh["state"], hh["priority"], hh["value"], hh["since"]) == ("UNACK", "high", 95.0, WALL + 1)
-        result = call(served.path, {"cmd": "ack", "alarm": "PT101.HH", "reason": "seen on the DCS", "user": "j.wang"})
+        with pytest.raises(CommandError, match=f"'user' is not accepted: the daemon takes who you are from the "
+                                               f"kernel \\(account {ME}\\)"):
+            call(served.path, {"cmd": "ack", "alarm": "PT101.HH", "reason": "seen", "user": "j.wang"})
+        result = call(served.path, {"cmd": "ack", "alarm": "PT101.HH", "reason": "seen on the DCS"})
         with pytest.raises(CommandError, match="nothing to acknowledge: the alarm is ACKED"):
             call(served.path, {"cmd": "ack", "alarm": "PT101.HH"})
         with pytest.raises(CommandError, match="no alarm 'PT101.HX'; did you mean"):
@@ -240,10 +219,11 @@ def test_ack_is_audited_with_account_and_operator_and_committed(runtime: Path):
     state, audit = committed
     assert (state.kind, state.data["state"], state.data["previous"]) == ("alarm", "ACKED", "UNACK")
     assert audit.kind == "audit"
-    assert {key: audit.data[key] for key in ("user", "action", "target", "reason", "account", "uid", "operator")} == \
+    assert {key: audit.data[key] for key in ("user", "action", "target", "reason", "account", "uid")} == \
         {"user": ME, "action": "ack", "target": "PT101.HH", "reason": "seen on the DCS", "account": ME,
-         "uid": os.getuid(), "operator": "j.wang"}
-    assert audit.message.endswith("(operator j.wang)")
+         "uid": os.getuid()}
+    assert "operator" not in audit.data
+    assert audit.message == f"{ME} ack PT101.HH: seen on the DCS"
     assert [event["message"] for event in result["events"]] == [state.message, audit.message]
 
 
@@ -263,21 +243,37 @@ def test_shelving_beyond_the_maximum_is_refused_with_the_reason(runtime: Path):
     assert [(event.kind, event.data.get("state")) for event in committed] == [("alarm", "SHLVD"), ("audit", "SHLVD")]
 
 
-def test_bypass_authorize_list_revoke(runtime: Path):
+def as_nobody(served: Served) -> tuple[int, int, list[int]]:
+    """Another kernel account than the test's, in the socket's group."""
+    nobody = pwd.getpwnam("nobody")
+    return nobody.pw_uid, nobody.pw_gid, [served.path.stat().st_gid]
+
+
+def test_bypass_request_approve_list_revoke(runtime: Path):
     engine = build(now=0.0, wall=WALL)  # SIS-101: max_bypass 10 s
     committed = []
-    with serving(runtime, rule_handlers(engine, committed.extend)) as served:
-        request = {"cmd": "bypass_authorize", "interlock": "SIS-101", "reason": "transmitter swap", "permit": "WO-7",
-                   "approved_by": "shift.lead", "requested_by": "alice", "duration": 8, "measures": "local gauge",
-                   "tags": ["PT101"]}
+    with serving(runtime, rule_handlers(engine, committed.extend, approval_window=60)) as served:
+        request = {"cmd": "bypass_request", "interlock": "SIS-101", "reason": "transmitter swap", "permit": "WO-7",
+                   "duration": 8, "measures": "local gauge", "tags": ["PT101"]}
         with pytest.raises(CommandError, match="not tags of this gateway: PT999"):
             call(served.path, {**request, "tags": ["PT999"]})
         with pytest.raises(CommandError, match="exceeds the maximum bypass duration of 10s for SIS-101"):
             call(served.path, {**request, "duration": 60})
-        result = call(served.path, request)
-        record = result["authorization"]
-        assert (record["id"], record["interlock"], record["permit"], record["affected_tags"]) == \
-            (1, "SIS-101", "WO-7", ["PT101"])
+        with pytest.raises(CommandError, match="'approved_by', 'requested_by' is not accepted: the daemon takes who "
+                                               "you are from the kernel"):
+            call(served.path, {**request, "approved_by": "plant.manager", "requested_by": "alice"})
+        asked = call(served.path, request)["request"]
+        assert (asked["id"], asked["requested_by"], asked["status"] if "status" in asked else "pending") == \
+            (1, ME, "pending")
+        assert call(served.path, {"cmd": "bypass_list"}) == [], "nothing in force before the approval"
+        with pytest.raises(CommandError, match=f"request 1 was made by {ME}: it must be approved by another account"):
+            call(served.path, {"cmd": "approve", "id": 1})
+        assert [item["id"] for item in call(served.path, {"cmd": "requests"})] == [1]
+        approved = call_as(as_nobody(served), served.path, {"cmd": "approve", "id": 1, "kind": "bypass"})
+        assert approved[0] == "ok", approved
+        record = approved[1]["authorization"]
+        assert (record["id"], record["interlock"], record["permit"], record["affected_tags"], record["requested_by"],
+                record["approved_by"], record["request"]) == (1, "SIS-101", "WO-7", ["PT101"], ME, "nobody", 1)
         assert [item["id"] for item in call(served.path, {"cmd": "bypass_list"})] == [1]
         call(served.path, {"cmd": "bypass_revoke", "id": 1, "reason": "work done"})
         assert call(served.path, {"cmd": "bypass_list"}) == []
@@ -285,8 +281,9 @@ def test_bypass_authorize_list_revoke(runtime: Path):
         interlocks = call(served.path, {"cmd": "interlocks"})
     assert [item["id"] for item in interlocks] == ["SIS-101", "SIS-102"]
     audits = [event for event in committed if event.kind == "audit"]
-    assert [(a.data["action"], a.data["user"], a.data["account"]) for a in audits] == \
-        [("bypass_authorize", "alice", ME), ("bypass_revoke", ME, ME)]
+    assert [(a.data["action"], a.data["user"], a.data["account"], a.message.split()[0]) for a in audits] == \
+        [("bypass_request", ME, ME, ME), ("bypass_authorize", "nobody", "nobody", "nobody"),
+         ("bypass_revoke", ME, ME, ME)], "each step its own record, headed by the kernel account"
 
 
 def test_cli_prints_readable_tables(runtime: Path):
@@ -297,10 +294,11 @@ def test_cli_prints_readable_tables(runtime: Path):
         alarms = gatewayd("alarms", *where)
         interlocks = gatewayd("interlocks", *where)
         shelve = gatewayd("shelve", "TT102.H", "--for", "2h", "--reason", "r", *where)
-        authorize = gatewayd("bypass", "authorize", "SIS-101", "--reason", "swap", "--permit", "WO-7",
-                             "--approved-by", "lead", "--requested-by", "alice", "--for", "5s", "--measures", "watch",
-                             *where)
-        as_json = gatewayd("bypass", "list", "--json", *where)
+        asking = gatewayd("bypass", "request", "SIS-101", "--reason", "swap", "--permit", "WO-7", "--for", "5s",
+                          "--measures", "watch", *where)
+        own = gatewayd("bypass", "approve", "1", *where)
+        pending = gatewayd("requests", *where)
+        as_json = gatewayd("requests", "--json", *where)
     header, *rows = alarms.stdout.splitlines()
     assert header.split() == ["ALARM", "STATE", "PRIORITY", "VALUE", "SINCE", "NOTE"]
     hh = next(row for row in rows if row.startswith("PT101.HH "))
@@ -310,11 +308,18 @@ def test_cli_prints_readable_tables(runtime: Path):
     assert shelve.returncode == 1
     assert shelve.stderr.strip() == "gatewayd shelve: refused: shelving for 2h exceeds the maximum of 10s " \
                                     "(rules.shelving.max_duration)"
-    assert authorize.returncode == 0 and authorize.stdout.startswith("authorization 1 for SIS-101, permit WO-7")
+    assert asking.returncode == 0 and asking.stdout.startswith(
+        "request 1: bypass SIS-101, permit WO-7; it takes effect when another account with the approver role runs "
+        "`gatewayd approve 1` before "), asking.stderr
+    assert own.returncode == 1 and own.stderr.strip() == (f"gatewayd bypass approve: refused: request 1 was made by "
+                                                          f"{ME}: it must be approved by another account, not by the "
+                                                          "one that asked")
+    assert pending.stdout.splitlines()[0].split()[:4] == ["ID", "ASKS", "TO", "TARGET"]
+    assert pending.stdout.splitlines()[1].split()[:5] == ["1", "bypass", "SIS-101", "pending", "5s"]
     assert json.loads(as_json.stdout)[0]["reason"] == "swap"
 
 
-def test_a_highly_managed_alarm_is_shelved_from_the_cli_only_with_permit_and_another_approver(runtime: Path):
+def test_a_highly_managed_alarm_is_shelved_only_when_another_account_approves_the_request(runtime: Path):
     rules, tag_alarms = plant_rules()
     gas = tuple(dataclasses.replace(channel, behaviour2=dataclasses.replace(channel.behaviour2, highly_managed=True))
                 for channel in rules.gas)
@@ -324,20 +329,21 @@ def test_a_highly_managed_alarm_is_shelved_from_the_cli_only_with_permit_and_ano
     with serving(runtime, rule_handlers(engine, committed.extend)) as served:
         where = ("--socket", str(served.path))
         bare = gatewayd("shelve", "AT201.GAS2", "--for", "5s", "--reason", "calibration", *where)
-        same = gatewayd("shelve", "AT201.GAS2", "--for", "5s", "--reason", "calibration", "--permit", "PTW-9",
-                        "--approved-by", "J.Wang", "--user", "j.wang", *where)
-        assert not committed
-        done = gatewayd("shelve", "AT201.GAS2", "--for", "5s", "--reason", "calibration", "--permit", "PTW-9",
-                        "--approved-by", "shift.lead", "--user", "j.wang", *where)
+        asked = gatewayd("shelve", "AT201.GAS2", "--for", "5s", "--reason", "calibration", "--permit", "PTW-9", *where)
+        own = gatewayd("approve", "1", *where)
+        assert call(served.path, {"cmd": "alarms"})[0]["state"] == "UNACK", "requested, not shelved"
+        approved = call_as(as_nobody(served), served.path, {"cmd": "approve", "id": 1})
         listed = call(served.path, {"cmd": "alarms"})
     assert bare.returncode == 1 and bare.stderr.strip() == (
-        "gatewayd shelve: refused: AT201.GAS2 is a highly managed alarm: shelving it needs an authorization with "
-        "a permit, an approver (--permit, --approved-by, --for)")
-    assert same.returncode == 1 and "the approver must be someone other than the requester" in same.stderr
-    assert done.returncode == 0, done.stderr
-    audit = next(event for event in committed if event.kind == "audit")
-    assert {key: audit.data["authorization"][key] for key in ("permit", "approved_by", "requested_by")} == \
-        {"permit": "PTW-9", "approved_by": "shift.lead", "requested_by": "j.wang"}
+        "gatewayd shelve: refused: AT201.GAS2 is a highly managed alarm: shelving it needs a request with a permit and "
+        "a duration (--permit, --for), which another account approves")
+    assert asked.returncode == 0 and asked.stdout.startswith("request 1: shelve AT201.GAS2, permit PTW-9"), asked.stderr
+    assert own.returncode == 1 and f"request 1 was made by {ME}" in own.stderr
+    assert approved[0] == "ok", approved
+    audits = [event for event in committed if event.kind == "audit"]
+    assert [(a.data["action"], a.data["account"]) for a in audits] == [("shelve_request", ME), ("shelve", "nobody")]
+    assert {key: audits[1].data["authorization"][key] for key in ("permit", "approved_by", "requested_by")} == \
+        {"permit": "PTW-9", "approved_by": "nobody", "requested_by": ME}
     gas2 = next(item for item in listed if item["id"] == "AT201.GAS2")
     assert (gas2["state"], gas2["class"], gas2["authorization"]["permit"]) == ("SHLVD", "highly_managed", "PTW-9")
 

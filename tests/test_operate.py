@@ -124,6 +124,8 @@ def test_rules_interlocks_and_uplink_changes_are_named(tmp_path: Path):
     ("  id: GW-OP-01\n", "  id: GW-OP-02\n", ["gateway.id"]),
     ("uplink:\n", "store: {max_bytes: 10 MB}\nuplink:\n", ["store.max_bytes"]),
     ("uplink:\n", "metrics: {listen: 127.0.0.1:9108}\nuplink:\n", ["metrics.listen"]),
+    ("uplink:\n", "control: {approver_group: leads, approval_window: 5m}\nuplink:\n",
+     ["control.approver_group", "control.approval_window"]),
 ])
 def test_what_only_a_restart_can_change_is_named(tmp_path: Path, old: str, new: str, keys: list[str]):
     diff = diff_configs(config(tmp_path), config(tmp_path, edited(CONFIG, old, new)))

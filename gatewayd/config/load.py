@@ -23,8 +23,8 @@ import yaml
 import drivers
 from gatewayd.config.cache import ConfigCache
 from gatewayd.config.model import (
-    ACCEPT_BURST, MIN_RESERVE, Config, Credential, DataQualityConfig, DeviceConfig, GatewayIdentity, LimitsConfig,
-    MetricsConfig, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
+    ACCEPT_BURST, MIN_RESERVE, Config, ControlConfig, Credential, DataQualityConfig, DeviceConfig, GatewayIdentity,
+    LimitsConfig, MetricsConfig, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
 )
 from gatewayd.config.schema import optional, positive_duration
 from gatewayd.config.schema import (
@@ -222,6 +222,30 @@ DATA_QUALITY_FIELDS = {
                       "upstream with the figures of the period since the last one"),
 }
 
+GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+
+def group_name(value: Any) -> str:
+    """A Unix group name as groupadd accepts it (letters, digits, '_', '.', '-'; at most 32)."""
+    if not isinstance(value, str) or not GROUP_NAME.fullmatch(value):
+        raise Invalid(f"{value!r} is not a group name: a letter or '_' first, then letters, digits, '_', '.' or '-', "
+                      "at most 32 characters (as groupadd takes it)")
+    return value
+
+
+CONTROL_FIELDS = {
+    "view_group": Field(group_name, ControlConfig.view_group,
+                        "members may read: status, tail, alarms, interlocks, bypass list and requests"),
+    "operator_group": Field(group_name, ControlConfig.operator_group,
+                            "members may act on alarms (ack, shelve, out of service, reset...), request and "
+                            "revoke bypasses, and reload; they may also read"),
+    "approver_group": Field(group_name, ControlConfig.approver_group,
+                            "members may approve another account's bypass or highly managed alarm request; "
+                            "they may also read"),
+    "approval_window": Field(positive_duration, ControlConfig.approval_window,
+                             "duration: a request not approved within it expires"),
+}
+
 METRICS_FIELDS = {
     "listen": Field(listen_address, None, "HOST:PORT of the Prometheus endpoint, e.g. 127.0.0.1:9108; anyone "
                     "who can reach it can read the figures, so keep it on loopback or a management network"),
@@ -271,6 +295,7 @@ TOP_FIELDS = {
     "data_quality": Field(lambda value: value, None, "how often the data-quality figures go upstream"),
     "limits": Field(lambda value: value, None, "what local peers may hold: connections, request sizes, "
                     "descriptors (docs/operations.md)"),
+    "control": Field(lambda value: value, None, "who may do what on the control socket: groups per role"),
 }
 
 
@@ -385,10 +410,22 @@ def _build(document: Any, path: Path, reader: Reader) -> Config | None:
     limits = _limits(top.get("limits"), reader, _line(document, "limits"))
     quality = reader.section(top.get("data_quality"), "data_quality", _line(document, "data_quality"),
                              DATA_QUALITY_FIELDS)
-    if gateway is None or uplink is None or store is None or devices is None or not reader.ok:
+    control = _control(top.get("control"), reader, _line(document, "control"))
+    if gateway is None or uplink is None or store is None or devices is None or control is None or not reader.ok:
         return None
     return Config(path, gateway, devices, store, uplink, tags, rules, metrics, tuple(reader.warnings),
-                  DataQualityConfig(**quality), limits=limits)
+                  DataQualityConfig(**quality), limits=limits, control=control)
+
+
+def _control(node: Any, reader: Reader, line: int) -> ControlConfig | None:
+    values = reader.section(node, "control", line, CONTROL_FIELDS)
+    if values is None or len(values) != len(CONTROL_FIELDS):
+        return None
+    if values["operator_group"] == values["approver_group"]:
+        reader.warn(Reader.key_line(node, "approver_group"), "control.approver_group",
+                    f"operators and approvers are one group ({values['approver_group']}): every operator may "
+                    "approve another operator's request; give approvers a group of their own")
+    return ControlConfig(**values)
 
 
 def _metrics(node: Any, reader: Reader, line: int, gateway: GatewayIdentity | None) -> MetricsConfig | None:

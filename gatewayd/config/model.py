@@ -173,6 +173,17 @@ class DataQualityConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """The `control:` section: which groups hold which role on the control socket (gatewayd.access), and
+    how long a request waits for its approval."""
+
+    view_group: str = "gatewayd-view"
+    operator_group: str = "gatewayd-operator"
+    approver_group: str = "gatewayd-approver"
+    approval_window: float = 3600.0  # seconds a bypass or highly managed alarm request may wait for approval
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     gateway: GatewayIdentity
@@ -186,6 +197,7 @@ class Config:
     data_quality: DataQualityConfig = field(default_factory=DataQualityConfig)
     sources: tuple[SourceFile, ...] = ()  # every file the parse read, the main file first (yamlload)
     limits: LimitsConfig = field(default_factory=LimitsConfig)  # the `limits:` section (gatewayd.peerlimits)
+    control: ControlConfig = field(default_factory=ControlConfig)  # roles on the control socket
 
     @property
     def config_sha256(self) -> str:

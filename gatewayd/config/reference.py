@@ -23,6 +23,7 @@ SECTIONS = [
     ("metrics", load.METRICS_FIELDS),
     ("data_quality", load.DATA_QUALITY_FIELDS),
     ("limits", load.LIMITS_FIELDS),
+    ("control", load.CONTROL_FIELDS),
 ]
 
 
