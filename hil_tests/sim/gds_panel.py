@@ -39,16 +39,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 from abc import ABC, abstractmethod
-import signal
 import struct
 import sys
 from collections.abc import Sequence
 
 import numpy as np
-import uvloop
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from hil_tests.sim.serving import run, serve_until_stopped, start_modbus, stop_on_signals
 
 CHANNELS = 16
 FIRST = 100
@@ -207,24 +207,11 @@ async def read_commands(panel: SimulatedDevice, stop: asyncio.Event) -> None:
 async def serve(args: argparse.Namespace) -> int:
     panel = Panel(args.seed) if args.map == "generic" else MidasDetector()
     server = ModbusTcpServer(panel.device(args.device_id), address=(args.host, args.port))
-    try:
-        await server.serve_forever(background=True)
-    except RuntimeError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+    if not await start_modbus(server, args.host, args.port):
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"READY {server.transport.sockets[0].getsockname()[1]}", flush=True)
-    tasks = [asyncio.create_task(panel.beat(args.heartbeat_period)), asyncio.create_task(read_commands(panel, stop))]
-    try:
-        await stop.wait()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await server.shutdown()
-    return 0
+    stop = stop_on_signals()
+    return await serve_until_stopped(server.transport.sockets[0].getsockname()[1], server.shutdown,
+                                     panel.beat(args.heartbeat_period), read_commands(panel, stop), stop=stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,9 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--map", choices=("generic", "midas"), default="generic", help="the device to simulate")
     parser.add_argument("--heartbeat-period", type=float, default=1.0, help="seconds between heartbeat counts")
     parser.add_argument("--seed", type=int, default=3)
-    args = parser.parse_args(argv)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(args))
+    return run(serve(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

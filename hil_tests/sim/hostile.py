@@ -49,13 +49,14 @@ import asyncio
 import json
 import os
 import random
-import signal
 import struct
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+
+from hil_tests.sim.serving import cannot_listen, run, serve_until_stopped
 
 KINDS = ("valid", "wrong_length", "bad_byte_count", "wrong_tid", "wrong_unit", "wrong_function", "exception",
          "gateway_exception", "truncated", "random_bytes", "bad_protocol_id", "silence", "flood")
@@ -267,28 +268,21 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         server = await asyncio.start_server(peer.serve, args.host, args.port)
     except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    reporter = asyncio.create_task(report(peer, args.stats)) if args.stats else None
-    print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        if reporter is not None:
-            reporter.cancel()
+        return cannot_listen(args.host, args.port, exc)
+
+    async def shutdown() -> None:
         server.close()
         if args.stats:
             write_stats(args.stats, peer.stats())
+
+    work = [report(peer, args.stats)] if args.stats else []
+    status = await serve_until_stopped(server.sockets[0].getsockname()[1], shutdown, *work)
     print(json.dumps(peer.stats()), flush=True)
-    return 0
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(main_async(parse_args(argv)))
+    return run(main_async(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -40,13 +40,11 @@ import asyncio
 import datetime as dt
 import ipaddress
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import uvloop
 from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
@@ -57,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from hil_tests.sim.plc import Tank
+from hil_tests.sim.serving import cannot_listen, run, serve_until_stopped
 
 NAMESPACE = "urn:gatewayd:sim"
 SERVER_URI = "urn:gatewayd:sim:opcua"
@@ -255,26 +254,12 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         await server.start()
     except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"READY {server.bserver.port}", flush=True)
-    model = asyncio.create_task(simulation.run_model(args.period))
-    try:
-        await stop.wait()
-    finally:
-        model.cancel()
-        await server.stop()
-    return 0
+        return cannot_listen(args.host, args.port, exc)
+    return await serve_until_stopped(server.bserver.port, server.stop, simulation.run_model(args.period))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(args))
+    return run(serve(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -33,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import uvloop
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from hil_tests.sim.layout import MARKER_ADDRESS, plant_tags
+from hil_tests.sim.serving import run, serve_until_stopped, start_modbus
 
 BITS = 16
 # which image a request reads or writes, by function code (5, 6, 15, 16, 23 re-read after a write)
@@ -232,32 +231,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> int:
     plc = SimulatedPlc(plant_tags(args.tags), args.seed, args.overrides)
     server = ModbusTcpServer(plc.device(args.device_id), address=(args.host, args.port))
-    try:
-        await server.serve_forever(background=True)
-    except RuntimeError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+    if not await start_modbus(server, args.host, args.port):
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    port = server.transport.sockets[0].getsockname()[1]
-    print(f"READY {port}", flush=True)
-    model = asyncio.create_task(plc.run_model(args.period))
-    try:
-        await stop.wait()
-    finally:
-        model.cancel()
+
+    async def shutdown() -> None:
         await server.shutdown()
         if args.served is not None:
             args.served.write_text(json.dumps(plc.served))
-    return 0
+
+    return await serve_until_stopped(server.transport.sockets[0].getsockname()[1], shutdown,
+                                     plc.run_model(args.period))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(args))
+    return run(serve(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import asyncio
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import termios
@@ -50,7 +49,6 @@ import tty
 from collections.abc import Sequence
 from pathlib import Path
 
-import uvloop
 from pymodbus import FramerType
 from pymodbus.server import ModbusTcpServer, ModbusUdpServer
 
@@ -59,6 +57,7 @@ from drivers.modbus.rtu_frame import FUNCTION_CODES, REQUEST_LENGTH, crc_ok
 from hil_tests.sim.layout import plant_tags
 from hil_tests.sim.plc import SimulatedPlc
 from hil_tests.sim.rtu_replies import encode_exception, encode_registers
+from hil_tests.sim.serving import run, serve_until_stopped, start_modbus, stop_on_signals
 
 MODES = ("ok", "silent", "slow", "faulty", "garbage", "exception", "impostor")
 BITS_PER_CHAR = 11
@@ -240,16 +239,13 @@ async def serve_serial(args: argparse.Namespace) -> int:
     bus = Bus(fd, [int(unit) for unit in args.units.split(",")], args.baud, args.slow_delay)
     loop = asyncio.get_running_loop()
     loop.add_reader(fd, bus.on_readable)
-    stop = await _stop_on_signals()
-    commands = asyncio.create_task(read_commands(bus, stop))
-    print("READY", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        commands.cancel()
+
+    async def shutdown() -> None:
         loop.remove_reader(fd)
         os.close(fd)
-    return 0
+
+    stop = stop_on_signals()
+    return await serve_until_stopped("", shutdown, read_commands(bus, stop), stop=stop)
 
 
 async def serve_ip(args: argparse.Namespace) -> int:
@@ -258,30 +254,11 @@ async def serve_ip(args: argparse.Namespace) -> int:
         server = ModbusUdpServer(plc.device(args.device_id), address=(args.host, args.port))
     else:
         server = ModbusTcpServer(plc.device(args.device_id), framer=FramerType.RTU, address=(args.host, args.port))
-    try:
-        await server.serve_forever(background=True)
-    except (RuntimeError, OSError) as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+    if not await start_modbus(server, args.host, args.port):
         return 1
-    stop = await _stop_on_signals()
     transport = server.transport
     sockname = transport.get_extra_info("sockname") if args.transport == "udp" else transport.sockets[0].getsockname()
-    print(f"READY {sockname[1]}", flush=True)
-    model = asyncio.create_task(plc.run_model(args.period))
-    try:
-        await stop.wait()
-    finally:
-        model.cancel()
-        await server.shutdown()
-    return 0
-
-
-async def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
+    return await serve_until_stopped(sockname[1], server.shutdown, plc.run_model(args.period))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -305,9 +282,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    serve = serve_serial if args.transport == "serial" else serve_ip
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(args))
+    return run((serve_serial if args.transport == "serial" else serve_ip)(args))
 
 
 if __name__ == "__main__":
