@@ -33,7 +33,7 @@ HOUR = 3600
 
 
 def libfaketime() -> str:
-    """The multi-threaded libfaketime (the daemon runs paho and the metrics server in threads)."""
+    """The multi-threaded libfaketime (the daemon runs paho and the metrics rendering in threads)."""
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
     assert found, "libfaketime is not installed: run `make deps` (apt-get install faketime)"
     return found[0]
