@@ -61,21 +61,26 @@ lint: venv
 # (PREFIX.new), its paths rewritten from the staging place to PREFIX, and swapped in, so an upgrade never
 # leaves a half-installed PREFIX. Nothing under CONF_DIR but the example is written, and the state and
 # cache directories are never touched: an upgrade keeps the config, the key and the unsent data.
+# Every mode is set explicitly, whatever the caller's umask (0002 would leave files group-writable, 0077
+# unreadable to the service): the program tree 0755/0644, unit, sysusers, tmpfiles and docs 0644, CONF_DIR
+# 0750; nothing written is ever group- or world-writable, not even while being built (umask 022 or 077).
 install:
 	rm -rf $(STAGE)
-	$(PYTHON) -m venv $(STAGE)
-	$(STAGE)/bin/python -m pip install -q --no-compile .
+	umask 022 && $(PYTHON) -m venv $(STAGE)
+	umask 022 && $(STAGE)/bin/python -m pip install -q --no-compile .
 	grep -rlIZ -F '$(STAGE)' $(STAGE)/bin $(STAGE)/pyvenv.cfg | xargs -0 -r sed -i 's|$(STAGE)|$(PREFIX)|g'
 	find $(STAGE) -name __pycache__ -prune -exec rm -rf {} +
-	$(STAGE)/bin/python -m compileall -q -s $(STAGE) -p $(PREFIX) $(STAGE)/lib
+	umask 022 && $(STAGE)/bin/python -m compileall -q -s $(STAGE) -p $(PREFIX) $(STAGE)/lib
+	chmod -R u=rwX,go=rX $(STAGE)
 	rm -rf $(DESTDIR)$(PREFIX).old
 	if [ -e $(DESTDIR)$(PREFIX) ]; then mv $(DESTDIR)$(PREFIX) $(DESTDIR)$(PREFIX).old; fi
 	mv $(STAGE) $(DESTDIR)$(PREFIX)
 	rm -rf $(DESTDIR)$(PREFIX).old
-	install -d $(DESTDIR)$(SYSTEMD_DIR) $(DESTDIR)$(SYSUSERS_DIR) $(DESTDIR)$(TMPFILES_DIR) $(DESTDIR)$(DOC_DIR)
-	sed -e 's|/opt/gatewayd|$(PREFIX)|g' -e 's|/etc/gatewayd|$(CONF_DIR)|g' systemd/gatewayd.service \
-	  > $(DESTDIR)$(SYSTEMD_DIR)/gatewayd.service
-	sed -e 's|/etc/gatewayd|$(CONF_DIR)|g' systemd/gatewayd.tmpfiles > $(DESTDIR)$(TMPFILES_DIR)/gatewayd.conf
+	install -d -m 0755 $(DESTDIR)$(SYSTEMD_DIR) $(DESTDIR)$(SYSUSERS_DIR) $(DESTDIR)$(TMPFILES_DIR) $(DESTDIR)$(DOC_DIR)
+	umask 077 && sed -e 's|/opt/gatewayd|$(PREFIX)|g' -e 's|/etc/gatewayd|$(CONF_DIR)|g' systemd/gatewayd.service \
+	  > $(DESTDIR)$(SYSTEMD_DIR)/gatewayd.service && chmod 0644 $(DESTDIR)$(SYSTEMD_DIR)/gatewayd.service
+	umask 077 && sed -e 's|/etc/gatewayd|$(CONF_DIR)|g' systemd/gatewayd.tmpfiles > $(DESTDIR)$(TMPFILES_DIR)/gatewayd.conf \
+	  && chmod 0644 $(DESTDIR)$(TMPFILES_DIR)/gatewayd.conf
 	install -m 0644 systemd/gatewayd.sysusers $(DESTDIR)$(SYSUSERS_DIR)/gatewayd.conf
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOC_DIR)/
 	install -d -m 0750 $(DESTDIR)$(CONF_DIR)

@@ -7,6 +7,7 @@ unsent rows must come through untouched, and the old program must be replaced as
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -14,10 +15,36 @@ ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "/opt/gatewayd-test"  # not the default, so that the path rewriting shows
 
 
-def make(target: str, destdir: Path) -> None:
+def make(target: str, destdir: Path, umask: int = 0o022) -> None:
     result = subprocess.run(["make", "-C", str(ROOT), "--no-print-directory", target, f"DESTDIR={destdir}",
-                             f"PREFIX={PREFIX}"], capture_output=True, text=True, timeout=600)
+                             f"PREFIX={PREFIX}"], capture_output=True, text=True, timeout=600,
+                            preexec_fn=lambda: os.umask(umask))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def check_modes(dest: Path, prefix: Path) -> None:
+    """What `make install` writes has the modes it sets, whatever the umask it ran under."""
+    expected = {
+        dest / "lib/systemd/system/gatewayd.service": 0o644,
+        dest / "usr/lib/tmpfiles.d/gatewayd.conf": 0o644,
+        dest / "usr/lib/sysusers.d/gatewayd.conf": 0o644,
+        dest / "etc/gatewayd": 0o750,
+        dest / "etc/gatewayd/config.example.yaml": 0o644,
+        prefix: 0o755,
+        prefix / "bin/gatewayd": 0o755,
+        prefix / "share/doc/gatewayd": 0o755,
+        prefix / "share/doc/gatewayd/operations.md": 0o644,
+        prefix / "pyvenv.cfg": 0o644,
+    }
+    assert {path: f"{mode(path):04o}" for path in expected} == {path: f"{want:04o}" for path, want in expected.items()}
+    tree = [prefix, *prefix.rglob("*")]
+    writable = [path for path in tree if not path.is_symlink() and mode(path) & 0o022]
+    unreadable = [path for path in tree if not path.is_symlink() and mode(path) & 0o044 != 0o044]
+    assert not writable and not unreadable, (writable[:5], unreadable[:5])
 
 
 def installed_python(prefix: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -34,7 +61,8 @@ def fingerprint(path: Path) -> tuple[bytes, int, int]:
 def test_install_upgrade_and_uninstall(tmp_path: Path):
     dest = tmp_path / "dest"
     prefix = dest / PREFIX.lstrip("/")
-    make("install", dest)
+    make("install", dest, umask=0o002)  # a shared-group umask: nothing may come out group-writable
+    check_modes(dest, prefix)
 
     unit = (dest / "lib/systemd/system/gatewayd.service").read_text()
     assert f"ExecStart={PREFIX}/bin/gatewayd run -c /etc/gatewayd/config.yaml" in unit
@@ -64,7 +92,8 @@ def test_install_upgrade_and_uninstall(tmp_path: Path):
     leftover = prefix / "lib/python3.11/site-packages/old_module_of_a_previous_version.py"
     leftover.write_text("")
 
-    make("install", dest)
+    make("install", dest, umask=0o077)  # a strict umask: the service account must still read the program
+    check_modes(dest, prefix)
     assert {path: fingerprint(path) for path in kept} == kept, "an upgrade never touches config, key or data"
     assert not leftover.exists(), "the program is replaced as a whole"
     assert (prefix / "bin/gatewayd").exists() and not (prefix.parent / f"{prefix.name}.old").exists()
