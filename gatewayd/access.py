@@ -48,10 +48,9 @@ COMMAND_ROLES = {
 
 @dataclass(frozen=True)
 class Grant:
-    """An account's roles, and the groups that gave them (for messages)."""
+    """An account's roles."""
 
     roles: frozenset[str]
-    groups: tuple[str, ...]  # the configured role groups the account is in
     everything_because: str = ""  # "root" or "the daemon's account" when the account holds every role
 
 
@@ -81,9 +80,9 @@ class Access:
 
     def _resolve(self, peer: Peer) -> Grant:
         if peer.uid == 0:
-            return Grant(frozenset(ROLES), (), "root")
+            return Grant(frozenset(ROLES), "root")
         if peer.uid == self.daemon_uid:
-            return Grant(frozenset(ROLES), (), "the daemon's account")
+            return Grant(frozenset(ROLES), "the daemon's account")
         gids = {peer.gid}
         if peer.user != str(peer.uid):  # an account with a name has supplementary groups
             gids.update(os.getgrouplist(peer.user, peer.gid))
@@ -91,7 +90,7 @@ class Access:
         roles = {role for role in (OPERATOR, APPROVER) if member[role]}
         if roles or member[VIEW]:
             roles.add(VIEW)
-        return Grant(frozenset(roles), tuple(self.group_of(role) for role in ROLES if member[role]))
+        return Grant(frozenset(roles))
 
     def check(self, command: str, peer: Peer) -> None:
         """Return if `peer` may run `command`, else raise CommandError naming the role, its group and the
