@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto socat systemd faketime
+APT_PACKAGES := mosquitto socat systemd faketime nodejs npm
+NODE_SIM := hil_tests/sim/nodeopcua
 PREFIX ?= /opt/gatewayd
 DESTDIR ?=
 SYSTEMD_DIR ?= /lib/systemd/system
@@ -12,7 +13,7 @@ TMPFILES_DIR ?= /usr/lib/tmpfiles.d
 DOC_DIR ?= $(PREFIX)/share/doc/gatewayd
 STAGE = $(DESTDIR)$(PREFIX).new
 
-.PHONY: deps venv demo test unit hil bench soak lint install uninstall clean
+.PHONY: deps apt-deps venv demo test unit hil bench soak lint install uninstall clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +24,23 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # Debian packages: the MQTT broker for the demo and HIL tests, socat for serial lines on pseudo-terminals,
-# faketime (libfaketime) to step the daemon's wall clock in hil_tests/test_clock.py.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# faketime (libfaketime) to step the daemon's wall clock in hil_tests/test_clock.py, Node.js and npm for
+# the node-opcua simulator (a second OPC UA stack), whose packages npm installs as its lock file pins them.
+# A package counts as present when dpkg has it or its command exists (a Node.js from elsewhere will do).
+deps: $(NODE_SIM)/node_modules/.package-lock.json
+
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || command -v $$p >/dev/null 2>&1 \
+	  || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# npm writes node_modules/.package-lock.json on every install: newer than the lock file means up to date
+$(NODE_SIM)/node_modules/.package-lock.json: $(NODE_SIM)/package-lock.json $(NODE_SIM)/package.json | apt-deps
+	cd $(NODE_SIM) && npm ci --no-audit --no-fund --loglevel=error
 
 demo: deps venv
 	$(PY) -m hil_tests.demo

@@ -14,16 +14,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class SimProcess:
-    """`python -m <command> --port <port> <options>`; port 0 on first start, the same port on restarts."""
+PYTHON_MODULE = (sys.executable, "-m")
 
-    def __init__(self, command: list[str], options: list[str], what: str) -> None:
-        self.command, self.options, self.what = command, options, what
+
+class SimProcess:
+    """`python -m <command> --port <port> <options>` (or another `launcher`, e.g. ("node",) for a script of
+    another stack); port 0 on first start, the same port on restarts."""
+
+    def __init__(self, command: list[str], options: list[str], what: str,
+                 launcher: tuple[str, ...] = PYTHON_MODULE) -> None:
+        self.command, self.options, self.what, self.launcher = command, options, what, launcher
         self.port = 0
         self.process: subprocess.Popen | None = None
 
     def start(self) -> SimProcess:
-        argv = [sys.executable, "-m", *self.command, "--port", str(self.port), *self.options]
+        argv = [*self.launcher, *self.command, "--port", str(self.port), *self.options]
         self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         assert line.startswith("READY "), f"{self.what} did not start: {line!r}"
