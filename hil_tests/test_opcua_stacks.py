@@ -164,6 +164,7 @@ def test_a_wrong_password_backs_off_with_one_clear_line_on_either_stack(plant: P
     (pki / "trusted").mkdir()
     (pki / "trusted" / "server.der").write_bytes((pki / "server" / "server.der").read_bytes())
     (pki / "password").write_text("not-the-right-one\n")
+    (pki / "password").chmod(0o600)  # the gateway refuses a secret others can read
     options = ["--vars", "3", "--user", "operator:the-right-one", "--security-dir", str(pki / "server")]
     server = sim_processes(node_server(options) if stack == "node-opcua" else asyncua_server(options))
     secure = {"security_policy": "Basic256Sha256", "certificate": str(client_cert), "private_key": str(client_key),

@@ -19,12 +19,20 @@
 // node-opcua advertises and enforces (BadTooManyOperations). --user admits only that user, over
 // Basic256Sha256 only, with the certificate server.der / server.key.pem of --security-dir (made by the
 // Python test) and any client certificate accepted.
+//
+// Runs on Debian 12's Node.js 18 as on newer ones: package.json pins hexy (a node-opcua dependency)
+// to 0.3.5, its last CommonJS release, since Node.js 18 cannot require() an ES module.
 "use strict";
 
 // stdout carries the READY line alone: node-opcua's own warnings go to stderr with the rest of its log
 console.log = console.info = console.warn = console.error;
 
 const crypto = require("crypto");
+
+// Debian 12's Node.js 18 has Web Crypto only as crypto.webcrypto; node-opcua looks for it globally
+if (!globalThis.crypto) {
+    globalThis.crypto = crypto.webcrypto;
+}
 const fs = require("fs");
 const path = require("path");
 const {
