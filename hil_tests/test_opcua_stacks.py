@@ -69,8 +69,8 @@ def daemon_config(tmp_path: Path, broker: Broker, devices: list[dict[str, Any]])
 
 
 def opcua_device(name: str, port: int, tags: list[dict[str, Any]], **settings: Any) -> dict[str, Any]:
-    return {"name": name, "driver": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}", "timeout": 1.0,
-            "poll_interval": 1.0, "backoff_initial": 0.1, "backoff_max": 0.5, **settings, "tags": tags}
+    return {"name": name, "driver": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}", "security_policy": "None",
+            "timeout": 1.0, "poll_interval": 1.0, "backoff_initial": 0.1, "backoff_max": 0.5, **settings, "tags": tags}
 
 
 def wait_until(condition, what: str, daemon: Daemon) -> None:
