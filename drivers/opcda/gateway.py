@@ -31,6 +31,7 @@ import Pyro5.errors
 from drivers.kit import Backoff, DeviceHealth, DriverStats, Problems, next_tick
 from drivers.opcda.config import OpcDaSettings
 from drivers.opcda.readings import decode
+from drivers.opcda.wire import ForeignSerializer, harden
 from gatewayd.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.opcda")
@@ -69,6 +70,7 @@ class OpcDaGatewayDriver:
         self._problems = Problems(log, f"device {name}")
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         self._proxy: Pyro5.client.Proxy | None = None  # touched only by the worker thread
+        harden()  # serpent only, bounded messages: before the first proxy
 
     @classmethod
     def from_config(cls, device: Any, rows: np.ndarray) -> OpcDaGatewayDriver:
@@ -125,12 +127,18 @@ class OpcDaGatewayDriver:
             self._release()
             raise GatewayError(f"gateway {settings.host}:{settings.port} did not answer within {self.timeout:g} s") \
                 from exc
+        except (ForeignSerializer, Pyro5.errors.ProtocolError) as exc:
+            self._release()
+            raise GatewayError(f"gateway {settings.host}:{settings.port} answer refused: {exc}") from exc
+        except Pyro5.errors.CommunicationError as exc:
+            self._release()
+            if isinstance(exc.__cause__, ForeignSerializer):  # Pyro5 wraps what fails in its handshake
+                raise GatewayError(f"gateway {settings.host}:{settings.port} answer refused: {exc.__cause__}") \
+                    from exc
+            raise GatewayError(f"gateway {settings.host}:{settings.port} unreachable ({exc})") from exc
         except Pyro5.errors.SerializeError as exc:  # the gateway raised an error class Pyro5 cannot rebuild
             self._release()
             raise GatewayError(f"gateway reported an error ({exc})") from exc
-        except Pyro5.errors.CommunicationError as exc:
-            self._release()
-            raise GatewayError(f"gateway {settings.host}:{settings.port} unreachable ({exc})") from exc
         except Exception as exc:  # noqa: BLE001 - an error raised by the DA server, re-raised here by Pyro5
             self._release()
             raise GatewayError(f"gateway reported {type(exc).__name__}: {exc}") from exc
