@@ -22,8 +22,8 @@ from gatewayd.types import QUALITY_BAD_MIN
 from rules.expr import (
     ABS,
     ADD,
-    AND,
     CONST,
+    DIV,
     EQ,
     GE,
     GT,
@@ -134,6 +134,78 @@ def _span(a, b, c, d):
     return min(min(a, b), min(c, d)), max(max(a, b), max(c, d))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _condition(code, al, ah, bl, bh):
+    """A comparison (GT, GE, LT, LE, EQ, NE) or a connective (AND, OR) of two bounded operands, three-valued."""
+    if code == GT:
+        return _ordered(al, ah, bl, bh, True)
+    if code == GE:
+        return _ordered(al, ah, bl, bh, False)
+    if code == LT:
+        return _ordered(bl, bh, al, ah, True)
+    if code == LE:
+        return _ordered(bl, bh, al, ah, False)
+    if code == EQ or code == NE:
+        if al == ah and bl == bh and al == bl:
+            t = 1
+        elif ah < bl or bh < al:
+            t = 0
+        else:
+            t = UNKNOWN
+        if code == NE and t != UNKNOWN:
+            t = 1 - t
+        return t
+    ta = _truth(al, ah)  # AND, OR
+    tb = _truth(bl, bh)
+    decisive = 1 if code == OR else 0
+    if ta == decisive or tb == decisive:
+        return decisive
+    if ta == UNKNOWN or tb == UNKNOWN:
+        return UNKNOWN
+    return 1 - decisive
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _arithmetic(code, al, ah, bl, bh):
+    """The bounds of ADD, SUB, MUL, DIV, MIN or MAX over two bounded operands; NaN among them: anything."""
+    if code == ADD:
+        rl, rh = al + bl, ah + bh
+    elif code == SUB:
+        rl, rh = al - bh, ah - bl
+    elif code == MIN:  # on a tie the left operand, as Python's min()
+        rl = bl if bl < al else al
+        rh = bh if bh < ah else ah
+    elif code == MAX:
+        rl = bl if bl > al else al
+        rh = bh if bh > ah else ah
+    elif al == ah and bl == bh:  # MUL or DIV of two known numbers: exactly IEEE 754
+        rl = al * bl if code == MUL else al / bl
+        rh = rl
+    elif code == MUL:
+        rl, rh = _span(al * bl, al * bh, ah * bl, ah * bh)
+    elif bl <= 0.0 <= bh:
+        rl, rh = -np.inf, np.inf
+    else:
+        rl, rh = _span(al / bl, al / bh, ah / bl, ah / bh)
+    if rl != rl or rh != rh:
+        return -np.inf, np.inf
+    return rl, rh
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _vote(lo, hi, top, packed):
+    """k out of the n conditions on top of the stack tripped (packed: n | k << 8 | unknown-healthy << 16)."""
+    n = packed & 255
+    needed = (packed >> 8) & 255
+    unknown_trips = (packed >> 16) == 0
+    tripped = 0
+    for s in range(top - n + 1, top + 1):
+        r = _truth(lo[s], hi[s])
+        if r == 1 or (r == UNKNOWN and unknown_trips):
+            tripped += 1
+    return 1 if tripped >= needed else 0
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def run_programs(values, quality, op, arg, constants, start, stack, out):
     """Evaluate every packed expression into `out` (uint8: 0, 1 or UNKNOWN). `stack` (2 x depth) is
@@ -178,71 +250,16 @@ def run_programs(values, quality, op, arg, constants, start, stack, out):
                 t = _truth(lo[top], hi[top])
                 t = UNKNOWN if t == UNKNOWN else 1 - t
             elif code == VOTE:
-                n = arg[pc] & 255
-                needed = (arg[pc] >> 8) & 255
-                unknown_trips = (arg[pc] >> 16) == 0
-                tripped = 0
-                for s in range(top - n + 1, top + 1):
-                    r = _truth(lo[s], hi[s])
-                    if r == 1 or (r == UNKNOWN and unknown_trips):
-                        tripped += 1
-                top -= n - 1
-                t = 1 if tripped >= needed else 0
+                t = _vote(lo, hi, top, arg[pc])
+                top -= (arg[pc] & 255) - 1
             else:
                 bl, bh = lo[top], hi[top]
                 top -= 1
                 al, ah = lo[top], hi[top]
-                if code == GT:
-                    t = _ordered(al, ah, bl, bh, True)
-                elif code == GE:
-                    t = _ordered(al, ah, bl, bh, False)
-                elif code == LT:
-                    t = _ordered(bl, bh, al, ah, True)
-                elif code == LE:
-                    t = _ordered(bl, bh, al, ah, False)
-                elif code == EQ or code == NE:
-                    if al == ah and bl == bh and al == bl:
-                        t = 1
-                    elif ah < bl or bh < al:
-                        t = 0
-                    else:
-                        t = UNKNOWN
-                    if code == NE and t != UNKNOWN:
-                        t = 1 - t
-                elif code == AND or code == OR:
-                    ta = _truth(al, ah)
-                    tb = _truth(bl, bh)
-                    decisive = 1 if code == OR else 0
-                    if ta == decisive or tb == decisive:
-                        t = decisive
-                    elif ta == UNKNOWN or tb == UNKNOWN:
-                        t = UNKNOWN
-                    else:
-                        t = 1 - decisive
-                else:
-                    if code == ADD:
-                        rl, rh = al + bl, ah + bh
-                    elif code == SUB:
-                        rl, rh = al - bh, ah - bl
-                    elif code == MIN:  # on a tie the left operand, as Python's min()
-                        rl = bl if bl < al else al
-                        rh = bh if bh < ah else ah
-                    elif code == MAX:
-                        rl = bl if bl > al else al
-                        rh = bh if bh > ah else ah
-                    elif al == ah and bl == bh:  # MUL or DIV of two known numbers: exactly IEEE 754
-                        rl = al * bl if code == MUL else al / bl
-                        rh = rl
-                    elif code == MUL:
-                        rl, rh = _span(al * bl, al * bh, ah * bl, ah * bh)
-                    elif bl <= 0.0 <= bh:
-                        rl, rh = -np.inf, np.inf
-                    else:
-                        rl, rh = _span(al / bl, al / bh, ah / bl, ah / bh)
-                    if rl != rl or rh != rh:
-                        rl, rh = -np.inf, np.inf
-                    lo[top], hi[top] = rl, rh
+                if code == ADD or code == SUB or code == MUL or code == DIV or code == MIN or code == MAX:
+                    lo[top], hi[top] = _arithmetic(code, al, ah, bl, bh)
                     continue
+                t = _condition(code, al, ah, bl, bh)
             lo[top] = 1.0 if t == 1 else 0.0  # a condition: [0, 0] false, [1, 1] true, [0, 1] unknown
             hi[top] = 0.0 if t == 0 else 1.0
         out[e] = _truth(lo[0], hi[0])
