@@ -105,13 +105,7 @@ def update_alarms(raw, expr_out, now, stale_after, on_delay, off_delay, latching
     for g in range(supp.shape[0]):
         r = expr_out[supp_expr[g]]
         supp[g] = 1 if r == 1 else 0  # unknown: not suppressed
-    n_out = 0
-    n_stale = 0
-    n_active = 0
-    n_unack = 0
-    n_shelved = 0
-    n_suppressed = 0
-    n_oos = 0
+    n_out = n_stale = n_active = n_unack = n_shelved = n_suppressed = n_oos = 0  # what `counts` receives
     for i in range(raw.shape[0]):
         r = raw[i]
         if state[i] == NORM and active[i] == 0 and (r == 0 or r == UNKNOWN) and np.isnan(pending[i]) \
@@ -192,13 +186,8 @@ def update_alarms(raw, expr_out, now, stale_after, on_delay, off_delay, latching
             n_suppressed += 1
         elif new == OOSRV:
             n_oos += 1
-    counts[0] = n_out
-    counts[1] = n_stale
-    counts[2] = n_active
-    counts[3] = n_unack
-    counts[4] = n_shelved
-    counts[5] = n_suppressed
-    counts[6] = n_oos
+    counts[0], counts[1], counts[2], counts[3] = n_out, n_stale, n_active, n_unack
+    counts[4], counts[5], counts[6] = n_shelved, n_suppressed, n_oos
 
 
 # The annunciation states as a table: (state, active, latched) -> next state, re-alarm aside.
