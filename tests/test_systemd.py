@@ -92,6 +92,8 @@ def test_sysusers_and_tmpfiles_make_the_user_and_a_private_config_directory(tmp_
     groups = {line.split(":")[0]: line.split(":") for line in (root / "etc" / "group").read_text().splitlines()}
     assert users["gatewayd"][6] == "/usr/sbin/nologin"
     assert "gatewayd" in groups["dialout"][3].split(",")
+    assert [groups[name][3] for name in ("gatewayd-view", "gatewayd-operator", "gatewayd-approver")] == ["", "", ""], \
+        "the role groups of control: exist, empty"
     result = run("systemd-tmpfiles", f"--root={root}", "--create", str(ROOT / "systemd" / "gatewayd.tmpfiles"))
     assert result.returncode == 0, result.stderr
     directory = (root / "etc" / "gatewayd").stat()
