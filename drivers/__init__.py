@@ -5,6 +5,9 @@ Each driver kind names a schema module (config keys and checks, cheap to import 
 of `drivers.kit.Driver`: `from_config(device, rows)`, `async run(sink)`, `stats` and `is_down`.
 A schema module whose settings name files holding secrets lists them in `SECRET_FILES` (settings
 attribute -> what the file is): the gateway refuses such a file when others can read it.
+
+Besides the built-in kinds below, an installed package may register kinds of its own under the
+entry point group `gatewayd.drivers` (`drivers.plugins`); one is imported only when a config names it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from drivers.kit import Driver
 
-# driver kind -> (schema module, "runtime module:class")
+from drivers import plugins
+
+# built-in driver kind -> (schema module, "runtime module:class")
 DRIVERS: dict[str, tuple[str, str]] = {
     "modbus_tcp": ("drivers.modbus.config", "drivers.modbus.tcp:ModbusTcpDriver"),
     "modbus_udp": ("drivers.modbus.config", "drivers.modbus.transports:ModbusUdpDriver"),
@@ -28,12 +33,19 @@ DRIVERS: dict[str, tuple[str, str]] = {
 }
 
 
+def kinds() -> list[str]:
+    """Every kind a config may name: the built-in ones, then those installed packages register."""
+    return [*DRIVERS, *sorted(set(plugins.registered()) - set(DRIVERS))]
+
+
 def schema(kind: str) -> ModuleType:
-    return importlib.import_module(DRIVERS[kind][0])
+    """The schema module of a kind; for a kind from a package, plugins.PluginError when it is unusable."""
+    if kind in DRIVERS and not plugins.registered().get(kind):
+        return importlib.import_module(DRIVERS[kind][0])
+    return plugins.schema(kind, frozenset(DRIVERS))
 
 
 def create(device: Any, rows: Any) -> Driver:
     """Build the runtime driver for a validated DeviceConfig whose tags sit at `rows` of the point table."""
-    module_name, class_name = DRIVERS[device.driver][1].split(":")
-    driver_class = getattr(importlib.import_module(module_name), class_name)
-    return driver_class.from_config(device, rows)
+    reference = DRIVERS[device.driver][1] if device.driver in DRIVERS else schema(device.driver).DRIVER
+    return plugins.runtime_class(reference).from_config(device, rows)

@@ -9,9 +9,10 @@ Why it can be trusted:
 - An entry is keyed by everything the parse depends on: the SHA-256 of the file's bytes, the file's
   resolved path (relative paths in it are resolved against its directory), the systemd directory
   variables that supply default directories, the gatewayd version, the Python version, the
-  digest of the gatewayd, rules and drivers sources (a development tree keeps its version across
-  edits), and the path and SHA-256 of every other file the parse read (a GDS `profile_file`, a
-  shipped profile: `Config.sources`). The entry lists those files; a read digests them again, so
+  digest of the gatewayd, rules and drivers sources and of installed packages that register
+  driver kinds (a development tree keeps its version across edits), and the path and SHA-256 of
+  every other file the parse read (a GDS `profile_file`, a shipped profile: `Config.sources`). The
+  entry lists those files; a read digests them again, so
   editing one is a miss like editing the main file, and the file is parsed and checked in full again.
 - Header, file list and payload carry their own SHA-256: a truncated or damaged file is detected,
   logged as a warning and ignored, never half-read.
@@ -37,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gatewayd
+from drivers import plugins
 from gatewayd.config.yamlload import SourceFile
 from gatewayd.systemd import exec_directory
 from gatewayd.trust import written_by_others
@@ -56,12 +58,15 @@ def cache_root() -> Path:
 
 
 def code_digest() -> bytes:
-    """SHA-256 over the Python sources of the packages that build a Config (a few milliseconds)."""
+    """SHA-256 over the Python sources of the packages that build a Config (a few milliseconds), and of
+    the installed packages that register driver kinds (`drivers.plugins`)."""
     digest = hashlib.sha256()
     base = Path(gatewayd.__file__).resolve().parent.parent
     for package in SOURCE_PACKAGES:
         for source in sorted((base / package).rglob("*.py")):
             digest.update(str(source.relative_to(base)).encode() + b"\0" + source.read_bytes() + b"\0")
+    for name, data in plugins.package_sources():
+        digest.update(name.encode() + b"\0" + data + b"\0")
     return digest.digest()
 
 

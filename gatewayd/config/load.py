@@ -203,9 +203,19 @@ TAG_FIELDS = {
                       "violation in the data-quality figures; off when unset"),
 }
 
+def driver_kind(value: Any) -> str:
+    """A built-in driver kind or one an installed package registers; whether the latter is usable is
+    checked when the device is read (`_device`), where a PluginError can name the package."""
+    kinds = drivers.kinds()
+    if value not in kinds:
+        raise Invalid(f"{value!r} is not one of: {', '.join(kinds)}")
+    return value
+
+
 DEVICE_FIELDS = {
     "name": Field(identifier, doc="device name, unique in the gateway; used in events and logs"),
-    "driver": Field(one_of(*drivers.DRIVERS), doc=f"one of: {', '.join(drivers.DRIVERS)}"),
+    "driver": Field(driver_kind, doc=f"one of: {', '.join(drivers.DRIVERS)}, or a kind an installed package "
+                    f"registers under the entry point group `{drivers.plugins.GROUP}` (docs/drivers.md)"),
     "poll_interval": Field(positive_duration, 1.0, "duration: how often the device is read"),
     "timeout": Field(positive_duration, 1.0, "duration: per request; keep it at most the poll interval"),
     "enabled": Field(boolean, True, "false keeps the device in the file but does not poll it"),
@@ -560,10 +570,14 @@ def _enabled(item: Any) -> bool:
 
 def _device(node: Any, path: str, line: int, reader: Reader,
             tag_names: dict[str, int], priorities: Mapping[str, int]) -> DeviceConfig | None:
-    if not isinstance(node, dict) or not isinstance(node.get("driver"), str) or node["driver"] not in drivers.DRIVERS:
+    if not isinstance(node, dict) or not isinstance(node.get("driver"), str) or node["driver"] not in drivers.kinds():
         reader.section(node, path, line, DEVICE_FIELDS)  # reports what is wrong, including the driver
         return None
-    driver = drivers.schema(node["driver"])
+    try:
+        driver = drivers.schema(node["driver"])
+    except drivers.plugins.PluginError as exc:
+        reader.error(Reader.key_line(node, "driver"), f"{path}.driver", str(exc))
+        return None
     tags_key = getattr(driver, "TAGS_KEY", "tags")
     common_fields = {(tags_key if key == "tags" else key): field for key, field in DEVICE_FIELDS.items()}
     values = reader.section(node, path, line, {**common_fields, **driver.DEVICE_FIELDS})
