@@ -168,7 +168,7 @@ class Reader:
             node = LineDict()
             node.line, node.key_lines = line, {}
         if not isinstance(node, dict):
-            self.error(line, path, f"expected a mapping of keys, got {type(node).__name__}")
+            self.error(line, path, f"expected a mapping of keys, got {yaml_kind(node)}")
             return None
         result: dict[str, Any] = {}
         for key in node:
@@ -192,7 +192,7 @@ class Reader:
         if node is None:
             return []
         if not isinstance(node, list):
-            self.error(line, path, f"expected a list, got {type(node).__name__}")
+            self.error(line, path, f"expected a list, got {yaml_kind(node)}")
             return []
         lines = getattr(node, "item_lines", [line] * len(node))
         return [(item, f"{path}[{index}]", lines[index]) for index, item in enumerate(node)]
@@ -214,6 +214,21 @@ def unknown_key_message(key: Any, fields: dict[str, Field]) -> str:
     close = difflib.get_close_matches(str(key), fields, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown key {key!r}{hint} (valid keys: {', '.join(fields)})"
+
+
+def yaml_kind(node: Any) -> str:
+    """What a YAML node is, in the file's own terms (never the loader's class names)."""
+    if isinstance(node, dict):
+        return "a mapping"
+    if isinstance(node, list):
+        return "a list"
+    if isinstance(node, bool):
+        return str(node).lower()
+    if isinstance(node, (int, float)):
+        return f"the number {node}"
+    if isinstance(node, str):
+        return f"the text {node!r}"
+    return type(node).__name__
 
 
 def is_mapping(node: Any) -> bool:
