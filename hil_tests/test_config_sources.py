@@ -74,12 +74,12 @@ def test_a_profile_edit_reaches_reload_and_restart(plant_factory, generic_panel,
     profile = write_profile(plant.workdir, 100)
 
     daemon = plant.start_daemon()
-    wait_upstream(plant, reads(100), "channel 1 through first_address 100")
+    wait_upstream(plant, reads(100), "channel 1 through first_address 100", timeout=90)
     assert ConfigCache(plant.config, plant.config.read_bytes()).read() is not None, "the start stored its config"
 
     write_profile(plant.workdir, 108)  # the main file is untouched
     daemon.signal(signal.SIGHUP)
-    wait_upstream(plant, reads(108), "channel 2's value after the reload (first_address 108)")
+    wait_upstream(plant, reads(108), "channel 2's value after the reload (first_address 108)", timeout=90)
     (reloaded,) = events_of(plant, "config_reloaded")
     assert reloaded["data"]["changes"]["devices_restarted"] == ["gds-own"]
     assert reloaded["data"]["config_sha256"] == recomputed_sha256(plant.config, profile)
@@ -88,7 +88,7 @@ def test_a_profile_edit_reaches_reload_and_restart(plant_factory, generic_panel,
 
     write_profile(plant.workdir, 116)
     daemon = plant.start_daemon()
-    wait_upstream(plant, reads(116), "channel 3's value after the restart (first_address 116)")
+    wait_upstream(plant, reads(116), "channel 3's value after the restart (first_address 116)", timeout=90)
     assert daemon.stop() == 0
     wait_quiet(plant)
 
