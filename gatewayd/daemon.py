@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from gatewayd import __version__
-from gatewayd.config.model import Config, UplinkConfig
+from gatewayd.config.model import Config, UplinkConfig, point_tags
 from gatewayd.kernelcache import use_kernel_cache
 from gatewayd.secretfiles import refuse_loose
 from gatewayd.systemd import notify, secret_path, watchdog_interval
@@ -70,7 +70,7 @@ class Daemon:
         from gatewayd.control import ControlServer, rule_handlers, socket_path
         from gatewayd.keys import load_private_key
         from gatewayd.points import PointTable
-        from gatewayd.scan import Scanner, build_data_quality, build_engine, interlock_tags
+        from gatewayd.scan import Scanner, build_data_quality, build_engine
         from gatewayd.uplink.publisher import Publisher, new_boot_id
         from gatewayd.clock import ClockGuard
         from gatewayd.operate import Operate
@@ -85,7 +85,7 @@ class Daemon:
         refuse_loose(secret_files(config, uplink))
         self.store = Store.open(config.store.path, config.store.synchronous,
                                 Retention(config.store.max_bytes, config.store.thinning))
-        self.table = PointTable(config.tags + interlock_tags(config.rules))
+        self.table = PointTable(point_tags(config))
         tag_ids = self.store.tag_ids([tag.name for tag in self.table.tags])
         self.engine = build_engine(config, self.table)
         self.scanner = Scanner(self.table, tag_ids, self.store, self.engine,

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gatewayd.config.model import Config, TagConfig
+from gatewayd.config.model import Config
 from gatewayd.dataquality import DataQuality, TagChecks, rows_by_tag_id
 from gatewayd.points import PointTable
 from gatewayd.types import QUALITY_BAD_MIN, Event
 from rules.engine import RuleEngine
-from rules.model import RulesConfig
 from rules.report import select_reports
 from store import SampleBlock, Store, is_disk_full
 from store.retention import gap_event
@@ -38,15 +37,6 @@ STATE_NAME = "rules"
 STATE_SAVE_SPACING = 10.0  # seconds; a crash loses at most this much alarm-state history (not events)
 RULE_EVENT_KINDS = frozenset({"alarm", "gas_alarm", "bypass", "trip"})  # events that change saved state
 DEVICE_STATE_EVENTS = frozenset({"device_down", "device_up"})
-
-
-def interlock_tags(rules: RulesConfig) -> tuple[TagConfig, ...]:
-    """One virtual tag per interlock, `IL.<id>`: 1.0 in service, 0.0 bypassed, bad quality while its
-    status tags are bad. No driver reads it; the scan writes it."""
-    return tuple(TagConfig(name=il.state_tag, device="", address=None, line=il.line,
-                           description=f"in-service state of interlock {il.id} (1 in service, 0 bypassed)",
-                           range_low=0.0, range_high=1.0, production_unit=il.unit)
-                 for il in rules.interlocks)
 
 
 def build_engine(config: Config, table: PointTable) -> RuleEngine:

@@ -10,7 +10,8 @@ import numpy as np
 
 from gatewayd.config import parse_config
 from gatewayd.points import PointTable
-from gatewayd.reload import DeviceSink, all_tags
+from gatewayd.config.model import point_tags
+from gatewayd.reload import DeviceSink
 from gatewayd.scan import Scanner, build_engine
 from store import Store
 
@@ -59,7 +60,7 @@ class Outbox:
 def plant(tmp_path: Path, source: str) -> SimpleNamespace:
     """The table, scanner and collected output of `source`; `sinks[device name]` as drivers get them."""
     cfg = parse_config(source, tmp_path / "config.yaml")
-    table = PointTable(all_tags(cfg))
+    table = PointTable(point_tags(cfg))
     store = Store.open(tmp_path / "g.db")
     names = [tag.name for tag in table.tags]
     tag_ids = store.tag_ids(names)

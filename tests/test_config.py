@@ -191,7 +191,8 @@ P1_P4 = """rules:
 def test_priorities_without_medium_pass_check_config_and_the_daemons_engine_runs(tmp_path: Path):
     """Today check-config said OK and the daemon died at start with KeyError: 'medium'."""
     from gatewayd.points import PointTable
-    from gatewayd.scan import build_engine, interlock_tags
+    from gatewayd.config.model import point_tags
+    from gatewayd.scan import build_engine
 
     source = (CONFIGS / "good" / "minimal.yaml").read_text().replace("uplink:", AT201 + "uplink:") + P1_P4
     path = tmp_path / "p1p4.yaml"
@@ -200,7 +201,7 @@ def test_priorities_without_medium_pass_check_config_and_the_daemons_engine_runs
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     config = load_config(path)
-    table = PointTable(config.tags + interlock_tags(config.rules))
+    table = PointTable(point_tags(config))
     engine = build_engine(config, table)
     table.write(table.rows_of(["LT101", "AT201", "XV101_OPEN"]), np.array([9.9, 45.0, 1.0]))
     events = engine.evaluate(table.value, table.quality, 1.0, 1_700_000_000.0)

@@ -29,7 +29,8 @@ from test_rules_fixtures import build, plant_rules, point_table
 from gatewayd.config import parse_config
 from gatewayd.control import CommandError, ControlError, ControlServer, call, rule_handlers, socket_path, stream
 from gatewayd.points import PointTable
-from gatewayd.scan import Scanner, build_engine, interlock_tags
+from gatewayd.config.model import point_tags
+from gatewayd.scan import Scanner, build_engine
 from gatewayd.types import Quality
 from store import Store
 
@@ -382,7 +383,7 @@ def test_scanner_forwards_interlock_state_and_the_rule_state_survives_a_restart(
     config = parse_config(CONFIG, tmp_path / "config.yaml")
 
     def start():
-        table = PointTable(config.tags + interlock_tags(config.rules))
+        table = PointTable(point_tags(config))
         store = Store.open(tmp_path / "g.db")
         scanner = Scanner(table, store.tag_ids([tag.name for tag in table.tags]), store, build_engine(config, table))
         scanner.restore_state()
@@ -417,7 +418,7 @@ def test_a_trip_saves_the_rule_state_so_its_consequential_suppression_survives_a
                             'trip: "LT102 >= 5", max_bypass: 8h, consequential: {alarms: [PT101.H], for: 10m}}')
     source = source.replace("      - {name: XS101_BYP,", "      - {name: LT102, address: 3}\n      - {name: XS101_BYP,")
     config = parse_config(source, tmp_path / "config.yaml")
-    table = PointTable(config.tags + interlock_tags(config.rules))
+    table = PointTable(point_tags(config))
     store = Store.open(tmp_path / "g.db")
     scanner = Scanner(table, store.tag_ids([tag.name for tag in table.tags]), store, build_engine(config, table))
     table.write(table.rows_of(["PT101", "LT102", "XS101_BYP"]), np.array([1.0, 6.0, 0.0]))

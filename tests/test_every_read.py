@@ -12,7 +12,8 @@ from test_operate import CONFIG as OPERATE_CONFIG
 from test_operate import config, edited, fake_daemon
 
 from gatewayd.readlog import ReadLog
-from gatewayd.reload import Reloader, diff_configs
+from gatewayd.config.diff import diff_configs
+from gatewayd.reload import Reloader
 from gatewayd.types import Quality
 
 CONFIG = """\

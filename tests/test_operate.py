@@ -29,7 +29,9 @@ from gatewayd.operate import (
     render_tail_line,
 )
 from gatewayd.points import PointTable
-from gatewayd.reload import DeviceSink, Reloader, ReloadRefused, all_tags, diff_configs, essence, restart_message
+from gatewayd.config.diff import diff_configs, essence, restart_message
+from gatewayd.config.model import point_tags
+from gatewayd.reload import DeviceSink, Reloader, ReloadRefused
 from gatewayd.scan import Scanner, build_data_quality, build_engine
 from gatewayd.types import Event, Priority, Quality
 from gatewayd.uplink.publisher import UplinkStats
@@ -155,7 +157,7 @@ class FakeDriver:
 
 def fake_daemon(tmp_path: Path, cfg) -> SimpleNamespace:
     """The parts of a Daemon that operate and reload read, built from a config without any I/O task."""
-    table = PointTable(all_tags(cfg))
+    table = PointTable(point_tags(cfg))
     store = Store.open(tmp_path / "g.db")
     engine = build_engine(cfg, table)
     scanner = Scanner(table, store.tag_ids([tag.name for tag in table.tags]), store, engine,
@@ -225,7 +227,7 @@ def block(values: list[float]) -> SampleBlock:
 
 
 def test_tail_filters_by_glob_device_and_events(tmp_path: Path):
-    table = PointTable(all_tags(config(tmp_path)))
+    table = PointTable(point_tags(config(tmp_path)))
     rows = np.array([0, 1, 2])  # LT101, PT101, FT201
     samples = block([1.0, 2.0, 3.0])
     alarm = Event("alarm", 1.0, "LT101", "LT101.HH UNACK", Priority.HIGH, {"tag": "LT101"})
@@ -246,7 +248,7 @@ def test_tail_filters_by_glob_device_and_events(tmp_path: Path):
 
 
 def test_a_slow_reader_loses_lines_is_told_how_many_and_never_holds_the_scan(tmp_path: Path):
-    table = PointTable(all_tags(config(tmp_path)))
+    table = PointTable(point_tags(config(tmp_path)))
     fanout = Fanout()
     slow = fanout.subscribe(TailFilter(), capacity=4)
     for _ in range(5):  # 5 ticks of 3 samples: 15 lines for room of 4

@@ -214,3 +214,17 @@ class Config:
 
     def tag_names(self) -> list[str]:
         return [tag.name for tag in self.tags]
+
+
+def interlock_tags(rules: RulesConfig) -> tuple[TagConfig, ...]:
+    """One virtual tag per interlock, `IL.<id>`: 1.0 in service, 0.0 bypassed, bad quality while its
+    status tags are bad. No driver reads it; the scan writes it."""
+    return tuple(TagConfig(name=il.state_tag, device="", address=None, line=il.line,
+                           description=f"in-service state of interlock {il.id} (1 in service, 0 bypassed)",
+                           range_low=0.0, range_high=1.0, production_unit=il.unit)
+                 for il in rules.interlocks)
+
+
+def point_tags(config: Config) -> tuple[TagConfig, ...]:
+    """The point table's rows: the devices' tags, then one virtual tag per interlock."""
+    return config.tags + interlock_tags(config.rules)
