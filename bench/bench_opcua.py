@@ -27,7 +27,7 @@ import yaml
 from bench.common import cpu_seconds, emit
 from drivers.opcua.client import OpcUaDriver
 from gatewayd.config.load import parse_config
-from gatewayd.points import PointTable
+from gatewayd.values.points import PointTable
 
 ROOT = Path(__file__).resolve().parents[1]
 

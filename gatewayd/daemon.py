@@ -69,10 +69,10 @@ class Daemon:
         from gatewayd.access import Access
         from gatewayd.control import ControlServer, rule_handlers, socket_path
         from gatewayd.keys import load_private_key
-        from gatewayd.points import PointTable
-        from gatewayd.scan import Scanner, build_data_quality, build_engine
+        from gatewayd.values.points import PointTable
+        from gatewayd.values.scan import Scanner, build_data_quality, build_engine
         from gatewayd.uplink.publisher import Publisher, new_boot_id
-        from gatewayd.clock import ClockGuard
+        from gatewayd.values.clock import ClockGuard
         from gatewayd.operate import Operate
         from gatewayd.peerlimits import DescriptorReserve, raise_descriptor_limit
         from gatewayd.reload import create_driver

@@ -146,7 +146,7 @@ def snapshot(daemon: Any) -> dict[str, Any]:
 
 
 def data_quality_figures(daemon: Any) -> dict[str, Any] | None:
-    """The data-quality figures of the current period and since start (gatewayd.dataquality)."""
+    """The data-quality figures of the current period and since start (gatewayd.values.dataquality)."""
     quality = daemon.scanner.data_quality
     return quality.figures(time.monotonic(), daemon.table.reads) if quality is not None else None
 

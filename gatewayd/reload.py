@@ -219,8 +219,8 @@ class Reloader:
     def _prepare(self, new: Config, diff: ConfigDiff, who: str) -> tuple[dict[str, Any], tuple | None]:
         """What can fail is built before anything running is touched: the new drivers and, when tags or
         rules changed, the new point table and rule engine (still empty)."""
-        from gatewayd.points import PointTable
-        from gatewayd.scan import build_engine
+        from gatewayd.values.points import PointTable
+        from gatewayd.values.scan import build_engine
 
         devices = {device.name: device for device in new.devices}
         try:
@@ -255,7 +255,7 @@ class Reloader:
         """The new point table, rule engine and a new scanner take over with the state of the old ones;
         synchronous, so no poll or scan runs halfway through."""
         from gatewayd.control import rule_handlers
-        from gatewayd.scan import Scanner, build_data_quality
+        from gatewayd.values.scan import Scanner, build_data_quality
 
         daemon = self.daemon
         old_table, old_scanner = daemon.table, daemon.scanner

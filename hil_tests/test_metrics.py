@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gatewayd import metrics
-from gatewayd.scan import ScanStats
+from gatewayd.values.scan import ScanStats
 from gatewayd.uplink.publisher import UplinkStats
 from hil_tests.test_service import add_metrics, scrape, wait_for_scrape
 from store.records import StoreStats

@@ -20,7 +20,7 @@ from numba import njit
 def select_reports(values, quality, updated, now, deadband, max_interval, every_read,
                    last_value, last_quality, last_time, last_update, out_rows):
     """Write the rows to report into `out_rows`, update the last-report state, return the count.
-    Rows marked in `every_read` are skipped: their reads are stored one by one (gatewayd.readlog)."""
+    Rows marked in `every_read` are skipped: their reads are stored one by one (gatewayd.values.readlog)."""
     count = 0
     for row in range(values.shape[0]):
         if every_read[row]:

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from scanplant import FakeClock
 
-import gatewayd.points
-import gatewayd.scan
+import gatewayd.values.points
+import gatewayd.values.scan
 
 
 @pytest.fixture
 def clock(monkeypatch) -> FakeClock:
     """The point table and the scan read this clock instead of the system's."""
     fake = FakeClock()
-    monkeypatch.setattr(gatewayd.points, "time", fake)
-    monkeypatch.setattr(gatewayd.scan, "time", fake)
+    monkeypatch.setattr(gatewayd.values.points, "time", fake)
+    monkeypatch.setattr(gatewayd.values.scan, "time", fake)
     return fake
 
 

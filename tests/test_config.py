@@ -190,9 +190,9 @@ P1_P4 = """rules:
 
 def test_priorities_without_medium_pass_check_config_and_the_daemons_engine_runs(tmp_path: Path):
     """Today check-config said OK and the daemon died at start with KeyError: 'medium'."""
-    from gatewayd.points import PointTable
+    from gatewayd.values.points import PointTable
     from gatewayd.config.model import point_tags
-    from gatewayd.scan import build_engine
+    from gatewayd.values.scan import build_engine
 
     source = (CONFIGS / "good" / "minimal.yaml").read_text().replace("uplink:", AT201 + "uplink:") + P1_P4
     path = tmp_path / "p1p4.yaml"

@@ -28,9 +28,9 @@ from test_rules_fixtures import build, plant_rules, point_table
 
 from gatewayd.config import parse_config
 from gatewayd.control import CommandError, ControlError, ControlServer, call, rule_handlers, socket_path, stream
-from gatewayd.points import PointTable
+from gatewayd.values.points import PointTable
 from gatewayd.config.model import point_tags
-from gatewayd.scan import Scanner, build_engine
+from gatewayd.values.scan import Scanner, build_engine
 from gatewayd.types import Quality
 from store import Store
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gatewayd.config.model import DeviceConfig, TagConfig
-from gatewayd.dataquality import AGE_EDGES, DataQuality, TagChecks, age_quantile
+from gatewayd.values.dataquality import AGE_EDGES, DataQuality, TagChecks, age_quantile
 from gatewayd.types import Event, Priority, Quality
 
 START, WALL = 1000.0, 1_700_000_000.0
@@ -218,7 +218,7 @@ def test_a_stale_tag_is_not_judged_frozen():
 
 
 def test_the_point_table_counts_completed_reads_per_row():
-    from gatewayd.points import PointTable
+    from gatewayd.values.points import PointTable
 
     table = PointTable([tag("A"), tag("B"), tag("C")])
     table.write(np.array([0, 1]), np.array([1.0, 2.0]))  # one quality for all rows
@@ -254,7 +254,7 @@ def test_the_figures_become_prometheus_families_per_device_and_window():
 
 def test_expected_reads_follow_the_poll_interval_or_the_opc_ua_keepalive_period():
     from drivers.opcua.config import OpcUaNode, OpcUaSettings
-    from gatewayd.dataquality import expected_interval
+    from gatewayd.values.dataquality import expected_interval
 
     settings = OpcUaSettings("opc.tcp://10.0.0.5:4840", publishing_interval=0.5, keepalive_count=4)
     server = DeviceConfig("ua", "opcua", 3.0, 1.0, settings, ())
@@ -267,7 +267,7 @@ def test_expected_reads_follow_the_poll_interval_or_the_opc_ua_keepalive_period(
 
 
 def test_ages_waiting_in_the_buffer_are_counted_whether_it_fills_or_not(monkeypatch):
-    monkeypatch.setattr("gatewayd.dataquality.AGE_CELLS_WAITING", 8)
+    monkeypatch.setattr("gatewayd.values.dataquality.AGE_CELLS_WAITING", 8)
     plant = Plant(tag("A"), tag("B"))
     plant.dq.sent(np.array([0] * 5), np.full(5, 0.05))
     plant.dq.sent(np.array([1] * 5), np.full(5, 2.0))  # the buffer is full: the first five are counted

@@ -11,7 +11,7 @@ from scanplant import WALL_OFFSET, FakeClock, Outbox, plant, positions
 from test_operate import CONFIG as OPERATE_CONFIG
 from test_operate import config, edited, fake_daemon
 
-from gatewayd.readlog import ReadLog
+from gatewayd.values.readlog import ReadLog
 from gatewayd.config.diff import diff_configs
 from gatewayd.reload import Reloader
 from gatewayd.types import Quality

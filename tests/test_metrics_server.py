@@ -20,7 +20,7 @@ import pytest
 
 from gatewayd import metrics
 from gatewayd.config.model import LimitsConfig, MetricsConfig
-from gatewayd.scan import ScanStats
+from gatewayd.values.scan import ScanStats
 from gatewayd.uplink.publisher import UplinkStats
 from store.records import StoreStats
 

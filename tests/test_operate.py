@@ -28,11 +28,11 @@ from gatewayd.operate import (
     render_status,
     render_tail_line,
 )
-from gatewayd.points import PointTable
+from gatewayd.values.points import PointTable
 from gatewayd.config.diff import diff_configs, essence, restart_message
 from gatewayd.config.model import point_tags
 from gatewayd.reload import DeviceSink, Reloader, ReloadRefused
-from gatewayd.scan import Scanner, build_data_quality, build_engine
+from gatewayd.values.scan import Scanner, build_data_quality, build_engine
 from gatewayd.types import Event, Priority, Quality
 from gatewayd.uplink.publisher import UplinkStats
 from store import SampleBlock, Store

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatewayd.clock import ClockGuard
+from gatewayd.values.clock import ClockGuard
 from gatewayd.types import Event, Priority, Quality
 from store import BatchContent, Retention, SampleBlock, Store, is_disk_full
 from store.spill import Spill

@@ -35,7 +35,7 @@ class TagConfig:
     deadband: float = 0.0
     max_interval: float = 60.0
     stale_after: float = math.inf  # not refreshed this long: STALE (inf: never, as the scan-written IL.* rows)
-    report: str = "exception"  # or "every_read": every completed read stored once (gatewayd.readlog)
+    report: str = "exception"  # or "every_read": every completed read stored once (gatewayd.values.readlog)
     alarms: TagAlarmConfig | None = None  # limit alarms (rules.config.parse_tag_alarms)
     frozen_after: float | None = None  # seconds unchanged before the value counts as frozen; None: off
     max_rate: float | None = None  # engineering units per second a real value can move; None: off
@@ -167,7 +167,7 @@ class UplinkConfig:
 
 @dataclass(frozen=True)
 class DataQualityConfig:
-    """The `data_quality:` section: how often the figures go upstream (gatewayd.dataquality)."""
+    """The `data_quality:` section: how often the figures go upstream (gatewayd.values.dataquality)."""
 
     interval: float = 3600.0
 

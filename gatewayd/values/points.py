@@ -7,7 +7,7 @@ time the table was made (its NO_VALUE is reported once, with that time).
 
 Staleness lives here too: the scan calls `mark_stale` every tick, which turns a row whose value was
 not refreshed within its tag's `stale_after` STALE (uncertain, the value kept); the next read clears
-it. Rows of `report: every_read` tags also go to the read log (gatewayd.readlog) on every write.
+it. Rows of `report: every_read` tags also go to the read log (gatewayd.values.readlog) on every write.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gatewayd.config.model import TagConfig
-from gatewayd.readlog import ReadLog, Reads
+from gatewayd.values.readlog import ReadLog, Reads
 from gatewayd.types import QUALITY_BAD_MIN, Event, Quality
 
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gatewayd.config.model import Config
-from gatewayd.dataquality import DataQuality, TagChecks, rows_by_tag_id
-from gatewayd.points import PointTable
+from gatewayd.values.dataquality import DataQuality, TagChecks, rows_by_tag_id
+from gatewayd.values.points import PointTable
 from gatewayd.types import QUALITY_BAD_MIN, Event
 from rules.engine import RuleEngine
 from rules.report import select_reports
@@ -72,7 +72,7 @@ class Scanner:
         self._rows_by_tag_id = rows_by_tag_id(tag_ids)
         self.outbox = store  # what ticks append to; the daemon puts the spill and clock guard here
         # called as tap(table, rows, samples, events) after each commit: `gatewayd tail` and status
-        # (gatewayd.operate); it must only copy, never block
+        # (gatewayd.operator.operate); it must only copy, never block
         self.tap: Callable[[PointTable, np.ndarray | None, SampleBlock | None, Sequence[Event]], None] | None = None
         size = len(table)
         self.interlock_rows = table.rows_of([il.state_tag for il in engine.rules.interlocks])
