@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gatewayd.config.model import ControlConfig
-from gatewayd.control import CommandError, Peer
+from gatewayd.operator.control import CommandError, Peer
 
 VIEW, OPERATOR, APPROVER = "view", "operator", "approver"
 ROLES = (VIEW, OPERATOR, APPROVER)

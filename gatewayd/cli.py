@@ -34,7 +34,7 @@ def setup_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gatewayd.config import ConfigError, load_config_isolated
-    from gatewayd.control import ControlError
+    from gatewayd.operator.control import ControlError
     from gatewayd.daemon import run_daemon
     from gatewayd.secretfiles import SecretFileError
     from gatewayd.systemd import CredentialError
@@ -153,7 +153,7 @@ def control_socket(args: argparse.Namespace) -> Path:
     """--socket, else the runtime_dir of -c CONFIG, else the default runtime_dir."""
     from gatewayd.config import load_config
     from gatewayd.config.load import SYSTEMD_DIRECTORIES
-    from gatewayd.control import socket_path
+    from gatewayd.operator.control import socket_path
 
     if args.socket:
         return Path(args.socket)
@@ -164,7 +164,7 @@ def control_socket(args: argparse.Namespace) -> Path:
 
 def cmd_control(args: argparse.Namespace) -> int:
     from gatewayd.config import ConfigError
-    from gatewayd.control import CommandError, ControlError, call
+    from gatewayd.operator.control import CommandError, ControlError, call
 
     name = " ".join(filter(None, (args.command, getattr(args, "bypass_command", None))))
     try:
@@ -397,7 +397,7 @@ def show_reload(result: dict[str, Any]) -> str:
 def cmd_tail(args: argparse.Namespace) -> int:
     """Follow the daemon's stream until Ctrl-C or until the daemon stops."""
     from gatewayd.config import ConfigError
-    from gatewayd.control import CommandError, ControlError, stream
+    from gatewayd.operator.control import CommandError, ControlError, stream
     from gatewayd.operate import render_tail_line
 
     try:
@@ -429,7 +429,7 @@ def reload_socket(args: argparse.Namespace) -> Path:
 
     from gatewayd.config import ConfigError
     from gatewayd.config.load import SYSTEMD_DIRECTORIES
-    from gatewayd.control import socket_path
+    from gatewayd.operator.control import socket_path
 
     try:
         return control_socket(args)
@@ -452,7 +452,7 @@ def reload_socket(args: argparse.Namespace) -> Path:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     from gatewayd.config import ConfigError
-    from gatewayd.control import CommandError, ControlError, call
+    from gatewayd.operator.control import CommandError, ControlError, call
 
     try:
         result = call(reload_socket(args), args.build(args), timeout=120)

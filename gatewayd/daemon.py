@@ -67,7 +67,7 @@ class Daemon:
         prepare_start(config)
         # imported here so that numba sees the cache directory and check-config stays light
         from gatewayd.access import Access
-        from gatewayd.control import ControlServer, rule_handlers, socket_path
+        from gatewayd.operator.control import ControlServer, rule_handlers, socket_path
         from gatewayd.keys import load_private_key
         from gatewayd.values.points import PointTable
         from gatewayd.values.scan import Scanner, build_data_quality, build_engine
@@ -172,7 +172,7 @@ class Daemon:
         where = self.config.metrics
         if where is None:
             return None
-        from gatewayd.control import ControlError
+        from gatewayd.operator.control import ControlError
         from gatewayd.metrics import MetricsServer
 
         server = MetricsServer(self, where, self.config.limits, self.reserve)

@@ -34,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from gatewayd.config.model import ACCEPT_BURST, LimitsConfig, MetricsConfig
-from gatewayd.control import SOCKET_UMASK, peer_account, peer_of, remove_stale_socket
+from gatewayd.operator.control import SOCKET_UMASK, peer_account, peer_of, remove_stale_socket
 from gatewayd.peerlimits import DescriptorReserve, RefusalLog, Slots
 
 METRICS_PATHS = ("/metrics", "/")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from gatewayd import __version__
-from gatewayd.control import CommandError, Handler, Peer
+from gatewayd.operator.control import CommandError, Handler, Peer
 from gatewayd.types import QUALITY_BAD_MIN, Event, Quality
 
 TAIL_CAPACITY = 2000  # lines buffered per subscriber before lines are dropped

@@ -254,7 +254,7 @@ class Reloader:
     def _swap_points(self, new: Config, diff: ConfigDiff, table: Any, engine: Any) -> list[str]:
         """The new point table, rule engine and a new scanner take over with the state of the old ones;
         synchronous, so no poll or scan runs halfway through."""
-        from gatewayd.control import rule_handlers
+        from gatewayd.operator.control import rule_handlers
         from gatewayd.values.scan import Scanner, build_data_quality
 
         daemon = self.daemon

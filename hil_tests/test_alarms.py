@@ -21,7 +21,7 @@ import pytest
 import yaml
 from pymodbus.client import ModbusTcpClient
 
-from gatewayd.control import ControlError, call, socket_path
+from gatewayd.operator.control import ControlError, call, socket_path
 from tests.accounts import call_as, throwaway_accounts, unique_prefix
 from gatewayd.types import Quality
 from gatewayd.uplink.receiver import Receiver

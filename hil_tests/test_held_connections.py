@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from gatewayd.config.model import ACCEPT_BURST, LimitsConfig
-from gatewayd.control import CommandError, ControlError, call
+from gatewayd.operator.control import CommandError, ControlError, call
 from hil_tests.harness import Daemon, Simulator, free_port, plant_config, stop_all
 from hil_tests.sim import hoarder
 from hil_tests.test_service import wait_for_scrape

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from gatewayd.control import CommandError, ControlError, call
+from gatewayd.operator.control import CommandError, ControlError, call
 
 
 def _run(*argv: str) -> None:

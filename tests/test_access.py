@@ -17,7 +17,7 @@ from test_rules_fixtures import build, point_table
 
 from gatewayd.access import APPROVER, CACHE_SECONDS, COMMAND_ROLES, OPERATOR, VIEW, Access
 from gatewayd.config.model import ControlConfig
-from gatewayd.control import CommandError, Peer, call, rule_handlers
+from gatewayd.operator.control import CommandError, Peer, call, rule_handlers
 
 
 class Clock:

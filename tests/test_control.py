@@ -27,7 +27,15 @@ from accounts import call_as
 from test_rules_fixtures import build, plant_rules, point_table
 
 from gatewayd.config import parse_config
-from gatewayd.control import CommandError, ControlError, ControlServer, call, rule_handlers, socket_path, stream
+from gatewayd.operator.control import (
+    CommandError,
+    ControlError,
+    ControlServer,
+    call,
+    rule_handlers,
+    socket_path,
+    stream,
+)
 from gatewayd.values.points import PointTable
 from gatewayd.config.model import point_tags
 from gatewayd.values.scan import Scanner, build_engine

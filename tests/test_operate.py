@@ -18,7 +18,7 @@ from drivers.kit import DriverStats
 from gatewayd import operate
 
 from gatewayd.config import parse_config
-from gatewayd.control import CommandError, stream
+from gatewayd.operator.control import CommandError, stream
 from gatewayd.operate import (
     Fanout,
     Operate,

@@ -21,7 +21,7 @@ from test_control import Served
 from test_systemd import UNIT, unit_settings
 
 from gatewayd.config.model import ACCEPT_BURST, LimitsConfig
-from gatewayd.control import ControlServer, call, socket_path, stream
+from gatewayd.operator.control import ControlServer, call, socket_path, stream
 from gatewayd.peerlimits import DescriptorReserve, RefusalLog, Slots, nesting_depth
 
 ACCOUNT_A, ACCOUNT_B = 64_001, 64_002  # uids without a name: nothing else on the box uses them

@@ -1,0 +1,1 @@
+"""What a person at the gateway uses: the control socket and the operating commands behind it."""
