@@ -34,8 +34,8 @@ def setup_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gatewayd.config import ConfigError, load_config_isolated
+    from gatewayd.kernelcache import prepare_start
     from gatewayd.operator.control import ControlError
-    from gatewayd.daemon import run_daemon
     from gatewayd.secretfiles import SecretFileError
     from gatewayd.systemd import CredentialError
     from gatewayd.trust import ForeignDirectoryError
@@ -48,6 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         gc.freeze()
         for warning in config.warnings:
             logging.getLogger("gatewayd").warning("configuration: %s", warning)
+        prepare_start(config)
+        from gatewayd.daemon import run_daemon  # imports numba, which reads NUMBA_CACHE_DIR: only now
+
         return run_daemon(config)
     except ConfigError as exc:
         print(f"gatewayd: configuration invalid, not starting:\n{exc}", file=sys.stderr)
@@ -383,13 +386,13 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def show_status(result: dict[str, Any]) -> str:
-    from gatewayd.operate import render_status
+    from gatewayd.operator.render import render_status
 
     return render_status(result)
 
 
 def show_reload(result: dict[str, Any]) -> str:
-    from gatewayd.operate import render_reload
+    from gatewayd.operator.render import render_reload
 
     return render_reload(result)
 
@@ -398,7 +401,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     """Follow the daemon's stream until Ctrl-C or until the daemon stops."""
     from gatewayd.config import ConfigError
     from gatewayd.operator.control import CommandError, ControlError, stream
-    from gatewayd.operate import render_tail_line
+    from gatewayd.operator.render import render_tail_line
 
     try:
         for line in stream(control_socket(args), args.build(args)):

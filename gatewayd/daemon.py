@@ -1,4 +1,5 @@
-"""The running daemon: builds the pieces from a validated config and supervises their tasks.
+"""The running daemon: runs the pieces `gatewayd.assembly` builds from a validated config, supervises
+their tasks, and applies the plans `gatewayd.reload` prepares.
 
 Drivers, the scan loop and the uplink are separate tasks. A driver that dies of an unexpected error
 is logged and restarted after a pause, so polling never stops for good; the scan and uplink loops
@@ -13,15 +14,34 @@ import logging
 import signal
 import time
 from dataclasses import replace
-from pathlib import Path
+
+import uvloop
 
 from gatewayd import __version__
-from gatewayd.config.model import Config, UplinkConfig, point_tags
-from gatewayd.kernelcache import use_kernel_cache
-from gatewayd.secretfiles import refuse_loose
-from gatewayd.systemd import notify, secret_path, watchdog_interval
-from gatewayd.trust import refuse_root_over_foreign_directories
+from gatewayd.access import Access
+from gatewayd.assembly import (
+    Points,
+    PublisherFactory,
+    build_driver,
+    build_outbox,
+    build_points,
+    check_secrets,
+    device_sink,
+    metadata_events,
+    open_store,
+    publisher_factory,
+)
+from gatewayd.config.diff import ConfigDiff
+from gatewayd.config.model import Config
+from gatewayd.metrics import MetricsServer
+from gatewayd.operator.control import ControlError, ControlServer, rule_handlers, socket_path
+from gatewayd.operator.operate import Operate
+from gatewayd.peerlimits import DescriptorReserve, raise_descriptor_limit
+from gatewayd.reload import ReloadPlan, Reloader, ReloadRefused
+from gatewayd.systemd import notify, watchdog_interval
 from gatewayd.types import QUALITY_BAD_MIN, Event, Priority
+from gatewayd.uplink.publisher import new_boot_id
+from gatewayd.values.carry import carry_over
 
 log = logging.getLogger("gatewayd")
 
@@ -29,68 +49,28 @@ MIN_SCAN_SPACING = 0.05  # coalesce the wake-ups of many devices finishing their
 DRIVER_RESTART_DELAY = 5.0
 WATCHDOG_STALL = 30.0  # a loop that has not turned for this long (or 3 of its periods) stops the pings
 STATUS_INTERVAL = 10.0  # STATUS= refresh when systemd does not ask for watchdog pings
-METADATA_CHUNK = 500
 STOP_DRAIN_SECONDS = 5.0  # well inside systemd's TimeoutStopSec
 SUMMARY_INTERVAL = 300.0  # one summary line instead of a line per poll
 
 
-def resolve_uplink(uplink: UplinkConfig) -> UplinkConfig:
-    """Secrets given as credential:NAME are files in $CREDENTIALS_DIRECTORY while the service runs."""
-    return replace(uplink, signing_key=secret_path(uplink.signing_key),
-                   password_file=uplink.password_file and secret_path(uplink.password_file))
-
-
-def secret_files(config: Config, uplink: UplinkConfig) -> list[tuple[str, Path | None]]:
-    """(what, path) of every file of the config that holds a secret, `uplink` with its credentials resolved:
-    start and reload refuse them when loose (`gatewayd.secretfiles`), as check-config does."""
-    import drivers
-
-    files = [("signing key", uplink.signing_key), ("broker password file", uplink.password_file),
-             ("MQTT client key", uplink.tls.key_file)]
-    for device in config.devices:
-        for key, what in getattr(drivers.schema(device.driver), "SECRET_FILES", {}).items():
-            files.append((f"{what} of device {device.name}", getattr(device.settings, key)))
-    return files
-
-
-def prepare_start(config: Config) -> None:
-    """Before anything is read from the daemon's directories: as root only over root's own directories,
-    and numba's kernel cache checked (gatewayd.kernelcache) before numba is first imported."""
-    gateway = config.gateway
-    refuse_root_over_foreign_directories((gateway.state_dir, gateway.cache_dir, gateway.runtime_dir,
-                                          config.store.path.parent))
-    use_kernel_cache(gateway.cache_dir)
-
-
 class Daemon:
-    def __init__(self, config: Config):
-        prepare_start(config)
-        # imported here so that numba sees the cache directory and check-config stays light
-        from gatewayd.access import Access
-        from gatewayd.operator.control import ControlServer, rule_handlers, socket_path
-        from gatewayd.keys import load_private_key
-        from gatewayd.values.points import PointTable
-        from gatewayd.values.scan import Scanner, build_data_quality, build_engine
-        from gatewayd.uplink.publisher import Publisher, new_boot_id
-        from gatewayd.values.clock import ClockGuard
-        from gatewayd.operate import Operate
-        from gatewayd.peerlimits import DescriptorReserve, raise_descriptor_limit
-        from gatewayd.reload import create_driver
-        from store import Retention, Store
-        from store.spill import Spill
+    """The pieces of one running configuration (built by `gatewayd.assembly`) and the tasks that run them;
+    `run()` until SIGTERM, `apply(plan)` for a reload."""
 
+    def __init__(self, config: Config):
         self.config = config
         self.boot_id = new_boot_id()
-        uplink = resolve_uplink(config.uplink)
-        refuse_loose(secret_files(config, uplink))
-        self.store = Store.open(config.store.path, config.store.synchronous,
-                                Retention(config.store.max_bytes, config.store.thinning))
-        self.table = PointTable(point_tags(config))
-        tag_ids = self.store.tag_ids([tag.name for tag in self.table.tags])
-        self.engine = build_engine(config, self.table)
-        self.scanner = Scanner(self.table, tag_ids, self.store, self.engine,
-                               build_data_quality(config, self.table, time.monotonic(), time.time()))
+        check_secrets(config)  # a loose or missing secret fails before anything opens
+        make_publisher = publisher_factory(config, self.boot_id)
+        self.store = open_store(config)
+        points = build_points(config, self.store)
+        self.table, self.engine, self.scanner = points.table, points.engine, points.scanner
         self.scanner.restore_state()
+        self.spill, self.clock = build_outbox(self.store)
+        self.scanner.outbox = self.clock
+        self.reloader = Reloader(self)
+        self.operate = Operate(self, self.reloader)  # status, tail, reload
+        self.scanner.tap = self.operate.on_commit
         # peers (control socket, metrics) never get the last descriptors: drivers, store and uplink keep them
         self.reserve = DescriptorReserve(raise_descriptor_limit(), config.limits.reserved_descriptors)
         self.reserve.warn_if_short(config.limits.control_connections
@@ -99,20 +79,15 @@ class Daemon:
                                      Access(config.control))
         self.control.handlers.update(rule_handlers(self.engine, self.scanner.commit,
                                                    config.control.approval_window))
-        self.operate = Operate(self)  # status, tail, reload
         self.control.handlers.update(self.operate.handlers())
-        self.scanner.tap = self.operate.on_commit
-        self.spill = Spill(self.store)  # a full disk stops storing, never scanning
-        self.clock = ClockGuard(self.spill)
-        self.scanner.outbox = self.clock
-        self.publisher = Publisher(uplink, config.gateway.id, self.store,
-                                   load_private_key(uplink.signing_key), self.boot_id)
+        self.publisher = make_publisher(self.store)
         self.publisher.on_built = self._samples_sent
-        self.drivers, self.sinks = {}, {}  # a driver writes through its sink, which a reload may retarget
-        for device in config.devices:
-            self.drivers[device.name], self.sinks[device.name] = create_driver(device, self.table)
+        self.drivers = {device.name: build_driver(device) for device in config.devices}
+        # a driver writes through its sink, which a reload may retarget
+        self.sinks = {device.name: device_sink(device, self.table) for device in config.devices}
         self.driver_tasks: dict[str, asyncio.Task] = {}
         self._publisher_swaps: asyncio.Queue = asyncio.Queue()
+        self._signal_reloads: set[asyncio.Task] = set()
         self.scan_progress = time.monotonic()
         self._stopping = asyncio.Event()
 
@@ -120,7 +95,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.operate.reload_on_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         metrics = await self._start_metrics()
         if metrics is False:
             self.store.close()
@@ -172,9 +147,6 @@ class Daemon:
         where = self.config.metrics
         if where is None:
             return None
-        from gatewayd.operator.control import ControlError
-        from gatewayd.metrics import MetricsServer
-
         server = MetricsServer(self, where, self.config.limits, self.reserve)
         try:
             await server.start()
@@ -197,7 +169,7 @@ class Daemon:
 
     def _record_start(self) -> None:
         config = self.config
-        digest = self.operate.reloader.digest = config.config_sha256
+        digest = self.reloader.digest = config.config_sha256
         self.table.event(Event(
             "gateway_started", time.time(), config.gateway.id,
             f"gatewayd {__version__} started with {len(config.tags)} tags on {len(config.devices)} devices",
@@ -205,11 +177,8 @@ class Daemon:
             {"version": __version__, "boot_id": self.boot_id.hex(), "config_sha256": digest,
              "config_files": config.source_list(), "tags": len(config.tags),
              "devices": [device.name for device in config.devices]}))
-        metadata = [{"tag": tag.name, **tag.metadata()} for tag in self.table.tags]
-        for start in range(0, len(metadata), METADATA_CHUNK):
-            chunk = metadata[start:start + METADATA_CHUNK]
-            self.table.event(Event("tag_metadata", time.time(), config.gateway.id,
-                                   f"metadata of {len(chunk)} tags", Priority.INFO, {"tags": chunk}))
+        for event in metadata_events(config.gateway.id, self.table.tags):
+            self.table.event(event)
         log.info("gatewayd %s starting: gateway %s, %d devices, %d tags, boot %s, config sha256 %s",
                  __version__, config.gateway.id, len(config.devices), len(config.tags),
                  self.boot_id.hex(), digest[:16])
@@ -277,7 +246,7 @@ class Daemon:
             build, started = swap.result()
             previous = self.publisher
             try:
-                self.publisher = build()
+                self.publisher = build(self.store)
             except BaseException as exc:
                 started.set_exception(exc)
                 raise
@@ -287,11 +256,67 @@ class Daemon:
             log.info("uplink restarted for the new configuration: %s:%d", self.publisher.config.host,
                      self.publisher.config.port)
 
+    # ---------------------------------------------------------------------------------- reload
+
+    def record(self, event: Event) -> None:
+        """An event of the daemon itself, committed by the next scan like a driver's."""
+        self.table.event(event)
+
+    async def apply(self, plan: ReloadPlan) -> list[str]:
+        """Run a reload's plan (`gatewayd.reload`): stop the devices it removes or restarts, swap in the
+        new value path, start the new drivers, hand the new publisher over. Returns notes about rule
+        state that did not carry over."""
+        diff = plan.diff
+        for name in diff.devices_removed + diff.devices_restarted:
+            await self.stop_driver(name)
+            del self.drivers[name], self.sinks[name]
+        notes = self._adopt_points(plan.config, diff, plan.points) if plan.points is not None else []
+        self.config = plan.config
+        devices = {device.name: device for device in plan.config.devices}
+        for name, driver in plan.drivers.items():
+            self.drivers[name], self.sinks[name] = driver, device_sink(devices[name], self.table)
+            self.start_driver(name)
+        if plan.publisher is not None:
+            await self.replace_publisher(plan.publisher)
+        return notes
+
+    def _adopt_points(self, config: Config, diff: ConfigDiff, points: Points) -> list[str]:
+        """The new point table, rule engine and scanner take over with the state of the old ones;
+        synchronous, so no poll or scan runs halfway through."""
+        old_scanner = self.scanner
+        old_scanner.tick()  # commit what the polls brought under the old configuration
+        notes = carry_over(old_scanner, points.scanner)
+        table = points.table
+        devices = {device.name: device for device in config.devices}
+        for name, sink in self.sinks.items():
+            sink.retarget(table, table.rows_of([tag.name for tag in devices[name].tags]))
+        self.table, self.engine, self.scanner = table, points.engine, points.scanner
+        self.control.handlers.update(rule_handlers(self.engine, self.scanner.commit,
+                                                   config.control.approval_window))
+        self.scanner.save_state()
+        described = set(diff.tags_added) | set(diff.tags_changed)
+        for event in metadata_events(config.gateway.id, [tag for tag in table.tags if tag.name in described]):
+            table.event(event)
+        return notes
+
+    def _reload_on_signal(self) -> None:
+        """SIGHUP: the same reload as `gatewayd reload`, logged (and recorded as an event) instead of answered."""
+
+        async def run() -> None:
+            try:
+                await self.reloader.reload("SIGHUP")
+            except ReloadRefused:
+                pass  # already logged and recorded as a config_rejected event
+
+        task = asyncio.get_running_loop().create_task(run(), name="reload")
+        self._signal_reloads.add(task)
+        task.add_done_callback(self._signal_reloads.discard)
+
     def _samples_sent(self, samples, created: float) -> None:
         self.scanner.samples_sent(samples, created)  # the scanner of the moment: a reload may replace it
 
-    async def replace_publisher(self, build) -> None:
-        """Stop the running publisher, then run `build()` instead; returns once the new one runs."""
+    async def replace_publisher(self, build: PublisherFactory) -> None:
+        """Stop the running publisher, then run `build(store)` instead; returns once the new one runs."""
         started = asyncio.get_running_loop().create_future()
         self._publisher_swaps.put_nowait((build, started))
         await started
@@ -354,8 +379,6 @@ def stalled_loops(now: float, loops: dict[str, tuple[float, float]]) -> list[str
 
 
 def run_daemon(config: Config) -> int:
-    import uvloop
-
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it: a reload too early must not kill
 
     return uvloop.run(Daemon(config).run())

@@ -25,7 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gatewayd.trust import untrusted_path, untrusted_tree
+from gatewayd.config.model import Config
+from gatewayd.trust import refuse_root_over_foreign_directories, untrusted_path, untrusted_tree
 
 log = logging.getLogger("gatewayd")
 
@@ -54,3 +55,13 @@ def use_kernel_cache(cache_dir: Path) -> Path:
                     wanted, problem, directory)
     os.environ["NUMBA_CACHE_DIR"] = str(directory)
     return directory
+
+
+def prepare_start(config: Config) -> None:
+    """Before anything is read from the daemon's directories: as root only over root's own directories,
+    and numba's kernel cache checked before numba is first imported (`gatewayd run` calls this before
+    it imports the daemon, whose rule engine imports numba)."""
+    gateway = config.gateway
+    refuse_root_over_foreign_directories((gateway.state_dir, gateway.cache_dir, gateway.runtime_dir,
+                                          config.store.path.parent))
+    use_kernel_cache(gateway.cache_dir)

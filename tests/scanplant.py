@@ -11,8 +11,8 @@ import numpy as np
 from gatewayd.config import parse_config
 from gatewayd.values.points import PointTable
 from gatewayd.config.model import point_tags
-from gatewayd.reload import DeviceSink
 from gatewayd.values.scan import Scanner, build_engine
+from gatewayd.values.sink import DeviceSink
 from store import Store
 
 WALL_OFFSET = 1_700_000_000.0  # the wall clock reads monotonic time plus this, until a test steps it

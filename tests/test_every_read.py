@@ -13,7 +13,6 @@ from test_operate import config, edited, fake_daemon
 
 from gatewayd.values.readlog import ReadLog
 from gatewayd.config.diff import diff_configs
-from gatewayd.reload import Reloader
 from gatewayd.types import Quality
 
 CONFIG = """\
@@ -125,10 +124,9 @@ def test_reads_waiting_at_a_reload_are_stored_by_the_outgoing_scanner(tmp_path: 
     new_config = config(tmp_path, edited(source, "        address: 2\n        type: float32\n",
                                          "        address: 2\n        type: float32\n"
                                          "      - {name: PT102, address: 4, type: float32}\n"))
-    reloader = Reloader(daemon)
     diff = diff_configs(old_config, new_config)
-    _, points = reloader._prepare(new_config, diff, "test")
-    reloader._swap_points(new_config, diff, *points)
+    plan = daemon.reloader.build(new_config, "ab" * 32, diff, "test")
+    daemon._adopt_points(new_config, diff, plan.points)
     assert outbox.of("PT101") == [("PT101", first + WALL_OFFSET, 1.5, GOOD),
                                   ("PT101", first + 0.02 + WALL_OFFSET, 1.5, GOOD)]
     assert daemon.table.read_log is not None and len(daemon.table.read_log) == 0

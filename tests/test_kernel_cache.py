@@ -103,10 +103,11 @@ def test_gatewayd_run_as_root_over_a_foreign_state_directory_exits_2(tmp_path):
 
 
 def test_numba_is_pointed_at_the_checked_cache_before_it_is_imported(tmp_path, cache):
-    """In a fresh process, as the daemon starts: nothing imported before the check loads numba, and numba
-    then uses the checked directory, or a private one of its own when the check failed."""
+    """In a fresh process, as the daemon starts: nothing `gatewayd run` imports before the check loads numba
+    (the daemon module, which does, is imported after it), and numba then uses the checked directory, or a
+    private one of its own when the check failed."""
     probe = ("import sys; from pathlib import Path\n"
-             "import gatewayd.cli, gatewayd.daemon, gatewayd.config.load\n"
+             "import gatewayd.cli, gatewayd.config.load, gatewayd.kernelcache\n"
              "assert 'numba' not in sys.modules, 'numba imported before the check'\n"
              "from gatewayd.kernelcache import use_kernel_cache\n"
              "used = use_kernel_cache(Path(sys.argv[1]))\n"

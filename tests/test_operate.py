@@ -1,9 +1,11 @@
-"""The pure parts of status, tail and reload: config diffs, carrying state over a rebuild, the tail's
-fan-out and its bounds, and the status screen. The real daemon is in hil_tests/test_operate.py."""
+"""Status, tail and reload without I/O: config diffs, a reload's plan adopted by a Daemon whose tasks never
+run (state carried over a rebuild), the tail's fan-out and its bounds, and the status screen. The running
+daemon is in hil_tests/test_operating_live.py."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 import time
@@ -15,27 +17,20 @@ import pytest
 from test_control import ROOT, serving
 
 from drivers.kit import DriverStats
-from gatewayd import operate
-
 from gatewayd.config import parse_config
-from gatewayd.operator.control import CommandError, stream
-from gatewayd.operate import (
-    Fanout,
-    Operate,
-    Subscriber,
-    TailFilter,
-    render_reload,
-    render_status,
-    render_tail_line,
-)
-from gatewayd.values.points import PointTable
 from gatewayd.config.diff import diff_configs, essence, restart_message
 from gatewayd.config.model import point_tags
-from gatewayd.reload import DeviceSink, Reloader, ReloadRefused
-from gatewayd.values.scan import Scanner, build_data_quality, build_engine
+from gatewayd.daemon import Daemon
+from gatewayd.keys import generate_key
+from gatewayd.operator import operate
+from gatewayd.operator.control import CommandError, stream
+from gatewayd.operator.render import render_reload, render_status, render_tail_line
+from gatewayd.operator.tail import Fanout, Subscriber, TailFilter
+from gatewayd.reload import ReloadRefused
 from gatewayd.types import Event, Priority, Quality
 from gatewayd.uplink.publisher import UplinkStats
-from store import SampleBlock, Store
+from gatewayd.values.points import PointTable
+from store import SampleBlock
 
 CONFIG = """\
 gateway:
@@ -155,21 +150,16 @@ class FakeDriver:
         self.stats = DriverStats(polls=7, failures=2, reconnects=1, last_poll_latency=0.0123, requests_per_poll=3)
 
 
-def fake_daemon(tmp_path: Path, cfg) -> SimpleNamespace:
-    """The parts of a Daemon that operate and reload read, built from a config without any I/O task."""
-    table = PointTable(point_tags(cfg))
-    store = Store.open(tmp_path / "g.db")
-    engine = build_engine(cfg, table)
-    scanner = Scanner(table, store.tag_ids([tag.name for tag in table.tags]), store, engine,
-                      build_data_quality(cfg, table, time.monotonic(), time.time()))
-    sinks = {device.name: DeviceSink(table, table.rows_of([tag.name for tag in device.tags])) for device in cfg.devices}
-    daemon = SimpleNamespace(config=cfg, table=table, store=store, engine=engine, scanner=scanner, sinks=sinks,
-                             drivers={"plc-a": FakeDriver(), "plc-b": FakeDriver(down=True)},
-                             control=SimpleNamespace(handlers={}), boot_id=bytes(16),
-                             publisher=SimpleNamespace(stats=UplinkStats(connected=True, acknowledged=4),
-                                                       inflight=1))
-    daemon.operate = Operate(daemon)
-    scanner.tap = daemon.operate.on_commit
+def fake_daemon(tmp_path: Path, cfg) -> Daemon:
+    """A Daemon built from `cfg` (with a signing key of its own), whose tasks never run: its drivers and
+    publisher are stand-ins with known figures."""
+    key = tmp_path / "signing.key"
+    if not key.exists():
+        generate_key(key)
+    daemon = Daemon(dataclasses.replace(cfg, uplink=dataclasses.replace(cfg.uplink, signing_key=key)))
+    daemon.config = cfg
+    daemon.drivers = {"plc-a": FakeDriver(), "plc-b": FakeDriver(down=True)}
+    daemon.publisher = SimpleNamespace(stats=UplinkStats(connected=True, acknowledged=4), inflight=1)
     return daemon
 
 
@@ -189,10 +179,9 @@ def test_a_rebuild_keeps_values_report_state_alarm_states_and_running_sinks(tmp_
     new_config = config(tmp_path, source)
     diff = diff_configs(old_config, new_config)
     assert diff.tags_added == ["AT001"] and diff.devices_added == ["plc-0"] and not diff.devices_restarted
-    reloader = Reloader(daemon)
-    drivers, points = reloader._prepare(new_config, diff, "test")
-    assert list(drivers) == ["plc-0"] and daemon.table is old_scanner.table, "nothing running touched yet"
-    notes = reloader._swap_points(new_config, diff, *points)
+    plan = daemon.reloader.build(new_config, "ab" * 32, diff, "test")
+    assert list(plan.drivers) == ["plc-0"] and daemon.table is old_scanner.table, "nothing running touched yet"
+    notes = daemon._adopt_points(new_config, diff, plan.points)
 
     assert notes == []
     table = daemon.table
@@ -299,7 +288,7 @@ def test_tail_lines_read_as_text():
 
 def test_status_gathers_one_screen_from_the_live_objects(tmp_path: Path):
     daemon = fake_daemon(tmp_path, config(tmp_path))
-    daemon.operate.reloader.digest = "ab" * 32
+    daemon.reloader.digest = "ab" * 32
     daemon.sinks["plc-a"].write(np.array([0, 1]), np.array([9.8, 1.5]))
     daemon.sinks["plc-b"].set_quality(np.array([0]), int(Quality.COMM_FAILURE))
     daemon.sinks["plc-a"].set_quality(np.array([1]), int(Quality.STALE))
@@ -330,7 +319,7 @@ def test_status_gathers_one_screen_from_the_live_objects(tmp_path: Path):
 
 def test_the_uplink_rate_is_measured_over_the_window(tmp_path: Path):
     daemon = fake_daemon(tmp_path, config(tmp_path))
-    daemon.operate.reloader.digest = "cd" * 32
+    daemon.reloader.digest = "cd" * 32
     stats, window = daemon.publisher.stats, daemon.operate.rates
     then = time.monotonic() - 30
     window.add(then, stats)
@@ -354,7 +343,7 @@ def test_a_refused_reload_logs_its_errors_on_one_stamped_line(tmp_path: Path, ca
     source = edited(CONFIG, "    poll_interval: 1s\n", "    poll_interval: -1\n")
     (tmp_path / "config.yaml").write_text(edited(source, "  host: platform", "  hots: platform"))
     with caplog.at_level("ERROR", logger="gatewayd.reload"), pytest.raises(ReloadRefused) as refused:
-        asyncio.run(daemon.operate.reloader.reload("test"))
+        asyncio.run(daemon.reloader.reload("test"))
     [record] = [record for record in caplog.records if "refused" in record.getMessage()]
     line = record.getMessage()
     assert "\n" not in line
@@ -377,7 +366,7 @@ def test_reload_results_read_as_text():
 def test_status_and_tail_over_the_control_socket(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(operate, "TAIL_KEEPALIVE", 0.05)
     daemon = fake_daemon(tmp_path, config(tmp_path))
-    daemon.operate.reloader.digest = "ab" * 32
+    daemon.reloader.digest = "ab" * 32
     with serving(tmp_path / "run", daemon.operate.handlers()) as served:
         screen = subprocess.run([sys.executable, "-m", "gatewayd", "status", "--socket", str(served.path)],
                                 capture_output=True, text=True, cwd=ROOT, timeout=60)

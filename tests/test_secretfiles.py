@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.config import ConfigError, load_config
-from gatewayd.daemon import resolve_uplink, secret_files
+from gatewayd.assembly import resolve_uplink, secret_files
 from gatewayd.keys import KeyFileError, generate_key, load_private_key
 from gatewayd.secretfiles import SecretFileError, private_file_problem, read_private, refuse_loose
 

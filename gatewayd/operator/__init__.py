@@ -1,1 +1,3 @@
-"""What a person at the gateway uses: the control socket and the operating commands behind it."""
+"""What a person at the gateway uses: the control socket (`control`), the daemon's operating commands
+(`operate`: status, tail, reload), the live fan-out behind `tail` (`tail`), the figures behind
+`status` (`status`), and the pure text renderers the CLI prints with (`render`)."""
