@@ -9,12 +9,18 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gatewayd import __version__
 
+# Each command imports what it needs inside itself, for start-up cost: `gatewayd status` must not load
+# the config loader, and nothing but `gatewayd run` may load numba.
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+ANSWER_TIMEOUT = 30.0  # seconds a command to the running daemon waits for its answer
+RELOAD_TIMEOUT = 120.0  # a reload parses and builds a whole configuration first
 
 
 def setup_logging(level: str) -> None:
@@ -165,13 +171,15 @@ def control_socket(args: argparse.Namespace) -> Path:
     return socket_path(SYSTEMD_DIRECTORIES["runtime_dir"][1])  # the unit's RuntimeDirectory=gatewayd
 
 
-def cmd_control(args: argparse.Namespace) -> int:
+def over_control_socket(args: argparse.Namespace, exchange: Callable[[], None]) -> int:
+    """Run one exchange with the running daemon (`exchange()` finds the socket, asks and prints): what
+    goes wrong on the way becomes one message and an exit code, the same for every command."""
     from gatewayd.config import ConfigError
-    from gatewayd.operator.control import CommandError, ControlError, call
+    from gatewayd.operator.control import CommandError, ControlError
 
     name = " ".join(filter(None, (args.command, getattr(args, "bypass_command", None))))
     try:
-        result = call(control_socket(args), args.build(args))
+        exchange()
     except ConfigError as exc:
         print(f"gatewayd {name}: cannot find the control socket, the configuration is invalid:\n{exc}",
               file=sys.stderr)
@@ -182,8 +190,18 @@ def cmd_control(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"gatewayd {name}: refused: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(result, indent=2) if args.json else args.show(result))
     return EXIT_OK
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """One request, one answer, printed as text (`args.show`) or JSON."""
+    from gatewayd.operator.control import call
+
+    def exchange() -> None:
+        result = call(args.find_socket(args), args.build(args), timeout=args.answer_timeout)
+        print(json.dumps(result, indent=2) if args.json else args.show(result))
+
+    return over_control_socket(args, exchange)
 
 
 def duration_argument(value: str) -> float:
@@ -199,9 +217,9 @@ def duration_argument(value: str) -> float:
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers] + [["-" if cell is None or cell == "" else str(cell) for cell in row] for row in rows]
-    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells)
+    from gatewayd.operator.render import table_lines
+
+    return "\n".join(table_lines(headers, rows))
 
 
 def local_time(ts: float | None) -> str:
@@ -324,7 +342,8 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
         where.add_argument("-c", "--config", help="the daemon's configuration (the socket is in its runtime_dir)")
         where.add_argument("--socket", help="the control socket (default: /run/gatewayd/control.sock)")
         parser.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
-        parser.set_defaults(func=cmd_control, build=build, show=show)
+        parser.set_defaults(func=cmd_control, build=build, show=show, find_socket=control_socket,
+                            answer_timeout=ANSWER_TIMEOUT)
         return parser
 
     alarms = command(sub, "alarms", "list alarms outside NORM with state, priority, value and since",
@@ -399,25 +418,16 @@ def show_reload(result: dict[str, Any]) -> str:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     """Follow the daemon's stream until Ctrl-C or until the daemon stops."""
-    from gatewayd.config import ConfigError
-    from gatewayd.operator.control import CommandError, ControlError, stream
+    from gatewayd.operator.control import stream
     from gatewayd.operator.render import render_tail_line
 
-    try:
+    def exchange() -> None:
         for line in stream(control_socket(args), args.build(args)):
             text = json.dumps(line) if args.json else render_tail_line(line)
             if text is not None:
                 print(text, flush=True)
-    except ConfigError as exc:
-        print(f"gatewayd tail: cannot find the control socket, the configuration is invalid:\n{exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ControlError as exc:
-        print(f"gatewayd tail: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except CommandError as exc:
-        print(f"gatewayd tail: refused: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+
+    return over_control_socket(args, exchange)
 
 
 def reload_socket(args: argparse.Namespace) -> Path:
@@ -425,19 +435,20 @@ def reload_socket(args: argparse.Namespace) -> Path:
     record the refusal), so gateway.runtime_dir is read from the raw YAML, or the default is used.
 
     A file that is no YAML mapping (a syntax error, an empty file) or names no usable runtime_dir does
-    not say where its daemon listens: its ConfigError is raised (file:line, as the daemon would refuse
-    it) rather than asking whichever daemon the default socket leads to.
+    not say where its daemon listens: the reload is refused here with the file's errors (file:line, as
+    the daemon would refuse it) rather than asking whichever daemon the default socket leads to.
     """
     import yaml
 
     from gatewayd.config import ConfigError
     from gatewayd.config.load import SYSTEMD_DIRECTORIES
-    from gatewayd.operator.control import socket_path
+    from gatewayd.operator.control import CommandError, socket_path
 
     try:
         return control_socket(args)
     except ConfigError as exc:
-        invalid = exc
+        invalid = CommandError(f"configuration invalid, the running one stays:\n{exc}\n(the daemon was not asked: "
+                               "this file does not say where its control socket is; --socket asks it)")
     try:
         document = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -451,27 +462,6 @@ def reload_socket(args: argparse.Namespace) -> Path:
     if not isinstance(gateway["runtime_dir"], str):
         raise invalid
     return socket_path(Path(args.config).resolve().parent / gateway["runtime_dir"])
-
-
-def cmd_reload(args: argparse.Namespace) -> int:
-    from gatewayd.config import ConfigError
-    from gatewayd.operator.control import CommandError, ControlError, call
-
-    try:
-        result = call(reload_socket(args), args.build(args), timeout=120)
-    except ConfigError as exc:
-        print(f"gatewayd reload: refused: configuration invalid, the running one stays:\n{exc}\n"
-              "(the daemon was not asked: this file does not say where its control socket is; --socket asks it)",
-              file=sys.stderr)
-        return EXIT_FAILED
-    except ControlError as exc:
-        print(f"gatewayd reload: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except CommandError as exc:
-        print(f"gatewayd reload: refused: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(json.dumps(result, indent=2) if args.json else show_reload(result))
-    return EXIT_OK
 
 
 def add_operate_commands(command, sub: argparse._SubParsersAction) -> None:
@@ -488,7 +478,7 @@ def add_operate_commands(command, sub: argparse._SubParsersAction) -> None:
     reload = command(sub, "reload", "re-read the daemon's config file and apply it; an invalid file is refused "
                      "(same as SIGHUP)",
                      lambda a: {"cmd": "reload", "config": a.config and str(Path(a.config).resolve())}, show_reload)
-    reload.set_defaults(func=cmd_reload)
+    reload.set_defaults(find_socket=reload_socket, answer_timeout=RELOAD_TIMEOUT)
 
 
 def add_broker_options(parser: argparse.ArgumentParser) -> None:

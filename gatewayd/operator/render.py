@@ -43,10 +43,16 @@ def _bytes(count: float) -> str:
     return f"{count:.1f} GB"
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+def table_lines(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    """Columns padded to their widest cell; an empty cell shows as "-"."""
     cells = [headers] + [["-" if cell is None or cell == "" else str(cell) for cell in row] for row in rows]
     widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
-    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    """A table inside the status screen, indented under its heading."""
+    return ["  " + line for line in table_lines(headers, rows)]
 
 
 def render_status(status: dict[str, Any]) -> str:
