@@ -8,12 +8,23 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gatewayd import __version__
+from gatewayd.operator.render import (
+    render_alarms,
+    render_approval,
+    render_bypass_list,
+    render_events,
+    render_interlocks,
+    render_reload,
+    render_request,
+    render_requests,
+    render_status,
+    render_tail_line,
+)
 
 # Each command imports what it needs inside itself, for start-up cost: `gatewayd status` must not load
 # the config loader, and nothing but `gatewayd run` may load numba.
@@ -216,101 +227,6 @@ def duration_argument(value: str) -> float:
     return seconds
 
 
-def format_table(headers: list[str], rows: list[list[Any]]) -> str:
-    from gatewayd.operator.render import table_lines
-
-    return "\n".join(table_lines(headers, rows))
-
-
-def local_time(ts: float | None) -> str:
-    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def show_alarms(items: list[dict[str, Any]]) -> str:
-    from gatewayd.types import quality_note
-
-    if not items:
-        return "no alarms outside NORM"
-    rows = []
-    for item in items:
-        value = ("?" if item["value"] is None else f"{item['value']:g} {item['unit']}".strip()) \
-            + quality_note(item.get("quality"))
-        notes = ["latched"] if item["latched"] else []
-        if item["shelved_until"]:
-            notes.append(f"shelved until {local_time(item['shelved_until'])}")
-        if item["kind"] == "gas":
-            notes.append(f"gas level {item['gas_level']} ({item['gas_type']})")
-        rows.append([item["id"], item["state"], item["priority"], value, local_time(item["since"]),
-                     ", ".join(notes) or item["description"]])
-    return format_table(["ALARM", "STATE", "PRIORITY", "VALUE", "SINCE", "NOTE"], rows)
-
-
-def show_events(result: dict[str, Any]) -> str:
-    return "\n".join(event["message"] for event in result["events"])
-
-
-def show_request(result: dict[str, Any]) -> str:
-    """What an operator sees after asking: the request number the approver needs."""
-    if "request" not in result:  # an alarm that is not highly managed: done at once
-        return show_events(result)
-    record = result["request"]
-    return (f"request {record['id']}: {record['kind'].replace('_', ' ')} {record['target']}, permit "
-            f"{record['permit']}; it takes effect when another account with the approver role runs "
-            f"`gatewayd approve {record['id']}` before {local_time(record['expires_at'])}\n" + show_events(result))
-
-
-def show_approval(result: dict[str, Any]) -> str:
-    record, authorization = result["request"], result.get("authorization")
-    lines = [f"request {record['id']} of {record['requested_by']} approved"]
-    if authorization:
-        lines[0] += (f": authorization {authorization['id']} for {authorization['interlock']} until "
-                     f"{local_time(authorization['start'] + authorization['duration'])}")
-    return "\n".join(lines) + "\n" + show_events(result)
-
-
-def show_requests(items: list[dict[str, Any]]) -> str:
-    from rules.isa import format_seconds
-
-    if not items:
-        return "no request waiting for approval"
-    return format_table(["ID", "ASKS TO", "TARGET", "STATUS", "FOR", "PERMIT", "REQUESTED BY", "EXPIRES",
-                         "APPROVED BY", "REASON"],
-                        [[item["id"], item["kind"].replace("_", " "), item["target"], item["status"],
-                          format_seconds(item["duration"]), item["permit"], item["requested_by"],
-                          local_time(item["expires_at"]), item["approved_by"], item["reason"]] for item in items])
-
-
-def show_bypass_list(items: list[dict[str, Any]]) -> str:
-    if not items:
-        return "no bypass authorization in force"
-    return format_table(["ID", "INTERLOCK", "STATUS", "FROM", "UNTIL", "BYPASSED", "PERMIT", "REQUESTED BY",
-                         "APPROVED BY", "REASON"],
-                        [[item["id"], item["interlock"], item["status"], local_time(item["start"]),
-                          local_time(item["end"]), bypassed_text(item), item["permit"], item["requested_by"],
-                          item["approved_by"], item["reason"]] for item in items])
-
-
-def bypassed_text(item: dict[str, Any]) -> str:
-    """`14m in 2 episodes`: how long the interlock was bypassed under this authorization."""
-    episodes = len(item.get("episodes", ()))
-    if not episodes:
-        return "-"
-    return f"{round(item['bypassed_seconds'] / 60)}m in {episodes} episode{'s' if episodes != 1 else ''}"
-
-
-def quality_text(code: int) -> str:
-    return "good" if code == 0 else f"bad ({code})" if code >= 16 else f"uncertain ({code})"
-
-
-def show_interlocks(items: list[dict[str, Any]]) -> str:
-    if not items:
-        return "no interlocks configured"
-    return format_table(["INTERLOCK", "UNIT", "STATUS", "QUALITY", "BYPASSED SINCE", "AUTHORIZED UNTIL", "FLAGS"],
-                        [[item["id"], item["unit"], item["status"], quality_text(item["quality"]),
-                          local_time(item["bypassed_since"]), local_time(item["authorized_until"]),
-                          ", ".join(item["flags"])] for item in items])
-
-
 ALARM_ACTIONS = {
     "ack": "acknowledge an alarm",
     "shelve": "shelve an alarm for a while (never longer than rules.shelving.max_duration)",
@@ -347,11 +263,11 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
         return parser
 
     alarms = command(sub, "alarms", "list alarms outside NORM with state, priority, value and since",
-                     lambda a: {"cmd": "alarms", "all": a.all}, show_alarms)
+                     lambda a: {"cmd": "alarms", "all": a.all}, render_alarms)
     alarms.add_argument("--all", action="store_true", help="list alarms in NORM too")
 
     for name, help_text in ALARM_ACTIONS.items():
-        parser = command(sub, name, help_text, alarm_action_request, show_request)
+        parser = command(sub, name, help_text, alarm_action_request, render_request)
         parser.add_argument("alarm", metavar="ALARM_ID", help="e.g. PT101.HH (see `gatewayd alarms --all`)")
         parser.add_argument("--reason", required=name in ("shelve", "out-of-service"), help="why (audited)")
         if name == "shelve":
@@ -366,7 +282,7 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
                                 "request that another account approves (`gatewayd approve ID`)")
 
     command(sub, "interlocks", "list interlocks with their in-service state and bypass flags",
-            lambda a: {"cmd": "interlocks"}, show_interlocks)
+            lambda a: {"cmd": "interlocks"}, render_interlocks)
 
     bypass = sub.add_parser("bypass", help="interlock bypass authorizations: request, approve, list, revoke")
     verbs = bypass.add_subparsers(dest="bypass_command", required=True)
@@ -374,7 +290,7 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
                      lambda a: {"cmd": "bypass_request", "interlock": a.interlock, "reason": a.reason,
                                 "permit": a.permit, "duration": a.duration, "measures": a.measures,
                                 "tags": a.tags or []},
-                     show_request)
+                     render_request)
     asking.add_argument("interlock", metavar="INTERLOCK")
     asking.add_argument("--reason", required=True, help="why the interlock is bypassed")
     asking.add_argument("--permit", required=True, help="permit or work order number")
@@ -383,43 +299,30 @@ def add_control_commands(sub: argparse._SubParsersAction) -> None:
     asking.add_argument("--measures", required=True, help="compensating measures while bypassed")
     asking.add_argument("--tags", nargs="+", metavar="TAG", help="affected tags")
     approving = command(verbs, "approve", "approve another account's bypass request: the authorization comes "
-                        "into force", lambda a: {"cmd": "approve", "id": a.id, "kind": "bypass"}, show_approval)
+                        "into force", lambda a: {"cmd": "approve", "id": a.id, "kind": "bypass"}, render_approval)
     approving.add_argument("id", type=int, metavar="ID", help="the request number from `gatewayd requests`")
     listing = command(verbs, "list", "list bypass authorizations in force",
-                      lambda a: {"cmd": "bypass_list", "all": a.all}, show_bypass_list)
+                      lambda a: {"cmd": "bypass_list", "all": a.all}, render_bypass_list)
     listing.add_argument("--all", action="store_true", help="include expired, revoked and superseded ones")
     revoke = command(verbs, "revoke", "end a bypass authorization",
                      lambda a: {"cmd": "bypass_revoke", "id": a.id, "reason": a.reason},
-                     show_events)
+                     render_events)
     revoke.add_argument("id", type=int, metavar="ID", help="the authorization number from `bypass list`")
     revoke.add_argument("--reason", required=True, help="why it ends (audited)")
 
     approve = command(sub, "approve", "approve another account's request (a bypass, or a highly managed alarm's "
-                      "shelve or out of service)", lambda a: {"cmd": "approve", "id": a.id}, show_approval)
+                      "shelve or out of service)", lambda a: {"cmd": "approve", "id": a.id}, render_approval)
     approve.add_argument("id", type=int, metavar="ID", help="the request number from `gatewayd requests`")
     requests = command(sub, "requests", "list requests waiting for approval",
-                       lambda a: {"cmd": "requests", "all": a.all}, show_requests)
+                       lambda a: {"cmd": "requests", "all": a.all}, render_requests)
     requests.add_argument("--all", action="store_true", help="include approved and expired ones")
 
     add_operate_commands(command, sub)
 
 
-def show_status(result: dict[str, Any]) -> str:
-    from gatewayd.operator.render import render_status
-
-    return render_status(result)
-
-
-def show_reload(result: dict[str, Any]) -> str:
-    from gatewayd.operator.render import render_reload
-
-    return render_reload(result)
-
-
 def cmd_tail(args: argparse.Namespace) -> int:
     """Follow the daemon's stream until Ctrl-C or until the daemon stops."""
     from gatewayd.operator.control import stream
-    from gatewayd.operator.render import render_tail_line
 
     def exchange() -> None:
         for line in stream(control_socket(args), args.build(args)):
@@ -467,7 +370,7 @@ def reload_socket(args: argparse.Namespace) -> Path:
 def add_operate_commands(command, sub: argparse._SubParsersAction) -> None:
     """status, tail, reload: the running daemon's health, its live values, and a config reload."""
     command(sub, "status", "one screen of the running daemon: devices, tags, alarms, interlocks, store, uplink",
-            lambda a: {"cmd": "status"}, show_status)
+            lambda a: {"cmd": "status"}, render_status)
     tail = command(sub, "tail", "follow live samples and events as the daemon commits them",
                    lambda a: {"cmd": "tail", "tag": a.tag, "device": a.device, "events_only": a.events_only},
                    None)
@@ -477,7 +380,7 @@ def add_operate_commands(command, sub: argparse._SubParsersAction) -> None:
     tail.set_defaults(func=cmd_tail)
     reload = command(sub, "reload", "re-read the daemon's config file and apply it; an invalid file is refused "
                      "(same as SIGHUP)",
-                     lambda a: {"cmd": "reload", "config": a.config and str(Path(a.config).resolve())}, show_reload)
+                     lambda a: {"cmd": "reload", "config": a.config and str(Path(a.config).resolve())}, render_reload)
     reload.set_defaults(find_socket=reload_socket, answer_timeout=RELOAD_TIMEOUT)
 
 

@@ -132,12 +132,12 @@ def test_before_the_first_scan_a_listing_says_no_value_not_good():
 
 
 def test_gatewayd_alarms_shows_the_quality_next_to_the_value():
-    from gatewayd.cli import show_alarms
+    from gatewayd.operator.render import render_alarms
 
     plant = Plant("reference")
     plant.scan(FT101=40.0, TT102=10.0)
     plant.scan(quality={"FT101": Quality.COMM_FAILURE})
-    table = show_alarms(plant.engine.alarms())
+    table = render_alarms(plant.engine.alarms())
     row = next(line for line in table.splitlines() if line.startswith("FT101_DEV "))
     assert "40 [COMM_FAILURE]" in row
 

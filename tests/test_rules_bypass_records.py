@@ -156,11 +156,11 @@ def test_episodes_and_bypassed_time_survive_a_restart(backend):
 
 
 def test_bypass_list_shows_the_bypassed_time_of_each_authorization():
-    from gatewayd.cli import show_bypass_list
+    from gatewayd.operator.render import render_bypass_list
 
     site = Records("reference")
     site.authorize("SIS-102", duration=20.0)
     site.hold(13, XS102=0.0)
     site.run(XS102=1.0)
-    table = show_bypass_list(site.engine.bypass_list(now_wall=WALL + site.now))
+    table = render_bypass_list(site.engine.bypass_list(now_wall=WALL + site.now))
     assert "BYPASSED" in table.splitlines()[0] and "0m in 1 episode " in table

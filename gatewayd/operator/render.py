@@ -1,5 +1,6 @@
 """The text the CLI prints for the daemon's answers: pure functions of those answers (JSON-like dicts),
-so `gatewayd status` and `gatewayd tail` load nothing of the daemon itself."""
+so the CLI loads nothing of the daemon itself. `status`, `tail` and `reload` first, then the alarm,
+interlock, bypass and request commands."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import time
 from typing import Any
 
-from gatewayd.types import Quality
+from gatewayd.types import Quality, quality_note
 
 FLAGGED_SHOWN = 20  # tags frozen or outside their range that the status screen names
 
@@ -182,3 +183,96 @@ def render_reload(result: dict[str, Any]) -> str:
     lines = [f"configuration reloaded (sha256 {result['sha256'][:16]}): {result['summary']}"]
     lines += [f"note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ alarms, bypass, requests
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    return "\n".join(table_lines(headers, rows))
+
+
+def local_time(ts: float | None) -> str:
+    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def render_alarms(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "no alarms outside NORM"
+    rows = []
+    for item in items:
+        value = ("?" if item["value"] is None else f"{item['value']:g} {item['unit']}".strip()) \
+            + quality_note(item.get("quality"))
+        notes = ["latched"] if item["latched"] else []
+        if item["shelved_until"]:
+            notes.append(f"shelved until {local_time(item['shelved_until'])}")
+        if item["kind"] == "gas":
+            notes.append(f"gas level {item['gas_level']} ({item['gas_type']})")
+        rows.append([item["id"], item["state"], item["priority"], value, local_time(item["since"]),
+                     ", ".join(notes) or item["description"]])
+    return format_table(["ALARM", "STATE", "PRIORITY", "VALUE", "SINCE", "NOTE"], rows)
+
+
+def render_events(result: dict[str, Any]) -> str:
+    return "\n".join(event["message"] for event in result["events"])
+
+
+def render_request(result: dict[str, Any]) -> str:
+    """What an operator sees after asking: the request number the approver needs."""
+    if "request" not in result:  # an alarm that is not highly managed: done at once
+        return render_events(result)
+    record = result["request"]
+    return (f"request {record['id']}: {record['kind'].replace('_', ' ')} {record['target']}, permit "
+            f"{record['permit']}; it takes effect when another account with the approver role runs "
+            f"`gatewayd approve {record['id']}` before {local_time(record['expires_at'])}\n" + render_events(result))
+
+
+def render_approval(result: dict[str, Any]) -> str:
+    record, authorization = result["request"], result.get("authorization")
+    lines = [f"request {record['id']} of {record['requested_by']} approved"]
+    if authorization:
+        lines[0] += (f": authorization {authorization['id']} for {authorization['interlock']} until "
+                     f"{local_time(authorization['start'] + authorization['duration'])}")
+    return "\n".join(lines) + "\n" + render_events(result)
+
+
+def render_requests(items: list[dict[str, Any]]) -> str:
+    from rules.isa import format_seconds  # rules.isa loads numba: only when this list is shown
+
+    if not items:
+        return "no request waiting for approval"
+    return format_table(["ID", "ASKS TO", "TARGET", "STATUS", "FOR", "PERMIT", "REQUESTED BY", "EXPIRES",
+                         "APPROVED BY", "REASON"],
+                        [[item["id"], item["kind"].replace("_", " "), item["target"], item["status"],
+                          format_seconds(item["duration"]), item["permit"], item["requested_by"],
+                          local_time(item["expires_at"]), item["approved_by"], item["reason"]] for item in items])
+
+
+def render_bypass_list(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "no bypass authorization in force"
+    return format_table(["ID", "INTERLOCK", "STATUS", "FROM", "UNTIL", "BYPASSED", "PERMIT", "REQUESTED BY",
+                         "APPROVED BY", "REASON"],
+                        [[item["id"], item["interlock"], item["status"], local_time(item["start"]),
+                          local_time(item["end"]), bypassed_text(item), item["permit"], item["requested_by"],
+                          item["approved_by"], item["reason"]] for item in items])
+
+
+def bypassed_text(item: dict[str, Any]) -> str:
+    """`14m in 2 episodes`: how long the interlock was bypassed under this authorization."""
+    episodes = len(item.get("episodes", ()))
+    if not episodes:
+        return "-"
+    return f"{round(item['bypassed_seconds'] / 60)}m in {episodes} episode{'s' if episodes != 1 else ''}"
+
+
+def quality_text(code: int) -> str:
+    return "good" if code == 0 else f"bad ({code})" if code >= 16 else f"uncertain ({code})"
+
+
+def render_interlocks(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "no interlocks configured"
+    return format_table(["INTERLOCK", "UNIT", "STATUS", "QUALITY", "BYPASSED SINCE", "AUTHORIZED UNTIL", "FLAGS"],
+                        [[item["id"], item["unit"], item["status"], quality_text(item["quality"]),
+                          local_time(item["bypassed_since"]), local_time(item["authorized_until"]),
+                          ", ".join(item["flags"])] for item in items])
