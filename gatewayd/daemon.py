@@ -18,7 +18,7 @@ from dataclasses import replace
 import uvloop
 
 from gatewayd import __version__
-from gatewayd.access import Access
+from gatewayd.operator.access import Access
 from gatewayd.assembly import (
     Points,
     PublisherFactory,

@@ -3,7 +3,7 @@
 An interlock bypass authorization, or shelving (or taking out of service) a highly managed alarm, is
 not given in one command naming two people: one account asks (`add`), another approves (`approve`),
 and only the approval makes it happen. The accounts are whatever the caller says they are; over the
-control socket that is the kernel's account (`gatewayd.access`), never a typed-in name.
+control socket that is the kernel's account (`gatewayd.operator.access`), never a typed-in name.
 
     book = RequestBook()
     request = book.add("bypass", "SIS-101", requested_by="alice", reason="transmitter swap", permit="WO-7",

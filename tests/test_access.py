@@ -15,7 +15,7 @@ from accounts import call_as, throwaway_accounts, unique_prefix
 from test_control import WALL, serving
 from test_rules_fixtures import build, point_table
 
-from gatewayd.access import APPROVER, CACHE_SECONDS, COMMAND_ROLES, OPERATOR, VIEW, Access
+from gatewayd.operator.access import APPROVER, CACHE_SECONDS, COMMAND_ROLES, OPERATOR, VIEW, Access
 from gatewayd.config.model import ControlConfig
 from gatewayd.operator.control import CommandError, Peer, call, rule_handlers
 

@@ -174,7 +174,7 @@ class DataQualityConfig:
 
 @dataclass(frozen=True)
 class ControlConfig:
-    """The `control:` section: which groups hold which role on the control socket (gatewayd.access), and
+    """The `control:` section: which groups hold which role on the control socket (gatewayd.operator.access), and
     how long a request waits for its approval."""
 
     view_group: str = "gatewayd-view"

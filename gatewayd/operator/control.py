@@ -3,7 +3,7 @@
 A Unix stream socket at `<gateway.runtime_dir>/control.sock`, created mode 0660 (its directory, when
 the daemon creates it, 0750): the file permissions decide who may connect, the daemon's user and its
 group. Who the caller is comes from the kernel (SO_PEERCRED) and nothing else: what each account may
-do is its roles' (`gatewayd.access`, checked before any handler runs when the server has an `access`),
+do is its roles' (`gatewayd.operator.access`, checked before any handler runs when the server has an `access`),
 and every audit record is headed by that account. A request that names a person (`user`,
 `approved_by`, `requested_by`) is refused: nobody types in who they are.
 
@@ -130,7 +130,7 @@ class ControlServer:
                  access: Any = None):
         self.path = Path(path)
         self.limits = limits = limits or LimitsConfig()
-        self.access = access  # a gatewayd.access.Access, or None: every command to whoever may connect
+        self.access = access  # a gatewayd.operator.access.Access, or None: every command to whoever may connect
         self.handlers: dict[str, Handler] = {}
         self.slots = Slots(limits.control_connections, limits.control_connections_per_account, reserve)
         self.refusals = RefusalLog("control socket", limits.refusal_log_interval)
