@@ -66,10 +66,16 @@ def module(name: str, *args: Any) -> list[str]:
     return [sys.executable, "-m", name, *map(str, args)]
 
 
+def device_port(device: dict[str, Any]) -> int | None:
+    """The TCP (or UDP) port a device's simulator listens on, from its port or its URL."""
+    url = {"opcua": "endpoint", "websocket": "url"}.get(device["driver"])
+    return urlparse(device[url]).port if url else device.get("port")
+
+
 def start_simulator(device: dict[str, Any], workdir: Path) -> Any:
     """The simulator that stands in for this device, started and listening."""
     kind = device["driver"]
-    port = urlparse(device["endpoint"]).port if kind == "opcua" else device.get("port")
+    port = device_port(device)
     if kind == "modbus_tcp":
         return Simulator(workdir, len(device["tags"]), port).start()
     if kind == "modbus_rtu":
@@ -79,6 +85,7 @@ def start_simulator(device: dict[str, Any], workdir: Path) -> Any:
         "opcda_gateway": module("hil_tests.sim.opcda_gateway", "--port", port),
         "modbus_udp": module("hil_tests.sim.rtu_bus", "udp", "--port", port, "--tags", 12),
         "modbus_rtu_over_tcp": module("hil_tests.sim.rtu_bus", "rtu-over-tcp", "--port", port, "--tags", 12),
+        "websocket": module("hil_tests.sim.ws_source", "--port", port, "--period", 1.0),
     }.get(kind)
     if kind == "gds":
         return GasPanel(port, workdir)
@@ -146,9 +153,8 @@ def main(example: Path = EXAMPLE) -> int:
     config = yaml.safe_load(example.read_text())
     workdir = example.parent / DEMO_DIR
     broker_port = config["uplink"]["port"]
-    tcp_ports = [broker_port, *(device["port"] for device in config["devices"]
-                                if "port" in device and device["driver"] != "modbus_udp"
-                                and isinstance(device["port"], int))]
+    tcp_ports = [broker_port, *(port for device in config["devices"]
+                                if device["driver"] != "modbus_udp" and isinstance(port := device_port(device), int))]
     busy = [port for port in tcp_ports if not tcp_port_free(port)]
     if busy:
         print(f"demo: port(s) {busy} are in use; stop what uses them or edit {example.name}", file=sys.stderr)

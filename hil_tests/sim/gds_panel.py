@@ -48,7 +48,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from hil_tests.sim.serving import run, serve_until_stopped, start_modbus, stop_on_signals
+from hil_tests.sim.serving import read_commands, run, serve_until_stopped, start_modbus, stop_on_signals
 
 CHANNELS = 16
 FIRST = 100
@@ -195,15 +195,6 @@ class MidasDetector(SimulatedDevice):
         return f"OK {line}"
 
 
-async def read_commands(panel: SimulatedDevice, stop: asyncio.Event) -> None:
-    reader = asyncio.StreamReader()
-    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():
-        if line.strip():
-            print(panel.command(line.decode().strip()), flush=True)
-    stop.set()
-
-
 async def serve(args: argparse.Namespace) -> int:
     panel = Panel(args.seed) if args.map == "generic" else MidasDetector()
     server = ModbusTcpServer(panel.device(args.device_id), address=(args.host, args.port))
@@ -211,7 +202,7 @@ async def serve(args: argparse.Namespace) -> int:
         return 1
     stop = stop_on_signals()
     return await serve_until_stopped(server.transport.sockets[0].getsockname()[1], server.shutdown,
-                                     panel.beat(args.heartbeat_period), read_commands(panel, stop), stop=stop)
+                                     panel.beat(args.heartbeat_period), read_commands(panel.command, stop), stop=stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,16 @@ async def start_modbus(server: Any, host: str, port: int) -> bool:
     return True
 
 
+async def read_commands(command: Callable[[str], str], stop: asyncio.Event) -> None:
+    """Apply each line of stdin with `command`, printing what it answers ("OK line"); end of stdin sets `stop`."""
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        if line.strip():
+            print(command(line.decode().strip()), flush=True)
+    stop.set()
+
+
 async def serve_until_stopped(ready: object, shutdown: Callable[[], Awaitable[object]],
                               *work: Coroutine[Any, Any, object], stop: asyncio.Event | None = None) -> int:
     """Print "READY <ready>", run `work` (a process model, a command reader) until `stop` is set (by
