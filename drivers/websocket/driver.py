@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Self
 
 import numpy as np
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from drivers.kit import Backoff, DeviceHealth, DriverStats, Problems
 from drivers.payload.jsonmap import BadDocument, JsonMapping, decode_document
@@ -140,6 +138,11 @@ class WebSocketDriver:
     # --- the connection ----------------------------------------------------------------------------
 
     async def _receive_forever(self, sink: SampleSink) -> None:
+        # imported when a connection is made, not with the module: the decoding (and every test of it,
+        # and of the driver contract) does not need the WebSocket stack, like check-config
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
         settings, context = self.settings, tls_context(self.settings)
         connections = 0
         while True:
