@@ -8,7 +8,7 @@
     engine.alarms()                      # for `gatewayd alarms`
     engine.in_service                    # float64 per interlock (1 in service, 0 bypassed), with
     engine.in_service_quality            # its quality (bad while a status tag is bad)
-    saved = engine.state_dict(); engine.restore(saved)   # across a restart
+    saved = engine.state_dict(); engine.restore(saved)   # across a restart (rules.engine_state)
 
 Every alarm has an id: `TAG.HH` / `TAG.H` / `TAG.L` / `TAG.LL` for analog limits, `TAG.GAS1` / `TAG.GAS2`
 for gas channels, and its own `id` for the rules under `rules.alarms`. The hot path is numba kernels
@@ -38,7 +38,7 @@ from rules import conditions as C
 from rules import interlocks as IL
 from rules import isa
 from rules.analytics import AlarmAnalytics
-from rules import managed
+from rules import engine_state, managed
 from rules.bypass import BypassRegistry, audit_event, require_four_eyes
 from rules.requests import RequestBook
 from rules.gas import gas_order_key
@@ -50,9 +50,6 @@ from rules.model import DEFAULT_BYPASS_PRIORITIES, RulesConfig, TagAlarmConfig, 
 from rules.program import make_stack, run_programs, run_programs_reference
 from rules.trips import TripRecorder
 from rules.texts import alarm_message, bypass_message, too_many_message
-
-STATE_VERSION = 1
-
 
 class RuleEngine:
     """Build with `RuleEngine.build`; see the module docstring."""
@@ -613,92 +610,21 @@ class RuleEngine:
                 "bypassed": int(self.bypassed.sum()), "rules_seconds": self.last_seconds, "scans": self.scans,
                 "analytics": self.analytics.metrics(now, wall)}
 
-    # ---------------------------------------------------------------- persistence
+    # ---------------------------------------------------------------- persistence (rules.engine_state)
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-ready state that must survive a restart: alarm states, shelves, out of service, latches,
         interlock bypass state and flags, bypass authorizations. Times are stored on the wall clock."""
-        arrays = self.arrays
-        interesting = np.nonzero((arrays.state != isa.NORM) | (arrays.active != 0) | (arrays.latch != 0)
-                                 | (arrays.oos != 0) | (self.cond != 0) | (arrays.hidden != 0))[0]
-        alarms = {}
-        for i in interesting.tolist():
-            shelved = float(arrays.shelved_until[i])
-            alarms[self.infos[i].id] = {
-                "state": STATE_NAMES[int(arrays.state[i])], "active": int(arrays.active[i]),
-                "cond": int(self.cond[i]), "latch": int(arrays.latch[i]), "oos": int(arrays.oos[i]),
-                "since": self._to_wall(float(arrays.since[i])),
-                "active_since": self._to_wall(float(arrays.active_since[i])), "stale": int(arrays.stale[i]),
-                "shelved_until": None if math.isnan(shelved) else self._to_wall(shelved),
-                "one_shot": int(arrays.oneshot[i]), "hidden": int(arrays.hidden[i]),
-            }
-        interlocks = {}
-        for k, interlock in enumerate(self.interlock_ids):
-            interlocks[interlock] = {"bypassed": int(self.bypassed[k]), "trip": int(self.trip[k]),
-                                     "since": self._to_wall(float(self.bypass_since[k])),
-                                     "since_wall": float(self.bypass_wall[k]),
-                                     "flags": [int(x) for x in self.flags[k]],
-                                     "consequences_until": jsonable(self._to_wall(
-                                         float(self.trips.consequences_until[k])))}
-        return {"version": STATE_VERSION, "saved_at": self._clock[1], "alarms": alarms,
-                "suppression": {source: int(self.arrays.supp[g]) for g, source in enumerate(self.suppression_sources)},
-                "interlocks": interlocks,
-                "units": {name: int(self.unit_flag[u]) for u, name in enumerate(self.unit_names)},
-                "managed": {self.infos[i].id: authorization.to_dict()
-                            for i, (authorization, _) in self.managed.items()},
-                "bypass": self.registry.to_dict(), "requests": self.requests.to_dict()}
+        return engine_state.save(self, self._to_wall, self._clock[1])
 
     def restore(self, data: Mapping[str, Any], now_monotonic: float | None = None,
                 now_wall: float | None = None) -> list[str]:
         """Load a `state_dict`; ids no longer configured are skipped and named in the returned notes."""
-        if data.get("version") != STATE_VERSION:
-            return [f"state version {data.get('version')!r} not understood; starting from NORM"]
+        note = engine_state.version_note(data)
+        if note is not None:
+            return [note]
         now, wall = self._now(now_monotonic, now_wall)
         self._clock = (now, wall)
-        def to_mono(t: float) -> float:
-            return now - (wall - t)
-        notes = []
-        arrays = self.arrays
-        names = {name: code for code, name in enumerate(STATE_NAMES)}
-        for alarm_id, saved in data.get("alarms", {}).items():
-            i = self.index.get(alarm_id)
-            if i is None:
-                notes.append(f"alarm {alarm_id} is no longer configured; its state was dropped")
-                continue
-            arrays.state[i] = names[saved["state"]]
-            arrays.active[i], self.cond[i] = saved["active"], saved["cond"]
-            arrays.latch[i], arrays.oos[i], arrays.stale[i] = saved["latch"], saved["oos"], saved["stale"]
-            arrays.since[i], arrays.active_since[i] = to_mono(saved["since"]), to_mono(saved["active_since"])
-            shelved = saved["shelved_until"]
-            arrays.shelved_until[i] = math.nan if shelved is None else to_mono(shelved)
-            arrays.oneshot[i], arrays.hidden[i] = saved["one_shot"], saved.get("hidden", 0)
-        for g, source in enumerate(self.suppression_sources):
-            arrays.supp[g] = data.get("suppression", {}).get(source, 0)
-        for interlock, saved in data.get("interlocks", {}).items():
-            k = self.interlock_index.get(interlock)
-            if k is None:
-                notes.append(f"interlock {interlock} is no longer configured; its state was dropped")
-                continue
-            self.bypassed[k], self.trip[k] = saved["bypassed"], saved["trip"]
-            self.bypass_since[k] = to_mono(saved["since"])
-            self.bypass_wall[k] = saved.get("since_wall", saved["since"])
-            self.flags[k, :len(saved["flags"])] = saved["flags"]  # a flag added since is clear
-            self.in_service[k] = 0.0 if saved["bypassed"] else 1.0
-            until = saved.get("consequences_until")
-            self.trips.consequences_until[k] = -math.inf if until is None else to_mono(until)
-        self.trips.restored(self.trip)
-        self.managed.clear()
-        for alarm_id, saved in data.get("managed", {}).items():
-            i = self.index.get(alarm_id)
-            if i is None:
-                notes.append(f"alarm {alarm_id} is no longer configured; its authorization was dropped")
-                continue
-            authorization = managed.AlarmAuthorization(**{key: saved[key] for key in (
-                "alarm", "action", "permit", "approved_by", "requested_by", "start", "duration")})
-            self.managed[i] = (authorization, to_mono(authorization.until))
-        for u, name in enumerate(self.unit_names):
-            self.unit_flag[u] = data.get("units", {}).get(name, 0)
-        self.registry.from_dict(data.get("bypass", {}))
-        self.requests.from_dict(data.get("requests", {}))
+        notes = engine_state.restore(self, data, now, wall)
         self._sync_authorizations()
         return notes
