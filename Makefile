@@ -64,7 +64,7 @@ soak: deps venv
 	  hil_tests/test_hostile.py hil_tests/test_soak.py
 
 lint: venv
-	$(PY) -m ruff check gatewayd drivers rules store hil_tests tests bench
+	$(PY) -m ruff check core gatewayd drivers rules store hil_tests tests bench
 
 # A self-contained virtual environment under PREFIX, the unit (paths rewritten to PREFIX and CONF_DIR),
 # sysusers and tmpfiles files, docs and an example config. The environment is built beside the old one

@@ -27,7 +27,7 @@ import uvloop
 from bench.bench_opcua import device, start_server, stop_server
 from bench.common import emit, percentile
 from drivers.opcua.client import OpcUaDriver
-from gatewayd.types import Event
+from core.types import Event
 
 CASES = {"old default (publishing 1 s, sampling 1 s)": {"publishing_interval": 1.0},
          "default (publishing 500 ms, sampling 1 s)": {}}

@@ -29,7 +29,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 
 from drivers.values import finite_quality
-from gatewayd.types import Event, Priority, Quality, SampleSink
+from core.types import Event, Priority, Quality, SampleSink
 
 JITTER = 0.2  # each delay is shortened by up to this fraction, so gateways do not reconnect in step
 UNDECODABLE = "undecodable answers"

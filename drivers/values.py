@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gatewayd.types import Quality
+from core.types import Quality
 
 NAN = float("nan")
 

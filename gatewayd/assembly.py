@@ -31,7 +31,7 @@ from gatewayd.config.model import Config, DeviceConfig, TagConfig, UplinkConfig,
 from gatewayd.keys import load_private_key
 from gatewayd.secretfiles import refuse_loose
 from gatewayd.systemd import secret_path
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 from gatewayd.uplink.publisher import Publisher
 from gatewayd.values.clock import ClockGuard
 from gatewayd.values.points import PointTable

@@ -216,7 +216,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def duration_argument(value: str) -> float:
-    from gatewayd.config.schema import Invalid, duration
+    from core.schema import Invalid, duration
 
     try:
         seconds = duration(value)

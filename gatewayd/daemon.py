@@ -39,7 +39,7 @@ from gatewayd.operator.operate import Operate
 from gatewayd.peerlimits import DescriptorReserve, raise_descriptor_limit
 from gatewayd.reload import ReloadPlan, Reloader, ReloadRefused
 from gatewayd.systemd import notify, watchdog_interval
-from gatewayd.types import QUALITY_BAD_MIN, Event, Priority
+from core.types import QUALITY_BAD_MIN, Event, Priority
 from gatewayd.uplink.publisher import new_boot_id
 from gatewayd.values.carry import carry_over
 

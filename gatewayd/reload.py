@@ -44,7 +44,7 @@ from gatewayd.config.model import Config
 from gatewayd.keys import KeyFileError
 from gatewayd.secretfiles import SecretFileError
 from gatewayd.systemd import CredentialError
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 from store import Store
 
 log = logging.getLogger("gatewayd.reload")

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from datetime import datetime
 
-from gatewayd.types import Priority, Quality
+from core.types import Priority, Quality
 from gatewayd.uplink.batch import BatchFormatError, decode_body, parse_envelope
 from gatewayd.uplink.verify import ChainVerifier
 

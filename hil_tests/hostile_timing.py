@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatewayd.types import Quality
+from core.types import Quality
 from gatewayd.uplink.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant
 from hil_tests.harness import Broker, HostilePeer, Simulator, plant_config, stop_all

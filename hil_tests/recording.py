@@ -19,7 +19,7 @@ import yaml
 
 from gatewayd.config.load import parse_config
 from gatewayd.config.model import DeviceConfig
-from gatewayd.types import Event, Quality
+from core.types import Event, Quality
 
 ROOT = Path(__file__).resolve().parents[1]
 

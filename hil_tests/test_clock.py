@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatewayd.types import Quality
+from core.types import Quality
 from gatewayd.uplink.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
 from hil_tests.harness import Broker, Daemon, Simulator, plant_config, stop_all

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from gatewayd.types import Quality
+from core.types import Quality
 from gatewayd.uplink.verify import Kind
 from hil_tests.conftest import Plant, committed
 from hil_tests.harness import Simulator

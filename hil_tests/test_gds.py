@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatewayd.types import Quality
+from core.types import Quality
 from hil_tests.conftest import Plant
 from hil_tests.test_end_to_end import events_of, samples_by_tag, wait_quiet
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.types import Quality
+from core.types import Quality
 from gatewayd.uplink.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
 from hil_tests.harness import Broker, HostilePeer, Simulator, plant_config, stop_all

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gatewayd.types import Quality
+from core.types import Quality
 from hil_tests import hostile_timing
 from hil_tests.hostile_timing import HEALTHY, HOSTILE, POLL
 

@@ -20,7 +20,7 @@ from drivers.modbus.config import ADDRESS_SPACE, ModbusAddress
 from drivers.modbus.plan import plan_blocks
 from drivers.modbus.tcp import ModbusTcpDriver
 from gatewayd.config.model import DeviceConfig
-from gatewayd.types import Priority, Quality
+from core.types import Priority, Quality
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until
 from hil_tests.sim.layout import MARKER_ADDRESS, MAX_TAGS, plant_tags
 from hil_tests.simprocess import SimProcess

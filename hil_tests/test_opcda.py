@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 
 from drivers.opcda.gateway import OpcDaGatewayDriver  # noqa: E402
 from gatewayd.config.model import DeviceConfig  # noqa: E402
-from gatewayd.types import Quality  # noqa: E402
+from core.types import Quality  # noqa: E402
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until  # noqa: E402
 from hil_tests.sim.opcda_gateway import SERVER_PROGID  # noqa: E402
 from hil_tests.simprocess import SimProcess  # noqa: E402

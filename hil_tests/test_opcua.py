@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 from drivers.opcua.client import OpcUaDriver  # noqa: E402
 from gatewayd.config.model import DeviceConfig  # noqa: E402
 from gatewayd.values.points import PointTable  # noqa: E402
-from gatewayd.types import Quality  # noqa: E402
+from core.types import Quality  # noqa: E402
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until  # noqa: E402
 from hil_tests.sim.opcua_server import DECOY, NAMESPACE, make_certificate  # noqa: E402
 from hil_tests.simprocess import SimProcess  # noqa: E402

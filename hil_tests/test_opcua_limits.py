@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from drivers.opcua.client import OpcUaDriver  # noqa: E402
-from gatewayd.types import Quality  # noqa: E402
+from core.types import Quality  # noqa: E402
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until  # noqa: E402
 from hil_tests.simprocess import SimProcess  # noqa: E402
 

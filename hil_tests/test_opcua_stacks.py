@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gatewayd.types import Quality
+from core.types import Quality
 from gatewayd.uplink.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant
 from hil_tests.harness import Broker, Daemon, make_key

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from gatewayd.types import Quality
+from core.types import Quality
 from gatewayd.uplink.verify import Kind
 from hil_tests.conftest import Plant, committed
 from hil_tests.harness import ROOT, run_cli

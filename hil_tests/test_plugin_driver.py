@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatewayd.types import Quality
+from core.types import Quality
 from hil_tests.simprocess import SimProcess
 from hil_tests.test_end_to_end import events_of, samples_by_tag
 from hil_tests.test_gds import qualities, values, wait_upstream

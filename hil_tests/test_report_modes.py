@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from gatewayd.types import Quality
+from core.types import Quality
 from gatewayd.uplink.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
 from hil_tests.harness import Broker, Simulator, plant_config

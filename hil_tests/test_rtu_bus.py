@@ -18,7 +18,7 @@ import pytest
 
 from drivers.modbus.rtu import ModbusRtuBusDriver
 from gatewayd.config.model import DeviceConfig
-from gatewayd.types import Quality
+from core.types import Quality
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until
 from hil_tests.sim.rtu_bus import SerialPair, bit_value, register_value
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatewayd.types import Quality
+from core.types import Quality
 from gatewayd.uplink.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant
 from hil_tests.harness import Broker, make_key

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.types import Quality
+from core.types import Quality
 from hil_tests.conftest import Plant
 from hil_tests.test_alarms import ask, force, force_level, overridable_plant, wait_for
 from hil_tests.test_end_to_end import samples_by_tag, wait_quiet

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import drivers
-from gatewayd.types import Quality
+from core.types import Quality
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until
 from hil_tests.sim.layout import plant_tags
 from hil_tests.simprocess import SimProcess

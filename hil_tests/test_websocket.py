@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.types import Quality
+from core.types import Quality
 from hil_tests.conftest import Plant
 from hil_tests.test_end_to_end import events_of
 from hil_tests.test_gds import qualities, wait_upstream

@@ -20,7 +20,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 from rules.model import AnalyticsConfig
 
 EEMUA = {

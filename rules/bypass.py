@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 from rules.isa import ActionError, format_seconds
 
 

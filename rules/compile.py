@@ -68,7 +68,7 @@ class AlarmInfo(NamedTuple):
     kind: str  # limit, gas, rate, deviation, discrete, quality, expression, bad_pv
     tag: str  # the tag it watches ("" for expressions)
     priority: str
-    level: int  # gatewayd.types.Priority value
+    level: int  # core.types.Priority value
     description: str = ""
     limit: str = ""  # HH/H/L/LL, or "1"/"2" for gas levels
     setpoint: float | None = None

@@ -1,6 +1,6 @@
 """The rules configuration: per-tag `alarms:` blocks and the top-level `rules:` section.
 
-Validated with the `gatewayd.config.schema` toolkit: every issue is collected with file, line and key
+Validated with the `core.schema` toolkit: every issue is collected with file, line and key
 path; nothing is repaired. Called by `gatewayd.config.load`:
 
     alarms = parse_tag_alarms(tag_node.get("alarms"), f"{path}.alarms", line, reader, tag_config,
@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from gatewayd.config.schema import positive_duration
-from gatewayd.config.schema import (
+from core.schema import positive_duration
+from core.schema import (
     Field,
     Invalid,
     Reader,

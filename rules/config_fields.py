@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from gatewayd.config.schema import Invalid, number
+from core.schema import Invalid, number
 from rules.expr import ExpressionError, parse_expression
 from rules.model import DEFAULT_PRIORITIES, PRIORITY_LEVELS
 

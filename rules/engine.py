@@ -15,7 +15,7 @@ for gas channels, and its own `id` for the rules under `rules.alarms`. The hot p
 over preallocated arrays (`backend="numba"`); `backend="reference"` runs the plain-Python twins over
 the same arrays, for tests and benchmarks.
 
-Events are `gatewayd.types.Event` with JSON-ready data; kinds: `alarm`, `gas_alarm`, `bypass`,
+Events are `core.types.Event` with JSON-ready data; kinds: `alarm`, `gas_alarm`, `bypass`,
 `trip`, `trip_history`, `final_element` (`rules.trips`), `audit`, `analytics`. Within a scan: gas
 alarms first (level 2 before level 1, toxic before combustible), then other alarms in configuration
 order, then bypass events, then trip events, then analytics.
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from gatewayd.types import Event, Priority, Quality
+from core.types import Event, Priority, Quality
 from rules import conditions as C
 from rules import interlocks as IL
 from rules import isa

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gatewayd.config.schema import Field, Reader, boolean, duration, join, number, one_of, text
+from core.schema import Field, Reader, boolean, duration, join, number, one_of, text
 from rules.config_fields import ALARM_CLASSES, optional_of, positive_number, priority_of, ranked_priorities, tag_ref
 from rules.gas import GAS_TYPES, OEL_KINDS, ON_DELAY_MAX, behaviour_problems, mg_per_m3_to_ppm, setpoint_problems
 from rules.gas import OEL_UNITS as GAS_OEL_UNITS

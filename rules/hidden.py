@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 
 HIDDEN_STATES = ("SHLVD", "DSUPR", "OOSRV")
 REPORTED = ("id", "state", "priority", "kind", "tag", "since", "shelved_until", "active", "latched",

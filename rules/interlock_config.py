@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from gatewayd.config.schema import (
+from core.schema import (
     Field,
     Invalid,
     Reader,

@@ -35,7 +35,7 @@ import math
 import numpy as np
 from numba import njit
 
-from gatewayd.types import QUALITY_BAD_MIN, Quality
+from core.types import QUALITY_BAD_MIN, Quality
 from rules.expr import UNKNOWN
 
 BAD = QUALITY_BAD_MIN

@@ -1,7 +1,7 @@
 """The validated rules configuration as frozen objects; `rules.config` builds them, `rules.engine` runs them.
 
 Times are seconds. Priorities are the names declared under `rules.priorities` (default: critical, high,
-medium, low), each mapped to a `gatewayd.types.Priority` level in `RulesConfig.priorities`.
+medium, low), each mapped to a `core.types.Priority` level in `RulesConfig.priorities`.
 """
 
 from __future__ import annotations

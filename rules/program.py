@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from gatewayd.types import QUALITY_BAD_MIN
+from core.types import QUALITY_BAD_MIN
 from rules.expr import (
     ABS,
     ADD,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gatewayd.types import quality_name, quality_note
+from core.types import quality_name, quality_note
 
 _BYPASS_MESSAGES = {
     "unauthorized": ("bypassed without a bypass authorization", "bypass now covered by an authorization"),

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 from rules.compile import TripCapturePlan
 from rules.expr import UNKNOWN
 from rules.model import Interlock, jsonable

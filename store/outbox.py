@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 from store.records import Batch, BatchContent, SampleBlock, StoreStats
 from store.retention import Retention, enforce, uncarried_ranges, used_bytes
 from store.schema import migrate

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gatewayd.types import Event
+from core.types import Event
 
 _DTYPES = {
     "tag_id": np.int64,

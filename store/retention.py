@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 
 SAMPLE = 0
 LOW_WATER = 0.9

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 from store.outbox import Store, is_disk_full
 from store.records import SampleBlock
 from store.retention import gap_event

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 from gatewayd.uplink.batch import (
     BatchFormatError,
     build_body,

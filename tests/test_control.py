@@ -39,7 +39,7 @@ from gatewayd.operator.control import (
 from gatewayd.values.points import PointTable
 from gatewayd.config.model import point_tags
 from gatewayd.values.scan import Scanner, build_engine
-from gatewayd.types import Quality
+from core.types import Quality
 from store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import pytest
 
 from gatewayd.config.model import DeviceConfig, TagConfig
 from gatewayd.values.dataquality import AGE_EDGES, DataQuality, TagChecks, age_quantile
-from gatewayd.types import Event, Priority, Quality
+from core.types import Event, Priority, Quality
 
 START, WALL = 1000.0, 1_700_000_000.0
 

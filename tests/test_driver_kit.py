@@ -15,7 +15,7 @@ import drivers
 from drivers.kit import (
     UNDECODABLE, Backoff, BadAnswer, BlockPoller, DeviceHealth, DriverStats, NoAnswer, Problems, next_tick,
 )
-from gatewayd.types import Event, Priority, Quality
+from core.types import Event, Priority, Quality
 
 log = logging.getLogger("test.kit")
 

@@ -13,7 +13,7 @@ from test_operate import config, edited, fake_daemon
 
 from gatewayd.values.readlog import ReadLog
 from gatewayd.config.diff import diff_configs
-from gatewayd.types import Quality
+from core.types import Quality
 
 CONFIG = """\
 gateway: {id: GW-ER-01, state_dir: state, runtime_dir: run}

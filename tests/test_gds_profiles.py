@@ -13,7 +13,7 @@ from drivers.gds.profile import PROFILE_DIR, load_profile, shipped_profiles
 from drivers.modbus.codec import BlockDecoder
 from drivers.modbus.plan import plan_blocks
 from gatewayd.config import ConfigError, parse_config
-from gatewayd.types import Quality
+from core.types import Quality
 
 HEAD = """gateway: {id: GW-GDS}
 uplink: {host: broker, signing_key: k}

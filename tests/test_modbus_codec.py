@@ -18,7 +18,7 @@ from drivers.modbus.codec import BlockDecoder, ResponseLengthError
 from drivers.values import finite_quality
 from drivers.modbus.config import ModbusAddress
 from drivers.modbus.plan import plan_blocks
-from gatewayd.types import Quality
+from core.types import Quality
 
 FORMATS = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f", "float64": "d"}
 ORDERS = [("big", "big"), ("big", "little"), ("little", "big"), ("little", "little")]  # (byte, word)

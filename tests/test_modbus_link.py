@@ -14,7 +14,7 @@ import pytest
 from drivers.modbus.link import SO_TIMESTAMPNS, Link, MbapFraming, RtuFraming, UdpLink, arrival
 from drivers.modbus.reads import BlockError, CommError
 from hil_tests.sim.rtu_replies import encode_exception, encode_registers
-from gatewayd.types import Quality
+from core.types import Quality
 
 
 def mbap(tid: int, unit: int, pdu: bytes, protocol: int = 0) -> bytes:

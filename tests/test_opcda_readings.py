@@ -7,7 +7,7 @@ import math
 import pytest
 
 from drivers.opcda.readings import decode, quality_of
-from gatewayd.types import Quality
+from core.types import Quality
 
 
 @pytest.mark.parametrize("quality, expected", [

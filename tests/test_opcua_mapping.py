@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from drivers.opcua.status import quality_of, status_name
 from drivers.opcua.trust import TrustStoreError, UntrustedServer, check_server_certificate, load_trust_store
 from drivers.values import describe, to_float, unix_seconds
-from gatewayd.types import Quality
+from core.types import Quality
 
 
 @pytest.mark.parametrize("name, quality", [

@@ -27,7 +27,7 @@ from gatewayd.operator.control import CommandError, stream
 from gatewayd.operator.render import render_reload, render_status, render_tail_line
 from gatewayd.operator.tail import Fanout, Subscriber, TailFilter
 from gatewayd.reload import ReloadRefused
-from gatewayd.types import Event, Priority, Quality
+from core.types import Event, Priority, Quality
 from gatewayd.uplink.publisher import UplinkStats
 from gatewayd.values.points import PointTable
 from store import SampleBlock

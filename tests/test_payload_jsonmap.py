@@ -9,8 +9,8 @@ import pytest
 from drivers.payload.jsonmap import (JSON_TAG_FIELDS, BadDocument, JsonMapping, build_mapping, decode_document,
                                      match_pairs, quality_table)
 from drivers.payload.pointer import Pointer
-from gatewayd.config.schema import Reader
-from gatewayd.types import Quality
+from core.schema import Reader
+from core.types import Quality
 
 STATUS = {"ok": "GOOD", "warmup": "UNCERTAIN", "fault": "SENSOR_FAULT", "cal": "MAINTENANCE", 3: "DEVICE_ERROR"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from scanplant import WALL_OFFSET, FakeClock, plant
 
-from gatewayd.types import Quality
+from core.types import Quality
 
 CONFIG = """\
 gateway: {id: GW-RT-01, state_dir: state, runtime_dir: run}

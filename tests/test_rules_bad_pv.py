@@ -10,9 +10,9 @@ import pytest
 from test_rules_config import TAGS as CONFIG_TAGS
 from test_rules_fixtures import ROWS, build, plant_rules, point_table
 
-from gatewayd.config.schema import Reader
-from gatewayd.config.yamlload import load_yaml
-from gatewayd.types import Priority, Quality
+from core.schema import Reader
+from core.yamlload import load_yaml
+from core.types import Priority, Quality
 from rules.config import parse_rules_section
 from rules.model import BadPvConfig, BadPvTag
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from test_rules_fixtures import ROWS, build, point_table
 
-from gatewayd.types import Priority
+from core.types import Priority
 from rules.bypass import BypassRegistry
 from rules.isa import ActionError
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gatewayd.config.schema import Reader
-from gatewayd.config.yamlload import load_yaml
+from core.schema import Reader
+from core.yamlload import load_yaml
 from rules.config import parse_rules_section, parse_tag_alarms
 from rules.config_fields import declared_priorities, priority_names
 from rules.engine import RuleEngine

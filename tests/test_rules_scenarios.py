@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_rules_fixtures import INFO, ROWS, TAGS, behaviour, build, point_table
 
-from gatewayd.types import Priority
+from core.types import Priority
 from rules.analytics import AlarmAnalytics
 from rules.engine import RuleEngine
 from rules.gas import order_gas_alarms

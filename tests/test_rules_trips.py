@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_rules_fixtures import INFO, ROWS, TAGS, expression, plant_rules
 
-from gatewayd.types import Priority, Quality
+from core.types import Priority, Quality
 from rules.engine import RuleEngine
 from rules.model import ConsequentialSuppression, FinalElement, Interlock, TripHistory
 

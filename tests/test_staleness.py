@@ -11,7 +11,7 @@ import pytest
 from scanplant import WALL_OFFSET, FakeClock, plant, positions
 
 from gatewayd.config import parse_config
-from gatewayd.types import Quality
+from core.types import Quality
 
 CONFIG = """\
 gateway: {id: GW-ST-01, state_dir: state, runtime_dir: run}

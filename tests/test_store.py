@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatewayd.types import Event, Priority
+from core.types import Event, Priority
 from store import BatchContent, SampleBlock, SchemaError, Store, pending_migrations
 from storechain import chain_head
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gatewayd.values.clock import ClockGuard
-from gatewayd.types import Event, Priority, Quality
+from core.types import Event, Priority, Quality
 from store import BatchContent, Retention, SampleBlock, Store, is_disk_full
 from store.spill import Spill
 from storechain import chain_head

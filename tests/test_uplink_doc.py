@@ -15,7 +15,7 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gatewayd.types import Event, Priority, Quality
+from core.types import Event, Priority, Quality
 from gatewayd.uplink.batch import (
     body_json,
     build_body,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gatewayd.types import Event
+from core.types import Event
 from gatewayd.uplink.batch import encode_batch
 from gatewayd.uplink.capture import read_frames, write_frame
 from gatewayd.uplink.verify import ChainVerifier, Kind

@@ -16,7 +16,7 @@ import yaml
 
 from drivers.websocket.driver import BoundedQueue, Frame, WebSocketDriver, closed_cause
 from gatewayd.config import parse_config
-from gatewayd.types import Quality
+from core.types import Quality
 
 
 class Sink:

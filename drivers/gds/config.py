@@ -24,9 +24,9 @@ from typing import Any
 
 from drivers.gds.profile import GAS_UNITS, Profile, load_profile, profile_source, shipped_profiles
 from drivers.modbus.rtu_config import STANDARD_BAUDS, SerialSettings, baud_rate, whole_number_of
-from gatewayd.config.schema import positive_duration, optional
-from gatewayd.config.schema import Field, Reader, identifier, integer, join, number, one_of, text
-from gatewayd.config.yamlload import LineDict
+from core.schema import positive_duration, optional
+from core.schema import Field, Reader, identifier, integer, join, number, one_of, text
+from core.yamlload import LineDict
 
 TAGS_KEY = "channels"
 SUFFIXES = {"alarm": ".alarm", "fault": ".fault"}

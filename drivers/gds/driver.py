@@ -40,7 +40,7 @@ from drivers.modbus.config import ModbusTcpSettings
 from drivers.modbus.reads import planned_reads
 from drivers.modbus.rtu import ModbusRtuBusDriver, Slave
 from drivers.modbus.tcp import ModbusTcpDriver
-from gatewayd.types import Event, Priority, Quality, SampleSink
+from core.types import Event, Priority, Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.gds")
 

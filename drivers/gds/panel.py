@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from drivers.gds.profile import Profile
-from gatewayd.types import Quality
+from core.types import Quality
 
 FAULT_WITHOUT_CODE = 1
 

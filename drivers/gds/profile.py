@@ -27,10 +27,10 @@ from typing import Any
 import yaml
 
 from drivers.modbus.config import ADDRESS_SPACE, MAX_READ_REGISTERS, REGISTER_TABLES, ModbusAddress
-from gatewayd.config.schema import (
+from core.schema import (
     ConfigIssue, Field, Invalid, Reader, identifier, integer, is_mapping, join, number, one_of, text,
 )
-from gatewayd.config.yamlload import load_yaml, read_source
+from core.yamlload import load_yaml, read_source
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MODES = ("inhibit", "calibration", "bump_test")

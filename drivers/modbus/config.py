@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gatewayd.config.schema import Field, Reader, integer, number, one_of, text
+from core.schema import Field, Reader, integer, number, one_of, text
 
 MAX_READ_REGISTERS = 125  # Modbus application protocol, function codes 3 and 4
 MAX_READ_BITS = 2000  # function codes 1 and 2

@@ -15,7 +15,7 @@ import numpy as np
 from drivers.kit import BadAnswer, NoAnswer
 from drivers.modbus.codec import BlockDecoder, ResponseLengthError
 from drivers.modbus.plan import Block, plan_blocks
-from gatewayd.types import Quality
+from core.types import Quality
 
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 GATEWAY_UNREACHABLE = {0x0A: "gateway path unavailable", 0x0B: "gateway target device failed to respond"}

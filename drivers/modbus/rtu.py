@@ -69,7 +69,7 @@ from drivers.modbus.rtu_config import RtuAddress, SerialSettings
 from drivers.modbus.rtu_frame import (
     MAX_FRAME, Collision, ExceptionReply, FrameError, frame_length, frame_of_window, parse_reply, read_request,
 )
-from gatewayd.types import Quality, SampleSink
+from core.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.modbus")
 

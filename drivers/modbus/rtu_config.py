@@ -32,8 +32,8 @@ from typing import Any
 
 from drivers.modbus import config as modbus
 from drivers.modbus.config import MAX_READ_REGISTERS, ModbusAddress
-from gatewayd.config.schema import positive_duration, optional
-from gatewayd.config.schema import Field, Invalid, Reader, boolean, integer, join, number, one_of, text
+from core.schema import positive_duration, optional
+from core.schema import Field, Invalid, Reader, boolean, integer, join, number, one_of, text
 
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PARITIES = ("N", "E", "O")

@@ -41,7 +41,7 @@ from drivers.kit import Backoff, BlockPoller, DeviceHealth, DriverStats, Problem
 from drivers.modbus.config import ModbusTcpSettings
 from drivers.modbus.link import Framing, Link, MbapFraming
 from drivers.modbus.reads import BlockError, CommError, PlannedRead, planned_reads
-from gatewayd.types import Quality, SampleSink
+from core.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.modbus")
 

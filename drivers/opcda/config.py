@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gatewayd.config.schema import Field, Reader, integer, number, one_of, text
+from core.schema import Field, Reader, integer, number, one_of, text
 
 SOURCES = ("hybrid", "cache", "device")
 

@@ -32,7 +32,7 @@ from drivers.kit import Backoff, DeviceHealth, DriverStats, Problems, next_tick
 from drivers.opcda.config import OpcDaSettings
 from drivers.opcda.readings import decode
 from drivers.opcda.wire import ForeignSerializer, harden
-from gatewayd.types import Quality, SampleSink
+from core.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.opcda")
 

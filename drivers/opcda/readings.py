@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from drivers.values import NAN, to_float, unix_seconds
-from gatewayd.types import Quality
+from core.types import Quality
 
 MAJOR_MASK = 0xC0
 STATUS_MASK = 0xFC  # major quality and sub-status; the two limit bits dropped

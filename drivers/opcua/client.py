@@ -46,7 +46,7 @@ from drivers.opcua.status import quality_of, status_name
 from drivers.opcua.transport import TransportGuard
 from drivers.opcua.trust import TrustStoreError, UntrustedServer, check_server_certificate, load_trust_store
 from drivers.values import NAN, describe, to_float, unix_seconds
-from gatewayd.types import Quality, SampleSink
+from core.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.opcua")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gatewayd.config.schema import positive_duration
-from gatewayd.config.schema import Field, Invalid, Reader, duration, integer, number, one_of, text
+from core.schema import positive_duration
+from core.schema import Field, Invalid, Reader, duration, integer, number, one_of, text
 
 SECURITY_POLICIES = ("None", "Basic256Sha256")
 SECURITY_MODES = ("Sign", "SignAndEncrypt")

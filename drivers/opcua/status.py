@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from asyncua.ua import StatusCodes
 
-from gatewayd.types import Quality
+from core.types import Quality
 
 SEVERITY_MASK = 0xC000_0000
 CODE_MASK = 0xFFFF_0000

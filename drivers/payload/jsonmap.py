@@ -31,8 +31,8 @@ from typing import Any, NamedTuple
 from drivers.payload.pointer import MISSING, Pointer, PointerSyntaxError
 from drivers.payload.timestamps import FORMATS, BadTimestamp, source_time
 from drivers.values import describe, to_float
-from gatewayd.config.schema import Field, Invalid, Reader, one_of, optional
-from gatewayd.types import Quality
+from core.schema import Field, Invalid, Reader, one_of, optional
+from core.types import Quality
 
 NAN = math.nan
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from drivers.payload.jsonmap import JSON_TAG_FIELDS, JsonMapping, build_mapping
-from gatewayd.config.schema import Field, Invalid, Reader, integer, number, positive_duration, text
+from core.schema import Field, Invalid, Reader, integer, number, positive_duration, text
 
 STALE_PUBLISHES = 3  # a tag not refreshed for this many publish intervals is STALE, by default
 TLS_KEYS = ("ca_file", "cert_file", "key_file")

@@ -38,7 +38,7 @@ from drivers.kit import Backoff, DeviceHealth, DriverStats, Problems
 from drivers.payload.jsonmap import BadDocument, JsonMapping, decode_document
 from drivers.payload.order import SourceOrder
 from drivers.websocket.config import WebSocketSettings
-from gatewayd.types import Event, Priority, Quality, SampleSink
+from core.types import Event, Priority, Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.websocket")
 

@@ -2,7 +2,7 @@
 
 from gatewayd.config.load import load_config, load_config_isolated, parse_config
 from gatewayd.config.model import Config, DeviceConfig, TagConfig
-from gatewayd.config.schema import ConfigError, ConfigIssue
+from core.schema import ConfigError, ConfigIssue
 
 __all__ = [
     "Config", "ConfigError", "ConfigIssue", "DeviceConfig", "TagConfig",

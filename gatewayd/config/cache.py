@@ -9,7 +9,7 @@ Why it can be trusted:
 - An entry is keyed by everything the parse depends on: the SHA-256 of the file's bytes, the file's
   resolved path (relative paths in it are resolved against its directory), the systemd directory
   variables that supply default directories, the gatewayd version, the Python version, the
-  digest of the gatewayd, rules and drivers sources and of installed packages that register
+  digest of the core, gatewayd, rules and drivers sources and of installed packages that register
   driver kinds (a development tree keeps its version across edits), and the path and SHA-256 of
   every other file the parse read (a GDS `profile_file`, a shipped profile: `Config.sources`). The
   entry lists those files; a read digests them again, so
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import gatewayd
 from drivers import plugins
-from gatewayd.config.yamlload import SourceFile
+from core.yamlload import SourceFile
 from gatewayd.systemd import exec_directory
 from gatewayd.trust import written_by_others
 
@@ -50,7 +50,7 @@ DIGEST_SIZE = 32
 LENGTH = struct.Struct(">I")
 DEFAULT_ROOT = Path("/var/cache/gatewayd")
 ENVIRONMENT = ("STATE_DIRECTORY", "CACHE_DIRECTORY", "RUNTIME_DIRECTORY")  # read by the parse
-SOURCE_PACKAGES = ("gatewayd", "rules", "drivers")  # the code that turns YAML into a Config
+SOURCE_PACKAGES = ("core", "gatewayd", "rules", "drivers")  # the code that turns YAML into a Config
 
 
 def cache_root() -> Path:

@@ -26,15 +26,15 @@ from gatewayd.config.model import (
     ACCEPT_BURST, MIN_RESERVE, Config, ControlConfig, Credential, DataQualityConfig, DeviceConfig, GatewayIdentity,
     LimitsConfig, MetricsConfig, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
 )
-from gatewayd.config.schema import optional, positive_duration
-from gatewayd.config.schema import (
+from core.schema import optional, positive_duration
+from core.schema import (
     ConfigError, ConfigIssue, Field, Invalid, Reader, boolean, duration, identifier, integer, number,
     one_of, text,
 )
-from gatewayd.config.yamlload import load_yaml, recording_sources
+from core.yamlload import load_yaml, recording_sources
 from gatewayd.secretfiles import private_file_problem
 from gatewayd.systemd import exec_directory
-import rules.config as rules_config  # a module alias: rules.config imports gatewayd.config.schema back
+import rules.config as rules_config
 import rules.config_fields as rules_fields
 from rules.model import RulesConfig, TagInfo
 

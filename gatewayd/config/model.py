@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gatewayd.config.schema import ConfigIssue
-from gatewayd.config.yamlload import SourceFile
+from core.schema import ConfigIssue
+from core.yamlload import SourceFile
 from rules.model import RulesConfig, TagAlarmConfig
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import drivers
 from gatewayd.config import load
-from gatewayd.config.schema import Field
+from core.schema import Field
 from rules.config import reference_sections
 
 SECTIONS = [

@@ -42,7 +42,7 @@ from typing import Any
 
 from gatewayd.config.model import ACCEPT_BURST, LimitsConfig
 from gatewayd.peerlimits import DescriptorReserve, RefusalLog, Slots, nesting_depth
-from gatewayd.types import Event
+from core.types import Event
 
 log = logging.getLogger("gatewayd.control")
 

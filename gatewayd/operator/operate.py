@@ -27,7 +27,7 @@ from gatewayd.metrics import snapshot
 from gatewayd.operator.control import CommandError, Handler, Peer
 from gatewayd.operator.status import RATE_SAMPLE, RateWindow, alarms_by_priority, data_quality_status, tag_quality
 from gatewayd.operator.tail import Fanout, TailFilter
-from gatewayd.types import Event
+from core.types import Event
 
 if TYPE_CHECKING:
     from gatewayd.reload import Reloader

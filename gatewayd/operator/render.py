@@ -8,7 +8,7 @@ import math
 import time
 from typing import Any
 
-from gatewayd.types import Quality, quality_note
+from core.types import Quality, quality_note
 
 FLAGGED_SHOWN = 20  # tags frozen or outside their range that the status screen names
 

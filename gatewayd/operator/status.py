@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from gatewayd.operator.render import quality_name
-from gatewayd.types import QUALITY_BAD_MIN
+from core.types import QUALITY_BAD_MIN
 
 RATE_SAMPLE = 5.0  # seconds between uplink counter samples
 RATE_WINDOW = 60.0  # seconds the uplink rate is averaged over

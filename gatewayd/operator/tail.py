@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from gatewayd.operator.control import CommandError
-from gatewayd.types import Event
+from core.types import Event
 
 TAIL_CAPACITY = 2000  # lines buffered per subscriber before lines are dropped
 MAX_SUBSCRIBERS = 8  # each costs the scan a filter per tick

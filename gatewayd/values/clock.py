@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from gatewayd.types import Event, Priority, Quality
+from core.types import Event, Priority, Quality
 
 log = logging.getLogger("gatewayd.clock")
 

@@ -33,7 +33,7 @@ import numpy as np
 
 import drivers
 from gatewayd.config.model import DeviceConfig, TagConfig
-from gatewayd.types import QUALITY_BAD_MIN, Event, Priority, Quality
+from core.types import QUALITY_BAD_MIN, Event, Priority, Quality
 
 # timeliness histogram: bucket k holds ages in (AGE_EDGES[k-1], AGE_EDGES[k]] seconds, bucket 0 ages up
 # to 1 ms; ten buckets a decade (each edge 1.26 times the one before), ages above 100,000 s count there

@@ -20,7 +20,7 @@ import numpy as np
 
 from gatewayd.config.model import TagConfig
 from gatewayd.values.readlog import ReadLog, Reads
-from gatewayd.types import QUALITY_BAD_MIN, Event, Quality
+from core.types import QUALITY_BAD_MIN, Event, Quality
 
 
 class PointTable:

@@ -25,7 +25,7 @@ import numpy as np
 from gatewayd.config.model import Config
 from gatewayd.values.dataquality import DataQuality, TagChecks, rows_by_tag_id
 from gatewayd.values.points import PointTable
-from gatewayd.types import QUALITY_BAD_MIN, Event
+from core.types import QUALITY_BAD_MIN, Event
 from rules.engine import RuleEngine
 from rules.report import select_reports
 from store import SampleBlock, Store, is_disk_full

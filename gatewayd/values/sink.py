@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from gatewayd.types import Event, Quality
+from core.types import Event, Quality
 
 
 class DeviceSink:

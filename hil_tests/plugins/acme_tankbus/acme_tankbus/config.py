@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gatewayd.config.schema import Field, Reader, integer, number, text
+from core.schema import Field, Reader, integer, number, text
 
 DRIVER = "acme_tankbus.driver:TankbusDriver"  # the runtime class, imported when a device is built
 

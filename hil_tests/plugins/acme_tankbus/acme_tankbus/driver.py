@@ -16,7 +16,7 @@ from typing import Any, Self
 import numpy as np
 
 from drivers.kit import BadAnswer, Backoff, BlockPoller, DeviceHealth, DriverStats, NoAnswer, Problems, next_tick
-from gatewayd.types import Quality, SampleSink
+from core.types import Quality, SampleSink
 
 log = logging.getLogger("acme_tankbus")
 

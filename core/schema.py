@@ -2,8 +2,9 @@
 
 Each section is a table of `Field`s. `Reader.section()` checks a mapping against its table, reports
 unknown keys, missing keys and wrong types with file, line and key path, and returns plain values.
-Nothing is ever repaired: a wrong value is an error, never a guess. Drivers use the same toolkit for
-their own schemas, which is why it lives apart from the gateway's own sections.
+Nothing is ever repaired: a wrong value is an error, never a guess. Drivers and rules use the same
+toolkit for their own schemas, which is why it lives on the ground floor, apart from the gateway's own
+sections (gatewayd/config).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
-from gatewayd.config.yamlload import LineDict
+from core.yamlload import LineDict
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Small shared types: quality codes, events and the sample sink that drivers write into.
 
-These are the only parts of `gatewayd` that `drivers/`, `rules/` and `store/` may import, so
-that the daemon stays the composition root and the rooms never depend on it otherwise.
+They sit on the ground floor so that `drivers/`, `rules/` and `store/` speak them without importing
+`gatewayd`, which stays the composition root above them.
 """
 
 from __future__ import annotations
