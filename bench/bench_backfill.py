@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.common import emit, percentile
 from gatewayd.uplink.batch import decode_body, parse_envelope
-from gatewayd.uplink.receiver import Receiver
+from gatewayd.platform.receiver import Receiver
 from hil_tests.harness import Broker, Daemon, Simulator, plant_config, stop_all
 
 GATEWAY_ID = "GW-BENCH-BACKFILL"

@@ -114,8 +114,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from gatewayd.uplink.capture import read_frames
-    from gatewayd.uplink.verify import ChainVerifier
+    from gatewayd.platform.capture import read_frames
+    from gatewayd.platform.verify import ChainVerifier
 
     from gatewayd.keys import load_public_key
 
@@ -130,7 +130,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = verifier.report()
     print(report.format())
     if args.export and report.batches:
-        from gatewayd.uplink.export import export
+        from gatewayd.platform.export import export
 
         samples, events = export(report.batches, verifier.gateway_id or "", Path(args.export))
         print(f"exported {samples} samples and {events} events of the accepted batches to {args.export}")
@@ -141,7 +141,7 @@ def receive_frames(args: argparse.Namespace) -> list[bytes]:
     """Subscribe for `--seconds` and return what arrived (verify and watch share the broker options)."""
     import time
 
-    from gatewayd.uplink.receiver import Receiver
+    from gatewayd.platform.receiver import Receiver
 
     receiver = make_receiver(args, Receiver)
     receiver.start()
@@ -160,8 +160,8 @@ def make_receiver(args: argparse.Namespace, receiver_class):
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from gatewayd.keys import load_public_key
-    from gatewayd.uplink.receiver import Receiver
-    from gatewayd.watch import watch
+    from gatewayd.platform.receiver import Receiver
+    from gatewayd.platform.watch import watch
 
     receiver = make_receiver(args, Receiver)
     return watch(receiver, load_public_key(Path(args.public_key)), refresh=args.refresh)

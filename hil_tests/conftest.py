@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gatewayd.keys import load_public_key
-from gatewayd.uplink.receiver import Receiver
-from gatewayd.uplink.verify import ChainVerifier, Report
+from gatewayd.platform.receiver import Receiver
+from gatewayd.platform.verify import ChainVerifier, Report
 from hil_tests.harness import Broker, Daemon, Process, Simulator, plant_config, stop_all
 from hil_tests.simprocess import SimProcess
 

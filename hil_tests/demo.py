@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 import yaml
 
 from gatewayd.keys import load_public_key
-from gatewayd.uplink.receiver import Receiver
-from gatewayd.watch import watch
+from gatewayd.platform.receiver import Receiver
+from gatewayd.platform.watch import watch
 from hil_tests.harness import ROOT, Broker, Daemon, Process, Simulator, make_key, stop_all, wait_for_port
 from hil_tests.sim.rtu_bus import SerialPair
 

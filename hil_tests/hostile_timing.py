@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.types import Quality
-from gatewayd.uplink.receiver import Receiver
+from gatewayd.platform.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant
 from hil_tests.harness import Broker, HostilePeer, Simulator, plant_config, stop_all
 from hil_tests.test_end_to_end import samples_by_tag, wait_quiet

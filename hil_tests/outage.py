@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from gatewayd.uplink.batch import decode_body, parse_envelope
-from gatewayd.uplink.receiver import Receiver
+from gatewayd.platform.receiver import Receiver
 from hil_tests.harness import Broker, Daemon, Simulator, plant_config, stop_all
 
 GATEWAY_ID = "GW-OUTAGE-001"

@@ -24,7 +24,7 @@ from pymodbus.client import ModbusTcpClient
 from gatewayd.operator.control import ControlError, call, socket_path
 from tests.accounts import call_as, throwaway_accounts, unique_prefix
 from core.types import Quality
-from gatewayd.uplink.receiver import Receiver
+from gatewayd.platform.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant
 from hil_tests.harness import Broker, Simulator, plant_config, run_cli, stop_all
 from hil_tests.sim.layout import MARKER_ADDRESS

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from core.types import Quality
-from gatewayd.uplink.receiver import Receiver
+from gatewayd.platform.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
 from hil_tests.harness import Broker, Daemon, Simulator, plant_config, stop_all
 from hil_tests.test_alarms import alarms, ask, force, force_level, wait_for

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatewayd.uplink.receiver import Receiver
+from gatewayd.platform.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant
 from hil_tests.harness import ROOT, Broker, make_key, stop_all
 

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from core.types import Quality
-from gatewayd.uplink.verify import Kind
+from gatewayd.platform.verify import Kind
 from hil_tests.conftest import Plant, committed
 from hil_tests.harness import Simulator
 

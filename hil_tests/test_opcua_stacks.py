@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from core.types import Quality
-from gatewayd.uplink.receiver import Receiver
+from gatewayd.platform.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant
 from hil_tests.harness import Broker, Daemon, make_key
 from hil_tests.sim.opcua_server import NAMESPACE, make_certificate

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from core.types import Quality
-from gatewayd.uplink.verify import Kind
+from gatewayd.platform.verify import Kind
 from hil_tests.conftest import Plant, committed
 from hil_tests.harness import ROOT, run_cli
 from hil_tests.sim.layout import plant_tags

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from core.types import Quality
-from gatewayd.uplink.receiver import Receiver
+from gatewayd.platform.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
 from hil_tests.harness import Broker, Simulator, plant_config
 from hil_tests.sim.plc import FUNCTION_TABLES

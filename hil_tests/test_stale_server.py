@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from core.types import Quality
-from gatewayd.uplink.receiver import Receiver
+from gatewayd.platform.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant
 from hil_tests.harness import Broker, make_key
 from hil_tests.simprocess import SimProcess

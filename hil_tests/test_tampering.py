@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewayd.uplink.batch import parse_envelope
-from gatewayd.uplink.capture import read_frames, write_frame
+from gatewayd.platform.capture import read_frames, write_frame
 from hil_tests.harness import run_cli
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from gatewayd.uplink.capture import write_frame
+from gatewayd.platform.capture import write_frame
 from tests.test_verify import KEY, chain
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gatewayd.config.load import parse_config
 from core.schema import ConfigError
-from gatewayd.uplink.verify import ChainVerifier, Kind
+from gatewayd.platform.verify import ChainVerifier, Kind
 from rules.expr import ExpressionError, parse_expression
 from tests.test_verify import KEY, chain
 

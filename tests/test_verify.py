@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core.types import Event
 from gatewayd.uplink.batch import encode_batch
-from gatewayd.uplink.capture import read_frames, write_frame
-from gatewayd.uplink.verify import ChainVerifier, Kind
+from gatewayd.platform.capture import read_frames, write_frame
+from gatewayd.platform.verify import ChainVerifier, Kind
 from store import BatchContent, SampleBlock, Store
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

@@ -1,1 +1,1 @@
-"""Uplink: the signed, hash-chained batch format, its verifier, and the tools that receive it."""
+"""Uplink: the signed, hash-chained batch format and the publisher that sends it (its readers: gatewayd.platform)."""

@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gatewayd.uplink.capture import write_frame
+from gatewayd.platform.capture import write_frame
 
 log = logging.getLogger(__name__)
 

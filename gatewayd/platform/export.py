@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlite_utils
 
-from gatewayd.uplink.verify import Accepted
+from gatewayd.platform.verify import Accepted
 
 
 SAMPLE_COLUMNS = {"gateway": str, "seq": int, "tag": str, "ts_ms": int, "value": float, "quality": int,

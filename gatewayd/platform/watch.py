@@ -13,7 +13,7 @@ from datetime import datetime
 
 from core.types import Priority, Quality
 from gatewayd.uplink.batch import BatchFormatError, decode_body, parse_envelope
-from gatewayd.uplink.verify import ChainVerifier
+from gatewayd.platform.verify import ChainVerifier
 
 SHOWN_TAGS = 40
 SHOWN_EVENTS = 10
