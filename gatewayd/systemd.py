@@ -9,9 +9,23 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
-from gatewayd.config.model import Credential
+
+@dataclass(frozen=True)
+class Credential:
+    """A secret that systemd hands the service (`LoadCredential=NAME:...`), written `credential:NAME`.
+
+    It lives in $CREDENTIALS_DIRECTORY only while the service runs, so it is resolved at start
+    (`secret_path`), not when the file is checked. It is defined here, not beside the config model that
+    holds it, so that this module imports nothing of the project: the config loader imports it back.
+    """
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"credential:{self.name}"
 
 
 class CredentialError(Exception):

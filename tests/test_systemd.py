@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from gatewayd.config import ConfigError, load_config
-from gatewayd.config.model import Credential
 from gatewayd.daemon import WATCHDOG_STALL, stalled_loops
-from gatewayd.systemd import CredentialError, exec_directory, secret_path
+from gatewayd.systemd import Credential, CredentialError, exec_directory, secret_path
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "gatewayd.service"

@@ -23,7 +23,7 @@ import yaml
 import drivers
 from gatewayd.config.cache import ConfigCache
 from gatewayd.config.model import (
-    ACCEPT_BURST, MIN_RESERVE, Config, ControlConfig, Credential, DataQualityConfig, DeviceConfig, GatewayIdentity,
+    ACCEPT_BURST, MIN_RESERVE, Config, ControlConfig, DataQualityConfig, DeviceConfig, GatewayIdentity,
     LimitsConfig, MetricsConfig, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
 )
 from core.schema import optional, positive_duration
@@ -33,7 +33,7 @@ from core.schema import (
 )
 from core.yamlload import load_yaml, recording_sources
 from gatewayd.secretfiles import private_file_problem
-from gatewayd.systemd import exec_directory
+from gatewayd.systemd import Credential, exec_directory
 import rules.config as rules_config
 import rules.config_fields as rules_fields
 from rules.model import RulesConfig, TagInfo

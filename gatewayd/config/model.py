@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.schema import ConfigIssue
+from gatewayd.systemd import Credential
 from core.yamlload import SourceFile
 from rules.model import RulesConfig, TagAlarmConfig
 
@@ -92,20 +93,6 @@ class TlsConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class Credential:
-    """A secret that systemd hands the service (`LoadCredential=NAME:...`), written `credential:NAME`.
-
-    It lives in $CREDENTIALS_DIRECTORY only while the service runs, so it is resolved at start
-    (gatewayd.systemd.secret_path), not when the file is checked.
-    """
-
-    name: str
-
-    def __str__(self) -> str:
-        return f"credential:{self.name}"
 
 
 @dataclass(frozen=True)
