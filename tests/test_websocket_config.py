@@ -80,3 +80,15 @@ def test_tag_mapping_errors_and_duplicates_are_named_at_the_tag(tmp_path):
                and "as tag GD201" in issue for issue in found), found
     assert any("devices[0].tags[2].timestamp: timestamp needs timestamp_format" in issue for issue in found), found
     assert any("devices[0].tags[3].value:" in issue for issue in found), found
+
+
+def test_a_client_key_others_can_read_is_refused(tmp_path):
+    key = tmp_path / "pki" / "gw.key"
+    key.parent.mkdir()
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    key.chmod(0o644)
+    tls = {"cert_file": "pki/gw.pem", "key_file": "pki/gw.key"}
+    found = errors(tmp_path, tls=tls)
+    assert any("devices[0].key_file:" in issue and "WebSocket client key" in issue for issue in found), found
+    key.chmod(0o600)
+    assert parse(tmp_path, tls=tls).settings.key_file == key
