@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import select
 import signal
 import socket
@@ -87,10 +88,17 @@ def main(argv: list[str] | None = None) -> None:
             kind.reap()
             kind.top_up()
         if time.monotonic() - reported > 0.5:
-            args.report.write_text(json.dumps({kind.name: kind.figures() for kind in kinds}))
+            _report(args.report, kinds)
             reported = time.monotonic()
         time.sleep(SWEEP)
-    args.report.write_text(json.dumps({kind.name: kind.figures() for kind in kinds}))
+    _report(args.report, kinds)
+
+
+def _report(path: Path, kinds: list[Kind]) -> None:
+    """Replace the report whole, so the test never reads it half-written."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({kind.name: kind.figures() for kind in kinds}))
+    os.replace(partial, path)
 
 
 if __name__ == "__main__":
