@@ -30,6 +30,7 @@ DRIVERS: dict[str, tuple[str, str]] = {
     "gds": ("drivers.gds.config", "drivers.gds.driver:GdsDriver"),
     "opcua": ("drivers.opcua.config", "drivers.opcua.client:OpcUaDriver"),
     "opcda_gateway": ("drivers.opcda.config", "drivers.opcda.gateway:OpcDaGatewayDriver"),
+    "mqtt": ("drivers.mqtt.config", "drivers.mqtt.driver:MqttDriver"),
     "websocket": ("drivers.websocket.config", "drivers.websocket.driver:WebSocketDriver"),
 }
 
