@@ -55,6 +55,15 @@ DEVICE_METRICS = {
     "skipped_ticks": ("gatewayd_device_skipped_ticks_total", "counter", "poll ticks lost to overrunning polls"),
     "last_poll_latency": ("gatewayd_device_poll_latency_seconds", "gauge", "duration of the last answered poll"),
     "requests_per_poll": ("gatewayd_device_requests_per_poll", "gauge", "read requests one poll makes"),
+    # subscribed devices (mqtt) only; other drivers have no such field and are left out
+    "messages_dropped": ("gatewayd_device_messages_dropped_total", "counter",
+                         "subscribed messages a full queue dropped (each reported upstream in a gap event)"),
+    "out_of_order": ("gatewayd_device_out_of_order_total", "counter",
+                     "readings stamped earlier than their tag's newest, kept and flagged UNCERTAIN"),
+    "sparkplug_seq_gaps": ("gatewayd_device_sparkplug_seq_gaps_total", "counter",
+                           "Sparkplug B sequence breaks that made a node's tags STALE until its next birth"),
+    "sparkplug_ignored": ("gatewayd_device_sparkplug_ignored_total", "counter",
+                          "Sparkplug B messages ignored for want of a valid birth since a death or a gap"),
 }
 
 # ScanStats field -> (metric name, kind, help)
@@ -129,7 +138,7 @@ def snapshot(daemon: Any) -> dict[str, Any]:
     devices = []
     for name, driver in daemon.drivers.items():
         stats = asdict(driver.stats)
-        figures = {key: stats[key] for key in DEVICE_METRICS}
+        figures = {key: stats.get(key) for key in DEVICE_METRICS}
         devices.append({"name": name, "up": not driver.is_down, **figures})
     engine = daemon.scanner.engine
     return {

@@ -89,11 +89,27 @@ def start_simulator(device: dict[str, Any], workdir: Path) -> Any:
     }.get(kind)
     if kind == "gds":
         return GasPanel(port, workdir)
+    if kind == "mqtt":
+        return start_sensor_fleet(device, workdir)
     process = Process(device["name"], argv, workdir / f"sim-{device['name']}.log", cwd=ROOT).start()
     if kind == "modbus_udp":
         wait_for_line(process.log_path, "READY")
     else:
         wait_for_port(port, timeout=60)
+    return process
+
+
+def start_sensor_fleet(device: dict[str, Any], workdir: Path) -> Process:
+    """Simulated smart sensors for an `mqtt` device, publishing to the demo's broker: JSON gas detectors
+    on the device's subscription, or a Sparkplug B edge node for its group."""
+    options: list[Any] = ["--port", device["port"], "--client-id", f"demo-{device['name']}"]
+    if device.get("payload") == "sparkplug_b":
+        options += ["--detectors", 0, "--sparkplug", f"{device['group']}/edge1", "--period", 2]
+    else:
+        options += ["--detectors", len(device["tags"]), "--topic", "plant/tankfarm/gas", "--period", 5]
+    process = Process(device["name"], module("hil_tests.sim.sensor_fleet", *options),
+                      workdir / f"sim-{device['name']}.log", cwd=ROOT).start()
+    wait_for_line(process.log_path, "READY")
     return process
 
 

@@ -151,3 +151,21 @@ def test_a_loose_password_file_is_refused(tmp_path):
     secret.chmod(0o644)
     found = errors(tmp_path, username="gw", password_file="broker.pw")
     assert len(found) == 1 and found[0].startswith("devices[0].password_file: ") and "chmod 600" in found[0]
+
+
+def test_the_drivers_doc_example_loads_and_its_tables_name_every_option(tmp_path):
+    import drivers
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "drivers.md").read_text(encoding="utf-8")
+    start = text.index("\n## MQTT smart sensors")
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end > 0 else None]
+    blocks = [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+    assert blocks
+    for block in blocks:
+        document = {"gateway": {"id": "gw"}, "devices": yaml.safe_load(block)["devices"], "uplink": UPLINK}
+        devices = parse_config(yaml.safe_dump(document, allow_unicode=True), tmp_path / "gw.yaml").devices
+        assert [device.settings.payload for device in devices] == ["json", "sparkplug_b"]
+    schema = drivers.schema("mqtt")
+    documented = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+    assert set(schema.DEVICE_FIELDS) | set(schema.TAG_FIELDS) <= documented

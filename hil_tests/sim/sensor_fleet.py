@@ -4,7 +4,7 @@
         [--sparkplug GROUP/NODE] [--period 1.0] [--client-id ID] [--commands]
 
 Detector GD-001..GD-N publishes `{"id": ..., "ch4": %LEL, "ts": epoch ms, "status": "ok"}` to
-`<topic>/GD-00i` (QoS 1) every period, its reading going up by 0.5 each time so every reading differs.
+`<topic>/GD-00i` (QoS 1) every period, its reading going up by 0.5 each time (back down by 50 past 60).
 The edge node publishes NBIRTH (with bdSeq, and a node metric `uptime`), DBIRTH of device `pump-1`
 (metrics `vibration` Float, `temperature` Double, `running` Boolean, with aliases 1..3), then DDATA by
 alias only every period; its will is an NDEATH with the same bdSeq.
@@ -76,7 +76,7 @@ class Fleet:
             if detector in self.silent:
                 continue
             ts = int(time.time() * 1000)
-            self.detectors[detector] = round(reading + 0.5, 3)
+            self.detectors[detector] = round(reading + 0.5 if reading < 60 else reading - 50, 3)
             payload = json.dumps({"id": detector, "ch4": reading, "ts": ts, "status": "ok"}).encode()
             self.publish(f"{self.topic}/{detector}", payload, [(detector, reading, ts)])
 
