@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from drivers.mqtt.driver import MqttDriver  # noqa: E402
-from gatewayd.types import Quality  # noqa: E402
+from core.types import Quality  # noqa: E402
 from hil_tests.harness import Broker, stop_all  # noqa: E402
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until  # noqa: E402
 from hil_tests.sim.sparkplug_encode import MetricOut, encode_payload  # noqa: E402

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from gatewayd.keys import load_public_key
-from gatewayd.types import Quality
+from core.types import Quality
 from gatewayd.uplink.receiver import Receiver
 from gatewayd.uplink.verify import ChainVerifier
 from hil_tests.harness import ROOT, Broker, Daemon, make_key, stop_all

@@ -10,7 +10,7 @@ import yaml
 
 from drivers.mqtt.config import JsonTopicTag, SparkplugMetric, subscriptions
 from gatewayd.config import ConfigError, parse_config
-from gatewayd.types import Quality
+from core.types import Quality
 
 UPLINK = {"host": "127.0.0.1", "transport": "plain", "signing_key": "key.pem"}
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from drivers.payload.jsonmap import JSON_TAG_FIELDS, JsonMapping, build_mapping
 from drivers.payload.topics import TopicSyntaxError, check_filter, covers
-from gatewayd.config.schema import (Field, Invalid, Reader, boolean, integer, number, one_of, optional,
+from core.schema import (Field, Invalid, Reader, boolean, integer, number, one_of, optional,
                                     positive_duration, text)
 
 PAYLOADS = ("json", "sparkplug_b")

@@ -31,7 +31,7 @@ from drivers.mqtt.json_profile import JsonProfile
 from drivers.mqtt.link import Link
 from drivers.mqtt.sparkplug_host import SparkplugProfile
 from drivers.mqtt.writes import WriteBatch
-from gatewayd.types import Event, Priority, Quality, SampleSink
+from core.types import Event, Priority, Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.mqtt")
 

@@ -23,7 +23,7 @@ import numpy as np
 from drivers.kit import DriverStats, Problems
 from drivers.mqtt.writes import WriteBatch
 from drivers.payload.order import SourceOrder
-from gatewayd.types import QUALITY_BAD_MIN, Quality
+from core.types import QUALITY_BAD_MIN, Quality
 
 
 @dataclass

@@ -15,7 +15,7 @@ from drivers.mqtt.inbox import Message
 from drivers.mqtt.intake import Intake
 from drivers.payload.jsonmap import BadDocument, decode_document
 from drivers.payload.topics import TopicIndex
-from gatewayd.types import Quality
+from core.types import Quality
 
 
 class JsonProfile:

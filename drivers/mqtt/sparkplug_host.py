@@ -34,7 +34,7 @@ from drivers.mqtt.inbox import Message
 from drivers.mqtt.intake import Intake
 from drivers.payload.sparkplug import UNSUPPORTED, Metric, Payload, SparkplugError, decode_payload
 from drivers.values import describe, to_float
-from gatewayd.types import Quality
+from core.types import Quality
 
 SEQ_MODULUS = 256
 BD_SEQ = "bdSeq"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gatewayd.types import SampleSink
+from core.types import SampleSink
 
 
 class WriteBatch:
