@@ -46,10 +46,32 @@ class Invalid(ValueError):
 
 
 _MISSING = object()
+
+
+def described(json_schema: dict[str, Any]) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+    """Attach to a converter the JSON Schema of what it accepts, so `gatewayd schema` is generated from the
+    same tables the validator reads. A converter without one accepts anything as far as editors know."""
+
+    def attach(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        convert.json_schema = json_schema  # type: ignore[attr-defined]
+        return convert
+
+    return attach
+
+
+def json_schema_of(convert: Callable[[Any], Any]) -> dict[str, Any] | None:
+    """What `described` attached to `convert`, or None for a converter that accepts more than a schema says."""
+    return getattr(convert, "json_schema", None)
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+DURATION_SCHEMA = {"anyOf": [{"type": "number", "minimum": 0},
+                             {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|min|h|d)?\s*$"}]}
+
+
+@described(DURATION_SCHEMA)
 def duration(value: Any) -> float:
     """`1s`, `500ms`, `2h`, `1.5m` or a bare number of seconds, to seconds."""
     if isinstance(value, bool):
@@ -66,6 +88,12 @@ def duration(value: Any) -> float:
     return seconds
 
 
+POSITIVE_DURATION_SCHEMA = {"anyOf": [
+    {"type": "number", "exclusiveMinimum": 0},
+    {"type": "string", "pattern": r"^\s*(\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)\s*(ms|s|m|min|h|d)?\s*$"}]}
+
+
+@described(POSITIVE_DURATION_SCHEMA)
 def positive_duration(value: Any) -> float:
     """A duration that must be longer than zero (an interval, a timeout)."""
     seconds = duration(value)
@@ -76,7 +104,9 @@ def positive_duration(value: Any) -> float:
 
 def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """`convert`, letting an explicit null through as None."""
-    return lambda value: None if value is None else convert(value)
+    inner = json_schema_of(convert)
+    nullable = described({"anyOf": [inner, {"type": "null"}]}) if inner is not None else (lambda function: function)
+    return nullable(lambda value: None if value is None else convert(value))
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
@@ -87,7 +117,12 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[
             raise Invalid(f"{value} is out of range {minimum}..{maximum}")
         return value
 
-    return convert
+    return described(_bounded("integer", minimum, maximum))(convert)
+
+
+def _bounded(kind: str, minimum: float | None, maximum: float | None) -> dict[str, Any]:
+    bounds = {"minimum": minimum, "maximum": maximum}
+    return {"type": kind, **{key: bound for key, bound in bounds.items() if bound is not None}}
 
 
 def number(minimum: float | None = None, maximum: float | None = None) -> Callable[[Any], float]:
@@ -98,15 +133,17 @@ def number(minimum: float | None = None, maximum: float | None = None) -> Callab
             raise Invalid(f"{value} is out of range {minimum}..{maximum}")
         return float(value)
 
-    return convert
+    return described(_bounded("number", minimum, maximum))(convert)
 
 
+@described({"type": "string", "pattern": r"\S"})
 def text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Invalid(f"expected a non-empty string, got {value!r}")
     return value
 
 
+@described({"type": "boolean"})
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"expected true or false, got {value!r}")
@@ -119,9 +156,10 @@ def one_of(*choices: str) -> Callable[[Any], str]:
             raise Invalid(f"{value!r} is not one of: {', '.join(choices)}")
         return value
 
-    return convert
+    return described({"enum": list(choices)})(convert)
 
 
+@described({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"})
 def identifier(value: Any) -> str:
     """Tag, device and gateway names: letters, digits, and . _ - only, so they are safe in topics and files."""
     value = text(value)

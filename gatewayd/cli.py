@@ -80,6 +80,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from gatewayd.config.jsonschema import config_schema
+
+    text = json.dumps(config_schema(), indent=2, ensure_ascii=False) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gatewayd.config import ConfigError, load_config
 
@@ -405,6 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and print every error")
     check.add_argument("config")
     check.set_defaults(func=cmd_check_config)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the configuration, for editors "
+                            "(YAML language server)")
+    schema.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead of standard output")
+    schema.set_defaults(func=cmd_schema)
 
     keygen = sub.add_parser("keygen", help="create the Ed25519 batch signing key (PATH, 0600) and PATH.pub")
     keygen.add_argument("path")

@@ -105,7 +105,7 @@ def _behaviour_fields(priorities: Iterable[str], priority_default: str | None) -
 
 
 @functools.cache  # one table per set of priorities, not one per tag: 100,000 alarms are parsed at start
-def _limit_fields(priorities: tuple[str, ...]) -> dict[str, Field]:
+def limit_fields(priorities: tuple[str, ...]) -> dict[str, Field]:
     return {"value": Field(number(), doc="the limit, in engineering units"),
             "deadband": Field(deadband_value, None, "engineering units or N% of range"),
             **_behaviour_fields(priorities, None)}
@@ -173,7 +173,7 @@ def parse_tag_alarms(node: Any, path: str, line: int, reader: Reader, tag: Any,
         key_path, key_line = join(path, key), Reader.key_line(node, key)
         spec = values[key]
         if isinstance(spec, dict):
-            own = reader.section(spec, key_path, key_line, _limit_fields(priorities))
+            own = reader.section(spec, key_path, key_line, limit_fields(priorities))
             if own is None or "value" not in own:
                 continue
         else:
@@ -598,7 +598,7 @@ def reference_sections() -> list[tuple[str, dict[str, Field]]]:
     kinds = _rule_kind_fields({})
     return [
         ("devices[].tags[].alarms", tag_alarm_fields(tuple(priorities))),
-        ("devices[].tags[].alarms.hh / h / l / ll (as a mapping)", _limit_fields(tuple(priorities))),
+        ("devices[].tags[].alarms.hh / h / l / ll (as a mapping)", limit_fields(tuple(priorities))),
         ("rules", RULES_FIELDS),
         ("rules.shelving", SHELVING_FIELDS),
         ("rules.analytics", ANALYTICS_FIELDS),

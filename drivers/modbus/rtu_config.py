@@ -144,6 +144,7 @@ SLAVE_FIELDS = {
     "tags": Field(lambda value: value, doc="the slave's tags, with the keys of Modbus TCP tags"),
 }
 
+NESTED_FIELDS = SLAVE_FIELDS  # `gatewayd schema` shows these under slaves[], each with its tags
 TAG_FIELDS = modbus.TAG_FIELDS
 
 

@@ -26,7 +26,7 @@ from gatewayd.config.model import (
     ACCEPT_BURST, MIN_RESERVE, Config, ControlConfig, DataQualityConfig, DeviceConfig, GatewayIdentity,
     LimitsConfig, MetricsConfig, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
 )
-from core.schema import optional, positive_duration
+from core.schema import described, optional, positive_duration
 from core.schema import (
     ConfigError, ConfigIssue, Field, Invalid, Reader, boolean, duration, identifier, integer, number,
     one_of, text,
@@ -41,6 +41,7 @@ from rules.model import RulesConfig, TagInfo
 log = logging.getLogger("gatewayd.config")
 
 
+@described({"type": ["string", "integer", "null"]})
 def optional_text(value: Any) -> str:
     if value is None:
         return ""
@@ -49,6 +50,7 @@ def optional_text(value: Any) -> str:
     return str(value)
 
 
+@described({"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2})
 def value_range(value: Any) -> tuple[float, float]:
     if not isinstance(value, list) or len(value) != 2:
         raise Invalid("expected [low, high]")
@@ -58,6 +60,7 @@ def value_range(value: Any) -> tuple[float, float]:
     return low, high
 
 
+@described({"type": "number", "exclusiveMinimum": 0})
 def positive_rate(value: Any) -> float:
     rate = number()(value)
     if rate <= 0:
@@ -65,6 +68,7 @@ def positive_rate(value: Any) -> float:
     return rate
 
 
+@described({"type": "string", "minLength": 1})
 def path_value(value: Any) -> Path:
     return Path(text(value))
 
@@ -73,6 +77,7 @@ CREDENTIAL_PREFIX = "credential:"
 CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 
 
+@described({"type": "string", "minLength": 1})
 def secret_source(value: Any) -> Path | Credential:
     """A file path, or `credential:NAME` for a secret systemd passes in with LoadCredential=NAME:FILE."""
     value = text(value)
@@ -85,6 +90,7 @@ def secret_source(value: Any) -> Path | Credential:
     return Credential(name)
 
 
+@described({"type": "string", "pattern": ":[0-9]+$"})
 def listen_address(value: Any) -> tuple[str, int]:
     """`HOST:PORT` or `[IPv6]:PORT`."""
     host, sep, port = text(value).rpartition(":")
@@ -97,6 +103,7 @@ def listen_address(value: Any) -> tuple[str, int]:
 SIZE_UNITS = {"B": 1, "kB": 1000, "MB": 1000**2, "GB": 1000**3, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 
 
+@described({"type": ["integer", "string"]})
 def byte_size(value: Any) -> int:
     """A size in bytes: an integer, or a number with a unit such as `512 MiB` or `2 GB`."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -235,6 +242,7 @@ DATA_QUALITY_FIELDS = {
 GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 
 
+@described({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"})
 def group_name(value: Any) -> str:
     """A Unix group name as groupadd accepts it (letters, digits, '_', '.', '-'; at most 32)."""
     if not isinstance(value, str) or not GROUP_NAME.fullmatch(value):
