@@ -178,6 +178,60 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return watch(receiver, load_public_key(Path(args.public_key)), refresh=args.refresh)
 
 
+# ------------------------------------------------------------------ commissioning tools (read-only toward the plant)
+
+def cmd_probe_modbus(args: argparse.Namespace) -> int:
+    """Read a range once; show raw registers and every decoding side by side, --expect ranked."""
+    from gatewayd.commissioning import probe
+
+    try:
+        target = probe.parse_target(args.url)
+        start, count = probe.parse_range(args.range)
+        expected = {address: value for value, address in map(probe.parse_expect, args.expect or [])}
+        outside = [address for address in expected if not start <= address < start + count]
+        if outside:
+            raise probe.ProbeError(f"--expect at {outside[0]}: outside --range {args.range}")
+        table = probe.TABLES[args.table]
+        types = probe.parse_types(args.types)
+        line = {"baud": args.baud, "parity": args.parity, "stop_bits": args.stop_bits}
+        values = probe.run_probe(target, args.unit, table, start, count, args.timeout, line)
+    except probe.ProbeError as exc:
+        print(f"gatewayd probe: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if table in probe.BIT_TABLES:
+        print("\n".join(probe.render_bits(table, start, values)))
+        return EXIT_OK
+    print("\n".join(probe.render_registers(table, start, values, types, expected, args.tolerance)))
+    lines, all_found = probe.render_expectations(table, start, values, types, expected, args.tolerance)
+    print("\n".join(lines), end="\n" if lines else "")
+    return EXIT_OK if all_found else EXIT_FAILED
+
+
+def add_probe_command(sub: argparse._SubParsersAction) -> None:
+    probe = sub.add_parser("probe", help="read a device once and show how its registers decode (read-only)")
+    kinds = probe.add_subparsers(dest="probe_kind", required=True)
+    modbus = kinds.add_parser("modbus", help="raw registers and every type and byte/word order side by side",
+                              description="Reads the range once with function codes 1-4 only.")
+    modbus.add_argument("url", help="tcp://HOST[:PORT] (default port 502) or rtu:///dev/ttyX")
+    modbus.add_argument("--unit", type=int, default=1, help="unit (slave) id, default %(default)s")
+    modbus.add_argument("--table", choices=("co", "di", "hr", "ir"), default="hr",
+                        help="co coils, di discrete inputs, hr holding (default), ir input registers")
+    modbus.add_argument("--range", default="0-9",
+                        help="START-END, both included, or one address (default %(default)s)")
+    modbus.add_argument("--types", help="comma-separated subset of int16,uint16,int32,uint32,float32,float64 "
+                        "(default: all)")
+    modbus.add_argument("--expect", action="append", metavar="VALUE@ADDRESS",
+                        help="a value known from the plant at an address: the matching type/order candidates "
+                        "are marked and ranked; exit 1 if none matches (repeatable)")
+    modbus.add_argument("--tolerance", type=float, default=1e-4,
+                        help="relative match for --expect (default %(default)g)")
+    modbus.add_argument("--timeout", type=float, default=1.0, help="seconds per request (default %(default)g)")
+    modbus.add_argument("--baud", type=int, default=9600, help="rtu: baud rate (default %(default)s)")
+    modbus.add_argument("--parity", choices=("N", "E", "O"), default="N", help="rtu: parity (default %(default)s)")
+    modbus.add_argument("--stop-bits", type=int, choices=(1, 2), default=1, help="rtu: stop bits (default 1)")
+    modbus.set_defaults(func=cmd_probe_modbus)
+
+
 # ------------------------------------------------------------------ operator commands over the control socket
 
 def control_socket(args: argparse.Namespace) -> Path:
@@ -446,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_broker_options(watch)
     watch.set_defaults(func=cmd_watch)
 
+    add_probe_command(sub)
     add_control_commands(sub)
     return parser
 

@@ -14,6 +14,7 @@ from gatewayd.keys import load_public_key
 from gatewayd.platform.receiver import Receiver
 from gatewayd.platform.verify import ChainVerifier, Report
 from hil_tests.harness import Broker, Daemon, Process, Simulator, plant_config, stop_all
+from hil_tests.sim.rtu_bus import SerialPair
 from hil_tests.simprocess import SimProcess
 
 GATEWAY_ID = "GW-TEST-001"
@@ -101,3 +102,20 @@ def sim_processes() -> Iterator[Callable[[SimProcess], SimProcess]]:
     finally:
         for process in started:
             process.close()
+
+
+@pytest.fixture
+def serial_pair(tmp_path: Path) -> Iterator[Callable[..., SerialPair]]:
+    """Starts socat's pseudo-terminal pair with the slave simulator on one end: serial_pair(units, baud=...);
+    every pair is pulled at the end of the test."""
+    pairs: list[SerialPair] = []
+
+    def start(units: tuple[int, ...], **options) -> SerialPair:
+        pairs.append(SerialPair(tmp_path, units, **options).start())
+        return pairs[-1]
+
+    try:
+        yield start
+    finally:
+        for pair in pairs:
+            pair.close()

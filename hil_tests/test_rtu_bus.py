@@ -9,39 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from drivers.modbus.rtu import ModbusRtuBusDriver
 from gatewayd.config.model import DeviceConfig
 from core.types import Quality
 from hil_tests.recording import RecordingSink, load_device, stop, wait_until
-from hil_tests.sim.rtu_bus import SerialPair, bit_value, register_value
+from hil_tests.sim.rtu_bus import bit_value, register_value
 
 POLL = 0.1
 TIMEOUT = 0.05
 PROBE = 1.0
 HEALTHY, SILENT, SLOW, FAULTY = (1, 2), 3, 4, 5
 UNITS = (*HEALTHY, SILENT, SLOW, FAULTY)
-
-
-@pytest.fixture
-def serial_pair(tmp_path: Path) -> Iterator[Callable[..., SerialPair]]:
-    pairs: list[SerialPair] = []
-
-    def start(units: tuple[int, ...] = UNITS, **options: Any) -> SerialPair:
-        pairs.append(SerialPair(tmp_path, units, **options).start())
-        return pairs[-1]
-
-    try:
-        yield start
-    finally:
-        for pair in pairs:
-            pair.close()
 
 
 def bus_config(port: Path, units: tuple[int, ...] = UNITS, **settings: Any) -> DeviceConfig:
@@ -62,7 +45,7 @@ def rows_of(device: DeviceConfig, unit: int) -> np.ndarray:
 
 
 def test_bad_slaves_cost_the_healthy_ones_nothing_and_recover_by_themselves(serial_pair):
-    pair = serial_pair()
+    pair = serial_pair(UNITS)
     device = bus_config(pair.master)
     driver = ModbusRtuBusDriver.from_config(device, np.arange(len(device.tags)))
     sink = RecordingSink(len(device.tags))
