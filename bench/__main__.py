@@ -9,6 +9,7 @@ from bench import (
     bench_backfill,
     bench_daemon,
     bench_hostile,
+    bench_mqtt,
     bench_opcua,
     bench_opcua_latency,
     bench_reconnect,
@@ -29,6 +30,7 @@ def main() -> int:
     bench_opcua_latency.main([])
     bench_rtu.main([])
     bench_hostile.main([])
+    bench_mqtt.main([])
     return 0
 
 

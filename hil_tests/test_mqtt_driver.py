@@ -78,7 +78,7 @@ def test_bad_json_makes_only_the_affected_tags_decode_errors(broker):
         driver, sink, task = start(json_device(broker.port))
         publisher = Publisher(broker.port)
         try:
-            await wait_until(lambda: not driver.is_down and driver.stats.reconnects == 0 and driver._connections, 10)
+            await wait_until(lambda: not driver.is_down and driver.stats.reconnects == 0 and driver.connections, 10)
             good = {"gas": {"ch4": 12.5, "h2s": 3}, "battery": [87], "ts": 1796149800000, "status": "ok"}
             publisher.send("plant/area1/gas/GD-101", good)
             publisher.send("plant/area2/gas/GD-102", {"gas": {"ch4": 1.0}})
@@ -122,7 +122,7 @@ def test_an_out_of_order_reading_is_kept_with_its_source_time_and_flagged(broker
         publisher = Publisher(broker.port)
         seen = []
         try:
-            await wait_until(lambda: driver._connections == 1, 10)
+            await wait_until(lambda: driver.connections == 1, 10)
             for ts, ch4 in ((1796149805000, 5.0), (1796149801000, 1.0), (1796149806000, 6.0)):
                 polls = driver.stats.polls
                 publisher.send("plant/a/gas/GD-101", {"gas": {"ch4": ch4, "h2s": 0}, "battery": [1], "ts": ts,
@@ -185,7 +185,7 @@ def test_sparkplug_birth_data_gap_rebirth_with_new_aliases_and_deaths(broker):
                             [None if math.isnan(value) else round(value, 3) for value in sink.values])
 
         try:
-            await wait_until(lambda: driver._connections == 1, 10)
+            await wait_until(lambda: driver.connections == 1, 10)
             await send("births", "NBIRTH", nbirth(0, 7, 100))
             await send("dbirth", "DBIRTH", dbirth(1, first, 0.5, 40.0), device=True)
             await send("data", "DDATA", ddata(2, {1: ("Float", 0.75), 2: ("Double", 41.5)}), device=True)

@@ -61,7 +61,7 @@ class MqttDriver:
         self.inbox = Inbox(settings.queue_limit, self.profile.positions)
         self._wake = asyncio.Event()
         self._sink: SampleSink | None = None
-        self._connections = 0
+        self.connections = 0  # connections whose subscriptions the broker granted
 
     @classmethod
     def from_config(cls, device: Any, rows: np.ndarray) -> MqttDriver:
@@ -124,7 +124,7 @@ class MqttDriver:
         return len(messages)
 
     def _check_silence(self, sink: SampleSink, now: float) -> None:
-        if self.health.is_down or not self._connections:
+        if self.health.is_down or not self.connections:
             return
         quiet = self.intake.silence(now, self.settings.comm_failure_after)
         if quiet.size:
@@ -157,8 +157,8 @@ class MqttDriver:
         if not granted:
             self.link_down(f"broker refused every subscription ({refused[0][1]})")
             return
-        self.stats.reconnects += self._connections > 0
-        self._connections += 1
+        self.stats.reconnects += self.connections > 0
+        self.connections += 1
         self.intake.heard[:] = time.monotonic()  # every tag gets a full comm_failure_after from now
         log.info("device %s: subscribed to %s", self.name, ", ".join(granted))
         self.health.up(self._sink)
