@@ -85,10 +85,41 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     text = json.dumps(config_schema(), indent=2, ensure_ascii=False) + "\n"
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        write_replacing(Path(args.output), text)
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def cmd_import_points(args: argparse.Namespace) -> int:
+    from gatewayd.commissioning.points import MappingError, import_points, load_mapping, render
+    from gatewayd.commissioning.sheets import SheetError
+
+    try:
+        imported = import_points(Path(args.table), load_mapping(args.mapping and Path(args.mapping)), args.device)
+    except (MappingError, SheetError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    for note in imported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if imported.problems:
+        print("\n".join(imported.problems), file=sys.stderr)
+        print(f"{len(imported.problems)} bad in {args.table}; nothing written", file=sys.stderr)
+        return EXIT_FAILED
+    text = render(imported.tags, args.table)
+    if args.output:
+        write_replacing(Path(args.output), text)
+        print(f"{args.output}: {len(imported.tags)} tags from {args.table}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def write_replacing(path: Path, text: str) -> None:
+    """Written aside, then renamed over: a reader sees the old file or the new one, never half of one."""
+    aside = path.with_name(f".{path.name}.tmp")
+    aside.write_text(text, encoding="utf-8")
+    os.replace(aside, path)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -475,6 +506,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "(YAML language server)")
     schema.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead of standard output")
     schema.set_defaults(func=cmd_schema)
+
+    points = sub.add_parser("import-points", help="turn the plant's point table (.xlsx or .csv) into tags of "
+                            "the YAML config; nothing is written when any row is bad")
+    points.add_argument("table", metavar="FILE.xlsx|FILE.csv")
+    points.add_argument("--mapping", metavar="MAP.yaml", help="the table's headings for each column, when they "
+                        "are not the usual ones (docs/commissioning.md)")
+    points.add_argument("--device", metavar="NAME", help="only the rows of this device (column 采集设备)")
+    points.add_argument("-o", "--output", metavar="OUT", help="write the tags to OUT instead of standard output")
+    points.set_defaults(func=cmd_import_points)
 
     keygen = sub.add_parser("keygen", help="create the Ed25519 batch signing key (PATH, 0600) and PATH.pub")
     keygen.add_argument("path")
