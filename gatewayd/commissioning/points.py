@@ -184,31 +184,38 @@ def find_columns(sheet: Sheet, mapping: Mapping, problems: list[str], notes: lis
 
 
 def import_points(path: Path, mapping: Mapping, device: str | None = None) -> Imported:
-    """Read the table at `path` into tags; `device` keeps the rows of that device (column 采集设备)."""
+    """Read the table at `path` into tags; `device` keeps the rows of that device (column 采集设备).
+    Every problem starts with the file's name."""
     result = Imported()
+    _import(path, mapping, device, result)
+    result.problems = [problem if problem.startswith(f"{path}: ") else f"{path}: {problem}"
+                       for problem in result.problems]
+    return result
+
+
+def _import(path: Path, mapping: Mapping, device: str | None, result: Imported) -> None:
     sheets = read_sheets(path)
     if mapping.sheet is not None:
         sheets = [sheet for sheet in sheets if sheet.name == mapping.sheet]
         if not sheets:
-            result.problems.append(f"{path}: no sheet {mapping.sheet!r}")
-            return result
+            result.problems.append(f"no sheet {mapping.sheet!r}")
+            return
     tables = [columns for sheet in sheets
               if (columns := find_columns(sheet, mapping, result.problems, result.notes)) is not None]
     if not tables and not result.problems:
-        result.problems.append(f"{path}: no sheet has a header row with a tag column "
-                               f"({', '.join(mapping.headings['name'])})")
+        result.problems.append(f"no sheet has a header row with a tag column ({', '.join(mapping.headings['name'])})")
     rows = [(columns, number) for columns in tables for number in range(columns.first_row, len(columns.sheet.rows))
             if any(cell is not None for cell in columns.sheet.rows[number])]
     rows = _of_device(rows, device, result.problems)
+    if result.problems:  # the rows of several devices would clash; which ones to read is asked first
+        return
     checked = [(columns, number, _row(columns, number, result.problems)) for columns, number in rows]
-    _check_together(checked, result.problems)
+    _check_names(checked, result.problems)
+    _check_registers(checked, result.problems)
     if not result.problems:
         result.tags = [tag for _, _, tag in checked if tag is not None]
     if not result.problems and not result.tags:
-        result.problems.append(f"{path}: the table lists no tags")
-    result.problems = [f"{path}: {problem}" if not problem.startswith(str(path)) else problem
-                       for problem in result.problems]
-    return result
+        result.problems.append("the table lists no tags")
 
 
 def _of_device(rows: list[tuple[Columns, int]], device: str | None,
@@ -339,22 +346,28 @@ def _where_of(columns: Columns, number: int, issue: ConfigIssue) -> str:
     return f"sheet {columns.sheet.name}, row {number + 1}"
 
 
-def _check_together(checked: list[tuple[Columns, int, dict[str, Any] | None]], problems: list[str]) -> None:
-    """Across rows: each tag once, and no two tags on the same registers (the driver's own check)."""
+def _check_names(checked: list[tuple[Columns, int, dict[str, Any] | None]], problems: list[str]) -> None:
+    """Each tag once, counting the rows that are bad for other reasons too (both rows need fixing)."""
     seen: dict[str, str] = {}
-    addresses = []
+    for columns, number, _ in checked:
+        name = columns.cell(columns.sheet.rows[number], "name")
+        if name is None:
+            continue
+        name = _text(name)
+        if name in seen:
+            problems.append(f"{columns.where(number, 'name')}: tag {name} is already on {seen[name]}")
+        else:
+            seen[name] = f"sheet {columns.sheet.name}, row {number + 1}"
+
+
+def _check_registers(checked: list[tuple[Columns, int, dict[str, Any] | None]], problems: list[str]) -> None:
+    """No two good tags on the same registers: the driver's own check, its issues mapped back to rows."""
     reader = Reader("")
-    for position, (columns, number, tag) in enumerate(checked):
-        if tag is None:
-            continue
-        if tag["name"] in seen:
-            problems.append(f"{columns.where(number, 'name')}: tag {tag['name']} is already on {seen[tag['name']]}")
-            continue
-        seen[tag["name"]] = f"sheet {columns.sheet.name}, row {number + 1}"
-        if "address" in tag:
+    addresses = []
+    for position, (_, _, tag) in enumerate(checked):
+        if tag is not None and "address" in tag:
             values = reader.section(tag, "", 0, {**TAG_FIELDS, **modbus.TAG_FIELDS})
-            address = modbus.build_address(values, reader, "", 0)
-            addresses.append((tag["name"], str(position), 0, address))
+            addresses.append((tag["name"], str(position), 0, modbus.build_address(values, reader, "", 0)))
     modbus.check_tags(addresses, reader)
     for issue in reader.issues:
         columns, number, _ = checked[int(issue.path)]
