@@ -51,7 +51,8 @@ EXPECTED_TANK = [
 
 def workbook(path: Path, rows: list[list], sheet: str = "罐区") -> Path:
     """A point table as plants write it: a title over the width, a two-row header whose single headings span
-    both rows and whose group headings (量程, 报警值) span their columns."""
+    both rows and whose group headings (量程, 报警值) span their columns, and the codes the first two rows
+    share merged over both."""
     book = openpyxl.Workbook()
     ws = book.active
     ws.title = sheet
@@ -67,6 +68,8 @@ def workbook(path: Path, rows: list[list], sheet: str = "罐区") -> Path:
             ws.merge_cells(start_row=2, start_column=column, end_row=3, end_column=column)
     for row in rows:
         ws.append(row)
+    ws.merge_cells("L4:L5")  # one hazard source and one vessel for the rows of T-101, as plants merge them
+    ws.merge_cells("M4:M5")
     book.save(path)
     return path
 
@@ -225,3 +228,15 @@ def test_a_file_that_is_no_table_is_refused_and_nothing_written(tmp_path):
     done = run("import-points", str(bogus), "-o", str(out))
     assert done.returncode == 1 and not out.exists()
     assert done.stderr.startswith(f"{bogus}: not a readable .xlsx workbook")
+
+
+def test_a_table_without_register_columns_gives_the_common_keys(tmp_path):
+    """For an OPC UA server or a gas panel the register map has no place: the tags take their address keys
+    from the driver's docs."""
+    table = tmp_path / "gds.csv"
+    table.write_text("位号,名称,单位,量程下限,量程上限,高报,高高报\nGT301,环氧乙烷,ppm,0,100,1,2\n",
+                     encoding="utf-8-sig")
+    imported = import_points(table, load_mapping(None))
+    assert imported.problems == []
+    assert imported.tags == [{"name": "GT301", "description": "环氧乙烷", "unit": "ppm", "range": [0, 100],
+                              "alarms": {"hh": 2, "h": 1}}]

@@ -51,6 +51,7 @@ HEADINGS: dict[str, tuple[str, ...]] = {
 }
 TEXT_COLUMNS = ("description", "unit", "target_code", "equipment_code", "hazard_source_code", "production_unit")
 ALARM_COLUMNS = ("hh", "h", "l", "ll")
+REGISTER_COLUMNS = ("table", "address", "type", "bit", "order", "scale")  # a Modbus register map
 TABLES = {"holding": "holding", "input": "input", "coil": "coil", "discrete": "discrete",
           "保持寄存器": "holding", "输入寄存器": "input", "线圈": "coil", "离散输入": "discrete"}
 # byte letters in wire order -> (byte_order, word_order); A is the most significant byte
@@ -300,7 +301,7 @@ def _row(columns: Columns, number: int, problems: list[str]) -> dict[str, Any] |
     if len(problems) > bad:
         return None
     tag = _tag(cells)
-    issues = _validate(tag)
+    issues = _validate(tag, any(column in columns.index for column in REGISTER_COLUMNS))
     for issue in issues:
         problems.append(f"{_where_of(columns, number, issue)}: {issue.message}")
     return None if issues else tag
@@ -323,12 +324,14 @@ def _tag(cells: dict[str, Any]) -> dict[str, Any]:
     return tag
 
 
-def _validate(tag: dict[str, Any]) -> list[ConfigIssue]:
-    """What check-config would say of this tag on a Modbus device (keys, address, alarm limits)."""
+def _validate(tag: dict[str, Any], registers: bool) -> list[ConfigIssue]:
+    """What check-config would say of this tag (keys, alarm limits, and with a register map its Modbus
+    address); a table without register columns gives tags whose address keys the driver's docs name."""
     reader = Reader("")
-    values = reader.section(tag, "", 0, {**TAG_FIELDS, **modbus.TAG_FIELDS})
+    fields = {**TAG_FIELDS, **modbus.TAG_FIELDS} if registers else TAG_FIELDS
+    values = reader.section(tag, "", 0, fields)
     if values is not None and reader.ok:
-        if "address" in tag:
+        if registers:
             modbus.build_address(values, reader, "", 0)
         low, high = values["range"] or (None, None)
         parse_tag_alarms(tag.get("alarms"), "alarms", 0, reader, TagInfo(tag["name"], values["unit"], low, high),
