@@ -73,9 +73,10 @@ def json_device(port: int, **settings: Any) -> dict[str, Any]:
                      {"name": "GD102.CH4", "topic": "plant/area2/gas/GD-102", "value": "/gas/ch4"}]}
 
 
-def test_bad_json_makes_only_the_affected_tags_decode_errors(broker):
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+def test_bad_json_makes_only_the_affected_tags_decode_errors(broker, version):
     async def scenario():
-        driver, sink, task = start(json_device(broker.port))
+        driver, sink, task = start(json_device(broker.port, mqtt_version=version))
         publisher = Publisher(broker.port)
         try:
             await wait_until(lambda: not driver.is_down and driver.stats.reconnects == 0 and driver.connections, 10)
@@ -219,3 +220,47 @@ def test_sparkplug_birth_data_gap_rebirth_with_new_aliases_and_deaths(broker):
     assert states["ndeath"][0][:4] == ["COMM_FAILURE"] * 4
     assert driver.stats.sparkplug_seq_gaps == 1
     assert driver.stats.sparkplug_ignored == 3  # the gap message, the data after it, the data after DDEATH
+
+
+def test_tls_verifies_the_broker_and_presents_the_client_certificate(tmp_path):
+    from hil_tests.harness import BrokerTls, free_port
+    from hil_tests.test_tls import Authority
+
+    ca, other = Authority(tmp_path / "pki", "plant-ca"), Authority(tmp_path / "pki" / "other", "other-ca")
+    server, client = ca.issue("broker", hosts=("127.0.0.1",)), ca.issue("gateway", client=True)
+    tls = BrokerTls(free_port(), ca.cert, server.cert, server.key)
+    broker = Broker(tmp_path / "tls-broker", tls=tls).start()
+
+    def device(ca_file, with_certificate: bool = True) -> dict[str, Any]:
+        files = {"ca_file": str(ca_file)}
+        if with_certificate:
+            files.update(cert_file=str(client.cert), key_file=str(client.key))
+        return {**json_device(tls.port), "transport": "tls", "tls": files, "backoff_initial": 0.2, "backoff_max": 0.5}
+
+    async def scenario():
+        verified, sink, task = start(device(ca.cert))
+        stranger, stranger_sink, stranger_task = start(device(other.cert))
+        anonymous, anonymous_sink, anonymous_task = start(device(ca.cert, with_certificate=False))
+        publisher = Publisher(broker.port)  # the plain listener
+        try:
+            await wait_until(lambda: verified.connections == 1, 10)
+            publisher.send("plant/a/gas/GD-101", {"gas": {"ch4": 4.5, "h2s": 0}, "battery": [9], "ts": 1796149800000,
+                                                  "status": "ok"})
+            await wait_until(lambda: sink.values[0] == 4.5, 5)
+            await wait_until(lambda: stranger.stats.failures >= 2 and anonymous.stats.failures >= 2, 10)
+        finally:
+            publisher.close()
+            for running in (task, stranger_task, anonymous_task):
+                await stop(running)
+        return verified, stranger_sink, anonymous, anonymous_sink
+
+    try:
+        verified, stranger_sink, anonymous, anonymous_sink = asyncio.run(scenario())
+    finally:
+        stop_all(broker)
+    assert not verified.is_down and verified.stats.failures == 0
+    assert stranger_sink.kinds() == ["device_down"] and stranger_sink.events[0].data["host"] == "127.0.0.1"
+    assert "certificate failed verification" in stranger_sink.events[0].data["cause"]
+    assert anonymous_sink.kinds() == ["device_down"] and anonymous.connections == 0
+    for refused in (stranger_sink, anonymous_sink):
+        assert (refused.quality == Quality.COMM_FAILURE).all()
