@@ -6,6 +6,11 @@ of `drivers.kit.Driver`: `from_config(device, rows)`, `async run(sink)`, `stats`
 A schema module whose settings name files holding secrets lists them in `SECRET_FILES` (settings
 attribute -> what the file is): the gateway refuses such a file when others can read it.
 
+What several drivers share sits beside the packages, never inside one (a driver imports no other
+driver's package): `kit` (contract, health, backoff, block poller), `values` (numbers and ranges),
+and for the subscribing drivers `jsonmap` with `jsonpointer` and `sourcetime` (a tag's place in a
+JSON payload) and `sourceorder` (source times that run backwards).
+
 Besides the built-in kinds below, an installed package may register kinds of its own under the
 entry point group `gatewayd.drivers` (`drivers.plugins`); one is imported only when a config names it.
 """

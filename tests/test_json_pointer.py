@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.payload.pointer import MISSING, Pointer, PointerSyntaxError
+from drivers.jsonpointer import MISSING, Pointer, PointerSyntaxError
 
 # the example document of RFC 6901 section 5
 RFC = {"foo": ["bar", "baz"], "": 0, "a/b": 1, "c%d": 2, "e^f": 3, "g|h": 4, "i\\j": 5, 'k"l': 6, " ": 7, "m~n": 8}

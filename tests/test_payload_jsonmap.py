@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from drivers.payload.jsonmap import (JSON_TAG_FIELDS, BadDocument, JsonMapping, build_mapping, decode_document,
+from drivers.jsonmap import (JSON_TAG_FIELDS, BadDocument, JsonMapping, build_mapping, decode_document,
                                      match_pairs, quality_table)
-from drivers.payload.pointer import Pointer
+from drivers.jsonpointer import Pointer
 from core.schema import Reader
 from core.types import Quality
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from drivers.payload.timestamps import LATEST, BadTimestamp, source_time
+from drivers.sourcetime import LATEST, BadTimestamp, source_time
 
 
 @pytest.mark.parametrize("raw, fmt, expected", [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.payload.topics import TopicIndex, TopicSyntaxError, check_filter, covers, matches
+from drivers.mqtt.topics import TopicIndex, TopicSyntaxError, check_filter, covers, matches
 
 
 @pytest.mark.parametrize("topic_filter, topic, expected", [

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from drivers.payload.order import SourceOrder
+from drivers.sourceorder import SourceOrder
 
 
 def test_late_readings_are_flagged_and_do_not_move_the_newest_back():

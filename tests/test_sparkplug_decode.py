@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from drivers.payload.sparkplug import UNSUPPORTED, SparkplugError, decode_payload
+from drivers.mqtt.sparkplug import UNSUPPORTED, SparkplugError, decode_payload
 from hil_tests.sim.sparkplug_encode import MetricOut, bytes_field, encode_payload, key, varint, varint_field
 
 

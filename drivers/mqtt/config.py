@@ -4,7 +4,7 @@ A device is one connection to one broker. Its tags say where each value comes fr
 
 - `payload: json` (default): a tag's `topic` (a topic or a filter; its fixed levels pick its
   messages out of a wildcard subscription, e.g. `plant/+/gas/GD-101`) and the JSON mapping keys of
-  `drivers.payload.jsonmap` (`value`, `timestamp`, `quality`, `match`...);
+  `drivers.jsonmap` (`value`, `timestamp`, `quality`, `match`...);
 - `payload: sparkplug_b`: the device's Sparkplug `group`, and per tag the edge `node`, optional
   `device` and the `metric` name as its birth certificate names it.
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers.payload.jsonmap import JSON_TAG_FIELDS, JsonMapping, build_mapping
-from drivers.payload.topics import TopicSyntaxError, check_filter, covers
+from drivers.jsonmap import JSON_TAG_FIELDS, JsonMapping, build_mapping
+from drivers.mqtt.topics import TopicSyntaxError, check_filter, covers
 from core.schema import (Field, Invalid, Reader, boolean, integer, number, one_of, optional,
                                     positive_duration, text)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from drivers.kit import DriverStats, Problems
 from drivers.mqtt.writes import WriteBatch
-from drivers.payload.order import SourceOrder
+from drivers.sourceorder import SourceOrder
 from core.types import QUALITY_BAD_MIN, Quality
 
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from drivers.mqtt.config import JsonTopicTag
 from drivers.mqtt.inbox import Message
 from drivers.mqtt.intake import Intake
-from drivers.payload.jsonmap import BadDocument, decode_document
-from drivers.payload.topics import TopicIndex
+from drivers.jsonmap import BadDocument, decode_document
+from drivers.mqtt.topics import TopicIndex
 from core.types import Quality
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from drivers.mqtt.config import SPARKPLUG_NAMESPACE, SparkplugMetric
 from drivers.mqtt.inbox import Message
 from drivers.mqtt.intake import Intake
-from drivers.payload.sparkplug import UNSUPPORTED, Metric, Payload, SparkplugError, decode_payload
+from drivers.mqtt.sparkplug import UNSUPPORTED, Metric, Payload, SparkplugError, decode_payload
 from drivers.values import describe, to_float
 from core.types import Quality
 

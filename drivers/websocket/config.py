@@ -4,7 +4,7 @@ The device is a URL (`ws://` or `wss://`; with wss the server's certificate is a
 against `tls.ca_file` or the system CAs, and `tls.cert_file`/`key_file` give a client certificate),
 an optional `subscribe` message sent after each connect, the ping/pong watchdog, and the bounds of
 the inbound queue. Each tag maps JSON Pointers into the messages with the keys of
-`drivers.payload.jsonmap` (the same as an MQTT tag's), `match` saying which messages are its own
+`drivers.jsonmap` (the same as an MQTT tag's), `match` saying which messages are its own
 when one connection carries many sensors.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from drivers.payload.jsonmap import JSON_TAG_FIELDS, JsonMapping, build_mapping
+from drivers.jsonmap import JSON_TAG_FIELDS, JsonMapping, build_mapping
 from core.schema import Field, Invalid, Reader, integer, number, positive_duration, text
 
 STALE_PUBLISHES = 3  # a tag not refreshed for this many publish intervals is STALE, by default

@@ -7,7 +7,7 @@ the oldest is dropped; drops become a `gap` event upstream (at most one per GAP_
 one at stop), each dropped message charged to every tag of the device, since it was never decoded
 and any of them may have been in it.
 
-Decoding (`drivers.payload.jsonmap`, shared with MQTT): a message goes to each tag whose `match`
+Decoding (`drivers.jsonmap`, shared with MQTT): a message goes to each tag whose `match`
 pairs it carries (every message, for a tag without `match`). A tag's value with its status's
 quality, source time and arrival time (`read_at`) is written; a reading stamped earlier than the
 newest of its tag is kept with that source time, UNCERTAIN, counted in `out_of_order`; a missing or
@@ -35,8 +35,8 @@ from typing import Any, NamedTuple, Self
 import numpy as np
 
 from drivers.kit import Backoff, DeviceHealth, DriverStats, Problems
-from drivers.payload.jsonmap import BadDocument, JsonMapping, decode_document
-from drivers.payload.order import SourceOrder
+from drivers.jsonmap import BadDocument, JsonMapping, decode_document
+from drivers.sourceorder import SourceOrder
 from drivers.websocket.config import WebSocketSettings
 from core.types import Event, Priority, Quality, SampleSink
 

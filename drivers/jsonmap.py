@@ -1,7 +1,7 @@
 """One tag's mapping from a JSON payload: where its value, source time and status are, and which
 payloads are its own. Shared by the subscribing drivers (MQTT, WebSocket); knows no transport.
 
-A tag names, with JSON Pointers (RFC 6901, `drivers.payload.pointer`):
+A tag names, with JSON Pointers (RFC 6901, `drivers.jsonpointer`):
 
 - `value`: the reading; a JSON number or boolean (true 1, false 0). Anything else is DECODE_ERROR;
   NaN or infinity cannot occur in JSON, a number beyond float range is OUT_OF_RANGE;
@@ -28,8 +28,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from drivers.payload.pointer import MISSING, Pointer, PointerSyntaxError
-from drivers.payload.timestamps import FORMATS, BadTimestamp, source_time
+from drivers.jsonpointer import MISSING, Pointer, PointerSyntaxError
+from drivers.sourcetime import FORMATS, BadTimestamp, source_time
 from drivers.values import describe, to_float
 from core.schema import Field, Invalid, Reader, one_of, optional
 from core.types import Quality
