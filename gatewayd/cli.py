@@ -263,6 +263,65 @@ def add_probe_command(sub: argparse._SubParsersAction) -> None:
     modbus.set_defaults(func=cmd_probe_modbus)
 
 
+def cmd_browse(args: argparse.Namespace) -> int:
+    """List the address space below --node, or with --yaml write a device block for the chosen nodes."""
+    import asyncio
+
+    from gatewayd.commissioning import browse
+
+    setup_logging("warning")  # asyncua's own chatter stays out of the listing
+    try:
+        chosen = dict(choice.split("=", 1) for choice in args.yaml or [])
+        if any(not tag or not node for tag, node in chosen.items()):
+            raise browse.BrowseError("--yaml takes TAG=NODE, e.g. LT101=ns=2;s=LT101")
+        settings = browse.browse_settings(args.url, args.security, args.security_mode, args.certificate,
+                                          args.private_key, args.trust_store, args.user, args.password_file)
+        if chosen:
+            import yaml
+
+            found = asyncio.run(browse.session(settings, args.timeout,
+                                               lambda client: browse.chosen_variables(client, chosen)))
+            text = yaml.safe_dump({"devices": [browse.device_block(args.device, settings, found)]},
+                                  sort_keys=False, allow_unicode=True)
+            if args.output:
+                Path(args.output).write_text(text, encoding="utf-8")
+            else:
+                print(text, end="")
+            return EXIT_OK
+        start = browse.start_node(args.node)
+        entries = asyncio.run(browse.session(settings, args.timeout,
+                                             lambda client: browse.walk(client, start, args.depth, args.node is None)))
+    except (browse.BrowseError, ValueError) as exc:
+        print(f"gatewayd browse: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(browse.render(entries)))
+    return EXIT_OK
+
+
+def add_browse_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("browse", help="list an OPC UA server's address space with data types; write YAML "
+                            "tags for chosen nodes (read-only)")
+    parser.add_argument("url", help="opc.tcp://HOST:PORT")
+    parser.add_argument("--node", help="start here instead of the Objects folder, e.g. 'ns=2;s=Plant' or "
+                        "'nsu=urn:vendor;s=Plant'")
+    parser.add_argument("--depth", type=int, default=3, help="levels below the start node (default %(default)s)")
+    parser.add_argument("--yaml", action="append", metavar="TAG=NODE",
+                        help="write a device block with a tag per chosen node instead of listing (repeatable)")
+    parser.add_argument("--device", default="opcua1", help="device name in the YAML (default %(default)s)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the YAML here instead of stdout")
+    parser.add_argument("--security", choices=("None", "Basic256Sha256"), default="None",
+                        help="security policy, as the device's security_policy (default %(default)s)")
+    parser.add_argument("--security-mode", choices=("Sign", "SignAndEncrypt"),
+                        help="with Basic256Sha256 (default SignAndEncrypt)")
+    parser.add_argument("--certificate", help="client certificate (PEM or DER)")
+    parser.add_argument("--private-key", help="its private key (a file others cannot read)")
+    parser.add_argument("--trust-store", help="directory of trusted server or CA certificates")
+    parser.add_argument("--user", help="user name (with --password-file)")
+    parser.add_argument("--password-file", help="file holding the password (a file others cannot read)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per request (default %(default)g)")
+    parser.set_defaults(func=cmd_browse)
+
+
 # ------------------------------------------------------------------ operator commands over the control socket
 
 def control_socket(args: argparse.Namespace) -> Path:
@@ -541,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.set_defaults(func=cmd_watch)
 
     add_probe_command(sub)
+    add_browse_command(sub)
     add_control_commands(sub)
     return parser
 

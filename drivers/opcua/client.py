@@ -191,43 +191,7 @@ class OpcUaDriver:
         return False
 
     async def _secure(self, client: Client) -> None:
-        """Security and identity of the session; the server certificate is checked before any credential is sent."""
-        settings = self.settings
-        if settings.security_policy == "None":
-            return
-        store = settings.trust_store
-        trusted = load_trust_store(store)
-        mode = getattr(ua.MessageSecurityMode, settings.security_mode)
-        async with asyncio.timeout(3 * self.timeout):
-            endpoints = await client.connect_and_get_server_endpoints()
-        try:
-            endpoint = Client.find_endpoint(endpoints, mode, SecurityPolicyBasic256Sha256.URI)
-        except ua.UaError as exc:
-            offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]} {e.SecurityMode.name}" for e in endpoints})
-            raise UntrustedServer(f"server offers no endpoint with Basic256Sha256 {settings.security_mode} "
-                                  f"(it offers: {', '.join(offered)})") from exc
-        server_der = _first_certificate(endpoint.ServerCertificate or b"")
-        try:
-            server_certificate = x509.load_der_x509_certificate(server_der)
-        except ValueError as exc:
-            raise UntrustedServer(f"server sent no usable certificate ({exc})") from exc
-        check_server_certificate(server_certificate, trusted, store)
-        client.application_uri = (settings.application_uri or _application_uri(settings.certificate.read_bytes())
-                                  or client.application_uri)
-        await client.set_security(SecurityPolicyBasic256Sha256, str(settings.certificate), str(settings.private_key),
-                                  server_certificate=server_der, mode=mode)
-
-        async def validate(certificate: x509.Certificate, _description: Any) -> None:
-            try:
-                check_server_certificate(certificate, trusted, store)
-            except UntrustedServer as exc:
-                log.warning("device %s: %s", self.name, exc)
-                raise ServiceError(ua.StatusCodes.BadCertificateUntrusted) from exc
-
-        client.certificate_validator = validate
-        if settings.username is not None:
-            client.set_user(settings.username)
-            client.set_password(settings.password_file.read_text(encoding="utf-8").rstrip("\r\n"))
+        await secure_session(client, self.settings, self.timeout, f"device {self.name}")
 
     async def _subscribe(self, client: Client) -> tuple[Subscription | None, np.ndarray]:
         """Create the subscription and its items; returns it (None if refused) and the tag indexes to poll."""
@@ -503,6 +467,47 @@ class OpcUaDriver:
         self._pending.clear()
         sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
         self.health.down(sink, cause, Quality.COMM_FAILURE)
+
+
+async def secure_session(client: Client, settings: OpcUaSettings, timeout: float, label: str) -> None:
+    """Security and identity of a session about to open (the driver's, `gatewayd browse`'s): the server
+    certificate is checked against the trust store before any credential is sent, and again by the
+    client's validator during the handshake (a refusal is logged under `label`)."""
+    if settings.security_policy == "None":
+        return
+    store = settings.trust_store
+    trusted = load_trust_store(store)
+    mode = getattr(ua.MessageSecurityMode, settings.security_mode)
+    async with asyncio.timeout(3 * timeout):
+        endpoints = await client.connect_and_get_server_endpoints()
+    try:
+        endpoint = Client.find_endpoint(endpoints, mode, SecurityPolicyBasic256Sha256.URI)
+    except ua.UaError as exc:
+        offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]} {e.SecurityMode.name}" for e in endpoints})
+        raise UntrustedServer(f"server offers no endpoint with Basic256Sha256 {settings.security_mode} "
+                              f"(it offers: {', '.join(offered)})") from exc
+    server_der = _first_certificate(endpoint.ServerCertificate or b"")
+    try:
+        server_certificate = x509.load_der_x509_certificate(server_der)
+    except ValueError as exc:
+        raise UntrustedServer(f"server sent no usable certificate ({exc})") from exc
+    check_server_certificate(server_certificate, trusted, store)
+    client.application_uri = (settings.application_uri or _application_uri(settings.certificate.read_bytes())
+                              or client.application_uri)
+    await client.set_security(SecurityPolicyBasic256Sha256, str(settings.certificate), str(settings.private_key),
+                              server_certificate=server_der, mode=mode)
+
+    async def validate(certificate: x509.Certificate, _description: Any) -> None:
+        try:
+            check_server_certificate(certificate, trusted, store)
+        except UntrustedServer as exc:
+            log.warning("%s: %s", label, exc)
+            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted) from exc
+
+    client.certificate_validator = validate
+    if settings.username is not None:
+        client.set_user(settings.username)
+        client.set_password(settings.password_file.read_text(encoding="utf-8").rstrip("\r\n"))
 
 
 def _namespace_uri(node_id: ua.NodeId) -> str | None:
