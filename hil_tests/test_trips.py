@@ -98,7 +98,8 @@ def test_trip_event_and_history_reach_upstream_with_the_served_values(plant: Pla
     upstream = {(ts, value) for ts, value, _ in samples["LT101"]}
     for read, value, _ in changes[1:]:
         assert any(abs(read * 1000 - ts) <= 2 and value == sample for ts, sample in upstream), \
-            f"each change in the history is the sample sent upstream for that read ({read}, {value})"
+            f"each change in the history is the sample sent upstream for that read ({read}, {value}); upstream " \
+            f"samples of that value: {sorted(ts for ts, sample in upstream if sample == value)}"
     assert {value for _, value, _ in series["XV101"]} == {1.0}
     switch = [value for _, value, _ in series["LSHH101"]]
     assert switch[0] == 0.0 and switch[-1] == 1.0

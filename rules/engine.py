@@ -1,7 +1,8 @@
 """The rule engine: one object the daemon builds from the rules config and calls every scan.
 
     engine = RuleEngine.build(config.rules, table.rows, len(table), tag_alarms=..., tag_info=...)
-    events = engine.evaluate(table.value, table.quality, time.monotonic(), time.time(), table.updated)
+    events = engine.evaluate(table.value, table.quality, time.monotonic(), time.time(), table.updated,
+                             table.gateway_ts)
     events = engine.act("ack", "PT101.HH", user="alice", reason="seen")
     events = engine.request_bypass("SIS-101", requested_by="alice", ..., window=3600)  # four eyes:
     events = engine.approve(1, approved_by="bob")                                       # two accounts
@@ -136,7 +137,7 @@ class RuleEngine:
         self.last_seconds = 0.0
         self.scans = 0
         # until the first scan nothing has been read: listings say NO_VALUE, not GOOD
-        self._values, self._read_times = np.full(size, np.nan), None
+        self._values, self._read_times, self._read_walls = np.full(size, np.nan), None, None
         self._last_quality = np.full(size, Quality.NO_VALUE, np.uint8)
         self.trips = TripRecorder(compiled.trips, rules.interlocks, self._event_level)
         # highly managed alarms shelved or out of service: alarm index -> (authorization, monotonic end)
@@ -150,16 +151,20 @@ class RuleEngine:
     # ---------------------------------------------------------------- the scan
 
     def evaluate(self, values: np.ndarray, quality: np.ndarray, now_monotonic: float,
-                 now_wall: float, read_times: np.ndarray | None = None) -> list[Event]:
+                 now_wall: float, read_times: np.ndarray | None = None,
+                 read_walls: np.ndarray | None = None) -> list[Event]:
         """One scan over the point table arrays; returns this scan's events in order. `read_times`
         (float64 per row, monotonic seconds: the point table's `updated`) is when each row was read;
-        trip events order their first-out causes and stamp their values with it (without it: the scan time)."""
+        trip events order their first-out causes and stamp their values with it (without it: the scan time).
+        `read_walls` (the point table's `gateway_ts`) is the same reads on the wall clock: trip records then
+        carry exactly the times the reads' samples carry upstream (without it: converted with this scan's clock)."""
         started = time.perf_counter()
         if values.dtype != np.float64 or quality.dtype != np.uint8 or values.shape[0] != self.size:
             raise TypeError(f"values must be float64[{self.size}] and quality uint8[{self.size}]")
         now, wall = float(now_monotonic), float(now_wall)
         self._clock = (now, wall)
-        self._values, self._last_quality, self._read_times = values, quality, read_times
+        self._values, self._last_quality = values, quality
+        self._read_times, self._read_walls = read_times, read_walls
         reference = self.backend == "reference"
         program, raw, cond = self.program, self.raw, self.cond
         if reference:
@@ -199,7 +204,7 @@ class RuleEngine:
         if self.interlock_ids:
             n_il, n_unit = (IL.update_interlocks_reference if reference else IL.update_interlocks)(*il_args)
             trip_events = self.trips.scan(values, quality, read_times, self.expr_out, self.trip, self.bypassed, now,
-                                          wall)
+                                          wall, read_walls)
         else:
             n_il = n_unit = 0
         managed_events = self._end_managed(now, wall) if self.managed else []
@@ -309,7 +314,7 @@ class RuleEngine:
                 data["trip"] = il.trip.source
                 if raised:
                     data["values"] = self.trips.readings(k, self._values, self._last_quality,
-                                                        self._read_times, now, wall)
+                                                        self._read_times, now, wall, self._read_walls)
             events.append(Event("bypass", wall, il.id, message, Priority(level), data))
         for n in range(n_unit):
             u = int(out_unit[n])

@@ -16,6 +16,12 @@ When an interlock's trip condition becomes true while it is in service (`rules.i
   `failed_cleared` (info) when a failed element acts late;
 - with `consequential`, the start of the suppression by design of the listed alarms (the engine).
 
+Every read time these events carry on the wall clock is the point table's own stamp of that read when
+the caller passes it (`read_walls`, the table's `gateway_ts`): the very number the read's sample carries
+upstream, so a reading in a trip record can be matched to its sample exactly. Converting the monotonic
+read time again here would not do: a wall/monotonic pair is two clock calls, and a thread preempted
+between them (a loaded machine) shifts the conversion by the time it waited.
+
 A trip while another capture of the same interlock is still collecting its history is recorded as
 a trip event (with its own values and first-out) whose history is the one being collected. The
 ring and the captures in progress are not saved across a restart: a trip within `after` seconds of
@@ -57,6 +63,17 @@ class _FinalCheck:
     failed: bool = False
 
 
+def read_wall_times(rows: Any, read_mono: np.ndarray | None, read_walls: np.ndarray | None, now: float,
+                    wall: float) -> np.ndarray:
+    """The wall-clock read time of each of `rows`: the point table's stamp when the caller has it, else the
+    monotonic read time converted with this scan's clock pair, else (no read times at all) the scan time."""
+    if read_walls is not None:
+        return np.asarray(read_walls[rows], dtype=np.float64)
+    if read_mono is None:
+        return np.full(np.shape(rows), wall)
+    return wall - (now - read_mono[rows])
+
+
 class TripRecorder:
     """The trip bookkeeping of one engine; `scan` is called once per evaluation after the kernels."""
 
@@ -83,6 +100,7 @@ class TripRecorder:
         self.ring_value = np.full((slots, n), np.nan)
         self.ring_quality = np.zeros((slots, n), np.uint8)
         self.ring_read = np.full((slots, n), np.nan)  # monotonic time of each sampled read: exact, so equal once read
+        self.ring_wall = np.full((slots, n), np.nan)  # the same read's wall-clock time, as the history reports it
         self.ring_next = 0
         self.ring_count = 0
         self.next_sample = -math.inf
@@ -102,14 +120,14 @@ class TripRecorder:
         return now < self.consequences_until[self.plan.consequential_interlock]
 
     def scan(self, values: np.ndarray, quality: np.ndarray, read_mono: np.ndarray | None, expr_out: np.ndarray,
-             trip: np.ndarray, bypassed: np.ndarray, now: float, wall: float) -> list[Event]:
-        """`read_mono` is each row's read time on the monotonic clock (None: the scan time)."""
+             trip: np.ndarray, bypassed: np.ndarray, now: float, wall: float,
+             read_walls: np.ndarray | None = None) -> list[Event]:
+        """`read_mono` is each row's read time on the monotonic clock (None: the scan time), `read_walls`
+        the same reads on the wall clock as the point table stamped them (see `read_wall_times`)."""
         plan = self.plan
 
         def read_wall(rows: Any) -> np.ndarray:
-            if read_mono is None:
-                return np.full(np.shape(rows), wall)
-            return wall - (now - read_mono[rows])
+            return read_wall_times(rows, read_mono, read_walls, now, wall)
 
         if len(self.followed):
             state = expr_out[self.followed_slot]
@@ -121,10 +139,11 @@ class TripRecorder:
         due = any(now >= capture.until for capture in self.captures)
         if self.ring_value.shape[0] and (now >= self.next_sample or tripped or due):
             rows = plan.history_rows
-            self._sample(values, quality, np.full(len(rows), now) if read_mono is None else read_mono[rows], now)
+            self._sample(values, quality, np.full(len(rows), now) if read_mono is None else read_mono[rows],
+                         read_wall(rows), now)
         events = []
         for k in tripped:
-            events += self._trip(k, values, quality, read_mono, read_wall, now, wall)
+            events += self._trip(k, values, quality, read_mono, read_walls, read_wall, now, wall)
         self.seen[:] = trip
         if len(self.undecided):
             decided = expr_out[plan.trip_slot[self.undecided]] != UNKNOWN
@@ -140,9 +159,11 @@ class TripRecorder:
         self.cause_state[c] = 1
         self.cause_since[c] = float(np.max(read_wall(rows))) if rows else wall
 
-    def _sample(self, values: np.ndarray, quality: np.ndarray, reads: np.ndarray, now: float) -> None:
+    def _sample(self, values: np.ndarray, quality: np.ndarray, reads: np.ndarray, walls: np.ndarray,
+                now: float) -> None:
         slot, rows = self.ring_next, self.plan.history_rows
         self.ring_value[slot], self.ring_quality[slot], self.ring_read[slot] = values[rows], quality[rows], reads
+        self.ring_wall[slot] = walls
         self.ring_next = (slot + 1) % self.ring_value.shape[0]
         self.ring_count = min(self.ring_count + 1, self.ring_value.shape[0])
         if now >= self.next_sample:  # on a fixed grid, so that scan jitter does not stretch the interval
@@ -150,18 +171,19 @@ class TripRecorder:
             self.next_sample = self.next_sample + step if now < self.next_sample + step else now + step
 
     def readings(self, k: int, values: np.ndarray, quality: np.ndarray, read_mono: np.ndarray | None, now: float,
-                 wall: float) -> dict[str, dict[str, Any]]:
+                 wall: float, read_walls: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
         """Value, quality and read time (wall clock) of each tag of interlock k, as of this scan."""
         plan = self.plan
+        rows = list(plan.rows[k])
+        read_at = read_wall_times(rows, read_mono, read_walls, now, wall).tolist()
         return {name: {"value": jsonable(float(values[row])), "quality": int(quality[row]),
-                       "read_at": jsonable(wall if read_mono is None else wall - (now - float(read_mono[row])))}
-                for name, row in zip(plan.tags[k], plan.rows[k])}
+                       "read_at": jsonable(at)} for name, row, at in zip(plan.tags[k], rows, read_at)}
 
-    def _trip(self, k: int, values, quality, read_mono, read_wall, now: float, wall: float) -> list[Event]:
+    def _trip(self, k: int, values, quality, read_mono, read_walls, read_wall, now: float, wall: float) -> list[Event]:
         il, plan = self.interlocks[k], self.plan
         self.count += 1
         trip_id = f"{il.id}/{self.count}@{wall:.3f}"
-        readings = self.readings(k, values, quality, read_mono, now, wall)
+        readings = self.readings(k, values, quality, read_mono, now, wall, read_walls)
         causes = range(int(plan.cause_start[k]), int(plan.cause_start[k + 1]))
         if len(causes) == 1 and causes[0] not in self.followed:
             self._came_true(causes[0], read_wall, wall)
@@ -233,11 +255,11 @@ class TripRecorder:
             if now < capture.until:
                 keep.append(capture)
                 continue
-            events.append(self._history_event(capture, now, wall))
+            events.append(self._history_event(capture, wall))
         self.captures = keep
         return events
 
-    def _history_event(self, capture: _Capture, now: float, wall: float) -> Event:
+    def _history_event(self, capture: _Capture, wall: float) -> Event:
         k, plan = capture.interlock, self.plan
         il = self.interlocks[k]
         before, after = plan.history[k]
@@ -251,8 +273,8 @@ class TripRecorder:
             inside = (reads >= start) & (reads <= end)  # a NaN (never sampled) read is outside
             inside[1:] &= reads[1:] != reads[:-1]  # the same read sampled twice is one point
             slots = order[inside]
-            series[name] = [[wall - (now - read), jsonable(value), int(quality)] for read, value, quality in zip(
-                self.ring_read[slots, c].tolist(), self.ring_value[slots, c].tolist(),
+            series[name] = [[read_at, jsonable(value), int(quality)] for read_at, value, quality in zip(
+                self.ring_wall[slots, c].tolist(), self.ring_value[slots, c].tolist(),
                 self.ring_quality[slots, c].tolist())]
         samples = sum(len(points) for points in series.values())
         message = (f"interlock {il.id}: history of trip {capture.trip_id}, {before:g} s before to {after:g} s "

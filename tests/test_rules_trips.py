@@ -21,7 +21,8 @@ SHORT_HISTORY = TripHistory(5.0, 3.0, 1.0)
 class Site:
     """The fixture plant with one interlock under test, a clock and per-row read times."""
 
-    def __init__(self, backend: str, interlock: Interlock, trip_history: TripHistory = SHORT_HISTORY):
+    def __init__(self, backend: str, interlock: Interlock, trip_history: TripHistory = SHORT_HISTORY,
+                 stamp_skew: float | None = None):
         rules, tag_alarms = plant_rules()
         rules = dataclasses.replace(rules, interlocks=(interlock,), trip_history=trip_history)
         self.engine = RuleEngine.build(rules, ROWS, len(TAGS), tag_alarms, INFO, backend=backend, now_monotonic=0.0,
@@ -31,6 +32,9 @@ class Site:
         self.values[ROWS["PT101"]] = 50.0
         self.quality = np.zeros(len(TAGS), np.uint8)
         self.read = np.zeros(len(TAGS))
+        # with a skew, the engine is also handed the reads' wall stamps, `skew` seconds off the scan's clock
+        self.stamp_skew = stamp_skew
+        self.walls = None if stamp_skew is None else np.zeros(len(TAGS))
         self.now = 0.0
         self.events = []
 
@@ -42,7 +46,9 @@ class Site:
         for name in TAGS:
             if name in values or name in (reads or {}):
                 self.read[ROWS[name]] = self.now - (reads or {}).get(name, 0.5)
-        events = self.engine.evaluate(self.values, self.quality, self.now, WALL + self.now, self.read)
+                if self.walls is not None:
+                    self.walls[ROWS[name]] = WALL + self.read[ROWS[name]] + self.stamp_skew
+        events = self.engine.evaluate(self.values, self.quality, self.now, WALL + self.now, self.read, self.walls)
         self.events += events
         return events
 
@@ -110,6 +116,26 @@ def test_history_holds_every_distinct_read_from_before_to_after_the_trip(backend
                                                                                              "quality"]
     site.scan(PT101=50.0)
     assert len(site.of("trip_history")) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_trip_records_carry_the_tables_own_wall_stamps_of_the_reads(backend):
+    """The point table stamps each read on the wall clock when it is written (the time its sample carries
+    upstream); a conversion at the scan, with another wall/monotonic pair, can differ from it by however long
+    a loaded machine kept a thread between two clock calls. Here the stamps are 7 ms off the scan's clock:
+    the trip's values, its first-out and its history carry the stamps themselves."""
+    site = Site(backend, interlock(history=TripHistory(4.0, 2.0)), stamp_skew=0.007)
+    site.scan(PT101=60.0, TT102=40.0)
+    for level in (70.0, 80.0, 90.0, 91.0, 92.0):  # the trip at t=4 (PT101 read at 3.5), its history complete at 6
+        site.scan(PT101=level)
+    [trip] = site.of("trip")
+    assert trip.data["values"]["PT101"]["read_at"] == WALL + 3.5 + 0.007
+    assert trip.data["values"]["TT102"]["read_at"] == WALL + 0.5 + 0.007
+    assert [cause["since"] for cause in trip.data["first_out"]] == [WALL + 3.5 + 0.007]
+    [history] = site.of("trip_history")
+    assert [(t, v) for t, v, _ in history.data["tags"]["PT101"]] == [
+        (WALL + read + 0.007, value) for read, value in
+        ((0.5, 60.0), (1.5, 70.0), (2.5, 80.0), (3.5, 90.0), (4.5, 91.0), (5.5, 92.0))]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

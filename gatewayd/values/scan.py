@@ -100,7 +100,8 @@ class Scanner:
         events = table.take_events()
         if self.data_quality is not None:
             events += self._observe_quality(events, now_mono, now_wall)
-        rule_events = self.engine.evaluate(table.value, table.quality, now_mono, now_wall, table.updated)
+        rule_events = self.engine.evaluate(table.value, table.quality, now_mono, now_wall, table.updated,
+                                           table.gateway_ts)
         self._forward_interlocks(now_wall, now_mono)
         self.stats.last_rules_seconds = time.perf_counter() - started
         count = select_reports(table.value, table.quality, table.updated, now_mono, self.deadband,
