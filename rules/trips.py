@@ -8,8 +8,8 @@ When an interlock's trip condition becomes true while it is in service (`rules.i
   true at the trip, earliest first, each stamped with the read time of the newest reading of its tags
   at the scan it became true (so two causes seen true in one scan are still ordered by their reads);
 - `after` seconds later, a `trip_history` event: every distinct read of those tags from `before`
-  seconds before the trip to `after` seconds after it, from a ring buffer sampled every `interval`
-  seconds (only the tags of interlocks with a history, not every tag);
+  seconds before the trip to `after` seconds after it, from a ring buffer sampled at most once per
+  `interval` seconds of read time (`_sample`), holding only the tags of interlocks with a history;
 - with a `final_element`, a `final_element` event: `failed` (priority of `final_element_failed`) when
   its `expect` condition is not true within `within` seconds of the trip (unknown counts as not
   true: nobody can confirm the valve closed), `ok` (info) when it is, with the response time, and
@@ -103,7 +103,7 @@ class TripRecorder:
         self.ring_wall = np.full((slots, n), np.nan)  # the same read's wall-clock time, as the history reports it
         self.ring_next = 0
         self.ring_count = 0
-        self.next_sample = -math.inf
+        self.sampled_cell = -math.inf  # the interval of the read-time grid the newest sampled read fell in
         self.column = {int(row): c for c, row in enumerate(plan.history_rows)}
         self.captures: list[_Capture] = []
         self.checks: list[_FinalCheck] = []
@@ -137,10 +137,12 @@ class TripRecorder:
             self.cause_state[self.followed] = np.where(state == UNKNOWN, before, state)
         tripped = [k for k in np.flatnonzero(trip > self.seen).tolist() if not bypassed[k]]
         due = any(now >= capture.until for capture in self.captures)
-        if self.ring_value.shape[0] and (now >= self.next_sample or tripped or due):
+        if self.ring_value.shape[0]:
             rows = plan.history_rows
-            self._sample(values, quality, np.full(len(rows), now) if read_mono is None else read_mono[rows],
-                         read_wall(rows), now)
+            reads = np.full(len(rows), now) if read_mono is None else read_mono[rows]
+            cell = math.floor(float(reads.max()) / plan.interval)
+            if cell > self.sampled_cell or tripped or due:
+                self._sample(values, quality, reads, read_wall(rows), cell)
         events = []
         for k in tripped:
             events += self._trip(k, values, quality, read_mono, read_walls, read_wall, now, wall)
@@ -160,15 +162,17 @@ class TripRecorder:
         self.cause_since[c] = float(np.max(read_wall(rows))) if rows else wall
 
     def _sample(self, values: np.ndarray, quality: np.ndarray, reads: np.ndarray, walls: np.ndarray,
-                now: float) -> None:
+                cell: int) -> None:
+        """One ring slot: the current reads of the history rows. Sampled when the newest of them falls in a
+        later interval of a fixed grid on the read clock than the last sample's (at most one per interval),
+        and at trips and completed histories. The grid is on read times, not scan times: a late scan
+        followed by a prompt one must not make the second skip a read that came an interval later."""
         slot, rows = self.ring_next, self.plan.history_rows
         self.ring_value[slot], self.ring_quality[slot], self.ring_read[slot] = values[rows], quality[rows], reads
         self.ring_wall[slot] = walls
         self.ring_next = (slot + 1) % self.ring_value.shape[0]
         self.ring_count = min(self.ring_count + 1, self.ring_value.shape[0])
-        if now >= self.next_sample:  # on a fixed grid, so that scan jitter does not stretch the interval
-            step = self.plan.interval
-            self.next_sample = self.next_sample + step if now < self.next_sample + step else now + step
+        self.sampled_cell = max(self.sampled_cell, cell)
 
     def readings(self, k: int, values: np.ndarray, quality: np.ndarray, read_mono: np.ndarray | None, now: float,
                  wall: float, read_walls: np.ndarray | None = None) -> dict[str, dict[str, Any]]:

@@ -119,6 +119,22 @@ def test_history_holds_every_distinct_read_from_before_to_after_the_trip(backend
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_history_keeps_every_read_of_a_tag_polled_slower_than_the_interval_however_late_the_scans(backend):
+    """Reads every second, sampled at 0.75 s: each read must be in the history even when the scan that sees
+    one comes late (a loaded machine) and the scan of the next one comes on time, less than an interval later."""
+    site = Site(backend, interlock(history=TripHistory(30.0, 1.0)), trip_history=TripHistory(interval=0.75))
+    site.scan(seconds=0.55, PT101=60.0, reads={"PT101": 0.05})  # read at 0.5
+    lags = [0.45, 0.05] * 6
+    for n, lag in enumerate(lags, start=1):  # read at n + 0.5, seen `lag` later
+        site.scan(seconds=(n + 0.5 + lag) - site.now, PT101=60.0 + n, reads={"PT101": lag})
+    site.scan(seconds=(len(lags) + 1.5 + 0.05) - site.now, PT101=90.0, reads={"PT101": 0.05})  # the trip
+    site.scan(seconds=1.0)
+    [history] = site.of("trip_history")
+    assert [(round(t - WALL, 3), v) for t, v, _ in history.data["tags"]["PT101"]] == [
+        (n + 0.5, 60.0 + n) for n in range(len(lags) + 1)] + [(len(lags) + 1.5, 90.0)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_trip_records_carry_the_tables_own_wall_stamps_of_the_reads(backend):
     """The point table stamps each read on the wall clock when it is written (the time its sample carries
     upstream); a conversion at the scan, with another wall/monotonic pair, can differ from it by however long
