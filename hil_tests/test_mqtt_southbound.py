@@ -19,8 +19,8 @@ import yaml
 
 from gatewayd.keys import load_public_key
 from core.types import Quality
-from gatewayd.uplink.receiver import Receiver
-from gatewayd.uplink.verify import ChainVerifier
+from gatewayd.platform.receiver import Receiver
+from gatewayd.platform.verify import ChainVerifier
 from hil_tests.harness import ROOT, Broker, Daemon, make_key, stop_all
 
 GATEWAY_ID = "GW-MQTT-001"

@@ -2,7 +2,8 @@
 
 Which tags a message feeds (`match`), DECODE_ERROR for a frame that is not JSON (only the tags
 without `match` are marked) and for a missing path (that tag alone), out-of-order source times kept
-UNCERTAIN, and the queue: `queue_limit` frames kept, one more drops the oldest, reported as a gap.
+UNCERTAIN, and the queue: `queue_limit` messages kept, one more drops the oldest, reported as a gap
+charged to every tag.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from drivers.websocket.driver import BoundedQueue, Frame, WebSocketDriver, closed_cause
+from drivers.inbound.inbox import Message
+from drivers.websocket.driver import WebSocketDriver, closed_cause
 from gatewayd.config import parse_config
 from core.types import Quality
 
@@ -26,10 +28,13 @@ class Sink:
         self.events: list = []
 
     def write(self, rows, values, quality=0, source_ts=None, read_at=None) -> None:
-        self.writes.append((list(rows), list(values), int(quality), source_ts, read_at))
+        """One (row, value, quality, source_ts or None, read_at) per row written."""
+        for row, value, code, stamp, at in zip(rows, values, quality, source_ts, read_at):
+            self.writes.append((int(row), float(value), int(code), None if np.isnan(stamp) else float(stamp),
+                                float(at)))
 
     def set_quality(self, rows, quality, read_at=None) -> None:
-        self.marks.append((list(rows), int(quality)))
+        self.marks += [(int(row), int(quality)) for row in rows]
 
     def event(self, event) -> None:
         self.events.append(event)
@@ -49,23 +54,23 @@ def driver(tmp_path: Path, queue_limit: int = 10_000) -> WebSocketDriver:
 
 
 def feed(ws: WebSocketDriver, sink: Sink, payload: str | bytes, read_at: float = 5.0) -> None:
-    ws.decode(sink, Frame(payload, read_at))
+    ws.decode(sink, [Message("", payload, read_at)])
 
 
 def test_a_message_feeds_the_tags_it_matches_with_source_and_arrival_time(tmp_path):
     ws, sink = driver(tmp_path), Sink()
     feed(ws, sink, json.dumps({"id": "GD-201", "ch4": 12.5, "ts": 1764612000250, "wind": 3}))
-    assert sink.writes == [([10], [12.5], Quality.GOOD, 1764612000.25, 5.0), ([30], [3.0], Quality.GOOD, None, 5.0)]
+    assert sink.writes == [(10, 12.5, Quality.GOOD, 1764612000.25, 5.0), (30, 3.0, Quality.GOOD, None, 5.0)]
     assert (ws.stats.polls, ws.stats.decode_errors) == (1, 0)
 
 
 def test_a_missing_path_is_decode_error_for_that_tag_alone(tmp_path):
     ws, sink = driver(tmp_path), Sink()
     feed(ws, sink, json.dumps({"id": "GD-202", "ch4": 4.0}))  # no /wind: WIND (no match) is DECODE_ERROR
-    assert sink.writes == [([20], [4.0], Quality.GOOD, None, 5.0)]
-    assert sink.marks == [([30], Quality.DECODE_ERROR)]
+    assert sink.writes == [(20, 4.0, Quality.GOOD, None, 5.0)]
+    assert sink.marks == [(30, Quality.DECODE_ERROR)]
     feed(ws, sink, json.dumps({"id": "GD-201", "ch4": "twelve", "ts": 1, "wind": 1}))
-    assert sink.marks[-1] == ([10], Quality.DECODE_ERROR)
+    assert sink.marks[-1] == (10, Quality.DECODE_ERROR)
     assert ws.stats.decode_errors == 2
 
 
@@ -73,7 +78,7 @@ def test_a_frame_that_is_not_json_marks_only_the_tags_without_match(tmp_path):
     ws, sink = driver(tmp_path), Sink()
     for garbage in ("{not json", b"\xff\xfe", "[1, 2"):
         feed(ws, sink, garbage)
-    assert sink.marks == [([30], Quality.DECODE_ERROR)] * 3 and not sink.writes
+    assert sink.marks == [(30, Quality.DECODE_ERROR)] * 3 and not sink.writes
     assert ws.stats.decode_errors == 3
 
 
@@ -81,30 +86,25 @@ def test_an_older_source_time_is_kept_uncertain_and_an_equal_one_is_not_late(tmp
     ws, sink = driver(tmp_path), Sink()
     for ts in (2000, 1999, 2000, 2001):
         feed(ws, sink, json.dumps({"id": "GD-201", "ch4": 1.0, "ts": ts, "wind": 0}))
-    qualities = [quality for rows, _, quality, _, _ in sink.writes if rows == [10]]
+    qualities = [quality for row, _, quality, _, _ in sink.writes if row == 10]
     assert qualities == [Quality.GOOD, Quality.UNCERTAIN, Quality.GOOD, Quality.GOOD]
     assert ws.stats.out_of_order == 1
 
 
-def test_the_queue_keeps_its_limit_and_drops_the_oldest_beyond():
-    queue = BoundedQueue(3)
-    now = time.monotonic()
-    for index in range(3):
-        queue.put(Frame(str(index), now))
-    assert (len(queue.frames), queue.dropped_total) == (3, 0)
-    queue.put(Frame("3", now))
-    assert [frame.payload for frame in queue.frames] == ["1", "2", "3"]
-    assert queue.dropped_total == 1 and abs(queue.take_dropped()[0] - time.time()) < 5
-    assert queue.take_dropped() == []
-
-
-def test_drops_are_reported_as_one_gap_listing_every_tag(tmp_path):
+def test_the_inbox_keeps_its_limit_and_a_drop_is_one_gap_charged_to_every_tag(tmp_path):
     ws, sink = driver(tmp_path, queue_limit=2), Sink()
-    for index in range(5):
-        ws.queue.put(Frame(str(index), time.monotonic()))
-    assert ws._report_gap(sink) and not ws._report_gap(sink)
+    now = time.monotonic()
+    for index in range(2):
+        ws.inbox.put(Message("", str(index), now))
+    assert not ws.report_gap(sink) and len(ws.inbox) == 2
+    for index in range(2, 5):
+        ws.inbox.put(Message("", str(index), now))
+    assert [message.payload for message in ws.inbox.take(10)] == ["3", "4"]
+    assert ws.report_gap(sink) and not ws.report_gap(sink)
     (gap,) = sink.events
-    assert gap.kind == "gap" and gap.data["messages"] == 3 and set(gap.data["tags"]) == {"GD201", "GD202", "WIND"}
+    assert gap.kind == "gap" and gap.data["messages"] == 3
+    assert {tag: entry[0] for tag, entry in gap.data["tags"].items()} == {"GD201": 3, "GD202": 3, "WIND": 3}
+    assert abs(gap.data["first_ts"] / 1000 - time.time()) < 5
     assert ws.stats.messages_dropped == 3
 
 

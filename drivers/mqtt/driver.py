@@ -19,25 +19,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from drivers.kit import DeviceHealth, Problems
 from drivers.mqtt.config import MqttSettings, subscriptions
-from drivers.mqtt.inbox import Drops, Inbox
-from drivers.mqtt.intake import Intake, MqttStats
+from drivers.inbound.inbox import Drops, Inbox, gap_event
+from drivers.inbound.intake import InboundStats, Intake
 from drivers.mqtt.json_profile import JsonProfile
 from drivers.mqtt.link import Link
 from drivers.mqtt.sparkplug_host import SparkplugProfile
-from drivers.mqtt.writes import WriteBatch
-from core.types import Event, Priority, Quality, SampleSink
+from drivers.inbound.writes import WriteBatch
+from core.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.mqtt")
 
 SLICE = 500  # messages decoded before the loop is given back to other tasks
 SILENCE_CHECK = 0.5  # seconds between two checks for silent tags
 GAP_REPORT_SPACING = 5.0  # seconds between two gap events of one device during a flood
+
+
+@dataclass
+class MqttStats(InboundStats):
+    """The figures of a subscriber (drivers.inbound.intake.InboundStats) and of its Sparkplug B hosting."""
+
+    sparkplug_seq_gaps: int = 0  # a node's message sequence broke: its tags STALE until its next birth
+    sparkplug_ignored: int = 0  # messages of a node or device without a valid birth since its death or gap
 
 
 class MqttDriver:
@@ -135,20 +144,10 @@ class MqttDriver:
                                f"{self.settings.comm_failure_after:g} s: {shown}{more}")
 
     def _report_gap(self, sink: SampleSink, drops: Drops) -> None:
-        """The readings the full inbox dropped, in the shape of the store's gap records (docs/uplink.md)."""
-        tags = {self.names[position]: [int(count), round(first * 1000), round(last * 1000)]
-                for position, (count, first, last) in drops.positions.items()}
-        firsts = [entry[1] for entry in tags.values()] or [0]
-        lasts = [entry[2] for entry in tags.values()] or [0]
-        reason = (f"more than {self.settings.queue_limit} messages waited to be decoded "
-                  f"(max_messages_per_second {self.settings.max_messages_per_second:g})")
-        log.warning("device %s: dropped %d messages: %s", self.name, drops.messages, reason)
-        sink.event(Event(kind="gap", ts=time.time(), source=self.name, priority=Priority.HIGH,
-                         message=f"dropped {drops.messages} messages ({sum(e[0] for e in tags.values())} readings "
-                                 f"of {len(tags)} tags): {reason}",
-                         data={"action": "dropped", "reason": reason, "messages": drops.messages,
-                               "samples": sum(entry[0] for entry in tags.values()), "first_ts": min(firsts),
-                               "last_ts": max(lasts), "tags": tags}))
+        event = gap_event(self.name, self.names, drops, self.settings.queue_limit,
+                          self.settings.max_messages_per_second)
+        log.warning("device %s: %s", self.name, event.message)
+        sink.event(event)
 
     # LinkListener: called on the event loop thread
     def subscribed(self, granted: list[str], refused: list[tuple[str, str]]) -> None:

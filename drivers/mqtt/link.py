@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from drivers.mqtt.config import MqttSettings
-from drivers.mqtt.inbox import Inbox, Message
+from drivers.inbound.inbox import Inbox, Message
 
 
 class LinkListener(Protocol):

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from drivers.mqtt.config import SPARKPLUG_NAMESPACE, SparkplugMetric
-from drivers.mqtt.inbox import Message
-from drivers.mqtt.intake import Intake
+from drivers.inbound.inbox import Message
+from drivers.inbound.intake import Intake
 from drivers.mqtt.sparkplug import UNSUPPORTED, Metric, Payload, SparkplugError, decode_payload
 from drivers.values import describe, to_float
 from core.types import Quality

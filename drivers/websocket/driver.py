@@ -2,18 +2,19 @@
 
 One task holds the connection (the `websockets` asyncio client): connect (TLS verified for wss),
 send the `subscribe` message, then put every frame with its arrival time into a bounded queue.
-Another decodes the queue at most `max_messages_per_second`. Beyond `queue_limit` waiting messages
-the oldest is dropped; drops become a `gap` event upstream (at most one per GAP_REPORT_SPACING, and
-one at stop), each dropped message charged to every tag of the device, since it was never decoded
-and any of them may have been in it.
+Another decodes the queue at most `max_messages_per_second`. The queue is the MQTT driver's
+(`drivers.inbound`): beyond `queue_limit` waiting messages the oldest is dropped; drops become a
+`gap` event upstream (at most one per GAP_REPORT_SPACING, and one at stop), each dropped message
+charged to every tag of the device, since it was never decoded and any of them may have been in it.
 
-Decoding (`drivers.jsonmap`, shared with MQTT): a message goes to each tag whose `match`
-pairs it carries (every message, for a tag without `match`). A tag's value with its status's
-quality, source time and arrival time (`read_at`) is written; a reading stamped earlier than the
-newest of its tag is kept with that source time, UNCERTAIN, counted in `out_of_order`; a missing or
-unusable value, timestamp or status is DECODE_ERROR for that tag alone (its last value kept). A
-frame that is not JSON is DECODE_ERROR for the tags without `match` (the only ones it surely was
-for). Every DECODE_ERROR is counted in `decode_errors` and logged once per tag until it clears.
+Decoding (`drivers.jsonmap`, and `drivers.inbound.intake`, both shared with MQTT): a message goes
+to each tag whose `match` pairs it carries (every message, for a tag without `match`). A tag's
+value with its status's quality, source time and arrival time (`read_at`) is written; a reading
+stamped earlier than the newest of its tag is kept with that source time, UNCERTAIN, counted in
+`out_of_order`; a missing or unusable value, timestamp or status is DECODE_ERROR for that tag alone
+(its last value kept). A frame that is not JSON is DECODE_ERROR for the tags without `match` (the
+only ones it surely was for; counted once when there are none). Every DECODE_ERROR is counted in
+`decode_errors` and logged once per tag until it clears.
 
 Up and down are the connection's: up once connected and the subscribe message sent, down when it
 cannot connect, the handshake fails, a pong does not come within `ping_timeout` or the connection
@@ -25,65 +26,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import ssl
 import time
-from collections import deque
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import numpy as np
 
-from drivers.kit import Backoff, DeviceHealth, DriverStats, Problems
+from core.types import Quality, SampleSink
+from drivers.inbound.inbox import Inbox, Message, gap_event
+from drivers.inbound.intake import InboundStats, Intake
+from drivers.inbound.writes import WriteBatch
 from drivers.jsonmap import BadDocument, JsonMapping, decode_document
-from drivers.sourceorder import SourceOrder
+from drivers.kit import Backoff, DeviceHealth, Problems
 from drivers.websocket.config import WebSocketSettings
-from core.types import Event, Priority, Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.websocket")
 
 SLICE = 500  # messages decoded before the loop is given back to other tasks
 GAP_REPORT_SPACING = 5.0  # seconds between two gap events of one device during a flood
-
-
-@dataclass
-class WebSocketStats(DriverStats):
-    """The kit's figures (`polls`: messages decoded; `decode_errors`: frames and tag readings that did
-    not decode; `reconnects`: connections after the first) and the queue's and order's own."""
-
-    messages_dropped: int = 0  # messages the full queue dropped (reported as gap events)
-    out_of_order: int = 0  # readings older than the newest of their tag, kept and flagged UNCERTAIN
-
-
-class Frame(NamedTuple):
-    payload: bytes | str
-    read_at: float  # monotonic time it was received
-
-
-class BoundedQueue:
-    """Frames waiting to be decoded, at most `limit`; the oldest dropped beyond, with when they arrived."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.frames: deque[Frame] = deque()
-        self.dropped_total = 0
-        self.dropped: list[float] = []  # wall times of the frames dropped since the last report
-        self.arrived = asyncio.Event()
-
-    def put(self, frame: Frame) -> None:
-        self.frames.append(frame)
-        if len(self.frames) > self.limit:
-            lost = self.frames.popleft()
-            self.dropped_total += 1
-            self.dropped.append(time.time() - (time.monotonic() - lost.read_at))
-        self.arrived.set()
-
-    def take(self, count: int) -> list[Frame]:
-        return [self.frames.popleft() for _ in range(min(count, len(self.frames)))]
-
-    def take_dropped(self) -> list[float]:
-        dropped, self.dropped = self.dropped, []
-        return dropped
 
 
 def tls_context(settings: WebSocketSettings) -> ssl.SSLContext | None:
@@ -105,13 +65,14 @@ class WebSocketDriver:
         self.mappings, self.names = list(mappings), list(names)
         self.rows = np.asarray(rows, dtype=np.intp)
         self.unmatched = [position for position, mapping in enumerate(self.mappings) if not mapping.match]
-        self._stats = WebSocketStats()
+        self._stats = InboundStats()
         self.health = DeviceHealth(name, settings.where, log, label=f"device {name} ({settings.where['url']})")
         self.problems = Problems(log, f"device {name}")
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
-        self.queue = BoundedQueue(settings.queue_limit)
-        self.order = SourceOrder(len(self.mappings))
-        self._troubled: set[Any] = set()
+        everyone = list(range(len(self.mappings)))
+        self.inbox = Inbox(settings.queue_limit, lambda topic: everyone)
+        self.intake = Intake(self.names, self._stats, self.problems)
+        self._arrived = asyncio.Event()
 
     @classmethod
     def from_config(cls, device: Any, rows: np.ndarray) -> Self:
@@ -119,8 +80,8 @@ class WebSocketDriver:
                    [tag.name for tag in device.tags], rows)
 
     @property
-    def stats(self) -> WebSocketStats:
-        self._stats.messages_dropped = self.queue.dropped_total
+    def stats(self) -> InboundStats:
+        self._stats.messages_dropped = self.inbox.dropped_total
         return self._stats
 
     @property
@@ -133,7 +94,7 @@ class WebSocketDriver:
             await self._receive_forever(sink)
         finally:
             decoder.cancel()
-            self._report_gap(sink)  # never silently, also when stopped in the middle of a flood
+            self.report_gap(sink)  # never silently, also when stopped in the middle of a flood
 
     # --- the connection ----------------------------------------------------------------------------
 
@@ -157,7 +118,8 @@ class WebSocketDriver:
                     self.backoff.reset()
                     self.health.up(sink)
                     async for payload in connection:
-                        self.queue.put(Frame(payload, time.monotonic()))
+                        if self.inbox.put(Message("", payload, time.monotonic())):
+                            self._arrived.set()
                     cause = closed_cause(connection.close_code, connection.close_reason)
             except ConnectionClosed as exc:
                 cause = closed_cause(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "",
@@ -171,6 +133,7 @@ class WebSocketDriver:
         self._stats.failures += 1
         if not self.health.is_down:
             sink.set_quality(self.rows, int(Quality.COMM_FAILURE))
+            self.intake.link_lost()
         self.health.down(sink, cause, Quality.COMM_FAILURE)
 
     # --- decoding ----------------------------------------------------------------------------------
@@ -182,78 +145,58 @@ class WebSocketDriver:
         while True:
             now = time.monotonic()
             tokens, refilled = min(rate, tokens + (now - refilled) * rate), now
-            if tokens >= 1 and self.queue.frames:
-                frames = self.queue.take(min(SLICE, int(tokens)))
-                tokens -= len(frames)
-                for frame in frames:
-                    self.decode(sink, frame)
-            if now >= next_gap_report and self._report_gap(sink):
+            if tokens >= 1 and len(self.inbox):
+                messages = self.inbox.take(min(SLICE, int(tokens)))
+                tokens -= len(messages)
+                self.decode(sink, messages)
+            if now >= next_gap_report and self.report_gap(sink):
                 next_gap_report = now + GAP_REPORT_SPACING
-            if self.queue.frames:
+            if len(self.inbox):
                 await asyncio.sleep(0 if tokens >= 1 else (1 - tokens) / rate)
                 continue
-            self.queue.arrived.clear()
+            self._arrived.clear()
             try:
-                await asyncio.wait_for(self.queue.arrived.wait(), GAP_REPORT_SPACING)
+                await asyncio.wait_for(self._arrived.wait(), GAP_REPORT_SPACING)
             except TimeoutError:
                 pass
 
-    def decode(self, sink: SampleSink, frame: Frame) -> None:
-        """One message into the tags it is for."""
+    def decode(self, sink: SampleSink, messages: list[Message]) -> None:
+        """Messages into the tags they are for, written in few sink calls."""
+        batch = self.intake.batch = WriteBatch(sink, self.rows)
+        for message in messages:
+            self._decode_one(message)
+        batch.flush()
+
+    def _decode_one(self, message: Message) -> None:
         self._stats.polls += 1
+        intake, read_at = self.intake, message.read_at
         try:
-            document = decode_document(frame.payload)
+            document = decode_document(message.payload)
         except BadDocument as exc:
-            self._stats.decode_errors += 1
-            self._bad(sink, self.unmatched, frame.read_at, "frame", str(exc))
+            for position in self.unmatched:
+                intake.bad(position, Quality.DECODE_ERROR, read_at, f"frame: {exc}")
+            if not self.unmatched:
+                self._stats.decode_errors += 1
+                self.problems.note("frame", f"a frame was no JSON document: {exc}")
             return
-        self._clear("frame", "frames decode again")
         for position, mapping in enumerate(self.mappings):
             if mapping.match and not mapping.selects(document):
                 continue
             reading = mapping.read(document)
             if reading.problem is not None:
-                self._stats.decode_errors += 1
-                self._bad(sink, [position], frame.read_at, position, f"tag {self.names[position]}: {reading.problem}")
-                continue
-            quality = reading.quality
-            if not math.isnan(reading.source_ts) and self.order.late(position, reading.source_ts):
-                self._stats.out_of_order += 1
-                quality = Quality.UNCERTAIN if quality == Quality.GOOD else quality
-                self.problems.note(("late", position), f"tag {self.names[position]}: a reading stamped "
-                                   f"{reading.source_ts:.3f} arrived after a newer one; kept UNCERTAIN")
+                intake.bad(position, Quality.DECODE_ERROR, read_at, reading.problem)
             else:
-                self._clear(position, f"tag {self.names[position]} decodes again")
-            sink.write(self.rows[[position]], np.array([reading.value]), int(quality),
-                       source_ts=None if math.isnan(reading.source_ts) else reading.source_ts,
-                       read_at=frame.read_at)
+                intake.reading(position, reading.value, reading.quality, reading.source_ts, read_at)
 
-    def _bad(self, sink: SampleSink, positions: list[int], read_at: float, key: Any, problem: str) -> None:
-        if positions:
-            sink.set_quality(self.rows[positions], int(Quality.DECODE_ERROR), read_at=read_at)
-        self._troubled.add(key)
-        self.problems.note(key, problem)
-
-    def _clear(self, key: Any, message: str) -> None:
-        if key in self._troubled:
-            self._troubled.discard(key)
-            self.problems.clear(key, message)
-
-    def _report_gap(self, sink: SampleSink) -> bool:
-        """The messages the full queue dropped since the last report, in the shape of the store's gap
-        records (docs/uplink.md); False when there were none."""
-        dropped = self.queue.take_dropped()
-        if not dropped:
+    def report_gap(self, sink: SampleSink) -> bool:
+        """The messages the full inbox dropped since the last report as a gap event; False when none."""
+        drops = self.inbox.take_drops()
+        if drops is None:
             return False
-        first, last = round(min(dropped) * 1000), round(max(dropped) * 1000)
-        reason = (f"more than {self.settings.queue_limit} messages waited to be decoded "
-                  f"(max_messages_per_second {self.settings.max_messages_per_second:g})")
-        log.warning("device %s: dropped %d messages: %s", self.name, len(dropped), reason)
-        sink.event(Event(kind="gap", ts=time.time(), source=self.name, priority=Priority.HIGH,
-                         message=f"dropped {len(dropped)} messages: {reason}",
-                         data={"action": "dropped", "reason": reason, "messages": len(dropped),
-                               "samples": len(dropped) * len(self.names), "first_ts": first, "last_ts": last,
-                               "tags": {name: [len(dropped), first, last] for name in self.names}}))
+        event = gap_event(self.name, self.names, drops, self.settings.queue_limit,
+                          self.settings.max_messages_per_second)
+        log.warning("device %s: %s", self.name, event.message)
+        sink.event(event)
         return True
 
 

@@ -1,11 +1,12 @@
-"""The bounded queue between paho's network thread and the event loop, and what it had to drop.
+"""The bounded queue between receiving and decoding, and what it had to drop.
 
-paho hands each message over from its own thread; decoding happens on the event loop, at most
-`max_messages_per_second`. A sensor flood therefore waits here, and the queue never holds more than
-`limit` messages: beyond that the oldest is dropped (the newest reading of a sensor matters most),
-counted, and charged to the tags its topic feeds (`positions(topic)`, the same routing the decoder
-uses, without decoding) with the arrival times of the first and last dropped, so the driver can
-report the loss upstream as a `gap` event. Never silently.
+Messages are put as they arrive (MQTT: from paho's network thread; WebSocket: on the event loop);
+decoding happens on the event loop, at most `max_messages_per_second`. A sensor flood therefore
+waits here, and the queue never holds more than `limit` messages: beyond that the oldest is dropped
+(the newest reading of a sensor matters most), counted, and charged to the tags it feeds
+(`positions(topic)`, the same routing the decoder uses, without decoding; every tag where messages
+carry no routing) with the arrival times of the first and last dropped, so the driver can report
+the loss upstream as a `gap` event (`gap_event`). Never silently.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from core.types import Event, Priority
+
 
 class Message(NamedTuple):
-    topic: str
-    payload: bytes
-    read_at: float  # monotonic time it arrived, on paho's thread
+    topic: str  # "" where the transport has none
+    payload: bytes | str | None  # None: larger than allowed, not kept
+    read_at: float  # monotonic time it arrived, where the transport received it
 
 
 class Drops(NamedTuple):
@@ -73,3 +76,18 @@ class Inbox:
             entry = self._dropped_at.setdefault(position, [0, at, at])
             entry[0] += 1
             entry[1], entry[2] = min(entry[1], at), max(entry[2], at)
+
+
+def gap_event(device: str, names: Sequence[str], drops: Drops, limit: int, rate: float) -> Event:
+    """The readings the full inbox (`limit` messages, decoded at most `rate` a second) dropped, in the
+    shape of the store's gap records (docs/uplink.md)."""
+    reason = f"more than {limit} messages waited to be decoded (max_messages_per_second {rate:g})"
+    tags = {names[position]: [int(count), round(first * 1000), round(last * 1000)]
+            for position, (count, first, last) in drops.positions.items()}
+    firsts = [entry[1] for entry in tags.values()] or [0]
+    lasts = [entry[2] for entry in tags.values()] or [0]
+    samples = sum(entry[0] for entry in tags.values())
+    return Event(kind="gap", ts=time.time(), source=device, priority=Priority.HIGH,
+                 message=f"dropped {drops.messages} messages ({samples} readings of {len(tags)} tags): {reason}",
+                 data={"action": "dropped", "reason": reason, "messages": drops.messages, "samples": samples,
+                       "first_ts": min(firsts), "last_ts": max(lasts), "tags": tags})

@@ -21,24 +21,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivers.kit import DriverStats, Problems
-from drivers.mqtt.writes import WriteBatch
+from drivers.inbound.writes import WriteBatch
 from drivers.sourceorder import SourceOrder
 from core.types import QUALITY_BAD_MIN, Quality
 
 
 @dataclass
-class MqttStats(DriverStats):
+class InboundStats(DriverStats):
     """The kit's figures (`polls`: messages decoded; `decode_errors`: tag readings that did not decode;
-    `reconnects`: connections after the first) and the subscriber's own."""
+    `reconnects`: connections after the first) and those of a driver fed by pushed messages."""
 
     messages_dropped: int = 0  # messages the full inbox dropped (reported as gap events)
     out_of_order: int = 0  # readings older than the newest of their tag, kept and flagged UNCERTAIN
-    sparkplug_seq_gaps: int = 0  # a node's message sequence broke: its tags STALE until its next birth
-    sparkplug_ignored: int = 0  # messages of a node or device without a valid birth since its death or gap
 
 
 class Intake:
-    def __init__(self, names: Sequence[str], stats: MqttStats, problems: Problems) -> None:
+    def __init__(self, names: Sequence[str], stats: InboundStats, problems: Problems) -> None:
         self.names, self.stats, self.problems = tuple(names), stats, problems
         size = len(self.names)
         self.order = SourceOrder(size)
