@@ -183,10 +183,16 @@ def main(example: Path = EXAMPLE) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         broker = Broker(workdir, broker_port).start()
-        for device in config["devices"]:
+        # smart sensors start once the daemon subscribed: a Sparkplug host never asks for the births it missed
+        publishers = [device for device in config["devices"] if device["driver"] == "mqtt"]
+        for device in [device for device in config["devices"] if device not in publishers]:
             say(f"demo: starting a simulator for {device['name']} ({device['driver']})")
             simulators.append(start_simulator(device, workdir))
         daemon = Daemon(workdir, example).start()
+        for device in publishers:
+            wait_for_line(daemon.log_path, f"device {device['name']}: subscribed", timeout=120)
+            say(f"demo: starting the sensors of {device['name']} ({device['driver']})")
+            simulators.append(start_simulator(device, workdir))
         say(f"demo: broker on :{broker_port}, daemon log in {daemon.log_path}")
         topic = f"{config['uplink'].get('topic_prefix', 'gatewayd')}/+/batch"
         return watch(Receiver("127.0.0.1", broker_port, topic, insecure_plain=True), load_public_key(public_key))
