@@ -327,7 +327,7 @@ def add_browse_command(sub: argparse._SubParsersAction) -> None:
 def control_socket(args: argparse.Namespace) -> Path:
     """--socket, else the runtime_dir of -c CONFIG, else the default runtime_dir."""
     from gatewayd.config import load_config
-    from gatewayd.config.load import SYSTEMD_DIRECTORIES
+    from gatewayd.config.tables import SYSTEMD_DIRECTORIES
     from gatewayd.operator.control import socket_path
 
     if args.socket:
@@ -499,7 +499,7 @@ def reload_socket(args: argparse.Namespace) -> Path:
     import yaml
 
     from gatewayd.config import ConfigError
-    from gatewayd.config.load import SYSTEMD_DIRECTORIES
+    from gatewayd.config.tables import SYSTEMD_DIRECTORIES
     from gatewayd.operator.control import CommandError, socket_path
 
     try:

@@ -155,7 +155,7 @@ def test_bad_credential_and_metrics_keys_name_their_line(tmp_path: Path, uplink,
 
 
 def test_metrics_listen_accepts_ipv6():
-    from gatewayd.config.load import listen_address
+    from gatewayd.config.tables import listen_address
 
     assert listen_address("[::1]:9108") == ("::1", 9108)
 

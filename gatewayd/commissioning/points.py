@@ -22,7 +22,7 @@ from core.schema import ConfigIssue, Field, Invalid, Reader, text
 from core.yamlload import load_yaml
 from drivers.modbus import config as modbus
 from gatewayd.commissioning.sheets import Cell, Sheet, read_sheets
-from gatewayd.config.load import TAG_FIELDS
+from gatewayd.config.tables import TAG_FIELDS
 from rules.config import parse_tag_alarms
 from rules.model import DEFAULT_PRIORITIES, TagInfo
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import drivers
 from core.schema import Field, json_schema_of
-from gatewayd.config import load
+from gatewayd.config import tables
 from rules import config as rules_config
 from rules.model import DEFAULT_PRIORITIES
 
@@ -28,20 +28,20 @@ NULL = {"type": "null"}
 def config_schema() -> dict[str, Any]:
     """The whole configuration's schema: the top-level sections and, per driver kind, its devices' keys."""
     nested = {
-        "gateway": table(load.GATEWAY_FIELDS),
+        "gateway": table(tables.GATEWAY_FIELDS),
         "devices": {"type": "array", "items": device_schema()},
-        "store": nullable(table(load.STORE_FIELDS)),
-        "uplink": table(load.UPLINK_FIELDS, {"tls": nullable(table(load.TLS_FIELDS))}),
+        "store": nullable(table(tables.STORE_FIELDS)),
+        "uplink": table(tables.UPLINK_FIELDS, {"tls": nullable(table(tables.TLS_FIELDS))}),
         "rules": nullable(table(rules_config.RULES_FIELDS, {
             "shelving": nullable(table(rules_config.SHELVING_FIELDS)),
             "analytics": nullable(table(rules_config.ANALYTICS_FIELDS)),
         })),
-        "metrics": nullable(table(load.METRICS_FIELDS)),
-        "data_quality": nullable(table(load.DATA_QUALITY_FIELDS)),
-        "limits": nullable(table(load.LIMITS_FIELDS)),
-        "control": nullable(table(load.CONTROL_FIELDS)),
+        "metrics": nullable(table(tables.METRICS_FIELDS)),
+        "data_quality": nullable(table(tables.DATA_QUALITY_FIELDS)),
+        "limits": nullable(table(tables.LIMITS_FIELDS)),
+        "control": nullable(table(tables.CONTROL_FIELDS)),
     }
-    return {"$schema": DIALECT, "title": "gatewayd configuration", **table(load.TOP_FIELDS, nested)}
+    return {"$schema": DIALECT, "title": "gatewayd configuration", **table(tables.TOP_FIELDS, nested)}
 
 
 def device_schema() -> dict[str, Any]:
@@ -50,7 +50,7 @@ def device_schema() -> dict[str, Any]:
     cases = [{"if": {"properties": {"driver": {"const": kind}}, "required": ["driver"]},
               "then": kind_schema(kind, module)} for kind in kinds if (module := loadable(kind)) is not None]
     return {"type": "object", "required": ["driver"],
-            "properties": {"driver": {"enum": kinds, "description": load.DEVICE_FIELDS["driver"].doc}},
+            "properties": {"driver": {"enum": kinds, "description": tables.DEVICE_FIELDS["driver"].doc}},
             "allOf": cases}
 
 
@@ -67,7 +67,7 @@ def kind_schema(kind: str, driver: Any) -> dict[str, Any]:
     """The keys of a device of `kind`: the common ones, the driver's own, and its tags where the driver
     lists them (`tags`, or its `TAGS_KEY`, with the driver's `NESTED_FIELDS` when they are nested)."""
     tags_key = getattr(driver, "TAGS_KEY", "tags")
-    common = {(tags_key if key == "tags" else key): field for key, field in load.DEVICE_FIELDS.items()}
+    common = {(tags_key if key == "tags" else key): field for key, field in tables.DEVICE_FIELDS.items()}
     tags = {"type": "array", "items": tag_schema(driver)}
     if tags_key != "tags":
         tags = nested_tags(driver, tags["items"])
@@ -86,7 +86,7 @@ def nested_tags(driver: Any, tag: dict[str, Any]) -> dict[str, Any]:
 def tag_schema(driver: Any) -> dict[str, Any]:
     limit = {"anyOf": [{"type": "number"}, table(rules_config.limit_fields(tuple(DEFAULT_PRIORITIES)))]}
     alarms = table(rules_config.tag_alarm_fields(), {level: limit for level in ("hh", "h", "l", "ll")})
-    return table({**load.TAG_FIELDS, **driver.TAG_FIELDS}, {"alarms": nullable(alarms)})
+    return table({**tables.TAG_FIELDS, **driver.TAG_FIELDS}, {"alarms": nullable(alarms)})
 
 
 def table(fields: dict[str, Field], nested: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:

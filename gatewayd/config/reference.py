@@ -9,21 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import drivers
-from gatewayd.config import load
+from gatewayd.config import tables
 from core.schema import Field
 from rules.config import reference_sections
 
 SECTIONS = [
-    ("gateway", load.GATEWAY_FIELDS),
-    ("devices[] (every driver)", load.DEVICE_FIELDS),
-    ("devices[].tags[] (every driver)", load.TAG_FIELDS),
-    ("store", load.STORE_FIELDS),
-    ("uplink", load.UPLINK_FIELDS),
-    ("uplink.tls", load.TLS_FIELDS),
-    ("metrics", load.METRICS_FIELDS),
-    ("data_quality", load.DATA_QUALITY_FIELDS),
-    ("limits", load.LIMITS_FIELDS),
-    ("control", load.CONTROL_FIELDS),
+    ("gateway", tables.GATEWAY_FIELDS),
+    ("devices[] (every driver)", tables.DEVICE_FIELDS),
+    ("devices[].tags[] (every driver)", tables.TAG_FIELDS),
+    ("store", tables.STORE_FIELDS),
+    ("uplink", tables.UPLINK_FIELDS),
+    ("uplink.tls", tables.TLS_FIELDS),
+    ("metrics", tables.METRICS_FIELDS),
+    ("data_quality", tables.DATA_QUALITY_FIELDS),
+    ("limits", tables.LIMITS_FIELDS),
+    ("control", tables.CONTROL_FIELDS),
 ]
 
 
