@@ -9,8 +9,9 @@ attribute -> what the file is): the gateway refuses such a file when others can 
 What several drivers share sits beside the packages, never inside one (a driver imports no other
 driver's package): `kit` (contract, health, backoff, block poller), `values` (numbers and ranges),
 and for the subscribing drivers `jsonmap` with `jsonpointer` and `sourcetime` (a tag's place in a
-JSON payload), `sourceorder` (source times that run backwards) and `inbound` (the bounded inbox and
-its gap event, the intake of readings, batched writes).
+JSON payload), `sourceorder` (source times that run backwards), `inbox` (the bounded queue between
+receiving and decoding, and the gap event for what it drops), `intake` (where a decoded reading
+goes) and `writebatch` (one drain's readings in few sink calls).
 
 Besides the built-in kinds below, an installed package may register kinds of its own under the
 entry point group `gatewayd.drivers` (`drivers.plugins`); one is imported only when a config names it.

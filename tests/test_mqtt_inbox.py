@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from core.types import Quality
-from drivers.inbound.inbox import Inbox, Message
-from drivers.inbound.writes import WriteBatch
+from drivers.inbox import Inbox, Message
+from drivers.writebatch import WriteBatch
 from hil_tests.recording import RecordingSink
 
 

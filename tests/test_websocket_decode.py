@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from drivers.inbound.inbox import Message
+from drivers.inbox import Message
 from drivers.websocket.driver import WebSocketDriver, closed_cause
 from gatewayd.config import parse_config
 from core.types import Quality

@@ -26,12 +26,12 @@ import numpy as np
 
 from drivers.kit import DeviceHealth, Problems
 from drivers.mqtt.config import MqttSettings, subscriptions
-from drivers.inbound.inbox import Drops, Inbox, gap_event
-from drivers.inbound.intake import InboundStats, Intake
+from drivers.inbox import Drops, Inbox, gap_event
+from drivers.intake import InboundStats, Intake
 from drivers.mqtt.json_profile import JsonProfile
 from drivers.mqtt.link import Link
 from drivers.mqtt.sparkplug_host import SparkplugProfile
-from drivers.inbound.writes import WriteBatch
+from drivers.writebatch import WriteBatch
 from core.types import Quality, SampleSink
 
 log = logging.getLogger("gatewayd.drivers.mqtt")
@@ -43,7 +43,7 @@ GAP_REPORT_SPACING = 5.0  # seconds between two gap events of one device during 
 
 @dataclass
 class MqttStats(InboundStats):
-    """The figures of a subscriber (drivers.inbound.intake.InboundStats) and of its Sparkplug B hosting."""
+    """The figures of a subscriber (drivers.intake.InboundStats) and of its Sparkplug B hosting."""
 
     sparkplug_seq_gaps: int = 0  # a node's message sequence broke: its tags STALE until its next birth
     sparkplug_ignored: int = 0  # messages of a node or device without a valid birth since its death or gap

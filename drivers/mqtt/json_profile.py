@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from drivers.mqtt.config import JsonTopicTag
-from drivers.inbound.inbox import Message
-from drivers.inbound.intake import Intake
+from drivers.inbox import Message
+from drivers.intake import Intake
 from drivers.jsonmap import BadDocument, decode_document
 from drivers.mqtt.topics import TopicIndex
 from core.types import Quality

@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from drivers.mqtt.config import MqttSettings
-from drivers.inbound.inbox import Inbox, Message
+from drivers.inbox import Inbox, Message
 
 
 class LinkListener(Protocol):

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from drivers.mqtt.config import SPARKPLUG_NAMESPACE, SparkplugMetric
-from drivers.inbound.inbox import Message
-from drivers.inbound.intake import Intake
+from drivers.inbox import Message
+from drivers.intake import Intake
 from drivers.mqtt.sparkplug import UNSUPPORTED, Metric, Payload, SparkplugError, decode_payload
 from drivers.values import describe, to_float
 from core.types import Quality

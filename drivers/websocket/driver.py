@@ -3,11 +3,11 @@
 One task holds the connection (the `websockets` asyncio client): connect (TLS verified for wss),
 send the `subscribe` message, then put every frame with its arrival time into a bounded queue.
 Another decodes the queue at most `max_messages_per_second`. The queue is the MQTT driver's
-(`drivers.inbound`): beyond `queue_limit` waiting messages the oldest is dropped; drops become a
+(`drivers.inbox`): beyond `queue_limit` waiting messages the oldest is dropped; drops become a
 `gap` event upstream (at most one per GAP_REPORT_SPACING, and one at stop), each dropped message
 charged to every tag of the device, since it was never decoded and any of them may have been in it.
 
-Decoding (`drivers.jsonmap`, and `drivers.inbound.intake`, both shared with MQTT): a message goes
+Decoding (`drivers.jsonmap`, and `drivers.intake`, both shared with MQTT): a message goes
 to each tag whose `match` pairs it carries (every message, for a tag without `match`). A tag's
 value with its status's quality, source time and arrival time (`read_at`) is written; a reading
 stamped earlier than the newest of its tag is kept with that source time, UNCERTAIN, counted in
@@ -33,9 +33,9 @@ from typing import Any, Self
 import numpy as np
 
 from core.types import Quality, SampleSink
-from drivers.inbound.inbox import Inbox, Message, gap_event
-from drivers.inbound.intake import InboundStats, Intake
-from drivers.inbound.writes import WriteBatch
+from drivers.inbox import Inbox, Message, gap_event
+from drivers.intake import InboundStats, Intake
+from drivers.writebatch import WriteBatch
 from drivers.jsonmap import BadDocument, JsonMapping, decode_document
 from drivers.kit import Backoff, DeviceHealth, Problems
 from drivers.websocket.config import WebSocketSettings

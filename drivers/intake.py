@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivers.kit import DriverStats, Problems
-from drivers.inbound.writes import WriteBatch
+from drivers.writebatch import WriteBatch
 from drivers.sourceorder import SourceOrder
 from core.types import QUALITY_BAD_MIN, Quality
 
