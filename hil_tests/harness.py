@@ -52,7 +52,9 @@ def mosquitto_binary() -> str:
 
 
 class Process:
-    """A child process with its output in a log file; stop() escalates from SIGTERM to SIGKILL."""
+    """A child process with its output in a log file; stop() escalates from SIGTERM to SIGKILL. A Python
+    child runs with faulthandler on and gets a SIGABRT before the SIGKILL: a stop that hangs leaves every
+    thread's stack in its log, so a one-off hang under load says where it waited."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
                  cwd: Path | None = None):
@@ -62,7 +64,10 @@ class Process:
     def start(self) -> Process:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+        env = self.env
+        if self._python:
+            env = {**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"}
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      cwd=self.cwd, start_new_session=True)
         log.close()
         return self
@@ -89,9 +94,17 @@ class Process:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                if self._python:
+                    self.proc.send_signal(signal.SIGABRT)  # faulthandler writes the stacks, then it dies
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.proc.wait(2.0)
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+    @property
+    def _python(self) -> bool:
+        return self.argv[0] == sys.executable
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
