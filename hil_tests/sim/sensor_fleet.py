@@ -163,7 +163,7 @@ class Fleet:
         elif words[0] == "quiet":
             self.silent.update([*self.detectors, "node"])
             time.sleep(self.period / self.rate + 0.1)  # a tick under way ends
-            deadline = time.monotonic() + 5.0
+            deadline = time.monotonic() + 30.0  # under load acknowledgements come late
             while self.pending_count() and time.monotonic() < deadline:
                 time.sleep(0.05)
         elif words[0] == "skip":
