@@ -317,11 +317,12 @@ def test_disk_budget_keeps_every_event_and_accounts_for_every_evicted_sample(fau
 
 @pytest.fixture
 def small_filesystem(tmp_path: Path):
-    """A 64 MiB tmpfs mounted for the store (the tests run as root in CI and here)."""
+    """A 64 MiB tmpfs mounted for the store (the tests run as root in CI and here), private to its owner:
+    tmpfs defaults to mode 1777, over which the daemon, as root, rightly refuses to keep its store."""
     mount = tmp_path / "small"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True,
-                            text=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, f"cannot mount a tmpfs (needs root): {result.stderr}"
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
