@@ -46,7 +46,7 @@ demo: deps venv
 	$(PY) -m hil_tests.demo
 
 test: deps venv
-	$(PY) -m pytest tests hil_tests
+	$(PY) -m pytest tests hil_tests --durations=15
 
 unit: venv
 	$(PY) -m pytest tests
