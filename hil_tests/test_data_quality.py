@@ -114,7 +114,8 @@ def test_a_frozen_transmitter_and_figures_that_match_what_it_served(plant):
     assert frozen["source"] == "LT-1" and frozen["data"]["value"] == reading
     assert frozen["data"]["frozen_after"] == FROZEN_AFTER
     assert frozen["data"]["unchanged_since"] >= frozen_at, "the last change is the first read after the freeze"
-    assert frozen["ts"] / 1000 - frozen["data"]["unchanged_since"] >= FROZEN_AFTER
+    # the event's ts is carried in whole milliseconds, unchanged_since to the microsecond
+    assert frozen["ts"] / 1000 - frozen["data"]["unchanged_since"] >= FROZEN_AFTER - 0.001
     assert events(plant, "unfrozen") == []
 
     thawed_at = time.time()
