@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench.common import emit, percentile
-from gatewayd.uplink.batch import decode_body, parse_envelope
+from core.batchformat import decode_body, parse_envelope
 from gatewayd.platform.receiver import Receiver
 from hil_tests.harness import Broker, Daemon, Simulator, plant_config, stop_all
 

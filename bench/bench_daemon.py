@@ -22,7 +22,7 @@ from pymodbus.client import ModbusTcpClient
 from bench.common import cpu_seconds, emit, percentile, rss_mib
 from drivers.modbus.plan import minimum_requests, plan_blocks
 from gatewayd.config import load_config
-from gatewayd.uplink.batch import parse_envelope
+from core.batchformat import parse_envelope
 from hil_tests.harness import Broker, Daemon, Simulator, plant_config, stop_all
 from hil_tests.sim.layout import MARKER_ADDRESS
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gatewayd.uplink.batch import decode_body, parse_envelope
+from core.batchformat import decode_body, parse_envelope
 from gatewayd.platform.receiver import Receiver
 from hil_tests.harness import Broker, Daemon, Simulator, plant_config, stop_all
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.uplink.batch import decode_body, parse_envelope
+from core.batchformat import decode_body, parse_envelope
 from gatewayd.platform.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
 from hil_tests.harness import Broker, Simulator, plant_config, stop_all

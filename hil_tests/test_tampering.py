@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gatewayd.uplink.batch import parse_envelope
+from core.batchformat import parse_envelope
 from gatewayd.platform.capture import read_frames, write_frame
 from hil_tests.harness import run_cli
 

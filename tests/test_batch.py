@@ -14,14 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.types import Event, Priority
-from gatewayd.uplink.batch import (
-    BatchFormatError,
-    build_body,
-    decode_body,
-    encode_batch,
-    parse_envelope,
-    verify_signature,
-)
+from core.batchformat import BatchFormatError, decode_body, parse_envelope, verify_signature
+from gatewayd.uplink.batch import build_body, encode_batch
 from store import BatchContent, SampleBlock
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GROUND, TOP = "core", "gatewayd"
 ROOMS = ("drivers", "rules", "store")
 PLATFORM = "gatewayd.platform"
-BATCH_FORMAT = "gatewayd.uplink.batch"
+BATCH_FORMAT = "core.batchformat"
 
 
 @cache

@@ -16,14 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from core.types import Event, Priority, Quality
-from gatewayd.uplink.batch import (
-    body_json,
-    build_body,
-    decode_body,
-    encode_batch,
-    parse_envelope,
-    verify_signature,
-)
+from core.batchformat import body_json, decode_body, parse_envelope, verify_signature
+from gatewayd.uplink.batch import build_body, encode_batch
 from store import BatchContent, SampleBlock
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "uplink.md"

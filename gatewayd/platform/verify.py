@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gatewayd.uplink.batch import (
+from core.batchformat import (
     BatchFormatError,
     Envelope,
     decode_body,

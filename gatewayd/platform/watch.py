@@ -12,7 +12,7 @@ from collections import deque
 from datetime import datetime
 
 from core.types import Priority, Quality
-from gatewayd.uplink.batch import BatchFormatError, decode_body, parse_envelope
+from core.batchformat import BatchFormatError, decode_body, parse_envelope
 from gatewayd.platform.verify import ChainVerifier
 
 SHOWN_TAGS = 40
