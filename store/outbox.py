@@ -20,7 +20,6 @@ thread); it is not safe for concurrent use.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import sqlite3
@@ -31,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.types import Event, Priority
-from store.records import Batch, BatchContent, SampleBlock, StoreStats
-from store.retention import Retention, enforce, uncarried_ranges, used_bytes
+from core.types import Event
+from store.records import Batch, BatchContent, SampleBlock, StoreStats, event_body, event_from_row
+from store.keeping import Keeping, drop_days, keep_rows
+from store.retention import Retention, enforce, history_bytes, outbox_bytes, uncarried_ranges
 from store.schema import migrate
 
 log = logging.getLogger("gatewayd.store")
@@ -48,16 +48,18 @@ class Store:
     """Open with `Store.open(path)`; see the module docstring for the guarantees."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, synchronous: str = "full",
-                 retention: Retention | None = None) -> None:
+                 retention: Retention | None = None, keeping: Keeping | None = None) -> None:
         self._conn = conn
         self.path = path
         self.synchronous = synchronous
         self.retention = retention or Retention()
+        self.keeping = keeping or Keeping()
         self._names: dict[int, str] | None = None  # tag id -> name, filled on first use
 
     @classmethod
-    def open(cls, path: Path, synchronous: str = "full", retention: Retention | None = None) -> Store:
-        """Open or create the database (parent directory 0700, file 0600) and migrate it."""
+    def open(cls, path: Path, synchronous: str = "full", retention: Retention | None = None,
+             keeping: Keeping | None = None) -> Store:
+        """Open or create the database (parent directory 0700, file 0600), migrate it, drop history past its keep."""
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
         path = Path(path)
@@ -72,7 +74,9 @@ class Store:
             raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         migrate(conn)
-        return cls(conn, path, synchronous, retention)
+        store = cls(conn, path, synchronous, retention, keeping)
+        store.drop_history()
+        return store
 
     def close(self) -> None:
         self._conn.close()
@@ -133,11 +137,15 @@ class Store:
         """Thin and evict the oldest samples while over the disk budget; return how many went."""
         if self.retention.max_bytes is None:
             return 0
-        return enforce(self._conn, self.retention, self.tag_names, time.time(), _event_body)
+        return enforce(self._conn, self.retention, self.tag_names, time.time(), event_body)
 
     def used_bytes(self) -> int:
-        """Bytes in database pages in use: what the disk budget counts."""
-        return used_bytes(self._conn)
+        """Bytes in database pages in use but history's: what the disk budget counts."""
+        return outbox_bytes(self._conn)
+
+    def drop_history(self) -> int:
+        """Drop the oldest days of history past `keeping.keep` or over `keeping.max_bytes`; return how many."""
+        return drop_days(self._conn, self.keeping, time.time(), event_body)
 
     def _insert(self, samples: SampleBlock | None, events: Sequence[Event]) -> None:
         with self._transaction() as conn:
@@ -156,7 +164,7 @@ class Store:
             if events:
                 conn.executemany(
                     f"INSERT INTO outbox (kind, ts, body) VALUES ({EVENT}, ?, ?)",
-                    ((float(e.ts), _event_body(e)) for e in events),
+                    ((float(e.ts), event_body(e)) for e in events),
                 )
 
     def build_batch(self, max_rows: int, make: MakeEnvelope, newest: bool = False) -> Batch | None:
@@ -219,7 +227,7 @@ class Store:
             quality=columns[5],
             source_ts=np.array(columns[6], dtype=np.float64),
         )
-        events = [_event_from_row(r[3], r[7]) for r in rows if r[1] == EVENT]
+        events = [event_from_row(r[3], r[7]) for r in rows if r[1] == EVENT]
         return BatchContent(block, self.tag_names(np.unique(block.tag_id)), events)
 
     def pending_batches(self) -> list[Batch]:
@@ -230,15 +238,27 @@ class Store:
         return [Batch(seq, bytes(env), bytes(dig), f, la, n) for seq, env, dig, f, la, n in rows]
 
     def acknowledge(self, seq: int) -> int:
-        """Delete batch `seq` and the rows it carried; return the rows deleted (0 if already done)."""
+        """Move the rows batch `seq` carried into history and delete the batch; return the rows (0 if already done).
+
+        The copy into history and the delete are one transaction. Then the oldest days of history go
+        while they are past their keep or over their bound; a full disk there is retried after the next one.
+        """
         with self._transaction() as conn:
             found = conn.execute(
                 "SELECT first_row, last_row FROM batches WHERE seq = ?", (seq,)
             ).fetchone()
             if found is None:
                 return 0
+            if self.keeping.keep > 0:
+                keep_rows(conn, *found, self.keeping, time.time())
             deleted = conn.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", found).rowcount
             conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+        try:
+            self.drop_history()
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("could not drop the oldest day of history: %s", exc)
         return deleted
 
     def stats(self) -> StoreStats:
@@ -257,7 +277,9 @@ class Store:
             oldest_pending_ts=oldest[0] if oldest else None,
             db_bytes=_db_bytes(self.path),
             last_seq=last_seq,
-            used_bytes=used_bytes(conn),
+            used_bytes=outbox_bytes(conn),
+            history_bytes=history_bytes(conn),
+            history_days=conn.execute("SELECT count(*) FROM history_days").fetchone()[0],
             evicted=evicted,
             gap_records=gaps,
         )
@@ -289,38 +311,6 @@ def is_disk_full(exc: BaseException) -> bool:
 def _nan_to_none(values: np.ndarray) -> list[float | None]:
     """SQLite would store NaN as NULL anyway; say so explicitly."""
     return [None if v != v else v for v in values.tolist()]
-
-
-def _json_default(obj):
-    """Let rule kernels put numpy scalars and arrays into event data."""
-    if isinstance(obj, (np.generic, np.ndarray)):
-        return obj.tolist()
-    raise TypeError(f"event data value {obj!r} ({type(obj).__name__}) is not JSON-serialisable")
-
-
-def _event_body(event: Event) -> str:
-    return json.dumps(
-        {
-            "kind": event.kind,
-            "source": event.source,
-            "message": event.message,
-            "priority": int(event.priority),
-            "data": event.data,
-        },
-        default=_json_default,
-    )
-
-
-def _event_from_row(ts: float, body: str) -> Event:
-    fields = json.loads(body)
-    return Event(
-        kind=fields["kind"],
-        ts=ts,
-        source=fields["source"],
-        message=fields["message"],
-        priority=Priority(fields["priority"]),
-        data=fields["data"],
-    )
 
 
 def _db_bytes(path: Path) -> int:

@@ -6,12 +6,13 @@ daemon can hand a scan tick's samples over without building one Python object pe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from core.types import Event
+from core.types import Event, Priority
 
 _DTYPES = {
     "tag_id": np.int64,
@@ -90,7 +91,8 @@ class StoreStats:
 
     `rows_pending` are in no batch yet, `rows_inflight` in a batch not yet acknowledged;
     `oldest_pending_ts` is the gateway time of the oldest row not acknowledged (either kind).
-    `used_bytes` is what the disk budget counts; `evicted` and `gap_records` are the samples thinned
+    `used_bytes` is what the disk budget counts; `history_bytes` and `history_days` what history keeps
+    (its own bound); `evicted` and `gap_records` are the samples thinned
     or evicted for it and the gap events written, over the database's life.
     """
 
@@ -103,3 +105,39 @@ class StoreStats:
     used_bytes: int = 0
     evicted: int = 0
     gap_records: int = 0
+    history_bytes: int = 0
+    history_days: int = 0
+
+
+def _json_default(obj):
+    """Let rule kernels put numpy scalars and arrays into event data."""
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    raise TypeError(f"event data value {obj!r} ({type(obj).__name__}) is not JSON-serialisable")
+
+
+def event_body(event: Event) -> str:
+    """The JSON an event is stored as (outbox and history `body`)."""
+    return json.dumps(
+        {
+            "kind": event.kind,
+            "source": event.source,
+            "message": event.message,
+            "priority": int(event.priority),
+            "data": event.data,
+        },
+        default=_json_default,
+    )
+
+
+def event_from_row(ts: float, body: str) -> Event:
+    """The event a stored (ts, body) row holds."""
+    fields = json.loads(body)
+    return Event(
+        kind=fields["kind"],
+        ts=ts,
+        source=fields["source"],
+        message=fields["message"],
+        priority=Priority(fields["priority"]),
+        data=fields["data"],
+    )

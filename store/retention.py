@@ -15,8 +15,9 @@ over `max_bytes`:
 
 Removal goes down to `LOW_WATER` of the budget, so the next few ticks do not each evict again, and a
 single call removes at most `MAX_ROWS_PER_CALL` rows, so the scan loop is never held for long; the
-next commit continues. Size is counted in pages in use (`page_count - freelist_count`): pages freed by
-deletes are reused by SQLite, so the file itself stays near the budget plus the WAL.
+next commit continues. Size is counted in pages in use (`page_count - freelist_count`) less the pages
+history's days took (`history_bytes`; history has its own bound, store.keeping): pages freed by
+deletes are reused by SQLite, so the file itself stays near the two budgets plus the WAL.
 """
 
 from __future__ import annotations
@@ -56,6 +57,16 @@ def used_bytes(conn: sqlite3.Connection) -> int:
     return (pages - free) * page_size
 
 
+def history_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the pages history's days took (store.keeping counts them as it fills them)."""
+    return conn.execute("SELECT coalesce(sum(bytes), 0) FROM history_days").fetchone()[0]
+
+
+def outbox_bytes(conn: sqlite3.Connection) -> int:
+    """What the outbox's budget counts: pages in use, less history's (which has a bound of its own)."""
+    return used_bytes(conn) - history_bytes(conn)
+
+
 def uncarried_ranges(conn: sqlite3.Connection) -> Iterator[tuple[int, int]]:
     """Id ranges [low, high) of rows in no batch, oldest first.
 
@@ -78,11 +89,11 @@ def enforce(conn: sqlite3.Connection, retention: Retention, names: Callable[[lis
 
     Runs its own transactions (one per step, each with its gap record). `conn` is in autocommit mode.
     """
-    if retention.max_bytes is None or used_bytes(conn) <= retention.max_bytes:
+    if retention.max_bytes is None or outbox_bytes(conn) <= retention.max_bytes:
         return 0
     target = int(retention.max_bytes * LOW_WATER)
     removed = 0
-    while removed < MAX_ROWS_PER_CALL and used_bytes(conn) > target:
+    while removed < MAX_ROWS_PER_CALL and outbox_bytes(conn) > target:
         step = 0
         if retention.thinning > 0:
             step = _step(conn, retention, names, now, event_body, thin=True)

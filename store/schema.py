@@ -6,9 +6,9 @@ does not know) is refused instead of being misread.
 
     >>> conn = sqlite3.connect(":memory:", isolation_level=None)
     >>> pending_migrations(conn)
-    ['0001_outbox', '0002_retention', '0003_state']
+    ['0001_outbox', '0002_retention', '0003_state', '0004_history']
     >>> migrate(conn)
-    ['0001_outbox', '0002_retention', '0003_state']
+    ['0001_outbox', '0002_retention', '0003_state', '0004_history']
     >>> pending_migrations(conn)
     []
 """
@@ -104,6 +104,23 @@ def _state(conn: sqlite3.Connection) -> None:
     )
 
 
+def _history(conn: sqlite3.Connection) -> None:
+    """The days of history kept after acknowledgement (store.keeping): one row per UTC day (days since
+    1970-01-01), its sample and event counts, and the bytes of pages its tables took as they were filled.
+    The day's rows are in tables of their own, `history_samples_YYYYMMDD` and `history_events_YYYYMMDD`."""
+    _run(
+        conn,
+        """
+        CREATE TABLE history_days (
+            day INTEGER PRIMARY KEY,
+            samples INTEGER NOT NULL,
+            events INTEGER NOT NULL,
+            bytes INTEGER NOT NULL
+        )
+        """,
+    )
+
+
 def _run(conn: sqlite3.Connection, script: str) -> None:
     """Run `;`-separated statements one by one: executescript would commit the open transaction.
 
@@ -118,6 +135,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("0001_outbox", _outbox),
     ("0002_retention", _retention),
     ("0003_state", _state),
+    ("0004_history", _history),
 ]
 
 

@@ -1,0 +1,117 @@
+"""Keeping history: acknowledged rows move into the table of their day; the oldest day goes first.
+
+`keep_rows` runs inside the acknowledgement's transaction, before its DELETE (`Store.acknowledge`):
+the rows are copied by one INSERT ... SELECT per day they fall in, all inside SQLite, so a row is
+either still in the outbox or in history, whatever moment a crash hits, and the per-value cost is
+SQLite's own B-tree insert, no Python object per row. The pages each day's inserts take are counted
+into `history_days.bytes` (page_count - freelist_count before and after), so the bound is exact to
+the page without walking any table.
+
+`drop_days` (after each acknowledgement, and at open) drops the oldest day while it ended more than
+`keep` ago or while the days together take more than `max_bytes`; each drop writes, in the same
+transaction, a `history_dropped` event into the outbox, which travels upstream like any other.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.types import Event, Priority
+from store.history import DAY, EVENT, SAMPLE, day_name, events_table, samples_table
+from store.retention import used_bytes
+
+KEEP = 30 * DAY  # MEM Order No. 40: records of major hazard sources kept at least 30 days
+MAX_BYTES = 4 << 30
+DROPPED_KIND = "history_dropped"
+
+
+@dataclass(frozen=True)
+class Keeping:
+    """How long and how much history to keep; `keep` 0 keeps none (and drops the days kept before)."""
+
+    keep: float = KEEP
+    max_bytes: int = MAX_BYTES
+
+    def __post_init__(self) -> None:
+        if self.keep < 0:
+            raise ValueError(f"keep must not be negative, not {self.keep}")
+        if self.max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, not {self.max_bytes}")
+
+
+def keep_rows(conn: sqlite3.Connection, first: int, last: int, keeping: Keeping, now: float) -> None:
+    """Copy outbox rows `first`..`last` into their days' tables. Call inside the acknowledgement's transaction.
+
+    Rows of a day that ended more than `keep` ago (a backlog older than the keep, a clock far behind)
+    are not kept: `drop_days` would drop that day at once.
+    """
+    days = [day for (day,) in conn.execute(
+        f"SELECT DISTINCT CAST(ts / {DAY} AS INTEGER) FROM outbox WHERE id BETWEEN ? AND ?", (first, last))]
+    for day in days:
+        if _expired(day, keeping, now):
+            continue
+        before = used_bytes(conn)
+        if conn.execute("INSERT OR IGNORE INTO history_days VALUES (?, 0, 0, 0)", (day,)).rowcount:
+            _create_day(conn, day)
+        where = f"id BETWEEN ? AND ? AND CAST(ts / {DAY} AS INTEGER) = ?"
+        bounds = (first, last, day)
+        samples = conn.execute(
+            f"INSERT INTO {samples_table(day)} SELECT tag_id, ts, id, value, quality, source_ts FROM outbox "
+            f"WHERE kind = {SAMPLE} AND {where}", bounds).rowcount
+        events = conn.execute(
+            f"INSERT INTO {events_table(day)} SELECT id, ts, body FROM outbox WHERE kind = {EVENT} AND {where}",
+            bounds).rowcount
+        conn.execute("UPDATE history_days SET samples = samples + ?, events = events + ?, bytes = bytes + ? "
+                     "WHERE day = ?", (samples, events, used_bytes(conn) - before, day))
+
+
+def _expired(day: int, keeping: Keeping, now: float) -> bool:
+    return (day + 1) * DAY <= now - keeping.keep
+
+
+def _create_day(conn: sqlite3.Connection, day: int) -> None:
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {samples_table(day)} (tag_id INTEGER NOT NULL, ts REAL NOT NULL, "
+                 "id INTEGER NOT NULL, value REAL, quality INTEGER, source_ts REAL, "
+                 "PRIMARY KEY (tag_id, ts, id)) WITHOUT ROWID")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {events_table(day)} (id INTEGER PRIMARY KEY, ts REAL NOT NULL, "
+                 "body TEXT NOT NULL)")
+
+
+def drop_days(conn: sqlite3.Connection, keeping: Keeping, now: float, event_body: Callable[[Event], str]) -> int:
+    """Drop the oldest day while it is past `keep` or the days exceed `max_bytes`; return the days dropped.
+
+    Each drop is one transaction of its own (DROP TABLE of the day's two tables, its catalog row, its
+    event); `conn` is in autocommit mode.
+    """
+    dropped = 0
+    while True:
+        days = conn.execute("SELECT day, samples, events, bytes FROM history_days ORDER BY day").fetchall()
+        if not days:
+            return dropped
+        day, samples, events, size = days[0]
+        if _expired(day, keeping, now):
+            reason, why, priority = "keep", f"older than history.keep ({keeping.keep:g} s)", Priority.INFO
+        elif sum(row[3] for row in days) > keeping.max_bytes:
+            reason, why, priority = "max_bytes", f"history over history.max_bytes ({keeping.max_bytes} bytes)", \
+                Priority.MEDIUM
+        else:
+            return dropped
+        event = Event(DROPPED_KIND, now, "store",
+                      f"history of {day_name(day)} dropped ({samples} samples, {events} events): {why}", priority,
+                      {"day": day_name(day), "start_ts": day * DAY * 1000, "end_ts": (day + 1) * DAY * 1000,
+                       "samples": samples, "events": events, "bytes": size, "reason": reason,
+                       "keep": keeping.keep, "max_bytes": keeping.max_bytes})
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"DROP TABLE IF EXISTS {samples_table(day)}")
+            conn.execute(f"DROP TABLE IF EXISTS {events_table(day)}")
+            conn.execute("DELETE FROM history_days WHERE day = ?", (day,))
+            conn.execute(f"INSERT INTO outbox (kind, ts, body) VALUES ({EVENT}, ?, ?)", (now, event_body(event)))
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        dropped += 1
