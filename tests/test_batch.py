@@ -126,7 +126,7 @@ def test_every_single_byte_flip_is_detected() -> None:
     [
         (lambda d: d[:139], "too short"),
         (lambda d: b"GWB2" + d[4:], "wrong magic"),
-        (lambda d: d[:4] + b"\x02" + d[5:], "unsupported version"),
+        (lambda d: d[:4] + b"\x03" + d[5:], "unsupported version"),
         (lambda d: d[:5] + b"\x03" + d[6:], "unknown flags"),
         (lambda d: d[:6] + b"\xff\xff" + d[8:], "gateway id length"),
         (lambda d: d[:6] + b"\x00\x00" + d[8:], "body length|empty gateway"),
