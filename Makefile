@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto socat systemd faketime nodejs npm
+APT_PACKAGES := mosquitto socat systemd faketime nodejs npm chromium chromium-driver
 NODE_SIM := hil_tests/sim/nodeopcua
 PREFIX ?= /opt/gatewayd
 DESTDIR ?=
@@ -25,7 +25,9 @@ venv: $(VENV)/.installed
 
 # Debian packages: the MQTT broker for the demo and HIL tests, socat for serial lines on pseudo-terminals,
 # faketime (libfaketime) to step the daemon's wall clock in hil_tests/test_clock.py, Node.js and npm for
-# the node-opcua simulator (a second OPC UA stack), whose packages npm installs as its lock file pins them.
+# the node-opcua simulator (a second OPC UA stack), whose packages npm installs as its lock file pins them,
+# Chromium and its WebDriver for the console's browser test (hil_tests/test_console.py; nothing is downloaded
+# at run time).
 # A package counts as present when dpkg has it or its command exists (a Node.js from elsewhere will do).
 deps: $(NODE_SIM)/node_modules/.package-lock.json
 

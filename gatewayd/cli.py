@@ -142,6 +142,50 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from gatewayd.config import ConfigError, load_config
+    from gatewayd.console.auth import UsersFileError
+    from gatewayd.console.service import run
+    from gatewayd.secretfiles import SecretFileError
+
+    setup_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+        print(f"gatewayd console: {config.console.url()}", flush=True)
+        return run(config)
+    except ConfigError as exc:
+        print(f"gatewayd console: configuration invalid, not starting:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SecretFileError, UsersFileError) as exc:
+        print(f"gatewayd console: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the address is taken, a certificate cannot be read
+        print(f"gatewayd console: cannot serve on {config.console.url()}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def cmd_console_user(args: argparse.Namespace) -> int:
+    import getpass
+
+    from gatewayd.console.auth import UsersFileError, write_user
+    from gatewayd.secretfiles import SecretFileError
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            print("gatewayd console-user: the two passwords differ; nothing written", file=sys.stderr)
+            return EXIT_FAILED
+    try:
+        new = write_user(Path(args.file), args.user, password)
+    except (UsersFileError, SecretFileError, OSError) as exc:
+        print(f"gatewayd console-user: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.file}: {'added' if new else 'changed the password of'} {args.user} (mode 0600)")
+    return EXIT_OK
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from gatewayd.keys import KeyFileError, generate_key, load_public_key, public_key_fingerprint
 
@@ -574,6 +618,20 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("--device", metavar="NAME", help="only the rows of this device (column 采集设备)")
     points.add_argument("-o", "--output", metavar="OUT", help="write the tags to OUT instead of standard output")
     points.set_defaults(func=cmd_import_points)
+
+    console = sub.add_parser("console", help="serve the read-only web console of the running daemon (console: "
+                             "section; 127.0.0.1:8780 by default)")
+    console.add_argument("-c", "--config", required=True, help="the daemon's YAML configuration file")
+    console.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    console.set_defaults(func=cmd_console)
+
+    console_user = sub.add_parser("console-user", help="add a console user, or change a password, in the users "
+                                  "file (scrypt hashes, mode 0600)")
+    console_user.add_argument("--file", required=True, metavar="USERS", help="the file console.users_file names")
+    console_user.add_argument("user")
+    console_user.add_argument("--password-stdin", action="store_true",
+                              help="read the password from the first line of standard input (scripts)")
+    console_user.set_defaults(func=cmd_console_user)
 
     keygen = sub.add_parser("keygen", help="create the Ed25519 batch signing key (PATH, 0600) and PATH.pub")
     keygen.add_argument("path")

@@ -5,6 +5,8 @@ stdout still being writable.
 
 Ports and paths come from config.example.yaml itself (or the config given as the one argument, whose
 relative `.demo` directory holds the run), so what runs is exactly what the example says.
+The console (`gatewayd console`, docs/operations.md#the-console) runs beside it; its address is printed
+and stays on the terminal view's second line.
 Every minute and a half a methane leak grows on the gas panel's channel 1 past level 1 and level 2
 and clears again, so there is something to watch.
 """
@@ -156,6 +158,15 @@ class GasPanel:
             self.proc.wait(10)
 
 
+def start_console(example: Path, config: dict[str, Any], workdir: Path) -> tuple[Process, str]:
+    """`gatewayd console` on the example's `console.listen`, answering; and its address."""
+    host, _, port = config["console"]["listen"].rpartition(":")
+    process = Process("console", module("gatewayd", "console", "-c", example), workdir / "console.log",
+                      cwd=ROOT).start()
+    wait_for_port(int(port), timeout=60)
+    return process, f"http://{host}:{port}/"
+
+
 def stop_simulators(simulators: list[Any]) -> None:
     for simulator in simulators:
         if isinstance(simulator, SerialPair):
@@ -169,8 +180,10 @@ def main(example: Path = EXAMPLE) -> int:
     config = yaml.safe_load(example.read_text())
     workdir = example.parent / DEMO_DIR
     broker_port = config["uplink"]["port"]
-    tcp_ports = [broker_port, *(port for device in config["devices"]
-                                if device["driver"] != "modbus_udp" and isinstance(port := device_port(device), int))]
+    console_port = int(config["console"]["listen"].rpartition(":")[2])
+    tcp_ports = [broker_port, console_port, *(port for device in config["devices"]
+                                              if device["driver"] != "modbus_udp"
+                                              and isinstance(port := device_port(device), int))]
     busy = [port for port in tcp_ports if not tcp_port_free(port)]
     if busy:
         print(f"demo: port(s) {busy} are in use; stop what uses them or edit {example.name}", file=sys.stderr)
@@ -178,7 +191,7 @@ def main(example: Path = EXAMPLE) -> int:
     workdir.mkdir(exist_ok=True)
     key, public_key = make_key(workdir)
     assert (example.parent / config["uplink"]["signing_key"]).resolve() == key.resolve(), "example key path moved"
-    broker = daemon = None
+    broker = daemon = console = None
     simulators: list[Any] = []
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -193,9 +206,12 @@ def main(example: Path = EXAMPLE) -> int:
             wait_for_line(daemon.log_path, f"device {device['name']}: subscribed", timeout=120)
             say(f"demo: starting the sensors of {device['name']} ({device['driver']})")
             simulators.append(start_simulator(device, workdir))
+        console, url = start_console(example, config, workdir)
         say(f"demo: broker on :{broker_port}, daemon log in {daemon.log_path}")
+        say(f"demo: console on {url} (open it in a browser; log in {console.log_path})")
         topic = f"{config['uplink'].get('topic_prefix', 'gatewayd')}/+/batch"
-        return watch(Receiver("127.0.0.1", broker_port, topic, insecure_plain=True), load_public_key(public_key))
+        return watch(Receiver("127.0.0.1", broker_port, topic, insecure_plain=True), load_public_key(public_key),
+                     note=f"console: {url}")
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # the reader of our output is gone (tee killed by the same Ctrl-C): stop all
@@ -207,7 +223,7 @@ def main(example: Path = EXAMPLE) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         say("\ndemo: stopping the daemon, the simulators and the broker")
-        stop_all(daemon)
+        stop_all(console, daemon)
         stop_simulators(simulators)
         stop_all(broker)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hil_tests.harness import ROOT, free_port
 
-EXAMPLE_PORTS = (11883, 15020, 15021, 15022, 15023, 15024, 14840, 17766)  # broker and simulators in the example
+EXAMPLE_PORTS = (11883, 15020, 15021, 15022, 15023, 15024, 14840, 17766, 18780)  # broker, simulators, console
 
 
 def demo_config(tmp_path: Path) -> Path:

@@ -395,3 +395,49 @@ def test_status_and_tail_over_the_control_socket(tmp_path: Path, monkeypatch):
             return len(daemon.operate.fanout.subscribers)
 
         assert served.run(subscribers()) == 0, "a vanished reader is unsubscribed"
+
+
+# ------------------------------------------------------------------------------------------ points, alarm actions
+
+def test_points_give_value_quality_age_range_and_limits_of_every_tag(tmp_path: Path):
+    daemon = fake_daemon(tmp_path, config(tmp_path))
+    daemon.sinks["plc-a"].write(np.array([0]), np.array([4.25]))
+    daemon.sinks["plc-b"].set_quality(np.array([0]), int(Quality.COMM_FAILURE))
+    points = {item["tag"]: item for item in daemon.operate.points({}, None)}
+
+    assert list(points) == ["LT101", "PT101", "FT201"]
+    level = points["LT101"]
+    assert (level["value"], level["quality"], level["quality_name"], level["unit"], level["range"]) == \
+        (4.25, 0, "GOOD", "m", [0.0, 10.0])
+    assert level["limits"] == {"HH": 9.5, "H": 9.0} and 0 <= level["age"] < 5
+    assert (points["PT101"]["value"], points["PT101"]["quality_name"], points["PT101"]["range"]) == \
+        (None, "NO_VALUE", None)
+    assert points["FT201"]["quality_name"] == "COMM_FAILURE" and points["FT201"]["device"] == "plc-b"
+
+
+def test_alarm_actions_name_who_shelved_until_when_and_forget_it_on_unshelve(tmp_path: Path):
+    daemon = fake_daemon(tmp_path, config(tmp_path))
+    daemon.sinks["plc-a"].write(np.array([0, 1]), np.array([9.8, 1.5]))
+    daemon.scanner.tick()
+    operate_on = daemon.operate
+    events = daemon.engine.act("shelve", "LT101.H", "alice", "level transmitter recalibrated", duration=600.0)
+    operate_on.on_commit(daemon.table, None, None, [dataclasses.replace(event, data={**event.data, "account": "alice"})
+                                                    for event in events])
+    shelved = operate_on.alarm_actions({}, None)["LT101.H"]
+    assert (shelved["action"], shelved["by"]) == ("shelve", "alice")
+    assert shelved["reason"] == "level transmitter recalibrated"
+    assert shelved["until"] == pytest.approx(time.time() + 600.0, abs=5)
+    operate_on.on_commit(daemon.table, None, None, daemon.engine.act("unshelve", "LT101.H", "bob"))
+    assert "LT101.H" not in operate_on.alarm_actions({}, None)
+
+
+def test_status_names_each_devices_last_error_and_the_flood_state(tmp_path: Path):
+    daemon = fake_daemon(tmp_path, config(tmp_path))
+    daemon.reloader.digest = "ab" * 32
+    down = Event("device_down", time.time() - 5, "plc-b", "plc-b down: connection refused", Priority.HIGH)
+    daemon.operate.on_commit(daemon.table, None, None, [down])
+    status = daemon.operate.status()
+    devices = {device["name"]: device for device in status["devices"]}
+    assert devices["plc-b"]["last_error"] == "plc-b down: connection refused"
+    assert devices["plc-b"]["last_error_at"] == down.ts and devices["plc-a"]["last_error"] is None
+    assert status["alarms"]["flood"] is False and status["alarms"]["per_10min"] == 0

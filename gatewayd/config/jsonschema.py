@@ -40,6 +40,7 @@ def config_schema() -> dict[str, Any]:
         "data_quality": nullable(table(tables.DATA_QUALITY_FIELDS)),
         "limits": nullable(table(tables.LIMITS_FIELDS)),
         "control": nullable(table(tables.CONTROL_FIELDS)),
+        "console": nullable(table(tables.CONSOLE_FIELDS)),
     }
     return {"$schema": DIALECT, "title": "gatewayd configuration", **table(tables.TOP_FIELDS, nested)}
 

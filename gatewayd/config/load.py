@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import gc
+import ipaddress
 import logging
 import multiprocessing
 import pickle
@@ -22,13 +23,13 @@ import yaml
 import drivers
 from gatewayd.config.cache import ConfigCache
 from gatewayd.config.model import (
-    Config, ControlConfig, DataQualityConfig, DeviceConfig, GatewayIdentity,
+    Config, ConsoleConfig, ControlConfig, DataQualityConfig, DeviceConfig, GatewayIdentity,
     LimitsConfig, MetricsConfig, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
 )
 from gatewayd.config.tables import (
-    CONTROL_FIELDS, DATA_QUALITY_FIELDS, DEVICE_FIELDS, GATEWAY_FIELDS, LIMITS_FIELDS, METRICS_FIELDS,
+    CONSOLE_FIELDS, CONTROL_FIELDS, DATA_QUALITY_FIELDS, DEVICE_FIELDS, GATEWAY_FIELDS, LIMITS_FIELDS, METRICS_FIELDS,
     REPORT_ONLY_KEYS, STALE_POLLS, STORE_FIELDS, SYSTEMD_DIRECTORIES, TAG_FIELDS, TLS_FIELDS, TOP_FIELDS,
-    UPLINK_FIELDS,
+    UPLINK_FIELDS, listen_address,
 )
 from core.schema import ConfigError, ConfigIssue, Reader
 from core.yamlload import load_yaml, recording_sources
@@ -153,10 +154,11 @@ def _build(document: Any, path: Path, reader: Reader) -> Config | None:
     quality = reader.section(top.get("data_quality"), "data_quality", _line(document, "data_quality"),
                              DATA_QUALITY_FIELDS)
     control = _control(top.get("control"), reader, _line(document, "control"))
+    console = _console(top.get("console"), reader, _line(document, "console"), base)
     if gateway is None or uplink is None or store is None or devices is None or control is None or not reader.ok:
         return None
     return Config(path, gateway, devices, store, uplink, tags, rules, metrics, tuple(reader.warnings),
-                  DataQualityConfig(**quality), limits=limits, control=control)
+                  DataQualityConfig(**quality), limits=limits, control=control, console=console)
 
 
 def _control(node: Any, reader: Reader, line: int) -> ControlConfig | None:
@@ -168,6 +170,46 @@ def _control(node: Any, reader: Reader, line: int) -> ControlConfig | None:
                     f"operators and approvers are one group ({values['approver_group']}): every operator may "
                     "approve another operator's request; give approvers a group of their own")
     return ControlConfig(**values)
+
+
+def _console(node: Any, reader: Reader, line: int, base: Path) -> ConsoleConfig:
+    """The `console:` section. Off loopback the page needs TLS and a login: without both it is refused here,
+    so a console never starts that anyone on the network could read in clear or without a password."""
+    values = reader.section(node, "console", line, CONSOLE_FIELDS)
+    if values is None or len(values) != len(CONSOLE_FIELDS):
+        return ConsoleConfig()  # the issues are recorded; no Config is built
+    listen = values.pop("listen")
+    host, port = listen_address(listen) if isinstance(listen, str) else listen
+    for key in ("cert_file", "key_file", "users_file"):
+        values[key] = base / values[key] if values[key] is not None else None
+    where = Reader.key_line(node, "listen") if node else line
+    if (values["cert_file"] is None) != (values["key_file"] is None):
+        reader.error(where, "console", "cert_file and key_file go together: give both for TLS, or neither")
+    if not loopback(host):
+        missing = [key for key in ("cert_file", "key_file", "users_file") if values[key] is None]
+        if missing:
+            reader.error(where, "console.listen",
+                         f"{host} is not a loopback address: the console serves other machines only over TLS and "
+                         f"with a login; set {', '.join(missing)} (make a users file with `gatewayd console-user`), "
+                         "or listen on 127.0.0.1")
+    if values["connections_per_address"] > values["connections"]:
+        reader.error(Reader.key_line(node, "connections_per_address"), "console.connections_per_address",
+                     f"{values['connections_per_address']} is more than connections ({values['connections']})")
+    _check_secret(reader, Reader.key_line(node, "key_file") if node else line, "console.key_file",
+                  values["key_file"], "console TLS key")
+    _check_secret(reader, Reader.key_line(node, "users_file") if node else line, "console.users_file",
+                  values["users_file"], "console users file")
+    return ConsoleConfig(host, port, **values)
+
+
+def loopback(host: str) -> bool:
+    """Whether an address is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to may change
 
 
 def _metrics(node: Any, reader: Reader, line: int, gateway: GatewayIdentity | None) -> MetricsConfig | None:

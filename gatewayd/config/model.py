@@ -171,6 +171,34 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """The `console:` section: where `gatewayd console` listens and what it lets a browser hold
+    (gatewayd.console). Off loopback it needs TLS and a login (the parse refuses it otherwise)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8780
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    users_file: Path | None = None  # `gatewayd console-user` writes it; a login is asked when it is set
+    poll_interval: float = 1.0
+    connections: int = 32
+    connections_per_address: int = 8
+    header_timeout: float = 10.0
+    request_bytes: int = 8192
+    session_lifetime: float = 8 * 3600.0
+    login_failures: int = 5
+    login_lockout: float = 300.0
+
+    @property
+    def tls(self) -> bool:
+        return self.cert_file is not None
+
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/"
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     gateway: GatewayIdentity
@@ -185,6 +213,7 @@ class Config:
     sources: tuple[SourceFile, ...] = ()  # every file the parse read, the main file first (yamlload)
     limits: LimitsConfig = field(default_factory=LimitsConfig)  # the `limits:` section (gatewayd.peerlimits)
     control: ControlConfig = field(default_factory=ControlConfig)  # roles on the control socket
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)  # the `console:` section (gatewayd console)
 
     @property
     def config_sha256(self) -> str:

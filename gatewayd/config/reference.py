@@ -24,6 +24,7 @@ SECTIONS = [
     ("data_quality", tables.DATA_QUALITY_FIELDS),
     ("limits", tables.LIMITS_FIELDS),
     ("control", tables.CONTROL_FIELDS),
+    ("console", tables.CONSOLE_FIELDS),
 ]
 
 

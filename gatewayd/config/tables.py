@@ -17,7 +17,7 @@ from core.schema import (
     Field, Invalid, boolean, described, duration, identifier, integer, number, one_of, optional,
     positive_duration, text,
 )
-from gatewayd.config.model import ACCEPT_BURST, MIN_RESERVE, ControlConfig, LimitsConfig
+from gatewayd.config.model import ACCEPT_BURST, MIN_RESERVE, ConsoleConfig, ControlConfig, LimitsConfig
 from gatewayd.systemd import Credential
 
 
@@ -252,6 +252,35 @@ METRICS_FIELDS = {
                     "group can read the figures"),
 }
 
+CONSOLE_FIELDS = {
+    "listen": Field(listen_address, f"{ConsoleConfig.host}:{ConsoleConfig.port}",
+                    "HOST:PORT the console's web page is served on; any address but loopback needs cert_file, "
+                    "key_file and users_file"),
+    "cert_file": Field(path_value, None, "TLS certificate (PEM, with its chain) of the console; with key_file"),
+    "key_file": Field(path_value, None, "TLS private key of the console; readable by its account only "
+                      "(mode 0600)"),
+    "users_file": Field(path_value, None, "password hashes (scrypt) written by `gatewayd console-user`; when set, "
+                        "the page asks for a login; readable by its account only (mode 0600)"),
+    "poll_interval": Field(positive_duration, ConsoleConfig.poll_interval,
+                           "duration: how often the console asks the daemon for status, points, alarms and "
+                           "interlocks; events make it ask at once"),
+    "connections": Field(integer(1, 10_000), ConsoleConfig.connections,
+                         "browser connections open at once; more are closed at once"),
+    "connections_per_address": Field(integer(1, 10_000), ConsoleConfig.connections_per_address,
+                                     "connections one client address may hold; at most connections"),
+    "header_timeout": Field(positive_duration, ConsoleConfig.header_timeout,
+                            "duration: time a client has to send its request (head and body)"),
+    "request_bytes": Field(integer(1024, 1 << 20), ConsoleConfig.request_bytes,
+                           "bytes of a request's head, and again of its body; a longer one is refused"),
+    "session_lifetime": Field(positive_duration, ConsoleConfig.session_lifetime,
+                              "duration: a login is good for this long"),
+    "login_failures": Field(integer(1, 1000), ConsoleConfig.login_failures,
+                            "wrong passwords from one address, or for one user, before logins from it or for "
+                            "that user are refused for login_lockout"),
+    "login_lockout": Field(positive_duration, ConsoleConfig.login_lockout,
+                           "duration: how long logins stay refused after login_failures wrong passwords"),
+}
+
 LIMITS_FIELDS = {
     "control_connections": Field(integer(1, 10_000), LimitsConfig.control_connections,
                                  "control socket connections open at once; more are closed at once"),
@@ -294,4 +323,6 @@ TOP_FIELDS = {
     "limits": Field(lambda value: value, None, "what local peers may hold: connections, request sizes, "
                     "descriptors (docs/operations.md)"),
     "control": Field(lambda value: value, None, "who may do what on the control socket: groups per role"),
+    "console": Field(lambda value: value, None, "the read-only web console (`gatewayd console`): address, TLS, "
+                     "login, limits"),
 }

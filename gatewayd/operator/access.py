@@ -4,7 +4,8 @@ The account is the one the kernel reports for the connection (SO_PEERCRED, `cont
 client writes in a request names anyone. Its roles come from group membership, as `control:` in the
 config names the groups (`gatewayd.config.model.ControlConfig`):
 
-- view: read (status, tail, alarms, interlocks, bypass list and requests): members of any of the three;
+- view: read (status, tail, points, alarm actions, alarms, interlocks, bypass list and requests): members
+  of any of the three;
 - operator: act on alarms, request and revoke bypasses, reload: members of `operator_group`;
 - approver: approve another account's request: members of `approver_group`. Being an operator gives
   no approval, and approving gives no operating.
@@ -38,7 +39,8 @@ CACHE_SECONDS = 10.0  # how long an account's resolved roles are reused
 
 # command -> the role it needs; a command missing here is refused to everybody but root and the daemon
 COMMAND_ROLES = {
-    "status": VIEW, "tail": VIEW, "alarms": VIEW, "interlocks": VIEW, "bypass_list": VIEW, "requests": VIEW,
+    "status": VIEW, "tail": VIEW, "points": VIEW, "alarm_actions": VIEW, "alarms": VIEW, "interlocks": VIEW,
+    "bypass_list": VIEW, "requests": VIEW,
     "ack": OPERATOR, "shelve": OPERATOR, "unshelve": OPERATOR, "out_of_service": OPERATOR,
     "return_to_service": OPERATOR, "reset": OPERATOR, "bypass_request": OPERATOR, "bypass_revoke": OPERATOR,
     "reload": OPERATOR,

@@ -6,6 +6,8 @@
   interlocks are bypassed, and the uplink's recent rate (`gatewayd.operator.status`). The CLI turns
   the answer into text with `gatewayd.operator.render`.
 - `tail`: live samples and events (`gatewayd.operator.tail`); `on_commit` is the scanner's tap.
+- `points` and `alarm_actions`: every tag's value, quality, age, range and limits, and who shelved or took
+  out of service which alarm (`gatewayd.operator.points`), for the console (`gatewayd.console`).
 - `reload`: the daemon's `gatewayd.reload.Reloader`, for the running config file only.
 
     operate = Operate(daemon, reloader)
@@ -25,6 +27,7 @@ import numpy as np
 from gatewayd import __version__
 from gatewayd.metrics import snapshot
 from gatewayd.operator.control import CommandError, Handler, Peer
+from gatewayd.operator.points import ActionRecord, point_list
 from gatewayd.operator.status import RATE_SAMPLE, RateWindow, alarms_by_priority, data_quality_status, tag_quality
 from gatewayd.operator.tail import Fanout, TailFilter
 from core.types import Event
@@ -45,12 +48,17 @@ class Operate:
         self.rates = RateWindow()
         self.started = time.time()
         self.device_since: dict[str, float] = {}
+        self.device_error: dict[str, tuple[float, str]] = {}  # the latest device_down: when and why
+        self.actions = ActionRecord()
 
     # the scanner calls this after every commit (a scan tick or an operator action)
     def on_commit(self, table: Any, rows: np.ndarray | None, samples: Any, events: Sequence[Event]) -> None:
         for event in events:
             if event.kind in DEVICE_EVENTS:
                 self.device_since[event.source] = event.ts
+            if event.kind == "device_down":
+                self.device_error[event.source] = (event.ts, event.message)
+        self.actions.feed(events)
         if self.fanout.subscribers:
             self.fanout.publish(table, rows, samples, events)
 
@@ -64,7 +72,8 @@ class Operate:
             await asyncio.sleep(RATE_SAMPLE)
 
     def handlers(self) -> dict[str, Handler]:
-        return {"status": self.status, "tail": self.tail, "reload": self.reload}
+        return {"status": self.status, "tail": self.tail, "reload": self.reload, "points": self.points,
+                "alarm_actions": self.alarm_actions}
 
     # ---------------------------------------------------------------------------------- commands
 
@@ -72,6 +81,7 @@ class Operate:
         daemon = self.daemon
         snap = snapshot(daemon)
         rules = daemon.scanner.engine.status()
+        analytics = snap["rules"]["analytics"]
         devices = {device.name: device for device in daemon.config.devices}
         for item in snap["devices"]:
             device = devices.get(item["name"])
@@ -79,6 +89,7 @@ class Operate:
             item["poll_interval"] = device.poll_interval if device else None
             item["tags"] = len(device.tags) if device else 0
             item["since"] = self.device_since.get(item["name"])
+            item["last_error_at"], item["last_error"] = self.device_error.get(item["name"], (None, None))
         store = snap["store"]
         oldest = store.get("oldest_pending_ts")
         store["oldest_pending_age"] = max(0.0, snap["wall"] - oldest) if oldest is not None else None
@@ -96,7 +107,8 @@ class Operate:
             "devices": snap["devices"],
             "scan": snap["scan"],
             "tags": tag_quality(daemon.table),
-            "alarms": {"by_priority": alarms_by_priority(rules["states"], rules["priorities"]), **rules["counts"]},
+            "alarms": {"by_priority": alarms_by_priority(rules["states"], rules["priorities"]), **rules["counts"],
+                       "flood": bool(analytics["flood"]), "per_10min": analytics["current_per_10min"]},
             "interlocks": {"total": rules["interlocks"],
                            "bypassed": [{key: item[key] for key in ("id", "unit", "bypassed_since",
                                                                     "authorized_until", "flags")}
@@ -123,6 +135,12 @@ class Operate:
                     yield line
         finally:
             self.fanout.unsubscribe(subscriber)
+
+    def points(self, request: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        return point_list(self.daemon.table, self.daemon.config.rules.gas)
+
+    def alarm_actions(self, request: dict[str, Any], peer: Peer) -> dict[str, dict[str, Any]]:
+        return self.actions.latest
 
     async def reload(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
         wanted = request.get("config")

@@ -66,10 +66,11 @@ class View:
             else:
                 self.events.appendleft(event)
 
-    def render(self, source: str) -> str:
+    def render(self, source: str, note: str = "") -> str:
         report = self.verifier.report()
         chain = f"{GREEN}verified{RESET}" if report.ok else f"{RED}PROBLEMS{RESET}"
         lines = [f"{BOLD}gatewayd watch{RESET}  {source}  {datetime.now():%Y-%m-%d %H:%M:%S}",
+                 *([note] if note else []),
                  f"gateway {self.gateway or '-'}  batches {self.batches}  last seq {self.last_seq}  "
                  f"samples {self.samples}  events {self.event_count}  chain {chain}", "",
                  f"{BOLD}{'TAG':<12}{'VALUE':>12}  {'UNIT':<6}{'QUALITY':<15}TIME{RESET}"]
@@ -91,8 +92,9 @@ class View:
         return "\n".join(lines)
 
 
-def watch(receiver, public_key, refresh: float = 1.0, out=sys.stdout) -> int:
-    """Run until interrupted; each refresh feeds the batches that arrived since the last one."""
+def watch(receiver, public_key, refresh: float = 1.0, out=sys.stdout, note: str = "") -> int:
+    """Run until interrupted; each refresh feeds the batches that arrived since the last one. `note` is a
+    line shown under the title (the demo names its console there)."""
     view = View(public_key)
     receiver.start()
     seen = 0
@@ -102,7 +104,7 @@ def watch(receiver, public_key, refresh: float = 1.0, out=sys.stdout) -> int:
             for frame in frames[seen:]:
                 view.feed(frame)
             seen = len(frames)
-            out.write(CLEAR + view.render(f"{receiver.host}:{receiver.port} {receiver.topic}") + "\n")
+            out.write(CLEAR + view.render(f"{receiver.host}:{receiver.port} {receiver.topic}", note) + "\n")
             out.flush()
             time.sleep(refresh)
     except KeyboardInterrupt:
