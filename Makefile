@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto socat systemd faketime nodejs npm chromium chromium-driver
+APT_PACKAGES := mosquitto socat systemd faketime nodejs npm chromium chromium-driver postgresql
 NODE_SIM := hil_tests/sim/nodeopcua
 PREFIX ?= /opt/gatewayd
 DESTDIR ?=
@@ -24,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # Debian packages: the MQTT broker for the demo and HIL tests, socat for serial lines on pseudo-terminals,
-# faketime (libfaketime) to step the daemon's wall clock in hil_tests/test_clock.py, Node.js and npm for
+# faketime (libfaketime) to step the daemon's wall clock in hil_tests/test_clock.py, PostgreSQL for gatewayd-ingest
+# (its tests start their own cluster, hil_tests/postgres.py), Node.js and npm for
 # the node-opcua simulator (a second OPC UA stack), whose packages npm installs as its lock file pins them,
 # Chromium and its WebDriver for the console's browser test (hil_tests/test_console.py; nothing is downloaded
 # at run time).

@@ -1,0 +1,126 @@
+"""Simulated gateways for the ingest service: each has its own Ed25519 key and builds and signs real batches
+(core.batchformat), chained exactly as the daemon chains them; a publisher sends them to the broker at QoS 1.
+
+Every sample a fleet builds is unique per gateway by (tag, ts), so a test can count that each is stored
+exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from core.batchformat import encode_envelope
+
+START_MS = 1_790_000_000_000  # 2026-09-21, a fixed day: partitions and counts do not depend on the clock
+
+
+@dataclass
+class SimGateway:
+    gateway_id: str
+    tags: int = 10
+    key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    boot_id: bytes = field(default_factory=lambda: os.urandom(16))
+    seq: int = 0
+    prev_hash: bytes = bytes(32)
+    clock_ms: int = START_MS
+    samples_built: int = 0
+    events_built: int = 0
+
+    @property
+    def public_key(self) -> bytes:
+        return self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def write_public_key(self, path: Path) -> Path:
+        path.write_bytes(self.key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+        return path
+
+    def body(self, samples: int, events: int = 0) -> dict:
+        """`samples` readings spread over the gateway's tags, one ms apart, and `events` alarm events."""
+        names = [f"PT-{i:03d}" for i in range(min(self.tags, samples))]
+        ts = [self.clock_ms + i for i in range(samples)]
+        self.clock_ms += samples
+        body = {
+            "tags": names,
+            "samples": {
+                "tag": [i % len(names) for i in range(samples)] if names else [],
+                "ts": ts,
+                "value": [round(20.0 + (t % 1000) / 100, 2) for t in ts],
+                "quality": [0] * samples,
+                "source_ts": [None] * samples,
+            },
+            "events": [
+                {"ts": self.clock_ms + i, "kind": "alarm", "source": "PT-000", "priority": 2,
+                 "message": "PT-000 high", "data": {"alarm": "PT-000.H", "state": "active", "value": 31.5}}
+                for i in range(events)
+            ],
+        }
+        self.clock_ms += events
+        return body
+
+    def sign(self, body: dict) -> bytes:
+        """The next batch of the chain carrying `body`."""
+        self.seq += 1
+        envelope = encode_envelope(body, gateway_id=self.gateway_id, boot_id=self.boot_id, seq=self.seq,
+                                   prev_hash=self.prev_hash, created_ms=self.clock_ms, private_key=self.key)
+        self.prev_hash = hashlib.sha256(envelope).digest()
+        self.samples_built += len(body["samples"]["ts"])
+        self.events_built += len(body["events"])
+        return envelope
+
+    def next_batch(self, samples: int, events: int = 0) -> bytes:
+        return self.sign(self.body(samples, events))
+
+    def restart(self) -> None:
+        """A daemon restart: a new boot id, the chain goes on."""
+        self.boot_id = os.urandom(16)
+
+    @property
+    def topic(self) -> str:
+        return f"gatewayd/{self.gateway_id}/batch"
+
+
+def fleet(count: int, tags: int = 10, prefix: str = "SIM-GW") -> list[SimGateway]:
+    return [SimGateway(f"{prefix}-{i:04d}", tags) for i in range(count)]
+
+
+class Publisher:
+    """A QoS 1 publisher that waits for the broker's acknowledgement of everything it sent, reconnecting
+    (and paho republishing the unacknowledged) across a broker restart."""
+
+    def __init__(self, port: int, client_id: str = "uplink-fleet") -> None:
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self._client.max_inflight_messages_set(1000)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self._connected = threading.Event()
+        self._client.on_connect = lambda *args: self._connected.set()
+        self._client.connect_async("127.0.0.1", port, keepalive=30, clean_start=False)
+        self._client.loop_start()
+        self._pending: list[mqtt.MQTTMessageInfo] = []
+        if not self._connected.wait(15):
+            raise TimeoutError(f"publisher could not connect to 127.0.0.1:{port}")
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._pending.append(self._client.publish(topic, payload, qos=1))
+
+    def wait_acknowledged(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for info in self._pending:
+            while not info.is_published():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"broker did not acknowledge every batch within {timeout} s")
+                time.sleep(0.01)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
