@@ -14,6 +14,8 @@ from gatewayd.keys import load_public_key
 from gatewayd.platform.receiver import Receiver
 from gatewayd.platform.verify import ChainVerifier, Report
 from hil_tests.harness import Broker, Daemon, Process, Simulator, plant_config, stop_all
+from hil_tests.ingest_plant import new_database
+from hil_tests.postgres import Postgres
 from hil_tests.sim.rtu_bus import SerialPair
 from hil_tests.simprocess import SimProcess
 
@@ -119,3 +121,17 @@ def serial_pair(tmp_path: Path) -> Iterator[Callable[..., SerialPair]]:
     finally:
         for pair in pairs:
             pair.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One throw-away PostgreSQL cluster for the session (hil_tests/postgres.py); a test that stops it
+    starts it again. Each test takes a database of its own from `ingest_db`."""
+    with Postgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def ingest_db(postgres: Postgres) -> str:
+    """A fresh database with the gatewayd-ingest schema; its libpq connection string."""
+    return new_database(postgres)

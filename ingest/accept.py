@@ -216,8 +216,8 @@ class Acceptor:
     def _order(self, state: _State, seq: int, note) -> None:
         """Open a gap for the seqs skipped, or close the part of a gap this seq fills."""
         gateway_id, epoch = state.gateway_id, state.epoch
-        if state.head_seq == 0:
-            state.low_seq = state.head_seq = seq
+        if state.head_seq == 0:  # the first batch of the epoch anchors the chain
+            state.low_seq = seq
             return
         if seq > state.head_seq + 1:
             self._open_gap(gateway_id, epoch, state.head_seq + 1, seq - 1)

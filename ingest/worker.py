@@ -77,6 +77,7 @@ class Worker:
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
 
     def stop(self) -> None:
         self._stop.set()
@@ -163,6 +164,12 @@ class Worker:
         log.info("connected to %s:%s as %s (session present: %s), subscribing to %s", self.config.broker_host,
                  self.config.broker_port, self.config.client_id, flags.session_present, self.config.subscription)
         client.subscribe(self.config.subscription, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if all(not code.is_failure for code in reason_codes):
+            log.info("subscribed to %s", self.config.subscription)
+        else:
+            log.error("subscription to %s refused: %s", self.config.subscription, reason_codes)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self._stop.is_set():

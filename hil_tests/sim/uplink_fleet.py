@@ -101,13 +101,29 @@ class Publisher:
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(min_delay=1, max_delay=2)
-        self._connected = threading.Event()
-        self._client.on_connect = lambda *args: self._connected.set()
+        self._connects = 0
+        self._changed = threading.Condition()
+        self._client.on_connect = self._on_connect
         self._client.connect_async("127.0.0.1", port, keepalive=30, clean_start=False)
         self._client.loop_start()
         self._pending: list[mqtt.MQTTMessageInfo] = []
-        if not self._connected.wait(15):
-            raise TimeoutError(f"publisher could not connect to 127.0.0.1:{port}")
+        self.port = port
+        self.wait_connects(1)
+
+    @property
+    def connects(self) -> int:
+        return self._connects
+
+    def _on_connect(self, *args) -> None:
+        with self._changed:
+            self._connects += 1
+            self._changed.notify_all()
+
+    def wait_connects(self, count: int, timeout: float = 30.0) -> None:
+        """Wait for the `count`-th connection (say, after a broker restart) before publishing more."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._connects >= count, timeout):
+                raise TimeoutError(f"publisher not connected to 127.0.0.1:{self.port} after {timeout} s")
 
     def publish(self, topic: str, payload: bytes) -> None:
         self._pending.append(self._client.publish(topic, payload, qos=1))

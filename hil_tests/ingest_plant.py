@@ -1,0 +1,82 @@
+"""The platform in a box for gatewayd-ingest: a PostgreSQL cluster, a database per test, mosquitto and ingest
+workers as real processes. Shared by the HIL tests and bench/bench_ingest.py; nothing here knows about pytest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+from hil_tests.harness import ROOT, Process
+from hil_tests.postgres import Postgres
+from ingest.schema import migrate
+
+_databases = itertools.count(1)
+
+
+def new_database(pg: Postgres) -> str:
+    """A fresh database in the cluster, with the ingest schema; returns its connection string."""
+    name = f"ingest{next(_databases)}"
+    with psycopg.connect(pg.conninfo, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    conninfo = pg.conninfo.replace("dbname=postgres", f"dbname={name}")
+    with psycopg.connect(conninfo) as conn:
+        migrate(conn)
+    return conninfo
+
+
+def run_ingest(conninfo: str, *args: str) -> str:
+    """Run `gatewayd-ingest --db CONNINFO ARGS` as an operator would; its output, or RuntimeError."""
+    done = subprocess.run([sys.executable, "-m", "ingest", "--db", conninfo, *args], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"gatewayd-ingest {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+class IngestWorker(Process):
+    """`gatewayd-ingest run` with a fixed client id: restarted, it resumes its session and the broker
+    redelivers what it had not acknowledged."""
+
+    def __init__(self, workdir: Path, conninfo: str, broker_port: int, client_id: str,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.client_id = client_id
+        argv = [sys.executable, "-m", "ingest", "--db", conninfo, "run", "--broker", f"127.0.0.1:{broker_port}",
+                "--client-id", client_id, "--insecure-plain", *extra]
+        super().__init__("ingest", argv, workdir / f"ingest-{client_id}.log", cwd=ROOT)
+
+    def start(self, timeout: float = 30.0) -> IngestWorker:
+        """Start and wait until the broker granted the shared subscription (counted in the log)."""
+        before = self.log_text().count("subscribed to")
+        super().start()
+        wait_until(lambda: self.log_text().count("subscribed to") > before, timeout,
+                   f"{self.client_id} subscribed", self)
+        return self
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, *watched: Process) -> object:
+    """Poll `condition` until it is true; fail with the watched processes' log tails otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {p.name} {p.log_path}:\n{p.log_text()[-3000:]}" for p in watched)
+            raise AssertionError(f"not within {timeout} s: {what}\n{tails}")
+        time.sleep(0.1)
+
+
+def query(conninfo: str, sql: str, *params) -> list[tuple]:
+    """Rows of one query; a database briefly away (restarting) reads as no rows, for wait_until."""
+    try:
+        with psycopg.connect(conninfo, connect_timeout=5) as conn:
+            return conn.execute(sql, params).fetchall()
+    except psycopg.OperationalError:
+        return []
