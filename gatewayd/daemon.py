@@ -42,6 +42,7 @@ from gatewayd.systemd import notify, watchdog_interval
 from core.types import QUALITY_BAD_MIN, Event, Priority
 from gatewayd.uplink.publisher import new_boot_id
 from gatewayd.values.carry import carry_over
+from core.waits import end_tasks, wait_set
 
 log = logging.getLogger("gatewayd")
 
@@ -124,10 +125,7 @@ class Daemon:
         stop.cancel()
         uplink = heart[1]
         tasks += self.driver_tasks.values()  # as they are now: a reload may have replaced some
-        for task in tasks:
-            if task is not uplink:
-                task.cancel()
-        await asyncio.gather(*(task for task in tasks if task is not uplink), stop, return_exceptions=True)
+        await end_tasks([*(task for task in tasks if task is not uplink), stop], log)
         await self.control.close()
         try:
             self.scanner.tick(stale_as_of=stopping_at)  # commit what the last polls brought
@@ -212,10 +210,7 @@ class Daemon:
             changed = self.table.changed  # a reload may replace the table and the interval
             # the next stale deadline wakes the scan too, so a silent tag turns STALE on time
             wait = min(self.config.gateway.scan_interval, max(0.0, self.table.stale_due - time.monotonic()))
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+            await wait_set(changed, wait)
             delay = last + MIN_SCAN_SPACING - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)

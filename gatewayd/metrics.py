@@ -410,7 +410,8 @@ class MetricsServer:
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
         limits = self.limits
         try:
-            head = await asyncio.wait_for(reader.readuntil(HEADER_END), limits.metrics_header_timeout)
+            async with asyncio.timeout(limits.metrics_header_timeout):
+                head = await reader.readuntil(HEADER_END)
             method, accept = parse_request(head)
         except TimeoutError:
             self.refusals.refused(peer, f"request not complete within {limits.metrics_header_timeout:g} s "
@@ -428,4 +429,5 @@ class MetricsServer:
         snap = snapshot(self.daemon)
         body, content_type = await asyncio.get_running_loop().run_in_executor(self._renderer, render, snap, accept)
         writer.write(response("200 OK", content_type, body, include_body=method == "GET"))
-        await asyncio.wait_for(writer.drain(), limits.metrics_header_timeout)
+        async with asyncio.timeout(limits.metrics_header_timeout):
+            await writer.drain()

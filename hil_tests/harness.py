@@ -10,11 +10,13 @@ import contextlib
 import getpass
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -195,6 +197,42 @@ class Daemon(Process):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "NUMBA_CACHE_DIR": str(SHARED_NUMBA_CACHE)}
         argv = [sys.executable, "-m", "gatewayd", "run", "-c", str(config_path), "--log-level", log_level]
         super().__init__("gatewayd", argv, workdir / "gatewayd.log", env=env, cwd=ROOT)
+
+
+class CommandedProcess:
+    """A simulator run as a child process, driven by one command a line on its stdin and answering each
+    with one line on its stdout. Every read has a deadline: a simulator that stops answering fails the
+    test at once, naming the command, instead of blocking on the pipe until pytest-timeout's 300 s."""
+
+    def __init__(self, argv: Sequence[str], ready: str, start_timeout: float = 30.0) -> None:
+        self.process = subprocess.Popen(list(argv), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.ready_line = self._answer("(start)", start_timeout)
+        assert self.ready_line.startswith(ready), f"{' '.join(argv[1:3])} did not start: {self.ready_line!r}"
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # the simulator ended: the waiting command gets an empty answer
+
+    def _answer(self, command: str, timeout: float) -> str:
+        try:
+            return self._lines.get(timeout=timeout).strip()
+        except queue.Empty:
+            raise AssertionError(f"the simulator did not answer {command!r} within {timeout:g} s") from None
+
+    def ask(self, command: str, timeout: float = 45.0) -> str:
+        """Send one command and return its answer line."""
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._answer(command, timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
 
 
 def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ change, and its `data_quality` events must count exactly the reads the transmitt
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import yaml
 
 from gatewayd.platform.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant
-from hil_tests.harness import ROOT, Broker, make_key, stop_all
+from hil_tests.harness import Broker, CommandedProcess, make_key, stop_all
 
 POLL = 0.5
 FROZEN_AFTER = 2.0
@@ -29,28 +28,18 @@ IN_FLIGHT = 0.25
 WAIT = 60.0
 
 
-class Transmitter:
+class Transmitter(CommandedProcess):
     """The simulator as a child process, driven by commands on its stdin."""
 
     def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "hil_tests.sim.transmitter", "--port", "0"],
-                                        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("READY "), f"transmitter did not start: {line!r}"
-        self.port = int(line.split()[1])
+        super().__init__([sys.executable, "-m", "hil_tests.sim.transmitter", "--port", "0"], ready="READY ")
+        self.port = int(self.ready_line.split()[1])
 
     def command(self, word: str) -> str:
-        self.process.stdin.write(word + "\n")
-        self.process.stdin.flush()
-        return self.process.stdout.readline().strip()
+        return self.ask(word)
 
     def stats(self) -> dict:
         return json.loads(self.command("stats"))
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=5)
 
 
 @pytest.fixture

@@ -9,20 +9,18 @@ that the rules engine raises from the channels declared under `rules.gas`.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import yaml
 
 from core.types import Quality
 from hil_tests.conftest import Plant
+from hil_tests.harness import CommandedProcess
 from hil_tests.test_end_to_end import events_of, samples_by_tag, wait_quiet
 
-ROOT = Path(__file__).resolve().parents[1]
 POLL = 0.25
 HEARTBEAT_TIMEOUT = 1.5
 LEAKS = ("GT101", "GT102")
@@ -30,24 +28,14 @@ FAULTY, CALIBRATING, TOXIC = "GT105", "GT106", "GT110"
 MIDAS_TAG = "GT301"
 
 
-class PanelProcess:
+class PanelProcess(CommandedProcess):
     def __init__(self, device_map: str = "generic") -> None:
-        argv = [sys.executable, "-m", "hil_tests.sim.gds_panel", "--port", "0", "--heartbeat-period", "0.2",
-                "--map", device_map]
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("READY "), f"panel simulator did not start: {line!r}"
-        self.port = int(line.split()[1])
+        super().__init__([sys.executable, "-m", "hil_tests.sim.gds_panel", "--port", "0", "--heartbeat-period",
+                          "0.2", "--map", device_map], ready="READY ")
+        self.port = int(self.ready_line.split()[1])
 
     def send(self, command: str) -> None:
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        assert self.process.stdout.readline().strip() == f"OK {command}"
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        assert self.ask(command) == f"OK {command}"
 
 
 @pytest.fixture

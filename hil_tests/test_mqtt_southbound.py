@@ -7,7 +7,6 @@ fleet's broker acknowledged.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -21,7 +20,7 @@ from gatewayd.keys import load_public_key
 from core.types import Quality
 from gatewayd.platform.receiver import Receiver
 from gatewayd.platform.verify import ChainVerifier
-from hil_tests.harness import ROOT, Broker, Daemon, make_key, stop_all
+from hil_tests.harness import Broker, CommandedProcess, Daemon, make_key, stop_all
 
 GATEWAY_ID = "GW-MQTT-001"
 TOPIC = f"gatewayd/{GATEWAY_ID}/batch"
@@ -29,27 +28,18 @@ DETECTORS = ("GD-001", "GD-002", "GD-003")
 PUMP = ("vibration", "temperature", "running")
 
 
-class Fleet:
+class Fleet(CommandedProcess):
     """`python -m hil_tests.sim.sensor_fleet --commands`, driven through its stdin."""
 
     def __init__(self, port: int, *options: str) -> None:
-        argv = [sys.executable, "-m", "hil_tests.sim.sensor_fleet", "--port", str(port), "--commands", *options]
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.strip() == "READY", f"sensor fleet did not start: {line!r}"
+        super().__init__([sys.executable, "-m", "hil_tests.sim.sensor_fleet", "--port", str(port), "--commands",
+                          *options], ready="READY")
 
     def command(self, line: str) -> dict[str, Any]:
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        return json.loads(self.process.stdout.readline())
+        return json.loads(self.ask(line))  # `quiet` waits up to 30 s for acknowledgements: ask's 45 s cover it
 
     def acked(self) -> list[tuple[str, float, int]]:
         return [tuple(entry) for entry in self.command("stats")["acked"]]
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
 
 
 class Upstream:

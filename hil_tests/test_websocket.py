@@ -9,7 +9,6 @@ compared with that record: every reading with its value and source time, sent be
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -18,31 +17,26 @@ import pytest
 
 from core.types import Quality
 from hil_tests.conftest import Plant
+from hil_tests.harness import CommandedProcess
 from hil_tests.test_end_to_end import events_of
 from hil_tests.test_gds import qualities, wait_upstream
 from hil_tests.test_tls import Authority
 
-ROOT = Path(__file__).resolve().parents[1]
 TAGS = {"GD201": "GD-201", "GD202": "GD-202"}
 SUBSCRIBE = {"op": "subscribe", "sensors": list(TAGS.values())}
 
 
-class Source:
+class Source(CommandedProcess):
     """The simulator process, driven over stdin; `sent()` reads its record of what it sent."""
 
     def __init__(self, record: Path, *options: str) -> None:
         self.record = record
-        argv = [sys.executable, "-m", "hil_tests.sim.ws_source", "--port", "0", "--period", "0.2",
-                "--record", str(record), "--commands", *options]
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("READY "), f"WebSocket source did not start: {line!r}"
-        self.port = int(line.split()[1])
+        super().__init__([sys.executable, "-m", "hil_tests.sim.ws_source", "--port", "0", "--period", "0.2",
+                          "--record", str(record), "--commands", *options], ready="READY ")
+        self.port = int(self.ready_line.split()[1])
 
     def send(self, command: str) -> None:
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        assert self.process.stdout.readline().strip() == f"OK {command}"
+        assert self.ask(command) == f"OK {command}"
 
     def entries(self) -> list[dict]:
         return [json.loads(line) for line in self.record.read_text().splitlines()]

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import socket
 import struct
 import time
@@ -54,6 +56,36 @@ def unpack(table: str, data: bytes) -> list[int] | list[bool]:
     if FUNCTION_CODES[table] <= 2:
         return [bool(data[i // 8] >> (i % 8) & 1) for i in range(8 * len(data))]
     return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+
+
+async def connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: tuple) -> None:
+    """Connect a non-blocking socket. The kernel is asked at once (uvloop's sock_connect may ask only at
+    the loop's next turn, which a busy loop delays past the timeout), so that `connected` can tell at the
+    timeout whether the device answered in time."""
+    error = sock.connect_ex(address)
+    if error in (errno.EINPROGRESS, errno.EAGAIN):
+        writable = loop.create_future()
+        loop.add_writer(sock.fileno(), lambda: writable.done() or writable.set_result(None))
+        try:
+            await writable
+        finally:
+            loop.remove_writer(sock.fileno())
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        raise OSError(error, os.strerror(error))
+
+
+def connected(sock: socket.socket | None) -> bool:
+    """Whether a connect whose timeout fired has completed all the same. A busy event loop (the first scan
+    loading the rule kernels, say) can let the timeout fire before it sees a connect the device answered
+    in time; that connection counts, as a late-read answer does."""
+    if sock is None or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
+        return False
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 class Framing(Protocol):
@@ -198,22 +230,39 @@ class Link:
         self.close()
         self._chunks, self._lost = [], None
         loop = asyncio.get_running_loop()
+        sock: socket.socket | None = None
         try:
             async with asyncio.timeout(timeout):
-                family, kind, protocol, _, address = (await loop.getaddrinfo(self.host, self.port, type=self.kind))[0]
+                family, kind, protocol, _, address = await self._address(loop)
                 sock = socket.socket(family, kind, protocol)
-                try:
-                    sock.setblocking(False)
-                    with contextlib.suppress(OSError):  # without it, arrival falls back to the loop's time
-                        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                    await loop.sock_connect(sock, address)
-                except BaseException:
+                sock.setblocking(False)
+                with contextlib.suppress(OSError):  # without it, arrival falls back to the loop's time
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                await connect(loop, sock, address)
+        except TimeoutError:
+            if not connected(sock):
+                if sock is not None:
                     sock.close()
-                    raise
-        except (OSError, TimeoutError) as exc:
-            raise CommError(f"cannot connect to {self.host}:{self.port} ({exc or 'no answer in time'})") from None
+                raise CommError(f"cannot connect to {self.host}:{self.port} (no answer in time)") from None
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            raise CommError(f"cannot connect to {self.host}:{self.port} ({exc})") from None
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
         self._socket = sock
         loop.add_reader(sock.fileno(), self._on_readable)
+
+    async def _address(self, loop: asyncio.AbstractEventLoop) -> tuple:
+        """The address to connect to. An IP address is taken as it is, here: the loop's getaddrinfo runs in
+        its shared thread pool, where a device reconnecting after every garbage answer would queue behind
+        the others and miss its connect timeout. A host name is resolved there, at every connect."""
+        try:
+            return socket.getaddrinfo(self.host, self.port, type=self.kind, flags=socket.AI_NUMERICHOST)[0]
+        except socket.gaierror:
+            return (await loop.getaddrinfo(self.host, self.port, type=self.kind))[0]
 
     def close(self) -> None:
         """Reset the connection: whatever the device still sends is discarded with it, and no local

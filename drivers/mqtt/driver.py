@@ -33,6 +33,7 @@ from drivers.mqtt.link import Link
 from drivers.mqtt.sparkplug_host import SparkplugProfile
 from drivers.writebatch import WriteBatch
 from core.types import Quality, SampleSink
+from core.waits import wait_set
 
 log = logging.getLogger("gatewayd.drivers.mqtt")
 
@@ -118,10 +119,7 @@ class MqttDriver:
                 await asyncio.sleep(0 if tokens >= 1 else (1 - tokens) / rate)
                 continue
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), SILENCE_CHECK)
-            except TimeoutError:
-                pass
+            await wait_set(self._wake, SILENCE_CHECK)
 
     def _decode(self, sink: SampleSink, budget: int) -> int:
         messages = self.inbox.take(budget)

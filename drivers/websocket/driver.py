@@ -39,6 +39,7 @@ from drivers.writebatch import WriteBatch
 from drivers.jsonmap import BadDocument, JsonMapping, decode_document
 from drivers.kit import Backoff, DeviceHealth, Problems
 from drivers.websocket.config import WebSocketSettings
+from core.waits import wait_set
 
 log = logging.getLogger("gatewayd.drivers.websocket")
 
@@ -155,10 +156,7 @@ class WebSocketDriver:
                 await asyncio.sleep(0 if tokens >= 1 else (1 - tokens) / rate)
                 continue
             self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), GAP_REPORT_SPACING)
-            except TimeoutError:
-                pass
+            await wait_set(self._arrived, GAP_REPORT_SPACING)
 
     def decode(self, sink: SampleSink, messages: list[Message]) -> None:
         """Messages into the tags they are for, written in few sink calls."""

@@ -35,6 +35,7 @@ import pwd
 import socket
 import stat
 import struct
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,12 +44,14 @@ from typing import Any
 from gatewayd.config.model import ACCEPT_BURST, LimitsConfig
 from gatewayd.peerlimits import DescriptorReserve, RefusalLog, Slots, nesting_depth
 from core.types import Event
+from core.waits import end_tasks
 
 log = logging.getLogger("gatewayd.control")
 
 SOCKET_NAME = "control.sock"
 SOCKET_UMASK = 0o117  # the socket file comes out rw-rw----
 DIRECTORY_MODE = 0o750
+BACKLOG_RETRY = 0.02  # seconds between connects while the backlog is full
 Handler = Callable[[dict[str, Any], "Peer"], Any]
 
 
@@ -156,9 +159,7 @@ class ControlServer:
         if self._server is None:
             return
         self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await end_tasks(self._connections, log)
         await self._server.wait_closed()
         self._server = None
         with contextlib.suppress(FileNotFoundError):
@@ -187,7 +188,8 @@ class ControlServer:
         try:
             while True:
                 try:
-                    line = await asyncio.wait_for(reader.readline(), limits.control_idle_timeout)
+                    async with asyncio.timeout(limits.control_idle_timeout):
+                        line = await reader.readline()
                 except TimeoutError:  # idle, or a request sent too slowly: the place goes to someone else
                     break
                 except ValueError:  # longer than the limit: the stream cannot be resynchronised
@@ -255,7 +257,8 @@ class ControlServer:
         """Write one line; a peer that does not take it within the idle timeout (a `tail` that stopped
         reading) loses the connection (TimeoutError), so it cannot hold the daemon's buffers."""
         writer.write(_dumps(message))
-        await asyncio.wait_for(writer.drain(), self.limits.control_idle_timeout)
+        async with asyncio.timeout(self.limits.control_idle_timeout):
+            await writer.drain()
 
 
 # ------------------------------------------------------------------------------------------ client
@@ -264,7 +267,7 @@ def _connect(path: Path, timeout: float) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(str(path))
+        _connect_when_accepted(sock, path, time.monotonic() + (timeout or 0.0))
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         raise ControlError(f"gatewayd is not running (nothing answers on {path})") from None
@@ -276,6 +279,20 @@ def _connect(path: Path, timeout: float) -> socket.socket:
         sock.close()
         raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
     return sock
+
+
+def _connect_when_accepted(sock: socket.socket, path: Path, deadline: float) -> None:
+    """Connect, waiting while the socket's backlog is full. A Unix socket with a timeout is refused with
+    EAGAIN while its backlog is full (one without waits in the kernel), and another account can keep it
+    full by connecting in a loop; the daemon accepts a burst at a time, so `status` gets in at the next."""
+    while True:
+        try:
+            sock.connect(str(path))
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(BACKLOG_RETRY)
 
 
 def _responses(sock: socket.socket, request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from gatewayd.operator.control import CommandError
 from core.types import Event
+from core.waits import wait_set
 
 TAIL_CAPACITY = 2000  # lines buffered per subscriber before lines are dropped
 MAX_SUBSCRIBERS = 8  # each costs the scan a filter per tick
@@ -115,11 +116,8 @@ class Subscriber:
 
     async def next(self, timeout: float) -> list[dict[str, Any]]:
         """The lines queued since the last call; an empty list after `timeout` seconds without any."""
-        if not self.lines and not self.dropped:
-            try:
-                await asyncio.wait_for(self.ready.wait(), timeout)
-            except TimeoutError:
-                return []
+        if not self.lines and not self.dropped and not await wait_set(self.ready, timeout):
+            return []
         return self.take()
 
 

@@ -44,6 +44,7 @@ from gatewayd.secretfiles import read_private
 from gatewayd.uplink.redial import Redial
 from gatewayd.uplink.batch import encode_batch
 from store import Batch, SampleBlock, Store, is_disk_full
+from core.waits import wait_set
 
 log = logging.getLogger("gatewayd.uplink")
 
@@ -151,10 +152,7 @@ class Publisher:
             while True:
                 self._pump()
                 self.progress_monotonic = time.monotonic()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
+                await wait_set(self._wake, 1.0)
                 self._wake.clear()
         finally:
             self._stopping = True

@@ -45,6 +45,7 @@ class Fleet:
         self.lock = threading.Lock()  # the readings in flight and acknowledged
         self.node_lock = threading.Lock()  # the edge node's seq, aliases and values
         self.pending: dict[int, list[tuple[str, float, int]]] = {}
+        self.answered: dict[int, mqtt.ReasonCode] = {}  # mids the broker answered before they were pending
         self.acked: list[tuple[str, float, int]] = []
         self.seq = 0
         self.bd_seq = 0
@@ -56,10 +57,16 @@ class Fleet:
     def publish(self, topic: str, payload: bytes, readings: list[tuple[str, float, int]], qos: int = 1) -> None:
         if qos == 0 and not self.client.is_connected():
             return  # a Sparkplug node sends nothing while offline; it is born again when it reconnects
+        # not under self.lock: paho calls on_publish holding its own message lock, which publish() takes too
+        info = self.client.publish(topic, payload, qos=qos)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            return
         with self.lock:
-            info = self.client.publish(topic, payload, qos=qos)
-            if info.rc == mqtt.MQTT_ERR_SUCCESS or info.rc == mqtt.MQTT_ERR_NO_CONN:
+            reason_code = self.answered.pop(info.mid, None)
+            if reason_code is None:
                 self.pending[info.mid] = readings
+            elif not reason_code.is_failure:
+                self.acked.extend(readings)  # the broker answered before publish() returned
 
     def pending_count(self) -> int:
         with self.lock:
@@ -67,8 +74,11 @@ class Fleet:
 
     def on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self.lock:
-            readings = self.pending.pop(mid, None)
-            if readings is not None and not reason_code.is_failure:
+            if mid not in self.pending:
+                self.answered[mid] = reason_code
+                return
+            readings = self.pending.pop(mid)
+            if not reason_code.is_failure:
                 self.acked.extend(readings)
 
     def detectors_tick(self) -> None:
