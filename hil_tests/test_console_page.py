@@ -52,7 +52,8 @@ const look = () => {
     if (!(key in seen.alarms)) seen.alarms[key] = now;
   }
 };
-new MutationObserver(look).observe(document.querySelector('main'), {subtree: true, childList: true, characterData: true});
+new MutationObserver(look).observe(document.querySelector('main'),
+                                  {subtree: true, childList: true, characterData: true});
 look();
 """
 
