@@ -8,6 +8,7 @@ from bench import (
     bench_alarm_load,
     bench_backfill,
     bench_daemon,
+    bench_history,
     bench_hostile,
     bench_mqtt,
     bench_opcua,
@@ -21,6 +22,7 @@ from bench import (
 
 def main() -> int:
     bench_store.main([])
+    bench_history.main([])
     bench_daemon.main([])
     bench_backfill.main([])
     bench_reconnect.main([])

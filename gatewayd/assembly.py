@@ -3,7 +3,7 @@
 Start-up (`gatewayd.daemon.Daemon`) and reload (`gatewayd.reload`) build with these same functions, so
 a reloaded configuration runs exactly as it would after a restart:
 
-- `open_store`: the SQLite store with its disk budget;
+- `open_store`: the SQLite store with its disk budget and its history's keep and bound;
 - `build_points`: the point table (every tag, and one row per interlock), the rule engine over it and
   the scanner with its data-quality accumulator;
 - `build_outbox`: what the scan appends to: the clock guard over the spill over the store (a reload
@@ -38,7 +38,7 @@ from gatewayd.values.points import PointTable
 from gatewayd.values.scan import Scanner, build_data_quality, build_engine
 from gatewayd.values.sink import DeviceSink
 from rules.engine import RuleEngine
-from store import Retention, Store
+from store import Keeping, Retention, Store
 from store.spill import Spill
 
 METADATA_CHUNK = 500  # tags described per tag_metadata event
@@ -56,7 +56,8 @@ class Points:
 
 def open_store(config: Config) -> Store:
     return Store.open(config.store.path, config.store.synchronous,
-                      Retention(config.store.max_bytes, config.store.thinning))
+                      Retention(config.store.max_bytes, config.store.thinning),
+                      Keeping(config.history.keep, config.history.max_bytes))
 
 
 def build_points(config: Config, store: Store) -> Points:

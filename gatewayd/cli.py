@@ -123,6 +123,7 @@ def write_replacing(path: Path, text: str) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from gatewayd.commissioning.historysize import history_size
     from gatewayd.config import ConfigError, load_config
 
     try:
@@ -139,6 +140,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"{args.config}: OK: gateway {config.gateway.id}, {len(config.devices)} devices, "
           f"{len(config.tags)} tags, uplink {config.uplink.transport}://{config.uplink.host}:{config.uplink.port}")
+    print(history_size(config).summary())
     return EXIT_OK
 
 
@@ -184,6 +186,54 @@ def cmd_console_user(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"{args.file}: {'added' if new else 'changed the password of'} {args.user} (mode 0600)")
     return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from gatewayd.operator.history import parse_time, write_samples
+    from store import History, HistoryError
+
+    try:
+        start, end = parse_time(args.start), parse_time(args.end) if args.end else time_now()
+    except ValueError as exc:
+        print(f"gatewayd history: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    path = store_path(args)
+    try:
+        history = History.open(path)
+        try:
+            samples = history.samples(args.tag, start, end)
+        finally:
+            history.close()
+    except HistoryError as exc:
+        print(f"gatewayd history: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except sqlite3.Error as exc:
+        hint = " (only the daemon's account and root may read it)" if "unable to open" in str(exc) else ""
+        print(f"gatewayd history: cannot read the store {path}: {exc}{hint}", file=sys.stderr)
+        return EXIT_FAILED
+    write_samples(samples, sys.stdout, args.csv)
+    print(f"{len(samples)} samples of {args.tag}", file=sys.stderr)
+    return EXIT_OK
+
+
+def time_now() -> float:
+    import time
+
+    return time.time()
+
+
+def store_path(args: argparse.Namespace) -> Path:
+    """--db, else the store of -c CONFIG, else the installed default (/var/lib/gatewayd/gatewayd.db)."""
+    from gatewayd.config import load_config
+    from gatewayd.config.tables import STORE_FIELDS, SYSTEMD_DIRECTORIES
+
+    if args.db:
+        return Path(args.db)
+    if args.config:
+        return load_config(args.config).store.path
+    return SYSTEMD_DIRECTORIES["state_dir"][1] / STORE_FIELDS["path"].default
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -632,6 +682,18 @@ def build_parser() -> argparse.ArgumentParser:
     console_user.add_argument("--password-stdin", action="store_true",
                               help="read the password from the first line of standard input (scripts)")
     console_user.set_defaults(func=cmd_console_user)
+
+    history = sub.add_parser("history", help="print or export a tag's samples from the local history and the "
+                             "store (read-only)")
+    history.add_argument("tag")
+    history.add_argument("--from", dest="start", required=True, metavar="TIME",
+                         help="ISO 8601 (2026-12-01T08:00, with +08:00 or Z; without, local time) or Unix seconds")
+    history.add_argument("--to", dest="end", metavar="TIME", help="as --from (exclusive); default now")
+    history.add_argument("--csv", action="store_true", help="CSV: time,epoch,value,quality,quality_name")
+    where = history.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", help="read the store this configuration names")
+    where.add_argument("--db", metavar="FILE", help="the store's SQLite file (default /var/lib/gatewayd/gatewayd.db)")
+    history.set_defaults(func=cmd_history)
 
     keygen = sub.add_parser("keygen", help="create the Ed25519 batch signing key (PATH, 0600) and PATH.pub")
     keygen.add_argument("path")

@@ -7,6 +7,7 @@ been down for a week still sees that week.
 
     history = History.open(Path("/var/lib/gatewayd/gatewayd.db"))   # read-only, never blocks the daemon
     trend = history.samples("TI101", start, end)     # TagHistory: ts, value, quality (numpy, by ts)
+    drawn = history.trend("TI101", start, end, 1000) # TagTrend: per span count, bad, low, high (SQL-side)
     events = history.events(start, end)              # list[Event], by ts
     history.close()
 
@@ -26,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.types import Event
+from core.types import QUALITY_BAD_MIN, Event
 from store.records import event_from_row
 
 DAY = 86400  # seconds: history is kept, counted and dropped by UTC day of the rows' gateway time
 SAMPLE, EVENT = 0, 1
+ROW = np.dtype([("ts", np.float64), ("value", np.float64), ("quality", np.uint8)])
 
 
 class HistoryError(ValueError):
@@ -66,6 +68,20 @@ class TagHistory:
 
     def __len__(self) -> int:
         return len(self.ts)
+
+
+@dataclass(frozen=True, eq=False)
+class TagTrend:
+    """One tag's range cut into equal spans starting at `start[i]`, `width` seconds each: samples, bad ones,
+    lowest and highest value (NaN when the span has no value)."""
+
+    tag: str
+    start: np.ndarray
+    width: float
+    count: np.ndarray
+    bad: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -110,10 +126,47 @@ class History:
                 self._conn.execute("SELECT day, samples, events, bytes FROM history_days ORDER BY day")]
 
     def samples(self, tag: str, start: float, end: float) -> TagHistory:
-        """Samples of `tag` with start <= ts < end, in time order (ties in commit order).
+        """Samples of `tag` with start <= ts < end, in time order (ties in commit order); non-finite values as NaN.
 
         Raises HistoryError for a tag the store has never seen or a range with end <= start.
         """
+        parts = self._read(tag, start, end, "SELECT ts, ifnull(value, 9e999), quality FROM {table} WHERE {where}",
+                           lambda cursor: np.fromiter(cursor, dtype=ROW), " ORDER BY ts, id")
+        rows = np.concatenate(parts)
+        if len(parts[-1]) and len(rows) > len(parts[-1]):  # rows still in the outbox may interleave the newest day
+            rows = rows[np.argsort(rows["ts"], kind="stable")]
+        value = rows["value"]
+        value[~np.isfinite(value)] = np.nan  # 9e999 is SQL's infinity, standing for NULL
+        return TagHistory(tag, rows["ts"], value, rows["quality"])
+
+    def trend(self, tag: str, start: float, end: float, buckets: int) -> TagTrend:
+        """`tag` between start and end cut into `buckets` equal spans: per span its sample count, bad-quality
+        count, and the lowest and highest value (NaN when no good value). For drawing long ranges: the work
+        is done in SQL, and the answer has at most `buckets` rows whatever the range holds."""
+        if buckets < 1:
+            raise HistoryError(f"buckets must be at least 1, not {buckets}")
+        width = (end - start) / buckets
+        query = (f"SELECT CAST((ts - {float(start)!r}) / {width!r} AS INTEGER) AS bucket, count(*), "
+                 f"sum(quality >= {QUALITY_BAD_MIN}), min(value), max(value) FROM {{table}} WHERE {{where}} "
+                 "GROUP BY bucket")
+        parts = self._read(tag, start, end, query, lambda cursor: cursor.fetchall())
+        count = np.zeros(buckets, dtype=np.int64)
+        bad = np.zeros(buckets, dtype=np.int64)
+        low = np.full(buckets, np.inf)
+        high = np.full(buckets, -np.inf)
+        for bucket, n, n_bad, least, most in (row for part in parts for row in part):
+            bucket = min(bucket, buckets - 1)  # float rounding at the range's end
+            count[bucket] += n
+            bad[bucket] += n_bad
+            if least is not None:
+                low[bucket], high[bucket] = min(low[bucket], least), max(high[bucket], most)
+        low[np.isinf(low)] = np.nan
+        high[np.isinf(high)] = np.nan
+        return TagTrend(tag, start + width * np.arange(buckets), width, count, bad, low, high)
+
+    def _read(self, tag: str, start: float, end: float, query: str, fetch, order: str = "") -> list:
+        """`fetch(cursor)` of `query` over every day table of the range, then of `query + order` over the
+        outbox, in one read transaction (a row moving into history meanwhile is seen once)."""
         _check_range(start, end)
         conn = self._conn
         conn.execute("BEGIN")
@@ -121,20 +174,14 @@ class History:
             found = conn.execute("SELECT id FROM tags WHERE name = ?", (tag,)).fetchone()
             if found is None:
                 raise HistoryError(f"unknown tag {tag!r}: the store has no samples of it")
-            rows: list[tuple] = []
-            for day in self._days_between(start, end):
-                rows += conn.execute(
-                    f"SELECT ts, value, quality FROM {samples_table(day)} WHERE tag_id = ? AND ts >= ? AND ts < ?",
-                    (found[0], start, end)).fetchall()
-            waiting = conn.execute(
-                f"SELECT ts, value, quality FROM outbox WHERE kind = {SAMPLE} AND tag_id = ? AND ts >= ? AND ts < ? "
-                "ORDER BY ts, id", (found[0], start, end)).fetchall()
+            where = "tag_id = ? AND ts >= ? AND ts < ?"
+            parts = [fetch(conn.execute(query.format(table=samples_table(day), where=where), (found[0], start, end)))
+                     for day in self._days_between(start, end)]
+            parts.append(fetch(conn.execute(query.format(table="outbox", where=f"kind = {SAMPLE} AND {where}") + order,
+                                            (found[0], start, end))))
         finally:
             conn.execute("COMMIT")
-        if waiting:
-            rows = sorted(rows + waiting, key=lambda row: row[0])  # stable: ties keep commit order
-        table = np.array(rows, dtype=np.float64).reshape(-1, 3)  # NULL value -> NaN
-        return TagHistory(tag, table[:, 0].copy(), table[:, 1].copy(), table[:, 2].astype(np.uint8))
+        return parts
 
     def events(self, start: float, end: float) -> list[Event]:
         """Events with start <= ts < end, in time order (ties in commit order). Raises HistoryError for end <= start."""

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 import time
+from datetime import datetime, UTC
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from core.types import Event, Priority
+from gatewayd.cli import main
+from gatewayd.commissioning.historysize import history_size
+from gatewayd.config import parse_config
+from gatewayd.config.jsonschema import config_schema
+from gatewayd.config.model import HistoryConfig
+from gatewayd.operator.history import iso
 from store import History, HistoryError, Keeping, SampleBlock, Store
 from store.history import DAY, day_of, samples_table
+from store.keeping import BYTES_PER_SAMPLE
+
+CONFIGS = Path(__file__).parent / "configs"
 
 NOW = time.time()
 TODAY = day_of(NOW) * DAY  # the tests' rows fall on today and yesterday: inside any keep of 2 days or more
@@ -105,3 +116,59 @@ def test_keep_zero_keeps_no_history(tmp_path: Path) -> None:
     send_all(store)
     assert store.stats().history_days == 0
     assert len(History.open(store.path).samples("TI101", TODAY - 1, TODAY + 1)) == 0
+
+
+def test_history_command_prints_and_exports_between_iso_and_epoch_times(store: Store, capsys) -> None:
+    (a,) = store.tag_ids(["TI101"]).tolist()
+    store.append(samples([a, a, a], [TODAY + 1, TODAY + 2.5, TODAY + 4], [1.5, np.nan, 3.0]), [])
+    send_all(store)
+    start = datetime.fromtimestamp(TODAY + 1, UTC).isoformat()  # ...T00:00:01+00:00
+    assert main(["history", "TI101", "--db", str(store.path), "--from", start, "--to", str(TODAY + 4)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines] == [[iso(TODAY + 1), "1.5", "GOOD"], [iso(TODAY + 2.5), "-", "GOOD"]]
+    assert main(["history", "TI101", "--db", str(store.path), "--from", str(TODAY), "--to", str(TODAY + 5),
+                 "--csv"]) == 0
+    rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert rows[0] == ["time", "epoch", "value", "quality", "quality_name"]
+    assert [row[1:4] for row in rows[1:]] == [[f"{TODAY + 1:.3f}", "1.5", "0"], [f"{TODAY + 2.5:.3f}", "", "0"],
+                                              [f"{TODAY + 4:.3f}", "3.0", "0"]]
+
+
+@pytest.mark.parametrize("args, status, message", [
+    (["NOPE", "--from", "0"], 1, "unknown tag 'NOPE'"),
+    (["TI101", "--from", "2026-12-01T10:00Z", "--to", "2026-12-01T09:00Z"], 1, "must end after it starts"),
+    (["TI101", "--from", "yesterday"], 2, "'yesterday' is not a time: give ISO 8601"),
+    (["TI101", "--from", "nan"], 2, "'nan' is not a time"),
+])
+def test_history_command_refuses_an_unknown_tag_and_a_bad_range(store: Store, capsys, args, status, message) -> None:
+    store.tag_ids(["TI101"])
+    assert main(["history", *args, "--db", str(store.path)]) == status
+    assert message in capsys.readouterr().err
+
+
+def test_history_command_names_a_store_it_cannot_read(tmp_path: Path, capsys) -> None:
+    assert main(["history", "TI101", "--db", str(tmp_path / "none.db"), "--from", "0"]) == 1
+    assert f"cannot read the store {tmp_path / 'none.db'}" in capsys.readouterr().err
+
+
+def test_history_keys_are_read_and_check_config_says_how_many_days_the_bound_holds(tmp_path: Path) -> None:
+    source = (CONFIGS / "good" / "minimal.yaml").read_text()
+    assert parse_config(source, tmp_path / "c.yaml").history == HistoryConfig(30 * DAY, 4 << 30)
+    config = parse_config(source + "history: {keep: 7d, max_bytes: 64 MiB}\n", tmp_path / "c.yaml")
+    assert config.history == HistoryConfig(7 * DAY, 64 << 20)
+    size = history_size(config)
+    # 3 tags polled every second, max_interval 60 s: 3 x 1,440 samples a day held still, 3 x 86,400 moving
+    assert (size.samples_per_day_still, size.samples_per_day_busy) == (4320, 259_200)
+    assert round(size.days_still, 1) == round((64 << 20) / (4320 * BYTES_PER_SAMPLE), 1) == 388.4
+    assert round(size.days_busy, 1) == 6.5
+    summary = size.summary()
+    assert "holds 388.4 days at 3 tags while values hold still" in summary and "6.5 days if every read" in summary
+    assert "the bound is reached before history.keep if values move" in summary
+    every_read = parse_config(source.replace("        unit: m\n", "        unit: m\n        report: every_read\n"),
+                              tmp_path / "c.yaml")
+    assert history_size(every_read).samples_per_day_still == 86_400 + 2 * 1440
+
+
+def test_history_keys_are_in_the_json_schema() -> None:
+    keys = config_schema()["properties"]["history"]["anyOf"][0]["properties"]
+    assert set(keys) == {"keep", "max_bytes"}

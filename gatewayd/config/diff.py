@@ -14,7 +14,7 @@ from typing import Any
 
 from gatewayd.config.model import Config, DeviceConfig, point_tags
 
-# gateway keys a reload applies; every other gateway key, the whole store section, the metrics
+# gateway keys a reload applies; every other gateway key, the whole store and history sections, the metrics
 # endpoint, the limits and the control section are set up once at start and need a restart
 LIVE_GATEWAY_KEYS = frozenset({"name", "plant", "scan_interval"})
 
@@ -112,7 +112,7 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
             diff.needs_restart.append(f"store.{field.name}")
     if essence(old.metrics) != essence(new.metrics):
         diff.needs_restart.append("metrics.listen")
-    for section in ("limits", "control"):
+    for section in ("limits", "control", "history"):
         before, after = getattr(old, section), getattr(new, section)
         diff.needs_restart += [f"{section}.{field.name}" for field in dataclasses.fields(after)
                                if getattr(before, field.name) != getattr(after, field.name)]

@@ -31,6 +31,7 @@ def config_schema() -> dict[str, Any]:
         "gateway": table(tables.GATEWAY_FIELDS),
         "devices": {"type": "array", "items": device_schema()},
         "store": nullable(table(tables.STORE_FIELDS)),
+        "history": nullable(table(tables.HISTORY_FIELDS)),
         "uplink": table(tables.UPLINK_FIELDS, {"tls": nullable(table(tables.TLS_FIELDS))}),
         "rules": nullable(table(rules_config.RULES_FIELDS, {
             "shelving": nullable(table(rules_config.SHELVING_FIELDS)),

@@ -24,11 +24,11 @@ import drivers
 from gatewayd.config.cache import ConfigCache
 from gatewayd.config.model import (
     Config, ConsoleConfig, ControlConfig, DataQualityConfig, DeviceConfig, GatewayIdentity,
-    LimitsConfig, MetricsConfig, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
+    HistoryConfig, LimitsConfig, MetricsConfig, StoreConfig, TagConfig, TlsConfig, UplinkConfig,
 )
 from gatewayd.config.tables import (
-    CONSOLE_FIELDS, CONTROL_FIELDS, DATA_QUALITY_FIELDS, DEVICE_FIELDS, GATEWAY_FIELDS, LIMITS_FIELDS, METRICS_FIELDS,
-    REPORT_ONLY_KEYS, STALE_POLLS, STORE_FIELDS, SYSTEMD_DIRECTORIES, TAG_FIELDS, TLS_FIELDS, TOP_FIELDS,
+    CONSOLE_FIELDS, CONTROL_FIELDS, DATA_QUALITY_FIELDS, DEVICE_FIELDS, GATEWAY_FIELDS, HISTORY_FIELDS, LIMITS_FIELDS,
+    METRICS_FIELDS, REPORT_ONLY_KEYS, STALE_POLLS, STORE_FIELDS, SYSTEMD_DIRECTORIES, TAG_FIELDS, TLS_FIELDS, TOP_FIELDS,
     UPLINK_FIELDS, listen_address,
 )
 from core.schema import ConfigError, ConfigIssue, Reader
@@ -155,10 +155,12 @@ def _build(document: Any, path: Path, reader: Reader) -> Config | None:
                              DATA_QUALITY_FIELDS)
     control = _control(top.get("control"), reader, _line(document, "control"))
     console = _console(top.get("console"), reader, _line(document, "console"), base)
+    history = reader.section(top.get("history"), "history", _line(document, "history"), HISTORY_FIELDS)
     if gateway is None or uplink is None or store is None or devices is None or control is None or not reader.ok:
         return None
     return Config(path, gateway, devices, store, uplink, tags, rules, metrics, tuple(reader.warnings),
-                  DataQualityConfig(**quality), limits=limits, control=control, console=console)
+                  DataQualityConfig(**quality), limits=limits, control=control, console=console,
+                  history=HistoryConfig(**history))
 
 
 def _control(node: Any, reader: Reader, line: int) -> ControlConfig | None:

@@ -89,6 +89,14 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class HistoryConfig:
+    """The `history:` section: how long and how much the store keeps after acknowledgement (store.keeping)."""
+
+    keep: float = 30 * 86400.0  # seconds; 0 keeps none
+    max_bytes: int = 4 << 30
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
@@ -214,6 +222,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)  # the `limits:` section (gatewayd.peerlimits)
     control: ControlConfig = field(default_factory=ControlConfig)  # roles on the control socket
     console: ConsoleConfig = field(default_factory=ConsoleConfig)  # the `console:` section (gatewayd console)
+    history: HistoryConfig = field(default_factory=HistoryConfig)  # the `history:` section (store.keeping)
 
     @property
     def config_sha256(self) -> str:

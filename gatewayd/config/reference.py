@@ -18,6 +18,7 @@ SECTIONS = [
     ("devices[] (every driver)", tables.DEVICE_FIELDS),
     ("devices[].tags[] (every driver)", tables.TAG_FIELDS),
     ("store", tables.STORE_FIELDS),
+    ("history", tables.HISTORY_FIELDS),
     ("uplink", tables.UPLINK_FIELDS),
     ("uplink.tls", tables.TLS_FIELDS),
     ("metrics", tables.METRICS_FIELDS),

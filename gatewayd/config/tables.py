@@ -135,6 +135,14 @@ STORE_FIELDS = {
                       "this long among the oldest; 0 evicts the oldest samples without thinning"),
 }
 
+HISTORY_FIELDS = {
+    "keep": Field(duration, 30 * 86400.0, "duration: acknowledged samples and events are kept this long (by UTC "
+                  "day, the oldest day dropped first, with a `history_dropped` event); 0 keeps no history"),
+    "max_bytes": Field(byte_size, 4 << 30, "bound of the local history (bytes or e.g. `4 GiB`), apart from "
+                       "store.max_bytes: over it the oldest day is dropped, with a `history_dropped` event; "
+                       "check-config says how many days it holds"),
+}
+
 TLS_FIELDS = {
     "ca_file": Field(path_value, None, "CA bundle that signed the broker's certificate; system CAs if unset"),
     "cert_file": Field(path_value, None, "client certificate for mutual TLS"),
@@ -316,6 +324,7 @@ TOP_FIELDS = {
     "gateway": Field(lambda value: value, doc="identity and directories"),
     "devices": Field(lambda value: value, doc="the devices to read and their tags"),
     "store": Field(lambda value: value, None, "the SQLite outbox"),
+    "history": Field(lambda value: value, None, "local history: acknowledged rows kept, by day (docs/operations.md)"),
     "uplink": Field(lambda value: value, doc="the MQTT broker of the platform"),
     "rules": Field(lambda value: value, None, "alarm rules, gas channels, interlocks (docs/rules.md)"),
     "metrics": Field(lambda value: value, None, "the Prometheus endpoint; none when absent"),
