@@ -254,7 +254,7 @@ def plant_config(workdir: Path, *, gateway_id: str = "GW-TEST-001", plc_port: in
                  tags: int, poll_interval: float = 1.0, scan_interval: float = 1.0,
                  extra_devices: list[dict[str, Any]] | None = None, uplink: dict[str, Any] | None = None,
                  max_interval: float | None = None, marker: bool = False,
-                 store: dict[str, Any] | None = None) -> Path:
+                 store: dict[str, Any] | None = None, history: dict[str, Any] | None = None) -> Path:
     """Write a config for the simulated plant; the same layout the simulator serves."""
     key, _ = make_key(workdir)
     tag_defs = plant_tags(tags, marker=marker)
@@ -273,6 +273,8 @@ def plant_config(workdir: Path, *, gateway_id: str = "GW-TEST-001", plc_port: in
     }
     if store:
         config["store"] = store
+    if history:
+        config["history"] = history
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     return path

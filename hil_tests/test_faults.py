@@ -23,6 +23,7 @@ import pytest
 from core.batchformat import decode_body, parse_envelope
 from gatewayd.platform.receiver import Receiver
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
+from store.history import events_table, samples_table
 from hil_tests.harness import Broker, Simulator, plant_config, stop_all
 from hil_tests.outage import reconnect_to_live
 
@@ -177,6 +178,59 @@ def test_crash_loop_loses_and_duplicates_nothing(fault_plant):
     assert integrity(plant) == "ok"
 
 
+def history_rows(plant: Plant) -> dict[int, tuple]:
+    """Rows kept in local history, by outbox id, with the keys `row_key` gives (store/keeping.py's days)."""
+    database = plant.workdir / "state" / "gatewayd.db"
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as conn:
+        kept: dict[int, tuple] = {}
+        for (day,) in conn.execute("SELECT day FROM history_days").fetchall():
+            for table, query in ((samples_table(day), "SELECT h.id, 0, t.name, h.ts, h.quality, NULL FROM {} h "
+                                  "LEFT JOIN tags t ON t.id = h.tag_id"),
+                                 (events_table(day), "SELECT id, 1, NULL, ts, NULL, body FROM {}")):
+                for row in conn.execute(query.format(table)):
+                    assert row[0] not in kept, f"row {row[0]} kept twice"
+                    kept[row[0]] = row_key(*row[1:])
+    return kept
+
+
+def kept_count(plant: Plant) -> int:
+    """Rows in history so far; -1 while the daemon has not yet made its store."""
+    try:
+        return len(history_rows(plant))
+    except sqlite3.OperationalError:
+        return -1
+
+
+def test_a_crash_mid_acknowledgement_loses_nothing_from_outbox_or_history(fault_plant):
+    """SIGKILLs while batches are acknowledged one after another (5,000 samples a second, the uplink held to
+    20 kB/s so a backlog always waits): every row ever committed is afterwards exactly once either still in
+    the outbox or in history, and every row in history arrived upstream."""
+    plant = fault_plant(uplink={"max_bytes_per_second": 20_000, "batch_max_rows": 1000})
+    rnd = random.Random(16)
+    kept_before, waiting_at_kills = 0, []
+    for _ in range(3):
+        daemon = plant.start_daemon()
+        deadline = time.monotonic() + 60
+        while kept_count(plant) < kept_before + 2000 and time.monotonic() < deadline:
+            time.sleep(0.1)  # acknowledgements flow: history grows
+        time.sleep(rnd.uniform(0.0, 1.0))
+        daemon.kill()
+        kept_before = len(history_rows(plant))
+        waiting_at_kills.append(len(committed_rows(plant)[1]))
+    committed_in_all, waiting = committed_rows(plant)
+    kept = history_rows(plant)
+    received = received_rows(plant)
+    figures("crash_mid_acknowledgement", kills=3, committed=committed_in_all, in_history=len(kept),
+            in_outbox=len(waiting), waiting_at_kills=waiting_at_kills, received=sum(received.values()))
+    assert min(waiting_at_kills) > 0, "a kill found no row waiting: the test proves nothing"
+    assert not kept.keys() & waiting.keys(), "a row both in the outbox and in history"
+    assert sorted(kept.keys() | waiting.keys()) == list(range(1, committed_in_all + 1)), \
+        "every committed row is still in the outbox or in history"
+    not_received = Counter(kept.values()) - received
+    assert not not_received, f"{sum(not_received.values())} rows in history never arrived upstream"
+    assert integrity(plant) == "ok"
+
+
 def test_long_outage_backfills_in_order_while_live_data_stays_fresh(fault_plant):
     plant = fault_plant()
     started_ms = time.time() * 1000
@@ -273,7 +327,8 @@ def test_flapping_broker_loses_nothing_and_leaks_nothing(fault_plant):
 
 
 def test_disk_budget_keeps_every_event_and_accounts_for_every_evicted_sample(fault_plant):
-    plant = fault_plant(store={"max_bytes": "2 MiB", "thinning": "1s"})
+    # no history: the file's size below is the outbox's budget alone (history has a bound of its own)
+    plant = fault_plant(store={"max_bytes": "2 MiB", "thinning": "1s"}, history={"keep": 0})
     daemon = plant.start_daemon()
     time.sleep(4)
     plant.broker.stop()
@@ -329,11 +384,12 @@ def small_filesystem(tmp_path: Path):
 
 
 def test_full_filesystem_keeps_the_daemon_scanning_and_storing_resumes(fault_plant, small_filesystem):
+    """The broker stays up, so acknowledgements, which now move rows into history, go on around the full
+    disk (failing and retried while it is full, as deleting them did)."""
     plant = fault_plant(tags=200, store={"path": str(small_filesystem / "gatewayd.db")})
     db = small_filesystem / "gatewayd.db"
     daemon = plant.start_daemon()
     time.sleep(4)
-    plant.broker.stop()
     filler = small_filesystem / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)  # fill the filesystem to the last block
     for chunk in (1 << 20, 4096):
@@ -346,19 +402,23 @@ def test_full_filesystem_keeps_the_daemon_scanning_and_storing_resumes(fault_pla
     log = daemon.log_text()
     assert "store cannot write" in log
     filler.unlink()
-    plant.restart_broker()
     time.sleep(8)
     assert daemon.stop() == 0
     settle(plant)
     kinds = Counter(event["kind"] for event in events(plant))
     report = plant.report()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        kept = conn.execute("SELECT sum(samples), sum(events) FROM history_days").fetchone()
+        left = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        integrity_ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
     figures("full_filesystem", store_full=kinds["store_full"], store_resumed=kinds["store_resumed"],
-            samples_received=report.samples, gaps=kinds["gap"])
+            samples_received=report.samples, gaps=kinds["gap"], history_samples=kept[0], left_in_outbox=left)
     assert report.ok, report.format()
     assert kinds["store_full"] >= 1 and kinds["store_resumed"] >= 1
     assert "Traceback" not in daemon.log_text()
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert integrity_ok == "ok"
+    # every row acknowledged is in history; the last batches' acknowledgements may come after the stop
+    assert report.samples - left <= kept[0] <= report.samples, "acknowledged samples are kept in history"
 
 
 def test_broker_password_never_reaches_the_logs(fault_plant):

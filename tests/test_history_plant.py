@@ -69,11 +69,16 @@ def test_thirty_days_stay_within_the_bound_and_the_oldest_day_goes_first(plant_s
         kept = kept_days(store)
         assert stats.history_bytes <= bound
         assert kept == list(range(kept[0], day + 1)), "the kept days are the newest, without holes"
-    assert len(kept) == 10 and kept[-1] == today
+    assert kept[-1] == today and len(kept) in (10, 11)
+    if len(kept) == 11:  # the oldest is being dropped, a step of rows per acknowledgement
+        assert len(History.open(store.path).samples("TAG00500", kept[0] * DAY, (kept[0] + 1) * DAY)) < DAY / INTERVAL
+        kept = kept[1:]
     assert store.used_bytes() < one_day / 10, "the outbox's own budget does not count history"
 
     events = dropped_events(store)
-    assert [event["data"]["day"] for event in events] == [day_name(day) for day in days[:20]], "oldest first"
+    assert [event["data"]["day"] for event in events] == [day_name(day) for day in days[:len(events)]], \
+        "oldest first"
+    assert len(events) in (19, 20)
     assert {event["data"]["reason"] for event in events} == {"max_bytes"}
     assert {event["data"]["samples"] for event in events} == {PER_DAY}
     assert {event["priority"] for event in events} == {2}
@@ -95,7 +100,7 @@ def test_days_past_keep_are_dropped_oldest_first_with_their_reason(plant_store: 
     for day in range(today - 4, today + 1):
         fill_day(store, day, TAGS, INTERVAL * 4)
     store.keeping = Keeping(keep=2 * DAY)  # today and the two days before it at most
-    assert store.drop_history() == 2
+    assert sum(iter(store.drop_history, 0)) == 2, "dropped in steps of rows, over as many calls as it takes"
     assert kept_days(store) == [today - 2, today - 1, today]
     events = dropped_events(store)
     assert [(event["data"]["day"], event["data"]["reason"], event["priority"]) for event in events] == [
