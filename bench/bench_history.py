@@ -137,7 +137,8 @@ def run(days: int, tags: int, interval: float, max_bytes: int) -> None:
          bytes_per_sample=round(stats.history_bytes / samples, 1), samples_moved_per_s=round(committed / filled),
          read_day_1s_ms=round(read_day, 1), day_points=points, read_hour_1s_ms=round(read_hour, 1),
          read_day_of_slow_tag_ms=round(read_slow_day, 2), drop_day_ms=round(drop * 1000, 1),
-         drop_day_samples=oldest.samples, drop_day_steps=steps, drop_longest_step_ms=round(longest * 1000, 1), single_table_read_day_1s_ms=other["read_day_ms"],
+         drop_day_samples=oldest.samples, drop_day_steps=steps, drop_longest_step_ms=round(longest * 1000, 1),
+         single_table_read_day_1s_ms=other["read_day_ms"],
          single_table_delete_day_ms=other["drop_day_ms"])
 
 
