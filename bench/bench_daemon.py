@@ -64,7 +64,7 @@ def requests_per_poll(config_path: Path) -> tuple[int, int]:
     return planned, minimum_requests(addresses, device.settings.max_block)
 
 
-def run(tags: int, seconds: float, warmup: float, poll_interval: float) -> None:
+def run(tags: int, seconds: float, warmup: float, poll_interval: float, history: bool = True) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         broker = plc = daemon = watch = None
@@ -72,7 +72,8 @@ def run(tags: int, seconds: float, warmup: float, poll_interval: float) -> None:
             broker = Broker(workdir).start()
             plc = Simulator(workdir, tags).start()
             config = plant_config(workdir, gateway_id="GW-BENCH", plc_port=plc.port, broker_port=broker.port,
-                                  tags=tags, poll_interval=poll_interval, marker=True)
+                                  tags=tags, poll_interval=poll_interval, marker=True,
+                                  history=None if history else {"keep": 0})
             watch = MarkerWatch(broker.port)
             daemon = Daemon(workdir, config, log_level="warning").start()
             time.sleep(warmup)
@@ -86,7 +87,7 @@ def run(tags: int, seconds: float, warmup: float, poll_interval: float) -> None:
                          if value in watch.arrived]
             planned, minimum = requests_per_poll(config)
             values = (tags + 1) * wall / poll_interval
-            emit("daemon", tags=tags, poll_interval_s=poll_interval, window_s=round(wall, 1),
+            emit("daemon", tags=tags, history=history, poll_interval_s=poll_interval, window_s=round(wall, 1),
                  cpu_share_of_one_core=round(cpu / wall, 4),
                  cpu_s_per_million_values=round(cpu / values * 1e6, 2),
                  values_per_s=round(values / wall), rss_mib_start=round(rss_start, 1),
@@ -129,9 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement window (600 for the memory target)")
     parser.add_argument("--warmup", type=float, default=15.0)
     parser.add_argument("--poll-interval", type=float, default=1.0)
+    parser.add_argument("--no-history", action="store_true", help="history.keep 0: the cost of keeping history")
     args = parser.parse_args(argv)
     for tags in args.tags:
-        run(tags, args.seconds, args.warmup, args.poll_interval)
+        run(tags, args.seconds, args.warmup, args.poll_interval, history=not args.no_history)
 
 
 if __name__ == "__main__":
