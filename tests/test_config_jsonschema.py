@@ -25,7 +25,7 @@ BAD = ROOT / "tests" / "configs" / "bad"
 # key, a value out of range or not among the choices.
 SCHEMA_LEVEL = {
     "control_approval_window_zero", "control_group_name_invalid", "data_quality_interval_zero",
-    "devices_not_a_list", "limits_request_depth_too_small", "missing_signing_key", "report_unknown_mode",
+    "devices_not_a_list", "history_keep_negative", "limits_request_depth_too_small", "missing_signing_key", "report_unknown_mode",
     "stale_after_not_a_duration", "tag_alarms_a_number", "tag_frozen_after_not_a_duration", "tag_max_rate_zero",
     "top_level_a_list", "unknown_driver", "unknown_key", "wrong_type",
 }
@@ -33,6 +33,7 @@ SCHEMA_LEVEL = {
 SEMANTIC = {
     "alarm_limits_order": "H above HH compares two keys",
     "duplicate_tag": "a name unique across devices",
+    "history_max_bytes_too_small": "a bound inside a converter the schema leaves open",
     "limits_per_account_above_total": "one key bounded by another",
     "metrics_listen_and_socket": "one of two keys",
     "opcua_without_security_policy": "security keys that depend on each other",
