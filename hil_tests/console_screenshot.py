@@ -1,7 +1,9 @@
-"""The README's picture of the console: `python -m hil_tests.console_screenshot URL OUT.png [PAGE]`.
+"""The README's pictures of the console: `python -m hil_tests.console_screenshot URL OUT.png [PAGE]`.
 
-Run against `make demo` (its console is on http://127.0.0.1:18780/) when a leak is on, for a page with
-something to show: docs/console.png was made so, of the alarms page... or the overview by default.
+PAGE is overview (the default), points, alarms, interlocks, or `trends=TAG,TAG` for those tags' last
+10 minutes. docs/console-overview.png (overview) and docs/console-trend.png (`trends=GT101`) were made
+so against `make demo` (its console is on http://127.0.0.1:18780/) during and after its first methane
+leak, a minute or two after the start.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ SETTLE = 3.0  # seconds for the page to take its first snapshot and draw
 
 def main(url: str, out: str, page: str = "overview") -> int:
     with chromium() as browser:
-        browser.get(f"{url.rstrip('/')}/#{page}")
+        browser.get(f"{url.rstrip('/')}/#{page.partition('=')[0]}")
         time.sleep(SETTLE)
+        if page.startswith("trends="):
+            browser.execute_script("openTrend(arguments[0])", page.partition("=")[2].split(","))
+            time.sleep(SETTLE)
         browser.save_screenshot(str(Path(out)))
         errors = severe_messages(browser)
     for error in errors:

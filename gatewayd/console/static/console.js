@@ -373,7 +373,7 @@ function drawTrend(answer) {
     axis.append(svg("text", { x: x(ts), y: height - 8, "text-anchor": "middle" }, label));
   }
   root.append(axis);
-  const legend = [];
+  const legend = [], labelsAt = [];
   tags.forEach((tag, index) => {
     const series = answer.series[tag];
     const colour = SERIES_COLOURS[index % SERIES_COLOURS.length];
@@ -395,7 +395,10 @@ function drawTrend(answer) {
       "data-high": drawnHigh === null ? "" : drawnHigh, "data-samples": series.samples }));
     for (const [level, value] of Object.entries((points.get(tag) || {}).limits || {})) {
       root.append(svg("line", { class: "limit", stroke: colour, x1: margin.left, x2: width - margin.right, y1: y(value), y2: y(value) }));
-      root.append(svg("text", { class: "limit-label", fill: colour, x: width - margin.right + 4, y: y(value) + 4 },
+      let labelY = y(value) + 4;
+      while (labelsAt.some(taken => Math.abs(taken - labelY) < 12)) labelY += 12;  // limits close together
+      labelsAt.push(labelY);
+      root.append(svg("text", { class: "limit-label", fill: colour, x: width - margin.right + 4, y: labelY },
         tag + " " + level));
     }
     const unit = (points.get(tag) || {}).unit;
