@@ -51,12 +51,18 @@ class IngestWorker(Process):
                 "--client-id", client_id, "--insecure-plain", *extra]
         super().__init__("ingest", argv, workdir / f"ingest-{client_id}.log", cwd=ROOT)
 
+    def subscriptions(self) -> int:
+        """How many times the broker granted the shared subscription (counted in the log)."""
+        return self.log_text().count("subscribed to")
+
+    def wait_subscribed(self, more_than: int, timeout: float = 30.0) -> None:
+        wait_until(lambda: self.subscriptions() > more_than, timeout, f"{self.client_id} subscribed", self)
+
     def start(self, timeout: float = 30.0) -> IngestWorker:
-        """Start and wait until the broker granted the shared subscription (counted in the log)."""
-        before = self.log_text().count("subscribed to")
+        """Start and wait until the broker granted the shared subscription."""
+        before = self.subscriptions()
         super().start()
-        wait_until(lambda: self.log_text().count("subscribed to") > before, timeout,
-                   f"{self.client_id} subscribed", self)
+        self.wait_subscribed(before, timeout)
         return self
 
 

@@ -47,6 +47,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-group", type=int, default=200, help="batches stored per transaction at most")
     run.add_argument("--late-after", type=float, default=60.0,
                      help="a gap filled after this many seconds is recorded as a late arrival")
+    run.add_argument("--gap-alert-after", type=float, default=135.0,
+                     help="a gap open this many seconds is recorded as a `gap` finding (uplink.md step 11)")
+    run.add_argument("--lost-alert-after", type=float, default=10.0,
+                     help="a gap a heartbeat said the gateway no longer holds is recorded as `lost` after this "
+                          "many seconds")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     run.add_argument("--ca-file", type=Path)
     run.add_argument("--cert-file", type=Path)
@@ -80,7 +85,9 @@ def _run(args: argparse.Namespace) -> int:
     worker = Worker(WorkerConfig(
         database=args.db, broker_host=host, broker_port=port, client_id=args.client_id, group=args.group,
         topic_prefix=args.topic_prefix, session_expiry=args.session_expiry, max_group=args.max_group,
-        late_after=args.late_after, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+        late_after=args.late_after, gap_alert_after=args.gap_alert_after,
+        lost_alert_after=args.lost_alert_after, ca_file=args.ca_file,
+        cert_file=args.cert_file, key_file=args.key_file,
         insecure_plain=args.insecure_plain))
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)

@@ -11,8 +11,8 @@ from ingest.findings import Kind
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.batches = Counter("gatewayd_ingest_batches", "Batches received, by outcome "
-                               "(stored, duplicate, dropped)", ["outcome"], registry=self.registry)
+        self.batches = Counter("gatewayd_ingest_batches", "Payloads received, by outcome "
+                               "(stored, duplicate, held, heartbeat, dropped)", ["outcome"], registry=self.registry)
         self.samples = Counter("gatewayd_ingest_samples", "Samples stored", registry=self.registry)
         self.events = Counter("gatewayd_ingest_events", "Events stored", registry=self.registry)
         self.findings = Counter("gatewayd_ingest_findings", "Findings recorded, by kind", ["kind"],
@@ -23,13 +23,15 @@ class Metrics:
                              registry=self.registry)
         for kind in Kind:
             self.findings.labels(kind.label)
-        for outcome in ("stored", "duplicate", "dropped"):
+        self.late_arrivals = Counter("gatewayd_ingest_late_arrivals", "Batches stored below the highest seq "
+                                     "accepted in their epoch (reordered or republished)", registry=self.registry)
+        for outcome in ("stored", "duplicate", "held", "heartbeat", "dropped"):
             self.batches.labels(outcome)
 
     def count(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
-            label = "stored" if outcome.stored else "duplicate" if outcome.duplicate else "dropped"
-            self.batches.labels(label).inc()
+            self.batches.labels(outcome.label).inc()
+            self.late_arrivals.inc(outcome.late)
             self.samples.inc(outcome.samples)
             self.events.inc(outcome.events)
             for finding in outcome.findings:

@@ -36,7 +36,7 @@ def _text(value: str, where: str) -> str:
 
 def body_rows(body: dict) -> BatchRows:
     """Sample and event rows in the column order of `SAMPLE_COLUMNS` and `EVENT_COLUMNS` after the batch's
-    key (gateway_id, epoch, seq), which the writer puts in front once the epoch is known."""
+    key (gateway_id, epoch id, seq), which the writer puts in front once the epoch is known."""
     tags = [_text(tag, "tag name") for tag in body["tags"]]
     columns = body["samples"]
     _int64_column(columns["ts"], "sample ts")
@@ -61,5 +61,5 @@ def body_rows(body: dict) -> BatchRows:
     return BatchRows(samples, events, frozenset(days))
 
 
-SAMPLE_COLUMNS = "gateway_id, epoch, seq, tag, ts_ms, value, quality, source_ts_ms"
-EVENT_COLUMNS = "gateway_id, epoch, seq, ts_ms, kind, source, priority, message, data"
+SAMPLE_COLUMNS = "gateway_id, epoch_id, seq, tag, ts_ms, value, quality, source_ts_ms"
+EVENT_COLUMNS = "gateway_id, epoch_id, seq, ts_ms, kind, source, priority, message, data"

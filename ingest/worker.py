@@ -35,6 +35,7 @@ from ingest.schema import migrate
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.5, 1, 2, 5)  # seconds between attempts while the database is unreachable
+GAP_SWEEP_INTERVAL = 10.0  # seconds between looks for gaps open too long
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class WorkerConfig:
     receive_maximum: int = 200
     max_group: int = 200
     late_after: float = 60.0
+    gap_alert_after: float = 135.0  # uplink.ack_timeout + 2 x uplink.heartbeat with the gateway's defaults
+    lost_alert_after: float = 10.0  # grace for a batch still on its way through another worker
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -91,11 +94,15 @@ class Worker:
         self._client.connect_async(self.config.broker_host, self.config.broker_port, keepalive=30,
                                    clean_start=False, properties=properties)
         self._client.loop_start()
+        next_sweep = time.monotonic()
         try:
             while not self._stop.is_set():
                 group = self._take()
                 if group:
                     self._store(group)
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + GAP_SWEEP_INTERVAL
+                    self._sweep_gaps()
         finally:
             self._client.disconnect()
             self._client.loop_stop()
@@ -131,6 +138,16 @@ class Worker:
         self.metrics.pending.dec(len(group))
         self.metrics.count(outcomes)
 
+    def _sweep_gaps(self) -> None:
+        try:
+            findings = self._acceptor.alert_overdue_gaps(self.config.gap_alert_after, self.config.lost_alert_after)
+        except psycopg.OperationalError as exc:
+            log.warning("database error while looking for overdue gaps: %s", exc)
+            self._reconnect_database()
+            return
+        for finding in findings:
+            self.metrics.findings.labels(finding.kind.label).inc()
+
     def _process(self, group: list[Message]) -> list[Outcome]:
         """One transaction for the group; a message the database refuses (a value it cannot hold) is retried
         alone, and one that fails alone is recorded as a bad body, so it never blocks the rest."""
@@ -147,7 +164,7 @@ class Worker:
     def _connect_database(self) -> None:
         conn = psycopg.connect(self.config.database)
         migrate(conn)
-        ddl = psycopg.connect(self.config.database)
+        ddl = psycopg.connect(self.config.database, autocommit=True)
         self._acceptor = Acceptor(conn, ddl, self.config.client_id, late_after=self.config.late_after)
 
     def _reconnect_database(self) -> None:

@@ -1,5 +1,7 @@
 """Simulated gateways for the ingest service: each has its own Ed25519 key and builds and signs real batches
-(core.batchformat), chained exactly as the daemon chains them; a publisher sends them to the broker at QoS 1.
+(core.batchformat), chained exactly as the daemon chains them, in protocol 1.1 (or 1.0 with `epoch=None`):
+resets begin a new epoch with a signed chain_reset, rotations announce the next key in a batch signed by
+the current one, heartbeats name the head. A publisher sends them to the broker at QoS 1.
 
 Every sample a fleet builds is unique per gateway by (tag, ts), so a test can count that each is stored
 exactly once.
@@ -18,7 +20,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from core.batchformat import encode_envelope
+from core.batchformat import CHAIN_RESET, KEY_ROTATION, ZERO_EPOCH, encode_envelope, encode_heartbeat
 
 START_MS = 1_790_000_000_000  # 2026-09-21, a fixed day: partitions and counts do not depend on the clock
 
@@ -32,8 +34,11 @@ class SimGateway:
     seq: int = 0
     prev_hash: bytes = bytes(32)
     clock_ms: int = START_MS
+    epoch: bytes | None = ZERO_EPOCH  # None: protocol 1.0 envelopes
     samples_built: int = 0
     events_built: int = 0
+    next_key: Ed25519PrivateKey | None = None  # announced, signing once the announcing batch is out
+    control: list[dict] = field(default_factory=list)  # events the next batch carries first
 
     @property
     def public_key(self) -> bytes:
@@ -67,14 +72,44 @@ class SimGateway:
         return body
 
     def sign(self, body: dict) -> bytes:
-        """The next batch of the chain carrying `body`."""
+        """The next batch of the chain carrying `body` (after any pending control events)."""
         self.seq += 1
+        self.clock_ms += 1
+        body["events"][:0], self.control = self.control, []
         envelope = encode_envelope(body, gateway_id=self.gateway_id, boot_id=self.boot_id, seq=self.seq,
-                                   prev_hash=self.prev_hash, created_ms=self.clock_ms, private_key=self.key)
+                                   prev_hash=self.prev_hash, created_ms=self.clock_ms, private_key=self.key,
+                                   epoch=self.epoch)
         self.prev_hash = hashlib.sha256(envelope).digest()
         self.samples_built += len(body["samples"]["ts"])
         self.events_built += len(body["events"])
+        if self.next_key is not None and any(e["kind"] == KEY_ROTATION for e in body["events"]):
+            self.key, self.next_key = self.next_key, None  # as if the broker acknowledged the announcement
         return envelope
+
+    def _control(self, kind: str, priority: int, data: dict) -> None:
+        self.control.append({"ts": self.clock_ms, "kind": kind, "source": self.gateway_id, "priority": priority,
+                             "message": f"{self.gateway_id} {kind}", "data": data})
+
+    def rotate(self) -> None:
+        """`gatewayd keygen --rotate`: the next batch announces a new key; those after it are signed by it."""
+        self.next_key = Ed25519PrivateKey.generate()
+        raw = self.next_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self._control(KEY_ROTATION, 1, {"next_public_key": raw.hex(),
+                                         "next_key_id": hashlib.sha256(raw).hexdigest()[:16]})
+
+    def reset(self, reason: str = "database_lost") -> None:
+        """A gateway that lost its chain begins a new epoch; its next batch is seq 1 with a chain_reset."""
+        previous = {"previous_epoch": self.epoch.hex(), "previous_seq": self.seq, "previous_hash": self.prev_hash.hex()}
+        self.epoch, self.seq, self.prev_hash, self.boot_id = os.urandom(16), 0, bytes(32), os.urandom(16)
+        self._control(CHAIN_RESET, 2, {"epoch": self.epoch.hex(), "reason": reason, **previous})
+
+    def heartbeat(self, oldest_unacknowledged: int | None = None) -> bytes:
+        """A heartbeat naming the head of the chain."""
+        self.clock_ms += 1
+        return encode_heartbeat(gateway_id=self.gateway_id, epoch=self.epoch, boot_id=self.boot_id,
+                                head_seq=self.seq, head_hash=self.prev_hash if self.seq else bytes(32),
+                                created_ms=self.clock_ms, private_key=self.key, interval=60.0,
+                                oldest_unacknowledged=oldest_unacknowledged)
 
     def next_batch(self, samples: int, events: int = 0) -> bytes:
         return self.sign(self.body(samples, events))
