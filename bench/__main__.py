@@ -10,6 +10,7 @@ from bench import (
     bench_daemon,
     bench_history,
     bench_hostile,
+    bench_ingest,
     bench_mqtt,
     bench_opcua,
     bench_opcua_latency,
@@ -33,6 +34,7 @@ def main() -> int:
     bench_rtu.main([])
     bench_hostile.main([])
     bench_mqtt.main([])
+    bench_ingest.main([])
     return 0
 
 

@@ -4,7 +4,9 @@ The steps are docs/uplink.md's "Verifying a stream, step by step" (protocol 1.1,
 gateway id, key, signature, heartbeat, epoch, dedup, decode, keys, chain, order and gaps, store. What needs
 no state (parse, signature, decode, rows) happens before the transaction; what does happens with the rows
 of the group's gateways locked (SELECT ... FOR UPDATE, in gateway order, so two workers never deadlock),
-which is what makes the checks hold across workers. Every payload ends stored, as a harmless duplicate,
+which is what makes the checks hold across workers. A gateway another worker has locked is skipped (SKIP
+LOCKED) and its payloads are handed back as deferred, so workers do not queue behind each other's groups.
+Every other payload ends stored, as a harmless duplicate,
 held (its key or its epoch is not known yet: kept in `held` and looked at again when it is), or dropped
 with a finding; the caller acknowledges the group only after `process` returns (committed).
 """
@@ -49,9 +51,11 @@ class Message:
 
 @dataclass
 class Outcome:
-    """What became of one message: stored (with its counts), duplicate, held, heartbeat or dropped."""
+    """What became of one message: stored (with its counts), duplicate, held, heartbeat or dropped; or
+    deferred: its gateway is locked by another worker's transaction, so it was not looked at (yet)."""
 
     message: Message
+    deferred: bool = False
     stored: bool = False
     duplicate: bool = False
     held: bool = False
@@ -161,9 +165,12 @@ class Acceptor:
         ready = [p for p in prepared if isinstance(p, _Prepared)]
         self._ensure_days(ready, self._ddl)
         with self._conn.transaction():
-            self._chain.lock({p.envelope.gateway_id for p in ready})
+            locked = self._chain.lock({p.envelope.gateway_id for p in ready})
             for item in ready:
-                self._accept(item)
+                if item.envelope.gateway_id in locked:
+                    self._accept(item)
+                else:
+                    item.outcome.deferred = True
             self._chain.save()
             outcomes = [p.outcome if isinstance(p, _Prepared) else p for p in prepared]
             self.record([f for o in outcomes for f in o.findings])

@@ -146,15 +146,17 @@ class ChainState:
 
     # ---- gateways and epochs: locked in the transaction ----
 
-    def lock(self, gateway_ids: set[str]) -> None:
+    def lock(self, gateway_ids: set[str]) -> set[str]:
+        """Lock the rows of those of `gateway_ids` no other transaction holds (SKIP LOCKED: never wait, never
+        deadlock); returns the ones locked, whose state the transaction may now read and change."""
         self._gateways.clear()
         self._epochs.clear()
-        ordered = sorted(gateway_ids)
         for gateway_id, current in self._conn.execute(
-                "SELECT gateway_id, current_epoch FROM gateways WHERE gateway_id = ANY(%s) ORDER BY gateway_id "
-                "FOR UPDATE", (ordered,)):
+                "SELECT gateway_id, current_epoch FROM gateways WHERE gateway_id = ANY(%s) FOR UPDATE SKIP LOCKED",
+                (sorted(gateway_ids),)):
             self._gateways[gateway_id] = GatewayState(gateway_id, _bytes(current))
-        self._load_keys(self._conn, ordered)  # the locked view: rotations by other workers included
+        self._load_keys(self._conn, sorted(self._gateways))  # the locked view: rotations by others included
+        return set(self._gateways)
 
     def gateway(self, gateway_id: str) -> GatewayState:
         return self._gateways[gateway_id]

@@ -139,6 +139,9 @@ MIGRATIONS: list[tuple[str, str]] = [
             message    text NOT NULL,
             data       jsonb NOT NULL
         ) PARTITION BY RANGE (ts_ms);
+        -- what a platform reads: one tag's history, one gateway's events; each day partition has its own
+        CREATE INDEX samples_by_tag ON samples (gateway_id, tag, ts_ms);
+        CREATE INDEX events_by_gateway ON events (gateway_id, ts_ms);
         """,
     ),
 ]

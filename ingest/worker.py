@@ -120,7 +120,8 @@ class Worker:
         return group
 
     def _store(self, group: list[Message]) -> None:
-        """Store the group, retrying while the database is away; then acknowledge every message of it."""
+        """Store the group, retrying while the database is away; then acknowledge every message of it but
+        those deferred (their gateway was another worker's at the moment), which go back in the queue."""
         attempt = 0
         while True:
             try:
@@ -133,10 +134,16 @@ class Worker:
                 attempt += 1
                 time.sleep(delay)
                 self._reconnect_database()
-        for message in group:
-            self._client.ack(message.mid, 1)
-        self.metrics.pending.dec(len(group))
-        self.metrics.count(outcomes)
+        done = [outcome for outcome in outcomes if not outcome.deferred]
+        for outcome in done:
+            self._client.ack(outcome.message.mid, 1)
+        self.metrics.pending.dec(len(done))
+        self.metrics.count(done)
+        for outcome in outcomes:
+            if outcome.deferred:  # its gateway was locked by another worker: try again with the next group
+                self._inbox.put(outcome.message)
+        if not done:
+            time.sleep(0.01)
 
     def _sweep_gaps(self) -> None:
         try:
