@@ -91,6 +91,9 @@ STORE_METRICS = {
     "evicted": ("gatewayd_store_evicted_samples_total", "counter",
                 "samples evicted or thinned for the disk budget, over the database's life"),
     "gap_records": ("gatewayd_store_gap_records_total", "counter", "gap records written for evictions"),
+    "history_bytes": ("gatewayd_store_history_bytes", "gauge",
+                      "bytes the local history's days take (history.max_bytes)"),
+    "history_days": ("gatewayd_store_history_days", "gauge", "days kept in the local history"),
 }
 STORE_DERIVED = {"oldest_pending_ts"}
 

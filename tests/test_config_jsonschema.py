@@ -25,7 +25,8 @@ BAD = ROOT / "tests" / "configs" / "bad"
 # key, a value out of range or not among the choices.
 SCHEMA_LEVEL = {
     "control_approval_window_zero", "control_group_name_invalid", "data_quality_interval_zero",
-    "devices_not_a_list", "history_keep_negative", "limits_request_depth_too_small", "missing_signing_key", "report_unknown_mode",
+    "devices_not_a_list", "history_keep_negative", "limits_request_depth_too_small", "missing_signing_key",
+    "report_unknown_mode",
     "stale_after_not_a_duration", "tag_alarms_a_number", "tag_frozen_after_not_a_duration", "tag_max_rate_zero",
     "top_level_a_list", "unknown_driver", "unknown_key", "wrong_type",
 }

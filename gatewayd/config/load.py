@@ -28,8 +28,8 @@ from gatewayd.config.model import (
 )
 from gatewayd.config.tables import (
     CONSOLE_FIELDS, CONTROL_FIELDS, DATA_QUALITY_FIELDS, DEVICE_FIELDS, GATEWAY_FIELDS, HISTORY_FIELDS, LIMITS_FIELDS,
-    METRICS_FIELDS, REPORT_ONLY_KEYS, STALE_POLLS, STORE_FIELDS, SYSTEMD_DIRECTORIES, TAG_FIELDS, TLS_FIELDS, TOP_FIELDS,
-    UPLINK_FIELDS, listen_address,
+    METRICS_FIELDS, REPORT_ONLY_KEYS, STALE_POLLS, STORE_FIELDS, SYSTEMD_DIRECTORIES, TAG_FIELDS, TLS_FIELDS,
+    TOP_FIELDS, UPLINK_FIELDS, listen_address,
 )
 from core.schema import ConfigError, ConfigIssue, Reader
 from core.yamlload import load_yaml, recording_sources
