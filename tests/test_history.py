@@ -172,3 +172,22 @@ def test_history_keys_are_read_and_check_config_says_how_many_days_the_bound_hol
 def test_history_keys_are_in_the_json_schema() -> None:
     keys = config_schema()["properties"]["history"]["anyOf"][0]["properties"]
     assert set(keys) == {"keep", "max_bytes"}
+
+
+def test_trend_cuts_a_range_into_spans_with_counts_bad_counts_and_extremes(store: Store) -> None:
+    (a,) = store.tag_ids(["TI101"]).tolist()
+    store.append(samples([a] * 4, [TODAY + 0, TODAY + 1, TODAY + 2, TODAY + 5], [3.0, 7.0, 5.0, 9.0]), [])
+    send_all(store)
+    store.append(SampleBlock([a, a], [TODAY + 6, TODAY + 9.5], [np.nan, 1.0], [17, 0], [np.nan, np.nan]), [])
+    history = History.open(store.path)
+    try:
+        trend = history.trend("TI101", TODAY, TODAY + 10, 4)  # spans of 2.5 s; the last two rows still unsent
+        assert trend.width == 2.5 and trend.start.tolist() == [TODAY, TODAY + 2.5, TODAY + 5, TODAY + 7.5]
+        assert trend.count.tolist() == [3, 0, 2, 1]
+        assert trend.bad.tolist() == [0, 0, 1, 0]
+        assert trend.low.tolist()[:1] + trend.low.tolist()[2:] == [3.0, 9.0, 1.0] and np.isnan(trend.low[1])
+        assert trend.high.tolist()[:1] + trend.high.tolist()[2:] == [7.0, 9.0, 1.0] and np.isnan(trend.high[1])
+        with pytest.raises(HistoryError, match="buckets must be at least 1"):
+            history.trend("TI101", TODAY, TODAY + 10, 0)
+    finally:
+        history.close()
