@@ -8,6 +8,7 @@ from bench import (
     bench_alarm_load,
     bench_backfill,
     bench_daemon,
+    bench_footprint,
     bench_history,
     bench_hostile,
     bench_ingest,
@@ -25,6 +26,7 @@ def main() -> int:
     bench_store.main([])
     bench_history.main([])
     bench_daemon.main([])
+    bench_footprint.main([])
     bench_backfill.main([])
     bench_reconnect.main([])
     bench_rules.main([])

@@ -114,9 +114,10 @@ def write_config(workdir: Path, analog: int, expressions: int, interlocks: int) 
     return path
 
 
-def daemon_ready_seconds(config: Path, workdir: Path, cache: str) -> tuple[float, float, bool]:
-    """Spawn `gatewayd run`, wait for its READY=1; return (seconds to ready, resident MiB then, whether
-    it then stopped on SIGTERM within STOP_WAIT seconds; if not it is killed)."""
+def daemon_ready_seconds(config: Path, workdir: Path, cache: str, cwd: Path | None = None) -> tuple[float, float, bool]:
+    """Spawn `gatewayd run` (from the sources in `cwd`, by default the current directory), wait for its
+    READY=1; return (seconds to ready, resident MiB then, whether it then stopped on SIGTERM within
+    STOP_WAIT seconds; if not it is killed)."""
     from bench.common import rss_mib
 
     notify_path = workdir / "notify.sock"
@@ -128,7 +129,7 @@ def daemon_ready_seconds(config: Path, workdir: Path, cache: str) -> tuple[float
                "CACHE_DIRECTORY": str(workdir / "cache")}
         argv = [sys.executable, "-m", "gatewayd", "run", "-c", str(config), "--log-level", "warning"]
         spawned = time.time()
-        daemon = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         try:
             while True:
                 try:

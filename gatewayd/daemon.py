@@ -33,7 +33,6 @@ from gatewayd.assembly import (
 )
 from gatewayd.config.diff import ConfigDiff
 from gatewayd.config.model import Config
-from gatewayd.metrics import MetricsServer
 from gatewayd.operator.control import ControlError, ControlServer, rule_handlers, socket_path
 from gatewayd.operator.operate import Operate
 from gatewayd.peerlimits import DescriptorReserve, raise_descriptor_limit
@@ -145,6 +144,8 @@ class Daemon:
         where = self.config.metrics
         if where is None:
             return None
+        from gatewayd.metrics import MetricsServer  # prometheus-client (12 MiB) only when metrics are configured
+
         server = MetricsServer(self, where, self.config.limits, self.reserve)
         try:
             await server.start()

@@ -238,3 +238,27 @@ def test_decoder_checks_any_json_shape(value) -> None:
     except BatchFormatError:
         return
     assert set(body) == {"tags", "samples", "events"}
+
+
+_COLUMN_FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=64) | st.sampled_from(
+    [np.nan, -0.0, 5e-324, 1.7976931348623157e308, 1700000000.0005, 1700000000.0015])
+_TIMES = st.floats(min_value=-1e12, max_value=1e12) | st.just(np.nan)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 6), _TIMES, _COLUMN_FLOATS, _TIMES), max_size=40))
+def test_sample_columns_are_written_as_value_by_value(rows) -> None:
+    """The body's columns, made a whole column at a time, are what one value at a time made: NaN and
+    infinity are null, times round to the nearest millisecond (half to even), every float exact."""
+    tag_id, ts, value, source_ts = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
+    samples = SampleBlock(tag_id, ts, value, [0] * len(rows), source_ts)
+    body = build_body(BatchContent(samples, {t: f"T{t}" for t in range(1, 7)}, []))
+
+    def ms(column):
+        return [None if math.isnan(v) else int(v) for v in np.rint(np.asarray(column, dtype=float) * 1000.0).tolist()]
+
+    assert body["samples"]["ts"] == ms(ts)
+    assert body["samples"]["source_ts"] == ms(source_ts)
+    expected = [v if math.isfinite(v) else None for v in np.asarray(value, dtype=float).tolist()]
+    assert [repr(v) for v in body["samples"]["value"]] == [repr(v) for v in expected]
+    assert body["tags"] == [f"T{t}" for t in sorted(set(tag_id))]

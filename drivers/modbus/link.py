@@ -39,7 +39,7 @@ import time
 from typing import Protocol
 
 from drivers.modbus.reads import FUNCTION_CODES, CommError, decode_error, exception_error
-from drivers.modbus.rtu_frame import ExceptionReply, FrameError, frame_length, parse_reply, read_request
+from drivers.modbus.rtu_frame import ExceptionReply, FrameError, frame_length, parse_reply, read_request, unpack
 
 MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length (unit + PDU), unit id
 MAX_PDU = 253
@@ -49,13 +49,6 @@ EXCEPTION_FLAG = 0x80
 def data_bytes(table: str, count: int) -> int:
     """Bytes of data in a normal answer to a read of `count` registers (or bits)."""
     return -(-count // 8) if FUNCTION_CODES[table] <= 2 else 2 * count
-
-
-def unpack(table: str, data: bytes) -> list[int] | list[bool]:
-    """Registers (big-endian words) or bits (least significant first, padded to whole bytes)."""
-    if FUNCTION_CODES[table] <= 2:
-        return [bool(data[i // 8] >> (i % 8) & 1) for i in range(8 * len(data))]
-    return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
 
 
 async def connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: tuple) -> None:

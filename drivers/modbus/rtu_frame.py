@@ -18,6 +18,9 @@ another's unit id and a valid CRC just before that slave's own reply is the case
 
 from __future__ import annotations
 
+import array
+import sys
+
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 EXCEPTION_FLAG = 0x80
 EXCEPTION_LENGTH = 5
@@ -153,8 +156,17 @@ def parse_reply(frame: bytes | bytearray, unit_id: int, table: str, count: int) 
         raise ExceptionReply(frame[2])
     if len(frame) != reply_length(table, count):
         raise FrameError(f"reply carries {frame[2]} data bytes, expected {reply_length(table, count) - 5}")
-    data = bytes(frame[HEADER:-2])
-    if function <= 2:
+    return unpack(table, bytes(frame[HEADER:-2]))
+
+
+def unpack(table: str, data: bytes) -> list[int] | list[bool]:
+    """Registers (big-endian words) or bits (least significant first, padded to whole bytes) of an
+    answer's data. Registers are swapped in one C loop (`array`), not one Python call per word: at
+    10,000 registers a second this was a tenth of the daemon's CPU time."""
+    if FUNCTION_CODES[table] <= 2:
         return [bool(data[i // 8] >> (i % 8) & 1) for i in range(8 * len(data))]
-    return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+    words = array.array("H", data)
+    if sys.byteorder == "little":
+        words.byteswap()
+    return words.tolist()
 

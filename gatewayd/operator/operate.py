@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gatewayd import __version__
-from gatewayd.metrics import snapshot
 from gatewayd.operator.control import CommandError, Handler, Peer
 from gatewayd.operator.points import ActionRecord, point_list
 from gatewayd.operator.status import RATE_SAMPLE, RateWindow, alarms_by_priority, data_quality_status, tag_quality
@@ -78,6 +77,8 @@ class Operate:
     # ---------------------------------------------------------------------------------- commands
 
     def status(self, request: dict[str, Any] | None = None, peer: Peer | None = None) -> dict[str, Any]:
+        from gatewayd.metrics import snapshot  # here: prometheus-client is loaded only where figures are asked for
+
         daemon = self.daemon
         snap = snapshot(daemon)
         rules = daemon.scanner.engine.status()

@@ -20,9 +20,29 @@ if TYPE_CHECKING:
 
 
 def _ms(seconds: np.ndarray) -> list[int | None]:
-    """Unix seconds to integer milliseconds, rounded to nearest; NaN becomes None."""
+    """Unix seconds to integer milliseconds, rounded to nearest; NaN becomes None.
+
+    Whole columns at a time (a batch carries thousands of samples): only the NaN places, if any, are
+    visited one by one."""
     out = np.rint(np.asarray(seconds, dtype=np.float64) * 1000.0)
-    return [None if math.isnan(v) else int(v) for v in out.tolist()]
+    missing = np.isnan(out)
+    if np.isinf(out).any():  # int() raises for them, as it always did
+        return [None if math.isnan(v) else int(v) for v in out.tolist()]
+    if missing.all():
+        return [None] * len(out)
+    return _none_at(np.where(missing, 0.0, out).astype(np.int64).tolist(), missing)
+
+
+def _floats_or_none(values: np.ndarray) -> list[float | None]:
+    """A float column as a list, with None for NaN and infinity (what `_finite_or_none` writes for them)."""
+    values = np.asarray(values, dtype=np.float64)
+    return _none_at(values.tolist(), ~np.isfinite(values))
+
+
+def _none_at(listed: list, where: np.ndarray) -> list:
+    for index in np.flatnonzero(where).tolist():
+        listed[index] = None
+    return listed
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -42,15 +62,16 @@ def build_body(content: BatchContent) -> dict:
     """The body as a dict, exactly what `decode_body` returns for the encoded batch."""
     samples = content.samples
     tag_ids, index = np.unique(samples.tag_id, return_inverse=True)
-    missing = [int(t) for t in tag_ids if int(t) not in content.tag_names]
+    tag_ids = tag_ids.tolist()
+    missing = [t for t in tag_ids if t not in content.tag_names]
     if missing:
         raise ValueError(f"no name for tag ids {missing}")
     return {
-        "tags": [content.tag_names[int(t)] for t in tag_ids],
+        "tags": [content.tag_names[t] for t in tag_ids],
         "samples": {
             "tag": index.reshape(-1).tolist(),
             "ts": _ms(samples.ts),
-            "value": _finite_or_none(samples.value.tolist()),
+            "value": _floats_or_none(samples.value),
             "quality": samples.quality.tolist(),
             "source_ts": _ms(samples.source_ts),
         },
