@@ -55,7 +55,7 @@ class SampleCounter:
     def __init__(self, port: int):
         import paho.mqtt.client as mqtt
 
-        from gatewayd.uplink.batch import parse_envelope
+        from core.batchformat import parse_envelope
 
         self._parse = parse_envelope
         self.samples = 0
