@@ -250,3 +250,22 @@ def test_rows_are_never_skipped_or_duplicated(ops) -> None:
     assert [("e", e.ts) for c in received for e in c.events] == [
         row for row in appended if row[0] == "e"
     ]
+
+
+@pytest.mark.parametrize("source_ts", [[np.nan] * 4, [1.5, np.nan, 2.5, np.nan], [1.0, 2.0, 3.0, 4.0]],
+                         ids=["no source times", "some", "all"])
+def test_stored_columns_come_back_exactly_with_nan_as_null(db: Path, source_ts) -> None:
+    """Values and source times are written a column at a time: NaN becomes NULL (and NaN again), every
+    other float, infinity and the smallest subnormal included, comes back bit for bit."""
+    store = Store.open(db)
+    value = [np.nan, np.inf, 5e-324, 0.1 + 0.2]
+    store.append(SampleBlock([1, 2, 3, 4], [10.0, 11.0, 12.0, 13.0], value, [16, 0, 0, 0], source_ts), [])
+    stored = store._conn.execute("SELECT value, source_ts FROM outbox ORDER BY id").fetchall()
+    assert [row[0] for row in stored][0] is None
+    assert [row[1] is None for row in stored] == [bool(np.isnan(v)) for v in source_ts]
+    recorder = Recorder()
+    store.build_batch(10, recorder)
+    carried = recorder.carried[1].samples
+    assert carried.value.tobytes() == np.array(value).tobytes()
+    assert carried.source_ts.tobytes() == np.array(source_ts, dtype=float).tobytes()
+    store.close()
