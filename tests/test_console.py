@@ -31,6 +31,7 @@ from gatewayd.console.http import ConsoleServer
 from gatewayd.console.source import DaemonLink, Poller
 from gatewayd.console.trend import MAX_POINTS, TrendError, parse_query, reduce, stretches
 from gatewayd.operator.control import socket_path
+from gatewayd.secretfiles import SecretFileError
 
 PASSWORD = "correct horse battery"
 
@@ -270,9 +271,34 @@ def test_a_wrong_password_is_refused_then_every_login_is_throttled_and_a_right_o
         assert running.request("GET", "/api/snapshot", headers={"Cookie": token})[0] == 401, "the session ended"
 
 
-def test_the_cookie_is_secure_over_tls():
-    assert "; Secure" in auth.cookie_header("t", 60, secure=True)
-    assert "; Secure" in auth.expired_cookie_header(secure=True)
+def test_over_tls_the_page_is_served_to_a_verifying_client_and_the_cookie_is_secure(tmp_path: Path, users):
+    from test_opcua_mapping import certificate
+
+    from cryptography.hazmat.primitives import serialization
+    from gatewayd.console.service import tls_context
+
+    cert, key = certificate("127.0.0.1")
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    private(tmp_path / "key.pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()).decode())
+    config = settings(cert_file=tmp_path / "cert.pem", key_file=tmp_path / "key.pem")
+    running = Running(config, users, tls_context(config))
+    try:
+        client = ssl.create_default_context(cafile=tmp_path / "cert.pem")
+        client.check_hostname = False  # a test certificate names no host; the chain is still verified
+        connection = http.client.HTTPSConnection("127.0.0.1", running.port, context=client, timeout=30)
+        connection.request("POST", "/login", f"user=alice&password={PASSWORD.replace(' ', '+')}",
+                           {"Content-Type": "application/x-www-form-urlencoded"})
+        answer = connection.getresponse()
+        answer.read()
+        connection.close()
+        assert answer.status == 303 and "; Secure" in answer.getheader("Set-Cookie")
+        assert raw_exchange(running.port, b"GET / HTTP/1.1\r\n\r\n")[:5] != b"HTTP/", "no plain HTTP on a TLS port"
+    finally:
+        running.close()
+    (tmp_path / "key.pem").chmod(0o644)
+    with pytest.raises(SecretFileError, match="chmod 600"):
+        tls_context(config)
 
 
 def test_an_unknown_user_costs_the_same_hash_as_a_known_one(users, monkeypatch):
