@@ -446,6 +446,44 @@ def test_bad_trend_queries_are_refused_with_a_reason(query, error):
         parse_query(query, 1_000_000.0)
 
 
+def test_trends_read_history_and_outbox_and_mark_the_bad_stretch(tmp_path: Path):
+    from store import SampleBlock, Store
+
+    from gatewayd.console.trend import Trends
+
+    store = Store.open(tmp_path / "gatewayd.db")
+    start = time.time() - 3000.0
+    try:
+        [tag] = store.tag_ids(["GT101"]).tolist()
+        ts = start + np.arange(2000, dtype=np.float64)  # one sample a second
+        value = np.where((ts > start + 500) & (ts < start + 510), 48.0, 0.5)
+        quality = np.where((ts >= start + 1000) & (ts < start + 1100), 17, 0)
+        value[quality == 17] = np.nan
+        store.append(SampleBlock(np.full(ts.size, tag), ts, value, quality, np.full(ts.size, np.nan)), [])
+        while (batch := store.build_batch(500, lambda content, seq, prev: b"batch")) is not None:
+            store.acknowledge(batch.seq)  # into the history's day tables
+        later = start + 2000 + np.arange(5, dtype=np.float64)
+        store.append(SampleBlock(np.full(5, tag), later, np.full(5, 1.5), np.zeros(5), np.full(5, np.nan)), [])
+    finally:
+        store.close()
+
+    async def query():
+        trends = Trends(tmp_path / "gatewayd.db")
+        try:
+            answer = await trends.query(["GT101"], start, start + 2005.0)
+            with pytest.raises(TrendError, match="GT999"):
+                await trends.query(["GT999"], start, start + 10.0)
+            return answer
+        finally:
+            trends.close()
+
+    series = asyncio.run(query())["series"]["GT101"]
+    assert series["samples"] == 2005, "the acknowledged rows and the 5 still in the outbox"
+    assert max(high for high in series["high"] if high is not None) == 48.0
+    assert series["high"][-1] == 1.5
+    assert series["stretches"] == [{"from": start + 1000, "to": start + 1100, "kind": "bad"}]
+
+
 def test_a_trend_defaults_to_the_last_ten_minutes():
     assert parse_query({"tag": ["A"]}, 1000.0) == (["A"], 400.0, 1000.0)
 
