@@ -6,7 +6,9 @@ stdout still being writable.
 Ports and paths come from config.example.yaml itself (or the config given as the one argument, whose
 relative `.demo` directory holds the run), so what runs is exactly what the example says.
 The console (`gatewayd console`, docs/operations.md#the-console) runs beside it; its address is printed
-and stays on the terminal view's second line.
+and stays on the terminal view's second line. A platform runs too (docs/platform.md): a PostgreSQL cluster
+of the demo's own, the gateway enrolled, and one `gatewayd-ingest` worker storing every batch there; the
+view's second line counts what it stored, and the `gatewayd-ingest` command to look at it is printed.
 Every minute and a half a methane leak grows on the gas panel's channel 1 past level 1 and level 2
 and clears again, so there is something to watch.
 """
@@ -31,6 +33,7 @@ from gatewayd.keys import load_public_key
 from gatewayd.platform.receiver import Receiver
 from gatewayd.platform.watch import watch
 from hil_tests.harness import ROOT, Broker, Daemon, Process, Simulator, make_key, stop_all, wait_for_port
+from hil_tests.ingest_plant import Platform
 from hil_tests.sim.rtu_bus import SerialPair
 
 EXAMPLE = ROOT / "config.example.yaml"
@@ -191,11 +194,13 @@ def main(example: Path = EXAMPLE) -> int:
     workdir.mkdir(exist_ok=True)
     key, public_key = make_key(workdir)
     assert (example.parent / config["uplink"]["signing_key"]).resolve() == key.resolve(), "example key path moved"
-    broker = daemon = console = None
+    broker = daemon = console = platform = None
     simulators: list[Any] = []
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         broker = Broker(workdir, broker_port).start()
+        say("demo: starting PostgreSQL and an ingest worker (the platform's side)")
+        platform = Platform(workdir, broker_port, {config["gateway"]["id"]: public_key})
         # smart sensors start once the daemon subscribed: a Sparkplug host never asks for the births it missed
         publishers = [device for device in config["devices"] if device["driver"] == "mqtt"]
         for device in [device for device in config["devices"] if device not in publishers]:
@@ -209,9 +214,16 @@ def main(example: Path = EXAMPLE) -> int:
         console, url = start_console(example, config, workdir)
         say(f"demo: broker on :{broker_port}, daemon log in {daemon.log_path}")
         say(f"demo: console on {url} (open it in a browser; log in {console.log_path})")
+        say(f"demo: ingest into PostgreSQL: gatewayd-ingest --db \"{platform.conninfo}\" chain "
+            f"{config['gateway']['id']}")
         topic = f"{config['uplink'].get('topic_prefix', 'gatewayd')}/+/batch"
+
+        def note() -> str:
+            samples, events = platform.stored()
+            return f"console: {url}   PostgreSQL (gatewayd-ingest): {samples} samples, {events} events"
+
         return watch(Receiver("127.0.0.1", broker_port, topic, insecure_plain=True), load_public_key(public_key),
-                     note=f"console: {url}")
+                     note=note)
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # the reader of our output is gone (tee killed by the same Ctrl-C): stop all
@@ -225,6 +237,8 @@ def main(example: Path = EXAMPLE) -> int:
         say("\ndemo: stopping the daemon, the simulators and the broker")
         stop_all(console, daemon)
         stop_simulators(simulators)
+        if platform:
+            platform.close()
         stop_all(broker)
 
 

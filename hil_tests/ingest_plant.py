@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from hil_tests.harness import ROOT, Process
+from hil_tests.harness import ROOT, Process, stop_all
 from hil_tests.postgres import Postgres
 from ingest.schema import migrate
 
@@ -86,3 +86,31 @@ def query(conninfo: str, sql: str, *params) -> list[tuple]:
             return conn.execute(sql, params).fetchall()
     except psycopg.OperationalError:
         return []
+
+
+class Platform:
+    """A platform in a box for the demo: its own PostgreSQL cluster and database, the gateways enrolled, and
+    one ingest worker taking their batches from the broker. `close` stops and removes all of it."""
+
+    def __init__(self, workdir: Path, broker_port: int, enrolled: dict[str, Path]) -> None:
+        self.postgres = Postgres().start()
+        self.worker: IngestWorker | None = None
+        try:
+            self.conninfo = new_database(self.postgres)
+            for gateway_id, public_key in enrolled.items():
+                run_ingest(self.conninfo, "enrol", gateway_id, str(public_key))
+            self.worker = IngestWorker(workdir, self.conninfo, broker_port, "demo-ingest").start()
+        except BaseException:
+            self.close()
+            raise
+
+    def stored(self) -> tuple[int, int]:
+        """Samples and events in the database so far."""
+        rows = query(self.conninfo, "SELECT coalesce(sum(samples), 0), coalesce(sum(events), 0) FROM gateways")
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    def close(self) -> None:
+        try:
+            stop_all(self.worker)
+        finally:
+            self.postgres.close()

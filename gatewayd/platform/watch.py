@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 
 from core.types import Priority, Quality
@@ -92,9 +93,10 @@ class View:
         return "\n".join(lines)
 
 
-def watch(receiver, public_key, refresh: float = 1.0, out=sys.stdout, note: str = "") -> int:
+def watch(receiver, public_key, refresh: float = 1.0, out=sys.stdout, note: str | Callable[[], str] = "") -> int:
     """Run until interrupted; each refresh feeds the batches that arrived since the last one. `note` is a
-    line shown under the title (the demo names its console there)."""
+    line shown under the title, or a function asked for it at each refresh (the demo names its console
+    there, and counts what its ingest worker stored)."""
     view = View(public_key)
     receiver.start()
     seen = 0
@@ -104,7 +106,8 @@ def watch(receiver, public_key, refresh: float = 1.0, out=sys.stdout, note: str 
             for frame in frames[seen:]:
                 view.feed(frame)
             seen = len(frames)
-            out.write(CLEAR + view.render(f"{receiver.host}:{receiver.port} {receiver.topic}", note) + "\n")
+            line = note() if callable(note) else note
+            out.write(CLEAR + view.render(f"{receiver.host}:{receiver.port} {receiver.topic}", line) + "\n")
             out.flush()
             time.sleep(refresh)
     except KeyboardInterrupt:
