@@ -28,7 +28,7 @@ import numpy as np
 
 import drivers
 from gatewayd.config.model import Config, DeviceConfig, TagConfig, UplinkConfig, point_tags
-from gatewayd.keys import load_private_key
+from gatewayd.keys import load_next_key, load_private_key
 from gatewayd.secretfiles import refuse_loose
 from gatewayd.systemd import secret_path
 from core.types import Event, Priority
@@ -110,8 +110,8 @@ def publisher_factory(config: Config, boot_id: bytes) -> PublisherFactory:
     """Resolve the uplink's secrets and load its signing key now; raises KeyFileError, CredentialError or
     OSError when one is missing. The factory builds the publisher over a store (`factory(store)`)."""
     uplink = resolve_uplink(config.uplink)
-    key = load_private_key(uplink.signing_key)
-    return lambda store: Publisher(uplink, config.gateway.id, store, key, boot_id)
+    key, next_key = load_private_key(uplink.signing_key), load_next_key(uplink.signing_key)
+    return lambda store: Publisher(uplink, config.gateway.id, store, key, boot_id, next_key)
 
 
 def metadata_events(gateway_id: str, tags: Sequence[TagConfig]) -> list[Event]:

@@ -239,6 +239,11 @@ def store_path(args: argparse.Namespace) -> Path:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from gatewayd.keys import KeyFileError, generate_key, load_public_key, public_key_fingerprint
 
+    if args.rotate:
+        return rotate_key(args)
+    if args.path is None:
+        print("gatewayd keygen: give the PATH of the new key (or --rotate -c CONFIG)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         public_path = generate_key(Path(args.path))
     except (KeyFileError, FileExistsError) as exc:
@@ -246,6 +251,46 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     fingerprint = public_key_fingerprint(load_public_key(public_path))
     print(f"private key: {args.path} (mode 0600)\npublic key:  {public_path}\nfingerprint: {fingerprint}")
+    return EXIT_OK
+
+
+def rotate_key(args: argparse.Namespace) -> int:
+    """`keygen --rotate -c CONFIG`: the first run makes the next key beside the configured one; the daemon
+    announces it (docs/uplink.md#key-rotation); a run after the broker acknowledged the announcement puts the
+    next key in the old one's place. Each run says what it did and what comes next."""
+    from gatewayd.config import ConfigError, load_config
+    from gatewayd.keys import KeyFileError, finish_rotation, generate_key, load_public_key, next_key_path, \
+        public_key_fingerprint
+    from gatewayd.uplink.rotation import read_acknowledged
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    key = config.uplink.signing_key
+    if not isinstance(key, Path):
+        print(f"gatewayd keygen: uplink.signing_key is {key}: rotate a credential by hand (docs/operations.md)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    upcoming = next_key_path(key)
+    try:
+        if not upcoming.exists():
+            fingerprint = public_key_fingerprint(load_public_key(generate_key(upcoming)))
+            print(f"next key: {upcoming} (mode 0600), fingerprint {fingerprint}\nreload gatewayd: it announces "
+                  f"the next key, then signs with it once the broker acknowledged the announcement; then run "
+                  f"this command again to remove the old key")
+            return EXIT_OK
+        fingerprint = public_key_fingerprint(load_public_key(Path(f"{upcoming}.pub")))
+        if read_acknowledged(config.store.path) != fingerprint:
+            print(f"gatewayd keygen: the announcement of {fingerprint} is not acknowledged yet; the old key "
+                  f"{key} stays (is gatewayd running, connected, and reloaded since the first run?)", file=sys.stderr)
+            return EXIT_FAILED
+        finish_rotation(key)
+    except (KeyFileError, OSError) as exc:
+        print(f"gatewayd keygen: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"rotation finished: {key} is now the key {fingerprint}; the old key is removed")
     return EXIT_OK
 
 
@@ -635,7 +680,7 @@ def add_operate_commands(command, sub: argparse._SubParsersAction) -> None:
 
 def add_broker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", required=True, metavar="HOST[:PORT]")
-    parser.add_argument("--topic", default="gatewayd/+/batch", help="default: %(default)s")
+    parser.add_argument("--topic", default="gatewayd/+/+", help="batches and heartbeats; default: %(default)s")
     parser.add_argument("--ca-file", help="CA of the broker's certificate (TLS is the default)")
     parser.add_argument("--plain", action="store_true", help="connect without TLS (test benches only)")
     parser.add_argument("--save", metavar="FILE", help="append every batch received to this capture file")
@@ -695,8 +740,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--db", metavar="FILE", help="the store's SQLite file (default /var/lib/gatewayd/gatewayd.db)")
     history.set_defaults(func=cmd_history)
 
-    keygen = sub.add_parser("keygen", help="create the Ed25519 batch signing key (PATH, 0600) and PATH.pub")
-    keygen.add_argument("path")
+    keygen = sub.add_parser("keygen", help="create the Ed25519 batch signing key (PATH, 0600) and PATH.pub; "
+                            "--rotate -c CONFIG replaces the configured key in two runs")
+    keygen.add_argument("path", nargs="?")
+    keygen.add_argument("--rotate", action="store_true", help="make the next key, or finish a rotation "
+                        "the broker acknowledged")
+    keygen.add_argument("-c", "--config", help="with --rotate: the daemon's configuration")
     keygen.set_defaults(func=cmd_keygen)
 
     verify = sub.add_parser("verify", help="verify signatures, sequence and chain of captured or live batches")
@@ -705,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = verify.add_mutually_exclusive_group(required=True)
     source.add_argument("--capture", nargs="+", metavar="FILE", help="capture files of length-prefixed batches")
     source.add_argument("--broker", metavar="HOST[:PORT]", help="subscribe to a broker instead")
-    verify.add_argument("--topic", default="gatewayd/+/batch", help="default: %(default)s")
+    verify.add_argument("--topic", default="gatewayd/+/+", help="batches and heartbeats; default: %(default)s")
     verify.add_argument("--seconds", type=float, default=10.0, help="how long to listen to the broker")
     verify.add_argument("--ca-file")
     verify.add_argument("--plain", action="store_true")

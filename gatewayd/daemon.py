@@ -39,6 +39,7 @@ from gatewayd.peerlimits import DescriptorReserve, raise_descriptor_limit
 from gatewayd.reload import ReloadPlan, Reloader, ReloadRefused
 from gatewayd.systemd import notify, watchdog_interval
 from core.types import QUALITY_BAD_MIN, Event, Priority
+from gatewayd.uplink.epoch import begin_epoch_if_needed
 from gatewayd.uplink.publisher import new_boot_id
 from gatewayd.values.carry import carry_over
 from core.waits import end_tasks, wait_set
@@ -63,6 +64,7 @@ class Daemon:
         check_secrets(config)  # a loose or missing secret fails before anything opens
         make_publisher = publisher_factory(config, self.boot_id)
         self.store = open_store(config)
+        begin_epoch_if_needed(self.store, config.gateway.id)
         points = build_points(config, self.store)
         self.table, self.engine, self.scanner = points.table, points.engine, points.scanner
         self.scanner.restore_state()

@@ -65,6 +65,24 @@ def generate_key(path: Path) -> Path:
     return pub
 
 
+def next_key_path(path: Path) -> Path:
+    """Where `gatewayd keygen --rotate` puts the key that will replace private key `path`."""
+    return path.with_name(path.name + ".next")
+
+
+def load_next_key(path: Path) -> Ed25519PrivateKey | None:
+    """The next key of a rotation under way (docs/operations.md#key-rotation), or None when there is none."""
+    upcoming = next_key_path(Path(path))
+    return load_private_key(upcoming) if upcoming.exists() else None
+
+
+def finish_rotation(path: Path) -> None:
+    """The next key takes the place of the current one, private key first; the old one is gone."""
+    path, upcoming = Path(path), next_key_path(Path(path))
+    os.replace(upcoming, path)
+    os.replace(public_path(upcoming), public_path(path))
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Load the signing key, refusing a file that group or others can read or write, or another account owns."""
     path = Path(path)

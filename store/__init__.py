@@ -9,14 +9,15 @@
 
 from store.history import History, HistoryError, TagHistory
 from store.keeping import Keeping
-from store.outbox import Store, is_disk_full
-from store.records import Batch, BatchContent, SampleBlock, StoreStats
+from store.outbox import Store, is_disk_full, read_state
+from store.records import Batch, BatchContent, ChainHead, SampleBlock, StoreStats
 from store.retention import Retention
 from store.schema import SchemaError, pending_migrations
 
 __all__ = [
     "Batch",
     "BatchContent",
+    "ChainHead",
     "History",
     "HistoryError",
     "Keeping",
@@ -28,4 +29,5 @@ __all__ = [
     "TagHistory",
     "is_disk_full",
     "pending_migrations",
+    "read_state",
 ]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from core.types import Event
-from store.records import Batch, BatchContent, SampleBlock, StoreStats, event_body, event_from_row
+from store.records import Batch, BatchContent, ChainHead, SampleBlock, StoreStats, event_body, event_from_row
 from store.keeping import Keeping, drop_days, keep_rows
 from store.retention import Retention, enforce, history_bytes, outbox_bytes, uncarried_ranges
 from store.schema import migrate
@@ -230,6 +230,23 @@ class Store:
         events = [event_from_row(r[3], r[7]) for r in rows if r[1] == EVENT]
         return BatchContent(block, self.tag_names(np.unique(block.tag_id)), events)
 
+    def chain_head(self) -> ChainHead:
+        """The epoch, the last seq and hash built in it, and the reset that began it."""
+        epoch, seq, digest, reset = self._conn.execute("SELECT epoch, last_seq, last_hash, reset FROM chain").fetchone()
+        return ChainHead(None if epoch is None else bytes(epoch), seq, bytes(digest), reset)
+
+    def begin_epoch(self, epoch: bytes, reset: str) -> None:
+        """Begin a new chain: seq 1 of `epoch` comes next, carrying the chain_reset `reset` (JSON).
+
+        Batches built before and not acknowledged are forgotten (their seqs belong to the old epoch), and the
+        rows they carried wait for a batch again: every row still here travels in the new epoch.
+        """
+        with self._transaction() as conn:
+            oldest = conn.execute("SELECT min(id) FROM outbox").fetchone()[0]
+            conn.execute("DELETE FROM batches")
+            conn.execute("UPDATE chain SET epoch = ?, reset = ?, last_seq = 0, last_hash = zeroblob(32), "
+                         "carried_upto = coalesce(?, carried_upto)", (epoch, reset, oldest and oldest - 1))
+
     def pending_batches(self) -> list[Batch]:
         """Batches built but not acknowledged, by seq: republish these after a restart."""
         rows = self._conn.execute(
@@ -294,6 +311,22 @@ class Store:
         """The JSON document saved as `name`, or None if there is none."""
         row = self._conn.execute("SELECT body FROM state WHERE name = ?", (name,)).fetchone()
         return None if row is None else row[0]
+
+
+def read_state(path: Path, name: str) -> str | None:
+    """The JSON document `name` of the database at `path`, read without writing (its daemon may be running);
+    None when there is none, or no such database."""
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT body FROM state WHERE name = ?", (name,)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return None if row is None else row[0]
 
 
 SQLITE_FULL, SQLITE_IOERR = 13, 10

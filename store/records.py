@@ -86,6 +86,18 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class ChainHead:
+    """The chain as the store holds it: its epoch (None before the first, see `Store.begin_epoch`), the last
+    seq built in it and that batch's envelope hash (0 and zeros before the first), and the JSON of the
+    chain_reset that begins the epoch (None for the zero epoch)."""
+
+    epoch: bytes | None
+    seq: int
+    digest: bytes
+    reset: str | None
+
+
+@dataclass(frozen=True)
 class StoreStats:
     """Queue depths for metrics.
 

@@ -6,9 +6,9 @@ does not know) is refused instead of being misread.
 
     >>> conn = sqlite3.connect(":memory:", isolation_level=None)
     >>> pending_migrations(conn)
-    ['0001_outbox', '0002_retention', '0003_state', '0004_history']
+    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch']
     >>> migrate(conn)
-    ['0001_outbox', '0002_retention', '0003_state', '0004_history']
+    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch']
     >>> pending_migrations(conn)
     []
 """
@@ -121,6 +121,24 @@ def _history(conn: sqlite3.Connection) -> None:
     )
 
 
+def _epoch(conn: sqlite3.Connection) -> None:
+    """The chain's epoch (uplink protocol 1.1) and the `chain_reset` that begins it.
+
+    A database that already sent batches keeps its chain in the zero epoch (16 zero bytes: the chain
+    begun under protocol 1.0); one that never did gets NULL, and the daemon begins a new epoch at start
+    (`Store.begin_epoch`). `reset` holds the JSON of the chain_reset event that seq 1 of the epoch
+    carries, NULL for the zero epoch.
+    """
+    _run(
+        conn,
+        """
+        ALTER TABLE chain ADD COLUMN epoch BLOB;
+        ALTER TABLE chain ADD COLUMN reset TEXT;
+        UPDATE chain SET epoch = zeroblob(16) WHERE last_seq > 0
+        """,
+    )
+
+
 def _run(conn: sqlite3.Connection, script: str) -> None:
     """Run `;`-separated statements one by one: executescript would commit the open transaction.
 
@@ -136,6 +154,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("0002_retention", _retention),
     ("0003_state", _state),
     ("0004_history", _history),
+    ("0005_epoch", _epoch),
 ]
 
 

@@ -144,5 +144,5 @@ def test_a_stream_with_forgeries_accepts_exactly_the_genuine_batches(damage, rnd
     assert accepted == {seq: hashlib.sha256(frame).digest() for seq, frame in enumerate(GOOD, 1)}
     genuine = set(GOOD)
     forged = [frame for frame in stream if frame not in genuine]
-    serious = [f for f in report.findings if f.kind not in (Kind.DUPLICATE, Kind.NEW_BOOT, Kind.OUT_OF_ORDER)]
+    serious = [f for f in report.findings if f.kind not in (Kind.DUPLICATE, Kind.NEW_BOOT, Kind.LATE_ARRIVAL)]
     assert len(serious) == len(forged), "every damaged frame is named, nothing else is"

@@ -101,7 +101,7 @@ def test_dropped_batch_is_a_gap_unless_it_arrives_later() -> None:
     assert kinds(report) == [Kind.GAP] and report.findings[-1].detail.startswith("missing seq 3..4")
     assert not report.ok
     filled = run(frames[:2] + frames[4:] + frames[2:4])
-    assert kinds(filled) == [Kind.OUT_OF_ORDER, Kind.OUT_OF_ORDER] and filled.ok
+    assert kinds(filled) == [Kind.LATE_ARRIVAL, Kind.LATE_ARRIVAL] and filled.ok
 
 
 def test_batch_signed_with_another_key_is_rejected() -> None:
@@ -114,7 +114,7 @@ def test_batch_signed_with_another_key_is_rejected() -> None:
 def test_reordered_arrival_is_noted_but_ok() -> None:
     frames = chain(4)
     report = run([frames[0], frames[2], frames[1], frames[3]])
-    assert kinds(report) == [Kind.OUT_OF_ORDER] and report.findings[-1].seq == 2
+    assert kinds(report) == [Kind.LATE_ARRIVAL] and report.findings[-1].seq == 2
     assert report.ok
 
 

@@ -153,11 +153,15 @@ class UplinkConfig:
     batch_max_rows: int = 5000
     max_inflight: int = 4
     ack_timeout: float = 15.0
+    heartbeat: float = 60.0  # seconds between signed heartbeats (uplink protocol 1.1)
     live_share: float = 0.2  # during a backfill, this share of batches carries the newest rows
     max_bytes_per_second: int | None = None  # upstream rate limit; None: unlimited
 
     def topic(self, gateway_id: str) -> str:
         return f"{self.topic_prefix}/{gateway_id}/batch"
+
+    def heartbeat_topic(self, gateway_id: str) -> str:
+        return f"{self.topic_prefix}/{gateway_id}/heartbeat"
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,8 @@ UPLINK_FIELDS = {
     "port": Field(integer(1, 65535), None, "default 8883 with TLS, 1883 plain"),
     "transport": Field(one_of("tls", "plain"), "tls", "plain must be chosen explicitly"),
     "tls": Field(lambda value: value, None, "ca_file, cert_file, key_file"),
-    "topic_prefix": Field(text, "gatewayd", "batches go to PREFIX/GATEWAY_ID/batch"),
+    "topic_prefix": Field(text, "gatewayd", "batches go to PREFIX/GATEWAY_ID/batch, heartbeats to "
+                          "PREFIX/GATEWAY_ID/heartbeat"),
     "client_id": Field(identifier, None, "default: the gateway id"),
     "username": Field(text, None, "broker user name, if the broker asks for one"),
     "password_file": Field(secret_source, None, "file holding the broker password (never inline), "
@@ -165,6 +166,8 @@ UPLINK_FIELDS = {
     "batch_max_rows": Field(integer(1, 100_000), 5000, "samples and events per batch at most"),
     "max_inflight": Field(integer(1, 64), 4, "batches published and not yet acknowledged"),
     "ack_timeout": Field(positive_duration, 15.0, "duration: republish a batch not acknowledged in this time"),
+    "heartbeat": Field(positive_duration, 60.0, "duration: a signed heartbeat naming the chain's head this often "
+                       "while connected (docs/uplink.md)"),
     "live_share": Field(number(0.0, 0.5), 0.2, "during a backfill, this share of batches carries the newest "
                         "rows so live data keeps flowing; 0 sends strictly oldest first"),
     "max_bytes_per_second": Field(integer(1000), None, "upstream rate limit in bytes per second; unlimited if unset"),

@@ -98,7 +98,9 @@ def encode_batch(
     prev_hash: bytes,
     created_ms: int,
     private_key: Ed25519PrivateKey,
+    epoch: bytes | None = None,
 ) -> bytes:
-    """Encode, compress and sign one batch of store content; returns the complete envelope."""
+    """Encode, compress and sign one batch of store content; returns the complete envelope (protocol 1.1 with
+    an epoch, 1.0 without: see `core.batchformat.encode_envelope`)."""
     return encode_envelope(build_body(content), gateway_id=gateway_id, boot_id=boot_id, seq=seq,
-                           prev_hash=prev_hash, created_ms=created_ms, private_key=private_key)
+                           prev_hash=prev_hash, created_ms=created_ms, private_key=private_key, epoch=epoch)

@@ -41,9 +41,12 @@ import paho.mqtt.client as mqtt
 from gatewayd.config.model import UplinkConfig
 from gatewayd.keys import public_key_fingerprint
 from gatewayd.secretfiles import read_private
-from gatewayd.uplink.redial import Redial
+from core.batchformat import encode_heartbeat
 from gatewayd.uplink.batch import encode_batch
-from store import Batch, SampleBlock, Store, is_disk_full
+from gatewayd.uplink.epoch import marker_path, reset_event, write_marker
+from gatewayd.uplink.redial import Redial
+from gatewayd.uplink.rotation import KeyRotation
+from store import Batch, BatchContent, SampleBlock, Store, is_disk_full
 from core.waits import wait_set
 
 log = logging.getLogger("gatewayd.uplink")
@@ -62,6 +65,7 @@ class UplinkStats:
     rejected: int = 0
     live_batches: int = 0
     throttled: int = 0
+    heartbeats: int = 0
     store_errors: int = 0
     last_ack_monotonic: float = 0.0
 
@@ -111,13 +115,20 @@ def dropped_before_accepting(detail: str, config: UplinkConfig) -> str:
 
 
 class Publisher:
-    def __init__(self, config: UplinkConfig, gateway_id: str, store: Store, private_key, boot_id: bytes):
+    def __init__(self, config: UplinkConfig, gateway_id: str, store: Store, private_key, boot_id: bytes,
+                 next_key=None):
         self.config, self.gateway_id, self.store = config, gateway_id, store
-        self.private_key, self.boot_id = private_key, boot_id
+        self.boot_id = boot_id
+        self.keys = KeyRotation(store, private_key, next_key)
         # the platform compares this with the fingerprint of the public key it was handed (docs/uplink.md)
         log.info("signing key %s: fingerprint %s", config.signing_key,
-                 public_key_fingerprint(private_key.public_key()))
-        self.topic = config.topic(gateway_id)
+                 public_key_fingerprint(self.keys.signer.public_key()))
+        head = store.chain_head()
+        self.epoch = head.epoch
+        self._reset = reset_event(head, gateway_id)  # seq 1 of a new epoch begins with it
+        self._announcing: int | None = None  # set by _encode when the batch being built announces the next key
+        self._next_heartbeat = float("inf")  # monotonic; the first goes out right after connecting
+        self.topic, self.heartbeat_topic = config.topic(gateway_id), config.heartbeat_topic(gateway_id)
         self.stats = UplinkStats()
         self.progress_monotonic = time.monotonic()
         self._inflight: dict[int, _InFlight] = {}
@@ -151,6 +162,7 @@ class Publisher:
         try:
             while True:
                 self._pump()
+                self._heartbeat()
                 self.progress_monotonic = time.monotonic()
                 await wait_set(self._wake, 1.0)
                 self._wake.clear()
@@ -158,6 +170,7 @@ class Publisher:
             self._stopping = True
             self._client.disconnect()
             self._client.loop_stop()
+            self._write_marker()
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
@@ -213,6 +226,7 @@ class Publisher:
             return
         self.stats.connected = True
         self.stats.connects += 1
+        self._next_heartbeat = time.monotonic()
         self._connect_error = None
         log.info("connected to broker %s:%d, publishing to %s", self.config.host, self.config.port, self.topic)
         self._wake.set()
@@ -248,6 +262,7 @@ class Publisher:
             del self._by_mid[stale_mid]  # earlier publishes of the same batch
         self.stats.acknowledged += 1
         self.stats.last_ack_monotonic = time.monotonic()
+        self.keys.acknowledged(seq)
         self._unacknowledged.append(seq)
         self._delete_acknowledged()
         self._wake.set()
@@ -287,11 +302,14 @@ class Publisher:
         limit = self.config.batch_max_rows
         self._live_credit += self.config.live_share
         newest = self._live_credit >= 1.0
+        self._announcing = None
         try:
             batch = self.store.build_batch(limit, self._encode, newest=newest)
         except sqlite3.Error as exc:
             self._store_error(exc, "building a batch")
             return None
+        if batch is not None and self._announcing == batch.seq:
+            self.keys.announced(batch.seq)
         if newest:
             self._live_credit -= 1.0
             self.stats.live_batches += 1
@@ -313,10 +331,22 @@ class Publisher:
         self._loop.call_later(-self._allowance / rate, self._wake.set)
         return False
 
-    def _encode(self, content, seq: int, prev_hash: bytes) -> bytes:
+    def _encode(self, content: BatchContent, seq: int, prev_hash: bytes) -> bytes:
+        """Runs inside the store's transaction: seq 1 of an epoch leads with its chain_reset, and the batch
+        after `gatewayd keygen --rotate` ends with the key_rotation announcement."""
         created_ms = time.time_ns() // 1_000_000
+        events = list(content.events)
+        if seq == 1 and self._reset is not None:
+            events.insert(0, self._reset)
+        announcement = self.keys.announcement(self.gateway_id)
+        if announcement is not None:
+            events.append(announcement)
+            self._announcing = seq
+        if len(events) != len(content.events):
+            content = BatchContent(content.samples, content.tag_names, events)
         envelope = encode_batch(content, gateway_id=self.gateway_id, boot_id=self.boot_id, seq=seq,
-                                prev_hash=prev_hash, created_ms=created_ms, private_key=self.private_key)
+                                prev_hash=prev_hash, created_ms=created_ms, private_key=self.keys.signer,
+                                epoch=self.epoch)
         if self.on_built is not None:
             self.on_built(content.samples, created_ms / 1000.0)
         return envelope
@@ -334,6 +364,29 @@ class Publisher:
         self.stats.bytes_published += len(batch.envelope)
         self._allowance -= len(batch.envelope)
         return True
+
+    def _heartbeat(self) -> None:
+        """Every `heartbeat` seconds while connected: the signed head of the chain (docs/uplink.md#heartbeat),
+        and the marker beside the database brought up to that head (gatewayd.uplink.epoch)."""
+        now = time.monotonic()
+        if not self.stats.connected or now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + self.config.heartbeat
+        head = self.store.chain_head()
+        waiting = [flight.batch.seq for flight in self._inflight.values()] + [batch.seq for batch in self._unsent]
+        payload = encode_heartbeat(gateway_id=self.gateway_id, epoch=head.epoch, boot_id=self.boot_id,
+                                   head_seq=head.seq, head_hash=head.digest, created_ms=time.time_ns() // 1_000_000,
+                                   private_key=self.keys.signer, interval=self.config.heartbeat,
+                                   oldest_unacknowledged=min(waiting, default=None))
+        if self._client.publish(self.heartbeat_topic, payload, qos=1).rc == mqtt.MQTT_ERR_SUCCESS:
+            self.stats.heartbeats += 1
+        self._write_marker()
+
+    def _write_marker(self) -> None:
+        try:
+            write_marker(marker_path(self.store.path), self.store.chain_head())
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("could not write the chain marker beside the store: %s", exc)
 
     @property
     def inflight(self) -> int:
