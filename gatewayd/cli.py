@@ -270,16 +270,23 @@ def rotate_key(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     key = config.uplink.signing_key
     if not isinstance(key, Path):
-        print(f"gatewayd keygen: uplink.signing_key is {key}: rotate a credential by hand (docs/operations.md)",
-              file=sys.stderr)
-        return EXIT_FAILED
+        if args.key is None:
+            print(f"gatewayd keygen: uplink.signing_key is {key}: name the file it is loaded from with --key "
+                  f"(e.g. /etc/gatewayd/signing.key)", file=sys.stderr)
+            return EXIT_USAGE
+        credential, key = key, Path(args.key)
     upcoming = next_key_path(key)
     try:
         if not upcoming.exists():
             fingerprint = public_key_fingerprint(load_public_key(generate_key(upcoming)))
-            print(f"next key: {upcoming} (mode 0600), fingerprint {fingerprint}\nreload gatewayd: it announces "
-                  f"the next key, then signs with it once the broker acknowledged the announcement; then run "
-                  f"this command again to remove the old key")
+            print(f"next key: {upcoming} (mode 0600), fingerprint {fingerprint}")
+            if not isinstance(config.uplink.signing_key, Path):
+                print(f"pass it to the service too: a drop-in with LoadCredential={credential.name}.next:{upcoming}, "
+                      f"then systemctl daemon-reload && systemctl restart gatewayd")
+            else:
+                print("reload gatewayd")
+            print("it announces the next key, then signs with it once the broker acknowledged the announcement; "
+                  "then run this command again to remove the old key")
             return EXIT_OK
         fingerprint = public_key_fingerprint(load_public_key(Path(f"{upcoming}.pub")))
         if read_acknowledged(config.store.path) != fingerprint:
@@ -291,6 +298,9 @@ def rotate_key(args: argparse.Namespace) -> int:
         print(f"gatewayd keygen: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"rotation finished: {key} is now the key {fingerprint}; the old key is removed")
+    if not isinstance(config.uplink.signing_key, Path):
+        print(f"remove the drop-in's LoadCredential={credential.name}.next line now (its file is gone), then "
+              f"systemctl daemon-reload")
     return EXIT_OK
 
 
@@ -746,6 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--rotate", action="store_true", help="make the next key, or finish a rotation "
                         "the broker acknowledged")
     keygen.add_argument("-c", "--config", help="with --rotate: the daemon's configuration")
+    keygen.add_argument("--key", help="with --rotate, when the config names a credential: the key file it is loaded "
+                        "from")
     keygen.set_defaults(func=cmd_keygen)
 
     verify = sub.add_parser("verify", help="verify signatures, sequence and chain of captured or live batches")

@@ -12,8 +12,8 @@ The daemon applies the plan (`Daemon.apply`):
 - when tags or rules changed, a new point table, rule engine and scanner replace the old ones after a
   last tick of the old ones; values, qualities and report-by-exception state of the tags that remain
   are copied, and the alarm and bypass states are carried over by id (`gatewayd.values.carry`);
-- the publisher is restarted only if `uplink:` changed; the new one republishes the batches the old
-  one had in flight, since they are in the store until acknowledged;
+- the publisher is restarted only if `uplink:` changed, or `gatewayd keygen --rotate` made a next key; the
+  new one republishes the batches the old one had in flight, since they are in the store until acknowledged;
 - keys the daemon cannot change while running (its directories, identity, store, metrics endpoint, limits,
   the control socket's roles) refuse the reload, naming the key, rather than half-applying it.
 
@@ -37,14 +37,16 @@ from gatewayd.assembly import (
     build_points,
     check_secrets,
     publisher_factory,
+    resolve_uplink,
 )
 from gatewayd.config import ConfigError, load_config_isolated
 from gatewayd.config.diff import ConfigDiff, diff_configs, restart_message
 from gatewayd.config.model import Config
-from gatewayd.keys import KeyFileError
+from gatewayd.keys import KeyFileError, next_key_path
 from gatewayd.secretfiles import SecretFileError
 from gatewayd.systemd import CredentialError
 from core.types import Event, Priority
+from gatewayd.uplink.publisher import Publisher
 from store import Store
 
 log = logging.getLogger("gatewayd.reload")
@@ -72,6 +74,7 @@ class Running(Protocol):
     config: Config
     store: Store
     boot_id: bytes
+    publisher: Publisher
 
     def record(self, event: Event) -> None: ...
 
@@ -118,10 +121,19 @@ class Reloader:
         digest = new.config_sha256  # over every file the parse read, as at start
         if diff.needs_restart:
             self._reject(who, [restart_message(diff.needs_restart)], restart_message(diff.needs_restart))
-        if diff.empty and digest == self.digest:
+        if diff.empty and digest == self.digest and not self._next_key_appeared(new):
             log.info("reload requested by %s: %s unchanged", who, old.file)
             return None
         return self.build(new, digest, diff, who)
+
+    def _next_key_appeared(self, new: Config) -> bool:
+        """`gatewayd keygen --rotate` made a next key since the publisher started: a new one announces it."""
+        if self.daemon.publisher.keys.began_with_next:
+            return False
+        try:
+            return next_key_path(resolve_uplink(new.uplink).signing_key).exists()
+        except CredentialError:
+            return False  # check_secrets says why, when the plan is built
 
     def build(self, new: Config, digest: str, diff: ConfigDiff, who: str) -> ReloadPlan:
         """What can fail is built before anything running is touched: the new uplink's secrets and key,
@@ -132,7 +144,7 @@ class Reloader:
         except (SecretFileError, CredentialError) as exc:
             self._reject(who, str(exc).splitlines(), f"{exc}; the running configuration stays")
         publisher = None
-        if diff.uplink_changed:
+        if diff.uplink_changed or self._next_key_appeared(new):
             try:
                 publisher = publisher_factory(new, self.daemon.boot_id)
             except (KeyFileError, CredentialError, OSError) as exc:

@@ -33,6 +33,7 @@ class KeyRotation:
 
     def __init__(self, store: Store, current: Ed25519PrivateKey, next_key: Ed25519PrivateKey | None) -> None:
         self.store, self.signer, self.next = store, current, next_key
+        self.began_with_next = next_key is not None  # a reload looks: was the next key there at the start?
         self.awaiting: int | None = None  # the seq of the batch carrying the announcement, until its PUBACK
         if next_key is None:
             return
