@@ -19,6 +19,7 @@ from gatewayd.uplink.epoch import begin_epoch_if_needed, marker_path, read_marke
 from gatewayd.uplink.publisher import Publisher
 from store import SampleBlock, Store
 from store.schema import MIGRATIONS
+from tests.uplinkschemas import problems
 
 KEY_A = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 KEY_B = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
@@ -63,9 +64,11 @@ class Site:
 
 
 def verify(frames: list[bytes]):
+    """The platform's verifier over what the gateway sent; every body also passes docs/schemas/."""
     verifier = ChainVerifier(KEY_A.public_key(), gateway_id="gw-1")
     for frame in frames:
         verifier.feed(frame)
+        assert problems("batch-1.1.json", decode_body(parse_envelope(frame))) == []
     return verifier.report()
 
 
