@@ -159,7 +159,8 @@ def fake_daemon(tmp_path: Path, cfg) -> Daemon:
     daemon = Daemon(dataclasses.replace(cfg, uplink=dataclasses.replace(cfg.uplink, signing_key=key)))
     daemon.config = cfg
     daemon.drivers = {"plc-a": FakeDriver(), "plc-b": FakeDriver(down=True)}
-    daemon.publisher = SimpleNamespace(stats=UplinkStats(connected=True, acknowledged=4), inflight=1)
+    daemon.publisher = SimpleNamespace(stats=UplinkStats(connected=True, acknowledged=4), inflight=1,
+                                       keys=SimpleNamespace(began_with_next=False))
     return daemon
 
 
