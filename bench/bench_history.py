@@ -144,7 +144,7 @@ def run(days: int, tags: int, interval: float, max_bytes: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--days", type=int, default=2, help="days filled (30 days at the default rate take 15 minutes)")
     parser.add_argument("--tags", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between a tag's samples (exception "
                         "reporting of a steady plant: max_interval)")

@@ -151,7 +151,7 @@ def test_history_command_names_a_store_it_cannot_read(tmp_path: Path, capsys) ->
     assert f"cannot read the store {tmp_path / 'none.db'}" in capsys.readouterr().err
 
 
-def test_history_keys_are_read_and_check_config_says_how_many_days_the_bound_holds(tmp_path: Path) -> None:
+def test_history_keys_are_read_and_check_config_says_how_many_days_the_bound_holds(tmp_path: Path, capsys) -> None:
     source = (CONFIGS / "good" / "minimal.yaml").read_text()
     assert parse_config(source, tmp_path / "c.yaml").history == HistoryConfig(30 * DAY, 4 << 30)
     config = parse_config(source + "history: {keep: 7d, max_bytes: 64 MiB}\n", tmp_path / "c.yaml")
@@ -164,6 +164,10 @@ def test_history_keys_are_read_and_check_config_says_how_many_days_the_bound_hol
     summary = size.summary()
     assert "holds 388.4 days at 3 tags while values hold still" in summary and "6.5 days if every read" in summary
     assert "the bound is reached before history.keep if values move" in summary
+    path = tmp_path / "c.yaml"
+    path.write_text(source + "history: {keep: 7d, max_bytes: 64 MiB}\n")
+    assert main(["check-config", str(path)]) == 0
+    assert summary in capsys.readouterr().out
     every_read = parse_config(source.replace("        unit: m\n", "        unit: m\n        report: every_read\n"),
                               tmp_path / "c.yaml")
     assert history_size(every_read).samples_per_day_still == 86_400 + 2 * 1440
