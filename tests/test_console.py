@@ -301,14 +301,18 @@ def test_over_tls_the_page_is_served_to_a_verifying_client_and_the_cookie_is_sec
         tls_context(config)
 
 
-def test_an_unknown_user_costs_the_same_hash_as_a_known_one(users, monkeypatch):
+def test_an_unknown_user_costs_the_same_hash_as_a_known_one_and_no_typed_name_is_logged(users, monkeypatch, caplog):
     hashed = []
     real = auth.password_matches
     monkeypatch.setattr(auth, "password_matches",
                         lambda stored, password: hashed.append(stored) or real(stored, password))
     with console(settings(), users) as running:
-        assert running.login("nobody", PASSWORD)[0] == 401
-    assert len(hashed) == 1 and hashed[0].startswith("scrypt:")
+        assert running.login("hunter2hunter2", PASSWORD)[0] == 401, "a password typed into the user field"
+        assert running.login("alice", "not her password")[0] == 401
+    assert len(hashed) == 2 and all(stored.startswith("scrypt:") for stored in hashed)
+    logged = caplog.text
+    assert "wrong password for an unknown user from 127.0.0.1" in logged and "hunter2" not in logged
+    assert "wrong password for user alice from 127.0.0.1" in logged and PASSWORD not in logged
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 30.0) -> bytes:

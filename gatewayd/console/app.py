@@ -86,6 +86,11 @@ class ConsoleApp:
             raise HttpError(404, f"no file {name[:100]!r}")
         return Response(200, self.files[name], STATIC[name])
 
+    def named(self, user: str) -> str:
+        """How the log names a login's user: a known name, or not at all (a password typed into the user
+        field must not end up in the journal)."""
+        return f"user {user}" if user in self.users else "an unknown user"
+
     def login_page(self, status: int, message: str) -> Response:
         """The login form, with a fixed message of ours (nothing the client sent is put into it)."""
         note = f'<p class="error">{message}</p>'.encode() if message else b""
@@ -117,15 +122,15 @@ class ConsoleApp:
         user, password = form.get("user", ""), form.get("password", "")
         wait = self.throttle.wait(request.address, user)
         if wait > 0:
-            log.warning("console: login of %r from %s refused: too many wrong passwords, %.0f s left",
-                        user[:64], request.address, wait)
+            log.warning("console: login of %s from %s refused: too many wrong passwords, %.0f s left",
+                        self.named(user), request.address, wait)
             return self.login_page(429, f"Too many wrong passwords: try again in {wait:.0f} s.")
         stored = self.users.get(user)
         matches = await asyncio.to_thread(auth.password_matches, stored or self._decoy, password)
         matches = matches and stored is not None
         if not matches:
             self.throttle.failed(request.address, user)
-            log.warning("console: wrong user or password for %r from %s", user[:64], request.address)
+            log.warning("console: wrong password for %s from %s", self.named(user), request.address)
             await asyncio.sleep(WRONG_PASSWORD_DELAY)
             return self.login_page(401, "Wrong user or password.")
         self.throttle.succeeded(request.address, user)
