@@ -108,6 +108,7 @@ class Acceptor:
         self.late_after = late_after
         self._chain = ChainState(conn, side_conn)
         self._days: set[int] = set()
+        self._content: list[tuple[tuple, BatchRows]] = []  # stored in this transaction, not yet copied
 
     def close(self) -> None:
         for conn in (self._conn, self._ddl):
@@ -164,6 +165,7 @@ class Acceptor:
         prepared = [self._prepare(message) for message in messages]
         ready = [p for p in prepared if isinstance(p, _Prepared)]
         self._ensure_days(ready, self._ddl)
+        self._content = []
         with self._conn.transaction():
             locked = self._chain.lock({p.envelope.gateway_id for p in ready})
             for item in ready:
@@ -171,10 +173,24 @@ class Acceptor:
                     self._accept(item)
                 else:
                     item.outcome.deferred = True
+            self._copy_content()
             self._chain.save()
             outcomes = [p.outcome if isinstance(p, _Prepared) else p for p in prepared]
             self.record([f for o in outcomes for f in o.findings])
         return outcomes
+
+    def _copy_content(self) -> None:
+        """The samples and events of every batch the transaction stored, in one COPY each: no row of them is
+        read back by the checks, so they wait until the end of the group (a round trip per group, not per
+        batch)."""
+        content, self._content = self._content, []
+        with self._conn.cursor() as cur:
+            for table, columns in (("samples", SAMPLE_COLUMNS), ("events", EVENT_COLUMNS)):
+                if any(getattr(rows, table) for _, rows in content):
+                    with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                        for key, rows in content:
+                            for row in getattr(rows, table):
+                                copy.write_row(key + row)
 
     def _ensure_days(self, items: list[_Prepared], conn: psycopg.Connection) -> None:
         days = set().union(*(p.rows.days for p in items if p.rows)) - self._days
@@ -402,16 +418,7 @@ class Acceptor:
         gateway.batches += 1
         if content is None:
             return
-        prefix = (envelope.gateway_id, epoch.id, envelope.seq)
-        with self._conn.cursor() as cur:
-            if content.samples:
-                with cur.copy(f"COPY samples ({SAMPLE_COLUMNS}) FROM STDIN") as copy:
-                    for row in content.samples:
-                        copy.write_row(prefix + row)
-            if content.events:
-                with cur.copy(f"COPY events ({EVENT_COLUMNS}) FROM STDIN") as copy:
-                    for row in content.events:
-                        copy.write_row(prefix + row)
+        self._content.append(((envelope.gateway_id, epoch.id, envelope.seq), content))
         outcome.samples += len(content.samples)
         outcome.events += len(content.events)
         gateway.samples += len(content.samples)
