@@ -10,9 +10,10 @@ Parts:
   registers that all change every second, polled every second) and a local mosquitto: every value is
   forwarded, the store is on disk (the temporary directory, never tmpfs here) with durability as
   shipped, batches signed. Once with report-by-exception (deadband 0), once with `report: every_read`.
-  CPU seconds (user + system, from /proc) per million values forwarded: the samples a subscriber
-  received in the window (every value read is forwarded; a poll that overran its second on a loaded
-  machine reads fewer, and counting what was polled would flatter the figure).
+  CPU seconds (user + system, from /proc) per million values: the samples the daemon committed in
+  the window (its outbox's row counter) or, if more, those a subscriber received (every value read is
+  forwarded; a poll that overran its second on a loaded machine reads fewer, and counting what should
+  have been polled would flatter the figure).
 - `stages`: the same tick in this process, stage by stage with the real classes (decode of the 80
   planned blocks, the point-table write, the scan tick, the store append, the batch read from the store,
   body JSON, zlib, Ed25519, the batch stored, the publish to mosquitto with its PUBACK, the delete on
@@ -30,7 +31,9 @@ The machine may be shared: figures are process CPU time, not wall time, and vari
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -88,6 +91,13 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
+def rows_committed(database: Path) -> int:
+    """Outbox rows the daemon has committed so far (the AUTOINCREMENT counter), read beside it (WAL)."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+    return found[0] if found else 0
+
+
 def counter_tags(count: int, report: str) -> list[dict[str, Any]]:
     """uint16 holding registers 0..count-1, every change reported (deadband 0)."""
     extra = {"deadband": 0.0} if report == "exception" else {}
@@ -142,18 +152,20 @@ def cpu_run(checkout: Path, report: str, seconds: float, warmup: float) -> None:
             daemon = start_daemon(workdir, counters_config(workdir, port, broker.port, report), checkout)
             time.sleep(warmup)
             pid = daemon.proc.pid
+            database = workdir / "state" / "gatewayd.db"
             user0, system0 = user_system_seconds(pid)
-            wall0, received0 = time.monotonic(), counter.count()
+            wall0, received0, stored0 = time.monotonic(), counter.count(), rows_committed(database)
             time.sleep(seconds)
             user, system = (now - before for now, before in zip(user_system_seconds(pid), (user0, system0)))
             wall, received = time.monotonic() - wall0, counter.count() - received0
+            stored = rows_committed(database) - stored0
             cpu = user + system
             emit("footprint_cpu", checkout=str(checkout), report=report, tags=REGISTERS, window_s=round(wall, 1),
                  cpu_s=round(cpu, 2), user_s=round(user, 2), system_s=round(system, 2),
                  cpu_share_of_one_core=round(cpu / wall, 4),
-                 cpu_s_per_million_values=round(cpu / max(received, 1) * 1e6, 2),
-                 values_forwarded_per_s=round(received / wall), rss_mib=round(rss_mib(pid), 1),
-                 target_cpu_s_per_million=2.5)
+                 cpu_s_per_million_values=round(cpu / max(received, stored, 1) * 1e6, 2),
+                 values_stored_per_s=round(stored / wall), values_forwarded_per_s=round(received / wall),
+                 rss_mib=round(rss_mib(pid), 1), target_cpu_s_per_million=2.5)
         finally:
             if counter is not None:
                 counter.stop()
@@ -182,8 +194,8 @@ def memory_run(checkout: Path, seconds: float) -> None:
             stop_all(daemon, plc, broker)
         try:
             broker = Broker(workdir / "every-kind").start()
-            daemon = start_daemon(workdir / "every-kind", every_kind_config(workdir / "every-kind", broker.port),
-                                  checkout)
+            daemon = start_daemon(workdir / "every-kind",
+                                  every_kind_config(workdir / "every-kind", broker.port, checkout), checkout)
             time.sleep(seconds)
             emit("footprint_rss", checkout=str(checkout), config="config.example.yaml: every driver kind",
                  rss_mib=round(rss_mib(daemon.proc.pid), 1), after_s=seconds)
@@ -191,12 +203,13 @@ def memory_run(checkout: Path, seconds: float) -> None:
             stop_all(daemon, broker)
 
 
-def every_kind_config(workdir: Path, broker_port: int) -> Path:
-    """config.example.yaml with its devices on free ports (nothing answers) and its paths in `workdir`."""
+def every_kind_config(workdir: Path, broker_port: int, checkout: Path = ROOT) -> Path:
+    """`checkout`'s config.example.yaml (its keys are those that daemon knows) with its devices on free
+    ports (nothing answers) and its paths in `workdir`."""
     from hil_tests.harness import free_port, make_key
 
     key, _ = make_key(workdir)
-    config = yaml.safe_load((ROOT / "config.example.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load((checkout / "config.example.yaml").read_text(encoding="utf-8"))
     config["gateway"].update(state_dir=str(workdir / "state"), cache_dir=str(workdir / "cache"),
                              runtime_dir=str(workdir / "run"))
     for device in config["devices"]:
@@ -247,10 +260,10 @@ def start(checkout: Path) -> None:
         cache = str(workdir / "numba")
         daemon_ready_seconds(config, workdir, cache, cwd=checkout)  # cold: fills both caches
         for _ in range(2):
-            seconds, rss, _ = daemon_ready_seconds(config, workdir, cache, cwd=checkout)
+            seconds, rss, _, cpu = daemon_ready_seconds(config, workdir, cache, cwd=checkout)
             emit("footprint_start", checkout=str(checkout), caches="warm",
                  config_mib=round(config.stat().st_size / 2**20, 1), seconds_to_ready=round(seconds, 3),
-                 rss_mib_at_ready=round(rss, 1))
+                 cpu_s_to_ready=round(cpu, 3), rss_mib_at_ready=round(rss, 1))
 
 
 def main(argv: list[str] | None = None) -> None:

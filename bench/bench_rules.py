@@ -114,11 +114,13 @@ def write_config(workdir: Path, analog: int, expressions: int, interlocks: int) 
     return path
 
 
-def daemon_ready_seconds(config: Path, workdir: Path, cache: str, cwd: Path | None = None) -> tuple[float, float, bool]:
+def daemon_ready_seconds(config: Path, workdir: Path, cache: str,
+                         cwd: Path | None = None) -> tuple[float, float, bool, float]:
     """Spawn `gatewayd run` (from the sources in `cwd`, by default the current directory), wait for its
     READY=1; return (seconds to ready, resident MiB then, whether it then stopped on SIGTERM within
-    STOP_WAIT seconds; if not it is killed)."""
-    from bench.common import rss_mib
+    STOP_WAIT seconds (if not it is killed), its CPU seconds to ready: on a shared machine the wall time
+    varies with the load, the CPU time much less)."""
+    from bench.common import cpu_seconds, rss_mib
 
     notify_path = workdir / "notify.sock"
     log_path = workdir / "daemon.log"
@@ -140,7 +142,7 @@ def daemon_ready_seconds(config: Path, workdir: Path, cache: str, cwd: Path | No
                         raise RuntimeError(f"the daemon exited ({daemon.returncode}) before it was ready: "
                                            f"{log_path.read_text()[-2000:]}") from None
             ready = time.time() - spawned
-            rss = rss_mib(daemon.pid)
+            rss, cpu = rss_mib(daemon.pid), cpu_seconds(daemon.pid)
         finally:
             daemon.terminate()
             try:
@@ -149,7 +151,7 @@ def daemon_ready_seconds(config: Path, workdir: Path, cache: str, cwd: Path | No
                 daemon.kill()
                 daemon.wait()
         notify_path.unlink()
-    return ready, rss, daemon.returncode == 0
+    return ready, rss, daemon.returncode == 0, cpu
 
 
 def bench_daemon_start(args) -> None:
@@ -161,7 +163,7 @@ def bench_daemon_start(args) -> None:
         for numba_cache, config_cache in (("cold", "cold"), ("warm", "warm"), ("warm", "cold")):
             if config_cache == "cold":
                 shutil.rmtree(workdir / "cache" / "config", ignore_errors=True)
-            seconds, rss, stopped = daemon_ready_seconds(config, workdir, cache)
+            seconds, rss, stopped, _ = daemon_ready_seconds(config, workdir, cache)
             print(json.dumps({"bench": "daemon_start", "numba_cache": numba_cache, "config_cache": config_cache,
                               "tags": args.analog + args.interlocks,
                               "limit_alarms": 4 * args.analog, "expression_rules": args.expressions,
