@@ -105,6 +105,7 @@ class Daemon:
         notify(f"STATUS=starting: {len(self.drivers)} devices, {len(self.config.tags)} tags, first scan pending")
         self._record_start()
         await self.control.start()
+        self.scanner.warm()  # before any driver's connect timer runs
         for name in self.drivers:
             self.start_driver(name)
         heart = [asyncio.create_task(self._scan_loop(), name="scan"),

@@ -13,6 +13,7 @@ that changed an alarm or bypass state or recorded a trip, and at shutdown; it is
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sqlite3
@@ -86,6 +87,20 @@ class Scanner:
         self._state_dirty = False
         self._state_saved = -np.inf
         self.stats = ScanStats()
+
+    def warm(self) -> None:
+        """Run the scan's kernels once on scratch copies of the engine and the arrays, so that numba loads
+        them from its cache now. The daemon calls this before any driver starts: loaded at the first real
+        scan instead, they hold the event loop for half a second or more (longer on a busy machine) while
+        devices are connecting, and connect timeouts fire without any device having been slow."""
+        table = self.table
+        scratch = copy.deepcopy(self.engine)
+        scratch.evaluate(table.value.copy(), table.quality.copy(), time.monotonic(), time.time(),
+                         table.updated.copy(), table.gateway_ts.copy())
+        select_reports(table.value.copy(), table.quality.copy(), table.updated.copy(), time.monotonic(),
+                       self.deadband, self.max_interval, table.every_read, self.last_value.copy(),
+                       self.last_quality.copy(), self.last_time.copy(), self.last_update.copy(),
+                       self._report_rows.copy())
 
     def tick(self, stale_as_of: float | None = None) -> None:
         """One scan: staleness, rules, interlock states, selection; samples and events commit in one
