@@ -22,6 +22,7 @@ import pytest
 
 from core.batchformat import decode_body, parse_envelope
 from gatewayd.platform.receiver import Receiver
+from gatewayd.platform.verify import CONTROL_KINDS
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
 from store.history import events_table, samples_table
 from hil_tests.harness import Broker, Simulator, plant_config, stop_all
@@ -120,12 +121,17 @@ def received_rows(plant: Plant) -> Counter:
         received.update(("sample", tags[tag], ts, quality)
                         for tag, ts, quality in zip(samples["tag"], samples["ts"], samples["quality"]))
         received.update(("event", event["kind"], event["source"], event["ts"], event["message"])
-                        for event in batch.body["events"])
+                        for event in plant_events(batch.body))
     return received
 
 
+def plant_events(body: dict) -> list[dict]:
+    """A body's events that were store rows: not the protocol's chain_reset and key_rotation (docs/uplink.md)."""
+    return [event for event in body["events"] if event["kind"] not in CONTROL_KINDS]
+
+
 def events(plant: Plant) -> list[dict]:
-    return [event for batch in plant.report().batches for event in batch.body["events"]]
+    return [event for batch in plant.report().batches for event in plant_events(batch.body)]
 
 
 def wait_rows(plant: Plant, rows: int, timeout: float) -> int:
