@@ -220,7 +220,7 @@ def test_a_reset_that_disagrees_with_the_past_is_flagged(accept, gateway: SimGat
 def test_heartbeats_anchor_a_late_start_and_show_loss_at_the_tail(accept, gateway: SimGateway, ingest_db: str):
     for _ in range(5):
         gateway.next_batch(10)  # sent before this receiver existed
-    anchor = accept(gateway.topic, gateway.heartbeat())
+    anchor = accept(gateway.heartbeat_topic, gateway.heartbeat())
     assert anchor.heartbeat and kinds(anchor) == ["anchor"]
     assert kinds(accept(gateway.topic, gateway.next_batch(10))) == []  # seq 6 chains to the anchor
     gateway.next_batch(10)  # seq 7 never arrives
@@ -229,7 +229,7 @@ def test_heartbeats_anchor_a_late_start_and_show_loss_at_the_tail(accept, gatewa
     beat = gateway.heartbeat(oldest_unacknowledged=None)  # the broker acknowledged everything
     assert kinds(accept(gateway.topic, beat)) == []
     assert query(ingest_db, "SELECT first_seq, last_seq, lost FROM gaps ORDER BY 1") == [(7, 7, True), (9, 9, True)]
-    assert kinds(accept(gateway.topic, beat)) == ["stale_heartbeat"]
+    assert kinds(accept(gateway.heartbeat_topic, beat)) == ["stale_heartbeat"]
     broken = accept(gateway.topic, gateway.heartbeat())
     assert kinds(broken) == []
     assert query(ingest_db, "SELECT low_seq, head_seq, top_seq, anchor_seq FROM epochs") == [(6, 8, 9, 5)]

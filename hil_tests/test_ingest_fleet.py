@@ -91,7 +91,7 @@ def test_two_workers_store_every_sample_exactly_once_through_kills_and_restarts(
         publisher.wait_acknowledged()
         wait_until(all_stored, WAIT, "every batch stored after the broker restart", *workers, broker)
         for gateway in gateways:  # the broker acknowledged everything: nothing is lost if nothing is missing
-            publisher.publish(gateway.topic, gateway.heartbeat(oldest_unacknowledged=None))
+            publisher.publish(gateway.heartbeat_topic, gateway.heartbeat(oldest_unacknowledged=None))
         publisher.wait_acknowledged()
         wait_until(lambda: query(ingest_db, "SELECT count(*) FROM epochs WHERE hb_head_seq IS NOT NULL") == [
             (GATEWAYS,)], WAIT, "every heartbeat taken", *workers)

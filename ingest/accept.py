@@ -89,10 +89,14 @@ class _Prepared:
                                              self.envelope.seq, detail))
 
 
+TOPIC_KINDS = ("batch", "heartbeat")  # the last level of the uplink's topics
+
+
 def gateway_of_topic(topic: str) -> str | None:
-    """`<prefix>/<gateway_id>/batch` -> gateway_id (the prefix may itself contain slashes)."""
+    """`<prefix>/<gateway_id>/batch` or `.../heartbeat` -> gateway_id (the prefix may contain slashes).
+    Which of the two a payload is, is its envelope's type byte that says, never the topic."""
     parts = topic.split("/")
-    return parts[-2] if len(parts) >= 3 and parts[-1] == "batch" else None
+    return parts[-2] if len(parts) >= 3 and parts[-1] in TOPIC_KINDS else None
 
 
 class Acceptor:

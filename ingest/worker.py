@@ -1,11 +1,12 @@
 """One ingest worker: an MQTT v5 shared subscription feeding the Acceptor, acknowledging after commit.
 
-Every worker of a deployment subscribes to `$share/<group>/<prefix>/+/batch`, so the broker hands each
-batch to one of them. The session is persistent (fixed client id, clean_start false, a long session expiry)
-and the subscription QoS 1, and paho's automatic acknowledgement is off (`manual_ack`): a batch is
-acknowledged only once the transaction that stored it (or recorded why it was dropped) has committed. A
-worker killed before that leaves the batch unacknowledged in its session, and the broker delivers it again
-when the worker's client id connects again; the chain state in PostgreSQL makes the second delivery a no-op.
+Every worker of a deployment subscribes to `$share/<group>/<prefix>/+/batch` and `.../+/heartbeat`, so
+the broker hands each batch and heartbeat to one of them. The session is persistent (fixed client id,
+clean_start false, a long session expiry) and the subscription QoS 1, and paho's automatic
+acknowledgement is off (`manual_ack`): a batch is acknowledged only once the transaction that stored it
+(or recorded why it was dropped) has committed. A worker killed before that leaves the batch
+unacknowledged in its session, and the broker delivers it again when the worker's client id connects
+again; the chain state in PostgreSQL makes the second delivery a no-op.
 
 paho delivers in its network thread; messages go through a queue to the main thread, which takes what has
 arrived (up to `max_group`) and stores it in one transaction: under load the groups grow and a commit is
@@ -27,7 +28,7 @@ import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.accept import Acceptor, Message, Outcome
+from ingest.accept import TOPIC_KINDS, Acceptor, Message, Outcome
 from ingest.findings import Finding, Kind
 from ingest.metrics import Metrics
 from ingest.schema import migrate
@@ -58,8 +59,9 @@ class WorkerConfig:
     insecure_plain: bool = False
 
     @property
-    def subscription(self) -> str:
-        return f"$share/{self.group}/{self.topic_prefix}/+/batch"
+    def subscriptions(self) -> list[str]:
+        """The batch and heartbeat topics of every gateway, shared by the group."""
+        return [f"$share/{self.group}/{self.topic_prefix}/+/{kind}" for kind in TOPIC_KINDS]
 
 
 class Worker:
@@ -186,14 +188,15 @@ class Worker:
             log.warning("broker refused connection: %s", reason_code)
             return
         log.info("connected to %s:%s as %s (session present: %s), subscribing to %s", self.config.broker_host,
-                 self.config.broker_port, self.config.client_id, flags.session_present, self.config.subscription)
-        client.subscribe(self.config.subscription, qos=1)
+                 self.config.broker_port, self.config.client_id, flags.session_present,
+                 ", ".join(self.config.subscriptions))
+        client.subscribe([(topic, 1) for topic in self.config.subscriptions])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if all(not code.is_failure for code in reason_codes):
-            log.info("subscribed to %s", self.config.subscription)
+            log.info("subscribed to %s", ", ".join(self.config.subscriptions))
         else:
-            log.error("subscription to %s refused: %s", self.config.subscription, reason_codes)
+            log.error("subscription to %s refused: %s", ", ".join(self.config.subscriptions), reason_codes)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self._stop.is_set():

@@ -122,6 +122,10 @@ class SimGateway:
     def topic(self) -> str:
         return f"gatewayd/{self.gateway_id}/batch"
 
+    @property
+    def heartbeat_topic(self) -> str:
+        return f"gatewayd/{self.gateway_id}/heartbeat"
+
 
 def fleet(count: int, tags: int = 10, prefix: str = "SIM-GW") -> list[SimGateway]:
     return [SimGateway(f"{prefix}-{i:04d}", tags) for i in range(count)]
