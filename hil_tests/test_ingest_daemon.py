@@ -35,6 +35,9 @@ def test_a_real_gateway_through_ingest(plant_factory, ingest_db: str):
     batches = query(ingest_db, "SELECT count(*), min(seq), max(seq) FROM batches")[0]
     assert batches[0] == batches[2] and batches[1] == 1, "seq 1 to the last, every one"
     assert query(ingest_db, "SELECT kind, detail FROM findings WHERE serious") == []
+    # a fresh gateway's chain begins with a signed reset (protocol 1.1): followed and flagged
+    assert query(ingest_db, "SELECT reset_reason FROM epochs") == [("new_install",)]
+    assert query(ingest_db, "SELECT count(*) FROM findings WHERE kind = 'chain_reset'") == [(1,)]
     assert query(ingest_db, "SELECT count(*) FROM gaps") == [(0,)]
     chain = run_ingest(ingest_db, "chain", GATEWAY_ID)
     assert f'"head_seq": {batches[2]}' in chain
