@@ -141,6 +141,7 @@ def wait_rows(plant: Plant, rows: int, timeout: float) -> int:
     return count
 
 
+@pytest.mark.solo
 def test_crash_loop_loses_and_duplicates_nothing(fault_plant):
     """After each SIGKILL the store is read: how many rows were ever committed, and which still await
     their PUBACK (every other run has the broker down, so many do). Every committed row must reach the
@@ -237,6 +238,7 @@ def test_a_crash_mid_acknowledgement_loses_nothing_from_outbox_or_history(fault_
     assert integrity(plant) == "ok"
 
 
+@pytest.mark.solo
 def test_long_outage_backfills_in_order_while_live_data_stays_fresh(fault_plant):
     plant = fault_plant()
     started_ms = time.time() * 1000
