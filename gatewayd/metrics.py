@@ -113,6 +113,7 @@ UPLINK_METRICS = {
     "live_batches": ("gatewayd_uplink_live_batches_total", "counter",
                      "batches of the newest rows sent between backfill batches"),
     "throttled": ("gatewayd_uplink_throttled_total", "counter", "sends held back by the upstream rate limit"),
+    "heartbeats": ("gatewayd_uplink_heartbeats_total", "counter", "signed heartbeats published (uplink.heartbeat)"),
     "store_errors": ("gatewayd_uplink_store_errors_total", "counter",
                      "store errors (disk full) while building or acknowledging batches"),
 }
