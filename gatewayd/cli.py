@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd import __version__
+from gatewayd.clikeys import add_keygen_command
+from gatewayd.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from gatewayd.cliplatform import add_platform_commands
 from gatewayd.operator.render import (
     render_alarms,
     render_approval,
@@ -29,7 +32,6 @@ from gatewayd.operator.render import (
 # Each command imports what it needs inside itself, for start-up cost: `gatewayd status` must not load
 # the config loader, and nothing but `gatewayd run` may load numba.
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ANSWER_TIMEOUT = 30.0  # seconds a command to the running daemon waits for its answer
 RELOAD_TIMEOUT = 120.0  # a reload parses and builds a whole configuration first
 
@@ -234,128 +236,6 @@ def store_path(args: argparse.Namespace) -> Path:
     if args.config:
         return load_config(args.config).store.path
     return SYSTEMD_DIRECTORIES["state_dir"][1] / STORE_FIELDS["path"].default
-
-
-def cmd_keygen(args: argparse.Namespace) -> int:
-    from gatewayd.keys import KeyFileError, generate_key, load_public_key, public_key_fingerprint
-
-    if args.rotate:
-        return rotate_key(args)
-    if args.path is None:
-        print("gatewayd keygen: give the PATH of the new key (or --rotate -c CONFIG)", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        public_path = generate_key(Path(args.path))
-    except (KeyFileError, FileExistsError) as exc:
-        print(f"gatewayd keygen: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    fingerprint = public_key_fingerprint(load_public_key(public_path))
-    print(f"private key: {args.path} (mode 0600)\npublic key:  {public_path}\nfingerprint: {fingerprint}")
-    return EXIT_OK
-
-
-def rotate_key(args: argparse.Namespace) -> int:
-    """`keygen --rotate -c CONFIG`: the first run makes the next key beside the configured one; the daemon
-    announces it (docs/uplink.md#key-rotation); a run after the broker acknowledged the announcement puts the
-    next key in the old one's place. Each run says what it did and what comes next."""
-    from gatewayd.config import ConfigError, load_config
-    from gatewayd.keys import KeyFileError, finish_rotation, generate_key, load_public_key, next_key_path, \
-        public_key_fingerprint
-    from gatewayd.uplink.rotation import read_acknowledged
-
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_FAILED
-    key = config.uplink.signing_key
-    if not isinstance(key, Path):
-        if args.key is None:
-            print(f"gatewayd keygen: uplink.signing_key is {key}: name the file it is loaded from with --key "
-                  f"(e.g. /etc/gatewayd/signing.key)", file=sys.stderr)
-            return EXIT_USAGE
-        credential, key = key, Path(args.key)
-    upcoming = next_key_path(key)
-    try:
-        if not upcoming.exists():
-            fingerprint = public_key_fingerprint(load_public_key(generate_key(upcoming)))
-            print(f"next key: {upcoming} (mode 0600), fingerprint {fingerprint}")
-            if not isinstance(config.uplink.signing_key, Path):
-                print(f"pass it to the service too: a drop-in with LoadCredential={credential.name}.next:{upcoming}, "
-                      f"then systemctl daemon-reload && systemctl restart gatewayd")
-            else:
-                print("reload gatewayd")
-            print("it announces the next key, then signs with it once the broker acknowledged the announcement; "
-                  "then run this command again to remove the old key")
-            return EXIT_OK
-        fingerprint = public_key_fingerprint(load_public_key(Path(f"{upcoming}.pub")))
-        if read_acknowledged(config.store.path) != fingerprint:
-            print(f"gatewayd keygen: the announcement of {fingerprint} is not acknowledged yet; the old key "
-                  f"{key} stays (is gatewayd running, connected, and reloaded since the first run?)", file=sys.stderr)
-            return EXIT_FAILED
-        finish_rotation(key)
-    except (KeyFileError, OSError) as exc:
-        print(f"gatewayd keygen: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"rotation finished: {key} is now the key {fingerprint}; the old key is removed")
-    if not isinstance(config.uplink.signing_key, Path):
-        print(f"remove the drop-in's LoadCredential={credential.name}.next line now (its file is gone), then "
-              f"systemctl daemon-reload")
-    return EXIT_OK
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from gatewayd.platform.capture import read_frames
-    from gatewayd.platform.verify import ChainVerifier
-
-    from gatewayd.keys import load_public_key
-
-    verifier = ChainVerifier(load_public_key(Path(args.public_key)), gateway_id=args.gateway)
-    if args.capture:
-        for path in args.capture:
-            for frame in read_frames(Path(path)):
-                verifier.feed(frame)
-    else:
-        for frame in receive_frames(args):
-            verifier.feed(frame)
-    report = verifier.report()
-    print(report.format())
-    if args.export and report.batches:
-        from gatewayd.platform.export import export
-
-        samples, events = export(report.batches, verifier.gateway_id or "", Path(args.export))
-        print(f"exported {samples} samples and {events} events of the accepted batches to {args.export}")
-    return EXIT_OK if report.ok else EXIT_FAILED
-
-
-def receive_frames(args: argparse.Namespace) -> list[bytes]:
-    """Subscribe for `--seconds` and return what arrived (verify and watch share the broker options)."""
-    import time
-
-    from gatewayd.platform.receiver import Receiver
-
-    receiver = make_receiver(args, Receiver)
-    receiver.start()
-    try:
-        time.sleep(args.seconds)
-    finally:
-        receiver.stop()
-    return receiver.frames()
-
-
-def make_receiver(args: argparse.Namespace, receiver_class):
-    host, _, port = args.broker.partition(":")
-    return receiver_class(host, int(port or (1883 if args.plain else 8883)), args.topic,
-                          ca_file=args.ca_file, insecure_plain=args.plain, capture_path=args.save)
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    from gatewayd.keys import load_public_key
-    from gatewayd.platform.receiver import Receiver
-    from gatewayd.platform.watch import watch
-
-    receiver = make_receiver(args, Receiver)
-    return watch(receiver, load_public_key(Path(args.public_key)), refresh=args.refresh)
 
 
 # ------------------------------------------------------------------ commissioning tools (read-only toward the plant)
@@ -688,14 +568,6 @@ def add_operate_commands(command, sub: argparse._SubParsersAction) -> None:
     reload.set_defaults(find_socket=reload_socket, answer_timeout=RELOAD_TIMEOUT)
 
 
-def add_broker_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, metavar="HOST[:PORT]")
-    parser.add_argument("--topic", default="gatewayd/+/+", help="batches and heartbeats; default: %(default)s")
-    parser.add_argument("--ca-file", help="CA of the broker's certificate (TLS is the default)")
-    parser.add_argument("--plain", action="store_true", help="connect without TLS (test benches only)")
-    parser.add_argument("--save", metavar="FILE", help="append every batch received to this capture file")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatewayd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gatewayd {__version__}")
@@ -750,36 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--db", metavar="FILE", help="the store's SQLite file (default /var/lib/gatewayd/gatewayd.db)")
     history.set_defaults(func=cmd_history)
 
-    keygen = sub.add_parser("keygen", help="create the Ed25519 batch signing key (PATH, 0600) and PATH.pub; "
-                            "--rotate -c CONFIG replaces the configured key in two runs")
-    keygen.add_argument("path", nargs="?")
-    keygen.add_argument("--rotate", action="store_true", help="make the next key, or finish a rotation "
-                        "the broker acknowledged")
-    keygen.add_argument("-c", "--config", help="with --rotate: the daemon's configuration")
-    keygen.add_argument("--key", help="with --rotate, when the config names a credential: the key file it is loaded "
-                        "from")
-    keygen.set_defaults(func=cmd_keygen)
-
-    verify = sub.add_parser("verify", help="verify signatures, sequence and chain of captured or live batches")
-    verify.add_argument("--public-key", required=True, help="the gateway's PATH.pub")
-    verify.add_argument("--gateway", help="expected gateway id")
-    source = verify.add_mutually_exclusive_group(required=True)
-    source.add_argument("--capture", nargs="+", metavar="FILE", help="capture files of length-prefixed batches")
-    source.add_argument("--broker", metavar="HOST[:PORT]", help="subscribe to a broker instead")
-    verify.add_argument("--topic", default="gatewayd/+/+", help="batches and heartbeats; default: %(default)s")
-    verify.add_argument("--seconds", type=float, default=10.0, help="how long to listen to the broker")
-    verify.add_argument("--ca-file")
-    verify.add_argument("--plain", action="store_true")
-    verify.add_argument("--save", metavar="FILE")
-    verify.add_argument("--export", metavar="DB", help="write the accepted samples and events into this SQLite file")
-    verify.set_defaults(func=cmd_verify)
-
-    watch = sub.add_parser("watch", help="live view of what arrives upstream, verified as it comes")
-    watch.add_argument("--public-key", required=True)
-    watch.add_argument("--refresh", type=float, default=1.0)
-    add_broker_options(watch)
-    watch.set_defaults(func=cmd_watch)
-
+    add_keygen_command(sub)
+    add_platform_commands(sub)
     add_probe_command(sub)
     add_browse_command(sub)
     add_control_commands(sub)

@@ -120,7 +120,7 @@ def test_the_module_list_and_the_import_reader_see_what_they_must():
     assert set(packages()) >= {GROUND, TOP, *ROOMS}
     assert {"core.types", "core.schema", "gatewayd.systemd", "gatewayd.platform.verify"} <= set(modules())
     # a lazy import, inside a function, is read and marked so
-    assert imports("gatewayd.cli")["gatewayd.platform.verify"] is True
+    assert imports("gatewayd.cliplatform")["gatewayd.platform.verify"] is True
     assert imports("gatewayd.config.load")["gatewayd.systemd"] is False
 
 
@@ -158,7 +158,7 @@ def test_the_platform_tools_depend_only_on_the_batch_format_and_the_daemon_never
     assert {target for target in reach if target != BATCH_FORMAT and top(target) != GROUND} == set()
     importers = {module: lazy for module in modules() if module not in platform
                  for target, lazy in imports(module).items() if target in platform}
-    assert importers == {"gatewayd.cli": True}, "only the CLI imports them, inside the commands that use them"
+    assert importers == {"gatewayd.cliplatform": True}, "only the CLI imports them, inside the commands that use them"
 
 
 # Runs in a fresh interpreter: third-party and standard modules first (they cannot depend on the project),

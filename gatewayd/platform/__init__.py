@@ -2,5 +2,5 @@
 
 The daemon never imports these; they depend only on the batch format (core.batchformat) and the
 ground floor, so a platform can run them without the gateway's drivers, rules or store. The CLI
-imports them inside the commands that use them (verify, watch).
+(gatewayd.cliplatform) imports them inside the commands that use them (verify, watch).
 """
