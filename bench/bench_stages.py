@@ -150,7 +150,7 @@ def encode(timer: Timer, publisher, content, seq: int, prev_hash: bytes) -> byte
     timer.seconds["untimed_envelope"] += time.process_time() - started
     body = timer.run("batch_encode", lambda: body_json(build_body(content)))
     packed = timer.run("compress", zlib.compress, body, ZLIB_LEVEL)
-    timer.run("sign", publisher.private_key.sign, envelope[:-64])
+    timer.run("sign", publisher.keys.signer.sign, envelope[:-64])
     if len(packed) > len(envelope):
         raise RuntimeError("the envelope is smaller than its compressed body: the split no longer matches")
     return envelope
