@@ -20,6 +20,7 @@ from core.types import Quality
 from hil_tests.conftest import Plant
 from hil_tests.harness import CommandedProcess
 from hil_tests.test_end_to_end import events_of, samples_by_tag, wait_quiet
+from tests.uplinkschemas import batch_problems
 
 POLL = 0.25
 HEARTBEAT_TIMEOUT = 1.5
@@ -140,6 +141,7 @@ def test_leak_fault_calibration_and_frozen_heartbeat_arrive_upstream(plant_facto
     for tag in ("GT116", f"{LEAKS[0]}.alarm", f"{FAULTY}.fault"):
         assert Quality.DEVICE_ERROR in qualities(samples, tag), f"{tag} not marked by the frozen heartbeat"
     assert qualities(samples, FAULTY)[-1] == Quality.SENSOR_FAULT  # still in fault after the freeze
+    assert batch_problems(batch.body for batch in report.batches) == [], "docs/schemas/events/gds_*.json"
 
 
 def midas_device(port: int) -> dict:
@@ -178,3 +180,4 @@ def test_a_midas_detector_decodes_as_documented_and_a_wrong_unit_is_an_error(pla
         {"panel": "gds-midas", "channel": 1, "configured_unit": "ppm", "reported_unit": "ppb"}
     assert "reports ppb" in mismatch["message"] and "configured in ppm" in mismatch["message"]
     assert len(events_of(plant, "gds_unit_mismatch_cleared")) == 1
+    assert batch_problems(batch.body for batch in report.batches) == []

@@ -41,6 +41,7 @@ from gatewayd.config.model import point_tags
 from gatewayd.values.scan import Scanner, build_engine
 from core.types import Quality
 from store import Store
+from tests.uplinkschemas import event_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 WALL = 1_700_000_000.0
@@ -205,6 +206,7 @@ def test_file_permissions_decide_who_may_act(runtime: Path):
         assert member[0] == "ok", member
     audit = next(event for event in committed if event.kind == "audit")
     assert (audit.data["user"], audit.data["account"], audit.data["uid"]) == ("nobody", "nobody", nobody.pw_uid)
+    assert event_problems(committed) == []
 
 
 # ------------------------------------------------------------------------------------------ rule commands
@@ -234,6 +236,7 @@ def test_ack_is_audited_with_the_kernel_account_and_committed(runtime: Path):
     assert "operator" not in audit.data
     assert audit.message == f"{ME} ack PT101.HH: seen on the DCS"
     assert [event["message"] for event in result["events"]] == [state.message, audit.message]
+    assert event_problems(committed) == []
 
 
 def test_shelving_beyond_the_maximum_is_refused_with_the_reason(runtime: Path):
@@ -250,6 +253,7 @@ def test_shelving_beyond_the_maximum_is_refused_with_the_reason(runtime: Path):
         assert not committed, "a refused action changes nothing and records nothing"
         call(served.path, {"cmd": "shelve", "alarm": "TT102.H", "duration": 10, "reason": "replacing TT102"})
     assert [(event.kind, event.data.get("state")) for event in committed] == [("alarm", "SHLVD"), ("audit", "SHLVD")]
+    assert event_problems(committed) == []
 
 
 def as_nobody(served: Served) -> tuple[int, int, list[int]]:
@@ -293,6 +297,7 @@ def test_bypass_request_approve_list_revoke(runtime: Path):
     assert [(a.data["action"], a.data["user"], a.data["account"], a.message.split()[0]) for a in audits] == \
         [("bypass_request", ME, ME, ME), ("bypass_authorize", "nobody", "nobody", "nobody"),
          ("bypass_revoke", ME, ME, ME)], "each step its own record, headed by the kernel account"
+    assert event_problems(committed) == []
 
 
 def test_cli_prints_readable_tables(runtime: Path):
@@ -355,6 +360,34 @@ def test_a_highly_managed_alarm_is_shelved_only_when_another_account_approves_th
         {"permit": "PTW-9", "approved_by": "nobody", "requested_by": ME}
     gas2 = next(item for item in listed if item["id"] == "AT201.GAS2")
     assert (gas2["state"], gas2["class"], gas2["authorization"]["permit"]) == ("SHLVD", "highly_managed", "PTW-9")
+    assert event_problems(committed) == []
+
+
+def test_every_alarm_action_is_audited_as_its_schema_says(runtime: Path):
+    """docs/schemas/events/audit.json and alarm.json against what each operator command commits."""
+    rules, tag_alarms = plant_rules()
+    gas = tuple(dataclasses.replace(channel, behaviour2=dataclasses.replace(channel.behaviour2, highly_managed=True))
+                for channel in rules.gas)
+    engine = build(rules=dataclasses.replace(rules, gas=gas), tag_alarms=tag_alarms, now=0.0, wall=WALL)
+    committed = []
+    engine.evaluate(*point_table(PT101=95.0, AT201=45.0), 1.0, WALL + 1)
+    with serving(runtime, rule_handlers(engine, committed.extend)) as served:
+        for request in ({"cmd": "ack", "alarm": "PT101.HH", "reason": "seen"},
+                        {"cmd": "shelve", "alarm": "PT101.HH", "duration": 5, "one_shot": True, "reason": "noisy"},
+                        {"cmd": "unshelve", "alarm": "PT101.HH", "reason": "fixed"},
+                        {"cmd": "out_of_service", "alarm": "TT102.H", "reason": "transmitter out"},
+                        {"cmd": "return_to_service", "alarm": "TT102.H", "reason": "transmitter back"},
+                        {"cmd": "out_of_service", "alarm": "AT201.GAS2", "duration": 60, "permit": "PTW-1",
+                         "reason": "detector swap"}):
+            call(served.path, request)
+        engine.evaluate(*point_table(PT101=70.0, TT102=45.0), 4.0, WALL + 4)  # RUNAWAY latches
+        engine.evaluate(*point_table(PT101=70.0, TT102=45.0), 7.0, WALL + 7)
+        engine.evaluate(*point_table(), 8.0, WALL + 8)
+        call(served.path, {"cmd": "reset", "alarm": "RUNAWAY", "reason": "cause removed"})
+    actions = [event.data["action"] for event in committed if event.kind == "audit"]
+    assert actions == ["ack", "shelve", "unshelve", "out_of_service", "return_to_service", "out_of_service_request",
+                       "reset"]
+    assert event_problems(committed) == []
 
 
 # ------------------------------------------------------------------------------------------ persistence

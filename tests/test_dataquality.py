@@ -8,6 +8,7 @@ import pytest
 from gatewayd.config.model import DeviceConfig, TagConfig
 from gatewayd.values.dataquality import AGE_EDGES, DataQuality, TagChecks, age_quantile
 from core.types import Event, Priority, Quality
+from tests.uplinkschemas import event_problems
 
 START, WALL = 1000.0, 1_700_000_000.0
 
@@ -117,6 +118,8 @@ def test_frozen_is_raised_exactly_after_frozen_after_and_cleared_on_the_first_ch
     assert unfrozen.data["changed_at"] == WALL + 62.0
     assert plant.tick(START + 121.9) == []
     assert [event.kind for event in plant.tick(START + 122.0)] == ["frozen"]
+    assert [event.kind for event in plant.events] == ["frozen", "unfrozen", "frozen"]
+    assert event_problems(plant.events) == []
 
 
 def test_a_tag_without_reads_is_never_frozen_and_a_bad_one_keeps_its_state():
@@ -201,6 +204,7 @@ def test_report_closes_the_period_and_keeps_since_start():
     assert event.data["period"]["online"] == 1.0
     assert (event.data["part"], event.data["parts"]) == (1, 1)
     assert event.data["tags"][0]["tag"] == "LT-101" and event.data["tags"][0]["period"]["reads"] == 60
+    assert event_problems([event]) == []
     for k in range(60, 90):  # the next period: half the reads
         if k % 2:
             plant.read(START + k, float(k))

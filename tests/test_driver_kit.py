@@ -16,6 +16,7 @@ from drivers.kit import (
     UNDECODABLE, Backoff, BadAnswer, BlockPoller, DeviceHealth, DriverStats, NoAnswer, Problems, next_tick,
 )
 from core.types import Event, Priority, Quality
+from tests.uplinkschemas import event_problems
 
 log = logging.getLogger("test.kit")
 
@@ -74,6 +75,7 @@ def test_one_event_per_transition_with_location_cause_and_duration(caplog):
     assert (up.kind, up.priority, up.data) == ("device_up", Priority.INFO,
                                                {"host": "10.0.0.5", "port": 502, "down_for": 6.5})
     assert up.message == "plc1 answering again after 6.5 s"
+    assert event_problems(sink.events) == []
     # first failure loud, its repeat demoted, the recovery told
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, "device plc1 down: no response within 1 s"),

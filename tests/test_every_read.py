@@ -14,6 +14,7 @@ from test_operate import config, edited, fake_daemon
 from gatewayd.values.readlog import ReadLog
 from gatewayd.config.diff import diff_configs
 from core.types import Quality
+from tests.uplinkschemas import event_problems
 
 CONFIG = """\
 gateway: {id: GW-ER-01, state_dir: state, runtime_dir: run}
@@ -105,6 +106,7 @@ def test_a_full_read_log_drops_the_oldest_and_says_so_in_a_gap_event(tmp_path: P
     assert site.scanner.stats.reads_dropped == 2
     assert gap.data["samples"] == 2 and gap.data["tags"] == {"FT101": [2, round(stamps[0] * 1000),
                                                                           round(stamps[1] * 1000)]}
+    assert event_problems([gap]) == []
 
 
 def test_a_table_without_every_read_tags_keeps_no_log(tmp_path: Path):

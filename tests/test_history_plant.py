@@ -8,7 +8,6 @@ same at one sample a minute with the timings (bench_history).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from pathlib import Path
@@ -16,16 +15,19 @@ from pathlib import Path
 import pytest
 
 from bench.bench_history import fill_day, plant
+from core.types import Event
 from store import History, Keeping, Store
 from store.history import DAY, day_of, day_name, samples_table
+from store.records import event_from_row
+from tests.uplinkschemas import event_problems
 
 TAGS, INTERVAL, DAYS = 1000, 1800.0, 30
 PER_DAY = TAGS * int(DAY / INTERVAL)
 
 
-def dropped_events(store: Store) -> list[dict]:
-    bodies = store._conn.execute("SELECT body FROM outbox WHERE kind = 1 ORDER BY id").fetchall()
-    return [json.loads(body) for (body,) in bodies if json.loads(body)["kind"] == "history_dropped"]
+def dropped_events(store: Store) -> list[Event]:
+    rows = store._conn.execute("SELECT ts, body FROM outbox WHERE kind = 1 ORDER BY id").fetchall()
+    return [event for event in (event_from_row(ts, body) for ts, body in rows) if event.kind == "history_dropped"]
 
 
 def kept_days(store: Store) -> list[int]:
@@ -76,13 +78,14 @@ def test_thirty_days_stay_within_the_bound_and_the_oldest_day_goes_first(plant_s
     assert store.used_bytes() < one_day / 10, "the outbox's own budget does not count history"
 
     events = dropped_events(store)
-    assert [event["data"]["day"] for event in events] == [day_name(day) for day in days[:len(events)]], \
+    assert [event.data["day"] for event in events] == [day_name(day) for day in days[:len(events)]], \
         "oldest first"
     assert len(events) in (19, 20)
-    assert {event["data"]["reason"] for event in events} == {"max_bytes"}
-    assert {event["data"]["samples"] for event in events} == {PER_DAY}
-    assert {event["priority"] for event in events} == {2}
-    assert events[0]["data"]["start_ts"] == days[0] * DAY * 1000
+    assert {event.data["reason"] for event in events} == {"max_bytes"}
+    assert {event.data["samples"] for event in events} == {PER_DAY}
+    assert {event.priority for event in events} == {2}
+    assert events[0].data["start_ts"] == days[0] * DAY * 1000
+    assert event_problems(events) == []
 
     history = History.open(store.path)
     try:
@@ -103,6 +106,7 @@ def test_days_past_keep_are_dropped_oldest_first_with_their_reason(plant_store: 
     assert sum(iter(store.drop_history, 0)) == 2, "dropped in steps of rows, over as many calls as it takes"
     assert kept_days(store) == [today - 2, today - 1, today]
     events = dropped_events(store)
-    assert [(event["data"]["day"], event["data"]["reason"], event["priority"]) for event in events] == [
+    assert [(event.data["day"], event.data["reason"], event.priority) for event in events] == [
         (day_name(today - 4), "keep", 0), (day_name(today - 3), "keep", 0)]
+    assert event_problems(events) == []
     assert store.drop_history() == 0

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from core.types import Quality
-from drivers.inbox import Inbox, Message
+from drivers.inbox import Inbox, Message, gap_event
 from drivers.writebatch import WriteBatch
 from hil_tests.recording import RecordingSink
+from tests.uplinkschemas import event_problems
 
 
 def test_a_full_inbox_drops_the_oldest_and_charges_it_to_the_topics_tags():
@@ -23,6 +24,9 @@ def test_a_full_inbox_drops_the_oldest_and_charges_it_to_the_topics_tags():
     assert {position: entry[0] for position, entry in drops.positions.items()} == {0: 2, 1: 1, 2: 1}
     first, last = drops.positions[0][1], drops.positions[0][2]
     assert first < last, "first and last arrival of the dropped readings"
+    gap = gap_event("mqtt", ["T-a", "T-b1", "T-b2"], drops, 3, 50.0)
+    assert (gap.source, gap.data["messages"], gap.data["samples"]) == ("mqtt", 3, 4)
+    assert event_problems([gap]) == []
     assert inbox.take_drops() is None and inbox.dropped_total == 3
     assert inbox.put(Message("a", b"", 0.0)), "an emptied inbox wakes the loop again"
 

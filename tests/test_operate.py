@@ -31,6 +31,7 @@ from core.types import Event, Priority, Quality
 from gatewayd.uplink.publisher import UplinkStats
 from gatewayd.values.points import PointTable
 from store import SampleBlock
+from tests.uplinkschemas import event_problems
 
 CONFIG = """\
 gateway:
@@ -352,6 +353,33 @@ def test_a_refused_reload_logs_its_errors_on_one_stamped_line(tmp_path: Path, ca
     assert len(errors) == 3 and all(error.startswith(f"{tmp_path / 'config.yaml'}:") for error in errors)
     assert line == "reload requested by test refused: configuration invalid, the running one stays: " + \
         "; ".join(errors)
+    [rejected] = [event for event in daemon.table.take_events() if event.kind == "config_rejected"]
+    assert rejected.data["errors"] == errors and rejected.data["account"] == "test"
+    assert event_problems([rejected]) == []
+
+
+def test_a_driver_that_fails_is_reported_and_run_again(tmp_path: Path, monkeypatch):
+    daemon = fake_daemon(tmp_path, config(tmp_path))
+    monkeypatch.setattr("gatewayd.daemon.DRIVER_RESTART_DELAY", 0.0)
+    runs = []
+
+    class Failing:
+        async def run(self, sink) -> None:
+            runs.append(sink)
+            raise RuntimeError("a bug in the driver")
+
+    async def supervise() -> None:
+        task = asyncio.create_task(daemon._supervise_driver("plc-a", Failing()))
+        while len(runs) < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(supervise(), 30))
+    assert runs[0] is daemon.sinks["plc-a"]
+    crashed = [event for event in daemon.table.take_events() if event.kind == "driver_crashed"]
+    assert crashed and all((event.source, event.priority, event.data) == ("plc-a", Priority.HIGH, {})
+                           for event in crashed)
+    assert event_problems(crashed) == []
 
 
 def test_reload_results_read_as_text():

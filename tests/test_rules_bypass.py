@@ -10,6 +10,7 @@ from test_rules_fixtures import ROWS, build, point_table
 from core.types import Priority
 from rules.bypass import BypassRegistry
 from rules.isa import ActionError
+from tests.uplinkschemas import event_problems
 
 WALL = 1_700_000_000.0
 
@@ -24,9 +25,10 @@ class Site:
         for name, value in values.items():
             self.values[ROWS[name]] = value
         self.now += seconds
+        events = self.engine.evaluate(self.values, self.quality, self.now, WALL + self.now)
+        assert event_problems(events) == []
         return [(e.data["interlock"] if "interlock" in e.data else e.source, e.data["event"], e.priority)
-                for e in self.engine.evaluate(self.values, self.quality, self.now, WALL + self.now)
-                if e.kind == "bypass"]
+                for e in events if e.kind == "bypass"]
 
     def authorize(self, interlock="SIS-101", duration=5.0, **kw):
         return self.engine.bypass_authorize(interlock, reason="replace PT101", permit="WO-1", approved_by="lead",

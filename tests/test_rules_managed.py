@@ -12,6 +12,7 @@ from test_rules_fixtures import INFO, ROWS, TAGS, plant_rules
 from rules.engine import RuleEngine
 from rules.isa import ActionError
 from rules.model import AlarmBehaviour, GasChannel
+from tests.uplinkschemas import event_problems
 
 WALL = 1_700_000_000.0
 BACKENDS = ["numba", "reference"]
@@ -33,7 +34,9 @@ def scan(engine: RuleEngine, now: float, **values) -> list:
     value[ROWS["PT101"]] = 50.0
     for name, v in values.items():
         value[ROWS[name]] = v
-    return engine.evaluate(value, np.zeros(len(TAGS), np.uint8), now, WALL + now)
+    events = engine.evaluate(value, np.zeros(len(TAGS), np.uint8), now, WALL + now)
+    assert event_problems(events) == []
+    return events
 
 
 def listed(engine: RuleEngine, alarm: str) -> dict:

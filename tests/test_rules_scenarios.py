@@ -21,6 +21,7 @@ from rules.model import (
     RulesConfig,
     TagAlarmConfig,
 )
+from tests.uplinkschemas import event_problems
 
 WALL = 1_700_000_000.0
 
@@ -39,12 +40,15 @@ class Plant:
             self.values[ROWS[name]] = value
         self.now += seconds
         events = self.engine.evaluate(self.values, self.quality, self.now, WALL + self.now)
+        assert event_problems(events) == []
         self.events += events
         return events
 
     def act(self, action, alarm, **kw):
         events = self.engine.act(action, alarm, "alice", kw.pop("reason", "because"), now_monotonic=self.now,
                                  now_wall=WALL + self.now, **kw)
+        # the audit record goes upstream stamped with the account by the control socket (test_control)
+        assert event_problems(event for event in events if event.kind != "audit") == []
         self.events += events
         return events
 
@@ -113,8 +117,12 @@ def test_flood_starts_above_ten_and_ends_below_five_in_ten_minutes():
     # the window (t - 600, t] slides past the activations at 0, 50, ..., 500 s
     ended = []
     for t in range(501, 1300, 10):
-        ended += [(t, event.data["count"]) for event in analytics.update(float(t), WALL, [])]
+        step = analytics.update(float(t), WALL, [])
+        events += step
+        ended += [(t, event.data["count"]) for event in step]
     assert ended == [(901, 4)]  # at 891 the window still holds 300..500 (5); at 901 only 350..500
+    assert [e.data["analysis"] for e in events] == ["flood", "flood_end"]
+    assert event_problems(events) == []
     assert analytics.metrics(1300.0)["floods"] == 1
 
 

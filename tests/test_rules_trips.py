@@ -12,6 +12,7 @@ from test_rules_fixtures import INFO, ROWS, TAGS, expression, plant_rules
 from core.types import Priority, Quality
 from rules.engine import RuleEngine
 from rules.model import ConsequentialSuppression, FinalElement, Interlock, TripHistory
+from tests.uplinkschemas import event_problems
 
 WALL = 1_700_000_000.0
 BACKENDS = ["numba", "reference"]
@@ -49,6 +50,7 @@ class Site:
                 if self.walls is not None:
                     self.walls[ROWS[name]] = WALL + self.read[ROWS[name]] + self.stamp_skew
         events = self.engine.evaluate(self.values, self.quality, self.now, WALL + self.now, self.read, self.walls)
+        assert event_problems(events) == []
         self.events += events
         return events
 

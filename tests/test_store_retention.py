@@ -17,6 +17,7 @@ from core.types import Event, Priority, Quality
 from store import BatchContent, Retention, SampleBlock, Store, is_disk_full
 from store.spill import Spill
 from storechain import chain_head
+from tests.uplinkschemas import event_problems
 
 TAGS = ["T0", "T1", "T2", "T3"]
 
@@ -71,6 +72,7 @@ def test_budget_evicts_samples_never_events_and_gap_records_account_for_all(tmp_
     drain(store, keep)
     events = [e for c in keep.carried.values() for e in c.events]
     assert sum(e.kind == "alarm" for e in events) == alarms, "events are never evicted"
+    assert event_problems(e for e in events if e.kind == "gap") == [], "docs/schemas/events/gap.json"
     records = gaps(keep)
     assert len(records) == stats.gap_records
     evicted = sum(record["samples"] for record in records)
@@ -236,6 +238,7 @@ def test_full_disk_keeps_ticks_in_memory_then_commits_them_with_the_outage_event
     kinds = [e.kind for e in events]
     assert kinds[0] == "store_full" and kinds[-1] == "store_resumed"
     assert kinds.count("alarm") == 20, "events are never dropped"
+    assert event_problems(e for e in events if e.kind != "alarm") == [], "store_full, gap, store_resumed"
     assert events[0].ts == 1000.5, "the outage event carries the time it began"
     (gap,) = gaps(keep)
     assert gap["action"] == "dropped" and gap["samples"] == 400
@@ -278,6 +281,7 @@ def test_clock_step_is_reported_and_samples_flagged_for_the_hold(step: float) ->
     wall.now += step
     block, events = tick()
     assert [e.kind for e in events] == ["clock_jump"] and events[0].data["step_seconds"] == step
+    assert event_problems(events) == []
     assert block.quality.tolist() == [Quality.CLOCK_UNSYNCED, Quality.COMM_FAILURE], "bad reasons are kept"
     for _ in range(58):
         assert tick()[0].quality.tolist()[0] == Quality.CLOCK_UNSYNCED

@@ -42,7 +42,7 @@ def example_content() -> BatchContent:
     )
     alarm = Event("alarm", 1700000000.0, "PT-101", "PT-101.H UNACK (was NORM): PT-101 12.5 MPa, H limit 12",
                   Priority.HIGH, {"alarm": "PT-101.H", "kind": "limit", "state": "UNACK", "previous": "NORM",
-                                  "active": True, "latched": False, "priority": 3, "tag": "PT-101", "value": 12.5,
+                                  "active": True, "latched": False, "priority": "high", "tag": "PT-101", "value": 12.5,
                                   "quality": 0, "setpoint": 12.0, "unit": "MPa", "limit": "H"})
     return BatchContent(samples, {1: "PT-101", 2: "GD-201"}, [alarm])
 

@@ -5,6 +5,7 @@ in tests/test_uplink_epoch.py (the publisher's batches) and hil_tests/test_uplin
 from __future__ import annotations
 
 import copy
+import json
 
 import jsonschema
 import pytest
@@ -25,6 +26,8 @@ def test_every_schema_is_valid_and_named_by_its_path():
 
 def test_the_worked_example_and_a_1_1_stream_pass():
     assert problems("batch-1.1.json", decode_body(parse_envelope(documented_envelope(DOC.read_text())))) == []
+    body_section = DOC.read_text().split("\n## Body\n", 1)[1]
+    assert problems("batch-1.1.json", json.loads(body_section.split("```json\n", 1)[1].split("```", 1)[0])) == []
     gateway = Gateway(E1)
     frames = [gateway.batch(), gateway.batch([rotation(KEY_A)])]
     for frame in frames:

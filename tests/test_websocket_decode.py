@@ -19,6 +19,7 @@ from drivers.inbox import Message
 from drivers.websocket.driver import WebSocketDriver, closed_cause
 from gatewayd.config import parse_config
 from core.types import Quality
+from tests.uplinkschemas import event_problems
 
 
 class Sink:
@@ -105,6 +106,7 @@ def test_the_inbox_keeps_its_limit_and_a_drop_is_one_gap_charged_to_every_tag(tm
     assert gap.kind == "gap" and gap.data["messages"] == 3
     assert {tag: entry[0] for tag, entry in gap.data["tags"].items()} == {"GD201": 3, "GD202": 3, "WIND": 3}
     assert abs(gap.data["first_ts"] / 1000 - time.time()) < 5
+    assert event_problems([gap]) == []
     assert ws.stats.messages_dropped == 3
 
 
