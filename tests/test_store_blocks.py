@@ -1,0 +1,57 @@
+"""store.blocks: a block's bytes give back exactly the samples packed, and bad bytes are refused."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from store.blocks import BYTES_PER_SAMPLE, BlockError, count, pack, split, unpack
+from store.records import SampleBlock
+
+floats = st.floats(allow_nan=True, allow_infinity=True)
+
+
+def block_of(rows) -> SampleBlock:
+    return SampleBlock(*zip(*rows)) if rows else SampleBlock.empty()
+
+
+def same(a: SampleBlock, b: SampleBlock) -> bool:
+    return all(np.array_equal(getattr(a, name), getattr(b, name), equal_nan=name != "tag_id")
+               for name in ("tag_id", "ts", "value", "quality", "source_ts"))
+
+
+@given(st.lists(st.tuples(st.integers(-2**63, 2**63 - 1), floats, floats, st.integers(0, 255), floats),
+                max_size=50))
+def test_round_trip_keeps_every_column_bit_for_bit(rows):
+    block = block_of(rows)
+    body = pack(block)
+    assert len(body) == 5 + len(rows) * BYTES_PER_SAMPLE
+    assert count(body) == len(rows)
+    back = unpack(body)
+    assert same(back, block)
+    assert back.value.view(np.uint64).tolist() == block.value.view(np.uint64).tolist()  # NaN payloads too
+
+
+def test_refuses_a_newer_version_a_short_header_and_a_wrong_length():
+    body = pack(block_of([(1, 2.0, 3.0, 0, np.nan)]))
+    with pytest.raises(BlockError, match="version 2"):
+        unpack(bytes([2]) + body[1:])
+    with pytest.raises(BlockError, match="no header"):
+        unpack(body[:4])
+    with pytest.raises(BlockError, match="takes 38 bytes, not 37"):
+        unpack(body[:-1])
+    with pytest.raises(BlockError, match="not 39"):
+        unpack(body + b"\0")
+
+
+@pytest.mark.parametrize("length, size, expected", [(0, 3, []), (3, 3, [3]), (4, 3, [3, 1]), (7, 3, [3, 3, 1]),
+                                                    (1, 1, [1]), (2, 1, [1, 1])])
+def test_split_keeps_order_at_the_size_boundaries(length, size, expected):
+    block = block_of([(k, float(k), float(k), k % 256, np.nan) for k in range(length)])
+    parts = split(block, size)
+    assert [len(part) for part in parts] == expected
+    assert same(SampleBlock.concat(parts) if parts else SampleBlock.empty(), block)
+
+
+def test_split_refuses_a_size_below_one():
+    with pytest.raises(ValueError, match="at least 1"):
+        split(SampleBlock.empty(), 0)
