@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto socat systemd faketime nodejs npm chromium chromium-driver postgresql
+APT_PACKAGES := mosquitto socat systemd faketime nodejs npm chromium chromium-driver postgresql gcc
 NODE_SIM := hil_tests/sim/nodeopcua
 PREFIX ?= /opt/gatewayd
 DESTDIR ?=
@@ -21,10 +21,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The rule kernels compiled ahead of time (rules/kernels/native*.so): rebuilt when their sources changed
+# since (about 10 s), otherwise nothing to do. Without it the daemon compiles them with numba at run time.
 venv: $(VENV)/.installed
+	$(PY) -m rules.kernels.build --if-stale
 
-# Debian packages: the MQTT broker for the demo and HIL tests, socat for serial lines on pseudo-terminals,
-# faketime (libfaketime) to step the daemon's wall clock in hil_tests/test_clock.py, PostgreSQL for gatewayd-ingest
+# Debian packages: gcc for the rule kernels' ahead-of-time build (rules/kernels/build.py), the MQTT broker
+# for the demo and HIL tests, socat for serial lines on pseudo-terminals, faketime (libfaketime) to step the daemon's wall clock in hil_tests/test_clock.py, PostgreSQL for gatewayd-ingest
 # (its tests start their own cluster, hil_tests/postgres.py), Node.js and npm for
 # the node-opcua simulator (a second OPC UA stack), whose packages npm installs as its lock file pins them,
 # Chromium and its WebDriver for the console's browser test (hil_tests/test_console.py; nothing is downloaded
@@ -84,6 +87,7 @@ install:
 	rm -rf $(STAGE)
 	umask 022 && $(PYTHON) -m venv $(STAGE)
 	umask 022 && $(STAGE)/bin/python -m pip install -q --no-compile .
+	umask 022 && $(STAGE)/bin/python -P -m rules.kernels.build  # -P: the installed package, not ./rules
 	grep -rlIZ -F '$(STAGE)' $(STAGE)/bin $(STAGE)/pyvenv.cfg | xargs -0 -r sed -i 's|$(STAGE)|$(PREFIX)|g'
 	find $(STAGE) -name __pycache__ -prune -exec rm -rf {} +
 	umask 022 && $(STAGE)/bin/python -m compileall -q -s $(STAGE) -p $(PREFIX) $(STAGE)/lib
@@ -116,4 +120,4 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:
-	rm -rf .demo build *.egg-info .pytest_cache .hypothesis
+	rm -rf .demo build *.egg-info .pytest_cache .hypothesis rules/kernels/native.*

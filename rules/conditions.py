@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from numba import njit
 
 from core.types import QUALITY_BAD_MIN, Quality
 from rules.expr import UNKNOWN
@@ -31,30 +29,6 @@ QUALITY_BAD, QUALITY_BAD_OR_STALE, QUALITY_NOT_GOOD = 0, 1, 2
 RATE_SLOTS = 16  # samples kept per rate-of-change alarm; spaced window / (RATE_SLOTS - 1) apart
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _hysteresis(cond, signal, limit, band, high):
-    if high:
-        if cond:
-            return 0 if signal < limit - band else 1
-        return 1 if signal >= limit else 0
-    if cond:
-        return 0 if signal > limit + band else 1
-    return 1 if signal <= limit else 0
-
-
-@njit(cache=True, nogil=True)
-def limit_conditions(values, quality, rows, setpoint, deadband, high, cond, raw):
-    """Analog HH/H/L/LL (and gas levels): one alarm per limit."""
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        value = values[row]
-        if quality[row] >= BAD or np.isnan(value):
-            raw[i] = UNKNOWN
-            continue
-        cond[i] = _hysteresis(cond[i], value, setpoint[i], deadband[i], high[i])
-        raw[i] = cond[i]
-
-
 def limit_conditions_reference(values, quality, rows, setpoint, deadband, high, cond, raw):
     for i, row in enumerate(rows):
         value = float(values[row])
@@ -66,33 +40,6 @@ def limit_conditions_reference(values, quality, rows, setpoint, deadband, high, 
         else:
             active = value <= setpoint[i] if not cond[i] else not value > setpoint[i] + deadband[i]
         cond[i] = raw[i] = int(active)
-
-
-@njit(cache=True, nogil=True)
-def deviation_conditions(values, quality, rows, reference_rows, setpoint, mode, limit, deadband, cond, raw):
-    """tag - reference (a tag, or a fixed setpoint where reference_rows is -1) against `limit`."""
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        value = values[row]
-        if quality[row] >= BAD or np.isnan(value):
-            raw[i] = UNKNOWN
-            continue
-        reference = setpoint[i]
-        other = reference_rows[i]
-        if other >= 0:
-            reference = values[other]
-            if quality[other] >= BAD or np.isnan(reference):
-                raw[i] = UNKNOWN
-                continue
-        difference = value - reference
-        if mode[i] == RISE:
-            signal = difference
-        elif mode[i] == FALL:
-            signal = -difference
-        else:
-            signal = abs(difference)
-        cond[i] = _hysteresis(cond[i], signal, limit[i], deadband[i], True)
-        raw[i] = cond[i]
 
 
 def deviation_conditions_reference(values, quality, rows, reference_rows, setpoint, mode, limit, deadband, cond, raw):
@@ -111,24 +58,6 @@ def deviation_conditions_reference(values, quality, rows, reference_rows, setpoi
         cond[i] = raw[i] = int(active)
 
 
-@njit(cache=True, nogil=True)
-def discrete_conditions(values, quality, rows, state_start, states, cond, raw):
-    """Active while the value equals one of the alarm's states (a pump tripped, a valve in a position)."""
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        value = values[row]
-        if quality[row] >= BAD or np.isnan(value):
-            raw[i] = UNKNOWN
-            continue
-        active = 0
-        for s in range(state_start[i], state_start[i + 1]):
-            if value == states[s]:
-                active = 1
-                break
-        cond[i] = active
-        raw[i] = active
-
-
 def discrete_conditions_reference(values, quality, rows, state_start, states, cond, raw):
     for i, row in enumerate(rows):
         if quality[row] >= BAD or math.isnan(values[row]):
@@ -136,24 +65,6 @@ def discrete_conditions_reference(values, quality, rows, state_start, states, co
             continue
         alarm_states = set(float(s) for s in states[state_start[i]:state_start[i + 1]])
         cond[i] = raw[i] = int(float(values[row]) in alarm_states)
-
-
-@njit(cache=True, nogil=True)
-def quality_conditions(quality, rows, mode, cond, raw):
-    """Active while the tag has no good value; the alarm's on-delay is the 'for longer than N seconds'."""
-    for i in range(rows.shape[0]):
-        q = quality[rows[i]]
-        if q == NO_VALUE:
-            raw[i] = UNKNOWN
-            continue
-        if mode[i] == QUALITY_BAD:
-            active = q >= BAD
-        elif mode[i] == QUALITY_BAD_OR_STALE:
-            active = q >= BAD or q == STALE
-        else:
-            active = q != 0
-        cond[i] = 1 if active else 0
-        raw[i] = cond[i]
 
 
 def quality_conditions_reference(quality, rows, mode, cond, raw):
@@ -164,53 +75,6 @@ def quality_conditions_reference(quality, rows, mode, cond, raw):
             raw[i] = UNKNOWN
             continue
         cond[i] = raw[i] = int(tests[int(mode[i])](int(quality[row])))
-
-
-@njit(cache=True, nogil=True)
-def rate_conditions(values, quality, now, rows, scale, window, mode, limit, deadband,
-                    sample_t, sample_v, head, count, cond, raw):
-    """Rate of change over a window, in units per second times `scale` (60 for per minute).
-
-    Each alarm keeps a ring of RATE_SLOTS usable samples spaced at least window / (RATE_SLOTS - 1)
-    apart. The rate is measured against the oldest kept sample no older than `window` and at least
-    window / 2 old; until there is one (start-up, after a long outage) the condition is UNKNOWN.
-    """
-    slots = sample_t.shape[1]
-    for i in range(rows.shape[0]):
-        row = rows[i]
-        value = values[row]
-        if quality[row] >= BAD or np.isnan(value):
-            raw[i] = UNKNOWN
-            continue
-        span = window[i]
-        base = -1
-        n = count[i]
-        for k in range(n):  # oldest first
-            slot = (head[i] - n + k) % slots
-            age = now - sample_t[i, slot]
-            if age <= span:
-                if age >= span / 2.0 and age > 0.0:
-                    base = slot
-                break
-        if base < 0:
-            raw[i] = UNKNOWN
-        else:
-            rate = (value - sample_v[i, base]) / (now - sample_t[i, base]) * scale[i]
-            if mode[i] == RISE:
-                signal = rate
-            elif mode[i] == FALL:
-                signal = -rate
-            else:
-                signal = abs(rate)
-            cond[i] = _hysteresis(cond[i], signal, limit[i], deadband[i], True)
-            raw[i] = cond[i]
-        newest = (head[i] - 1) % slots
-        if n == 0 or now - sample_t[i, newest] >= span / (slots - 1):
-            sample_t[i, head[i]] = now
-            sample_v[i, head[i]] = value
-            head[i] = (head[i] + 1) % slots
-            if n < slots:
-                count[i] = n + 1
 
 
 def rate_conditions_reference(values, quality, now, rows, scale, window, mode, limit, deadband,

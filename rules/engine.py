@@ -48,7 +48,8 @@ from rules.isa import STATE_NAMES, ActionError, AlarmArrays
 from rules.compile import CompiledRules, compile_rules
 from rules.expr import UNKNOWN
 from rules.model import DEFAULT_BYPASS_PRIORITIES, RulesConfig, TagAlarmConfig, jsonable
-from rules.program import make_stack, run_programs, run_programs_reference
+from rules.kernels.load import kernels
+from rules.program import make_stack, run_programs_reference
 from rules.trips import TripRecorder
 from rules.texts import alarm_message, bypass_message, too_many_message
 
@@ -166,26 +167,27 @@ class RuleEngine:
         self._values, self._last_quality = values, quality
         self._read_times, self._read_walls = read_times, read_walls
         reference = self.backend == "reference"
+        K = None if reference else kernels()
         program, raw, cond = self.program, self.raw, self.cond
         if reference:
             run_programs_reference(values, quality, program, self.expr_out)
         elif program.count:
-            run_programs(values, quality, program.op, program.arg, program.constants, program.start,
+            K.run_programs(values, quality, program.op, program.arg, program.constants, program.start,
                          self._stack, self.expr_out)
         a, b = self.bounds["limit"]
-        (C.limit_conditions_reference if reference else C.limit_conditions)(
+        (C.limit_conditions_reference if reference else K.limit_conditions)(
             values, quality, *self._limit, cond[a:b], raw[a:b])
         a, b = self.bounds["rate"]
-        (C.rate_conditions_reference if reference else C.rate_conditions)(
+        (C.rate_conditions_reference if reference else K.rate_conditions)(
             values, quality, now, self._rate[0], *self._rate[1:], *self._rate_buffers, cond[a:b], raw[a:b])
         a, b = self.bounds["deviation"]
-        (C.deviation_conditions_reference if reference else C.deviation_conditions)(
+        (C.deviation_conditions_reference if reference else K.deviation_conditions)(
             values, quality, *self._deviation, cond[a:b], raw[a:b])
         a, b = self.bounds["discrete"]
-        (C.discrete_conditions_reference if reference else C.discrete_conditions)(
+        (C.discrete_conditions_reference if reference else K.discrete_conditions)(
             values, quality, *self._discrete, cond[a:b], raw[a:b])
         a, b = self.bounds["quality"]
-        (C.quality_conditions_reference if reference else C.quality_conditions)(
+        (C.quality_conditions_reference if reference else K.quality_conditions)(
             quality, *self._quality, cond[a:b], raw[a:b])
         a, b = self.bounds["expression"]
         if b > a:
@@ -195,14 +197,14 @@ class RuleEngine:
         arrays = self.arrays
         if len(self._consequential_expr):
             self.expr_out[self._consequential_expr[self.trips.consequences_active(now)]] = 1
-        (isa.update_alarms_reference if reference else isa.update_alarms)(
+        (isa.update_alarms_reference if reference else K.update_alarms)(
             raw, self.expr_out, now, float(self.rules.analytics.stale_after), *arrays.kernel_args())
         il_args = (values, quality, self.expr_out, now, wall, *self._il_config, self.auth_from, self.auth_until,
                    self.bypassed, self.trip, self.bypass_since, self.bypass_wall, self.bypassed_before, self.flags,
                    self.unit_flag, self.unit_count, self.in_service, self.in_service_quality, *self._il_out)
         trip_events = []
         if self.interlock_ids:
-            n_il, n_unit = (IL.update_interlocks_reference if reference else IL.update_interlocks)(*il_args)
+            n_il, n_unit = (IL.update_interlocks_reference if reference else K.update_interlocks)(*il_args)
             trip_events = self.trips.scan(values, quality, read_times, self.expr_out, self.trip, self.bypassed, now,
                                           wall, read_walls)
         else:

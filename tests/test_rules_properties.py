@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_rules_fixtures import ROWS, TAGS, build, plant_rules, point_table
 
+import rules.engine
 from rules import conditions as C
 from rules.expr import parse_expression
 from rules.isa import ActionError
 from rules.model import DeviationSpec
-from rules.program import make_stack, pack, run_programs, run_programs_reference
+from rules.program import make_stack, pack, run_programs_reference
 
 
 
@@ -76,7 +78,13 @@ def same_nan(x, y):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(step, min_size=1, max_size=60), st.data())
-def test_engine_kernels_match_reference(steps, data):
+def test_engine_kernels_match_reference(compiled, steps, data):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rules.engine, "kernels", lambda: compiled)
+        run_both_engines(steps, data)
+
+
+def run_both_engines(steps, data):
     engines = [build("numba"), build("reference")]
     values, qualities = point_table()
     now, wall = 0.0, 1_700_000_000.0
@@ -151,13 +159,13 @@ row_value = st.one_of(st.sampled_from([0.0, 0.0, 1.0, -1.0, 80.0, 2.5, -0.0, flo
 @given(st.lists(top_level, min_size=1, max_size=6), st.lists(st.tuples(row_value, quality), min_size=len(TAGS),
                                                              max_size=len(TAGS)),
        st.lists(st.sampled_from(["tripped", "healthy"]), min_size=6, max_size=6))
-def test_expression_interpreter_matches_tree_evaluation(sources, table, modes):
+def test_expression_interpreter_matches_tree_evaluation(compiled, sources, table, modes):
     program = pack([parse_expression(source, TAGS) for source in sources], ROWS, modes[:len(sources)])
     values = np.array([v for v, _ in table])
     qualities = np.array([q for _, q in table], np.uint8)
     kernel = np.zeros(program.count, np.uint8)
     reference = np.zeros(program.count, np.uint8)
-    run_programs(values, qualities, program.op, program.arg, program.constants, program.start,
+    compiled.run_programs(values, qualities, program.op, program.arg, program.constants, program.start,
                  make_stack(program), kernel)
     run_programs_reference(values, qualities, program, reference)
     assert kernel.tolist() == reference.tolist(), sources
@@ -180,7 +188,7 @@ limit_case = st.tuples(st.floats(-100, 100), st.sampled_from([0.0, 0.5, 1.0, 2.0
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(limit_case, min_size=1, max_size=8))
-def test_limit_kernel_matches_reference_around_every_limit_and_deadband(cases):
+def test_limit_kernel_matches_reference_around_every_limit_and_deadband(compiled, cases):
     n = len(cases)
     rows = np.arange(n, dtype=np.int64)
     setpoint = np.array([case[0][0] for case in cases])
@@ -191,7 +199,7 @@ def test_limit_kernel_matches_reference_around_every_limit_and_deadband(cases):
     for step in range(max(len(case[1]) for case in cases)):
         values = np.array([case[1][min(step, len(case[1]) - 1)][0] for case in cases])
         qualities = np.array([case[1][min(step, len(case[1]) - 1)][1] for case in cases], np.uint8)
-        C.limit_conditions(values, qualities, rows, setpoint, deadband, high, conds[0], raws[0])
+        compiled.limit_conditions(values, qualities, rows, setpoint, deadband, high, conds[0], raws[0])
         C.limit_conditions_reference(values, qualities, rows, setpoint, deadband, high, conds[1], raws[1])
         assert raws[0].tolist() == raws[1].tolist() and conds[0].tolist() == conds[1].tolist(), (step, cases)
 
@@ -205,7 +213,7 @@ deviation_case = st.tuples(st.floats(-50, 50), st.sampled_from([0.5, 5.0, 10.0])
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(deviation_case, min_size=1, max_size=8))
-def test_deviation_kernel_matches_reference_around_both_limits_and_deadbands(cases):
+def test_deviation_kernel_matches_reference_around_both_limits_and_deadbands(compiled, cases):
     n = len(cases)
     rows = np.arange(n, dtype=np.int64)
     reference_rows = np.full(n, -1, np.int64)
@@ -216,8 +224,8 @@ def test_deviation_kernel_matches_reference_around_both_limits_and_deadbands(cas
     for step in range(max(len(case[1]) for case in cases)):
         values = np.array([case[1][min(step, len(case[1]) - 1)][0] for case in cases])
         qualities = np.array([case[1][min(step, len(case[1]) - 1)][1] for case in cases], np.uint8)
-        C.deviation_conditions(values, qualities, rows, reference_rows, setpoint, mode, limit, deadband, conds[0],
-                               raws[0])
+        compiled.deviation_conditions(values, qualities, rows, reference_rows, setpoint, mode, limit, deadband,
+                                      conds[0], raws[0])
         C.deviation_conditions_reference(values, qualities, rows, reference_rows, setpoint, mode, limit, deadband,
                                          conds[1], raws[1])
         assert raws[0].tolist() == raws[1].tolist() and conds[0].tolist() == conds[1].tolist(), (step, cases)
@@ -234,7 +242,7 @@ rate_case = st.tuples(st.sampled_from([0.5, 1.0, 3.0]), st.sampled_from([0.0, 0.
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(rate_case, min_size=1, max_size=6))
-def test_rate_kernel_matches_reference_around_its_limit_and_deadband(cases):
+def test_rate_kernel_matches_reference_around_its_limit_and_deadband(compiled, cases):
     """Each case ramps its tag at slopes (units per second) near the limit and its deadband's far edge."""
     n = len(cases)
     rows = np.arange(n, dtype=np.int64)
@@ -251,6 +259,6 @@ def test_rate_kernel_matches_reference_around_its_limit_and_deadband(cases):
         now += dt
         level = level + np.array([slope * dt for slope, _, _ in moves])
         qualities = np.array([q for _, q, _ in moves], np.uint8)
-        C.rate_conditions(level, qualities, now, rows, scale, window, mode, limit, deadband, *state[0])
+        compiled.rate_conditions(level, qualities, now, rows, scale, window, mode, limit, deadband, *state[0])
         C.rate_conditions_reference(level, qualities, now, rows, scale, window, mode, limit, deadband, *state[1])
         assert [x.tolist() for x in state[0]] == [x.tolist() for x in state[1]], (step, cases)

@@ -8,7 +8,7 @@ import pytest
 from test_rules_fixtures import ROWS, TAGS, expression
 
 from rules.expr import UNKNOWN, ExpressionError
-from rules.program import make_stack, pack, run_programs, run_programs_reference
+from rules.program import make_stack, pack, run_programs_reference
 
 U = UNKNOWN
 BAD = None  # a tag with bad quality
@@ -70,7 +70,7 @@ HEALTHY_CASES = [  # the same votes with unknown conditions counted as healthy
 ]
 
 
-def evaluate(source, inputs, mode="tripped"):
+def evaluate(compiled, source, inputs, mode="tripped"):
     """The result of `source` from the kernel and from the reference, over a table holding `inputs`."""
     values = np.full(len(TAGS), 7.0)
     quality = np.zeros(len(TAGS), np.uint8)
@@ -81,20 +81,20 @@ def evaluate(source, inputs, mode="tripped"):
             values[ROWS[tag]] = value
     program = pack([expression(source)], ROWS, [mode])
     kernel, reference = np.zeros(1, np.uint8), np.zeros(1, np.uint8)
-    run_programs(values, quality, program.op, program.arg, program.constants, program.start, make_stack(program),
-                 kernel)
+    compiled.run_programs(values, quality, program.op, program.arg, program.constants, program.start,
+                          make_stack(program), kernel)
     run_programs_reference(values, quality, program, reference)
     return int(kernel[0]), int(reference[0])
 
 
 @pytest.mark.parametrize(("source", "inputs", "expected"), CASES)
-def test_kleene_logic(source, inputs, expected):
-    assert evaluate(source, inputs) == (expected, expected)
+def test_kleene_logic(compiled, source, inputs, expected):
+    assert evaluate(compiled, source, inputs) == (expected, expected)
 
 
 @pytest.mark.parametrize(("source", "inputs", "expected"), HEALTHY_CASES)
-def test_votes_counting_unknown_as_healthy(source, inputs, expected):
-    assert evaluate(source, inputs, "healthy") == (expected, expected)
+def test_votes_counting_unknown_as_healthy(compiled, source, inputs, expected):
+    assert evaluate(compiled, source, inputs, "healthy") == (expected, expected)
 
 
 @pytest.mark.parametrize(("source", "message"), [
@@ -115,14 +115,14 @@ def test_pack_refuses_an_unknown_vote_mode():
         pack([expression("vote(1, PT101 > 1, FT101 > 1)")], ROWS, ["maybe"])
 
 
-def test_minus_zero_and_zero_are_different_constants():
+def test_minus_zero_and_zero_are_different_constants(compiled):
     """1 / -0 is -inf and 1 / 0 is +inf: packing must not merge the two constants (it once did)."""
     values, quality = np.zeros(len(TAGS)), np.zeros(len(TAGS), np.uint8)
     values[ROWS["PT101"]] = 1.0
     program = pack([expression("PT101 / -0 < 0"), expression("PT101 / 0 > 0"),
                     expression("PT101 / -0 < 0 and PT101 / 0 > 0")], ROWS)
     kernel, reference = np.zeros(3, np.uint8), np.zeros(3, np.uint8)
-    run_programs(values, quality, program.op, program.arg, program.constants, program.start, make_stack(program),
-                 kernel)
+    compiled.run_programs(values, quality, program.op, program.arg, program.constants, program.start,
+                          make_stack(program), kernel)
     run_programs_reference(values, quality, program, reference)
     assert kernel.tolist() == reference.tolist() == [1, 1, 1]

@@ -28,7 +28,7 @@ from gatewayd.values.dataquality import DataQuality, TagChecks, rows_by_tag_id
 from gatewayd.values.points import PointTable
 from core.types import QUALITY_BAD_MIN, Event
 from rules.engine import RuleEngine
-from rules.report import select_reports
+from rules.kernels.load import kernels
 from store import SampleBlock, Store, is_disk_full
 from store.retention import gap_event
 
@@ -97,7 +97,7 @@ class Scanner:
         scratch = copy.deepcopy(self.engine)
         scratch.evaluate(table.value.copy(), table.quality.copy(), time.monotonic(), time.time(),
                          table.updated.copy(), table.gateway_ts.copy())
-        select_reports(table.value.copy(), table.quality.copy(), table.updated.copy(), time.monotonic(),
+        kernels().select_reports(table.value.copy(), table.quality.copy(), table.updated.copy(), time.monotonic(),
                        self.deadband, self.max_interval, table.every_read, self.last_value.copy(),
                        self.last_quality.copy(), self.last_time.copy(), self.last_update.copy(),
                        self._report_rows.copy())
@@ -119,7 +119,7 @@ class Scanner:
                                            table.gateway_ts)
         self._forward_interlocks(now_wall, now_mono)
         self.stats.last_rules_seconds = time.perf_counter() - started
-        count = select_reports(table.value, table.quality, table.updated, now_mono, self.deadband,
+        count = kernels().select_reports(table.value, table.quality, table.updated, now_mono, self.deadband,
                                self.max_interval, table.every_read, self.last_value, self.last_quality,
                                self.last_time, self.last_update, self._report_rows)
         events += rule_events
