@@ -30,7 +30,8 @@ from gatewayd.operator.render import (
 )
 
 # Each command imports what it needs inside itself, for start-up cost: `gatewayd status` must not load
-# the config loader, and nothing but `gatewayd run` may load numba.
+# the config loader, and nothing but `gatewayd run` may load numba (which the daemon does only when the rule
+# kernels are not built ahead of time, rules.kernels.load).
 
 ANSWER_TIMEOUT = 30.0  # seconds a command to the running daemon waits for its answer
 RELOAD_TIMEOUT = 120.0  # a reload parses and builds a whole configuration first
@@ -68,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for warning in config.warnings:
             logging.getLogger("gatewayd").warning("configuration: %s", warning)
         prepare_start(config)
-        from gatewayd.daemon import run_daemon  # imports numba, which reads NUMBA_CACHE_DIR: only now
+        from gatewayd.daemon import run_daemon  # may import numba, which reads NUMBA_CACHE_DIR: only now
 
         return run_daemon(config)
     except ConfigError as exc:

@@ -34,6 +34,7 @@ class Planted:
 def start_with_kernel_cache(plant: Plant, cache: Path) -> Daemon:
     daemon = Daemon(plant.workdir, plant.config)
     daemon.env["NUMBA_CACHE_DIR"] = str(cache)
+    daemon.env["GATEWAYD_RULE_KERNELS"] = "jit"  # numba's path, which has a cache, not the kernels built ahead
     plant.daemons.append(daemon)
     return daemon.start()
 

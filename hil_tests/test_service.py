@@ -141,7 +141,8 @@ def test_ready_after_the_first_scan_then_watchdog_pings_then_stopping(tmp_path: 
         assert stopping > notify.index_of("READY")
         assert notify.messages[stopping][1]["STATUS"].startswith("stopping:")
         assert not any("WATCHDOG" in fields for _, fields in notify.messages[stopping + 1:])
-        assert any((tmp_path / "cache" / "numba").iterdir()), "kernels cached in $CACHE_DIRECTORY"
+        assert "rule kernels: the ahead-of-time build" in daemon.log_text(), "the kernels `make venv` built"
+        assert not any((tmp_path / "cache" / "numba").iterdir()), "nothing compiled, nothing cached"
     finally:
         notify.close()
         stop_all(daemon, plc)

@@ -1,4 +1,5 @@
-"""Alarm conditions per rule kind, as numba kernels beside their plain-Python references.
+"""Alarm conditions per rule kind: the kernels (`rules.kernels.conditions`) described, with their constants
+and their plain-Python references.
 
 Each kernel reads the point table (`values` float64, `quality` uint8) and writes one raw condition
 per alarm into `raw`: 0 clear, 1 active, UNKNOWN when it cannot be decided. A value is usable when

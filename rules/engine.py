@@ -13,7 +13,8 @@
 
 Every alarm has an id: `TAG.HH` / `TAG.H` / `TAG.L` / `TAG.LL` for analog limits, `TAG.GAS1` / `TAG.GAS2`
 for gas channels, and its own `id` for the rules under `rules.alarms`. The hot path is numba kernels
-over preallocated arrays (`backend="numba"`); `backend="reference"` runs the plain-Python twins over
+over preallocated arrays (`backend="numba"`: built ahead of time, else compiled just in time, as
+`rules.kernels.load` chooses); `backend="reference"` runs the plain-Python twins over
 the same arrays, for tests and benchmarks.
 
 Events are `core.types.Event` with JSON-ready data; kinds: `alarm`, `gas_alarm`, `bypass`,

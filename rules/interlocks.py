@@ -1,4 +1,5 @@
-"""Interlock-bypass supervision (IEC 61511 practice) as a numba kernel beside its plain-Python reference.
+"""Interlock-bypass supervision (IEC 61511 practice): the kernel (`rules.kernels.interlocks`) is described
+here, beside its plain-Python reference.
 
 Per interlock, each scan: read its status tags (bypass tags non-zero, or in-service tags zero, mean
 bypassed; with several tags any one bypassed is enough), then raise or clear one flag per watched

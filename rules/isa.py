@@ -1,5 +1,6 @@
 """The ISA-18.2 alarm state machine over all alarms at once: delays, latching, re-alarm, shelving,
-suppression by design and out of service, as one numba kernel beside its plain-Python reference.
+suppression by design and out of service: the kernel (`rules.kernels.isa`) is described here, beside its
+plain-Python reference and the operator actions.
 
 Per alarm, each scan:
 1. on/off delay: the raw condition (0, 1, UNKNOWN) must differ from `active` for on_delay (becoming

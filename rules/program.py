@@ -1,8 +1,9 @@
-"""Many expressions as one packed bytecode program, run by one numba interpreter kernel.
+"""Many expressions as one packed bytecode program, run by one interpreter kernel (`rules.kernels.program`).
 
-One kernel compiled once (and cached) serves any number of expressions, so 10,000 expression rules
-cost no extra compile time: adding a rule only adds rows to the arrays. `pack()` turns `Expression`s
-(tags resolved to point-table rows) into arrays; `run_programs` writes 0 / 1 / UNKNOWN per expression.
+One kernel compiled once (ahead of time, `rules.kernels.build`) serves any number of expressions, so
+10,000 expression rules cost no extra compile time: adding a rule only adds rows to the arrays.
+`pack()` turns `Expression`s (tags resolved to point-table rows) into arrays; `run_programs` writes
+0 / 1 / UNKNOWN per expression.
 
 The interpreter follows the three-valued logic of `rules.expr`: each stack slot holds bounds
 [low, high]. A tag with bad quality (>= 16) or no value (NaN) pushes [-inf, +inf]; a condition is

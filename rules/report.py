@@ -1,4 +1,4 @@
-"""Report-by-exception: which rows become stored samples on this scan, as a numba kernel and its reference.
+"""Report-by-exception: which rows become stored samples on this scan; the kernel is `rules.kernels.report`.
 
 A row is reported only with a reading newer than the one last reported, and then when its quality changed,
 its value moved by more than the deadband, or `max_interval` seconds passed since it was last

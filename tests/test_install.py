@@ -78,6 +78,10 @@ def test_install_upgrade_and_uninstall(tmp_path: Path):
     assert checked.returncode == 0 and ": OK: gateway" in checked.stdout, checked.stderr
     where = installed_python(prefix, tmp_path, "-c", "import gatewayd.metrics; print(gatewayd.metrics.__file__)")
     assert where.stdout.startswith(str(prefix)), "the environment holds its own copy, not the source tree"
+    kernels = installed_python(prefix, tmp_path, "-c", "import sys; from rules.kernels.load import load; "
+                               "print(load().origin, 'numba' in sys.modules)")
+    assert kernels.stdout.startswith(f"ahead-of-time build {prefix}/lib/") and kernels.stdout.endswith(" False\n"), \
+        kernels.stdout + kernels.stderr
 
     # what an installed gateway holds: its config, its key, and a store with rows not yet sent
     config = dest / "etc/gatewayd/config.yaml"

@@ -236,7 +236,7 @@ def render_approval(result: dict[str, Any]) -> str:
 
 
 def render_requests(items: list[dict[str, Any]]) -> str:
-    from rules.isa import format_seconds  # rules.isa loads numba: only when this list is shown
+    from rules.isa import format_seconds  # rules.isa loads numpy: only when this list is shown
 
     if not items:
         return "no request waiting for approval"

@@ -7,7 +7,8 @@
   saves their memory (about 100 MiB) and their import time, and has nothing to compile or load at start;
 - a module built from other sources (edited since, another numpy) is never used: one warning says so,
   and the kernels come from numba as before, compiled just in time (and cached, `gatewayd.kernelcache`);
-- with no module at all (a checkout without the build, the tests) the same, said at info level.
+- with no module at all (a checkout without the build) the same, said at info level; and so with
+  GATEWAYD_RULE_KERNELS=jit in the environment, whatever is built.
 Either way every call is checked against the kernel's argument types first (`Checked`), so both run
 exactly the same inputs and a wrong array fails loudly in both.
 """
@@ -20,6 +21,7 @@ import importlib.machinery
 import importlib.util
 import logging
 import numbers
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -134,5 +136,10 @@ def jit_kernels() -> Kernels:
 
 @functools.cache
 def kernels() -> Kernels:
-    """The process's kernels, chosen at the first call (`load`)."""
+    """The process's kernels, chosen at the first call (`load`); GATEWAYD_RULE_KERNELS=jit in the
+    environment skips the build (numba's own path, as before the build existed; the tests of numba's
+    kernel cache use it)."""
+    if os.environ.get("GATEWAYD_RULE_KERNELS") == "jit":
+        log.info("rule kernels: numba just in time (GATEWAYD_RULE_KERNELS=jit)")
+        return jit_kernels()
     return load()
