@@ -81,6 +81,7 @@ class RuleEngine:
                    backend: str, now_monotonic: float | None, now_wall: float | None) -> None:
         """The state beside the compiled arrays: alarm states, interlock states, scratch, analytics."""
         self.rules, self.compiled, self.backend, self.size, self.tag_rows = rules, compiled, backend, size, tag_rows
+        self._kernels = kernels() if backend == "numba" else None  # chosen (and said) once per process
         self.infos, self.index, self.bounds = compiled.infos, compiled.index, compiled.bounds
         n = len(self.infos)
         conditions = compiled.conditions
@@ -168,7 +169,7 @@ class RuleEngine:
         self._values, self._last_quality = values, quality
         self._read_times, self._read_walls = read_times, read_walls
         reference = self.backend == "reference"
-        K = None if reference else kernels()
+        K = self._kernels
         program, raw, cond = self.program, self.raw, self.cond
         if reference:
             run_programs_reference(values, quality, program, self.expr_out)
