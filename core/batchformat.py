@@ -130,9 +130,26 @@ def encode_envelope(
 
     Without `epoch` a protocol 1.0 envelope (kept for the worked example and 1.0 receivers' tests); with
     it a 1.1 batch of that epoch, naming the signing key by its id."""
+    return encode_json_envelope(body_json(body), gateway_id=gateway_id, boot_id=boot_id, seq=seq,
+                                prev_hash=prev_hash, created_ms=created_ms, private_key=private_key, epoch=epoch)
+
+
+def encode_json_envelope(
+    body_text: bytes,
+    *,
+    gateway_id: str,
+    boot_id: bytes,
+    seq: int,
+    prev_hash: bytes,
+    created_ms: int,
+    private_key: Ed25519PrivateKey,
+    epoch: bytes | None = None,
+) -> bytes:
+    """`encode_envelope` for a body already written as its canonical JSON (`body_json`'s bytes), for an
+    encoder that writes them faster than from a dict (the daemon's, gatewayd.uplink.batch)."""
     if not 1 <= seq < 2**64:
         raise ValueError(f"seq {seq} out of range: the first batch is 1")
-    return _encode(TYPE_BATCH, body, gateway_id, epoch, boot_id, seq, prev_hash, created_ms, private_key)
+    return _encode(TYPE_BATCH, body_text, gateway_id, epoch, boot_id, seq, prev_hash, created_ms, private_key)
 
 
 def heartbeat_body(interval: float, oldest_unacknowledged: int | None) -> dict:
@@ -155,18 +172,18 @@ def encode_heartbeat(
     """A signed 1.1 heartbeat naming the head of the chain (seq 0 and zero hash before the first batch)."""
     if not 0 <= head_seq < 2**64:
         raise ValueError(f"head seq {head_seq} out of range")
-    return _encode(TYPE_HEARTBEAT, heartbeat_body(interval, oldest_unacknowledged), gateway_id, epoch, boot_id,
-                   head_seq, head_hash, created_ms, private_key)
+    return _encode(TYPE_HEARTBEAT, body_json(heartbeat_body(interval, oldest_unacknowledged)), gateway_id, epoch,
+                   boot_id, head_seq, head_hash, created_ms, private_key)
 
 
-def _encode(kind: int, body: dict, gateway_id: str, epoch: bytes | None, boot_id: bytes, seq: int,
+def _encode(kind: int, body_text: bytes, gateway_id: str, epoch: bytes | None, boot_id: bytes, seq: int,
             prev_hash: bytes, created_ms: int, private_key: Ed25519PrivateKey) -> bytes:
     gid = gateway_id.encode()
     if not 0 < len(gid) <= 0xFFFF:
         raise ValueError("gateway_id must be 1 to 65535 bytes of UTF-8")
     if len(boot_id) != 16 or len(prev_hash) != 32 or (epoch is not None and len(epoch) != 16):
         raise ValueError("boot_id and epoch must be 16 bytes and prev_hash 32 bytes")
-    compressed = zlib.compress(body_json(body), ZLIB_LEVEL)
+    compressed = zlib.compress(body_text, ZLIB_LEVEL)
     if epoch is None:
         head = _HEAD.pack(MAGIC, VERSION_1_0, FLAG_ZLIB, len(gid))
         middle = _MIDDLE.pack(boot_id, seq, created_ms, prev_hash, len(compressed))
