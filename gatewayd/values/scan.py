@@ -89,10 +89,11 @@ class Scanner:
         self.stats = ScanStats()
 
     def warm(self) -> None:
-        """Run the scan's kernels once on scratch copies of the engine and the arrays, so that numba loads
-        them from its cache now. The daemon calls this before any driver starts: loaded at the first real
-        scan instead, they hold the event loop for half a second or more (longer on a busy machine) while
-        devices are connecting, and connect timeouts fire without any device having been slow."""
+        """Run the scan's kernels once on scratch copies of the engine and the arrays, so that they are
+        ready now (built ahead of time they are, at once; numba's load from its cache, or compile). The
+        daemon calls this before any driver starts: loaded at the first real scan instead, numba's hold
+        the event loop for half a second or more (longer on a busy machine) while devices are connecting,
+        and connect timeouts fire without any device having been slow."""
         table = self.table
         scratch = copy.deepcopy(self.engine)
         scratch.evaluate(table.value.copy(), table.quality.copy(), time.monotonic(), time.time(),
