@@ -23,7 +23,7 @@ GATEWAY_ID = "GW-BENCH-BACKFILL"
 
 def rows(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        return conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        return conn.execute("SELECT coalesce(sum(rows), 0) FROM outbox").fetchone()[0]
 
 
 def run(workdir: Path, tags: int, target: int, live_share: float) -> None:

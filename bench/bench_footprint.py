@@ -46,6 +46,7 @@ from typing import Any
 import yaml
 
 from bench.common import CLOCK_TICKS, emit, rss_mib
+from hil_tests.storerows import rows_committed as rows_committed_since_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTERS = 10_000
@@ -92,10 +93,14 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
 
 
 def rows_committed(database: Path) -> int:
-    """Outbox rows the daemon has committed so far (the AUTOINCREMENT counter), read beside it (WAL)."""
+    """Samples and events the daemon has committed so far (the store's `outbox_committed`), read beside it (WAL);
+    a checkout from before blocks (`--compare`) counted one outbox row per value, in its AUTOINCREMENT counter."""
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
-        found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-    return found[0] if found else 0
+        try:
+            return rows_committed_since_blocks(conn)
+        except sqlite3.OperationalError:
+            found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            return found[0] if found else 0
 
 
 def counter_tags(count: int, report: str) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from hil_tests.ingest_plant import new_database
 from hil_tests.postgres import Postgres
 from hil_tests.sim.rtu_bus import SerialPair
 from hil_tests.simprocess import SimProcess
+from hil_tests.storerows import outbox_samples
 
 GATEWAY_ID = "GW-TEST-001"
 TOPIC = f"gatewayd/{GATEWAY_ID}/batch"
@@ -51,6 +53,11 @@ class Plant:
     def store_rows(self, sql: str) -> list[tuple]:
         with sqlite3.connect(self.workdir / "state" / "gatewayd.db") as conn:
             return conn.execute(sql).fetchall()
+
+    def outbox_samples(self) -> list[tuple]:
+        """The samples waiting in the outbox (hil_tests.storerows.outbox_samples)."""
+        with contextlib.closing(sqlite3.connect(self.workdir / "state" / "gatewayd.db")) as conn:
+            return outbox_samples(conn)
 
     def processes(self) -> list[Process]:
         return [*self.daemons, self.plc, self.broker]

@@ -100,9 +100,7 @@ def test_daemon_crash_loses_nothing_committed(plant_factory):
     plant.broker.stop()  # let rows pile up unacknowledged, so the crash has something to lose
     time.sleep(4)
     first.kill()
-    pending = plant.store_rows(
-        "SELECT t.name, CAST(round(o.ts * 1000) AS INTEGER) FROM outbox o JOIN tags t ON t.id = o.tag_id "
-        "WHERE o.kind = 0")
+    pending = [(name, round(ts * 1000)) for _, _, name, ts, _, _ in plant.outbox_samples()]
     assert len(pending) > 20
     plant.restart_broker()
     second = plant.start_daemon()

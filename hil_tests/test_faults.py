@@ -27,6 +27,7 @@ from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
 from store.history import events_table, samples_table
 from hil_tests.harness import Broker, Simulator, plant_config, stop_all
 from hil_tests.outage import reconnect_to_live
+from hil_tests.storerows import outbox_samples, rows_committed
 
 FULL = os.environ.get("GATEWAYD_FAULT_SIZE") == "full"
 SIZE = {
@@ -84,7 +85,7 @@ def settle(plant: Plant, quiet: float = 3.0, timeout: float = 120.0) -> None:
 
 def outbox_rows(plant: Plant) -> int:
     with contextlib.closing(sqlite3.connect(plant.workdir / "state" / "gatewayd.db", timeout=10)) as conn:
-        return conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        return conn.execute("SELECT coalesce(sum(rows), 0) FROM outbox").fetchone()[0]
 
 
 def integrity(plant: Plant) -> str:
@@ -92,7 +93,7 @@ def integrity(plant: Plant) -> str:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-SAMPLE = 0  # outbox.kind of a sample; 1 is an event
+SAMPLE = 0  # row_key's kind of a sample; 1 is an event
 
 
 def row_key(kind: int, tag: str | None, ts: float, quality: int | None, body: str | None) -> tuple:
@@ -103,14 +104,15 @@ def row_key(kind: int, tag: str | None, ts: float, quality: int | None, body: st
     return ("event", event["kind"], event["source"], round(ts * 1000.0), event["message"])
 
 
-def committed_rows(plant: Plant) -> tuple[int, dict[int, tuple]]:
-    """Rows ever committed (the outbox's AUTOINCREMENT counter: ids are never reused, and no row of this
-    test is evicted) and, by id, the keys of the rows not yet acknowledged. Read while no daemon runs."""
+def committed_rows(plant: Plant) -> tuple[int, dict[tuple[int, int], tuple]]:
+    """Samples and events ever committed (the store's `outbox_committed`; no row of this test is evicted)
+    and, by (outbox id, place in its block), the keys of those not yet acknowledged. Read while no daemon runs."""
     with contextlib.closing(sqlite3.connect(plant.workdir / "state" / "gatewayd.db", timeout=10)) as conn:
-        counter = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-        rows = conn.execute("SELECT o.id, o.kind, t.name, o.ts, o.quality, o.body FROM outbox o "
-                            "LEFT JOIN tags t ON t.id = o.tag_id").fetchall()
-    return (counter[0] if counter else 0), {row[0]: row_key(*row[1:]) for row in rows}
+        waiting = {(row_id, place): row_key(SAMPLE, name, ts, quality, None)
+                   for row_id, place, name, ts, _, quality in outbox_samples(conn)}
+        waiting.update({(row_id, 0): row_key(1, None, ts, None, body)
+                        for row_id, ts, body in conn.execute("SELECT id, ts, body FROM outbox WHERE kind = 1")})
+        return rows_committed(conn), waiting
 
 
 def received_rows(plant: Plant) -> Counter:

@@ -1,9 +1,10 @@
 """The outbox: samples and events wait here, in commit order, until upstream acknowledges them.
 
 SQLite is the truth (DESIGN principle 2): a row counts as accepted once `append` commits and is
-deleted only by `acknowledge`. A batch is stored with its exact envelope bytes and the chain head
-is advanced in the same transaction, so a seq is never reused or rolled back, and a batch that was
-built but not acknowledged before a crash is republished byte for byte.
+deleted only by `acknowledge`. A tick's samples are stored as blocks of at most `block_samples` (one row
+each, store.blocks), events one row each; a batch carries whole rows. A batch is stored with its exact
+envelope bytes and the chain head is advanced in the same transaction, so a seq is never reused or
+rolled back, and a batch that was built but not acknowledged before a crash is republished byte for byte.
 
 Durability: with `synchronous="normal"` a commit of samples only may be lost to a power cut (WAL
 frames not yet synced); a commit that carries events is always made with synchronous FULL, so an
@@ -24,13 +25,14 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from core.types import Event
+from store.blocks import pack, split, unpack
 from store.records import Batch, BatchContent, ChainHead, SampleBlock, StoreStats, event_body, event_from_row
 from store.keeping import Keeping, drop_days, keep_rows
 from store.retention import Retention, enforce, history_bytes, outbox_bytes, uncarried_ranges
@@ -38,8 +40,9 @@ from store.schema import migrate
 
 log = logging.getLogger("gatewayd.store")
 
-SAMPLE, EVENT = 0, 1
+EVENT, BLOCK = 1, 2
 SYNCHRONOUS = ("full", "normal")
+BLOCK_SAMPLES = 1000  # samples per outbox row at most: small enough to fill batches, large enough to cost nothing
 
 MakeEnvelope = Callable[[BatchContent, int, bytes], bytes]
 
@@ -48,18 +51,25 @@ class Store:
     """Open with `Store.open(path)`; see the module docstring for the guarantees."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, synchronous: str = "full",
-                 retention: Retention | None = None, keeping: Keeping | None = None) -> None:
+                 retention: Retention | None = None, keeping: Keeping | None = None,
+                 block_samples: int = BLOCK_SAMPLES) -> None:
+        if block_samples < 1:
+            raise ValueError(f"block_samples must be at least 1, not {block_samples}")
         self._conn = conn
         self.path = path
         self.synchronous = synchronous
         self.retention = retention or Retention()
         self.keeping = keeping or Keeping()
+        self.block_samples = block_samples
         self._names: dict[int, str] | None = None  # tag id -> name, filled on first use
 
     @classmethod
     def open(cls, path: Path, synchronous: str = "full", retention: Retention | None = None,
-             keeping: Keeping | None = None) -> Store:
-        """Open or create the database (parent directory 0700, file 0600), migrate it, drop history past its keep."""
+             keeping: Keeping | None = None, block_samples: int = BLOCK_SAMPLES) -> Store:
+        """Open or create the database (parent directory 0700, file 0600), migrate it, drop history past its keep.
+
+        `block_samples` should not exceed the uplink's batch_max_rows: a batch carries whole blocks.
+        """
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
         path = Path(path)
@@ -74,7 +84,7 @@ class Store:
             raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         migrate(conn)
-        store = cls(conn, path, synchronous, retention, keeping)
+        store = cls(conn, path, synchronous, retention, keeping, block_samples)
         store.drop_history()
         return store
 
@@ -148,28 +158,17 @@ class Store:
         return drop_days(self._conn, self.keeping, time.time(), event_body)
 
     def _insert(self, samples: SampleBlock | None, events: Sequence[Event]) -> None:
+        blocks = split(samples, self.block_samples) if samples is not None else []
+        rows = [(BLOCK, float(block.ts.min()), len(block), pack(block)) for block in blocks]
+        rows += [(EVENT, float(event.ts), 1, event_body(event)) for event in events]
         with self._transaction() as conn:
-            if samples is not None and len(samples):
-                conn.executemany(
-                    "INSERT INTO outbox (kind, tag_id, ts, value, quality, source_ts) "
-                    f"VALUES ({SAMPLE}, ?, ?, ?, ?, ?)",
-                    zip(
-                        samples.tag_id.tolist(),
-                        samples.ts.tolist(),
-                        _nan_to_none(samples.value),
-                        samples.quality.tolist(),
-                        _nan_to_none(samples.source_ts),
-                    ),
-                )
-            if events:
-                conn.executemany(
-                    f"INSERT INTO outbox (kind, ts, body) VALUES ({EVENT}, ?, ?)",
-                    ((float(e.ts), event_body(e)) for e in events),
-                )
+            conn.executemany("INSERT INTO outbox (kind, ts, rows, body) VALUES (?, ?, ?, ?)", rows)
 
     def build_batch(self, max_rows: int, make: MakeEnvelope, newest: bool = False) -> Batch | None:
         """Take the oldest rows no batch carries yet, have `make` encode them, store the batch.
 
+        A batch carries whole outbox rows, as many as fit in `max_rows` samples and events (a single row
+        that holds more, a block stored under a larger batch_max_rows, goes alone).
         `make(content, seq, prev_hash)` returns the envelope bytes; it runs inside the
         transaction, so if it raises nothing is consumed. Returns None when no row waits.
         Publish the batch only after this returns: then it is on disk.
@@ -179,34 +178,24 @@ class Store:
         """
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
-        columns = "SELECT id, kind, tag_id, ts, value, quality, source_ts, body FROM outbox "
         with self._transaction() as conn:
             last_seq, last_hash, carried = conn.execute(
                 "SELECT last_seq, last_hash, carried_upto FROM chain"
             ).fetchone()
-            ranges = list(uncarried_ranges(conn))
-            rows: list[tuple] = []
-            if newest:
-                low, high = ranges[-1]
-                rows = conn.execute(columns + "WHERE id >= ? AND id < ? ORDER BY id DESC LIMIT ?",
-                                    (low, high, max_rows)).fetchall()[::-1]
-            else:
-                for low, high in ranges:
-                    rows = conn.execute(columns + "WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                                        (low, high, max_rows)).fetchall()
-                    if rows:
-                        break
-            if not rows:
+            taken = _take(conn, list(uncarried_ranges(conn)), max_rows, newest)
+            if taken is None:
                 return None
+            first, last, count = taken
             older = conn.execute(
-                "SELECT 1 FROM outbox WHERE id > ? AND id < ? LIMIT 1", (carried, rows[0][0])).fetchone()
+                "SELECT 1 FROM outbox WHERE id > ? AND id < ? LIMIT 1", (carried, first)).fetchone()
             if older is None:
-                carried = rows[-1][0]  # nothing older waits below this batch
-            content = self._content(rows)
+                carried = last  # nothing older waits below this batch
+            content = self._content(conn.execute(
+                "SELECT kind, ts, body FROM outbox WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)))
             seq = last_seq + 1
             envelope = bytes(make(content, seq, bytes(last_hash)))
             digest = hashlib.sha256(envelope).digest()
-            batch = Batch(seq, envelope, digest, rows[0][0], rows[-1][0], len(rows))
+            batch = Batch(seq, envelope, digest, first, last, count)
             conn.execute(
                 "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (seq, batch.first_row, batch.last_row, batch.rows, envelope, digest, time.time()),
@@ -217,18 +206,15 @@ class Store:
             )
         return batch
 
-    def _content(self, rows: list[tuple]) -> BatchContent:
-        samples = [r for r in rows if r[1] == SAMPLE]
-        columns = list(zip(*samples)) if samples else [()] * 8
-        block = SampleBlock(
-            tag_id=columns[2],
-            ts=columns[3],
-            value=np.array(columns[4], dtype=np.float64),  # NULL -> NaN
-            quality=columns[5],
-            source_ts=np.array(columns[6], dtype=np.float64),
-        )
-        events = [event_from_row(r[3], r[7]) for r in rows if r[1] == EVENT]
-        return BatchContent(block, self.tag_names(np.unique(block.tag_id)), events)
+    def _content(self, rows: Iterable[tuple]) -> BatchContent:
+        blocks, events = [], []
+        for kind, ts, body in rows:
+            if kind == BLOCK:
+                blocks.append(unpack(body))
+            else:
+                events.append(event_from_row(ts, body))
+        block = SampleBlock.concat(blocks) if blocks else SampleBlock.empty()
+        return BatchContent(block, self.tag_names(block.tag_id), events)
 
     def chain_head(self) -> ChainHead:
         """The epoch, the last seq and hash built in it, and the reset that began it."""
@@ -262,13 +248,14 @@ class Store:
         """
         with self._transaction() as conn:
             found = conn.execute(
-                "SELECT first_row, last_row FROM batches WHERE seq = ?", (seq,)
+                "SELECT first_row, last_row, rows FROM batches WHERE seq = ?", (seq,)
             ).fetchone()
             if found is None:
                 return 0
+            first, last, rows = found
             if self.keeping.keep > 0:
-                keep_rows(conn, *found, self.keeping, time.time())
-            deleted = conn.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", found).rowcount
+                keep_rows(conn, first, last, self.keeping, time.time())
+            conn.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first, last))
             conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
         try:
             self.drop_history()
@@ -276,14 +263,14 @@ class Store:
             if not is_disk_full(exc):
                 raise
             log.warning("could not drop the oldest day of history: %s", exc)
-        return deleted
+        return rows
 
     def stats(self) -> StoreStats:
         conn = self._conn
         last_seq = conn.execute("SELECT last_seq FROM chain").fetchone()[0]
-        pending = sum(conn.execute("SELECT count(*) FROM outbox WHERE id >= ? AND id < ?", bounds).fetchone()[0]
-                      for bounds in uncarried_ranges(conn))
-        inflight = conn.execute("SELECT count(*) FROM outbox").fetchone()[0] - pending
+        pending = sum(conn.execute("SELECT coalesce(sum(rows), 0) FROM outbox WHERE id >= ? AND id < ?",
+                                   bounds).fetchone()[0] for bounds in uncarried_ranges(conn))
+        inflight = conn.execute("SELECT coalesce(sum(rows), 0) FROM outbox").fetchone()[0] - pending
         evicted, gaps = conn.execute("SELECT evicted, gaps FROM retention").fetchone()
         batches = conn.execute("SELECT count(*) FROM batches").fetchone()[0]
         oldest = conn.execute("SELECT ts FROM outbox ORDER BY id LIMIT 1").fetchone()
@@ -313,6 +300,31 @@ class Store:
         return None if row is None else row[0]
 
 
+def _take(conn: sqlite3.Connection, ranges: list[tuple[int, int]], max_rows: int,
+          newest: bool) -> tuple[int, int, int] | None:
+    """First id, last id and rows of the next batch: consecutive rows of the oldest range with rows (or of the
+    newest range, from its end) adding up to at most `max_rows`, at least one row. Reads no BLOB."""
+    if newest:
+        low, high = ranges[-1]
+        heads = conn.execute("SELECT id, rows FROM outbox WHERE id >= ? AND id < ? ORDER BY id DESC LIMIT ?",
+                             (low, high, max_rows)).fetchall()
+    else:
+        heads = []
+        for low, high in ranges:
+            heads = conn.execute("SELECT id, rows FROM outbox WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                                 (low, high, max_rows)).fetchall()
+            if heads:
+                break
+    if not heads:
+        return None
+    count, taken = heads[0][1], 1
+    while taken < len(heads) and count + heads[taken][1] <= max_rows:
+        count += heads[taken][1]
+        taken += 1
+    ends = (heads[0][0], heads[taken - 1][0])
+    return min(ends), max(ends), count
+
+
 def read_state(path: Path, name: str) -> str | None:
     """The JSON document `name` of the database at `path`, read without writing (its daemon may be running);
     None when there is none, or no such database."""
@@ -339,18 +351,6 @@ def is_disk_full(exc: BaseException) -> bool:
         return code & 0xFF in (SQLITE_FULL, SQLITE_IOERR)
     return isinstance(exc, sqlite3.OperationalError) and (
         "disk is full" in str(exc) or "disk I/O error" in str(exc))
-
-
-def _nan_to_none(values: np.ndarray) -> list[float | None]:
-    """SQLite would store NaN as NULL anyway; say so explicitly. A whole column at a time: only the NaN
-    places are visited one by one (a Modbus device's column of source times is NaN throughout)."""
-    missing = np.isnan(values)
-    if missing.all():
-        return [None] * len(values)
-    listed = values.tolist()
-    for index in np.flatnonzero(missing).tolist():
-        listed[index] = None
-    return listed
 
 
 def _db_bytes(path: Path) -> int:

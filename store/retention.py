@@ -26,9 +26,13 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from core.types import Event, Priority
+import numpy as np
 
-SAMPLE = 0
+from core.types import Event, Priority
+from store.blocks import pack, unpack
+from store.records import SampleBlock
+
+BLOCK = 2
 LOW_WATER = 0.9
 CHUNK_ROWS = 20_000  # samples looked at per thinning or eviction step
 MAX_ROWS_PER_CALL = 100_000
@@ -119,56 +123,91 @@ def _step(conn: sqlite3.Connection, retention: Retention, names: Callable[[list[
     return removed
 
 
-def _chunk_end(conn: sqlite3.Connection, low: int, high: int) -> int | None:
-    """Id of the CHUNK_ROWS-th sample at or after `low` below `high` (or the last one), None if none."""
-    found = conn.execute(
-        "SELECT max(id) FROM (SELECT id FROM outbox WHERE id >= ? AND id < ? AND kind = ? ORDER BY id LIMIT ?)",
-        (low, high, SAMPLE, CHUNK_ROWS)).fetchone()[0]
-    return found
+def _chunk(conn: sqlite3.Connection, low: int, high: int) -> list[tuple[int, bytes]]:
+    """Blocks from `low` below `high`, oldest first, until they hold CHUNK_ROWS samples (or there are no more)."""
+    heads = conn.execute(f"SELECT id, rows FROM outbox WHERE id >= ? AND id < ? AND kind = {BLOCK} ORDER BY id "
+                         "LIMIT ?", (low, high, CHUNK_ROWS)).fetchall()
+    total, taken = 0, 0
+    while taken < len(heads) and total < CHUNK_ROWS:
+        total += heads[taken][1]
+        taken += 1
+    if not taken:
+        return []
+    return conn.execute(f"SELECT id, body FROM outbox WHERE id BETWEEN ? AND ? AND kind = {BLOCK} ORDER BY id",
+                        (heads[0][0], heads[taken - 1][0])).fetchall()
 
 
 def _thin(conn, retention, names, now, event_body) -> int:
+    """Of each tag's samples in one `thinning`-long window of the next chunk keep the first (in commit order)."""
     thinned_upto = conn.execute("SELECT thinned_upto FROM retention").fetchone()[0]
     for low, high in uncarried_ranges(conn):
         low = max(low, thinned_upto + 1)
         if low >= high:
             continue
-        end = _chunk_end(conn, low, high)
-        if end is None:
+        chunk = _chunk(conn, low, high)
+        if not chunk:
             continue
-        where = ("id BETWEEN ? AND ? AND kind = 0 AND id NOT IN (SELECT min(id) FROM outbox "
-                 "WHERE id BETWEEN ? AND ? AND kind = 0 GROUP BY tag_id, CAST(ts / ? AS INTEGER))")
-        removed = _remove(conn, where, (low, end, low, end, retention.thinning), names, now, event_body,
-                          "thinned", retention)
-        conn.execute("UPDATE retention SET thinned_upto = ?", (end,))
+        blocks = [unpack(body) for _, body in chunk]
+        samples = SampleBlock.concat(blocks)
+        windows = np.trunc(samples.ts / retention.thinning).astype(np.int64)  # as SQL's CAST(ts / w AS INTEGER)
+        keys = np.empty(len(samples), dtype=[("tag", np.int64), ("window", np.int64)])
+        keys["tag"], keys["window"] = samples.tag_id, windows
+        keep = np.zeros(len(samples), dtype=bool)
+        keep[np.unique(keys, return_index=True)[1]] = True
+        removed = _rewrite(conn, chunk, blocks, keep, samples, names, now, event_body, "thinned", retention)
+        conn.execute("UPDATE retention SET thinned_upto = ?", (chunk[-1][0],))
         if removed:
             return removed
-        thinned_upto = end  # this chunk was already sparse: look further in the same transaction
+        thinned_upto = chunk[-1][0]  # this chunk was already sparse: look further in the same transaction
     return 0
 
 
 def _evict(conn, retention, names, now, event_body) -> int:
     for low, high in uncarried_ranges(conn):
-        end = _chunk_end(conn, low, high)
-        if end is not None:
-            return _remove(conn, "id BETWEEN ? AND ? AND kind = 0", (low, end), names, now, event_body,
-                           "evicted", retention)
+        chunk = _chunk(conn, low, high)
+        if chunk:
+            blocks = [unpack(body) for _, body in chunk]
+            samples = SampleBlock.concat(blocks)
+            return _rewrite(conn, chunk, blocks, np.zeros(len(samples), dtype=bool), samples, names, now,
+                            event_body, "evicted", retention)
     return 0
 
 
-def _remove(conn, where: str, params: tuple, names, now: float, event_body, action: str,
-            retention: Retention) -> int:
-    """Delete the rows `where` selects and append the gap event that accounts for them."""
-    per_tag = conn.execute(f"SELECT tag_id, count(*), min(ts), max(ts) FROM outbox WHERE {where} GROUP BY tag_id",
-                           params).fetchall()
-    if not per_tag:
+def _rewrite(conn, chunk: list[tuple[int, bytes]], blocks: list[SampleBlock], keep: np.ndarray,
+             samples: SampleBlock, names, now: float, event_body, action: str, retention: Retention) -> int:
+    """Keep only the samples `keep` marks in the chunk's blocks (a block left empty is deleted) and append the
+    gap event that accounts for the others."""
+    removed = int(len(keep) - keep.sum())
+    if not removed:
         return 0
-    removed = conn.execute(f"DELETE FROM outbox WHERE {where}", params).rowcount
+    start = 0
+    for (row_id, _), block in zip(chunk, blocks):
+        kept = keep[start:start + len(block)]
+        start += len(block)
+        if kept.all():
+            continue
+        if not kept.any():
+            conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+            continue
+        left = SampleBlock(*(getattr(block, name)[kept] for name in ("tag_id", "ts", "value", "quality", "source_ts")))
+        conn.execute("UPDATE outbox SET ts = ?, rows = ?, body = ? WHERE id = ?",
+                     (float(left.ts.min()), len(left), pack(left), row_id))
+    per_tag = _per_tag(samples.tag_id[~keep], samples.ts[~keep])
     event = gap_event(now, per_tag, names([tag_id for tag_id, *_ in per_tag]), action,
                       f"store over its disk budget of {retention.max_bytes} bytes", retention.thinning)
-    conn.execute("INSERT INTO outbox (kind, ts, body) VALUES (1, ?, ?)", (now, event_body(event)))
+    conn.execute("INSERT INTO outbox (kind, ts, rows, body) VALUES (1, ?, 1, ?)", (now, event_body(event)))
     conn.execute("UPDATE retention SET evicted = evicted + ?, gaps = gaps + 1", (removed,))
     return removed
+
+
+def _per_tag(tag_id: np.ndarray, ts: np.ndarray) -> list[tuple[int, int, float, float]]:
+    """(tag id, count, first ts, last ts) of each tag among the samples given."""
+    tags, index, counts = np.unique(tag_id, return_inverse=True, return_counts=True)
+    first = np.full(len(tags), np.inf)
+    last = np.full(len(tags), -np.inf)
+    np.minimum.at(first, index, ts)
+    np.maximum.at(last, index, ts)
+    return list(zip(tags.tolist(), counts.tolist(), first.tolist(), last.tolist()))
 
 
 def gap_event(now: float, per_tag: list[tuple[int, int, float, float]], names: dict[int, str], action: str,

@@ -6,9 +6,9 @@ does not know) is refused instead of being misread.
 
     >>> conn = sqlite3.connect(":memory:", isolation_level=None)
     >>> pending_migrations(conn)
-    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch']
+    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch', '0006_blocks']
     >>> migrate(conn)
-    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch']
+    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch', '0006_blocks']
     >>> pending_migrations(conn)
     []
 """
@@ -18,6 +18,11 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+
+import numpy as np
+
+from store.blocks import pack
+from store.records import SampleBlock
 
 
 class SchemaError(RuntimeError):
@@ -139,6 +144,58 @@ def _epoch(conn: sqlite3.Connection) -> None:
     )
 
 
+def _blocks(conn: sqlite3.Connection) -> None:
+    """The outbox as blocks (store.blocks): one row per block of a tick's samples, one per event.
+
+    The table is rebuilt with `rows` (what a row counts for in a batch's `batch_max_rows`: a block's
+    samples, 1 for an event) before the BLOB, so reading it never walks a block's overflow pages. Rows
+    waiting from the previous version keep their ids (built batches name them): each event as it was,
+    each sample as a block of one. AUTOINCREMENT's counter carries over, so ids keep rising.
+
+    Ids now count rows, not samples: `outbox_committed.rows` counts the samples and events ever committed
+    (a trigger adds each new row's `rows`; before this step one row was one sample or event, so it starts
+    at the old counter), for metrics and for tests that account for every row.
+    """
+    counter = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+    conn.execute("ALTER TABLE outbox RENAME TO outbox_rows")
+    _run(
+        conn,
+        """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind INTEGER NOT NULL,          -- 1 event, 2 block of samples
+            ts REAL NOT NULL,               -- gateway time, Unix seconds: the event's, the block's earliest
+            rows INTEGER NOT NULL,          -- the block's samples, 1 for an event
+            body BLOB NOT NULL              -- an event's JSON, a block's store.blocks bytes
+        );
+        INSERT INTO outbox SELECT id, 1, ts, 1, body FROM outbox_rows WHERE kind = 1
+        """,
+    )
+    legacy = conn.execute("SELECT id, tag_id, ts, value, quality, source_ts FROM outbox_rows WHERE kind = 0 "
+                          "ORDER BY id")
+    while rows := legacy.fetchmany(10_000):
+        conn.executemany("INSERT INTO outbox VALUES (?, 2, ?, 1, ?)", (
+            (row_id, ts, pack(SampleBlock([tag_id], [ts], [np.nan if value is None else value], [quality],
+                                          [np.nan if source_ts is None else source_ts])))
+            for row_id, tag_id, ts, value, quality, source_ts in rows))
+    conn.execute("DROP TABLE outbox_rows")
+    conn.execute("DELETE FROM sqlite_sequence WHERE name IN ('outbox', 'outbox_rows')")
+    if counter is not None:
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", counter)
+    _run(
+        conn,
+        """
+        CREATE TABLE outbox_committed (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            rows INTEGER NOT NULL           -- samples and events ever committed to the outbox
+        );
+        INSERT INTO outbox_committed VALUES (1, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0))
+        """,
+    )
+    conn.execute("CREATE TRIGGER outbox_count AFTER INSERT ON outbox BEGIN "
+                 "UPDATE outbox_committed SET rows = rows + NEW.rows; END")
+
+
 def _run(conn: sqlite3.Connection, script: str) -> None:
     """Run `;`-separated statements one by one: executescript would commit the open transaction.
 
@@ -155,6 +212,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("0003_state", _state),
     ("0004_history", _history),
     ("0005_epoch", _epoch),
+    ("0006_blocks", _blocks),
 ]
 
 

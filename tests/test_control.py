@@ -40,6 +40,7 @@ from gatewayd.values.points import PointTable
 from gatewayd.config.model import point_tags
 from gatewayd.values.scan import Scanner, build_engine
 from core.types import Quality
+from hil_tests.storerows import outbox_samples
 from store import Store
 from tests.uplinkschemas import event_problems
 
@@ -435,8 +436,8 @@ def test_scanner_forwards_interlock_state_and_the_rule_state_survives_a_restart(
     table.write(table.rows_of(["PT101", "XS101_BYP"]), np.array([3.7, 1.0]))
     scanner.tick()
     scanner.commit(scanner.engine.act("ack", "PT101.HH", "alice", "seen"))
-    rows = store._conn.execute("SELECT t.name, o.value, o.quality FROM outbox o JOIN tags t ON t.id = o.tag_id "
-                               "WHERE t.name = 'IL.SIS-101'").fetchall()
+    rows = [(name, value, quality) for _, _, name, _, value, quality in outbox_samples(store._conn)
+            if name == "IL.SIS-101"]
     assert rows == [("IL.SIS-101", 0.0, Quality.GOOD)], "bypassed: in service 0, as an ordinary sample"
     bodies = [json.loads(body) for (body,) in store._conn.execute("SELECT body FROM outbox WHERE kind = 1")]
     assert [(b["kind"], b["data"].get("state") or b["data"].get("event")) for b in bodies] == \

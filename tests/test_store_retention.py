@@ -56,7 +56,7 @@ def received_samples(keep: Keep) -> list[tuple[str, float]]:
 
 @pytest.mark.parametrize("thinning", [0.0, 10.0])
 def test_budget_evicts_samples_never_events_and_gap_records_account_for_all(tmp_path: Path, thinning) -> None:
-    budget = 200_000  # bytes: about 8,000 rows
+    budget = 300_000  # bytes: about 7,500 samples in blocks, 60 events, the empty schema's 53 kB
     store = Store.open(tmp_path / "g.db", "normal", Retention(budget, thinning))
     ids = store.tag_ids(TAGS)
     appended, alarms = 0, 0
@@ -101,7 +101,7 @@ def test_budget_evicts_samples_never_events_and_gap_records_account_for_all(tmp_
 
 
 def test_rows_in_built_batches_are_never_evicted(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "g.db", "normal", Retention(100_000))
+    store = Store.open(tmp_path / "g.db", "normal", Retention(150_000))
     ids = store.tag_ids(TAGS)
     store.append(samples(ids, 0.0, 500), [])
     keep = Keep()
@@ -113,7 +113,7 @@ def test_rows_in_built_batches_are_never_evicted(tmp_path: Path) -> None:
 
 
 def test_newest_batches_interleave_without_loss_or_duplicate(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "g.db", "normal")
+    store = Store.open(tmp_path / "g.db", "normal", block_samples=len(TAGS))  # a block per time step
     ids = store.tag_ids(TAGS)
     store.append(samples(ids, 0.0, 250), [])  # 1000 rows of backlog
     keep = Keep()
@@ -221,7 +221,7 @@ def test_full_disk_keeps_ticks_in_memory_then_commits_them_with_the_outage_event
     spill = Spill(store, max_samples=400, retry_interval=1.0, monotonic=clock, wall=clock)
     spill.append(samples(ids, 0.0, 5), [])
     fill_up(store)
-    filler = store._conn.execute("SELECT count(*) FROM outbox").fetchone()[0] - 20
+    filler = store._conn.execute("SELECT sum(rows) FROM outbox").fetchone()[0] - 20
     for tick in range(1, 201):  # 800 samples and 20 alarms while full: more than the spill holds
         clock.now += 0.5
         events = [Event("alarm", clock.now, "T1", f"alarm {tick}", Priority.HIGH)] if tick % 10 == 0 else []
