@@ -39,6 +39,7 @@ from gatewayd.values.scan import Scanner, build_data_quality, build_engine
 from gatewayd.values.sink import DeviceSink
 from rules.engine import RuleEngine
 from store import Keeping, Retention, Store
+from store.outbox import BLOCK_SAMPLES
 from store.spill import Spill
 
 METADATA_CHUNK = 500  # tags described per tag_metadata event
@@ -55,9 +56,11 @@ class Points:
 
 
 def open_store(config: Config) -> Store:
+    """The store; its blocks no larger than a batch, which carries whole blocks."""
     return Store.open(config.store.path, config.store.synchronous,
                       Retention(config.store.max_bytes, config.store.thinning),
-                      Keeping(config.history.keep, config.history.max_bytes))
+                      Keeping(config.history.keep, config.history.max_bytes),
+                      min(BLOCK_SAMPLES, config.uplink.batch_max_rows))
 
 
 def build_points(config: Config, store: Store) -> Points:
