@@ -18,8 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench.common import emit
-from store import History, Keeping, Store
+from store import History, Keeping, SampleBlock, Store
+from store.blocks import pack
 from store.history import DAY, day_of
 
 FAST_TAG = "TAG00000"  # read at 1 s: 86,400 samples a day
@@ -39,30 +42,28 @@ def fill_day(store: Store, day: int, tags: int, interval: float, fast_tag: bool 
 
 
 def fill_hour(store: Store, start: float, tags: int, interval: float, fast_tag: bool) -> int:
-    conn = store._conn
+    """One hour of `fill_day`, committed as one block and acknowledged as one batch."""
     rows = int(3600 / interval * tags)
-    conn.execute("BEGIN IMMEDIATE")
-    first = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-    first = (first[0] if first else 0) + 1
-    conn.execute(
-        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < ?) "
-        "INSERT INTO outbox (kind, tag_id, ts, value, quality, source_ts) "
-        "SELECT 0, i % ? + 1, ? + i * ?, CASE WHEN i % 997 = 0 THEN NULL ELSE (i * 7919 % 100003) / 1000.0 END, "
-        "CASE WHEN i % 997 = 0 THEN 17 ELSE 0 END, NULL FROM k",
-        (rows - 1, tags, start, 3600 / rows))
+    i = np.arange(rows)
+    bad = i % 997 == 0
+    parts = [SampleBlock(i % tags + 1, start + i * (3600 / rows), np.where(bad, np.nan, (i * 7919 % 100003) / 1000.0),
+                         np.where(bad, 17, 0), np.full(rows, np.nan))]
     if fast_tag:
-        conn.execute(
-            "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < 3599) "
-            "INSERT INTO outbox (kind, tag_id, ts, value, quality, source_ts) "
-            "SELECT 0, 1, ? + i + 0.5, i % 600 / 10.0, 0, NULL FROM k", (start,))
-        rows += 3600
-    last = first + rows - 1
+        second = np.arange(3600)
+        parts.append(SampleBlock(np.ones(3600), start + second + 0.5, second % 600 / 10.0, np.zeros(3600),
+                                 np.full(3600, np.nan)))
+    block = SampleBlock.concat(parts)
+    conn = store._conn
+    conn.execute("BEGIN IMMEDIATE")
+    row_id = conn.execute("INSERT INTO outbox (kind, ts, rows, body) VALUES (2, ?, ?, ?)",
+                          (float(block.ts.min()), len(block), pack(block))).lastrowid
     seq = conn.execute("SELECT last_seq + 1 FROM chain").fetchone()[0]
-    conn.execute("INSERT INTO batches VALUES (?, ?, ?, ?, x'00', x'00', ?)", (seq, first, last, rows, time.time()))
-    conn.execute("UPDATE chain SET last_seq = ?, carried_upto = ?", (seq, last))
+    conn.execute("INSERT INTO batches VALUES (?, ?, ?, ?, x'00', x'00', ?)", (seq, row_id, row_id, len(block),
+                                                                              time.time()))
+    conn.execute("UPDATE chain SET last_seq = ?, carried_upto = ?", (seq, row_id))
     conn.execute("COMMIT")
     store.acknowledge(seq)
-    return rows
+    return len(block)
 
 
 def timed(function, repeat: int = 5) -> float:

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from core.types import QUALITY_BAD_MIN, Event
+from store.blocks import unpack
 from store.records import event_from_row
 
 DAY = 86400  # seconds: history is kept, counted and dropped by UTC day of the rows' gateway time
-SAMPLE, EVENT = 0, 1
+SAMPLE, EVENT, BLOCK = 0, 1, 2
 ROW = np.dtype([("ts", np.float64), ("value", np.float64), ("quality", np.uint8)])
 
 
@@ -131,7 +132,8 @@ class History:
         Raises HistoryError for a tag the store has never seen or a range with end <= start.
         """
         parts = self._read(tag, start, end, "SELECT ts, ifnull(value, 9e999), quality FROM {table} WHERE {where}",
-                           lambda cursor: np.fromiter(cursor, dtype=ROW), " ORDER BY ts, id")
+                           lambda cursor: np.fromiter(cursor, dtype=ROW),
+                           lambda rows: rows[np.argsort(rows["ts"], kind="stable")])
         rows = np.concatenate(parts)
         if len(parts[-1]) and len(rows) > len(parts[-1]):  # rows still in the outbox may interleave the newest day
             rows = rows[np.argsort(rows["ts"], kind="stable")]
@@ -149,7 +151,8 @@ class History:
         query = (f"SELECT CAST((ts - {float(start)!r}) / {width!r} AS INTEGER) AS bucket, count(*), "
                  f"sum(quality >= {QUALITY_BAD_MIN}), min(value), max(value) FROM {{table}} WHERE {{where}} "
                  "GROUP BY bucket")
-        parts = self._read(tag, start, end, query, lambda cursor: cursor.fetchall())
+        parts = self._read(tag, start, end, query, lambda cursor: cursor.fetchall(),
+                           lambda rows: _spans(rows, start, width))
         count = np.zeros(buckets, dtype=np.int64)
         bad = np.zeros(buckets, dtype=np.int64)
         low = np.full(buckets, np.inf)
@@ -164,9 +167,10 @@ class History:
         high[np.isinf(high)] = np.nan
         return TagTrend(tag, start + width * np.arange(buckets), width, count, bad, low, high)
 
-    def _read(self, tag: str, start: float, end: float, query: str, fetch, order: str = "") -> list:
-        """`fetch(cursor)` of `query` over every day table of the range, then of `query + order` over the
-        outbox, in one read transaction (a row moving into history meanwhile is seen once)."""
+    def _read(self, tag: str, start: float, end: float, query: str, fetch, from_outbox) -> list:
+        """`fetch(cursor)` of `query` over every day table of the range, then `from_outbox` of the outbox's
+        samples of the tag in the range (ROW, in commit order), in one read transaction (a row moving into
+        history meanwhile is seen once)."""
         _check_range(start, end)
         conn = self._conn
         conn.execute("BEGIN")
@@ -177,8 +181,7 @@ class History:
             where = "tag_id = ? AND ts >= ? AND ts < ?"
             parts = [fetch(conn.execute(query.format(table=samples_table(day), where=where), (found[0], start, end)))
                      for day in self._days_between(start, end)]
-            parts.append(fetch(conn.execute(query.format(table="outbox", where=f"kind = {SAMPLE} AND {where}") + order,
-                                            (found[0], start, end))))
+            parts.append(from_outbox(_outbox_rows(conn, found[0], start, end)))
         finally:
             conn.execute("COMMIT")
         return parts
@@ -203,6 +206,32 @@ class History:
     def _days_between(self, start: float, end: float) -> list[int]:
         return [day for (day,) in self._conn.execute(
             "SELECT day FROM history_days WHERE day BETWEEN ? AND ? ORDER BY day", (day_of(start), day_of(end)))]
+
+
+def _outbox_rows(conn: sqlite3.Connection, tag_id: int, start: float, end: float) -> np.ndarray:
+    """The tag's samples waiting in the outbox with start <= ts < end, in commit order (ROW; NaN values as NULL's
+    stand-in 9e999, as the day tables' query gives them)."""
+    parts = []
+    for (body,) in conn.execute(f"SELECT body FROM outbox WHERE kind = {BLOCK} AND ts < ? ORDER BY id", (end,)):
+        block = unpack(body)
+        chosen = (block.tag_id == tag_id) & (block.ts >= start) & (block.ts < end)
+        rows = np.empty(int(chosen.sum()), dtype=ROW)
+        rows["ts"], rows["value"], rows["quality"] = block.ts[chosen], block.value[chosen], block.quality[chosen]
+        rows["value"][np.isnan(rows["value"])] = 9e999
+        parts.append(rows)
+    return np.concatenate(parts) if parts else np.empty(0, dtype=ROW)
+
+
+def _spans(rows: np.ndarray, start: float, width: float) -> list[tuple]:
+    """What `trend`'s query gives for a day table, for outbox rows: per span (bucket, count, bad, min, max)."""
+    spans = []
+    bucket = ((rows["ts"] - start) / width).astype(np.int64)
+    for number in np.unique(bucket).tolist():
+        chosen = rows[bucket == number]
+        values = chosen["value"][np.isfinite(chosen["value"])]
+        spans.append((number, len(chosen), int((chosen["quality"] >= QUALITY_BAD_MIN).sum()),
+                      float(values.min()) if len(values) else None, float(values.max()) if len(values) else None))
+    return spans
 
 
 def _check_range(start: float, end: float) -> None:

@@ -21,8 +21,11 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from core.types import Event, Priority
-from store.history import DAY, EVENT, SAMPLE, day_name, events_table, samples_table
+from store.blocks import unpack
+from store.history import BLOCK, DAY, EVENT, day_name, events_table, samples_table
 from store.retention import used_bytes
 
 KEEP = 30 * DAY  # MEM Order No. 40: records of major hazard sources kept at least 30 days
@@ -54,9 +57,14 @@ def keep_rows(conn: sqlite3.Connection, first: int, last: int, keeping: Keeping,
     Rows of a day that ended more than `keep` ago (a backlog older than the keep, a clock far behind)
     are not kept: `drop_days` would drop that day at once.
     """
-    days = [day for (day,) in conn.execute(
-        f"SELECT DISTINCT CAST(ts / {DAY} AS INTEGER) FROM outbox WHERE id BETWEEN ? AND ?", (first, last))]
-    for day in days:
+    blocks = [(row_id, unpack(body)) for row_id, body in conn.execute(
+        f"SELECT id, body FROM outbox WHERE kind = {BLOCK} AND id BETWEEN ? AND ?", (first, last))]
+    days = {day for (day,) in conn.execute(
+        f"SELECT DISTINCT CAST(ts / {DAY} AS INTEGER) FROM outbox WHERE kind = {EVENT} AND id BETWEEN ? AND ?",
+        (first, last))}
+    for _, block in blocks:
+        days.update(np.unique((block.ts / DAY).astype(np.int64)).tolist())
+    for day in sorted(days):
         if _expired(day, keeping, now):
             continue
         before = used_bytes(conn)
@@ -64,14 +72,27 @@ def keep_rows(conn: sqlite3.Connection, first: int, last: int, keeping: Keeping,
             _create_day(conn, day)
         where = f"id BETWEEN ? AND ? AND CAST(ts / {DAY} AS INTEGER) = ?"
         bounds = (first, last, day)
-        samples = conn.execute(
-            f"INSERT INTO {samples_table(day)} SELECT tag_id, ts, id, value, quality, source_ts FROM outbox "
-            f"WHERE kind = {SAMPLE} AND {where}", bounds).rowcount
+        samples = _keep_samples(conn, blocks, day)
         events = conn.execute(
             f"INSERT INTO {events_table(day)} SELECT id, ts, body FROM outbox WHERE kind = {EVENT} AND {where}",
             bounds).rowcount
         conn.execute("UPDATE history_days SET samples = samples + ?, events = events + ?, bytes = bytes + ? "
                      "WHERE day = ?", (samples, events, used_bytes(conn) - before, day))
+
+
+def _keep_samples(conn: sqlite3.Connection, blocks: list, day: int) -> int:
+    """Copy the samples of `blocks` ((outbox id, SampleBlock)) that fall in `day` into its table; return how many."""
+    rows: list[tuple] = []
+    for row_id, block in blocks:
+        chosen = np.flatnonzero((block.ts / DAY).astype(np.int64) == day)
+        rows += zip(block.tag_id[chosen].tolist(), block.ts[chosen].tolist(), [row_id] * len(chosen),
+                    _nan_to_none(block.value[chosen]), block.quality[chosen].tolist(),
+                    _nan_to_none(block.source_ts[chosen]))
+    return conn.executemany(f"INSERT OR IGNORE INTO {samples_table(day)} VALUES (?, ?, ?, ?, ?, ?)", rows).rowcount
+
+
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+    return [None if value != value else value for value in values.tolist()]
 
 
 def _expired(day: int, keeping: Keeping, now: float) -> bool:
@@ -125,7 +146,8 @@ def drop_days(conn: sqlite3.Connection, keeping: Keeping, now: float, event_body
                 conn.execute(f"DROP TABLE IF EXISTS {samples_table(day)}")
                 conn.execute(f"DROP TABLE IF EXISTS {events_table(day)}")
                 conn.execute("DELETE FROM history_days WHERE day = ?", (day,))
-                conn.execute(f"INSERT INTO outbox (kind, ts, body) VALUES ({EVENT}, ?, ?)", (now, event_body(event)))
+                conn.execute(f"INSERT INTO outbox (kind, ts, rows, body) VALUES ({EVENT}, ?, 1, ?)",
+                             (now, event_body(event)))
                 dropped += 1
         except BaseException:
             if conn.in_transaction:
