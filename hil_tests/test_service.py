@@ -132,6 +132,8 @@ def test_ready_after_the_first_scan_then_watchdog_pings_then_stopping(tmp_path: 
         assert committed > 0, "READY=1 only after the first scan has committed"
         assert re.fullmatch(r"\d+/1 devices up, \d+ tags bad, \d+ rows pending, uplink down", ready["STATUS"])
         notify.receive_for(3)
+        mapped = Path(f"/proc/{daemon.proc.pid}/maps").read_text()
+        assert "rules/kernels/native" in mapped and "llvmlite" not in mapped, "the built kernels, no LLVM"
         pings = [at for at, fields in notify.messages[notify.index_of("READY"):] if "WATCHDOG" in fields]
         assert len(pings) >= 3, "WATCHDOG_USEC 1 s asks for a ping every 0.5 s while the loops turn"
         assert notify.messages[0][1]["STATUS"].startswith("starting:")
