@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import uvloop
 
-from gatewayd import __version__
+from gatewayd import __version__, heap
 from gatewayd.operator.access import Access
 from gatewayd.assembly import (
     Points,
@@ -226,6 +226,7 @@ class Daemon:
             if first:
                 notify(f"READY=1\nSTATUS={self._status()}")
                 log.info("first scan done: ready")
+                heap.settle()  # what is alive now lives as long as the daemon
 
     async def _uplink(self) -> None:
         """Run the publisher. A reload that changes `uplink:` hands a new one in (`replace_publisher`): the
@@ -277,6 +278,7 @@ class Daemon:
             self.start_driver(name)
         if plan.publisher is not None:
             await self.replace_publisher(plan.publisher)
+        heap.resettle()  # the replaced objects were frozen at READY
         return notes
 
     def _adopt_points(self, config: Config, diff: ConfigDiff, points: Points) -> list[str]:
