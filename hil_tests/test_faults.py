@@ -24,7 +24,8 @@ from core.batchformat import decode_body, parse_envelope
 from gatewayd.platform.receiver import Receiver
 from gatewayd.platform.verify import CONTROL_KINDS
 from hil_tests.conftest import GATEWAY_ID, TOPIC, Plant, committed
-from store.history import events_table, samples_table
+from store import History, Store
+from bench.bench_history import compact_all
 from hil_tests.harness import Broker, Simulator, plant_config, stop_all
 from hil_tests.outage import reconnect_to_live
 from hil_tests.storerows import outbox_samples, rows_committed
@@ -193,56 +194,67 @@ def test_crash_loop_loses_and_duplicates_nothing(fault_plant):
     assert integrity(plant) == "ok"
 
 
-def history_rows(plant: Plant) -> dict[tuple, tuple]:
-    """Rows kept in local history, by `identity`, with the keys `row_key` gives (store/keeping.py's days)."""
-    database = plant.workdir / "state" / "gatewayd.db"
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as conn:
-        kept: dict[int, tuple] = {}
-        for (day,) in conn.execute("SELECT day FROM history_days").fetchall():
-            for table, query in ((samples_table(day), "SELECT h.id, 0, t.name, h.ts, h.quality, NULL FROM {} h "
-                                  "LEFT JOIN tags t ON t.id = h.tag_id"),
-                                 (events_table(day), "SELECT id, 1, NULL, ts, NULL, body FROM {}")):
-                for row in conn.execute(query.format(table)):
-                    key = identity(row[0], row[2], row[3])
-                    assert key not in kept, f"{key} kept twice"
-                    kept[key] = row_key(*row[1:])
-    return kept
-
-
-def kept_count(plant: Plant) -> int:
-    """Rows in history so far; -1 while the daemon has not yet made its store."""
+def history_keys(database: Path) -> Counter:
+    """Every sample and event in local history (staged or compacted), with the keys `row_key` gives, read
+    through the store's own History as the console reads it."""
+    history = History.open(database)
     try:
-        return len(history_rows(plant))
-    except sqlite3.OperationalError:
-        return -1
+        kept: Counter = Counter()
+        end = time.time() + 86400
+        for tag in history.tags():
+            got = history.samples(tag, 0, end)
+            kept.update(row_key(SAMPLE, tag, ts, quality, None)
+                        for ts, quality in zip(got.ts.tolist(), got.quality.tolist()))
+        kept.update(("event", event.kind, event.source, round(event.ts * 1000.0), event.message)
+                    for event in history.events(0, end))
+        return kept
+    finally:
+        history.close()
 
 
-def test_a_crash_mid_acknowledgement_loses_nothing_from_outbox_or_history(fault_plant):
-    """SIGKILLs while batches are acknowledged one after another (5,000 samples a second, the uplink held to
-    20 kB/s so a backlog always waits): every row ever committed is afterwards exactly once either still in
-    the outbox or in history, and every row in history arrived upstream."""
+def staged_rows(plant: Plant) -> int:
+    with contextlib.closing(sqlite3.connect(plant.workdir / "state" / "gatewayd.db", timeout=10)) as conn:
+        return conn.execute("SELECT count(*) FROM history_staged").fetchone()[0]
+
+
+def test_kills_between_commit_and_compaction_lose_and_double_nothing_in_history(fault_plant):
+    """SIGKILLs at random moments while rows are committed and staged for history, batches acknowledged and
+    a backlog waits (5,000 samples a second, the uplink held to 20 kB/s): afterwards local history holds
+    every row ever committed exactly once, what arrived upstream and what still waits, before and after
+    the rows the kills left staged are compacted."""
     plant = fault_plant(uplink={"max_bytes_per_second": 20_000, "batch_max_rows": 1000})
     rnd = random.Random(16)
-    kept_before, waiting_at_kills = 0, []
+    staged_at_kills, waiting_at_kills = [], []
     for _ in range(3):
         daemon = plant.start_daemon()
-        deadline = time.monotonic() + 60
-        while kept_count(plant) < kept_before + 2000 and time.monotonic() < deadline:
-            time.sleep(0.1)  # acknowledgements flow: history grows
+        committed_before, deadline = committed_rows(plant)[0] if staged_at_kills else 0, time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if committed_rows(plant)[0] >= committed_before + 10_000:
+                    break
+            except sqlite3.OperationalError:
+                pass  # no store yet
+            time.sleep(0.2)
         time.sleep(rnd.uniform(0.0, 1.0))
         daemon.kill()
-        kept_before = len(history_rows(plant))
+        staged_at_kills.append(staged_rows(plant))
         waiting_at_kills.append(len(committed_rows(plant)[1]))
     committed_in_all, waiting = committed_rows(plant)
-    kept = history_rows(plant)
+    database = plant.workdir / "state" / "gatewayd.db"
+    kept = history_keys(database)
     received = received_rows(plant)
-    figures("crash_mid_acknowledgement", kills=3, committed=committed_in_all, in_history=len(kept),
-            in_outbox=len(waiting), waiting_at_kills=waiting_at_kills, received=sum(received.values()))
-    assert min(waiting_at_kills) > 0, "a kill found no row waiting: the test proves nothing"
-    assert not kept.keys() & waiting.keys(), "a row both in the outbox and in history"
-    assert len(kept) + len(waiting) == committed_in_all, "every committed row is still in the outbox or in history"
-    not_received = Counter(kept.values()) - received
-    assert not not_received, f"{sum(not_received.values())} rows in history never arrived upstream"
+    store = Store.open(database)
+    try:
+        compact_all(store)  # what the next daemon would do once the staged rows are due
+    finally:
+        store.close()
+    figures("kills_between_commit_and_compaction", kills=3, committed=committed_in_all, in_history=sum(kept.values()),
+            staged_at_kills=staged_at_kills, waiting_at_kills=waiting_at_kills, received=sum(received.values()))
+    assert min(staged_at_kills) > 0 and min(waiting_at_kills) > 0, "a kill found nothing staged or waiting"
+    assert sum(kept.values()) == committed_in_all, "every committed row is in history exactly once"
+    # a batch that arrived but whose PUBACK the kill beat is both received and waiting: the union, not the sum
+    assert kept == received | Counter(waiting.values()), "history is what arrived upstream and what still waits"
+    assert history_keys(database) == kept, "compacting what the kills left staged loses and doubles nothing"
     assert integrity(plant) == "ok"
 
 
@@ -400,8 +412,8 @@ def small_filesystem(tmp_path: Path):
 
 
 def test_full_filesystem_keeps_the_daemon_scanning_and_storing_resumes(fault_plant, small_filesystem):
-    """The broker stays up, so acknowledgements, which now move rows into history, go on around the full
-    disk (failing and retried while it is full, as deleting them did)."""
+    """The broker stays up, so acknowledgements and history's compactions go on around the full disk
+    (failing and retried while it is full)."""
     plant = fault_plant(tags=200, store={"path": str(small_filesystem / "gatewayd.db")})
     db = small_filesystem / "gatewayd.db"
     daemon = plant.start_daemon()
@@ -424,17 +436,19 @@ def test_full_filesystem_keeps_the_daemon_scanning_and_storing_resumes(fault_pla
     kinds = Counter(event["kind"] for event in events(plant))
     report = plant.report()
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        kept = conn.execute("SELECT sum(samples), sum(events) FROM history_days").fetchone()
-        left = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        committed_in_all = rows_committed(conn)
+        left = conn.execute("SELECT coalesce(sum(rows), 0) FROM outbox").fetchone()[0]
         integrity_ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    kept = history_keys(db)
     figures("full_filesystem", store_full=kinds["store_full"], store_resumed=kinds["store_resumed"],
-            samples_received=report.samples, gaps=kinds["gap"], history_samples=kept[0], left_in_outbox=left)
+            samples_received=report.samples, gaps=kinds["gap"], in_history=sum(kept.values()),
+            committed=committed_in_all, left_in_outbox=left)
     assert report.ok, report.format()
     assert kinds["store_full"] >= 1 and kinds["store_resumed"] >= 1
     assert "Traceback" not in daemon.log_text()
     assert integrity_ok == "ok"
-    # every row acknowledged is in history; the last batches' acknowledgements may come after the stop
-    assert report.samples - left <= kept[0] <= report.samples, "acknowledged samples are kept in history"
+    assert sum(kept.values()) == committed_in_all, "every row committed, around the full disk, is in history once"
+    assert not received_rows(plant) - kept, "every row that arrived upstream is in history"
 
 
 def test_broker_password_never_reaches_the_logs(fault_plant):

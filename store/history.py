@@ -1,39 +1,45 @@
 """Local history: read the samples of one tag, or the events, between two times.
 
-Acknowledged rows leave the outbox for a table of their day (`store.keeping`); rows not yet
-acknowledged are still in the outbox. A query reads both in one read transaction, so a row moving
-from the outbox to its day while the query runs is seen exactly once, and a plant whose uplink has
-been down for a week still sees that week.
+Every row committed into the outbox is also staged for history in the same transaction (a trigger,
+store.compaction), and staged rows are compacted about once a minute into per-tag chunks in the table
+of their day. A query reads the days' tables and the staged rows in one read transaction, so a
+compaction running meanwhile is seen before or after, never half; history never reads the outbox,
+and a plant whose uplink has been down for a week still sees that week.
 
     history = History.open(Path("/var/lib/gatewayd/gatewayd.db"))   # read-only, never blocks the daemon
     trend = history.samples("TI101", start, end)     # TagHistory: ts, value, quality (numpy, by ts)
-    drawn = history.trend("TI101", start, end, 1000) # TagTrend: per span count, bad, low, high (SQL-side)
+    drawn = history.trend("TI101", start, end, 1000) # TagTrend: per span count, bad, low, high
     events = history.events(start, end)              # list[Event], by ts
     history.close()
 
-Layout: one pair of tables per UTC day of the rows' gateway time `ts`: `history_samples_YYYYMMDD`
-(WITHOUT ROWID, primary key (tag_id, ts, id): a tag's day is one contiguous run of pages, so a day of
-one tag at 1 s, 86,400 rows, is one range scan) and `history_events_YYYYMMDD`, listed in
-`history_days`. Dropping the oldest day is a DROP TABLE, whose cost does not grow with its rows'
-count as a DELETE's would (docs/operations.md, bench/bench_history.py).
+Layout: per UTC day of the samples' gateway time `ts`, `history_chunks_YYYYMMDD` (one row per tag and
+compaction, keyed compaction number << 32 | tag id: a compaction appends its chunks at the end of the
+table) and `history_events_YYYYMMDD` (keyed by outbox id), listed in `history_days`; the time span of
+each compaction in `history_compactions`, so a query looks up one chunk per compaction of its range. A
+database kept by gatewayd before chunks may also hold `history_samples_YYYYMMDD` (one row per sample,
+key (tag_id, ts, id)): read and dropped by day like the chunks. Dropping the oldest day deletes from
+the start of its keys, in steps (store.keeping).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core.types import QUALITY_BAD_MIN, Event
-from store.blocks import unpack
+from store import blocks, chunks
 from store.records import event_from_row
 
 DAY = 86400  # seconds: history is kept, counted and dropped by UTC day of the rows' gateway time
-SAMPLE, EVENT, BLOCK = 0, 1, 2
-ROW = np.dtype([("ts", np.float64), ("value", np.float64), ("quality", np.uint8)])
+EVENT, BLOCK = 1, 2  # outbox kinds history stages (store.compaction)
+CHUNK_KEY = 1 << 32  # a chunk's id: compaction number * CHUNK_KEY + tag id
+ROW = np.dtype([("ts", np.float64), ("value", np.float64), ("quality", np.uint8)])  # a per-sample table's row
 
 
 class HistoryError(ValueError):
@@ -56,6 +62,10 @@ def samples_table(day: int) -> str:
 
 def events_table(day: int) -> str:
     return f"history_events_{day_name(day)}"
+
+
+def chunks_table(day: int) -> str:
+    return f"history_chunks_{day_name(day)}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +107,7 @@ class DayInfo:
 
 
 class History:
-    """Read-only view of a store's history (and of its outbox, where the newest rows still wait).
+    """Read-only view of a store's history.
 
     Opened on the SQLite file in read-only mode: in WAL mode readers never block the daemon's writes,
     nor does it block them. One History per thread.
@@ -122,7 +132,7 @@ class History:
         return [name for (name,) in self._conn.execute("SELECT name FROM tags ORDER BY name")]
 
     def days(self) -> list[DayInfo]:
-        """The days kept, oldest first."""
+        """The days kept, oldest first (rows still staged are counted into their day when compacted)."""
         return [DayInfo(day, day_name(day), samples, events, size) for day, samples, events, size in
                 self._conn.execute("SELECT day, samples, events, bytes FROM history_days ORDER BY day")]
 
@@ -131,107 +141,110 @@ class History:
 
         Raises HistoryError for a tag the store has never seen or a range with end <= start.
         """
-        parts = self._read(tag, start, end, "SELECT ts, ifnull(value, 9e999), quality FROM {table} WHERE {where}",
-                           lambda cursor: np.fromiter(cursor, dtype=ROW),
-                           lambda rows: rows[np.argsort(rows["ts"], kind="stable")])
-        rows = np.concatenate(parts)
-        if len(parts[-1]) and len(rows) > len(parts[-1]):  # rows still in the outbox may interleave the newest day
-            rows = rows[np.argsort(rows["ts"], kind="stable")]
-        value = rows["value"]
-        value[~np.isfinite(value)] = np.nan  # 9e999 is SQL's infinity, standing for NULL
-        return TagHistory(tag, rows["ts"], value, rows["quality"])
+        _check_range(start, end)
+        with self._snapshot() as conn:
+            found = conn.execute("SELECT id FROM tags WHERE name = ?", (tag,)).fetchone()
+            if found is None:
+                raise HistoryError(f"unknown tag {tag!r}: the store has no samples of it")
+            parts = _TagReader(conn, found[0], start, end).parts()
+        ts = np.concatenate([part[0] for part in parts])
+        value = np.concatenate([part[1] for part in parts])
+        quality = np.concatenate([part[2] for part in parts])
+        inside = (ts >= start) & (ts < end)
+        ts, value, quality = ts[inside], value[inside], quality[inside]
+        if len(ts) > 1 and (ts[1:] < ts[:-1]).any():  # parts are in commit order: time order but for clock steps
+            order = np.argsort(ts, kind="stable")
+            ts, value, quality = ts[order], value[order], quality[order]
+        value[~np.isfinite(value)] = np.nan
+        return TagHistory(tag, ts, value, quality)
 
     def trend(self, tag: str, start: float, end: float, buckets: int) -> TagTrend:
         """`tag` between start and end cut into `buckets` equal spans: per span its sample count, bad-quality
-        count, and the lowest and highest value (NaN when no good value). For drawing long ranges: the work
-        is done in SQL, and the answer has at most `buckets` rows whatever the range holds."""
+        count, and the lowest and highest value (NaN when no value). For drawing long ranges: the answer
+        has at most `buckets` rows whatever the range holds."""
         if buckets < 1:
             raise HistoryError(f"buckets must be at least 1, not {buckets}")
+        read = self.samples(tag, start, end)
         width = (end - start) / buckets
-        query = (f"SELECT CAST((ts - {float(start)!r}) / {width!r} AS INTEGER) AS bucket, count(*), "
-                 f"sum(quality >= {QUALITY_BAD_MIN}), min(value), max(value) FROM {{table}} WHERE {{where}} "
-                 "GROUP BY bucket")
-        parts = self._read(tag, start, end, query, lambda cursor: cursor.fetchall(),
-                           lambda rows: _spans(rows, start, width))
-        count = np.zeros(buckets, dtype=np.int64)
-        bad = np.zeros(buckets, dtype=np.int64)
-        low = np.full(buckets, np.inf)
-        high = np.full(buckets, -np.inf)
-        for bucket, n, n_bad, least, most in (row for part in parts for row in part):
-            bucket = min(bucket, buckets - 1)  # float rounding at the range's end
-            count[bucket] += n
-            bad[bucket] += n_bad
-            if least is not None:
-                low[bucket], high[bucket] = min(low[bucket], least), max(high[bucket], most)
+        bucket = np.minimum(((read.ts - start) / width).astype(np.int64), buckets - 1)  # float rounding at the end
+        count = np.bincount(bucket, minlength=buckets)
+        bad = np.bincount(bucket[read.quality >= QUALITY_BAD_MIN], minlength=buckets)
+        low, high = np.full(buckets, np.inf), np.full(buckets, -np.inf)
+        valued = ~np.isnan(read.value)
+        np.minimum.at(low, bucket[valued], read.value[valued])
+        np.maximum.at(high, bucket[valued], read.value[valued])
         low[np.isinf(low)] = np.nan
         high[np.isinf(high)] = np.nan
         return TagTrend(tag, start + width * np.arange(buckets), width, count, bad, low, high)
 
-    def _read(self, tag: str, start: float, end: float, query: str, fetch, from_outbox) -> list:
-        """`fetch(cursor)` of `query` over every day table of the range, then `from_outbox` of the outbox's
-        samples of the tag in the range (ROW, in commit order), in one read transaction (a row moving into
-        history meanwhile is seen once)."""
-        _check_range(start, end)
-        conn = self._conn
-        conn.execute("BEGIN")
-        try:
-            found = conn.execute("SELECT id FROM tags WHERE name = ?", (tag,)).fetchone()
-            if found is None:
-                raise HistoryError(f"unknown tag {tag!r}: the store has no samples of it")
-            where = "tag_id = ? AND ts >= ? AND ts < ?"
-            parts = [fetch(conn.execute(query.format(table=samples_table(day), where=where), (found[0], start, end)))
-                     for day in self._days_between(start, end)]
-            parts.append(from_outbox(_outbox_rows(conn, found[0], start, end)))
-        finally:
-            conn.execute("COMMIT")
-        return parts
-
     def events(self, start: float, end: float) -> list[Event]:
         """Events with start <= ts < end, in time order (ties in commit order). Raises HistoryError for end <= start."""
         _check_range(start, end)
-        conn = self._conn
-        conn.execute("BEGIN")
-        try:
+        with self._snapshot() as conn:
             rows: list[tuple] = []
-            for day in self._days_between(start, end):
+            for day in _days_between(conn, start, end):
                 rows += conn.execute(f"SELECT id, ts, body FROM {events_table(day)} WHERE ts >= ? AND ts < ?",
                                      (start, end)).fetchall()
-            rows += conn.execute(f"SELECT id, ts, body FROM outbox WHERE kind = {EVENT} AND ts >= ? AND ts < ?",
+            rows += conn.execute(f"SELECT id, ts, body FROM history_staged WHERE kind = {EVENT} AND ts >= ? AND ts < ?",
                                  (start, end)).fetchall()
-        finally:
-            conn.execute("COMMIT")
         rows.sort(key=lambda row: (row[1], row[0]))
         return [event_from_row(ts, body) for _, ts, body in rows]
 
-    def _days_between(self, start: float, end: float) -> list[int]:
-        return [day for (day,) in self._conn.execute(
-            "SELECT day FROM history_days WHERE day BETWEEN ? AND ? ORDER BY day", (day_of(start), day_of(end)))]
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: the days, the compactions and the staged rows as of one commit."""
+        self._conn.execute("BEGIN")
+        try:
+            yield self._conn
+        finally:
+            self._conn.execute("COMMIT")
 
 
-def _outbox_rows(conn: sqlite3.Connection, tag_id: int, start: float, end: float) -> np.ndarray:
-    """The tag's samples waiting in the outbox with start <= ts < end, in commit order (ROW; NaN values as NULL's
-    stand-in 9e999, as the day tables' query gives them)."""
-    parts = []
-    for (body,) in conn.execute(f"SELECT body FROM outbox WHERE kind = {BLOCK} AND ts < ? ORDER BY id", (end,)):
-        block = unpack(body)
-        chosen = (block.tag_id == tag_id) & (block.ts >= start) & (block.ts < end)
-        rows = np.empty(int(chosen.sum()), dtype=ROW)
-        rows["ts"], rows["value"], rows["quality"] = block.ts[chosen], block.value[chosen], block.quality[chosen]
-        rows["value"][np.isnan(rows["value"])] = 9e999
-        parts.append(rows)
-    return np.concatenate(parts) if parts else np.empty(0, dtype=ROW)
+class _TagReader:
+    """The samples of one tag around [start, end) as (ts, value, quality) parts in commit order: rows of the
+    per-sample day tables gatewayd kept before chunks, then chunks by compaction, then staged blocks."""
+
+    def __init__(self, conn: sqlite3.Connection, tag_id: int, start: float, end: float) -> None:
+        self.conn, self.tag_id, self.start, self.end = conn, tag_id, start, end
+
+    def parts(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        days = _days_between(self.conn, self.start, self.end)
+        tables = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        parts = [self._rows(samples_table(day)) for day in days if samples_table(day) in tables]
+        parts += [part for day in days if chunks_table(day) in tables for part in self._chunks(chunks_table(day))]
+        parts += self._staged()
+        return parts or [(np.zeros(0), np.zeros(0), np.zeros(0, np.uint8))]
+
+    def _rows(self, table: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = np.fromiter(self.conn.execute(
+            f"SELECT ts, ifnull(value, 9e999), quality FROM {table} WHERE tag_id = ? AND ts >= ? AND ts < ? "
+            "ORDER BY ts, id", (self.tag_id, self.start, self.end)), dtype=ROW)  # 9e999: SQL's infinity for NULL
+        return rows["ts"], rows["value"], rows["quality"]
+
+    def _chunks(self, table: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        first, last = self.conn.execute(  # min and max apart: each is one step down the B-tree, together a scan
+            f"SELECT (SELECT min(id) FROM {table}), (SELECT max(id) FROM {table})").fetchone()
+        if first is None:
+            return []
+        rows = self.conn.execute(
+            f"SELECT h.layout, h.body FROM history_compactions c CROSS JOIN {table} h ON h.id = c.k * {CHUNK_KEY} + ? "
+            "WHERE c.k BETWEEN ? AND ? AND c.last_ts >= ? AND c.first_ts < ? ORDER BY c.k",
+            (self.tag_id, first // CHUNK_KEY, last // CHUNK_KEY, self.start, self.end))
+        return [chunks.unpack(layout, body)[:3] for layout, body in rows]
+
+    def _staged(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        parts = []
+        for (body,) in self.conn.execute(f"SELECT body FROM history_staged WHERE kind = {BLOCK} ORDER BY id"):
+            block = blocks.unpack(body)
+            mine = block.tag_id == self.tag_id
+            if mine.any():
+                parts.append((block.ts[mine], block.value[mine], block.quality[mine]))
+        return parts
 
 
-def _spans(rows: np.ndarray, start: float, width: float) -> list[tuple]:
-    """What `trend`'s query gives for a day table, for outbox rows: per span (bucket, count, bad, min, max)."""
-    spans = []
-    bucket = ((rows["ts"] - start) / width).astype(np.int64)
-    for number in np.unique(bucket).tolist():
-        chosen = rows[bucket == number]
-        values = chosen["value"][np.isfinite(chosen["value"])]
-        spans.append((number, len(chosen), int((chosen["quality"] >= QUALITY_BAD_MIN).sum()),
-                      float(values.min()) if len(values) else None, float(values.max()) if len(values) else None))
-    return spans
+def _days_between(conn: sqlite3.Connection, start: float, end: float) -> list[int]:
+    return [day for (day,) in conn.execute(
+        "SELECT day FROM history_days WHERE day BETWEEN ? AND ? ORDER BY day", (day_of(start), day_of(end)))]
 
 
 def _check_range(start: float, end: float) -> None:

@@ -34,7 +34,8 @@ import numpy as np
 from core.types import Event
 from store.blocks import pack, split, unpack
 from store.records import Batch, BatchContent, ChainHead, SampleBlock, StoreStats, event_body, event_from_row
-from store.keeping import Keeping, drop_days, keep_rows
+from store.compaction import compact, stage_commits
+from store.keeping import Keeping, drop_days
 from store.retention import Retention, enforce, history_bytes, outbox_bytes, uncarried_ranges
 from store.schema import migrate
 
@@ -85,6 +86,7 @@ class Store:
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         migrate(conn)
         store = cls(conn, path, synchronous, retention, keeping, block_samples)
+        stage_commits(conn, store.keeping.keep > 0)
         store.drop_history()
         return store
 
@@ -123,7 +125,8 @@ class Store:
                 if tag_id in names}
 
     def append(self, samples: SampleBlock | None, events: Sequence[Event]) -> None:
-        """Commit one scan tick's samples, then its events, in a single transaction; then keep the budget.
+        """Commit one scan tick's samples, then its events, in a single transaction; then keep the budget and
+        history (its compaction when due, its oldest days past their keep or bound).
 
         Raises sqlite3.Error (see `is_disk_full`) with nothing committed when the disk is full.
         """
@@ -135,13 +138,14 @@ class Store:
         finally:
             if durable:
                 self._conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
-        try:
-            self.enforce_budget()
-        except sqlite3.Error as exc:
-            if not is_disk_full(exc):
-                raise
-            # the tick is committed; eviction is retried after the next one
-            log.warning("could not evict for the disk budget: %s", exc)
+        for step, what in ((self.enforce_budget, "evict for the disk budget"), (self.keep_history, "keep history")):
+            try:
+                step()
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc):
+                    raise
+                # the tick is committed; the step is retried after the next one
+                log.warning("could not %s: %s", what, exc)
 
     def enforce_budget(self) -> int:
         """Thin and evict the oldest samples while over the disk budget; return how many went."""
@@ -152,6 +156,11 @@ class Store:
     def used_bytes(self) -> int:
         """Bytes in database pages in use but history's: what the disk budget counts."""
         return outbox_bytes(self._conn)
+
+    def keep_history(self) -> None:
+        """Compact the rows staged for history when due, then drop its oldest days past their keep or bound."""
+        compact(self._conn, self.keeping, time.time())
+        self.drop_history()
 
     def drop_history(self) -> int:
         """Drop the oldest days of history past `keeping.keep` or over `keeping.max_bytes`; return how many."""
@@ -241,10 +250,9 @@ class Store:
         return [Batch(seq, bytes(env), bytes(dig), f, la, n) for seq, env, dig, f, la, n in rows]
 
     def acknowledge(self, seq: int) -> int:
-        """Move the rows batch `seq` carried into history and delete the batch; return the rows (0 if already done).
+        """Delete the rows batch `seq` carried, and the batch; return the rows (0 if already done).
 
-        The copy into history and the delete are one transaction. Then the oldest days of history go
-        while they are past their keep or over their bound; a full disk there is retried after the next one.
+        History has had them since their commit (store.compaction).
         """
         with self._transaction() as conn:
             found = conn.execute(
@@ -253,16 +261,8 @@ class Store:
             if found is None:
                 return 0
             first, last, rows = found
-            if self.keeping.keep > 0:
-                keep_rows(conn, first, last, self.keeping, time.time())
             conn.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first, last))
             conn.execute("DELETE FROM batches WHERE seq = ?", (seq,))
-        try:
-            self.drop_history()
-        except sqlite3.Error as exc:
-            if not is_disk_full(exc):
-                raise
-            log.warning("could not drop the oldest day of history: %s", exc)
         return rows
 
     def stats(self) -> StoreStats:

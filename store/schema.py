@@ -6,9 +6,9 @@ does not know) is refused instead of being misread.
 
     >>> conn = sqlite3.connect(":memory:", isolation_level=None)
     >>> pending_migrations(conn)
-    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch', '0006_blocks']
+    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch', '0006_blocks', '0007_staged_history']
     >>> migrate(conn)
-    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch', '0006_blocks']
+    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch', '0006_blocks', '0007_staged_history']
     >>> pending_migrations(conn)
     []
 """
@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from store.blocks import pack
+from store.compaction import stage_waiting
 from store.records import SampleBlock
 
 
@@ -196,6 +197,30 @@ def _blocks(conn: sqlite3.Connection) -> None:
                  "UPDATE outbox_committed SET rows = rows + NEW.rows; END")
 
 
+def _staged_history(conn: sqlite3.Connection) -> None:
+    """History fed at commit (store.compaction): `history_staged` holds each committed event and block of
+    samples (by outbox id) until compacted into per-tag chunks; `history_compactions` the time span of
+    each compaction, numbered for ever upwards. The rows waiting in the outbox at the upgrade are staged
+    here, since the previous gatewayd would have kept them in history only once acknowledged."""
+    _run(
+        conn,
+        """
+        CREATE TABLE history_staged (
+            id INTEGER PRIMARY KEY,         -- the row's outbox id: commit order
+            kind INTEGER NOT NULL,          -- 1 event, 2 block of samples
+            ts REAL NOT NULL,
+            body NOT NULL                   -- the outbox row's body: event JSON, or the block's bytes
+        );
+        CREATE TABLE history_compactions (
+            k INTEGER PRIMARY KEY AUTOINCREMENT,
+            first_ts REAL NOT NULL,         -- the span of the samples it compacted, Unix seconds
+            last_ts REAL NOT NULL
+        )
+        """,
+    )
+    stage_waiting(conn)
+
+
 def _run(conn: sqlite3.Connection, script: str) -> None:
     """Run `;`-separated statements one by one: executescript would commit the open transaction.
 
@@ -213,6 +238,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("0004_history", _history),
     ("0005_epoch", _epoch),
     ("0006_blocks", _blocks),
+    ("0007_staged_history", _staged_history),
 ]
 
 

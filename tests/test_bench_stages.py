@@ -8,7 +8,7 @@ import json
 from bench import bench_stages
 
 STAGES = {"poll_decode", "point_write", "scan", "store_append", "batch_read", "batch_encode", "compress", "sign",
-          "publish", "acknowledge"}
+          "publish", "acknowledge", "history"}
 
 
 def test_the_stage_split_runs_every_stage_over_every_value(capsys):

@@ -1,4 +1,4 @@
-"""Local history: acknowledged rows move into their day, queries see history and outbox as one."""
+"""Local history: every committed row is kept, compacted into its day; queries read days and staged rows as one."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from gatewayd.config.jsonschema import config_schema
 from gatewayd.config.model import HistoryConfig
 from gatewayd.operator.history import iso
 from store import History, HistoryError, Keeping, SampleBlock, Store
-from store.history import DAY, day_of, samples_table
+from store.compaction import compact
+from store.history import DAY, chunks_table, day_of
 from store.keeping import BYTES_PER_SAMPLE
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -49,27 +50,29 @@ def store(tmp_path: Path):
     store.close()
 
 
-def test_acknowledged_rows_move_to_their_day_and_a_query_reads_history_and_outbox_together(store: Store) -> None:
+def test_committed_rows_are_in_history_acknowledged_or_not_and_compacted_into_their_days(store: Store) -> None:
     a, b = store.tag_ids(["TI101", "PI102"]).tolist()
     yesterday, today = TODAY - 600.0, TODAY + 5.0
     store.append(samples([a, b, a], [yesterday, yesterday, today], [1.0, 2.0, np.nan], quality=17), [])
     send_all(store)
-    store.append(samples([a], [today + 1], [4.0]), [])  # committed, not acknowledged: still in the outbox
+    store.append(samples([a], [today + 1], [4.0]), [])  # committed, not acknowledged: still in the outbox too
 
     history = History.open(store.path)
     try:
-        trend = history.samples("TI101", TODAY - DAY, TODAY + DAY)
-        assert trend.ts.tolist() == [yesterday, today, today + 1]
-        assert np.isnan(trend.value[1]) and trend.value[[0, 2]].tolist() == [1.0, 4.0]
-        assert trend.quality.tolist() == [17, 17, 0]
+        for compacted in (False, True):
+            trend = history.samples("TI101", TODAY - DAY, TODAY + DAY)
+            assert trend.ts.tolist() == [yesterday, today, today + 1], f"compacted {compacted}"
+            assert np.isnan(trend.value[1]) and trend.value[[0, 2]].tolist() == [1.0, 4.0]
+            assert trend.quality.tolist() == [17, 17, 0]
+            assert history.samples("TI101", today, today + 1).ts.tolist() == [today], "end is exclusive"
+            compact(store._conn, store.keeping, NOW, force=True)
         assert [day.day for day in history.days()] == [day_of(yesterday), day_of(today)]
-        assert [day.samples for day in history.days()] == [2, 1]
-        assert history.samples("TI101", today, today + 1).ts.tolist() == [today], "end is exclusive"
+        assert [day.samples for day in history.days()] == [2, 2]
         assert history.tags() == ["PI102", "TI101"]
     finally:
         history.close()
-    rows = sqlite3.connect(store.path).execute(f"SELECT tag_id, ts FROM {samples_table(day_of(yesterday))}")
-    assert sorted(rows) == sorted([(a, yesterday), (b, yesterday)])
+    keys = sqlite3.connect(store.path).execute(f"SELECT id FROM {chunks_table(day_of(yesterday))}").fetchall()
+    assert sorted(key & 0xFFFFFFFF for (key,) in keys) == sorted([a, b]), "one chunk per tag of the day"
 
 
 def test_events_come_from_history_and_outbox_in_time_order(store: Store) -> None:
@@ -154,18 +157,18 @@ def test_history_command_names_a_store_it_cannot_read(tmp_path: Path, capsys) ->
 def test_history_keys_are_read_and_check_config_says_how_many_days_the_bound_holds(tmp_path: Path, capsys) -> None:
     source = (CONFIGS / "good" / "minimal.yaml").read_text()
     assert parse_config(source, tmp_path / "c.yaml").history == HistoryConfig(30 * DAY, 4 << 30)
-    config = parse_config(source + "history: {keep: 7d, max_bytes: 64 MiB}\n", tmp_path / "c.yaml")
-    assert config.history == HistoryConfig(7 * DAY, 64 << 20)
+    config = parse_config(source + "history: {keep: 10d, max_bytes: 64 MiB}\n", tmp_path / "c.yaml")
+    assert config.history == HistoryConfig(10 * DAY, 64 << 20)
     size = history_size(config)
     # 3 tags polled every second, max_interval 60 s: 3 x 1,440 samples a day held still, 3 x 86,400 moving
     assert (size.samples_per_day_still, size.samples_per_day_busy) == (4320, 259_200)
-    assert round(size.days_still, 1) == round((64 << 20) / (4320 * BYTES_PER_SAMPLE), 1) == 388.4
-    assert round(size.days_busy, 1) == 6.5
+    assert round(size.days_still, 1) == round((64 << 20) / (4320 * BYTES_PER_SAMPLE), 1) == 575.4
+    assert round(size.days_busy, 1) == 9.6
     summary = size.summary()
-    assert "holds 388.4 days at 3 tags while values hold still" in summary and "6.5 days if every read" in summary
+    assert "holds 575.4 days at 3 tags while values hold still" in summary and "9.6 days if every read" in summary
     assert "the bound is reached before history.keep if values move" in summary
     path = tmp_path / "c.yaml"
-    path.write_text(source + "history: {keep: 7d, max_bytes: 64 MiB}\n")
+    path.write_text(source + "history: {keep: 10d, max_bytes: 64 MiB}\n")
     assert main(["check-config", str(path)]) == 0
     assert summary in capsys.readouterr().out
     every_read = parse_config(source.replace("        unit: m\n", "        unit: m\n        report: every_read\n"),

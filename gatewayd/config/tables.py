@@ -136,8 +136,9 @@ STORE_FIELDS = {
 }
 
 HISTORY_FIELDS = {
-    "keep": Field(duration, 30 * 86400.0, "duration: acknowledged samples and events are kept this long (by UTC "
-                  "day, the oldest day dropped first, with a `history_dropped` event); 0 keeps no history"),
+    "keep": Field(duration, 30 * 86400.0, "duration: samples and events committed are kept this long, sent or "
+                  "not (by UTC day, the oldest day dropped first, with a `history_dropped` event); 0 keeps no "
+                  "history"),
     "max_bytes": Field(byte_size, 4 << 30, "bound of the local history (bytes or e.g. `4 GiB`), apart from "
                        "store.max_bytes: over it the oldest day is dropped, with a `history_dropped` event; "
                        "check-config says how many days it holds"),
