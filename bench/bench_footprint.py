@@ -18,6 +18,9 @@ Parts:
   planned blocks, the point-table write, the scan tick, the store append, the batch read from the store,
   body JSON, zlib, Ed25519, the batch stored, the publish to mosquitto with its PUBACK, the delete on
   acknowledgement): process CPU seconds per million values each.
+- `poll`: the Modbus driver alone, in this process, polling the counters unit into a point table for
+  `--seconds`: CPU seconds per million values of the whole poll, socket I/O and event loop included,
+  which `stages` leaves out (its `poll_decode` and `point_write` are the same poll without them).
 - `memory`: resident memory of the daemon at 10,000 tags with rules in use (Modbus only: limit alarms
   on 1,000 tags and 100 expression rules), polling the counters, and of the demo config with every
   driver kind (its devices on ports where nothing answers).
@@ -177,6 +180,44 @@ def cpu_run(checkout: Path, report: str, seconds: float, warmup: float) -> None:
             stop_all(daemon, plc, broker)
 
 
+def poll_run(seconds: float) -> None:
+    import asyncio
+
+    import uvloop
+
+    from gatewayd.assembly import build_driver, device_sink
+    from gatewayd.config import load_config
+    from gatewayd.values.points import PointTable
+    from hil_tests.harness import Process, free_port, stop_all, wait_for_port
+
+    async def measure(device) -> tuple[float, int, int]:
+        table = PointTable(device.tags)
+        driver = build_driver(device)
+        polling = asyncio.create_task(driver.run(device_sink(device, table)))
+        try:
+            await asyncio.sleep(3.0)  # connected, first polls done
+            cpu, polls = time.process_time(), driver.stats.polls
+            await asyncio.sleep(seconds)
+            return time.process_time() - cpu, driver.stats.polls - polls, driver.stats.requests_per_poll
+        finally:
+            polling.cancel()
+            await asyncio.gather(polling, return_exceptions=True)
+
+    with tempfile.TemporaryDirectory(prefix="gatewayd-bench-footprint-") as tmp:
+        workdir = Path(tmp)
+        port = free_port()
+        plc = Process("counters", [sys.executable, "-m", "hil_tests.sim.counters", "--port", str(port),
+                                   "--registers", str(REGISTERS)], workdir / "counters.log", cwd=ROOT).start()
+        try:
+            wait_for_port(port, timeout=30)
+            device = load_config(counters_config(workdir, port, 1, "exception")).devices[0]
+            cpu, polls, requests = uvloop.run(measure(device))
+            emit("footprint_poll", tags=REGISTERS, polls=polls, requests_per_poll=requests, cpu_s=round(cpu, 3),
+                 cpu_s_per_million_values=round(cpu / max(polls * REGISTERS, 1) * 1e6, 3))
+        finally:
+            stop_all(plc)
+
+
 def memory_run(checkout: Path, seconds: float) -> None:
     from hil_tests.harness import Broker, Process, free_port, stop_all, wait_for_port
 
@@ -273,8 +314,8 @@ def start(checkout: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["imports", "stages", "cpu", "memory", "start"],
-                        choices=["imports", "stages", "cpu", "memory", "start"])
+    parser.add_argument("--parts", nargs="+", default=["imports", "stages", "poll", "cpu", "memory", "start"],
+                        choices=["imports", "stages", "poll", "cpu", "memory", "start"])
     parser.add_argument("--compare", type=Path, nargs="*", default=[],
                         help="other checkouts whose daemon runs beside this one's (e.g. main before a change)")
     parser.add_argument("--seconds", type=float, default=60.0, help="CPU measurement window")
@@ -288,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
         from bench.bench_stages import main as stages
 
         stages([])
+    if "poll" in args.parts:
+        poll_run(min(args.seconds, 30.0))
     for report in args.reports if "cpu" in args.parts else ():
         for checkout in checkouts:
             cpu_run(checkout, report, args.seconds, args.warmup)
