@@ -180,6 +180,10 @@ def test_tag_ids_are_stable_across_reopen_and_reordering(db: Path) -> None:
     assert again.dtype == np.int64
     assert store.tag_names(again) == {int(again[0]): "C", int(again[1]): "D", int(again[2]): "A"}
     store.close()
+    store = Store.open(db)  # names read from the database, not from tag_ids
+    assert store.tag_names([again[1], again[1], -1, 0, 10**6, first[1]]) == {int(again[1]): "D", int(first[1]): "B"}, \
+        "repeats once, ids no tag has left out"
+    store.close()
 
 
 # A scenario is a list of operations; hypothesis shrinks a failing one to the shortest story.

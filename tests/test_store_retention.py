@@ -195,6 +195,20 @@ def test_events_are_committed_with_synchronous_full_even_when_normal(tmp_path: P
     store.close()
 
 
+def test_acknowledgements_are_committed_without_waiting_for_the_disk(tmp_path: Path) -> None:
+    """A lost acknowledgement only sends its batch again (same seq, same bytes): no fsync is spent on it."""
+    store = Store.open(tmp_path / "g.db")
+    seen = []
+    store._conn.set_trace_callback(lambda sql: seen.append(sql) if "synchronous" in sql else None)
+    store.append(samples(store.tag_ids(["A"]), 0.0, 3), [])
+    batch = store.build_batch(10, Keep())
+    assert seen == [], "appends and batches are committed as configured (FULL)"
+    assert store.acknowledge(batch.seq) == 3
+    assert seen == ["PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"]
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    store.close()
+
+
 def fill_up(store: Store) -> None:
     """Make SQLite itself answer SQLITE_FULL, as a full filesystem does: no new page, no room left in any."""
     pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
