@@ -127,8 +127,10 @@ SYSTEMD_DIRECTORIES = {
 STORE_FIELDS = {
     "path": Field(path_value, Path("gatewayd.db"), "SQLite file, relative to gateway.state_dir"),
     "synchronous": Field(one_of("full", "normal"), "full",
-                         "full: every commit survives a power cut; normal: sample-only commits may be "
-                         "lost, commits with events are still made full (docs/reliability.md)"),
+                         "full: every commit of samples, events and batches survives a power cut; normal: "
+                         "sample-only commits may be lost, commits with events are still made full; "
+                         "acknowledgements are never synced, a lost one only resends its batch "
+                         "(docs/reliability.md)"),
     "max_bytes": Field(byte_size, 1 << 30, "disk budget (bytes or e.g. `512 MiB`): above it the oldest unsent "
                        "samples are thinned, then evicted, each time with a gap event; events are never evicted"),
     "thinning": Field(duration, 0.0, "duration: over budget, first keep one sample per tag per "
