@@ -34,9 +34,13 @@ def to_float(value: Any) -> tuple[float, Quality]:
     return NAN, Quality.DECODE_ERROR
 
 
-def finite_quality(values: np.ndarray) -> np.ndarray:
-    """Per-value quality codes: GOOD, or OUT_OF_RANGE where decoding gave NaN."""
-    return np.where(np.isnan(values), np.uint8(Quality.OUT_OF_RANGE), np.uint8(Quality.GOOD))
+def finite_quality(values: np.ndarray) -> int | np.ndarray:
+    """GOOD, one code for every value, when decoding gave no NaN (a block almost always; a sink writes
+    one code as fast as it can); else a code per value: GOOD, or OUT_OF_RANGE where decoding gave NaN."""
+    missing = np.isnan(values)
+    if not missing.any():
+        return int(Quality.GOOD)
+    return np.where(missing, np.uint8(Quality.OUT_OF_RANGE), np.uint8(Quality.GOOD))
 
 
 def describe(value: Any, limit: int = 40) -> str:

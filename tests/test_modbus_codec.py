@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -178,3 +179,28 @@ def test_decode_returns_a_fresh_float64_array():
     block_decoder = decoder(ModbusAddress("holding", 0, "uint16"))
     first, second = block_decoder.decode([1]), block_decoder.decode([2])
     assert first.dtype == np.float64 and first.tolist() == [1.0] and second.tolist() == [2.0]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["int16", "uint16", "int32", "uint32", "bit"]),
+                          st.sampled_from([1.0, 0.1, -2.0]), st.sampled_from([0.0, 5.0, -0.5])),
+                min_size=1, max_size=6), st.integers(0, 65535))
+def test_integer_blocks_scale_and_offset_each_tag_or_pass_raw_values_through(tags, word) -> None:
+    """A block of integers none of which is scaled or offset skips the arithmetic: its values are the raw
+    numbers; one scaled or offset tag among them makes the block do the arithmetic for all."""
+    addresses, offset = [], 0
+    for dtype, scale, shift in tags:
+        addresses.append(ModbusAddress("holding", offset, dtype, bit=3 if dtype == "bit" else None,
+                                       scale=scale, offset=shift))
+        offset += 2
+    plain = decoder(*[ModbusAddress(a.table, a.address, a.dtype, bit=a.bit) for a in addresses])
+    registers = [word] * plain.block.count
+    raw = plain.decode(registers)
+    assert raw.tolist() == [decode_one(replace(a, address=0, scale=1.0, offset=0.0), registers[:a.width])
+                            for a in addresses]
+    expected = [value * a.scale + a.offset for value, a in zip(raw.tolist(), addresses)]
+    assert decoder(*addresses).decode(registers).tolist() == expected
+
+
+def test_one_quality_for_a_block_without_nan() -> None:
+    assert finite_quality(np.array([1.0, -0.0, 65535.0])) == Quality.GOOD
+    assert finite_quality(np.array([1.0, math.nan])).tolist() == [Quality.GOOD, Quality.OUT_OF_RANGE]

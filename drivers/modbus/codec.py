@@ -34,6 +34,8 @@ _WIRE_TYPES = {
     "float64": ">f8",
 }
 
+_FLOAT_TYPES = frozenset({"float32", "float64"})
+
 
 class ResponseLengthError(ValueError):
     """A response carried a different number of registers or bits than the block asked for."""
@@ -71,6 +73,10 @@ class BlockDecoder:
         # bit responses travel in whole bytes, so a padded response is also complete
         self._accepted_lengths = {block.count, -(-block.count // 8) * 8} if self._is_bits else {block.count}
         self._groups = () if self._is_bits else _compile_groups(members, offsets)
+        # integers (and bits) with neither scale nor offset: the raw values are the engineering values,
+        # exact and finite, so the block skips the multiply-add and the check for non-finite results
+        self._raw_is_value = all(address.dtype not in _FLOAT_TYPES and address.scale == 1.0 and address.offset == 0.0
+                                 for address in members)
 
     def decode(self, registers: Sequence[int] | Sequence[bool]) -> np.ndarray:
         """Engineering values (raw * scale + offset); NaN where the device sent a non-finite number.
@@ -84,6 +90,8 @@ class BlockDecoder:
             raw = np.asarray(registers, dtype=bool)[self._bit_offsets].astype(np.float64)
         else:
             raw = self._decode_registers(registers)
+        if self._raw_is_value:
+            return raw
         with np.errstate(over="ignore", invalid="ignore"):  # a non-finite result is expected, and handled
             values = raw * self._scale + self._offset
         values[~np.isfinite(values)] = np.nan
