@@ -132,3 +132,23 @@ def test_reads_waiting_at_a_reload_are_stored_by_the_outgoing_scanner(tmp_path: 
     assert outbox.of("PT101") == [("PT101", first + WALL_OFFSET, 1.5, GOOD),
                                   ("PT101", first + 0.02 + WALL_OFFSET, 1.5, GOOD)]
     assert daemon.table.read_log is not None and len(daemon.table.read_log) == 0
+
+
+def test_the_read_log_holds_copies_of_whole_and_partly_kept_writes(tmp_path: Path, clock: FakeClock):
+    """A write of every_read rows only is logged whole (no mask), one with an exception row beside them
+    only for the every_read row; either way the log keeps its own copies of what was written."""
+    site = plant(tmp_path, CONFIG)
+    table = site.scanner.table
+    row = table.rows["FT101"]
+    values, quality, source_ts = np.array([7.0]), np.array([GOOD], dtype=np.uint8), np.array([123.0])
+    site.sink.write(positions(0), values, quality, source_ts, read_at=clock.monotonic())
+    values[0], quality[0], source_ts[0] = -1.0, 99, -1.0  # the writer reuses its arrays
+    clock.advance(0.2)
+    site.sink.write(positions(0, 1), np.array([8.0, 80.0]), int(Quality.OUT_OF_RANGE), 456.0,
+                    read_at=clock.monotonic())
+    reads = table.read_log.take()
+    assert reads.rows.tolist() == [row, row]
+    assert reads.value.tolist() == [7.0, 8.0]
+    assert reads.quality.tolist() == [GOOD, int(Quality.OUT_OF_RANGE)]
+    assert reads.source_ts.tolist() == [123.0, 456.0]
+    assert reads.gateway_ts.tolist() == [clock.monotonic() - 0.2 + WALL_OFFSET, clock.monotonic() + WALL_OFFSET]
