@@ -43,6 +43,7 @@ log = logging.getLogger("gatewayd.store")
 
 EVENT, BLOCK = 1, 2
 SYNCHRONOUS = ("full", "normal")
+BUDGET_STEP = 64  # the disk budget is enforced after each 1/64 of it appended: 16 MiB of the default 1 GiB
 BLOCK_SAMPLES = 1000  # samples per outbox row at most: small enough to fill batches, large enough to cost nothing
 
 MakeEnvelope = Callable[[BatchContent, int, bytes], bytes]
@@ -62,6 +63,7 @@ class Store:
         self.retention = retention or Retention()
         self.keeping = keeping or Keeping()
         self.block_samples = block_samples
+        self._appended = float("inf")  # bytes appended since the disk budget was last enforced
         self._names: np.ndarray | None = None  # names by tag id, filled on first use
 
     @classmethod
@@ -133,11 +135,12 @@ class Store:
         batch asks, for up to batch_max_rows tags."""
         if self._names is None:
             self._names = _names_by_id(self._conn.execute("SELECT name, id FROM tags"))
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        ids = np.asarray(ids, dtype=np.int64)
         ids = ids[(ids >= 0) & (ids < len(self._names))]
-        found = self._names[ids]
-        known = found.astype(bool)  # None where an id has no name
-        return dict(zip(ids[known].tolist(), found[known].tolist()))
+        named = dict(zip(ids.tolist(), self._names[ids].tolist()))  # a repeated id overwrites itself
+        if None in named.values():  # ids no tag has
+            named = {tag_id: name for tag_id, name in named.items() if name is not None}
+        return named
 
     def append(self, samples: SampleBlock | None, events: Sequence[Event]) -> None:
         """Commit one scan tick's samples, then its events, in a single transaction; then keep the budget and
@@ -147,7 +150,7 @@ class Store:
         """
         with self._synchronous("full" if events else self.synchronous):
             self._insert(samples, events)
-        for step, what in ((self.enforce_budget, "evict for the disk budget"), (self.keep_history, "keep history")):
+        for step, what in ((self._keep_budget, "evict for the disk budget"), (self.keep_history, "keep history")):
             try:
                 step()
             except sqlite3.Error as exc:
@@ -155,6 +158,14 @@ class Store:
                     raise
                 # the tick is committed; the step is retried after the next one
                 log.warning("could not %s: %s", what, exc)
+
+    def _keep_budget(self) -> None:
+        """`enforce_budget` once every BUDGET_STEP of the budget has been appended since it last ran (and at the
+        first append): measuring the database takes a few statements, more than a tick's insert."""
+        budget = self.retention.max_bytes
+        if budget is not None and self._appended >= budget / BUDGET_STEP:
+            self.enforce_budget()
+            self._appended = 0
 
     def enforce_budget(self) -> int:
         """Thin and evict the oldest samples while over the disk budget; return how many went."""
@@ -181,6 +192,7 @@ class Store:
         rows += [(EVENT, float(event.ts), 1, event_body(event)) for event in events]
         with self._transaction() as conn:
             conn.executemany("INSERT INTO outbox (kind, ts, rows, body) VALUES (?, ?, ?, ?)", rows)
+        self._appended += sum(len(row[3]) for row in rows)
 
     def build_batch(self, max_rows: int, make: MakeEnvelope, newest: bool = False) -> Batch | None:
         """Take the oldest rows no batch carries yet, have `make` encode them, store the batch.

@@ -1,7 +1,8 @@
 """The disk budget: when the outbox outgrows it, thin then evict the oldest samples, and say so upstream.
 
 Policy (DESIGN principle 3), applied by `Store.enforce_budget` after a commit that left the database
-over `max_bytes`:
+over `max_bytes` (the daemon's appends look each time another 1/64 of the budget has been appended, so
+the database may pass its budget by that much before it is brought back under):
 
 1. Only samples no batch has carried yet are candidates; events (alarm, bypass, audit, device, gap)
    are never removed, and neither are rows of built batches, whose signed bytes are already stored.
