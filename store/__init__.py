@@ -3,7 +3,7 @@
     store = Store.open(Path("/var/lib/gatewayd/gatewayd.db"))
     store.append(samples, events)                       # once per scan tick
     batch = store.build_batch(5000, make_envelope)      # then publish batch.envelope
-    store.acknowledge(batch.seq)                        # on PUBACK: the rows move into history
+    store.acknowledge(batch.seq)                        # on PUBACK: the rows leave the outbox (history has them)
     History.open(path).samples("TI101", start, end)     # read-only, from another thread or process
 """
 
