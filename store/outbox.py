@@ -25,9 +25,10 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class Store:
         self.keeping = keeping or Keeping()
         self.block_samples = block_samples
         self._appended = float("inf")  # bytes appended since the disk budget was last enforced
-        self._names: np.ndarray | None = None  # names by tag id, filled on first use
+        self._names: dict[int, str] | None = None  # tag id -> name, filled on first use
 
     @classmethod
     def open(cls, path: Path, synchronous: str = "full", retention: Retention | None = None,
@@ -127,20 +128,20 @@ class Store:
         with self._transaction() as conn:
             conn.executemany("INSERT OR IGNORE INTO tags (name) VALUES (?)", ((n,) for n in names))
             known = dict(conn.execute("SELECT name, id FROM tags"))
-        self._names = _names_by_id(known.items())
+        self._names = {tag_id: name for name, tag_id in known.items()}
         return np.array([known[n] for n in names], dtype=np.int64)
 
     def tag_names(self, ids) -> dict[int, str]:
-        """Names of the given tag ids (unknown ids are left out). Served from memory, a column at a time: every
-        batch asks, for up to batch_max_rows tags."""
+        """Names of the given tag ids (unknown ids are left out)."""
+        names = self._all_names()
+        return {tag_id: names[tag_id] for tag_id in np.unique(np.asarray(ids, dtype=np.int64)).tolist()
+                if tag_id in names}
+
+    def _all_names(self) -> Mapping[int, str]:
+        """Every tag's name by id, read-only, served from memory: every batch needs its tags' names."""
         if self._names is None:
-            self._names = _names_by_id(self._conn.execute("SELECT name, id FROM tags"))
-        ids = np.asarray(ids, dtype=np.int64)
-        ids = ids[(ids >= 0) & (ids < len(self._names))]
-        named = dict(zip(ids.tolist(), self._names[ids].tolist()))  # a repeated id overwrites itself
-        if None in named.values():  # ids no tag has
-            named = {tag_id: name for tag_id, name in named.items() if name is not None}
-        return named
+            self._names = {tag_id: name for tag_id, name in self._conn.execute("SELECT id, name FROM tags")}
+        return MappingProxyType(self._names)
 
     def append(self, samples: SampleBlock | None, events: Sequence[Event]) -> None:
         """Commit one scan tick's samples, then its events, in a single transaction; then keep the budget and
@@ -244,7 +245,7 @@ class Store:
             else:
                 events.append(event_from_row(ts, body))
         block = SampleBlock.concat(blocks) if blocks else SampleBlock.empty()
-        return BatchContent(block, self.tag_names(block.tag_id), events)
+        return BatchContent(block, self._all_names(), events)
 
     def chain_head(self) -> ChainHead:
         """The epoch, the last seq and hash built in it, and the reset that began it."""
@@ -321,15 +322,6 @@ class Store:
         """The JSON document saved as `name`, or None if there is none."""
         row = self._conn.execute("SELECT body FROM state WHERE name = ?", (name,)).fetchone()
         return None if row is None else row[0]
-
-
-def _names_by_id(pairs) -> np.ndarray:
-    """Tag names as an object array indexed by tag id (None where no tag has the id), from (name, id) pairs."""
-    pairs = list(pairs)
-    names = np.full(max((tag_id for _, tag_id in pairs), default=-1) + 1, None, dtype=object)
-    for name, tag_id in pairs:
-        names[tag_id] = name
-    return names
 
 
 def _take(conn: sqlite3.Connection, ranges: list[tuple[int, int]], max_rows: int,

@@ -7,7 +7,7 @@ daemon can hand a scan tick's samples over without building one Python object pe
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,10 +62,10 @@ class SampleBlock:
 
 @dataclass(frozen=True, eq=False)
 class BatchContent:
-    """What one batch carries, handed to the encoder: samples, names of their tags, and events."""
+    """What one batch carries, handed to the encoder: samples, names of (at least) their tags, and events."""
 
     samples: SampleBlock
-    tag_names: dict[int, str]
+    tag_names: Mapping[int, str]
     events: list[Event]
 
     @property

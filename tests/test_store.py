@@ -87,7 +87,8 @@ def test_append_build_acknowledge_round_trip(db: Path) -> None:
     assert batch.digest == hashlib.sha256(batch.envelope).digest()
     assert make.prev[1] == bytes(32)
     content = make.carried[1]
-    assert content.tag_names == {int(ids[0]): "FT-101", int(ids[1]): "PT-102"}
+    assert {tag_id: content.tag_names[tag_id] for tag_id in content.samples.tag_id.tolist()} == \
+        {int(ids[0]): "FT-101", int(ids[1]): "PT-102"}
     np.testing.assert_array_equal(content.samples.tag_id, [ids[0], ids[1], ids[0]])
     np.testing.assert_array_equal(content.samples.value, [np.nan, 1.5, 3.0])
     np.testing.assert_array_equal(content.samples.source_ts, [-0.25, np.nan, 1.75])
