@@ -1,9 +1,14 @@
-"""store.blocks: a block's bytes give back exactly the samples packed, and bad bytes are refused."""
+"""store.blocks: a block's bytes give back exactly the samples packed, bad bytes are refused, and the daemon's
+blocks fit its batches."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from gatewayd.assembly import open_store
+from gatewayd.config import parse_config
 from store.blocks import BYTES_PER_SAMPLE, BlockError, count, pack, split, unpack
 from store.records import SampleBlock
 
@@ -55,3 +60,19 @@ def test_split_keeps_order_at_the_size_boundaries(length, size, expected):
 def test_split_refuses_a_size_below_one():
     with pytest.raises(ValueError, match="at least 1"):
         split(SampleBlock.empty(), 0)
+
+
+@pytest.mark.parametrize("batch_max_rows, expected", [(5000, 1000), (1000, 1000), (999, 999), (1, 1)])
+def test_the_daemons_blocks_are_no_larger_than_its_batches(tmp_path, batch_max_rows, expected):
+    """A batch carries whole blocks: the daemon's store cuts ticks into blocks of at most batch_max_rows."""
+    source = (Path(__file__).parent / "configs" / "good" / "minimal.yaml").read_text()
+    source = source.replace("gateway:\n", f"gateway:\n  state_dir: {tmp_path}\n", 1)
+    source = source.replace("uplink:\n", f"uplink:\n  batch_max_rows: {batch_max_rows}\n", 1)
+    store = open_store(parse_config(source, tmp_path / "c.yaml"))
+    try:
+        assert store.block_samples == expected
+        store.append(SampleBlock(np.arange(2500), np.ones(2500), np.zeros(2500), np.zeros(2500), np.ones(2500)), [])
+        sizes = [rows for (rows,) in store._conn.execute("SELECT rows FROM outbox ORDER BY id")]
+        assert sum(sizes) == 2500 and max(sizes) == min(expected, 2500)
+    finally:
+        store.close()
