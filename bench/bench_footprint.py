@@ -135,6 +135,21 @@ def counters_config(workdir: Path, plc_port: int, broker_port: int, report: str,
     return path
 
 
+def start_counters(workdir: Path):
+    """The counters unit (REGISTERS holding registers) on a free port, answering: (its process, the port)."""
+    from hil_tests.harness import Process, free_port, stop_all, wait_for_port
+
+    port = free_port()
+    plc = Process("counters", [sys.executable, "-m", "hil_tests.sim.counters", "--port", str(port),
+                               "--registers", str(REGISTERS)], workdir / "counters.log", cwd=ROOT).start()
+    try:
+        wait_for_port(port, timeout=30)
+    except BaseException:
+        stop_all(plc)
+        raise
+    return plc, port
+
+
 def start_daemon(workdir: Path, config: Path, checkout: Path):
     """The daemon from `checkout`'s sources (`python -m gatewayd` resolves in its working directory)."""
     from hil_tests.harness import Daemon
@@ -145,17 +160,14 @@ def start_daemon(workdir: Path, config: Path, checkout: Path):
 
 
 def cpu_run(checkout: Path, report: str, seconds: float, warmup: float) -> None:
-    from hil_tests.harness import Broker, Process, free_port, stop_all, wait_for_port
+    from hil_tests.harness import Broker, stop_all
 
     with tempfile.TemporaryDirectory(prefix="gatewayd-bench-footprint-") as tmp:
         workdir = Path(tmp)
         broker = plc = daemon = counter = None
         try:
             broker = Broker(workdir).start()
-            port = free_port()
-            plc = Process("counters", [sys.executable, "-m", "hil_tests.sim.counters", "--port", str(port),
-                                       "--registers", str(REGISTERS)], workdir / "counters.log", cwd=ROOT).start()
-            wait_for_port(port, timeout=30)
+            plc, port = start_counters(workdir)
             counter = SampleCounter(broker.port)
             daemon = start_daemon(workdir, counters_config(workdir, port, broker.port, report), checkout)
             time.sleep(warmup)
@@ -188,7 +200,7 @@ def poll_run(seconds: float) -> None:
     from gatewayd.assembly import build_driver, device_sink
     from gatewayd.config import load_config
     from gatewayd.values.points import PointTable
-    from hil_tests.harness import Process, free_port, stop_all, wait_for_port
+    from hil_tests.harness import stop_all
 
     async def measure(device) -> tuple[float, int, int]:
         table = PointTable(device.tags)
@@ -205,11 +217,8 @@ def poll_run(seconds: float) -> None:
 
     with tempfile.TemporaryDirectory(prefix="gatewayd-bench-footprint-") as tmp:
         workdir = Path(tmp)
-        port = free_port()
-        plc = Process("counters", [sys.executable, "-m", "hil_tests.sim.counters", "--port", str(port),
-                                   "--registers", str(REGISTERS)], workdir / "counters.log", cwd=ROOT).start()
+        plc, port = start_counters(workdir)
         try:
-            wait_for_port(port, timeout=30)
             device = load_config(counters_config(workdir, port, 1, "exception")).devices[0]
             cpu, polls, requests = uvloop.run(measure(device))
             emit("footprint_poll", tags=REGISTERS, polls=polls, requests_per_poll=requests, cpu_s=round(cpu, 3),
@@ -219,17 +228,14 @@ def poll_run(seconds: float) -> None:
 
 
 def memory_run(checkout: Path, seconds: float) -> None:
-    from hil_tests.harness import Broker, Process, free_port, stop_all, wait_for_port
+    from hil_tests.harness import Broker, stop_all
 
     with tempfile.TemporaryDirectory(prefix="gatewayd-bench-footprint-") as tmp:
         workdir = Path(tmp)
         broker = plc = daemon = None
         try:
             broker = Broker(workdir).start()
-            port = free_port()
-            plc = Process("counters", [sys.executable, "-m", "hil_tests.sim.counters", "--port", str(port),
-                                       "--registers", str(REGISTERS)], workdir / "counters.log", cwd=ROOT).start()
-            wait_for_port(port, timeout=30)
+            plc, port = start_counters(workdir)
             daemon = start_daemon(workdir, counters_config(workdir, port, broker.port, "exception", rules=True),
                                   checkout)
             time.sleep(seconds)
