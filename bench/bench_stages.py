@@ -1,6 +1,6 @@
 """The daemon's hot path stage by stage, in this process: process CPU seconds per million values each.
 
-    python -m bench.bench_stages [--ticks 30] [--report exception every_read]
+    python -m bench.bench_stages [--ticks 60] [--report exception every_read]
 
 The workload of bench.bench_footprint (10,000 uint16 holding registers, every one changed since the
 last poll), built from a real config with the daemon's own assembly, store on disk as shipped, a
@@ -18,8 +18,9 @@ signing key, and a local mosquitto for the publish. Each tick:
   `acknowledge` the rows deleted;
 - `history`: history's upkeep after each append (`Store.keep_history`: compaction of the staged blocks
   into per-tag chunks when due, day drops), per value compacted: compactions take whole pieces of
-  PIECE_BYTES (4 MiB, about 127,000 samples), so a run ends with values still staged, whose compaction
-  is the next run's (with too few ticks for a compaction, per value as the other stages).
+  PIECE_BYTES (16 MiB, about 508,000 samples: the 60 ticks of a run take one), so a run ends with
+  values still staged, whose compaction is the next run's (with too few ticks for a compaction, per
+  value as the other stages).
 
 Nothing here changes the shipped code: the stages are the same calls the daemon makes, timed apart.
 """
@@ -188,7 +189,7 @@ class _TimedOutbox:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ticks", type=int, default=30)
+    parser.add_argument("--ticks", type=int, default=60)
     parser.add_argument("--report", nargs="+", default=["exception", "every_read"])
     args = parser.parse_args(argv)
     for report in args.report:

@@ -42,6 +42,12 @@ def pack(block: SampleBlock) -> bytes:
 
 def unpack(body: bytes) -> SampleBlock:
     """The samples `body` holds; raises BlockError when its header or length does not fit."""
+    return SampleBlock(**columns(body))
+
+
+def columns(body: bytes) -> dict[str, np.ndarray]:
+    """The columns of `body` by SampleBlock field name, read-only views of it (no copy, no conversion);
+    raises BlockError when its header or length does not fit."""
     if len(body) < _HEADER.size:
         raise BlockError(f"a block of {len(body)} bytes has no header")
     version, count = _HEADER.unpack_from(body)
@@ -50,11 +56,11 @@ def unpack(body: bytes) -> SampleBlock:
     if len(body) != _HEADER.size + count * BYTES_PER_SAMPLE:
         raise BlockError(f"a block of {count} samples takes {_HEADER.size + count * BYTES_PER_SAMPLE} bytes, "
                          f"not {len(body)}")
-    columns, offset = {}, _HEADER.size
+    found, offset = {}, _HEADER.size
     for name, dtype in _COLUMNS:
-        columns[name] = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+        found[name] = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
         offset += count * dtype.itemsize
-    return SampleBlock(**columns)
+    return found
 
 
 def count(body: bytes) -> int:

@@ -11,10 +11,11 @@ import pytest
 
 from bench.bench_history import commit
 from core.types import Event, Priority
-from store import History, Keeping, SampleBlock, Store, compaction
+from store import History, Keeping, SampleBlock, Store, chunks, compaction
 from store.blocks import pack
 from store.chunks import DEVICE_TIMES, TIMES, ChunkError, pack_groups, unpack
 from store.compaction import COMPACT_SPAN, compact
+from store.records import event_body
 from store.history import DAY, chunks_table, day_of, events_table, samples_table
 from store.schema import MIGRATIONS
 
@@ -54,14 +55,19 @@ def store(tmp_path: Path):
 
 
 def test_a_chunk_keeps_its_columns_and_device_times_only_when_a_sample_has_one() -> None:
-    ts, value = np.array([1.0, 2.0, 3.0]), np.array([0.5, np.nan, 7.0])
-    quality, source = np.array([0, 17, 1], np.uint8), np.array([np.nan, np.nan, 2.5])
-    layouts, (first, second) = pack_groups(ts, value, quality, source, np.array([0, 2, 3]))
+    ts, value = np.array([3.0, 2.0, 1.0]), np.array([7.0, np.nan, 0.5])  # taken in reverse order
+    quality, source = np.array([1, 17, 0], np.uint8), np.array([2.5, np.nan, np.nan])
+    order = np.array([2, 1, 0])
+    layouts, (first, second) = pack_groups(order, ts, value, quality, source, np.array([0, 2, 3]))
     assert layouts == [TIMES, DEVICE_TIMES] and len(first) == 2 * 17 and len(second) == 25
     got = unpack(TIMES, bytes(first))
     assert got[0].tolist() == [1.0, 2.0] and got[1][0] == 0.5 and np.isnan(got[1][1]) and got[3] is None
     assert [column.tolist() for column in unpack(DEVICE_TIMES, bytes(second))] == [[3.0], [7.0], [1], [2.5]]
-    assert pack_groups(ts, value, quality, np.full(3, np.nan), np.array([0, 3]))[0] == [TIMES]
+    assert pack_groups(order, ts, value, quality, None, np.array([0, 3]))[0] == [TIMES]
+    many = np.arange(chunks.GATHER_STEP * 2 + 3.0)  # gathered in steps: the last one partial
+    (body,) = pack_groups(many[::-1].argsort(), many[::-1], many, np.zeros(len(many), np.uint8), None,
+                          np.array([0, len(many)]))[1]
+    assert (unpack(TIMES, bytes(body))[0] == many).all() and (unpack(TIMES, bytes(body))[1] == many[::-1]).all()
     with pytest.raises(ChunkError, match="layout 9"):
         unpack(9, bytes(first))
     with pytest.raises(ChunkError, match="records of 17 bytes, not 33 bytes"):
@@ -271,3 +277,68 @@ def test_a_backlog_is_compacted_a_piece_at_a_time_once_it_takes_piece_bytes(stor
     assert staged(store) == 1
     assert read(store, "T7", MIDNIGHT, MIDNIGHT + 10).value.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert sorted({k for k, _ in chunk_rows(store, day_of(MIDNIGHT))}) == [1, 2]
+
+
+def test_a_piece_is_taken_portion_by_portion_up_to_piece_bytes_exactly(store: Store, monkeypatch) -> None:
+    tags = store.tag_ids([f"T{i}" for i in range(100)])
+    one_block = len(pack(block(tags, np.full(100, MIDNIGHT), np.zeros(100))))
+    alarms = [Event("alarm", MIDNIGHT + second, "T1", "high", Priority.HIGH, {}) for second in range(3)]
+    one_event = len(event_body(alarms[0]).encode())
+    monkeypatch.setattr(compaction, "PIECE_BYTES", 3 * one_block + 2 * one_event)
+    monkeypatch.setattr(compaction, "PORTION_BYTES", one_event)  # every row a portion of its own
+    store.keep_history = lambda: None
+    pragmas = [store._conn.execute(f"PRAGMA {name}").fetchone() for name in ("secure_delete", "synchronous")]
+    for second in range(3):
+        store.append(block(tags, np.full(100, MIDNIGHT + second), np.full(100, float(second))), [alarms[second]])
+    assert compact(store._conn, store.keeping, NOW, force=True) == 300 + 2, \
+        "3 blocks and the 2 events between them are PIECE_BYTES exactly: the third event waits"
+    assert staged(store) == 1
+    assert compact(store._conn, store.keeping, NOW, force=True) == 1
+    assert read(store, "T99", MIDNIGHT, MIDNIGHT + 10).value.tolist() == [0.0, 1.0, 2.0]
+    monkeypatch.setattr(compaction, "PIECE_BYTES", one_block // 3)
+    store.append(block(tags, np.full(100, MIDNIGHT + 5), np.full(100, 5.0)), [])
+    store.append(block(tags, np.full(100, MIDNIGHT + 6), np.full(100, 6.0)), [])
+    assert compact(store._conn, store.keeping, NOW) == 100, "a block larger than a piece is taken alone"
+    assert compact(store._conn, store.keeping, NOW) == 100
+    assert read(store, "T0", MIDNIGHT, MIDNIGHT + 10).value.tolist() == [0.0, 1.0, 2.0, 5.0, 6.0]
+    assert [store._conn.execute(f"PRAGMA {name}").fetchone() for name in ("secure_delete", "synchronous")] == pragmas, \
+        "the store's own settings again"
+
+
+def test_a_chunk_is_in_time_order_and_gets_device_times_from_a_later_block(store: Store) -> None:
+    a, b = store.tag_ids(["TI101", "PI102"]).tolist()
+    t = MIDNIGHT + 3000.0
+    commit(store, block([a, b], [t + 5, t + 5], [1.0, 2.0]))
+    commit(store, block([b, a], [t + 1, t + 1], [3.0, 4.0], source_ts=np.array([np.nan, t])))  # clock stepped back
+    compact(store._conn, store.keeping, NOW, force=True)
+    rows = store._conn.execute(f"SELECT id, layout, body FROM {chunks_table(day_of(t))} ORDER BY id").fetchall()
+    (key_a, layout_a, body_a), (key_b, layout_b, body_b) = rows
+    assert (key_a & 0xFFFFFFFF, key_b & 0xFFFFFFFF) == (a, b)
+    assert layout_a == DEVICE_TIMES and layout_b == TIMES
+    ts, value, _, source = unpack(layout_a, body_a)
+    assert ts.tolist() == [t + 1, t + 5] and value.tolist() == [4.0, 1.0] and source[0] == t and np.isnan(source[1])
+    assert unpack(layout_b, body_b)[1].tolist() == [3.0, 2.0]
+
+
+def test_a_crash_after_a_first_portion_is_deleted_rolls_the_whole_piece_back(store: Store, monkeypatch) -> None:
+    tags = store.tag_ids([f"T{i}" for i in range(100)])
+    one_block = len(pack(block(tags, np.full(100, MIDNIGHT), np.zeros(100))))
+    monkeypatch.setattr(compaction, "PORTION_BYTES", one_block)
+    for second in range(3):
+        commit(store, block(tags, np.full(100, MIDNIGHT + second), np.full(100, float(second))))
+    calls = []
+
+    def dies_at_the_third_block(piece, body):
+        calls.append(body)
+        if len(calls) == 3:
+            raise sqlite3.OperationalError("disk I/O error")  # two portions read and deleted before
+        add_block(piece, body)
+
+    add_block = compaction._Piece.add_block
+    monkeypatch.setattr(compaction._Piece, "add_block", dies_at_the_third_block)
+    with pytest.raises(sqlite3.OperationalError):
+        compact(store._conn, store.keeping, NOW, force=True)
+    assert staged(store) == 3 and store.stats().history_days == 0, "rolled back whole"
+    monkeypatch.undo()
+    assert compact(store._conn, store.keeping, NOW, force=True) == 300
+    assert read(store, "T5", MIDNIGHT, MIDNIGHT + 10).value.tolist() == [0.0, 1.0, 2.0]
