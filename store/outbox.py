@@ -66,6 +66,7 @@ class Store:
         self.block_samples = block_samples
         self._appended = float("inf")  # bytes appended since the disk budget was last enforced
         self._names: dict[int, str] | None = None  # tag id -> name, filled on first use
+        self._names_view: Mapping[int, str] | None = None  # read-only, handed to every batch
 
     @classmethod
     def open(cls, path: Path, synchronous: str = "full", retention: Retention | None = None,
@@ -129,6 +130,7 @@ class Store:
             conn.executemany("INSERT OR IGNORE INTO tags (name) VALUES (?)", ((n,) for n in names))
             known = dict(conn.execute("SELECT name, id FROM tags"))
         self._names = {tag_id: name for name, tag_id in known.items()}
+        self._names_view = None
         return np.array([known[n] for n in names], dtype=np.int64)
 
     def tag_names(self, ids) -> dict[int, str]:
@@ -138,10 +140,13 @@ class Store:
                 if tag_id in names}
 
     def _all_names(self) -> Mapping[int, str]:
-        """Every tag's name by id, read-only, served from memory: every batch needs its tags' names."""
+        """Every tag's name by id, read-only, served from memory: every batch needs its tags' names. The
+        same object until new tags are registered, so that an encoder may keep what it made of them."""
         if self._names is None:
             self._names = {tag_id: name for tag_id, name in self._conn.execute("SELECT id, name FROM tags")}
-        return MappingProxyType(self._names)
+        if self._names_view is None:
+            self._names_view = MappingProxyType(self._names)
+        return self._names_view
 
     def append(self, samples: SampleBlock | None, events: Sequence[Event]) -> None:
         """Commit one scan tick's samples, then its events, in a single transaction; then keep the budget and

@@ -109,3 +109,27 @@ def test_each_tag_once_in_id_order(sizes) -> None:
         same_bytes(content(ids, np.full(size, 1.0), ids * 0.5, np.zeros(size), np.full(size, np.nan), names=names))
         same_bytes(content(ids[::-1], np.full(size, 1.0), ids * 0.5, np.zeros(size), np.full(size, np.nan),
                            names=names))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([1, 2, 3, 4, 5, 6, 2**20 - 1, 2**20, 2**40, -3]), max_size=12),
+                min_size=1, max_size=5))
+def test_names_kept_by_id_across_batches_of_one_mapping(batches) -> None:
+    """The store hands one mapping to every batch and adds to it as tags are registered: names are kept by
+    id across batches, ids seen for the first time (some beyond what is kept, some below 0) are named too."""
+    names: dict[int, str] = {}
+    for tag_ids in batches:
+        for tag_id in tag_ids:
+            names.setdefault(tag_id, f"N{tag_id}" if tag_id % 3 else f'q"{tag_id}\\')
+        size = len(tag_ids)
+        same_bytes(BatchContent(SampleBlock(tag_ids, [1.0] * size, [2.0] * size, [0] * size, [np.nan] * size),
+                                names, []))
+
+
+def test_a_name_learnt_after_a_batch_is_written_in_the_next() -> None:
+    names = {1: "A"}
+    block = SampleBlock([1, 2], [1.0, 1.0], [1.0, 2.0], [0, 0], [np.nan, np.nan])
+    with pytest.raises(ValueError, match=r"no name for tag ids \[2\]"):
+        body_text(BatchContent(block, names, []))
+    names[2] = "B"
+    assert b'"tags":["A","B"]' in same_bytes(BatchContent(block, names, []))

@@ -7,14 +7,16 @@ body's plain JSON values (milliseconds, null for non-finite numbers) and hands t
 `build_body` makes the body as a dict (what a receiver's `decode_body` returns); `body_text` writes the
 same body straight to its canonical JSON, byte for byte what `body_json(build_body(content))` gives,
 in a fraction of the time: a column whose neighbours repeat (gateway times, shared by every value of a
-block read; quality; absent source times) is written a run at a time, and a batch with the same tags
-as the one before reuses their JSON. The daemon encodes every batch with it.
+block read; quality; absent source times) is written a run at a time, each tag name's JSON is made
+once and kept by tag id, and a batch whose tag ids ascend (one scan's blocks) skips sorting them. The
+daemon encodes every batch with it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -128,6 +130,8 @@ class _CountingText:
         self._kept: tuple[str, list[int]] = ("", [])  # the text for range(size), where each number ends
 
     def __call__(self, count: int) -> str:
+        if not count:
+            return "[]"
         text, ends = self._kept
         if count > len(ends):
             words = [str(k) for k in range(max(count, 2 * len(ends)))]
@@ -138,12 +142,6 @@ class _CountingText:
 
 
 _counting_text = _CountingText()
-
-
-def _index_text(index: np.ndarray) -> str:
-    if len(index) >= 2 and index[-1] == len(index) - 1 and (index[1:] - index[:-1] == 1).all():
-        return _counting_text(len(index))
-    return _ints_text(index)
 
 
 def _ints_text(column: np.ndarray) -> str:
@@ -185,31 +183,63 @@ def _whole_numbers(values: np.ndarray, finite: np.ndarray) -> bool:
                 and not np.signbit(values[values == 0]).any())
 
 
-class _TagsText:
-    """The JSON of the last batch's tag names: consecutive batches mostly carry the same tags."""
+class _NameTexts:
+    """The JSON array of a batch's tag names, from each name's JSON kept by tag id.
+
+    A batch names thousands of tags, a different run of them each time (blocks split batches anywhere),
+    and writing the names anew was the body's largest part. Each name's JSON is made once, the first
+    time its id is seen, and kept in an array indexed by id; a batch's array is those texts joined.
+    The texts belong to one names mapping, whose ids keep their names (the store hands the same one
+    until it learns new tags, and only adds): a different mapping starts afresh. Ids beyond MAX_KEPT_ID
+    (or below 0) are looked up and written per batch.
+    """
+
+    MAX_KEPT_ID = 1 << 20
 
     def __init__(self) -> None:
-        self._last: tuple[list[str], str] = ([], "[]")  # replaced whole: one assignment, never half of it
+        self._state: tuple[Mapping[int, str] | None, np.ndarray, np.ndarray] = (None, _NO_TEXTS, _NO_TEXTS)
 
-    def __call__(self, names: list[str]) -> str:
-        last = self._last
-        if names == last[0]:
-            return last[1]
-        text = _JSON(names)
-        self._last = (names, text)
-        return text
+    def __call__(self, tag_ids: np.ndarray, names: Mapping[int, str]) -> str:
+        """`tag_ids` ascending and unique, as `np.unique` gives them."""
+        if not len(tag_ids):
+            return "[]"
+        if tag_ids[0] < 0 or tag_ids[-1] >= self.MAX_KEPT_ID:
+            return _JSON(_tag_names(tag_ids.tolist(), names))
+        kept_for, texts, known = self._state
+        if kept_for is not names:
+            texts, known = _NO_TEXTS, _NO_TEXTS.astype(bool)
+        if tag_ids[-1] >= len(texts):
+            size = max(int(tag_ids[-1]) + 1, 2 * len(texts))
+            texts = np.concatenate((texts, np.full(size - len(texts), None, dtype=object)))
+            known = np.concatenate((known, np.zeros(size - len(known), dtype=bool)))
+        missing = tag_ids[~known[tag_ids]].tolist()
+        if missing:
+            texts[missing] = [_JSON(name) for name in _tag_names(missing, names)]
+            known[missing] = True
+        self._state = (names, texts, known)  # replaced whole: one assignment, never half of it
+        return "[" + ",".join(texts[tag_ids].tolist()) + "]"
 
 
-_tags_text = _TagsText()
+_NO_TEXTS = np.empty(0, dtype=object)
+_name_texts = _NameTexts()
+
+
+def _tags_and_index(tag_id: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The batch's distinct tag ids ascending, and each sample's index into them; None for the index when
+    the ids already ascend (a batch of one scan's blocks carries each tag once, in id order)."""
+    if len(tag_id) < 2 or (tag_id[1:] > tag_id[:-1]).all():
+        return tag_id, None
+    tag_ids, index = np.unique(tag_id, return_inverse=True)
+    return tag_ids, index.reshape(-1)
 
 
 def body_text(content: BatchContent) -> bytes:
     """`body_json(build_body(content))`, written a column at a time (see the module's docstring)."""
     samples = content.samples
-    tag_ids, index = np.unique(samples.tag_id, return_inverse=True)
+    tag_ids, index = _tags_and_index(samples.tag_id)
     return "".join((
-        '{"tags":', _tags_text(_tag_names(tag_ids.tolist(), content.tag_names)),
-        ',"samples":{"tag":', _index_text(index.reshape(-1)),
+        '{"tags":', _name_texts(tag_ids, content.tag_names),
+        ',"samples":{"tag":', _counting_text(len(tag_ids)) if index is None else _ints_text(index),
         ',"ts":', _ms_text(samples.ts),
         ',"value":', _floats_text(samples.value),
         ',"quality":', _ints_text(samples.quality),
