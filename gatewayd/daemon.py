@@ -47,6 +47,7 @@ from core.waits import end_tasks, wait_set
 log = logging.getLogger("gatewayd")
 
 MIN_SCAN_SPACING = 0.05  # coalesce the wake-ups of many devices finishing their polls together
+WRITES_PAUSE = 0.01  # a poll's blocks arrive back to back: the scan waits for its writes to pause this long
 DRIVER_RESTART_DELAY = 5.0
 WATCHDOG_STALL = 30.0  # a loop that has not turned for this long (or 3 of its periods) stops the pings
 STATUS_INTERVAL = 10.0  # STATUS= refresh when systemd does not ask for watchdog pings
@@ -214,7 +215,8 @@ class Daemon:
             changed = self.table.changed  # a reload may replace the table and the interval
             # the next stale deadline wakes the scan too, so a silent tag turns STALE on time
             wait = min(self.config.gateway.scan_interval, max(0.0, self.table.stale_due - time.monotonic()))
-            await wait_set(changed, wait)
+            if await wait_set(changed, wait):
+                await writes_pause(changed, time.monotonic() + MIN_SCAN_SPACING)
             delay = last + MIN_SCAN_SPACING - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -383,3 +385,19 @@ def run_daemon(config: Config) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it: a reload too early must not kill
 
     return uvloop.run(Daemon(config).run())
+
+
+async def writes_pause(changed: asyncio.Event, until: float) -> None:
+    """Wait until no write has set `changed` for WRITES_PAUSE seconds, or until `until` (monotonic).
+
+    One poll writes its blocks one after another, each the moment its answer is in; a scan woken by the
+    first would store that block alone and the next scan the rest: two synced commits and more batches
+    for one poll. Waiting for the writes to pause scans a poll whose blocks come back to back once,
+    WRITES_PAUSE after its last block; a write is scanned at most MIN_SCAN_SPACING after the one that
+    woke the scan, however long the writes go on.
+    """
+    while True:
+        changed.clear()
+        await asyncio.sleep(max(0.0, min(WRITES_PAUSE, until - time.monotonic())))
+        if not changed.is_set() or time.monotonic() >= until:
+            return

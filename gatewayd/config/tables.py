@@ -110,7 +110,7 @@ GATEWAY_FIELDS = {
     "plant": Field(optional_text, "", "plant or site the gateway serves"),
     "scan_interval": Field(positive_duration, 1.0,
                            "duration: rules and report-by-exception run at least this often, "
-                           "and right after each poll"),
+                           "and after each poll (once its writes pause for 10 ms, at most 50 ms after the first)"),
     "state_dir": Field(path_value, None, "database and sequence state; default $STATE_DIRECTORY (set by the "
                        "unit's StateDirectory=), else /var/lib/gatewayd"),
     "cache_dir": Field(path_value, None, "compiled rule kernels; default $CACHE_DIRECTORY, else /var/cache/gatewayd"),
