@@ -19,8 +19,10 @@ into the chunks' records (store.chunks), appends one chunk per tag and day keyed
 leaves everything staged; after it, everything compacted: nothing is lost or doubled. Its commit is
 not synced (synchronous NORMAL): a power cut may undo a compaction, never the commits of the rows it
 compacted; and it deletes with secure_delete FAST (see `_pragmas`). The pages each day's rows took are
-counted into `history_days.bytes` as they are written; staged rows are counted by their length
-(store.retention.history_bytes).
+counted into `history_days.bytes` as they are written; staged rows are counted by their length, in
+`history_staged_totals` (one row: their bytes, first and last time), which the staging trigger adds
+to and each compaction sets from the rows it leaves: the due check after every commit and
+store.retention.history_bytes read that row instead of every staged row.
 
 Why pieces of 16 MiB: a compaction costs a row per tag and a commit, whatever its size, besides its
 per-sample work; at 10,000 tags every second, pieces of 4 MiB cost 0.53 CPU-s per million values,
@@ -48,14 +50,29 @@ TRIGGER = "history_staging"
 
 
 def stage_commits(conn: sqlite3.Connection, on: bool) -> None:
-    """Stage every event and block committed into the outbox from now on (`on`), or stop staging (keep 0)."""
+    """Stage every event and block committed into the outbox from now on (`on`), or stop staging (keep 0).
+
+    The trigger also adds each row into `history_staged_totals` (its length and time), so that the due
+    check after every commit reads one row, not every staged row.
+    """
     if on:
         conn.execute(f"CREATE TRIGGER IF NOT EXISTS {TRIGGER} AFTER INSERT ON outbox "
                      f"WHEN NEW.kind IN ({EVENT}, {BLOCK}) BEGIN "
                      "INSERT INTO history_staged (id, kind, ts, body) VALUES (NEW.id, NEW.kind, NEW.ts, NEW.body); "
+                     "UPDATE history_staged_totals SET bytes = bytes + length(NEW.body), "
+                     "first_ts = min(coalesce(first_ts, NEW.ts), NEW.ts), "
+                     "last_ts = max(coalesce(last_ts, NEW.ts), NEW.ts); "
                      "END")
     else:
         conn.execute(f"DROP TRIGGER IF EXISTS {TRIGGER}")
+
+
+def count_staged(conn: sqlite3.Connection) -> None:
+    """Set `history_staged_totals` from the staged rows themselves: their bytes (as length() counts
+    them) and their first and last time (NULL when none is staged). At the migration that made it,
+    and by each compaction for the rows it leaves."""
+    conn.execute("UPDATE history_staged_totals SET (bytes, first_ts, last_ts) = "
+                 "(SELECT coalesce(sum(length(body)), 0), min(ts), max(ts) FROM history_staged)")
 
 
 def stage_waiting(conn: sqlite3.Connection) -> None:
@@ -71,9 +88,8 @@ def compact(conn: sqlite3.Connection, keeping: Keeping, now: float, force: bool 
     Runs its own transaction; `conn` is in autocommit mode. With `keeping.keep` 0 the staged rows are
     deleted unkept.
     """
-    rows, first, last, size = conn.execute(
-        "SELECT count(*), min(ts), max(ts), coalesce(sum(length(body)), 0) FROM history_staged").fetchone()
-    if not rows or not (force or last - first >= COMPACT_SPAN or size >= PIECE_BYTES):
+    size, first, last = conn.execute("SELECT bytes, first_ts, last_ts FROM history_staged_totals").fetchone()
+    if first is None or not (force or last - first >= COMPACT_SPAN or size >= PIECE_BYTES):
         return 0
     with _pragmas(conn, synchronous="NORMAL", secure_delete="FAST"):
         conn.execute("BEGIN IMMEDIATE")
@@ -113,6 +129,7 @@ _PRAGMA_NAMES = {"secure_delete": {0: "OFF", 1: "ON", 2: "FAST"}}  # read back a
 
 def _compact_piece(conn: sqlite3.Connection, keeping: Keeping, now: float) -> int:
     piece = _take_staged(conn)
+    count_staged(conn)
     if keeping.keep > 0:
         _append_days(conn, piece, keeping, now)
     return piece.samples + len(piece.events)
@@ -124,7 +141,8 @@ class _Piece:
     copies of them), and their events as rows.
 
     `key` is what the chunks are cut by, day << 32 | tag id (the day truncated as day_of is); `source_ts`
-    is None while no block taken has a device time (a Modbus tag never has one).
+    is None while no block taken has a device time (a Modbus tag never has one). `key` holds the tag
+    ids until the piece is sorted.
     """
 
     def __init__(self) -> None:
@@ -141,7 +159,7 @@ class _Piece:
             size = max(PIECE_BYTES // blocks.BYTES_PER_SAMPLE, end)
             self.key, self.ts, self.value = np.empty(size, np.int64), np.empty(size), np.empty(size)
             self.quality = np.empty(size, np.uint8)
-        self.key[start:end] = (columns["ts"] / DAY).astype(np.int64) << 32 | columns["tag_id"]
+        self.key[start:end] = columns["tag_id"]  # the day is put in for the whole piece at once
         self.ts[start:end], self.value[start:end] = columns["ts"], columns["value"]
         self.quality[start:end] = columns["quality"]
         if self.source_ts is not None or not np.isnan(columns["source_ts"]).all():
@@ -181,9 +199,18 @@ def _append_days(conn: sqlite3.Connection, piece: _Piece, keeping: Keeping, now:
     """One chunk per day and tag of the piece's samples (sorted by day, tag, time; ties in commit order) and
     its events, into their days' tables; days past `keeping.keep` are left out."""
     count = piece.samples
-    ts = piece.ts[:count]
-    order = np.lexsort((ts, piece.key[:count]))
-    keys = piece.key[order]
+    ts, key = piece.ts[:count], piece.key[:count]
+    first_ts, last_ts = (float(ts.min()), float(ts.max())) if count else (0.0, 0.0)
+    if day_of(first_ts) == day_of(last_ts):  # one day (nearly always): no division of every sample
+        key |= day_of(first_ts) << 32
+    else:
+        day = (ts / DAY).astype(np.int64)  # truncated as day_of is
+        day <<= 32
+        key |= day
+        del day
+    order = np.lexsort((ts, key))
+    keys = key[order]
+    del key
     piece.key = None  # let go before the records are made
     cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
     bounds = np.concatenate(([0], cuts, [count])) if count else np.zeros(1, np.int64)
@@ -194,13 +221,13 @@ def _append_days(conn: sqlite3.Connection, piece: _Piece, keeping: Keeping, now:
     compaction = None
     if count:
         compaction = conn.execute("INSERT INTO history_compactions (first_ts, last_ts) VALUES (?, ?)",
-                                  (float(ts.min()), float(ts.max()))).lastrowid
+                                  (first_ts, last_ts)).lastrowid
     event_days = [day_of(ts) for _, ts, _ in piece.events]
     for this_day in sorted(set(chunk_day.tolist()) | set(event_days)):
         if expired(this_day, keeping, now):
             continue
+        made = create_day(conn, this_day)
         before = used_bytes(conn)
-        create_day(conn, this_day)
         low, high = np.searchsorted(chunk_day, this_day, "left"), np.searchsorted(chunk_day, this_day, "right")
         conn.executemany(f"INSERT INTO {chunks_table(this_day)} (id, layout, body) VALUES (?, ?, ?)",
                          zip((chunk_tag[low:high] + compaction * CHUNK_KEY).tolist() if high > low else [],
@@ -209,4 +236,4 @@ def _append_days(conn: sqlite3.Connection, piece: _Piece, keeping: Keeping, now:
         conn.executemany(f"INSERT INTO {events_table(this_day)} (id, ts, body) VALUES (?, ?, ?)", day_events)
         conn.execute("UPDATE history_days SET samples = samples + ?, events = events + ?, bytes = bytes + ? "
                      "WHERE day = ?", (int(bounds[high] - bounds[low]), len(day_events),
-                                       used_bytes(conn) - before, this_day))
+                                       made + used_bytes(conn) - before, this_day))

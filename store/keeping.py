@@ -50,13 +50,18 @@ def expired(day: int, keeping: Keeping, now: float) -> bool:
     return (day + 1) * DAY <= now - keeping.keep
 
 
-def create_day(conn: sqlite3.Connection, day: int) -> None:
-    """List `day` in history_days and create its tables, unless they are there."""
+def create_day(conn: sqlite3.Connection, day: int) -> int:
+    """List `day` in history_days and create its tables, unless they are there; return the bytes of the
+    tables' first pages it made (the pages the schema's own table may take for their entries are not
+    history's: they are counted as the outbox's)."""
     conn.execute("INSERT OR IGNORE INTO history_days VALUES (?, 0, 0, 0)", (day,))
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {chunks_table(day)} (id INTEGER PRIMARY KEY, layout INTEGER NOT NULL, "
-                 "body BLOB NOT NULL)")
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {events_table(day)} (id INTEGER PRIMARY KEY, ts REAL NOT NULL, "
-                 "body TEXT NOT NULL)")
+    made = 0
+    for table, columns in ((chunks_table(day), "layout INTEGER NOT NULL, body BLOB NOT NULL"),
+                           (events_table(day), "ts REAL NOT NULL, body TEXT NOT NULL")):
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is None:
+            conn.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, {columns})")
+            made += conn.execute("PRAGMA page_size").fetchone()[0]
+    return made
 
 
 def drop_days(conn: sqlite3.Connection, keeping: Keeping, now: float, event_body: Callable[[Event], str],

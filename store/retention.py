@@ -65,7 +65,7 @@ def used_bytes(conn: sqlite3.Connection) -> int:
 def history_bytes(conn: sqlite3.Connection) -> int:
     """Bytes of the pages history's days took (counted as they are filled) and of its staged rows."""
     return conn.execute("SELECT (SELECT coalesce(sum(bytes), 0) FROM history_days) + "
-                        "(SELECT coalesce(sum(length(body)), 0) FROM history_staged)").fetchone()[0]
+                        "(SELECT bytes FROM history_staged_totals)").fetchone()[0]
 
 
 def outbox_bytes(conn: sqlite3.Connection) -> int:

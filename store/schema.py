@@ -6,9 +6,11 @@ does not know) is refused instead of being misread.
 
     >>> conn = sqlite3.connect(":memory:", isolation_level=None)
     >>> pending_migrations(conn)
-    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch', '0006_blocks', '0007_staged_history']
+    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch', '0006_blocks', '0007_staged_history',
+     '0008_staged_totals']
     >>> migrate(conn)
-    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch', '0006_blocks', '0007_staged_history']
+    ['0001_outbox', '0002_retention', '0003_state', '0004_history', '0005_epoch', '0006_blocks', '0007_staged_history',
+     '0008_staged_totals']
     >>> pending_migrations(conn)
     []
 """
@@ -22,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from store.blocks import pack
-from store.compaction import stage_waiting
+from store.compaction import TRIGGER, count_staged, stage_waiting
 from store.records import SampleBlock
 
 
@@ -221,6 +223,25 @@ def _staged_history(conn: sqlite3.Connection) -> None:
     stage_waiting(conn)
 
 
+def _staged_totals(conn: sqlite3.Connection) -> None:
+    """What is staged for history, in one row kept by the staging trigger and set by each compaction
+    (store.compaction): the due check after every commit and history's bytes read it instead of summing
+    every staged row. The trigger is dropped here; the store's open makes it again, with the update."""
+    _run(
+        conn,
+        """
+        CREATE TABLE history_staged_totals (
+            bytes INTEGER NOT NULL,         -- the staged rows' length(body) summed
+            first_ts REAL,                  -- their earliest and latest ts, NULL when none is staged
+            last_ts REAL
+        )
+        """,
+    )
+    conn.execute("INSERT INTO history_staged_totals VALUES (0, NULL, NULL)")
+    count_staged(conn)
+    conn.execute(f"DROP TRIGGER IF EXISTS {TRIGGER}")
+
+
 def _run(conn: sqlite3.Connection, script: str) -> None:
     """Run `;`-separated statements one by one: executescript would commit the open transaction.
 
@@ -239,6 +260,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("0005_epoch", _epoch),
     ("0006_blocks", _blocks),
     ("0007_staged_history", _staged_history),
+    ("0008_staged_totals", _staged_totals),
 ]
 
 

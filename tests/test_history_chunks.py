@@ -30,6 +30,10 @@ def block(tag_ids, ts, values, quality=0, source_ts=None) -> SampleBlock:
 
 
 def staged(store: Store) -> int:
+    """The rows staged, once the totals the due check reads are found to be theirs."""
+    totals = store._conn.execute("SELECT bytes, first_ts, last_ts FROM history_staged_totals").fetchall()
+    assert totals == store._conn.execute(
+        "SELECT coalesce(sum(length(body)), 0), min(ts), max(ts) FROM history_staged").fetchall()
     return store._conn.execute("SELECT count(*) FROM history_staged").fetchone()[0]
 
 
@@ -244,16 +248,20 @@ def test_an_upgrade_keeps_the_old_days_and_stages_the_rows_waiting_in_the_outbox
     old_database(path, yesterday, today)
     store = Store.open(path)
     try:
+        assert staged(store) == 4, "the rows waiting staged, and counted in the totals"
+        commit(store, block([2], [today + 3], [8.0]))
+        assert staged(store) == 5, "the trigger made again: it counts what it stages"
         expected = [yesterday, yesterday + 1, today, today + 1]
         got = read(store, "TI101", yesterday - 1, today + 10)
         assert got.ts.tolist() == expected and got.value.tolist()[2:] == [5.0, 7.0] and np.isnan(got.value[1])
-        assert read(store, "PI102", yesterday - 1, today + 10).value.tolist() == [2.0, 6.0]
+        assert read(store, "PI102", yesterday - 1, today + 10).value.tolist() == [2.0, 6.0, 8.0]
         history = History.open(store.path)
         try:
             assert [event.ts for event in history.events(yesterday, today + 10)] == [yesterday + 2, today + 2]
         finally:
             history.close()
-        assert compact(store._conn, store.keeping, NOW, force=True) == 4
+        assert compact(store._conn, store.keeping, NOW, force=True) == 5
+        assert staged(store) == 0
         assert read(store, "TI101", yesterday - 1, today + 10).ts.tolist() == expected, "nothing lost or doubled"
         store.keeping = Keeping(keep=(time.time() - MIDNIGHT) / 2)  # yesterday is past its keep, today not
         assert store.drop_history() == 1
