@@ -88,6 +88,10 @@ class Store:
             conn.close()
             raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        # Some builds (Debian's) default to ON, which overwrites every page a delete frees with zeros: an
+        # acknowledged batch's blocks and envelope were written once more as zeros, a third of the WAL's
+        # writes. What is deleted is sent and kept in history; FAST zeroes it where that costs no I/O.
+        conn.execute("PRAGMA secure_delete = FAST")
         migrate(conn)
         store = cls(conn, path, synchronous, retention, keeping, block_samples)
         stage_commits(conn, store.keeping.keep > 0)

@@ -333,3 +333,20 @@ def test_gap_event_body_is_json(tmp_path: Path) -> None:
     body = store._conn.execute("SELECT body FROM outbox WHERE kind = 1 LIMIT 1").fetchone()[0]
     assert json.loads(body)["kind"] == "gap"
     store.close()
+
+
+def test_an_acknowledgement_does_not_write_the_pages_it_frees(tmp_path) -> None:
+    """Acknowledging frees a batch's blocks and envelope (overflow pages, tens of them); SQLite builds whose
+    secure_delete defaults to ON (Debian's) zeroed each and wrote it to the WAL once more."""
+    store = Store.open(tmp_path / "g.db")
+    try:
+        size = 5000
+        store.append(SampleBlock(np.arange(size) % 50 + 1, np.full(size, 1.7e9), np.arange(size, dtype=float),
+                                 np.zeros(size), np.full(size, np.nan)), [])
+        batch = store.build_batch(size, lambda content, seq, prev: np.random.default_rng(1).bytes(40_000))
+        store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert store.acknowledge(batch.seq) == size
+        _, frames, _ = store._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert frames < 20, f"{frames} pages written to acknowledge {batch.rows} samples in 5 blocks"
+    finally:
+        store.close()
