@@ -152,6 +152,11 @@ class Problems:
             self._current.discard(key)
             self.log.info("%s: %s", self.label, message)
 
+    @property
+    def any(self) -> bool:
+        """Whether a trouble is noted and not cleared: with none, a caller need not name what is well."""
+        return bool(self._current)
+
 
 class Backoff:
     """Exponential retry delays: initial, doubled per failure up to maximum, minus random jitter."""
@@ -267,8 +272,9 @@ class BlockPoller:
         self.stats.block_errors += len(bad)
         for read, error in bad:
             self.problems.note(read.describe(), f"{read.describe()}: {error}")
-        for read in good:
-            self.problems.clear(read.describe(), f"{read.describe()} readable again")
+        if self.problems.any:  # a healthy device's poll makes no message for each of its blocks
+            for read in good:
+                self.problems.clear(read.describe(), f"{read.describe()} readable again")
 
 
 def _call(write: Callable[[], None]) -> None:

@@ -202,6 +202,35 @@ def test_garbage_fails_its_block_at_once_and_is_counted():
     assert (stats.decode_errors, stats.block_errors, stats.polls) == (1, 1, 1) and sink.events == []
 
 
+def test_a_failed_block_is_loud_once_and_says_when_it_is_readable_again(caplog):
+    clock, sink = Clock(), Sink(3)
+    block_poller, _ = poller(clock, [A, B])
+    refused = BadAnswer("exception 0x02 (illegal data address)", Quality.DEVICE_ERROR)
+    with caplog.at_level(logging.DEBUG, "test.kit"):
+        for answer in (refused, refused, [1.0, 2.0], [1.0, 2.0]):
+            assert run_poll(block_poller, sink, {A.name: answer, B.name: [3.0]}, clock)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "device plc1: holding 0..1: exception 0x02 (illegal data address)"),
+        (logging.DEBUG, "device plc1: holding 0..1: exception 0x02 (illegal data address)"),
+        (logging.INFO, "device plc1: holding 0..1 readable again"),
+    ]
+
+
+def test_a_healthy_poll_names_none_of_its_blocks():
+    class Counted(Read):
+        named = 0
+
+        def describe(self) -> str:
+            Counted.named += 1
+            return self.name
+
+    clock, sink = Clock(), Sink(3)
+    reads = [Counted("holding 0..1", [0, 1]), Counted("input 0..0", [2])]
+    block_poller, _ = poller(clock, reads)
+    assert run_poll(block_poller, sink, {reads[0].name: [1.0, 2.0], reads[1].name: [3.0]}, clock)
+    assert Counted.named == 0
+
+
 def test_a_device_that_answers_only_garbage_is_down_for_undecodable_answers():
     clock, sink = Clock(), Sink(3)
     block_poller, stats = poller(clock, [A, B])

@@ -204,3 +204,107 @@ def test_integer_blocks_scale_and_offset_each_tag_or_pass_raw_values_through(tag
 def test_one_quality_for_a_block_without_nan() -> None:
     assert finite_quality(np.array([1.0, -0.0, 65535.0])) == Quality.GOOD
     assert finite_quality(np.array([1.0, math.nan])).tolist() == [Quality.GOOD, Quality.OUT_OF_RANGE]
+
+
+def reference(address: ModbusAddress, words: list[int]) -> float:
+    """One tag's engineering value from its own registers, by `struct`, as a device's manual would."""
+    data = b"".join(word.to_bytes(2, "big") for word in words)
+    pairs = [data[i:i + 2] for i in range(0, len(data), 2)]
+    if address.byte_order == "little":
+        pairs = [pair[::-1] for pair in pairs]
+    if address.word_order == "little":
+        pairs.reverse()
+    if address.dtype == "bit":
+        raw = float(int.from_bytes(pairs[0], "big") >> address.bit & 1)
+    else:
+        raw = float(struct.unpack(">" + FORMATS[address.dtype], b"".join(pairs))[0])
+    if address.dtype not in ("float32", "float64") and address.scale == 1.0 and address.offset == 0.0:
+        return raw
+    value = raw * address.scale + address.offset if math.isfinite(raw) else math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+SPECIAL_WORDS = [0x7FC0, 0x7F80, 0xFF80, 0x7FF8, 0xFFF0, 0x0000, 0xFFFF, 0x8000]  # NaN and infinity heads
+
+
+@st.composite
+def register_blocks(draw):
+    """Tags of every type and order laid out with gaps (none, often), and the words a device sends."""
+    addresses, at = [], draw(st.integers(0, 3))
+    same_type = draw(st.sampled_from([None, "uint16", "int16", "float32"]))  # runs of one type, in order
+    for _ in range(draw(st.integers(1, 12))):
+        dtype = same_type or draw(st.sampled_from(sorted(REGISTER_WIDTHS)))
+        byte_order, word_order = ("big", "big") if same_type else draw(st.sampled_from(ORDERS))
+        scale, shift = draw(st.sampled_from([(1.0, 0.0), (1.0, 0.0), (0.1, 0.0), (2.0, -5.0), (1e300, 0.0)]))
+        addresses.append(ModbusAddress("holding", at, dtype, bit=draw(st.integers(0, 15)) if dtype == "bit" else None,
+                                       byte_order=byte_order, word_order=word_order, scale=scale, offset=shift))
+        at += REGISTER_WIDTHS[dtype] + (0 if same_type else draw(st.sampled_from([0, 0, 1, 3])))
+    words = draw(st.lists(st.one_of(st.integers(0, 65535), st.sampled_from(SPECIAL_WORDS)),
+                          min_size=at, max_size=at))
+    return addresses, words
+
+
+REGISTER_WIDTHS = {"int16": 1, "uint16": 1, "bit": 1, "int32": 2, "uint32": 2, "float32": 2, "float64": 4}
+
+
+def same(left: list[float], right: list[float]) -> bool:
+    return len(left) == len(right) and all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(left, right))
+
+
+@given(register_blocks())
+def test_the_answers_bytes_decode_as_each_tag_alone_would(block):
+    """Straight from the bytes (one stretch of consecutive values) or gathered (any other layout), every
+    tag's value is what its own registers say, and the list of registers decodes the same."""
+    addresses, words = block
+    block_decoder = decoder(*addresses, max_gap=3)
+    data = b"".join(word.to_bytes(2, "big") for word in words[block_decoder.block.start:block_decoder.block.end])
+    expected = [reference(addresses[index], words[block_decoder.block.start + offset:][:addresses[index].width])
+                for index, offset in block_decoder.block.members]
+    assert same(block_decoder.decode_data(data).tolist(), expected)
+    assert same(block_decoder.decode(words[block_decoder.block.start:block_decoder.block.end]).tolist(), expected)
+
+
+def test_consecutive_values_in_the_standard_order_are_read_straight_from_the_bytes():
+    counters = decoder(*[ModbusAddress("holding", address, "uint16") for address in range(125)])
+    data = np.arange(60000, 60125).astype(">u2").tobytes()
+    assert counters.decode_data(data).tolist() == list(range(60000, 60125))
+    mixed = decoder(ModbusAddress("holding", 0, "int16"), ModbusAddress("holding", 1, "int16"),
+                    ModbusAddress("holding", 2, "float32"), ModbusAddress("holding", 4, "float32"),
+                    ModbusAddress("holding", 6, "float32", byte_order="little"))
+    # the two runs (int16, the big-endian float32s) read from the bytes; the swapped float32 gathered
+    assert [group.run for group in mixed._groups] == [slice(0, 2), None]
+    swapped = b"".join(word.to_bytes(2, "big") for word in wire("float32", 3.0, "little", "big"))
+    data = struct.pack(">hhff", -2, 7, 1.5, -0.25) + swapped
+    assert mixed.decode_data(data).tolist() == [-2.0, 7.0, 1.5, -0.25, 3.0]
+
+
+@pytest.mark.parametrize("table, length", [("holding", 5), ("holding", 7), ("coil", 0), ("coil", 2)])
+def test_data_of_the_wrong_length_raises(table, length):
+    dtype = "bool" if table == "coil" else "uint16"
+    block_decoder = decoder(ModbusAddress(table, 0, dtype), ModbusAddress(table, 2, dtype))  # 3 registers or bits
+    with pytest.raises(ResponseLengthError, match="asked for 3"):
+        block_decoder.decode_data(bytes(length))
+
+
+def test_bits_decode_from_their_packed_bytes():
+    coils = decoder(*[ModbusAddress("coil", address, "bool") for address in (0, 3, 8, 9)])
+    assert coils.decode_data(bytes([0b00001000, 0b00000010])).tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("values, quality", [
+    ([1.0, -0.0, 65535.0], Quality.GOOD),
+    ([math.inf, -math.inf, 1e308, -1e308], Quality.GOOD),  # no NaN: infinities do not cancel in the test
+    ([1e200, 1e200], Quality.GOOD),  # squares overflow to infinity, never to NaN
+    ([], Quality.GOOD),
+])
+def test_one_code_for_a_block_without_nan(values, quality):
+    assert finite_quality(np.array(values, dtype=np.float64)) == quality
+
+
+@given(st.lists(st.one_of(st.floats(), st.just(math.nan)), min_size=1, max_size=20))
+def test_a_code_per_value_where_a_value_is_nan(values):
+    got = finite_quality(np.array(values, dtype=np.float64))
+    if any(math.isnan(value) for value in values):
+        assert got.tolist() == [Quality.OUT_OF_RANGE if math.isnan(value) else Quality.GOOD for value in values]
+    else:
+        assert got == Quality.GOOD

@@ -33,12 +33,12 @@ def answer(framing: MbapFraming, frame: bytes):
     return framing.parse(frame)
 
 
-def test_a_valid_answer_gives_its_registers_and_bits():
+def test_a_valid_answer_gives_its_data_as_on_the_wire():
     framing = MbapFraming(unit_id=5)
     tid = asked(framing)
-    assert answer(framing, mbap(tid, 5, bytes([3, 4, 0, 1, 0xFF, 0xFE]))) == [1, 0xFFFE]
+    assert answer(framing, mbap(tid, 5, bytes([3, 4, 0, 1, 0xFF, 0xFE]))) == bytes([0, 1, 0xFF, 0xFE])
     tid = asked(framing, "coil", 3)
-    assert answer(framing, mbap(tid, 5, bytes([1, 1, 0b101])))[:3] == [True, False, True]
+    assert answer(framing, mbap(tid, 5, bytes([1, 1, 0b101]))) == bytes([0b101])
     assert asked(framing) == tid + 1, "every request has its own transaction id"
 
 
@@ -76,7 +76,7 @@ def test_a_body_that_does_not_answer_the_request_fails_with_its_reason(pdu, qual
 def test_rtu_framing_checks_unit_crc_and_length():
     framing = RtuFraming(unit_id=7)
     framing.request("holding", 0, 2)
-    assert framing.parse(encode_registers(7, "holding", [1, 2])) == [1, 2]
+    assert framing.parse(encode_registers(7, "holding", [1, 2])) == bytes([0, 1, 0, 2])
     for garbage in (encode_registers(8, "holding", [1, 2]), encode_registers(7, "holding", [1]),
                     encode_registers(7, "holding", [1, 2])[:-1] + b"\x00"):
         with pytest.raises(BlockError) as caught:
@@ -217,3 +217,111 @@ def test_an_answer_that_arrived_while_the_loop_was_busy_keeps_its_arrival_time()
     thread.join(5)
     listener.close()
     assert asked <= answered_at < free - 0.2
+
+
+async def _answer_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, script) -> None:
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            request = await reader.readexactly(12)
+            await script(struct.unpack(">H", request[:2])[0], writer)
+
+
+def converse(script, reads: int = 1, timeout: float = 1.0, after: float = 0.05):
+    """Reads of one register over a real loopback connection to a peer that plays `script(tid, writer)`
+    for each request: (each read's result or exception, the link out of step `after` seconds later)."""
+
+    async def run():
+        server = await asyncio.start_server(
+            lambda reader, writer: _answer_each(reader, writer, script), "127.0.0.1", 0)
+        link = Link(MbapFraming(unit_id=1), "127.0.0.1", server.sockets[0].getsockname()[1])
+        results = []
+        try:
+            await link.open(1.0)
+            for _ in range(reads):
+                try:
+                    results.append(await link.read("holding", 0, 1, timeout))
+                except (BlockError, CommError) as exc:
+                    results.append(exc)
+            await asyncio.sleep(after)
+            return results, link.out_of_step
+        finally:
+            link.close()
+            server.close()
+
+    return asyncio.run(run())
+
+
+def test_an_answer_in_pieces_is_whole_when_its_last_byte_arrives():
+    async def in_pieces(tid, writer):
+        frame = mbap(tid, 1, bytes([3, 2, 0, 9]))
+        for piece in (frame[:3], frame[3:8], frame[8:]):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+
+    (first, second), out_of_step = converse(in_pieces, reads=2)
+    assert first == second == [9] and not out_of_step
+
+
+def test_a_connection_closed_in_the_middle_of_an_answer_is_no_answer():
+    async def cut(tid, writer):
+        writer.write(mbap(tid, 1, bytes([3, 2, 0, 9]))[:8])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+
+    (result,), _ = converse(cut)
+    assert isinstance(result, CommError) and str(result) == "connection closed by the device after 8 bytes"
+
+
+def test_an_answer_after_the_timeout_is_never_taken_for_the_next_request():
+    async def late(tid, writer):
+        await asyncio.sleep(0.3)
+        writer.write(mbap(tid, 1, bytes([3, 2, 0, 9])))
+
+    (result,), out_of_step = converse(late, timeout=0.1, after=0.4)
+    assert isinstance(result, CommError) and "no response within 0.1 s" in str(result)
+    assert out_of_step, "the late answer came with no request outstanding"
+
+
+def test_a_read_cancelled_while_waiting_leaves_what_comes_after_out_of_step():
+    async def slow(tid, writer):
+        await asyncio.sleep(0.2)
+        writer.write(mbap(tid, 1, bytes([3, 2, 0, 9])))
+
+    async def run():
+        server = await asyncio.start_server(
+            lambda reader, writer: _answer_each(reader, writer, slow), "127.0.0.1", 0)
+        link = Link(MbapFraming(unit_id=1), "127.0.0.1", server.sockets[0].getsockname()[1])
+        try:
+            await link.open(1.0)
+            reading = asyncio.ensure_future(link.read("holding", 0, 1, 5.0))
+            await asyncio.sleep(0.05)
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            await asyncio.sleep(0.4)  # the answer comes, and the 5 s timer must not fire on nobody
+            return link.out_of_step, link.is_open
+        finally:
+            link.close()
+            server.close()
+
+    assert asyncio.run(run()) == (True, True)
+
+
+def test_read_data_gives_the_answers_bytes_and_read_the_registers():
+    async def run():
+        async def answer(tid, writer):
+            writer.write(mbap(tid, 1, bytes([3, 4, 0x12, 0x34, 0xFF, 0xFE])))
+
+        server = await asyncio.start_server(
+            lambda reader, writer: _answer_each(reader, writer, answer), "127.0.0.1", 0)
+        link = Link(MbapFraming(unit_id=1), "127.0.0.1", server.sockets[0].getsockname()[1])
+        try:
+            await link.open(1.0)
+            return await link.read_data("holding", 0, 2, 1.0), await link.read("holding", 0, 2, 1.0)
+        finally:
+            link.close()
+            server.close()
+
+    assert asyncio.run(run()) == (bytes([0x12, 0x34, 0xFF, 0xFE]), [0x1234, 0xFFFE])

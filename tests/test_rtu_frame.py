@@ -11,7 +11,7 @@ from pymodbus.pdu.bit_message import ReadCoilsRequest
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest
 
 from drivers.modbus.rtu_frame import (
-    Collision, ExceptionReply, FrameError, crc16, frame_length, frame_of_window, parse_reply, read_request,
+    Collision, ExceptionReply, FrameError, crc16, frame_length, frame_of_window, parse_reply, read_request, reply_data,
     reply_length,
 )
 from hil_tests.sim.rtu_replies import encode_exception, encode_registers
@@ -36,6 +36,7 @@ def test_replies_round_trip(table, values):
     assert frame_length(frame[:3]) == len(frame) == reply_length(table, len(values))
     parsed = parse_reply(frame, 5, table, len(values))
     assert parsed[:len(values)] == values and len(parsed) in (len(values), -(-len(values) // 8) * 8)
+    assert reply_data(frame, 5, table, len(values)) == frame[3:-2], "the data as on the wire, for the decoder"
 
 
 def test_exception_reply_names_its_code():

@@ -15,6 +15,13 @@ moment it arrives:
 Each answer carries the kernel's receive time (`answered_at`), so a value read while the event loop
 was busy elsewhere is not made younger than it is.
 
+The answer is checked as its bytes come in: the event loop's reader callback reads the socket and
+frames what it read against the one request outstanding, and resolves that request's future once
+the answer is whole or cannot be one; a timer at the timeout resolves it otherwise. `read_data`
+returns the checked answer's data as on the wire (registers big-endian, bits packed least
+significant first), which `drivers.modbus.codec` decodes without a Python list in between; `read`
+returns it as a list of ints (or bools).
+
 Bytes that arrive with no request outstanding, or follow a complete answer, mean the stream is out
 of step: the link is closed before the next request (and opened afresh), so no answer is ever taken
 for another request's. A request with nothing back within the timeout is a `CommError` (an answer
@@ -24,6 +31,7 @@ that stop short of a frame are garbage (DECODE_ERROR) when the timeout ends.
     link = TcpLink(MbapFraming(unit_id=1), "10.0.0.5", 502)
     await link.open(timeout=1.0)
     registers = await link.read("holding", 0, 10, timeout=1.0)   # [int, ...]
+    data = await link.read_data("holding", 0, 10, timeout=1.0)   # 20 bytes, big-endian registers
     link.close()
 """
 
@@ -38,8 +46,8 @@ import struct
 import time
 from typing import Protocol
 
-from drivers.modbus.reads import FUNCTION_CODES, CommError, decode_error, exception_error
-from drivers.modbus.rtu_frame import ExceptionReply, FrameError, frame_length, parse_reply, read_request, unpack
+from drivers.modbus.reads import FUNCTION_CODES, BlockError, CommError, decode_error, exception_error
+from drivers.modbus.rtu_frame import ExceptionReply, FrameError, frame_length, read_request, reply_data, unpack
 
 MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length (unit + PDU), unit id
 MAX_PDU = 253
@@ -92,8 +100,9 @@ class Framing(Protocol):
         """Length of the answer at the head of `buffer`, None until enough is in; BlockError if it cannot be one."""
         ...
 
-    def parse(self, frame: bytes) -> list[int] | list[bool]:
-        """The values of a complete answer frame; BlockError for anything but the answer to the request."""
+    def parse(self, frame: bytes) -> bytes:
+        """The data of a complete answer frame, as on the wire; BlockError for anything but the answer
+        to the request."""
         ...
 
 
@@ -125,13 +134,13 @@ class MbapFraming:
             raise decode_error(f"MBAP length {length} out of range 3..{MAX_PDU + 1}")
         return MBAP.size - 1 + length
 
-    def parse(self, frame: bytes) -> list[int] | list[bool]:
+    def parse(self, frame: bytes) -> bytes:
         table, count = self._asked
         return check_pdu(frame[MBAP.size:], table, count)
 
 
-def check_pdu(pdu: bytes, table: str, count: int) -> list[int] | list[bool]:
-    """The values of a read answer's PDU (function, byte count, data), checked against the request."""
+def check_pdu(pdu: bytes, table: str, count: int) -> bytes:
+    """The data of a read answer's PDU (function, byte count, data), checked against the request."""
     function = FUNCTION_CODES[table]
     if pdu[0] == function | EXCEPTION_FLAG:
         if len(pdu) != 2:
@@ -143,7 +152,7 @@ def check_pdu(pdu: bytes, table: str, count: int) -> list[int] | list[bool]:
     if pdu[1] != expected or len(pdu) != 2 + expected:
         raise decode_error(f"wrong length: byte count {pdu[1]} in {len(pdu) - 2} data bytes, "
                            f"expected {expected} for {count} {table} values")
-    return unpack(table, pdu[2:])
+    return pdu[2:]
 
 
 class RtuFraming:
@@ -163,10 +172,10 @@ class RtuFraming:
         except FrameError as exc:
             raise decode_error(str(exc)) from None
 
-    def parse(self, frame: bytes) -> list[int] | list[bool]:
+    def parse(self, frame: bytes) -> bytes:
         table, count = self._asked
         try:
-            return parse_reply(frame, self.unit_id, table, count)
+            return reply_data(frame, self.unit_id, table, count)
         except ExceptionReply as exc:
             raise exception_error(exc.code) from None
         except FrameError as exc:
@@ -192,11 +201,18 @@ def arrival(ancillary: list[tuple[int, int, bytes]], wall_now: float, monotonic_
 
 
 class Link:
-    """One connection (or UDP socket) to one device with one framing; `read` is one checked transaction.
+    """One connection (or UDP socket) to one device with one framing; `read_data` is one checked transaction.
 
     The socket is read by the event loop as bytes come in, with the kernel's receive time of each
-    read (SO_TIMESTAMPNS): `answered_at` is when the last answer `read` returned reached the host, on
-    the monotonic clock, however late the loop got to it.
+    read (SO_TIMESTAMPNS): `answered_at` is when the last answer `read_data` returned reached the host,
+    on the monotonic clock, however late the loop got to it.
+
+    A request is a future (`_answer`) and a timer at its timeout. The reader callback moves what it
+    read into the request's buffer and resolves the future with the frame (and the arrival time of
+    its last bytes) once the frame is whole, with a BlockError once the bytes cannot be one, with a
+    CommError once the connection is lost; the timer reads what is already in the host, then resolves
+    it with the frame, garbage or silence. Whichever comes first cancels the other. Bytes read while no
+    request is outstanding stay in `_chunks`: the link is out of step.
     """
 
     kind = socket.SOCK_STREAM
@@ -205,10 +221,12 @@ class Link:
         self.framing, self.host, self.port = framing, host, port
         self.answered_at = 0.0
         self._socket: socket.socket | None = None
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes] = []  # read from the socket, not yet taken by a request
         self._arrived = 0.0
         self._lost: str | None = None
-        self._wake = asyncio.Event()
+        self._answer: asyncio.Future[tuple[bytes, float]] | None = None  # the outstanding request's
+        self._buffer = bytearray()  # the outstanding request's answer so far
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def is_open(self) -> bool:
@@ -268,8 +286,38 @@ class Link:
             self._socket.close()
             self._socket = None
 
+    async def read(self, table: str, start: int, count: int, timeout: float) -> list[int] | list[bool]:
+        """One request and its checked answer as a list: registers as ints, bits (padded to whole bytes)
+        as bools. Fails as `read_data`."""
+        return unpack(table, await self.read_data(table, start, count, timeout))
+
+    async def read_data(self, table: str, start: int, count: int, timeout: float) -> bytes:
+        """One request and its checked answer's data, as on the wire. CommError: no answer; BlockError:
+        garbage or an exception."""
+        if self._lost is not None or self._socket is None:
+            raise CommError(self._lost or "not connected")
+        try:
+            self._socket.send(self.framing.request(table, start, count))
+        except OSError as exc:
+            raise CommError(f"connection lost ({exc})") from None
+        loop = asyncio.get_running_loop()
+        answer = self._answer = loop.create_future()
+        self._buffer = bytearray()
+        self._timer = loop.call_at(loop.time() + timeout, self._on_timeout, timeout)
+        self._settle()  # bytes already read (a link out of step) are this answer's first
+        try:
+            frame, self.answered_at = await answer
+        finally:
+            if self._answer is answer:  # cancelled while waiting
+                self._answer = None
+                self._timer.cancel()
+        return self.framing.parse(frame)
+
     def _on_readable(self) -> None:
         self._receive()
+        if self._answer is not None and not self._settle() and self._lost is not None:
+            buffered = len(self._buffer)
+            self._resolve(CommError(f"{self._lost} after {buffered} bytes" if buffered else self._lost))
 
     def _receive(self) -> bool:
         """One read from the socket; True when it brought bytes."""
@@ -285,50 +333,45 @@ class Link:
             return False
         self._arrived = arrival(ancillary, time.time(), time.monotonic())
         self._chunks.append(data)
-        self._wake.set()
         return True
-
-    def _late_frame(self, buffer: bytearray) -> bytes | None:
-        """At the timeout: the answer if it is already in the host. A busy event loop can let the
-        timeout fire before it reads an answer that came in time; that answer still counts."""
-        while self._socket is not None and self._lost is None and self._receive():
-            pass
-        return self._frame(buffer)
 
     def _fail(self, cause: str) -> None:
         self._lost = cause
         asyncio.get_running_loop().remove_reader(self._socket.fileno())  # type: ignore[union-attr]
-        self._wake.set()
 
-    async def read(self, table: str, start: int, count: int, timeout: float) -> list[int] | list[bool]:
-        """One request and its checked answer. CommError: no answer; BlockError: garbage or an exception."""
-        if self._lost is not None or self._socket is None:
-            raise CommError(self._lost or "not connected")
+    def _settle(self) -> bool:
+        """Resolve the outstanding request if what arrived is its whole answer or cannot be one; True if so."""
         try:
-            self._socket.send(self.framing.request(table, start, count))
-        except OSError as exc:
-            raise CommError(f"connection lost ({exc})") from None
-        buffer = bytearray()
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    frame = self._frame(buffer)
-                    if frame is not None:
-                        self.answered_at = self._arrived
-                        return self.framing.parse(frame)
-                    if self._lost is not None:
-                        raise CommError(self._lost if not buffer else f"{self._lost} after {len(buffer)} bytes")
-                    self._wake.clear()
-                    await self._wake.wait()
-        except TimeoutError:
-            frame = self._late_frame(buffer)
-            if frame is not None:
-                self.answered_at = self._arrived
-                return self.framing.parse(frame)
-            if buffer:
-                raise decode_error(f"garbage: {len(buffer)} bytes, not a whole answer, "
-                                   f"then nothing for {timeout:g} s") from None
-            raise CommError(f"no response within {timeout:g} s") from None
+            frame = self._frame(self._buffer)
+        except BlockError as exc:
+            self._resolve(exc)
+            return True
+        if frame is None:
+            return False
+        self._resolve((frame, self._arrived))
+        return True
+
+    def _on_timeout(self, timeout: float) -> None:
+        """The timeout: the answer if it is already in the host (a busy event loop can fire the timer
+        before it reads an answer that came in time; that answer still counts), else garbage for bytes
+        that stop short of a frame, else silence."""
+        while self._socket is not None and self._lost is None and self._receive():
+            pass
+        if self._settle():
+            return
+        if self._buffer:
+            self._resolve(decode_error(f"garbage: {len(self._buffer)} bytes, not a whole answer, "
+                                       f"then nothing for {timeout:g} s"))
+        else:
+            self._resolve(CommError(f"no response within {timeout:g} s"))
+
+    def _resolve(self, outcome: tuple[bytes, float] | Exception) -> None:
+        answer, self._answer = self._answer, None
+        self._timer.cancel()  # type: ignore[union-attr]
+        if isinstance(outcome, Exception):
+            answer.set_exception(outcome)  # type: ignore[union-attr]
+        else:
+            answer.set_result(outcome)  # type: ignore[union-attr]
 
     def _frame(self, buffer: bytearray) -> bytes | None:
         """Move what arrived into `buffer`; the answer frame once it is whole (trailing bytes stay unread)."""

@@ -50,10 +50,11 @@ class PlannedRead:
     def describe(self) -> str:
         return describe(self.block)
 
-    def decode(self, answer: Sequence[int] | Sequence[bool]) -> np.ndarray:
-        """The block's values; an answer with the wrong number of registers or bits is a BlockError."""
+    def decode(self, data: bytes) -> np.ndarray:
+        """The block's values from its answer's data as on the wire; data of the wrong length for the
+        block's registers or bits is a BlockError."""
         try:
-            return self.decoder.decode(answer)
+            return self.decoder.decode_data(data)
         except ResponseLengthError as exc:
             raise decode_error(f"wrong length: {exc}") from None
 

@@ -67,7 +67,7 @@ from drivers.modbus.plan import Block
 from drivers.modbus.reads import PlannedRead, decode_error, exception_error, planned_reads
 from drivers.modbus.rtu_config import RtuAddress, SerialSettings
 from drivers.modbus.rtu_frame import (
-    MAX_FRAME, Collision, ExceptionReply, FrameError, frame_length, frame_of_window, parse_reply, read_request,
+    MAX_FRAME, Collision, ExceptionReply, FrameError, frame_length, frame_of_window, read_request, reply_data,
 )
 from core.types import Quality, SampleSink
 
@@ -361,14 +361,15 @@ class ModbusRtuBusDriver:
         self.line_stats.last_poll_latency = slave.stats.last_poll_latency
         return answered
 
-    async def _request(self, slave: Slave, block: Block) -> list[int] | list[bool]:
-        """One transaction: silence, request, the slave's reply; garbage is drained before returning."""
+    async def _request(self, slave: Slave, block: Block) -> bytes:
+        """One transaction: silence, request, the data of the slave's reply; garbage is drained before
+        returning."""
         line = self._line
         await line.quiet(self.settings.frame_silence)
         line.send(read_request(slave.unit_id, block.table, block.start, block.count))
         try:
             frame = await line.receive(slave.unit_id, slave.timeout)
-            return parse_reply(frame, slave.unit_id, block.table, block.count)
+            return reply_data(frame, slave.unit_id, block.table, block.count)
         except ExceptionReply as exc:
             raise exception_error(exc.code) from None
         except FrameError as exc:

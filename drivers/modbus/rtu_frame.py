@@ -141,7 +141,13 @@ def crc_ok(frame: bytes | bytearray) -> bool:
 
 
 def parse_reply(frame: bytes | bytearray, unit_id: int, table: str, count: int) -> list[int] | list[bool]:
-    """The registers (or bits, padded to whole bytes) of a complete reply frame.
+    """The registers (or bits, padded to whole bytes) of a complete reply frame, checked as `reply_data`."""
+    return unpack(table, reply_data(frame, unit_id, table, count))
+
+
+def reply_data(frame: bytes | bytearray, unit_id: int, table: str, count: int) -> bytes:
+    """The data of a complete reply frame as on the wire: big-endian registers, or bits packed least
+    significant first (what `drivers.modbus.codec` decodes).
 
     Raises ExceptionReply for an exception reply and FrameError for anything that is not the reply
     to this request: bad CRC, another unit or function, a byte count that does not fit `count`.
@@ -156,7 +162,7 @@ def parse_reply(frame: bytes | bytearray, unit_id: int, table: str, count: int) 
         raise ExceptionReply(frame[2])
     if len(frame) != reply_length(table, count):
         raise FrameError(f"reply carries {frame[2]} data bytes, expected {reply_length(table, count) - 5}")
-    return unpack(table, bytes(frame[HEADER:-2]))
+    return bytes(frame[HEADER:-2])
 
 
 def unpack(table: str, data: bytes) -> list[int] | list[bool]:

@@ -106,8 +106,10 @@ class ModbusTcpDriver:
         cause = ""
         for _ in range(self.settings.retries + 1):
             try:
-                link = await self._connection()
-                answer = await link.read(block.table, block.start, block.count, self.timeout)
+                link = self._link
+                if link is None or not link.is_open or link.out_of_step:
+                    link = await self._connect()
+                answer = await link.read_data(block.table, block.start, block.count, self.timeout)
             except CommError as exc:
                 cause = str(exc)
                 self._disconnect()
@@ -119,10 +121,8 @@ class ModbusTcpDriver:
                 return read.decode(answer), link.answered_at
         raise CommError(cause)
 
-    async def _connection(self) -> Link:
-        """The open link; a new one when there is none, it was lost, or bytes came that nobody asked for."""
-        if self._link is not None and self._link.is_open and not self._link.out_of_step:
-            return self._link
+    async def _connect(self) -> Link:
+        """A new link, for when there is none, it was lost, or bytes came that nobody asked for."""
         self._disconnect()
         link = self.link_class(self._framing, self.settings.host, self.settings.port)
         await link.open(self.timeout)

@@ -59,7 +59,7 @@ class PointTable:
         self.value[rows] = values
         self.quality[rows] = quality
         self.source_ts[rows] = source_ts
-        if np.ndim(quality):
+        if not isinstance(quality, (int, np.integer)):  # a code per row
             self.reads[rows] += np.asarray(quality) < QUALITY_BAD_MIN
         elif quality < QUALITY_BAD_MIN:
             self.reads[rows] += 1
@@ -118,11 +118,15 @@ class PointTable:
     def _stamp(self, rows: np.ndarray, read_at: float | np.ndarray | None) -> float | np.ndarray:
         """`updated` is the read time on the monotonic clock; `gateway_ts` the same instant on the wall
         clock, taken as now minus the read's age so that a wall-clock step since the read cannot skew it.
-        Returns the gateway time."""
+        Returns the gateway time (a float for one read time, its arithmetic done on Python floats: on
+        a 0-d array it took longer than the rest of a block's write)."""
         wall_now, mono_now = time.time(), time.monotonic()
         if read_at is None:
             self.updated[rows] = mono_now
             stamp = wall_now
+        elif isinstance(read_at, float):
+            self.updated[rows] = read_at
+            stamp = wall_now - (mono_now - read_at)
         else:
             self.updated[rows] = read_at
             stamp = wall_now - (mono_now - np.asarray(read_at, dtype=np.float64))
