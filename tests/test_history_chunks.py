@@ -13,7 +13,7 @@ from bench.bench_history import commit
 from core.types import Event, Priority
 from store import History, Keeping, SampleBlock, Store, chunks, compaction
 from store.blocks import pack
-from store.chunks import DEVICE_TIMES, TIMES, ChunkError, pack_groups, unpack
+from store.chunks import DEVICE_TIMES, NARROW_DEVICE_TIMES, NARROW_TIMES, TIMES, ChunkError, pack_groups, unpack
 from store.compaction import COMPACT_SPAN, compact
 from store.records import event_body
 from store.history import DAY, chunks_table, day_of, events_table, samples_table
@@ -59,23 +59,41 @@ def store(tmp_path: Path):
 
 
 def test_a_chunk_keeps_its_columns_and_device_times_only_when_a_sample_has_one() -> None:
-    ts, value = np.array([3.0, 2.0, 1.0]), np.array([7.0, np.nan, 0.5])  # taken in reverse order
+    ts, value = np.array([3.0, 2.0, 1.0]), np.array([7.1, np.nan, 0.5])  # taken in reverse order
     quality, source = np.array([1, 17, 0], np.uint8), np.array([2.5, np.nan, np.nan])
     order = np.array([2, 1, 0])
     layouts, (first, second) = pack_groups(order, ts, value, quality, source, np.array([0, 2, 3]))
-    assert layouts == [TIMES, DEVICE_TIMES] and len(first) == 2 * 17 and len(second) == 25
-    got = unpack(TIMES, bytes(first))
+    assert layouts == [NARROW_TIMES, DEVICE_TIMES] and len(first) == 2 * 13 and len(second) == 25
+    got = unpack(NARROW_TIMES, bytes(first))
     assert got[0].tolist() == [1.0, 2.0] and got[1][0] == 0.5 and np.isnan(got[1][1]) and got[3] is None
-    assert [column.tolist() for column in unpack(DEVICE_TIMES, bytes(second))] == [[3.0], [7.0], [1], [2.5]]
+    assert got[1].dtype == np.float64
+    assert [column.tolist() for column in unpack(DEVICE_TIMES, bytes(second))] == [[3.0], [7.1], [1], [2.5]]
     assert pack_groups(order, ts, value, quality, None, np.array([0, 3]))[0] == [TIMES]
     many = np.arange(chunks.GATHER_STEP * 2 + 3.0)  # gathered in steps: the last one partial
     (body,) = pack_groups(many[::-1].argsort(), many[::-1], many, np.zeros(len(many), np.uint8), None,
                           np.array([0, len(many)]))[1]
-    assert (unpack(TIMES, bytes(body))[0] == many).all() and (unpack(TIMES, bytes(body))[1] == many[::-1]).all()
+    assert (unpack(NARROW_TIMES, bytes(body))[0] == many).all()
+    assert (unpack(NARROW_TIMES, bytes(body))[1] == many[::-1]).all()
     with pytest.raises(ChunkError, match="layout 9"):
         unpack(9, bytes(first))
-    with pytest.raises(ChunkError, match="records of 17 bytes, not 33 bytes"):
-        unpack(TIMES, bytes(first)[:-1])
+    with pytest.raises(ChunkError, match="records of 13 bytes, not 25 bytes"):
+        unpack(NARROW_TIMES, bytes(first)[:-1])
+
+
+@pytest.mark.parametrize("wide", [0.1, 2.0**24 + 1, 1e300, -1e-300, 3.5e38])
+def test_values_are_float32_in_a_chunk_only_when_every_one_is_exactly_a_float32(wide: float) -> None:
+    ts = np.arange(6.0)
+    value = np.array([-0.0, np.inf, 65535.0, wide, np.nan, 2.0**24])
+    source = np.array([np.nan, np.nan, 9.0, np.nan, 8.0, np.nan])
+    bounds = np.array([0, 2, 3, 4, 6])  # exact; exact with a device time; one wide; a device time, exact
+    layouts, bodies = pack_groups(np.arange(6), ts, value, np.zeros(6, np.uint8), source, bounds)
+    assert layouts == [NARROW_TIMES, NARROW_DEVICE_TIMES, TIMES, NARROW_DEVICE_TIMES]
+    assert [len(body) for body in bodies] == [2 * 13, 21, 17, 2 * 21]
+    read = [unpack(layout, bytes(body)) for layout, body in zip(layouts, bodies)]
+    values = np.concatenate([got[1] for got in read])
+    assert values.dtype == np.float64 and values[:4].tolist() == value[:4].tolist() and np.isnan(values[4])
+    assert values[5] == 2.0**24 and np.signbit(values[0]), "-0.0 keeps its sign"
+    assert read[1][3].tolist() == [9.0] and read[3][3][0] == 8.0 and np.isnan(read[3][3][1])
 
 
 def test_staged_rows_are_compacted_once_they_span_the_compaction_span_not_before(store: Store) -> None:
@@ -322,7 +340,7 @@ def test_a_chunk_is_in_time_order_and_gets_device_times_from_a_later_block(store
     rows = store._conn.execute(f"SELECT id, layout, body FROM {chunks_table(day_of(t))} ORDER BY id").fetchall()
     (key_a, layout_a, body_a), (key_b, layout_b, body_b) = rows
     assert (key_a & 0xFFFFFFFF, key_b & 0xFFFFFFFF) == (a, b)
-    assert layout_a == DEVICE_TIMES and layout_b == TIMES
+    assert layout_a == NARROW_DEVICE_TIMES and layout_b == NARROW_TIMES
     ts, value, _, source = unpack(layout_a, body_a)
     assert ts.tolist() == [t + 1, t + 5] and value.tolist() == [4.0, 1.0] and source[0] == t and np.isnan(source[1])
     assert unpack(layout_b, body_b)[1].tolist() == [3.0, 2.0]
@@ -350,3 +368,19 @@ def test_a_crash_after_a_first_portion_is_deleted_rolls_the_whole_piece_back(sto
     monkeypatch.undo()
     assert compact(store._conn, store.keeping, NOW, force=True) == 300
     assert read(store, "T5", MIDNIGHT, MIDNIGHT + 10).value.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_chunks_of_the_wide_layouts_written_before_read_beside_narrow_ones(store: Store) -> None:
+    (a,) = store.tag_ids(["TI101"]).tolist()
+    t = MIDNIGHT + 7000.0
+    commit(store, block([a, a], [t, t + 1], [1.0, 2.0]))
+    compact(store._conn, store.keeping, NOW, force=True)
+    table = chunks_table(day_of(t))
+    old = np.array([(t, 1.0, 0), (t + 1, 2.0, 0)], [("ts", "<f8"), ("value", "<f8"), ("quality", "u1")])
+    store._conn.execute(f"UPDATE {table} SET layout = ?, body = ?", (TIMES, old.tobytes()))  # as gatewayd wrote it
+    commit(store, block([a], [t + 2], [3.0]))
+    compact(store._conn, store.keeping, NOW, force=True)
+    assert [layout for (layout,) in store._conn.execute(f"SELECT layout FROM {table} ORDER BY id")] == \
+        [TIMES, NARROW_TIMES]
+    got = read(store, "TI101", t, t + 10)
+    assert got.value.dtype == np.float64 and got.value.tolist() == [1.0, 2.0, 3.0]
