@@ -18,7 +18,7 @@ signing key, and a local mosquitto for the publish. Each tick:
   `acknowledge` the rows deleted;
 - `history`: history's upkeep after each append (`Store.keep_history`: compaction of the staged blocks
   into per-tag chunks when due, day drops), per value compacted: compactions take whole pieces of
-  PIECE_BYTES (16 MiB, about 508,000 samples: the 60 ticks of a run take one), so a run ends with
+  PIECE_BYTES (11 MiB, about 550,000 samples: the 60 ticks of a run take one), so a run ends with
   values still staged, whose compaction is the next run's (with too few ticks for a compaction, per
   value as the other stages).
 

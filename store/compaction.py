@@ -8,7 +8,7 @@ on, acknowledged or not, and nothing the outbox does afterwards (acknowledge, ev
 tick costs history one more row per block (a couple of rows per tick), not a row per value.
 
 `compact` (after each append, `Store.keep_history`) turns the staged rows into their days' tables
-once they span COMPACT_SPAN seconds or take PIECE_BYTES (at 10,000 values a second, every 51 s or so:
+once they span COMPACT_SPAN seconds or take PIECE_BYTES (at 10,000 values a second, every 55 s or so:
 chunks of about 50 samples; a tag reporting once a minute, chunks of 10): one transaction takes the
 oldest staged rows, at most PIECE_BYTES of them (the first alone when it is larger), so one call never
 holds the store for long, even on a backlog staged at an upgrade. It reads and deletes them
@@ -24,11 +24,13 @@ counted into `history_days.bytes` as they are written; staged rows are counted b
 to and each compaction sets from the rows it leaves: the due check after every commit and
 store.retention.history_bytes read that row instead of every staged row.
 
-Why pieces of 16 MiB: a compaction costs a row per tag and a commit, whatever its size, besides its
+Why pieces of 11 MiB: a compaction costs a row per tag and a commit, whatever its size, besides its
 per-sample work. At 10,000 tags every second history's upkeep took 0.53 CPU-s per million values in
-pieces of 4 MiB (with a scrubbing delete at the end and every column copied twice), 0.40 in pieces of
-4 MiB as now, 0.25-0.27 in pieces of 16 MiB; a compaction's memory is about 50 bytes a sample (its
-columns 25, the sort's order 8, the chunks' records 13-17): 27 MiB at its peak.
+pieces of 4 MiB of 33-byte samples (with a scrubbing delete at the end and every column copied twice),
+0.40 in pieces of 4 MiB as now, 0.25-0.27 in pieces of 16 MiB (508,000 samples); a compaction's memory
+is about 50 bytes a sample (its columns 25, the sort's order 8, the chunks' records 13-17): 27 MiB at
+its peak. Blocks of version 2 take 21 bytes a sample (store.blocks): 11 MiB holds about as many
+samples as 16 MiB did.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from store.keeping import Keeping, create_day, expired
 from store.retention import used_bytes
 
 COMPACT_SPAN = 600.0  # seconds of gateway time the staged rows span before they are compacted
-PIECE_BYTES = 16 << 20  # staged bytes compacted at most per transaction (about 508,000 samples)
+PIECE_BYTES = 11 << 20  # staged bytes compacted at most per transaction (about 550,000 samples of 21 bytes)
 PORTION_BYTES = 1 << 20  # staged bytes read, then deleted, at a time: under SQLite's page cache (2 MiB)
 TRIGGER = "history_staging"
 
@@ -157,7 +159,7 @@ class _Piece:
         columns = blocks.columns(body)
         start, end = self.samples, self.samples + len(columns["ts"])
         if end > len(self.key):  # the first block (the take keeps the rest within PIECE_BYTES)
-            size = max(PIECE_BYTES // blocks.BYTES_PER_SAMPLE, end)
+            size = max(PIECE_BYTES // blocks.MIN_BYTES_PER_SAMPLE, end)
             self.key, self.ts, self.value = np.empty(size, np.int64), np.empty(size), np.empty(size)
             self.quality = np.empty(size, np.uint8)
         self.key[start:end] = columns["tag_id"]  # the day is put in for the whole piece at once

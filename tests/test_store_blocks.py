@@ -1,6 +1,7 @@
 """store.blocks: a block's bytes give back exactly the samples packed, bad bytes are refused, and the daemon's
 blocks fit its batches."""
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from gatewayd.assembly import open_store
 from gatewayd.config import parse_config
-from store.blocks import BYTES_PER_SAMPLE, BlockError, count, pack, split, unpack
+from store.blocks import BlockError, count, pack, split, unpack
 from store.records import SampleBlock
 
 floats = st.floats(allow_nan=True, allow_infinity=True)
@@ -24,28 +25,55 @@ def same(a: SampleBlock, b: SampleBlock) -> bool:
                for name in ("tag_id", "ts", "value", "quality", "source_ts"))
 
 
-@given(st.lists(st.tuples(st.integers(-2**63, 2**63 - 1), floats, floats, st.integers(0, 255), floats),
-                max_size=50))
+def pack_version_1(block: SampleBlock) -> bytes:
+    """What gatewayd wrote before version 2, from the layout in store.blocks' docstring."""
+    columns = [block.tag_id.astype("<i8"), block.ts.astype("<f8"), block.value.astype("<f8"),
+               block.source_ts.astype("<f8"), block.quality.astype("u1")]
+    return struct.pack("<BI", 1, len(block)) + b"".join(column.tobytes() for column in columns)
+
+
+ids = st.integers(0, 2**32 - 1) | st.sampled_from([0, 1, 2**32 - 1, 2**32, -1, -2**63, 2**63 - 1])
+
+
+@given(st.lists(st.tuples(ids, floats, floats, st.integers(0, 255), floats | st.just(np.nan)), max_size=50))
 def test_round_trip_keeps_every_column_bit_for_bit(rows):
     block = block_of(rows)
     body = pack(block)
-    assert len(body) == 5 + len(rows) * BYTES_PER_SAMPLE
+    narrow = all(0 <= row[0] < 2**32 for row in rows)
+    timed = any(not np.isnan(row[4]) for row in rows)
+    expected = 6 + len(rows) * (29 if timed else 21) if narrow else 5 + len(rows) * 33
+    assert (body[0], len(body)) == ((2 if narrow else 1), expected)
     assert count(body) == len(rows)
-    back = unpack(body)
-    assert same(back, block)
-    assert back.value.view(np.uint64).tolist() == block.value.view(np.uint64).tolist()  # NaN payloads too
+    for back in (unpack(body), unpack(pack_version_1(block))):
+        assert same(back, block)
+        assert back.value.view(np.uint64).tolist() == block.value.view(np.uint64).tolist()  # NaN payloads too
 
 
-def test_refuses_a_newer_version_a_short_header_and_a_wrong_length():
+def test_a_block_without_device_times_leaves_their_column_out():
+    modbus = block_of([(7, 2.0, 3.0, 0, np.nan)] * 1000)
+    timed = block_of([(7, 2.0, 3.0, 0, np.nan)] * 999 + [(7, 2.0, 3.0, 0, 1.5)])
+    assert len(pack(modbus)) == 6 + 21 * 1000 and pack(modbus)[5] == 0
+    assert len(pack(timed)) == 6 + 29 * 1000 and pack(timed)[5] == 1
+    assert np.isnan(unpack(pack(modbus)).source_ts).all() and unpack(pack(timed)).source_ts[-1] == 1.5
+
+
+def test_refuses_a_newer_version_a_short_header_unknown_flags_and_a_wrong_length():
     body = pack(block_of([(1, 2.0, 3.0, 0, np.nan)]))
-    with pytest.raises(BlockError, match="version 2"):
-        unpack(bytes([2]) + body[1:])
+    with pytest.raises(BlockError, match="version 3"):
+        unpack(bytes([3]) + body[1:])
     with pytest.raises(BlockError, match="no header"):
         unpack(body[:4])
-    with pytest.raises(BlockError, match="takes 38 bytes, not 37"):
+    with pytest.raises(BlockError, match="no flags"):
+        unpack(body[:5])
+    with pytest.raises(BlockError, match="flags 0x02"):
+        unpack(body[:5] + b"\x02" + body[6:])
+    with pytest.raises(BlockError, match="takes 27 bytes, not 26"):
         unpack(body[:-1])
-    with pytest.raises(BlockError, match="not 39"):
+    with pytest.raises(BlockError, match="not 28"):
         unpack(body + b"\0")
+    old = pack_version_1(block_of([(1, 2.0, 3.0, 0, np.nan)]))
+    with pytest.raises(BlockError, match="takes 38 bytes, not 37"):
+        unpack(old[:-1])
 
 
 @pytest.mark.parametrize("length, size, expected", [(0, 3, []), (3, 3, [3]), (4, 3, [3, 1]), (7, 3, [3, 3, 1]),

@@ -210,13 +210,13 @@ def test_acknowledgements_are_committed_without_waiting_for_the_disk(tmp_path: P
 
 
 def test_the_budget_is_measured_once_per_sixty_fourth_of_it_appended(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "g.db", "normal", Retention(64 * 33_000))  # 33 kB a step: 1,000 samples
+    store = Store.open(tmp_path / "g.db", "normal", Retention(64 * 21_000))  # 21 kB a step: 1,000 samples
     measured = []
     store._conn.set_trace_callback(lambda sql: measured.append(sql) if "freelist_count" in sql else None)
     ids = store.tag_ids(TAGS)
     for _ in range(7):
-        store.append(samples(ids, 0.0, 60), [])  # 240 samples, 7,925 bytes a block
-    assert len(measured) == 2, "at the first append, then once 33,000 bytes more had been appended (the 6th)"
+        store.append(samples(ids, 0.0, 60), [])  # 240 samples, 5,046 bytes a block
+    assert len(measured) == 2, "at the first append, then once 21,000 bytes more had been appended (the 6th)"
     store.close()
 
 
