@@ -18,7 +18,9 @@ into the chunks' records (store.chunks), appends one chunk per tag and day keyed
 << 32 | tag id), and moves the events into their days' events tables. A crash before its commit
 leaves everything staged; after it, everything compacted: nothing is lost or doubled. Its commit is
 not synced (synchronous NORMAL): a power cut may undo a compaction, never the commits of the rows it
-compacted; and it deletes with secure_delete FAST (see `_pragmas`). The pages each day's rows took are
+compacted. Its deletes free the staged rows' pages without zeroing them (the store's secure_delete
+FAST, store.outbox: with the ON of Debian's build, zeroing and writing them once more took three times
+the CPU of the rest of the delete and commit, to scrub bytes the chunks hold). The pages each day's rows took are
 counted into `history_days.bytes` as they are written; staged rows are counted by their length, in
 `history_staged_totals` (one row: their bytes, first and last time), which the staging trigger adds
 to and each compaction sets from the rows it leaves: the due check after every commit and
@@ -36,8 +38,6 @@ samples as 16 MiB did.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -94,7 +94,9 @@ def compact(conn: sqlite3.Connection, keeping: Keeping, now: float, force: bool 
     size, first, last = conn.execute("SELECT bytes, first_ts, last_ts FROM history_staged_totals").fetchone()
     if first is None or not (force or last - first >= COMPACT_SPAN or size >= PIECE_BYTES):
         return 0
-    with _pragmas(conn, synchronous="NORMAL", secure_delete="FAST"):
+    synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+    conn.execute("PRAGMA synchronous = NORMAL")  # a compaction lost to a power cut leaves its rows staged
+    try:
         conn.execute("BEGIN IMMEDIATE")
         try:
             done = _compact_piece(conn, keeping, now)
@@ -103,31 +105,9 @@ def compact(conn: sqlite3.Connection, keeping: Keeping, now: float, force: bool 
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-    return done
-
-
-@contextmanager
-def _pragmas(conn: sqlite3.Connection, **settings: str) -> Iterator[None]:
-    """The connection's `settings` (pragma name: value) inside, its own outside.
-
-    A compaction commits with synchronous NORMAL: one lost to a power cut leaves its rows staged. It
-    deletes with secure_delete FAST, not the ON some SQLite builds default to (Debian's): ON overwrites
-    every page a deleted staged row freed with zeros, and so writes it to the WAL and the database
-    once more, three times the CPU of the rest of the delete and commit (4,100 pages a piece), to
-    scrub bytes whose samples the compaction has just written into the chunks. FAST still zeroes what
-    is deleted inside the table's own pages.
-    """
-    saved = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in settings}
-    for name, value in settings.items():
-        conn.execute(f"PRAGMA {name} = {value}")
-    try:
-        yield
     finally:
-        for name, value in saved.items():
-            conn.execute(f"PRAGMA {name} = {_PRAGMA_NAMES.get(name, {}).get(value, value)}")
-
-
-_PRAGMA_NAMES = {"secure_delete": {0: "OFF", 1: "ON", 2: "FAST"}}  # read back as numbers; 2 would set ON
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    return done
 
 
 def _compact_piece(conn: sqlite3.Connection, keeping: Keeping, now: float) -> int:
