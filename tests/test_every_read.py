@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scanplant import WALL_OFFSET, FakeClock, Outbox, plant, positions
 from test_operate import CONFIG as OPERATE_CONFIG
 from test_operate import config, edited, fake_daemon
@@ -152,3 +154,36 @@ def test_the_read_log_holds_copies_of_whole_and_partly_kept_writes(tmp_path: Pat
     assert reads.quality.tolist() == [GOOD, int(Quality.OUT_OF_RANGE)]
     assert reads.source_ts.tolist() == [123.0, 456.0]
     assert reads.gateway_ts.tolist() == [clock.monotonic() - 0.2 + WALL_OFFSET, clock.monotonic() + WALL_OFFSET]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.booleans(), st.booleans(), st.booleans()), max_size=8),
+       st.integers(1, 12))
+def test_the_log_gives_each_write_expanded_in_order_and_drops_the_oldest_past_its_limit(writes, limit):
+    """Scalars stand for every row of their write until the scan takes the log; past the limit whole writes go,
+    oldest first, and what went is counted per row with its first and last gateway time."""
+    log, expected, dropped = ReadLog(limit=limit), [], {}
+    for k, (count, array_quality, array_source, array_stamp) in enumerate(writes):
+        rows = np.arange(count) + 10 * k
+        value = rows * 0.5
+        quality = np.full(count, k % 3, np.uint8) if array_quality else k % 3
+        source_ts = np.arange(count) + 100.0 * k if array_source else np.nan
+        stamp = np.arange(count) + 1000.0 * k if array_stamp else 1000.0 * k
+        log.add(rows, value, quality, source_ts, stamp)
+        columns = (rows, value, quality, source_ts, stamp)
+        expected.append([np.broadcast_to(column, count).tolist() for column in columns])
+        while sum(len(write[0]) for write in expected) > limit:
+            gone = expected.pop(0)
+            for row, ts in zip(gone[0], gone[4]):
+                entry = dropped.setdefault(row, [0, ts, ts])
+                entry[0] += 1
+                entry[1], entry[2] = min(entry[1], ts), max(entry[2], ts)
+    reads = log.take()
+    waiting = [sum((write[i] for write in expected), []) for i in range(5)]
+    if not waiting[0]:
+        assert reads is None or len(reads) == 0
+    else:
+        got = [reads.rows, reads.value, reads.quality, reads.source_ts, reads.gateway_ts]
+        assert [column.tolist() for column in got[:3]] == waiting[:3]
+        assert np.array_equal(got[3], waiting[3], equal_nan=True) and got[4].tolist() == waiting[4]
+    assert log.take_dropped() == dropped and len(log) == 0 and log.take() is None

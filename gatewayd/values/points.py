@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gatewayd.config.model import TagConfig
-from gatewayd.values.readlog import ReadLog, Reads
+from gatewayd.values.readlog import ReadLog
 from core.types import QUALITY_BAD_MIN, Event, Quality
 
 
@@ -136,21 +136,19 @@ class PointTable:
 
     def _log(self, rows: np.ndarray, values, quality, source_ts, stamp, keep: np.ndarray) -> None:
         """Append the `keep` part of a write to the read log (copies: the writer may reuse its arrays);
-        scalars stand for every row. A write whose rows are all kept (a block of every_read tags) is
-        copied whole, without a mask: at 10,000 every_read registers a second the masks were most
-        of the write's time."""
+        a scalar stands for every row and goes as it is. A write whose rows are all kept (a block of
+        every_read tags) is copied whole, without a mask: at 10,000 every_read registers a second the
+        masks were most of the write's time."""
         every = bool(keep.all())
-        kept = len(keep) if every else int(np.count_nonzero(keep))
-        if not kept:
+        if not every and not keep.any():
             return
 
-        def pick(column, dtype):
-            if np.ndim(column) == 0:
-                return np.full(kept, column, dtype=dtype)
-            return np.array(column, dtype=dtype) if every else np.asarray(column, dtype=dtype)[keep]
+        def kept(column):
+            if getattr(column, "ndim", 0) == 0:
+                return column
+            return np.array(column) if every else np.asarray(column)[keep]
 
-        self.read_log.add(Reads(pick(rows, np.int64), pick(values, np.float64), pick(quality, np.uint8),
-                                pick(source_ts, np.float64), pick(stamp, np.float64)))
+        self.read_log.add(kept(rows), kept(values), kept(quality), kept(source_ts), kept(stamp))
 
     def event(self, event: Event) -> None:
         self.pending_events.append(event)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_LIMIT = 1_000_000  # reads waiting at most (about 40 MB); the scan normally drains it every tick
+COLUMNS = ("rows", "value", "quality", "source_ts", "gateway_ts")
 
 
 @dataclass(frozen=True)
@@ -33,35 +34,50 @@ class Reads:
 
 
 class ReadLog:
+    """Each write's reads as they came: its rows and values, and its quality, device time and gateway time,
+    each either one scalar for every row (a block read gives one of each) or an array. They become
+    arrays only when the scan takes them, all writes at once: expanding three scalars into arrays at
+    every write was most of an every_read write's time."""
+
     def __init__(self, limit: int = DEFAULT_LIMIT):
         self.limit = limit
-        self._chunks: deque[Reads] = deque()
+        self._writes: deque[tuple] = deque()  # (count, rows, value, quality, source_ts, gateway_ts)
         self._waiting = 0
         self.dropped: dict[int, list[float]] = {}  # row -> [reads dropped, first gateway ts, last gateway ts]
 
     def __len__(self) -> int:
         return self._waiting
 
-    def add(self, reads: Reads) -> None:
-        self._chunks.append(reads)
-        self._waiting += len(reads)
+    def add(self, rows: np.ndarray, value: np.ndarray, quality, source_ts, gateway_ts) -> None:
+        """The reads of one write: `rows` and `value` arrays the log may keep (copies, if the writer reuses
+        its own), the others each a scalar standing for every row or an array as long as `rows`."""
+        count = len(rows)
+        self._writes.append((count, rows, value, quality, source_ts, gateway_ts))
+        self._waiting += count
         while self._waiting > self.limit:
-            oldest = self._chunks.popleft()
-            self._waiting -= len(oldest)
-            for row, ts in zip(oldest.rows.tolist(), oldest.gateway_ts.tolist()):
+            oldest = self._writes.popleft()
+            self._waiting -= oldest[0]
+            stamps = np.broadcast_to(oldest[5], oldest[0]).tolist()
+            for row, ts in zip(oldest[1].tolist(), stamps):
                 entry = self.dropped.setdefault(row, [0, ts, ts])
                 entry[0] += 1
                 entry[1], entry[2] = min(entry[1], ts), max(entry[2], ts)
 
     def take(self) -> Reads | None:
         """Every waiting read in arrival order, or None; the log is empty afterwards."""
-        if not self._chunks:
+        if not self._writes:
             return None
-        chunks, self._chunks, self._waiting = self._chunks, deque(), 0
-        if len(chunks) == 1:
-            return chunks[0]
-        return Reads(*(np.concatenate([getattr(chunk, name) for chunk in chunks])
-                       for name in ("rows", "value", "quality", "source_ts", "gateway_ts")))
+        writes, total = self._writes, self._waiting
+        self._writes, self._waiting = deque(), 0
+        reads = Reads(np.empty(total, np.int64), np.empty(total), np.empty(total, np.uint8), np.empty(total),
+                      np.empty(total))
+        columns = [getattr(reads, name) for name in COLUMNS]
+        start = 0
+        for count, *values in writes:
+            for column, value in zip(columns, values):
+                column[start:start + count] = value
+            start += count
+        return reads
 
     def take_dropped(self) -> dict[int, list[float]]:
         dropped, self.dropped = self.dropped, {}
