@@ -309,6 +309,32 @@ def test_a_read_cancelled_while_waiting_leaves_what_comes_after_out_of_step():
     assert asyncio.run(run()) == (True, True)
 
 
+def test_a_timeout_in_the_same_loop_turn_as_a_cancel_is_no_error():
+    """The task cancelled, its future with it, and the timer (or an answer) comes before the task has run
+    again: the link lets the request go instead of resolving a future that is already done."""
+    async def never(tid, writer):
+        await asyncio.sleep(10)
+
+    async def run():
+        server = await asyncio.start_server(
+            lambda reader, writer: _answer_each(reader, writer, never), "127.0.0.1", 0)
+        link = Link(MbapFraming(unit_id=1), "127.0.0.1", server.sockets[0].getsockname()[1])
+        try:
+            await link.open(1.0)
+            reading = asyncio.ensure_future(link.read("holding", 0, 1, 5.0))
+            await asyncio.sleep(0.05)
+            reading.cancel()
+            link._on_timeout(5.0)  # the timer's callback, run before the cancelled task's next step
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            return reading.cancelled()
+        finally:
+            link.close()
+            server.close()
+
+    assert asyncio.run(run())
+
+
 def test_read_data_gives_the_answers_bytes_and_read_the_registers():
     async def run():
         async def answer(tid, writer):

@@ -368,6 +368,8 @@ class Link:
     def _resolve(self, outcome: tuple[bytes, float] | Exception) -> None:
         answer, self._answer = self._answer, None
         self._timer.cancel()  # type: ignore[union-attr]
+        if answer is None or answer.done():  # cancelled, its task not yet run to take it back
+            return
         if isinstance(outcome, Exception):
             answer.set_exception(outcome)  # type: ignore[union-attr]
         else:
