@@ -49,3 +49,17 @@ def test_a_quality_that_is_not_bad_counts_a_read(tmp_path: Path, clock: FakeCloc
     site.sink.write(positions(0, 1), np.array([1.0, 2.0]), quality)
     assert site.table.reads[[0, 1]].tolist() == reads
     assert site.table.quality[[0, 1]].tolist() == np.broadcast_to(np.asarray(quality), 2).tolist()
+
+
+def test_a_table_of_every_read_rows_only_logs_copies_of_whole_writes(tmp_path: Path, clock: FakeClock):
+    """Every row every_read: no mask is made, and the log still keeps its own copies of rows and values."""
+    site = plant(tmp_path, CONFIG.replace("type: uint16}", "type: uint16, report: every_read}"))
+    rows, values = positions(0, 2), np.array([1.0, 3.0])
+    site.sink.write(rows, values, read_at=95.25)
+    values[:] = -1.0  # the writer reuses its arrays
+    site.sink.write(positions(1), np.array([2.0]), int(Quality.OUT_OF_RANGE), 7.0, read_at=96.0)
+    reads = site.table.read_log.take()
+    assert reads.rows.tolist() == [0, 2, 1] and reads.value.tolist() == [1.0, 3.0, 2.0]
+    assert reads.quality.tolist() == [Quality.GOOD, Quality.GOOD, Quality.OUT_OF_RANGE]
+    assert np.isnan(reads.source_ts[:2]).all() and reads.source_ts[2] == 7.0
+    assert reads.gateway_ts.tolist() == [95.25 + WALL_OFFSET] * 2 + [96.0 + WALL_OFFSET]

@@ -44,6 +44,7 @@ class PointTable:
         self.stale_due = np.inf  # monotonic time the next row turns STALE if nothing refreshes it
         self.every_read = np.array([tag.report == "every_read" for tag in self.tags], dtype=np.bool_)
         self.read_log = ReadLog() if self.every_read.any() else None
+        self._every_row_every_read = bool(self.every_read.all())  # a write logs all its rows, unmasked
         self.pending_events: list[Event] = []
         self.changed = asyncio.Event()  # wakes the scan loop as soon as a poll brought data
 
@@ -65,7 +66,8 @@ class PointTable:
             self.reads[rows] += 1
         stamp = self._stamp(rows, read_at)
         if self.read_log is not None:
-            self._log(rows, values, quality, source_ts, stamp, self.every_read[rows])
+            keep = None if self._every_row_every_read else self.every_read[rows]
+            self._log(rows, values, quality, source_ts, stamp, keep)
 
     def set_quality(self, rows: np.ndarray, quality: int, read_at: float | np.ndarray | None = None) -> None:
         """Keep the last value but mark it; counts as a new reading so the change is reported (an
@@ -134,13 +136,13 @@ class PointTable:
         self.changed.set()
         return stamp
 
-    def _log(self, rows: np.ndarray, values, quality, source_ts, stamp, keep: np.ndarray) -> None:
-        """Append the `keep` part of a write to the read log (copies: the writer may reuse its arrays);
-        a scalar stands for every row and goes as it is. A write whose rows are all kept (a block of
-        every_read tags) is copied whole, without a mask: at 10,000 every_read registers a second the
-        masks were most of the write's time."""
-        every = bool(keep.all())
-        if not every and not keep.any():
+    def _log(self, rows: np.ndarray, values, quality, source_ts, stamp, keep: np.ndarray | None) -> None:
+        """Append the `keep` part of a write (None: all of it) to the read log (copies: the writer may reuse
+        its arrays); a scalar stands for every row and goes as it is. A write whose rows are all kept (a
+        block of every_read tags) is copied whole, without a mask: at 10,000 every_read registers a
+        second the masks were most of the write's time."""
+        every = keep is None or bool(keep.all())
+        if not every and not keep.any():  # type: ignore[union-attr]
             return
 
         def kept(column):
