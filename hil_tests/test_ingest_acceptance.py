@@ -237,6 +237,19 @@ def test_heartbeats_anchor_a_late_start_and_show_loss_at_the_tail(accept, gatewa
         assert [(f.kind.label, f.seq) for f in acceptor.alert_overdue_gaps(3600, 0)] == [("lost", 7), ("lost", 9)]
 
 
+def test_seq_1_after_the_heartbeat_that_began_its_epoch_still_says_why_it_began(accept, gateway: SimGateway,
+                                                                              ingest_db: str):
+    """A fresh gateway's first heartbeat may arrive before its seq 1 (two topics the broker does not order
+    between them): the heartbeat begins the epoch, seq 1's chain_reset then records why, once."""
+    gateway.reset("new_install")
+    assert kinds(accept(gateway.heartbeat_topic, gateway.heartbeat())) == ["anchor"]
+    first = gateway.next_batch(10)
+    assert kinds(accept(gateway.topic, first)) == ["chain_reset"]
+    assert accept(gateway.topic, first).duplicate
+    assert query(ingest_db, "SELECT reset_reason, low_seq, head_seq FROM epochs") == [("new_install", 1, 1)]
+    assert query(ingest_db, "SELECT count(*) FROM findings WHERE kind = 'chain_reset'") == [(1,)]
+
+
 def test_gaps_open_too_long_are_alerted_once(accept, gateway: SimGateway, ingest_db: str):
     accept(gateway.topic, gateway.next_batch(10))
     gateway.next_batch(10)

@@ -320,6 +320,8 @@ class Acceptor:
         envelope = item.envelope
         epoch = self._chain.epoch(gateway, envelope.epoch)
         if epoch is not None:
+            if envelope.seq == 1:
+                self._late_reset(item, epoch)
             return epoch
         reset = self._reset_event(item)
         if gateway.current_epoch is None:
@@ -346,6 +348,13 @@ class Acceptor:
         item.note(Kind.CHAIN_RESET, f"epoch {envelope.epoch.hex()} begun: {reset['reason']} (previous epoch "
                                     f"{reset['previous_epoch']}, seq {reset['previous_seq']})")
         return epoch
+
+    def _late_reset(self, item: _Prepared, epoch: EpochState) -> None:
+        """Seq 1 of an epoch a heartbeat began here first (the broker orders a gateway's batches and its
+        heartbeats each on their own topic, not with each other): its chain_reset says why it began."""
+        reset = self._reset_event(item)
+        if reset is not None and self._chain.learn_reset_reason(epoch, reset["reason"]):
+            item.note(Kind.CHAIN_RESET, f"epoch {item.envelope.epoch.hex()} begun: {reset['reason']}")
 
     def _reset_event(self, item: _Prepared) -> dict | None:
         events = (item.body or {}).get("events", [])

@@ -180,6 +180,11 @@ class ChainState:
             gateway.current_epoch = epoch
         return state
 
+    def learn_reset_reason(self, epoch: EpochState, reason: str) -> bool:
+        """Record why `epoch` began, unless that is known already; True if it was not."""
+        return self._conn.execute("UPDATE epochs SET reset_reason = %s WHERE id = %s AND reset_reason IS NULL",
+                                  (reason, epoch.id)).rowcount == 1
+
     def heard(self, epoch: EpochState, envelope: Envelope, body: dict) -> None:
         epoch.hb_boot_id, epoch.hb_created_ms = envelope.boot_id, envelope.created_ms
         epoch.hb_head_seq, epoch.hb_oldest_unacknowledged = envelope.seq, body["oldest_unacknowledged"]
