@@ -62,12 +62,15 @@ def pack(block: SampleBlock) -> bytes:
 
 def unpack(body: bytes) -> SampleBlock:
     """The samples `body` holds; raises BlockError when its header or length does not fit."""
-    return SampleBlock(**columns(body))
+    found = columns(body)
+    if "source_ts" not in found:
+        found["source_ts"] = np.full(len(found["ts"]), np.nan)
+    return SampleBlock(**found)
 
 
 def columns(body: bytes) -> dict[str, np.ndarray]:
-    """The columns of `body` by SampleBlock field name, read-only views of it (no conversion; source_ts all
-    NaN for a block without device times); raises BlockError when its header or length does not fit."""
+    """The columns of `body` by SampleBlock field name, read-only views of it (no conversion; no source_ts
+    for a block without device times); raises BlockError when its header or length does not fit."""
     if len(body) < _HEADER.size:
         raise BlockError(f"a block of {len(body)} bytes has no header")
     version, count = _HEADER.unpack_from(body)
@@ -90,8 +93,6 @@ def columns(body: bytes) -> dict[str, np.ndarray]:
     for name, dtype in layout:
         found[name] = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
         offset += count * dtype.itemsize
-    if "source_ts" not in found:
-        found["source_ts"] = np.full(count, np.nan)
     return found
 
 

@@ -145,10 +145,11 @@ class _Piece:
         self.key[start:end] = columns["tag_id"]  # the day is put in for the whole piece at once
         self.ts[start:end], self.value[start:end] = columns["ts"], columns["value"]
         self.quality[start:end] = columns["quality"]
-        if self.source_ts is not None or not np.isnan(columns["source_ts"]).all():
+        device_times = columns.get("source_ts")  # a version 2 block without device times has none
+        if device_times is not None and (self.source_ts is not None or not np.isnan(device_times).all()):
             if self.source_ts is None:
                 self.source_ts = np.full(len(self.key), np.nan)
-            self.source_ts[start:end] = columns["source_ts"]
+            self.source_ts[start:end] = device_times  # rows of blocks without device times stay NaN
         self.samples = end
 
 
