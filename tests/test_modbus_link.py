@@ -8,6 +8,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -226,17 +227,26 @@ async def _answer_each(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
             await script(struct.unpack(">H", request[:2])[0], writer)
 
 
+@contextlib.asynccontextmanager
+async def linked(script) -> AsyncIterator[Link]:
+    """A link open to a loopback peer that plays `script(tid, writer)` for each request."""
+    server = await asyncio.start_server(lambda reader, writer: _answer_each(reader, writer, script), "127.0.0.1", 0)
+    link = Link(MbapFraming(unit_id=1), "127.0.0.1", server.sockets[0].getsockname()[1])
+    try:
+        await link.open(1.0)
+        yield link
+    finally:
+        link.close()
+        server.close()
+
+
 def converse(script, reads: int = 1, timeout: float = 1.0, after: float = 0.05):
     """Reads of one register over a real loopback connection to a peer that plays `script(tid, writer)`
     for each request: (each read's result or exception, the link out of step `after` seconds later)."""
 
     async def run():
-        server = await asyncio.start_server(
-            lambda reader, writer: _answer_each(reader, writer, script), "127.0.0.1", 0)
-        link = Link(MbapFraming(unit_id=1), "127.0.0.1", server.sockets[0].getsockname()[1])
         results = []
-        try:
-            await link.open(1.0)
+        async with linked(script) as link:
             for _ in range(reads):
                 try:
                     results.append(await link.read("holding", 0, 1, timeout))
@@ -244,9 +254,6 @@ def converse(script, reads: int = 1, timeout: float = 1.0, after: float = 0.05):
                     results.append(exc)
             await asyncio.sleep(after)
             return results, link.out_of_step
-        finally:
-            link.close()
-            server.close()
 
     return asyncio.run(run())
 
@@ -290,11 +297,7 @@ def test_a_read_cancelled_while_waiting_leaves_what_comes_after_out_of_step():
         writer.write(mbap(tid, 1, bytes([3, 2, 0, 9])))
 
     async def run():
-        server = await asyncio.start_server(
-            lambda reader, writer: _answer_each(reader, writer, slow), "127.0.0.1", 0)
-        link = Link(MbapFraming(unit_id=1), "127.0.0.1", server.sockets[0].getsockname()[1])
-        try:
-            await link.open(1.0)
+        async with linked(slow) as link:
             reading = asyncio.ensure_future(link.read("holding", 0, 1, 5.0))
             await asyncio.sleep(0.05)
             reading.cancel()
@@ -302,9 +305,6 @@ def test_a_read_cancelled_while_waiting_leaves_what_comes_after_out_of_step():
                 await reading
             await asyncio.sleep(0.4)  # the answer comes, and the 5 s timer must not fire on nobody
             return link.out_of_step, link.is_open
-        finally:
-            link.close()
-            server.close()
 
     assert asyncio.run(run()) == (True, True)
 
@@ -316,11 +316,7 @@ def test_a_timeout_in_the_same_loop_turn_as_a_cancel_is_no_error():
         await asyncio.sleep(10)
 
     async def run():
-        server = await asyncio.start_server(
-            lambda reader, writer: _answer_each(reader, writer, never), "127.0.0.1", 0)
-        link = Link(MbapFraming(unit_id=1), "127.0.0.1", server.sockets[0].getsockname()[1])
-        try:
-            await link.open(1.0)
+        async with linked(never) as link:
             reading = asyncio.ensure_future(link.read("holding", 0, 1, 5.0))
             await asyncio.sleep(0.05)
             reading.cancel()
@@ -328,9 +324,6 @@ def test_a_timeout_in_the_same_loop_turn_as_a_cancel_is_no_error():
             with contextlib.suppress(asyncio.CancelledError):
                 await reading
             return reading.cancelled()
-        finally:
-            link.close()
-            server.close()
 
     assert asyncio.run(run())
 
@@ -340,14 +333,7 @@ def test_read_data_gives_the_answers_bytes_and_read_the_registers():
         async def answer(tid, writer):
             writer.write(mbap(tid, 1, bytes([3, 4, 0x12, 0x34, 0xFF, 0xFE])))
 
-        server = await asyncio.start_server(
-            lambda reader, writer: _answer_each(reader, writer, answer), "127.0.0.1", 0)
-        link = Link(MbapFraming(unit_id=1), "127.0.0.1", server.sockets[0].getsockname()[1])
-        try:
-            await link.open(1.0)
+        async with linked(answer) as link:
             return await link.read_data("holding", 0, 2, 1.0), await link.read("holding", 0, 2, 1.0)
-        finally:
-            link.close()
-            server.close()
 
     assert asyncio.run(run()) == (bytes([0x12, 0x34, 0xFF, 0xFE]), [0x1234, 0xFFFE])
